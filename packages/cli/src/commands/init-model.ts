@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { PRESET_NAMES } from '@expertmesh/model-config';
+import { numberFlag, parseFlags } from '../flags.js';
+
+export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn]
+  Writes a deterministic random checkpoint of the DeepSeek-V3 architecture in Hugging Face format.`;
+
+export async function initModel(argv: readonly string[]): Promise<number> {
+  const flags = parseFlags(
+    argv,
+    {
+      preset: { type: 'string' },
+      out: { type: 'string' },
+      seed: { type: 'string' },
+      dtype: { type: 'string' },
+      fp8: { type: 'boolean' },
+      shards: { type: 'string' },
+      'no-q-lora': { type: 'boolean' },
+      'no-yarn': { type: 'boolean' },
+    },
+    z.object({
+      preset: z.enum(PRESET_NAMES as [string, ...string[]]),
+      out: z.string().min(1),
+      seed: numberFlag((n) => n.int().nonnegative()).default(0),
+      dtype: z.enum(['float32', 'bfloat16']).default('bfloat16'),
+      fp8: z.boolean().default(false),
+      shards: numberFlag((n) => n.int().positive()).default(1),
+      'no-q-lora': z.boolean().default(false),
+      'no-yarn': z.boolean().default(false),
+    }),
+  );
+  const summary = await makeCheckpoint({
+    preset: flags.preset,
+    outDir: flags.out,
+    seed: flags.seed,
+    dtype: flags.dtype,
+    fp8: flags.fp8,
+    shards: flags.shards,
+    overrides: {
+      ...(flags['no-q-lora'] ? { q_lora_rank: null } : {}),
+      ...(flags['no-yarn'] ? { rope_scaling: null } : {}),
+    },
+  });
+  process.stdout.write(
+    `wrote ${summary.tensors} tensors (${(summary.bytes / 2 ** 20).toFixed(1)} MiB) in ${summary.files.length} file(s) to ${flags.out}` +
+      `${summary.tokenizer ? ' with the DeepSeek-V3 tokenizer' : ''}\n`,
+  );
+  return 0;
+}

@@ -1,0 +1,38 @@
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { UsageError } from './cli-error.js';
+
+type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+
+/**
+ * Parses `--flag value` arguments, then validates them with a zod schema, so every command
+ * states its flags once and reports bad values by flag name.
+ */
+export function parseFlags<S extends z.ZodTypeAny>(argv: readonly string[], spec: FlagSpec, schema: S): z.infer<S> {
+  let values: Record<string, unknown>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: spec, allowPositionals: false, strict: true }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const parsed = schema.safeParse(values);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `--${i.path.join('.').replace(/([A-Z])/g, '-$1').toLowerCase()}: ${i.message}`);
+    throw new UsageError(problems.join('\n'));
+  }
+  return parsed.data;
+}
+
+/** A string flag holding a number. */
+export const numberFlag = (check: (n: z.ZodNumber) => z.ZodNumber = (n) => n) => z.coerce.number().pipe(check(z.number()));
+
+/** Execution flags every command that runs the model takes. */
+export const executionFlagSpec = {
+  'execution-provider': { type: 'string' },
+  'intra-op-threads': { type: 'string' },
+} satisfies FlagSpec;
+
+export const executionFlagSchema = {
+  'execution-provider': z.enum(['cpu', 'cuda']).default((process.env.EXPERTMESH_EXECUTION_PROVIDER as 'cpu' | 'cuda' | undefined) ?? 'cpu'),
+  'intra-op-threads': numberFlag((n) => n.int().nonnegative()).default(0),
+};

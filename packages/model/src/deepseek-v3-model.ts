@@ -1,0 +1,205 @@
+import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
+import { DEFAULT_EXECUTION, f32, floatData, Graph, i64, type ExecutionOptions } from '@expertmesh/tensor-ops';
+import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { planAttentionGroups, type StepSegment } from './attention-batch.js';
+import { routeTokens } from './expert-routing.js';
+import { LocalRoutedExperts } from './experts/local-routed-experts.js';
+import type { RoutedExpertsBackend } from './experts/routed-experts-backend.js';
+import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
+import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
+import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
+import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
+import { buildMlpGraph } from './graphs/mlp-graph.js';
+import { type BlockTable, LatentKvCache } from './kv-cache.js';
+import { WeightReader } from './model-weights.js';
+import { RotaryTable } from './rotary-table.js';
+
+/** One sequence's share of a step: `tokenIds` at positions startPosition…, cache already grown to fit. */
+export interface ForwardSegment extends StepSegment {
+  readonly tokenIds: ArrayLike<number>;
+  /** Whether the step should return logits for this segment's last token. */
+  readonly wantLogits: boolean;
+}
+
+export interface ModelLoadOptions {
+  readonly execution?: ExecutionOptions;
+  /** Tokens the latent KV cache holds across all sequences (memory is allocated up front). */
+  readonly kvCacheTokens?: number;
+  /** Where routed experts run; in this process (all experts) when absent. */
+  readonly experts?: RoutedExpertsBackend;
+}
+
+interface LayerGraphs {
+  readonly attentionInput: Graph;
+  readonly attentionOutput: Graph;
+  /** MoE layers only. */
+  readonly router: { readonly bias: Float32Array; readonly shared: Graph | null } | null;
+}
+
+/**
+ * DeepSeek-V3 inference, one step at a time over any mix of prefill chunks and decode tokens:
+ *   x = embed(tokens)
+ *   per layer:  x = x + MLA(RMSNorm(x));  x = x + FFN(RMSNorm(x))   (FFN = dense MLP or MoE)
+ *   logits = lm_head(RMSNorm(x)) at the rows that need a next token
+ */
+export class DeepseekV3Model {
+  private constructor(
+    readonly config: ModelConfig,
+    readonly cache: LatentKvCache,
+    private readonly embedding: Float32Array,
+    private readonly layers: readonly LayerGraphs[],
+    private readonly attentionCore: Graph,
+    private readonly lmHead: Graph,
+    private readonly rotary: RotaryTable,
+    readonly experts: RoutedExpertsBackend,
+  ) {}
+
+  static async load(modelDir: string, options: ModelLoadOptions = {}): Promise<DeepseekV3Model> {
+    const config = await loadModelConfig(modelDir);
+    const execution = options.execution ?? DEFAULT_EXECUTION;
+    const checkpoint = await SafetensorsCheckpoint.open(modelDir);
+    try {
+      const reader = new WeightReader(checkpoint, config);
+      const scale = attentionSoftmaxScale(config);
+      const layers: LayerGraphs[] = [];
+      for (let l = 0; l < config.numLayers; l++) {
+        const w = await reader.layer(l);
+        layers.push({
+          attentionInput: await Graph.create(`layer${l}_attention_input`, buildAttentionInputGraph(config, w.attention, scale, l), execution),
+          attentionOutput: await Graph.create(`layer${l}_attention_output`, buildAttentionOutputGraph(config, w, l), execution),
+          router:
+            w.ffn.kind === 'moe'
+              ? {
+                  bias: w.ffn.router.scoreCorrectionBias,
+                  shared: w.ffn.shared ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
+                }
+              : null,
+        });
+      }
+      const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, await reader.finalNorm(), await reader.lmHead()), execution);
+      const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
+      const experts = options.experts ?? (await LocalRoutedExperts.load(config, reader, execution));
+      const cacheTokens = options.kvCacheTokens ?? 8192;
+      const cache = new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(cacheTokens / 16), 16);
+      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts);
+    } finally {
+      await checkpoint.close();
+    }
+  }
+
+  /**
+   * Runs one step. Every segment's cache must already have room for its tokens. Returns the logits
+   * [vocab] of the last token of each segment that wants them, in segment order.
+   */
+  async forward(segments: readonly ForwardSegment[]): Promise<Float32Array[]> {
+    const { hiddenSize: H, numHeads: nH, kvLoraRank: R } = this.config;
+    // Decode tokens first: they form one attention group.
+    const order = segments.map((_, i) => i).sort((a, b) => Number(segments[a]!.length !== 1) - Number(segments[b]!.length !== 1));
+    const ordered = order.map((i) => segments[i]!);
+    const T = ordered.reduce((n, s) => n + s.length, 0);
+    const tokens = new Int32Array(T);
+    const positions = new Int32Array(T);
+    const slots = new Int32Array(T);
+    let t = 0;
+    for (const s of ordered) {
+      for (let i = 0; i < s.length; i++, t++) {
+        tokens[t] = this.checkToken(s.tokenIds[i]!);
+        positions[t] = s.startPosition + i;
+        slots[t] = this.cache.slotOf(s.cache, s.startPosition + i);
+      }
+    }
+    const groups = planAttentionGroups(this.cache, ordered);
+    const { cos, sin } = this.rotary.forPositions(positions);
+    const cosT = f32(cos, [T, this.rotary.pairs]);
+    const sinT = f32(sin, [T, this.rotary.pairs]);
+    const qWidth = nH * (R + this.config.qkRopeHeadDim);
+
+    let x = this.embed(tokens);
+    for (let l = 0; l < this.layers.length; l++) {
+      const layer = this.layers[l]!;
+      const a = await layer.attentionInput.run({ x: f32(x, [T, H]), cos: cosT, sin: sinT });
+      const q = floatData(a.q, layer.attentionInput.name, 'q');
+      this.cache.write(l, slots, floatData(a.kv, layer.attentionInput.name, 'kv'));
+      const oLatent = new Float32Array(T * nH * R);
+      const pool = this.cache.pools[l]!;
+      const poolT = f32(pool, [pool.length / this.cache.rowSize, this.cache.rowSize]);
+      for (const g of groups) {
+        const rows = g.batch * g.queryLength;
+        const qGroup = q.subarray(g.tokenOffset * qWidth, (g.tokenOffset + rows) * qWidth);
+        const out = await this.attentionCore.run({
+          q: f32(qGroup, [g.batch, g.queryLength, nH, R + this.config.qkRopeHeadDim]),
+          pool: poolT,
+          slots: i64(g.slots, [g.batch, g.keyLength]),
+          mask: f32(g.mask, [g.batch, g.queryLength, 1, g.keyLength]),
+        });
+        oLatent.set(floatData(out.o_latent, this.attentionCore.name, 'o_latent'), g.tokenOffset * nH * R);
+      }
+      const o = await layer.attentionOutput.run({ o_latent: f32(oLatent, [T, nH, R]), x: f32(x, [T, H]) });
+      x = layer.router ? await this.moe(l, layer, o, T) : floatData(o.x_out, layer.attentionOutput.name, 'x_out');
+    }
+    return this.logits(ordered, order, x);
+  }
+
+  /** x' = h + Σ routed experts + shared experts; the shared expert runs while the routed ones are away. */
+  private async moe(layerIndex: number, layer: LayerGraphs, o: Record<string, import('@expertmesh/tensor-ops').Tensor>, T: number): Promise<Float32Array> {
+    const name = layer.attentionOutput.name;
+    const h = floatData(o.h, name, 'h');
+    const hn = floatData(o.hn, name, 'hn');
+    const routing = routeTokens(this.config, floatData(o.scores, name, 'scores'), layer.router!.bias, T);
+    const shared = layer.router!.shared;
+    const [routed, sharedOut] = await Promise.all([
+      this.experts.compute(layerIndex, hn, routing),
+      shared ? shared.run({ x: f32(hn, [T, this.config.hiddenSize]) }).then((r) => floatData(r.y, shared.name, 'y')) : null,
+    ]);
+    for (let i = 0; i < h.length; i++) h[i] = h[i]! + routed[i]! + (sharedOut ? sharedOut[i]! : 0);
+    return h;
+  }
+
+  private async logits(ordered: readonly ForwardSegment[], order: readonly number[], x: Float32Array): Promise<Float32Array[]> {
+    const H = this.config.hiddenSize;
+    const V = this.config.vocabSize;
+    const rows: { original: number; row: number }[] = [];
+    let offset = 0;
+    ordered.forEach((s, i) => {
+      offset += s.length;
+      if (s.wantLogits) rows.push({ original: order[i]!, row: offset - 1 });
+    });
+    if (rows.length === 0) return [];
+    rows.sort((a, b) => a.original - b.original);
+    const input = new Float32Array(rows.length * H);
+    rows.forEach((r, i) => input.set(x.subarray(r.row * H, (r.row + 1) * H), i * H));
+    const out = await this.lmHead.run({ x: f32(input, [rows.length, H]) });
+    const logits = floatData(out.logits, this.lmHead.name, 'logits');
+    return rows.map((_, i) => logits.slice(i * V, (i + 1) * V));
+  }
+
+  private embed(tokens: Int32Array): Float32Array {
+    const H = this.config.hiddenSize;
+    const x = new Float32Array(tokens.length * H);
+    for (let t = 0; t < tokens.length; t++) x.set(this.embedding.subarray(tokens[t]! * H, (tokens[t]! + 1) * H), t * H);
+    return x;
+  }
+
+  private checkToken(id: number): number {
+    if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+      throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.config.vocabSize})`);
+    }
+    return id;
+  }
+
+  /** Frees a finished sequence's cache blocks. */
+  release(cache: BlockTable): void {
+    this.cache.release(cache);
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.layers) {
+      await l.attentionInput.release();
+      await l.attentionOutput.release();
+      await l.router?.shared?.release();
+    }
+    await this.attentionCore.release();
+    await this.lmHead.release();
+    await this.experts.close();
+  }
+}

@@ -1,0 +1,35 @@
+import type { ModelConfig } from '@expertmesh/model-config';
+import { linear, OnnxModelBuilder, rmsNorm, swiglu, weight } from '@expertmesh/tensor-ops';
+import type { LayerWeights } from '../model-weights.js';
+import { splitKvB } from './kv-b-split.js';
+
+/**
+ * The rest of a layer after attention scores:
+ *   o = W_o · concat_h(o_latent[h] · W_vb[h]ᵀ);  h = x + o;  hn = RMSNorm(h)
+ * Dense layers finish here:  x' = h + MLP(hn)                       → output "x"
+ * MoE layers hand over:      h, hn and the router's sigmoid scores → outputs "h", "hn", "scores"
+ * (the experts and the shared expert run outside, so they can run on other machines).
+ */
+export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, layer: number): Uint8Array {
+  const { hiddenSize: H, numHeads: nH, vHeadDim: v, kvLoraRank: R, rmsNormEps: eps } = config;
+  const b = new OnnxModelBuilder(`layer${layer}_attention_output`);
+  const oLatent = b.input('o_latent', 'float32', ['T', nH, R]);
+  const x = b.input('x', 'float32', ['T', H]);
+  const { valueUpT } = splitKvB(config, w.attention.kvB);
+  const byHead = b.op('MatMul', [b.op('Transpose', [oLatent], { perm: [1, 0, 2] }), weight(b, valueUpT, [nH, R, v], 'w_vb')]);
+  const heads = b.op('Reshape', [b.op('Transpose', [byHead], { perm: [1, 0, 2] }), b.int64s([-1, nH * v])]);
+  const h = b.op('Add', [x, linear(b, heads, w.attention.o, H, nH * v, 'o_proj')]);
+  const hn = rmsNorm(b, h, w.postAttentionNorm, eps, 'post_attention_norm');
+  if (w.ffn.kind === 'dense') {
+    b.alias(b.op('Add', [h, swiglu(b, hn, w.ffn.mlp, 'mlp')]), 'x_out');
+    b.output('x_out', 'float32', ['T', H]);
+  } else {
+    b.alias(h, 'h');
+    b.alias(hn, 'hn');
+    b.alias(b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, config.nRoutedExperts, H, 'gate')]), 'scores');
+    b.output('h', 'float32', ['T', H]);
+    b.output('hn', 'float32', ['T', H]);
+    b.output('scores', 'float32', ['T', config.nRoutedExperts]);
+  }
+  return b.toBytes();
+}

@@ -1,0 +1,42 @@
+import type { OnnxModelBuilder } from './onnx-model-builder.js';
+
+/** Shared building blocks written once in ONNX ops, so every graph spells the math the same way. */
+
+export function weight(b: OnnxModelBuilder, data: Float32Array, dims: readonly number[], hint: string): string {
+  return b.constant({ type: 'float32', dims, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }, hint);
+}
+
+/**
+ * y = x · Wᵀ for a Hugging Face weight W of shape [out, in]. The transpose of a constant is folded
+ * by onnxruntime when the session is built, so at run time this is one MatMul on [in, out].
+ */
+export function linear(b: OnnxModelBuilder, x: string, w: Float32Array, outFeatures: number, inFeatures: number, hint: string): string {
+  const wt = b.op('Transpose', [weight(b, w, [outFeatures, inFeatures], hint)], { perm: [1, 0] });
+  return b.op('MatMul', [x, wt]);
+}
+
+/** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
+export function rmsNorm(b: OnnxModelBuilder, x: string, w: Float32Array, eps: number, hint: string): string {
+  const meanSquare = b.op('ReduceMean', [b.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+  const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [meanSquare, b.scalarFloat(eps)])])]);
+  return b.op('Mul', [b.op('Mul', [x, inv]), weight(b, w, [w.length], hint)]);
+}
+
+export function silu(b: OnnxModelBuilder, x: string): string {
+  return b.op('Mul', [x, b.op('Sigmoid', [x])]);
+}
+
+export interface SwigluWeights {
+  readonly gate: Float32Array;
+  readonly up: Float32Array;
+  readonly down: Float32Array;
+  readonly hidden: number;
+  readonly intermediate: number;
+}
+
+/** The SwiGLU FFN every DeepSeek MLP and expert uses: down(silu(gate(x)) ⊙ up(x)). */
+export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string {
+  const gate = linear(b, x, w.gate, w.intermediate, w.hidden, `${hint}_gate`);
+  const up = linear(b, x, w.up, w.intermediate, w.hidden, `${hint}_up`);
+  return linear(b, b.op('Mul', [silu(b, gate), up]), w.down, w.hidden, w.intermediate, `${hint}_down`);
+}

@@ -1,0 +1,1 @@
+export { Tokenizer, TokenizerError, TOKENIZER_FILES } from './tokenizer.js';

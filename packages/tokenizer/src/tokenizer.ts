@@ -1,0 +1,61 @@
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TokenizerLoader } from '@lenml/tokenizers';
+
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
+
+export class TokenizerError extends Error {
+  override readonly name = 'TokenizerError';
+}
+
+interface TokenizerConfigJson {
+  readonly add_bos_token?: boolean;
+  readonly bos_token?: string | { readonly content: string } | null;
+  readonly chat_template?: string;
+}
+
+type LoadedTokenizer = ReturnType<typeof TokenizerLoader.fromPreTrained>;
+
+/** The checkpoint's own tokenizer (tokenizer.json + tokenizer_config.json, Hugging Face format). */
+export class Tokenizer {
+  private constructor(
+    private readonly inner: LoadedTokenizer,
+    readonly config: TokenizerConfigJson,
+    readonly bosTokenId: number | null,
+  ) {}
+
+  /** Loads the tokenizer from a checkpoint folder; null when the folder has no tokenizer files. */
+  static async load(modelDir: string): Promise<Tokenizer | null> {
+    const paths = TOKENIZER_FILES.map((f) => join(modelDir, f));
+    const present = await Promise.all(paths.map((p) => access(p).then(() => true, () => false)));
+    if (!present.some(Boolean)) return null;
+    if (!present.every(Boolean)) throw new TokenizerError(`${modelDir} has only some of ${TOKENIZER_FILES.join(', ')}: add the missing file or remove both`);
+    let json: unknown;
+    let config: TokenizerConfigJson;
+    try {
+      json = JSON.parse(await readFile(paths[0]!, 'utf8'));
+      config = JSON.parse(await readFile(paths[1]!, 'utf8')) as TokenizerConfigJson;
+    } catch (cause) {
+      throw new TokenizerError(`cannot parse the tokenizer files in ${modelDir}: ${(cause as Error).message}`, { cause });
+    }
+    const inner = TokenizerLoader.fromPreTrained({ tokenizerJSON: json as object, tokenizerConfig: config as object });
+    const bos = typeof config.bos_token === 'string' ? config.bos_token : config.bos_token?.content;
+    const bosIds = bos ? inner.encode(bos, { add_special_tokens: false }) : [];
+    return new Tokenizer(inner, config, bosIds.length === 1 ? bosIds[0]! : null);
+  }
+
+  get vocabSize(): number {
+    return this.inner.model.vocab.length;
+  }
+
+  /** Token ids of `text`, with the BOS token first when the tokenizer config asks for it. */
+  encode(text: string, options: { addBos?: boolean } = {}): number[] {
+    const ids = this.inner.encode(text, { add_special_tokens: false });
+    const addBos = options.addBos ?? this.config.add_bos_token ?? false;
+    return addBos && this.bosTokenId !== null && ids[0] !== this.bosTokenId ? [this.bosTokenId, ...ids] : ids;
+  }
+
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? true });
+  }
+}

@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint, type MakeCheckpointOptions } from '@expertmesh/checkpoint-maker';
+import { Engine, GREEDY } from '@expertmesh/model';
+import { loadReferenceModel, referenceGreedy } from '../reference/index.js';
+import { relativeError } from '../helpers/numerics.js';
+import { tempDir } from '../helpers/temp-dir.js';
+
+/**
+ * The engine (float32 on onnxruntime, absorbed MLA, latent cache, batched) against the plain
+ * float64 reference, on tiny checkpoints of every storage kind the loader reads.
+ */
+const variants: { name: string; options: Omit<MakeCheckpointOptions, 'outDir' | 'preset'> }[] = [
+  { name: 'float32', options: { dtype: 'float32', seed: 1 } },
+  { name: 'bfloat16', options: { dtype: 'bfloat16', seed: 2 } },
+  { name: 'fp8 128x128 blocks', options: { dtype: 'bfloat16', fp8: true, seed: 3 } },
+  { name: 'fp8 partial 32x24 blocks, sharded in 3', options: { dtype: 'bfloat16', fp8: true, fp8BlockSize: [32, 24], shards: 3, seed: 4 } },
+  { name: 'sharded bfloat16', options: { dtype: 'bfloat16', shards: 4, seed: 5 } },
+  { name: 'q_lora_rank null', options: { dtype: 'float32', seed: 6, overrides: { q_lora_rank: null } } },
+  { name: 'no YaRN', options: { dtype: 'float32', seed: 7, overrides: { rope_scaling: null } } },
+];
+
+/** Deterministic prompts; the last is longer than tiny's original_max_position_embeddings (32). */
+function prompts(vocab: number): number[][] {
+  const lengths = [1, 5, 12, 40];
+  let s = 12345;
+  const next = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % vocab;
+  return lengths.map((n) => Array.from({ length: n }, next));
+}
+
+const MAX_TOKENS = 5;
+
+for (const variant of variants) {
+  describe(`engine matches the float64 reference: ${variant.name}`, () => {
+    let dir: Awaited<ReturnType<typeof tempDir>>;
+    let engine: Engine;
+    let reference: ReturnType<typeof loadReferenceModel>;
+
+    beforeAll(async () => {
+      dir = await tempDir('correctness');
+      await makeCheckpoint({ preset: 'tiny', outDir: dir.path, ...variant.options });
+      engine = await Engine.load(dir.path, { kvCacheTokens: 1024 });
+      reference = loadReferenceModel(dir.path);
+    });
+    afterAll(async () => {
+      await engine?.close();
+      await dir?.remove();
+    });
+
+    it('gives the same greedy tokens and logits within 1e-4 relative, batched', async () => {
+      const ps = prompts(engine.config.vocabSize);
+      const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: MAX_TOKENS, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
+      ps.forEach((p, i) => {
+        const ref = referenceGreedy(reference, p, MAX_TOKENS);
+        expect(results[i]!.tokenIds).toEqual(ref.tokenIds);
+        results[i]!.logits.forEach((l, step) => expect(relativeError(l, ref.logits[step]!)).toBeLessThan(1e-4));
+      });
+    });
+  });
+}
+
+describe('batching and chunking do not change results', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  beforeAll(async () => {
+    dir = await tempDir('batching');
+    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, dtype: 'bfloat16', seed: 9 });
+  });
+  afterAll(async () => dir?.remove());
+
+  const run = async (options: { maxBatchedTokens: number; together: boolean }, ps: number[][]) => {
+    const engine = await Engine.load(dir.path, { kvCacheTokens: 2048, maxBatchedTokens: options.maxBatchedTokens });
+    try {
+      const req = (p: number[]) => ({ promptTokenIds: p, maxTokens: 6, sampling: GREEDY, ignoreEos: true, captureLogits: true });
+      if (options.together) return await engine.generate(ps.map(req));
+      const out = [];
+      for (const p of ps) out.push(...(await engine.generate([req(p)])));
+      return out;
+    } finally {
+      await engine.close();
+    }
+  };
+
+  it('prefill at once equals token-by-token decode of the prompt', async () => {
+    const ps = prompts(512).slice(1);
+    const atOnce = await run({ maxBatchedTokens: 512, together: false }, ps);
+    const tokenByToken = await run({ maxBatchedTokens: 1, together: false }, ps);
+    atOnce.forEach((r, i) => {
+      expect(tokenByToken[i]!.tokenIds).toEqual(r.tokenIds);
+      r.logits.forEach((l, s) => expect(relativeError(tokenByToken[i]!.logits[s]!, l)).toBeLessThan(1e-5));
+    });
+  });
+
+  it('a batch of 8 sequences of different lengths equals each run alone', async () => {
+    let s = 7;
+    const ps = Array.from({ length: 8 }, (_, i) => Array.from({ length: 1 + 3 * i }, () => (s = (s * 31 + 17) % 512)));
+    const alone = await run({ maxBatchedTokens: 512, together: false }, ps);
+    const batched = await run({ maxBatchedTokens: 64, together: true }, ps);
+    alone.forEach((r, i) => {
+      expect(batched[i]!.tokenIds).toEqual(r.tokenIds);
+      r.logits.forEach((l, step) => expect(relativeError(batched[i]!.logits[step]!, l)).toBeLessThan(1e-5));
+    });
+  });
+});
