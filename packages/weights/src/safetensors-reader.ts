@@ -35,10 +35,17 @@ export class SafetensorsCheckpoint {
   static async open(path: string): Promise<SafetensorsCheckpoint> {
     const isFile = path.endsWith('.safetensors');
     const dir = isFile ? dirname(path) : path;
-    const files = isFile ? [basename(path)] : await listShardFiles(dir);
+    const { files, weightMap } = isFile ? { files: [basename(path)], weightMap: null } : await listShardFiles(dir);
     const tensors = new Map<string, TensorInfo>();
     for (const file of files) {
       for (const info of await readHeader(join(dir, file))) tensors.set(info.name, info);
+    }
+    // The index and the headers must agree, or the download is mixed up.
+    for (const [name, file] of Object.entries(weightMap ?? {})) {
+      const info = tensors.get(name);
+      if (!info || basename(info.file) !== file) {
+        throw new CheckpointError(`the index places this tensor in ${file} but that file's header does not hold it`, join(dir, file), name);
+      }
     }
     return new SafetensorsCheckpoint(dir, tensors);
   }
@@ -104,7 +111,7 @@ export class SafetensorsCheckpoint {
   }
 }
 
-async function listShardFiles(dir: string): Promise<string[]> {
+async function listShardFiles(dir: string): Promise<{ files: string[]; weightMap: Record<string, string> | null }> {
   const indexPath = join(dir, INDEX_FILE);
   let indexText: string | null = null;
   try {
@@ -118,7 +125,7 @@ async function listShardFiles(dir: string): Promise<string[]> {
     } catch {
       throw new CheckpointError(`neither ${INDEX_FILE} nor ${SINGLE_FILE} found: point --model at a Hugging Face checkpoint folder`, dir);
     }
-    return [SINGLE_FILE];
+    return { files: [SINGLE_FILE], weightMap: null };
   }
   let index: unknown;
   try {
@@ -138,7 +145,7 @@ async function listShardFiles(dir: string): Promise<string[]> {
       throw new CheckpointError(`shard file ${f} listed in the index is missing: the download is incomplete`, join(dir, f), tensor);
     }
   }
-  return files as string[];
+  return { files: files as string[], weightMap: weightMap as Record<string, string> };
 }
 
 async function readHeader(path: string): Promise<TensorInfo[]> {

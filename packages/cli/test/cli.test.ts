@@ -1,0 +1,85 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Engine, GREEDY } from '@expertmesh/model';
+import { runCli } from '../../../test/helpers/cli.js';
+import { tempDir } from '../../../test/helpers/temp-dir.js';
+
+interface GenerateJson {
+  token_ids: number[];
+  top_logprobs: [number, number][][];
+  text: string | null;
+  finish_reason: string;
+}
+
+describe('expertmesh CLI', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let tiny: string;
+
+  beforeAll(async () => {
+    dir = await tempDir('cli');
+    tiny = join(dir.path, 'tiny');
+    const made = await runCli(['init-model', '--preset', 'tiny', '--out', tiny, '--seed', '3', '--fp8', '--shards', '2']);
+    expect(made.stderr).toBe('');
+    expect(made.code).toBe(0);
+    expect(made.stdout).toMatch(/wrote \d+ tensors .* in 3 file\(s\)/);
+  });
+  afterAll(async () => dir?.remove());
+
+  it('generate --json prints token ids, top log-probabilities and no text without a tokenizer', async () => {
+    const r = await runCli(['generate', '--model', tiny, '--prompt-token-ids', '5,6,7,8', '--max-tokens', '4', '--top-logprobs', '3', '--ignore-eos', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as GenerateJson;
+    expect(out.token_ids).toHaveLength(4);
+    expect(out.text).toBeNull();
+    expect(out.top_logprobs).toHaveLength(4);
+    for (const [i, top] of out.top_logprobs.entries()) {
+      expect(top).toHaveLength(3);
+      expect(top[0]![0]).toBe(out.token_ids[i]); // greedy: the chosen token is the most likely
+      expect(top[0]![1]).toBeLessThanOrEqual(0);
+      expect(top[0]![1]).toBeGreaterThanOrEqual(top[1]![1]);
+      expect(top[1]![1]).toBeGreaterThanOrEqual(top[2]![1]);
+    }
+    // Same tokens as the library in this process.
+    const engine = await Engine.load(tiny, { kvCacheTokens: 64 });
+    const [lib] = await engine.generate([{ promptTokenIds: [5, 6, 7, 8], maxTokens: 4, sampling: GREEDY, ignoreEos: true }]);
+    await engine.close();
+    expect(out.token_ids).toEqual(lib!.tokenIds);
+  });
+
+  it('sampling with a seed is reproducible', async () => {
+    const args = ['generate', '--model', tiny, '--prompt-token-ids', '1,2', '--max-tokens', '6', '--temperature', '1.0', '--top-p', '0.9', '--seed', '42', '--ignore-eos', '--json'];
+    const [a, b] = await Promise.all([runCli(args), runCli(args)]);
+    expect(JSON.parse(a.stdout).token_ids).toEqual(JSON.parse(b.stdout).token_ids);
+  });
+
+  it('explains bad usage with exit code 2', async () => {
+    const noTokenizer = await runCli(['generate', '--model', tiny, '--prompt', 'hello']);
+    expect(noTokenizer.code).toBe(2);
+    expect(noTokenizer.stderr).toMatch(/no tokenizer files: use --prompt-token-ids/);
+    const badTemp = await runCli(['generate', '--model', tiny, '--prompt-token-ids', '1', '--temperature', '-1']);
+    expect(badTemp.code).toBe(2);
+    expect(badTemp.stderr).toMatch(/--temperature/);
+    const badIds = await runCli(['generate', '--model', tiny, '--prompt-token-ids', '1,x']);
+    expect(badIds.code).toBe(2);
+    expect(badIds.stderr).toMatch(/--prompt-token-ids/);
+    const unknown = await runCli(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"/);
+  });
+
+  it('reports a token id outside the vocabulary as an error, exit code 1', async () => {
+    const r = await runCli(['generate', '--model', tiny, '--prompt-token-ids', '99999', '--max-tokens', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/outside the vocabulary \[0, 512\)/);
+  });
+
+  it('the demo preset carries the real DeepSeek-V3 tokenizer: text in, text out', async () => {
+    const demo = join(dir.path, 'demo');
+    expect((await runCli(['init-model', '--preset', 'demo', '--out', demo])).code).toBe(0);
+    const r = await runCli(['generate', '--model', demo, '--prompt', 'Hello, world', '--max-tokens', '3', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as GenerateJson;
+    expect(out.token_ids).toHaveLength(3);
+    expect(typeof out.text).toBe('string');
+  });
+});
