@@ -1,9 +1,11 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { PRESET_NAMES } from '@expertmesh/model-config';
 import { numberFlag, parseFlags } from '../flags.js';
 
-export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn]
+export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn] [--if-missing]
   Writes a deterministic random checkpoint of the DeepSeek-V3 architecture in Hugging Face format.`;
 
 export async function initModel(argv: readonly string[]): Promise<number> {
@@ -18,6 +20,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       shards: { type: 'string' },
       'no-q-lora': { type: 'boolean' },
       'no-yarn': { type: 'boolean' },
+      'if-missing': { type: 'boolean' },
     },
     z.object({
       preset: z.enum(PRESET_NAMES as [string, ...string[]]),
@@ -28,8 +31,13 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       shards: numberFlag((n) => n.int().positive()).default(1),
       'no-q-lora': z.boolean().default(false),
       'no-yarn': z.boolean().default(false),
+      'if-missing': z.boolean().default(false),
     }),
   );
+  if (flags['if-missing'] && existsSync(join(flags.out, 'config.json'))) {
+    process.stdout.write(`${flags.out} already holds a checkpoint; leaving it as it is\n`);
+    return 0;
+  }
   const summary = await makeCheckpoint({
     preset: flags.preset,
     outDir: flags.out,
