@@ -1,10 +1,12 @@
 import { generate, generateUsage } from './commands/generate.js';
 import { initModel, initModelUsage } from './commands/init-model.js';
+import { shard, shardUsage } from './commands/shard.js';
 import { UsageError } from './cli-error.js';
 
 const commands: Record<string, { run: (argv: readonly string[]) => Promise<number>; usage: string }> = {
   'init-model': { run: initModel, usage: initModelUsage },
   generate: { run: generate, usage: generateUsage },
+  shard: { run: shard, usage: shardUsage },
 };
 
 const usage = `usage: expertmesh <command> [flags]\n\n${Object.values(commands)

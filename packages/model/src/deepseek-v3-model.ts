@@ -12,6 +12,7 @@ import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import { type BlockTable, LatentKvCache } from './kv-cache.js';
 import { WeightReader } from './model-weights.js';
+import { modelFingerprint } from './model-fingerprint.js';
 import { RotaryTable } from './rotary-table.js';
 
 /** One sequence's share of a step: `tokenIds` at positions startPosition…, cache already grown to fit. */
@@ -25,8 +26,11 @@ export interface ModelLoadOptions {
   readonly execution?: ExecutionOptions;
   /** Tokens the latent KV cache holds across all sequences (memory is allocated up front). */
   readonly kvCacheTokens?: number;
-  /** Where routed experts run; in this process (all experts) when absent. */
-  readonly experts?: RoutedExpertsBackend;
+  /**
+   * Where routed experts run: a backend, or a factory given the loaded config and fingerprint
+   * (remote shards need the fingerprint); in this process (all experts) when absent.
+   */
+  readonly experts?: RoutedExpertsBackend | ((model: { config: ModelConfig; fingerprint: string }) => Promise<RoutedExpertsBackend>);
 }
 
 interface LayerGraphs {
@@ -52,6 +56,8 @@ export class DeepseekV3Model {
     private readonly lmHead: Graph,
     private readonly rotary: RotaryTable,
     readonly experts: RoutedExpertsBackend,
+    /** Identifies the checkpoint; shards of another model refuse this router. */
+    readonly fingerprint: string,
   ) {}
 
   static async load(modelDir: string, options: ModelLoadOptions = {}): Promise<DeepseekV3Model> {
@@ -78,10 +84,14 @@ export class DeepseekV3Model {
       }
       const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, await reader.finalNorm(), await reader.lmHead()), execution);
       const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
-      const experts = options.experts ?? (await LocalRoutedExperts.load(config, reader, execution));
+      const fingerprint = await modelFingerprint(config, checkpoint);
+      const experts =
+        typeof options.experts === 'function'
+          ? await options.experts({ config, fingerprint })
+          : (options.experts ?? (await LocalRoutedExperts.load(config, reader, execution)));
       const cacheTokens = options.kvCacheTokens ?? 8192;
       const cache = new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(cacheTokens / 16), 16);
-      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts);
+      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts, fingerprint);
     } finally {
       await checkpoint.close();
     }

@@ -9,6 +9,23 @@ export interface ExpertRouting {
 }
 
 /**
+ * The same choice as flat (token row, expert, weight) pairs: the form experts are run in, and the
+ * form a shard receives (only the pairs of experts it holds, rows renumbered to the tokens sent).
+ */
+export interface ExpertPairs {
+  readonly tokenRows: Int32Array;
+  readonly expertIds: Int32Array;
+  readonly weights: Float32Array;
+}
+
+export function routingToPairs(routing: ExpertRouting): ExpertPairs {
+  const n = routing.numTokens * routing.topK;
+  const tokenRows = new Int32Array(n);
+  for (let i = 0; i < n; i++) tokenRows[i] = Math.floor(i / routing.topK);
+  return { tokenRows, expertIds: routing.expertIds, weights: routing.weights };
+}
+
+/**
  * DeepSeek-V3's "noaux_tc" router. Choice uses the bias-corrected scores s + b, restricted to the
  * `topk_group` groups whose two best corrected scores sum highest; the weights use the plain
  * sigmoid scores s, normalised over the chosen experts when `norm_topk_prob`, times

@@ -49,27 +49,42 @@ export function fp8E4m3ToFloat32(codes: Uint8Array): Float32Array {
   return out;
 }
 
-/** Round to nearest even, saturating to ±448; NaN → 0x7F. */
+/**
+ * Round to nearest even, saturating to ±448; NaN → 0x7F. Works on the float32 bits (no search), as
+ * the wire codec quantises every dispatched activation with it.
+ */
 export function float32ToFp8E4m3(value: number): number {
-  if (Number.isNaN(value)) return 0x7f;
-  const sign = value < 0 || Object.is(value, -0) ? 0x80 : 0;
-  const a = Math.min(Math.abs(value), FP8_E4M3_MAX);
-  // Binary search over the 127 non-negative finite codes (monotonic in code order).
-  let lo = 0;
-  let hi = 0x7e;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (FP8_E4M3_TABLE[mid]! <= a) lo = mid;
-    else hi = mid - 1;
+  f32[0] = value;
+  const bits = u32[0]!;
+  const sign = (bits >>> 24) & 0x80;
+  const absBits = bits & 0x7fffffff;
+  if (absBits > 0x7f800000) return 0x7f;
+  const a = f32[0] < 0 ? -f32[0] : f32[0];
+  if (a >= FP8_E4M3_MAX) return sign | 0x7e;
+  if (a < 2 ** -6) {
+    // Subnormal range: whole units of 2^-9, ties to even (code 8 is the smallest normal, 2^-6).
+    const units = a * 512;
+    const floor = Math.floor(units);
+    const frac = units - floor;
+    const code = frac > 0.5 || (frac === 0.5 && (floor & 1) === 1) ? floor + 1 : floor;
+    return sign | code;
   }
-  if (lo < 0x7e) {
-    const below = FP8_E4M3_TABLE[lo]!;
-    const above = FP8_E4M3_TABLE[lo + 1]!;
-    const dBelow = a - below;
-    const dAbove = above - a;
-    if (dAbove < dBelow || (dAbove === dBelow && (lo & 1) === 1)) lo += 1;
+  let exp = (absBits >>> 23) - 127;
+  let mant = (absBits >>> 20) & 0x7;
+  const rest = absBits & 0xfffff;
+  if (rest > 0x80000 || (rest === 0x80000 && (mant & 1) === 1)) mant++;
+  if (mant === 8) {
+    mant = 0;
+    exp++;
   }
-  return sign | lo;
+  const code = ((exp + 7) << 3) | mant;
+  return sign | Math.min(code, 0x7e);
+}
+
+/** Quantises a whole array (codes only; scaling is the caller's). */
+export function float32ToFp8E4m3Array(values: Float32Array, scale: number, out: Uint8Array, outOffset = 0): void {
+  const inv = 1 / scale;
+  for (let i = 0; i < values.length; i++) out[outOffset + i] = float32ToFp8E4m3(values[i]! * inv);
 }
 
 export function bf16ToFloat32(bits: Uint16Array): Float32Array {

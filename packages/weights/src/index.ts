@@ -7,6 +7,7 @@ export {
   float32ToBf16,
   float32ToBf16Bytes,
   float32ToFp8E4m3,
+  float32ToFp8E4m3Array,
   fp8E4m3ToFloat32,
   halfToNumber,
   isSafetensorsDtype,

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { Engine } from '@expertmesh/model';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { connectToShards, LocalCluster } from '@expertmesh/router';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
@@ -7,7 +9,9 @@ import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '
 export const generateUsage = `expertmesh generate --model DIR (--prompt TEXT | --prompt-token-ids 1,2,3) --max-tokens N
     [--temperature T] [--top-p P] [--top-k K] [--seed N] [--top-logprobs K] [--ignore-eos] [--json]
     [--execution-provider cpu|cuda] [--intra-op-threads N] [--kv-cache-tokens N]
-  Generates in this process. --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;
+    [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8] [--combine-dtype bfloat16|float32]
+  Generates with the routed experts in this process, in N local shard processes (--shards), or on shards
+  started by hand (--shard-addresses). --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;
 
 const tokenIdList = z
   .string()
@@ -30,6 +34,10 @@ export async function generate(argv: readonly string[]): Promise<number> {
       'ignore-eos': { type: 'boolean' },
       json: { type: 'boolean' },
       'kv-cache-tokens': { type: 'string' },
+      shards: { type: 'string' },
+      'shard-addresses': { type: 'string' },
+      'wire-dtype': { type: 'string' },
+      'combine-dtype': { type: 'string' },
       ...executionFlagSpec,
     },
     z.object({
@@ -45,6 +53,10 @@ export async function generate(argv: readonly string[]): Promise<number> {
       'ignore-eos': z.boolean().default(false),
       json: z.boolean().default(false),
       'kv-cache-tokens': numberFlag((n) => n.int().positive()).optional(),
+      shards: numberFlag((n) => n.int().nonnegative()).default(0),
+      'shard-addresses': z.string().regex(/^[^,]+(,[^,]+)*$/, 'comma-separated HOST:PORT list').optional(),
+      'wire-dtype': z.enum(['bfloat16', 'float32', 'fp8']).default('bfloat16'),
+      'combine-dtype': z.enum(['bfloat16', 'float32']).default('bfloat16'),
       ...executionFlagSchema,
     }),
   );
@@ -57,10 +69,20 @@ export async function generate(argv: readonly string[]): Promise<number> {
   }
   const promptTokenIds = flags['prompt-token-ids'] ?? tokenizer!.encode(flags.prompt!);
   const maxTokens = flags['max-tokens'];
-  const engine = await Engine.load(flags.model, {
-    execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
-    kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens,
-  });
+  if (flags.shards > 0 && flags['shard-addresses']) throw new UsageError('give --shards or --shard-addresses, not both');
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts }) : null;
+  const addresses = cluster?.addresses ?? flags['shard-addresses']?.split(',') ?? null;
+  let engine: Engine;
+  try {
+    engine = await Engine.load(flags.model, {
+      execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
+      kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens,
+      ...(addresses ? { experts: (model) => connectToShards(addresses, model, { wireDtype: flags['wire-dtype'], combineDtype: flags['combine-dtype'] }) } : {}),
+    });
+  } catch (e) {
+    await cluster?.stop();
+    throw e;
+  }
   try {
     const [result] = await engine.generate([
       {
@@ -80,6 +102,7 @@ export async function generate(argv: readonly string[]): Promise<number> {
     }
   } finally {
     await engine.close();
+    await cluster?.stop();
   }
   return 0;
 }

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { f32, floatData, Graph, i64, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
-import type { ExpertRouting } from '../expert-routing.js';
+import { routingToPairs, type ExpertPairs, type ExpertRouting } from '../expert-routing.js';
 import { buildRoutedExpertsGraph } from '../graphs/routed-experts-graph.js';
 import type { WeightReader } from '../model-weights.js';
 import type { RoutedExpertsBackend } from './routed-experts-backend.js';
@@ -55,38 +55,65 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return this.layers.get(layer)?.held ?? [];
   }
 
-  async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
-    const entry = this.layers.get(layer);
+  compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
+    return this.computePairs(layer, hidden, routing.numTokens, routingToPairs(routing));
+  }
+
+  /** Whether this process holds `expert` of `layer`. */
+  holds(layer: number, expert: number): boolean {
+    return this.layers.get(layer)?.slotOf.has(expert) ?? false;
+  }
+
+  /**
+   * out[row] = Σ weight · Expert(hidden[row]) over the pairs naming that row; [numTokens, hidden].
+   * Every pair's expert must be held here.
+   */
+  async computePairs(layer: number, hidden: Float32Array, numTokens: number, pairs: ExpertPairs): Promise<Float32Array> {
     const H = this.config.hiddenSize;
-    const { numTokens: T, topK: k } = routing;
-    if (hidden.length !== T * H) throw new RangeError(`hidden has ${hidden.length} floats, expected ${T}×${H}`);
+    if (hidden.length !== numTokens * H) throw new RangeError(`hidden has ${hidden.length} floats, expected ${numTokens}×${H}`);
+    const n = pairs.expertIds.length;
+    const entry = this.layers.get(layer);
     if (!entry) {
-      if (T * k === 0) return new Float32Array(T * H);
-      throw new ExpertNotHeldError(layer, routing.expertIds[0]!);
+      if (n === 0) return new Float32Array(numTokens * H);
+      throw new ExpertNotHeldError(layer, pairs.expertIds[0]!);
     }
-    // Bucket (token, weight) pairs by expert.
+    // Bucket pairs by expert so each expert's rows go through its weights in one matmul.
     const counts = new Int32Array(entry.held.length);
-    for (let i = 0; i < T * k; i++) {
-      const slot = entry.slotOf.get(routing.expertIds[i]!);
-      if (slot === undefined) throw new ExpertNotHeldError(layer, routing.expertIds[i]!);
+    const slots = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const slot = entry.slotOf.get(pairs.expertIds[i]!);
+      if (slot === undefined) throw new ExpertNotHeldError(layer, pairs.expertIds[i]!);
+      slots[i] = slot;
       counts[slot]!++;
     }
     const rows = entry.held.map((_, s) => new BigInt64Array(counts[s]!));
     const weights = entry.held.map((_, s) => new Float32Array(counts[s]!));
     counts.fill(0);
-    for (let i = 0; i < T * k; i++) {
-      const s = entry.slotOf.get(routing.expertIds[i]!)!;
-      const n = counts[s]!++;
-      rows[s]![n] = BigInt(Math.floor(i / k));
-      weights[s]![n] = routing.weights[i]!;
+    for (let i = 0; i < n; i++) {
+      const s = slots[i]!;
+      const k = counts[s]!++;
+      rows[s]![k] = BigInt(pairs.tokenRows[i]!);
+      weights[s]![k] = pairs.weights[i]!;
     }
-    const feeds: Record<string, Tensor> = { x: f32(hidden, [T, H]) };
+    const feeds: Record<string, Tensor> = { x: f32(hidden, [numTokens, H]) };
     entry.held.forEach((id, s) => {
       feeds[`rows_${id}`] = i64(rows[s]!, [rows[s]!.length]);
       feeds[`weights_${id}`] = f32(weights[s]!, [weights[s]!.length, 1]);
     });
     const out = await entry.graph.run(feeds);
     return floatData(out.y, entry.graph.name, 'y');
+  }
+
+  /** Float32 bytes of expert weights held (what this process's memory grows with). */
+  get weightBytes(): number {
+    let experts = 0;
+    for (const e of this.layers.values()) experts += e.held.length;
+    return experts * 3 * this.config.hiddenSize * this.config.moeIntermediateSize * 4;
+  }
+
+  /** Held experts per MoE layer. */
+  heldLayers(): { layer: number; experts: readonly number[] }[] {
+    return [...this.layers.entries()].map(([layer, e]) => ({ layer, experts: e.held }));
   }
 
   async close(): Promise<void> {

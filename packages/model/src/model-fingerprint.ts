@@ -1,0 +1,26 @@
+import { createHash } from 'node:crypto';
+import type { ModelConfig } from '@expertmesh/model-config';
+import type { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD } from './tensor-names.js';
+
+const SAMPLE_BYTES = 4096;
+
+/**
+ * A short id of the model a process serves, so a router never mixes experts of another model in:
+ * config.json, every tensor's name, dtype and shape, and sample bytes of a few tensors (two random
+ * checkpoints of one architecture differ there). Cheap enough for the real 671B checkpoint.
+ */
+export async function modelFingerprint(config: ModelConfig, checkpoint: SafetensorsCheckpoint): Promise<string> {
+  const h = createHash('sha256');
+  h.update(JSON.stringify(config.raw, Object.keys(config.raw).sort()));
+  for (const name of checkpoint.names().sort()) {
+    const info = checkpoint.info(name);
+    h.update(`${name}:${info.dtype}:${info.shape.join('x')};`);
+  }
+  for (const name of [FINAL_NORM, LM_HEAD, EMBED_TOKENS]) {
+    if (!checkpoint.has(name)) continue;
+    const raw = await checkpoint.readRaw(name);
+    h.update(raw.subarray(0, SAMPLE_BYTES));
+  }
+  return h.digest('hex').slice(0, 16);
+}

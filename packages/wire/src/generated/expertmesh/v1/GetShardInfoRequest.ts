@@ -1,0 +1,8 @@
+// Original file: proto/expertmesh/v1/expert_shard_service.proto
+
+
+export interface GetShardInfoRequest {
+}
+
+export interface GetShardInfoRequest__Output {
+}

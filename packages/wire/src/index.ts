@@ -1,0 +1,10 @@
+export { expertmeshV1, CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, PROTO_ROOT } from './proto.js';
+export { encodeTensor, decodeTensor, wireBytes, asBuffer, WireFormatError, WIRE_DTYPE_ENUM } from './tensor-codec.js';
+export type { WireDtype } from './tensor-codec.js';
+export { encodePairs, decodePairs } from './expert-pairs.js';
+export type { RunExpertsRequest, RunExpertsRequest__Output } from './generated/expertmesh/v1/RunExpertsRequest.js';
+export type { RunExpertsResponse, RunExpertsResponse__Output } from './generated/expertmesh/v1/RunExpertsResponse.js';
+export type { RunExpertsStreamResponse, RunExpertsStreamResponse__Output } from './generated/expertmesh/v1/RunExpertsStreamResponse.js';
+export type { GetShardInfoResponse, GetShardInfoResponse__Output } from './generated/expertmesh/v1/GetShardInfoResponse.js';
+export type { ExpertShardServiceClient, ExpertShardServiceHandlers } from './generated/expertmesh/v1/ExpertShardService.js';
+export type { Tensor, Tensor__Output } from './generated/expertmesh/v1/Tensor.js';

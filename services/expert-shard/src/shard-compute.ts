@@ -1,0 +1,54 @@
+import type { ModelConfig } from '@expertmesh/model-config';
+import type { LocalRoutedExperts } from '@expertmesh/model';
+import { decodePairs, decodeTensor, encodeTensor, WireFormatError, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
+import { failedPrecondition, invalidArgument } from './shard-request-error.js';
+
+/**
+ * The shard's work apart from transport: check a request against what this shard is and holds,
+ * decode it, run the experts, encode the weighted sums. Throws ShardRequestError for requests it refuses.
+ */
+export class ShardCompute {
+  constructor(
+    readonly config: ModelConfig,
+    readonly fingerprint: string,
+    readonly experts: LocalRoutedExperts,
+  ) {}
+
+  async run(req: RunExpertsRequest__Output, receivedAt: number): Promise<RunExpertsResponse> {
+    if (req.modelFingerprint !== this.fingerprint) {
+      throw failedPrecondition(`model fingerprint ${req.modelFingerprint || '(none)'} is not this shard's model (${this.fingerprint}): the router and the shard load different checkpoints`);
+    }
+    const layer = req.layer;
+    if (!this.config.moeLayers.includes(layer)) throw failedPrecondition(`layer ${layer} is not an MoE layer of this model (MoE layers: ${this.config.moeLayers[0]}-${this.config.moeLayers.at(-1)})`);
+    if (this.experts.heldExperts(layer).length === 0) throw failedPrecondition(`this shard holds no experts of layer ${layer}`);
+    let hidden: Float32Array;
+    let rows: number;
+    let pairs;
+    try {
+      ({ values: hidden, rows } = decodeTensor(req.hidden, 'hidden', this.config.hiddenSize));
+      pairs = decodePairs(req.pairTokenRows, req.pairExpertIds, req.pairWeights, rows);
+    } catch (e) {
+      if (e instanceof WireFormatError) throw invalidArgument(e.message);
+      throw e;
+    }
+    for (const e of pairs.expertIds) {
+      if (!this.experts.holds(layer, e)) throw failedPrecondition(`expert ${e} of layer ${layer} is not held by this shard (it holds ${describe(this.experts.heldExperts(layer))})`);
+    }
+    const outputDtype = req.outputDtype === 'TENSOR_DTYPE_FLOAT32' ? 'float32' : req.outputDtype === 'TENSOR_DTYPE_BFLOAT16' || req.outputDtype === 'TENSOR_DTYPE_UNSPECIFIED' ? 'bfloat16' : null;
+    if (!outputDtype) throw invalidArgument(`output_dtype ${req.outputDtype} is not FLOAT32 or BFLOAT16`);
+    const started = performance.now();
+    const out = await this.experts.computePairs(layer, hidden, rows, pairs);
+    const finished = performance.now();
+    return {
+      requestId: req.requestId,
+      output: encodeTensor(out, rows, this.config.hiddenSize, outputDtype),
+      computeMicros: Math.round((finished - started) * 1000),
+      queueMicros: Math.round((started - receivedAt) * 1000),
+    };
+  }
+}
+
+function describe(ids: readonly number[]): string {
+  if (ids.length === 0) return 'none';
+  return ids.length > 8 ? `${ids.length} experts, ${ids[0]}-${ids.at(-1)}` : ids.join(', ');
+}

@@ -1,0 +1,133 @@
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { CHANNEL_OPTIONS, expertmeshV1, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
+import type { ShardCompute } from './shard-compute.js';
+import { ShardRequestError, toShardError } from './shard-request-error.js';
+
+export const SHARD_SERVICE_NAME = 'expertmesh.v1.ExpertShardService';
+
+/**
+ * gRPC transport of an expert shard: the unary and streaming RunExperts, GetShardInfo and the
+ * standard health service. Compute runs on onnxruntime's threads, so the event loop keeps taking
+ * calls while experts run. On shutdown it drains: refuses new work, finishes what it accepted.
+ */
+export class ShardServer {
+  private readonly server = new grpc.Server(CHANNEL_OPTIONS);
+  private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SHARD_SERVICE_NAME]: 'NOT_SERVING' });
+  private readonly openStreams = new Set<grpc.ServerDuplexStream<RunExpertsRequest__Output, RunExpertsStreamResponse>>();
+  private inFlight = 0;
+  private idle: (() => void) | null = null;
+  private draining = false;
+
+  constructor(
+    private readonly compute: ShardCompute,
+    readonly shardId: string,
+  ) {
+    const handlers: ExpertShardServiceHandlers = {
+      RunExperts: (call, callback) => {
+        this.accept(call.request)
+          .then((response) => callback(null, response))
+          .catch((e: unknown) => {
+            const err = toShardError(e);
+            callback({ code: err.code, details: err.message });
+          });
+      },
+      RunExpertsStream: (call) => this.serveStream(call),
+      GetShardInfo: (_call, callback) => callback(null, this.info()),
+    };
+    this.server.addService(expertmeshV1().ExpertShardService.service, handlers);
+    this.health.addToServer(this.server);
+  }
+
+  /** Binds (port 0 picks a free one) and starts serving; returns the bound address. */
+  async listen(host: string, port: number): Promise<string> {
+    const bound = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    this.setServing(true);
+    return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
+  }
+
+  info(): GetShardInfoResponse {
+    const { config, fingerprint, experts } = this.compute;
+    return {
+      shardId: this.shardId,
+      modelFingerprint: fingerprint,
+      layers: experts.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })),
+      computeDtype: 'float32',
+      weightBytes: experts.weightBytes,
+      residentBytes: process.memoryUsage().rss,
+      hiddenSize: config.hiddenSize,
+    };
+  }
+
+  /**
+   * Drains: health goes NOT_SERVING, new requests are refused with UNAVAILABLE, accepted ones finish
+   * and are answered, then streams end and the server closes (forced after `graceMs`).
+   */
+  async shutdown(graceMs = 10_000): Promise<void> {
+    this.draining = true;
+    this.setServing(false);
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    for (const s of this.openStreams) s.end();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    await this.compute.experts.close();
+  }
+
+  private setServing(serving: boolean): void {
+    const s = serving ? 'SERVING' : 'NOT_SERVING';
+    this.health.setStatus('', s);
+    this.health.setStatus(SHARD_SERVICE_NAME, s);
+  }
+
+  private async accept(request: RunExpertsRequest__Output): Promise<import('@expertmesh/wire').RunExpertsResponse> {
+    if (this.draining) throw new ShardRequestError(grpc.status.UNAVAILABLE, `shard ${this.shardId} is shutting down: send to another holder`);
+    const receivedAt = performance.now();
+    this.inFlight++;
+    try {
+      return await this.compute.run(request, receivedAt);
+    } finally {
+      if (--this.inFlight === 0 && this.idle) {
+        this.idle();
+        this.idle = null;
+      }
+    }
+  }
+
+  private serveStream(call: grpc.ServerDuplexStream<RunExpertsRequest__Output, RunExpertsStreamResponse>): void {
+    this.openStreams.add(call);
+    let pending = 0;
+    let ended = false;
+    const finishIfDone = (): void => {
+      if (ended && pending === 0) call.end();
+    };
+    call.on('data', (request: RunExpertsRequest__Output) => {
+      pending++;
+      this.accept(request)
+        .then((response) => call.write({ requestId: request.requestId, response }))
+        .catch((e: unknown) => {
+          const err = toShardError(e);
+          call.write({ requestId: request.requestId, error: { code: err.code, message: err.message } });
+        })
+        .finally(() => {
+          pending--;
+          finishIfDone();
+        });
+    });
+    call.on('end', () => {
+      ended = true;
+      finishIfDone();
+    });
+    call.on('error', () => undefined); // A router that goes away is not the shard's problem.
+    call.on('close', () => this.openStreams.delete(call));
+  }
+}

@@ -1,0 +1,146 @@
+import type { ModelConfig } from '@expertmesh/model-config';
+import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/model';
+import { decodeTensor, encodePairs, encodeTensor, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
+import type { ExpertPlacement } from './expert-placement.js';
+import type { ShardConnection } from './shard-connection.js';
+
+export interface DispatchOptions {
+  /** Dtype of the hidden states sent: bfloat16 (default), float32, or fp8 with a per-token scale. */
+  readonly wireDtype: WireDtype;
+  /** Dtype of the sums returned: bfloat16 (default) or float32. */
+  readonly combineDtype: 'float32' | 'bfloat16';
+  readonly deadlineMs: number;
+}
+
+export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadlineMs: 30_000 };
+
+/** One call of a dispatch, as tests and metrics see it. */
+export interface DispatchCall {
+  readonly layer: number;
+  readonly shard: string;
+  readonly tokens: number;
+  readonly pairs: number;
+  /** Bytes of hidden states sent (data and FP8 row scales), and of the pair fields. */
+  readonly hiddenBytes: number;
+  readonly pairBytes: number;
+  readonly responseBytes: number;
+  readonly computeMicros: number;
+  readonly roundTripMs: number;
+}
+
+interface ShardWork {
+  readonly shard: number;
+  /** Global token index of each row sent. */
+  readonly tokens: number[];
+  readonly rows: number[];
+  readonly experts: number[];
+  readonly weights: number[];
+}
+
+/**
+ * Routed experts on expert shards. Per MoE layer and step: group the batch's (token, expert) pairs
+ * by shard, send every shard with work its tokens' hidden states once (however many of a token's
+ * experts it holds) with all those pairs, all shards at once, then add the weighted sums back.
+ */
+export class RemoteRoutedExperts implements RoutedExpertsBackend {
+  private readonly listeners = new Set<(call: DispatchCall) => void>();
+
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly fingerprint: string,
+    private readonly shards: readonly ShardConnection[],
+    private readonly placement: ExpertPlacement,
+    private readonly options: DispatchOptions = DEFAULT_DISPATCH,
+  ) {}
+
+  /** Observes every shard call (for metrics and tests); returns an unsubscribe function. */
+  onCall(listener: (call: DispatchCall) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
+    const H = this.config.hiddenSize;
+    const work = this.assign(layer, routing);
+    const answers = await Promise.all(work.map((w) => this.send(layer, hidden, w)));
+    const out = new Float32Array(routing.numTokens * H);
+    answers.forEach((sums, i) => {
+      const tokens = work[i]!.tokens;
+      for (let r = 0; r < tokens.length; r++) {
+        const dst = tokens[r]! * H;
+        const src = r * H;
+        for (let c = 0; c < H; c++) out[dst + c] += sums[src + c]!;
+      }
+    });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.shards) s.close();
+  }
+
+  /** Splits the pairs by shard; a token uses as few distinct shards as its experts' holders allow. */
+  private assign(layer: number, routing: ExpertRouting): ShardWork[] {
+    const { numTokens: T, topK: k } = routing;
+    const byShard = new Map<number, ShardWork>();
+    const rowOf = new Map<number, Int32Array>();
+    const used: number[] = [];
+    for (let t = 0; t < T; t++) {
+      used.length = 0;
+      for (let j = 0; j < k; j++) {
+        const expert = routing.expertIds[t * k + j]!;
+        const holders = this.placement.holdersOf(layer, expert);
+        const shard = holders.find((h) => used.includes(h)) ?? holders[0]!;
+        if (!used.includes(shard)) used.push(shard);
+        let w = byShard.get(shard);
+        let rows = rowOf.get(shard);
+        if (!w || !rows) {
+          w = { shard, tokens: [], rows: [], experts: [], weights: [] };
+          rows = new Int32Array(T).fill(-1);
+          byShard.set(shard, w);
+          rowOf.set(shard, rows);
+        }
+        if (rows[t] === -1) {
+          rows[t] = w.tokens.length;
+          w.tokens.push(t);
+        }
+        w.rows.push(rows[t]!);
+        w.experts.push(expert);
+        w.weights.push(routing.weights[t * k + j]!);
+      }
+    }
+    return [...byShard.values()].sort((a, b) => a.shard - b.shard);
+  }
+
+  private async send(layer: number, hidden: Float32Array, w: ShardWork): Promise<Float32Array> {
+    const H = this.config.hiddenSize;
+    const rows = new Float32Array(w.tokens.length * H);
+    w.tokens.forEach((t, r) => rows.set(hidden.subarray(t * H, (t + 1) * H), r * H));
+    const tensor = encodeTensor(rows, w.tokens.length, H, this.options.wireDtype);
+    const pairs = encodePairs({ tokenRows: Int32Array.from(w.rows), expertIds: Int32Array.from(w.experts), weights: Float32Array.from(w.weights) });
+    const connection = this.shards[w.shard]!;
+    const started = performance.now();
+    const response = await connection.run(
+      { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[this.options.combineDtype] },
+      this.options.deadlineMs,
+    );
+    const roundTripMs = performance.now() - started;
+    const { values, rows: got } = decodeTensor(response.output, `shard ${connection.address} output`, H);
+    if (got !== w.tokens.length) throw new RangeError(`shard ${connection.address} returned ${got} rows for ${w.tokens.length} tokens`);
+    if (this.listeners.size) {
+      const call: DispatchCall = {
+        layer,
+        shard: connection.address,
+        tokens: w.tokens.length,
+        pairs: w.rows.length,
+        hiddenBytes: (tensor.data as Buffer).length + ((tensor.rowScales as Buffer | undefined)?.length ?? 0),
+        pairBytes: pairs.pairTokenRows.length + pairs.pairExpertIds.length + pairs.pairWeights.length,
+        responseBytes: response.output!.data.length,
+        computeMicros: response.computeMicros,
+        roundTripMs,
+      };
+      for (const l of this.listeners) l(call);
+    }
+    return values;
+  }
+}
