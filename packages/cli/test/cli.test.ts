@@ -46,6 +46,14 @@ describe('expertmesh CLI', () => {
     expect(out.token_ids).toEqual(lib!.tokenIds);
   });
 
+  it('generate --shards 2 runs the experts in two shard processes and gives the in-process tokens', async () => {
+    const args = ['generate', '--model', tiny, '--prompt-token-ids', '9,8,7', '--max-tokens', '5', '--ignore-eos', '--json', '--wire-dtype', 'float32', '--combine-dtype', 'float32'];
+    const [local, remote] = await Promise.all([runCli(args), runCli([...args, '--shards', '2'])]);
+    expect(remote.stderr).toBe('');
+    expect(remote.code).toBe(0);
+    expect((JSON.parse(remote.stdout) as GenerateJson).token_ids).toEqual((JSON.parse(local.stdout) as GenerateJson).token_ids);
+  });
+
   it('sampling with a seed is reproducible', async () => {
     const args = ['generate', '--model', tiny, '--prompt-token-ids', '1,2', '--max-tokens', '6', '--temperature', '1.0', '--top-p', '0.9', '--seed', '42', '--ignore-eos', '--json'];
     const [a, b] = await Promise.all([runCli(args), runCli(args)]);
