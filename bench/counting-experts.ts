@@ -1,21 +1,26 @@
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/model';
 
-/** Wraps a backend to count, per MoE layer call, the distinct experts the tokens chose. */
+/** Wraps a backend to count, per MoE layer call, the distinct experts chosen and the time it took. */
 export class CountingExperts implements RoutedExpertsBackend {
   distinctExpertCalls = 0;
   layerCalls = 0;
+  layerMs = 0;
 
-  constructor(private readonly inner: RoutedExpertsBackend) {}
+  constructor(readonly inner: RoutedExpertsBackend) {}
 
-  compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
+  async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
     this.distinctExpertCalls += new Set(routing.expertIds).size;
     this.layerCalls++;
-    return this.inner.compute(layer, hidden, routing);
+    const t0 = performance.now();
+    const out = await this.inner.compute(layer, hidden, routing);
+    this.layerMs += performance.now() - t0;
+    return out;
   }
 
   reset(): void {
     this.distinctExpertCalls = 0;
     this.layerCalls = 0;
+    this.layerMs = 0;
   }
 
   close(): Promise<void> {

@@ -3,29 +3,23 @@
  * against its floor: max(FLOPs / matmul rate, bytes / memory bandwidth) measured on this machine.
  *   node --import tsx bench/engine-throughput.ts [--model DIR] [--out FILE]
  */
-import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { loadModelConfig } from '@expertmesh/model-config';
-import { Engine, GREEDY, LocalRoutedExperts, WeightReader } from '@expertmesh/model';
+import { Engine, LocalRoutedExperts, WeightReader } from '@expertmesh/model';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { ensureBenchModel } from './bench-model.js';
 import { CountingExperts } from './counting-experts.js';
+import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 import { measureMachineRates } from './machine-rates.js';
 import { decodeStepCost } from './model-cost.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string' } } });
-const modelDir = values.model ?? join(process.cwd(), '.tmp', 'models', 'bench');
+const modelDir = await ensureBenchModel(values.model);
 const batches = (values.batches ?? '1,8,32').split(',').map(Number);
-const PROMPT = 128;
-const DECODE_STEPS = 16;
 
-if (!existsSync(join(modelDir, 'config.json'))) {
-  console.error(`making the bench checkpoint in ${modelDir} …`);
-  await makeCheckpoint({ preset: 'bench', outDir: modelDir, dtype: 'bfloat16', seed: 0 });
-}
 const rates = await measureMachineRates();
 console.error('machine', rates);
 const config = await loadModelConfig(modelDir);
@@ -35,51 +29,32 @@ const loadStart = performance.now();
 const experts = new CountingExperts(await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), DEFAULT_EXECUTION));
 await checkpoint.close();
 const maxBatch = Math.max(...batches);
-const engine = await Engine.load(modelDir, { experts, kvCacheTokens: maxBatch * (PROMPT + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+const engine = await Engine.load(modelDir, { experts, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
 console.error(`loaded in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
 
 const rows = [];
-let seed = 1;
 for (const batch of batches) {
-  const sequences = Array.from({ length: batch }, () =>
-    engine.submit({
-      promptTokenIds: Array.from({ length: PROMPT }, () => (seed = (seed * 48271) % 2147483647) % config.vocabSize),
-      maxTokens: DECODE_STEPS + 2,
-      sampling: GREEDY,
-      ignoreEos: true,
-    }),
-  );
-  const t0 = performance.now();
-  while (sequences.some((s) => s.outputTokenIds.length === 0)) await engine.step();
-  const prefillSeconds = (performance.now() - t0) / 1000;
-  experts.reset();
-  const t1 = performance.now();
-  for (let i = 0; i < DECODE_STEPS; i++) await engine.step();
-  const stepSeconds = (performance.now() - t1) / 1000 / DECODE_STEPS;
+  const run = await runDecode(engine, batch, batch, () => experts.reset());
   const distinct = experts.distinctExpertCalls / DECODE_STEPS;
-  while (engine.hasWork) await engine.step();
-  const cost = decodeStepCost(config, batch, PROMPT + DECODE_STEPS / 2, distinct);
+  const cost = decodeStepCost(config, batch, PROMPT_TOKENS + DECODE_STEPS / 2, distinct);
   const computeFloor = cost.flops / (rates.matmulGflops * 1e9);
   const memoryFloor = cost.bytes / (rates.gemvReadGBs * 1e9);
   const floor = Math.max(computeFloor, memoryFloor);
   rows.push({
-    batch,
-    prefillTokensPerSecond: (batch * PROMPT) / prefillSeconds,
-    decodeTokensPerSecond: batch / stepSeconds,
-    decodeStepMs: stepSeconds * 1000,
+    ...run,
     distinctExpertsPerStep: distinct,
     weightGBPerStep: cost.bytes / 1e9,
     gflopPerStep: cost.flops / 1e9,
     computeFloorMs: computeFloor * 1000,
     memoryFloorMs: memoryFloor * 1000,
     boundBy: memoryFloor > computeFloor ? 'memory' : 'compute',
-    fractionOfFloor: floor / stepSeconds,
+    fractionOfFloor: floor / (run.decodeStepMs / 1000),
   });
   console.error(rows.at(-1));
 }
 await engine.close();
 
-const report = { date: new Date().toISOString(), machine: rates, model: 'bench preset (bfloat16 checkpoint, float32 in memory)', promptTokens: PROMPT, decodeSteps: DECODE_STEPS, rows };
+const report = { date: new Date().toISOString(), machine: rates, model: 'bench preset (bfloat16 checkpoint, float32 in memory)', promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, rows };
 const out = values.out ?? join('bench', 'results', `engine-throughput-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);

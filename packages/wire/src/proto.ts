@@ -32,6 +32,9 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024 * 1024;
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  // Receive window of client connections (64 KiB by default, less than one batch of hidden states, so
+  // every response would wait for a WINDOW_UPDATE round trip).
+  'grpc-node.flow_control_window': 64 * 1024 * 1024,
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
