@@ -1,53 +1,56 @@
-import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { bf16ToFloat32, DTYPE_BYTES, f16ToFloat32, fp8E4m3ToFloat32, isSafetensorsDtype, type SafetensorsDtype } from './dtypes.js';
+import { open, type FileHandle } from 'node:fs/promises';
+import { relative } from 'node:path';
+import { bytesToFloat32, isFloatDtype } from './dtypes.js';
 import { CheckpointError } from './errors.js';
-
-export interface TensorInfo {
-  readonly name: string;
-  readonly dtype: SafetensorsDtype;
-  readonly shape: readonly number[];
-  readonly file: string;
-  /** Absolute offset of the tensor's first byte in its file. */
-  readonly byteOffset: number;
-  readonly byteLength: number;
-}
-
-export const INDEX_FILE = 'model.safetensors.index.json';
-export const SINGLE_FILE = 'model.safetensors';
-/** A header larger than this is not a real safetensors header (the format caps it at 100 MB). */
-const MAX_HEADER_BYTES = 100_000_000;
+import { resolveCheckpointFiles } from './checkpoint-files.js';
+import { readSafetensorsHeader, type TensorInfo } from './safetensors-header.js';
 
 /**
  * Reads tensors from a Hugging Face safetensors checkpoint (one file, or shards listed by
  * model.safetensors.index.json) by byte range: only the headers are parsed up front, and each
  * tensor is read from its file when asked, so a 671B checkpoint costs no memory until used.
+ * File handles stay open (one per shard) until close().
  */
 export class SafetensorsCheckpoint {
   private readonly handles = new Map<string, Promise<FileHandle>>();
+  private closed = false;
 
   private constructor(
+    /** The checkpoint's folder. */
     readonly dir: string,
+    /** The index file, or the single .safetensors file: named in errors about the whole checkpoint. */
+    readonly source: string,
     private readonly tensors: ReadonlyMap<string, TensorInfo>,
+    private readonly meta: Readonly<Record<string, string>>,
   ) {}
 
-  /** Opens a checkpoint folder (index or single file) or one .safetensors file. */
+  /** Opens a checkpoint folder (index or single file) or one .safetensors file, validating every header. */
   static async open(path: string): Promise<SafetensorsCheckpoint> {
-    const isFile = path.endsWith('.safetensors');
-    const dir = isFile ? dirname(path) : path;
-    const { files, weightMap } = isFile ? { files: [basename(path)], weightMap: null } : await listShardFiles(dir);
+    const { dir, source, files, weightMap } = await resolveCheckpointFiles(path);
     const tensors = new Map<string, TensorInfo>();
-    for (const file of files) {
-      for (const info of await readHeader(join(dir, file))) tensors.set(info.name, info);
-    }
-    // The index and the headers must agree, or the download is mixed up.
-    for (const [name, file] of Object.entries(weightMap ?? {})) {
-      const info = tensors.get(name);
-      if (!info || basename(info.file) !== file) {
-        throw new CheckpointError(`the index places this tensor in ${file} but that file's header does not hold it`, join(dir, file), name);
+    const metadata: Record<string, string> = {};
+    const checkpoint = new SafetensorsCheckpoint(dir, source, tensors, metadata);
+    try {
+      for (const file of files) {
+        const header = await readSafetensorsHeader(await checkpoint.handle(file), file);
+        Object.assign(metadata, header.metadata);
+        for (const info of header.tensors) {
+          const earlier = tensors.get(info.name);
+          if (earlier) throw new CheckpointError(`tensor is also in ${earlier.file}: the shards are from different downloads`, file, info.name);
+          tensors.set(info.name, info);
+        }
       }
+      // The index and the headers must agree, or the download is mixed up.
+      for (const [name, file] of weightMap ?? []) {
+        if (tensors.get(name)?.file !== file) {
+          throw new CheckpointError(`the index places this tensor in ${relative(dir, file)} but that file's header does not hold it: re-download the checkpoint`, file, name);
+        }
+      }
+    } catch (err) {
+      await checkpoint.close();
+      throw err;
     }
-    return new SafetensorsCheckpoint(dir, tensors);
+    return checkpoint;
   }
 
   names(): string[] {
@@ -58,148 +61,57 @@ export class SafetensorsCheckpoint {
     return this.tensors.has(name);
   }
 
+  /** The union of the files' `__metadata__` (e.g. {format: 'pt'}). */
+  metadata(): Readonly<Record<string, string>> {
+    return this.meta;
+  }
+
   info(name: string): TensorInfo {
     const info = this.tensors.get(name);
-    if (!info) throw new CheckpointError('tensor not found in the checkpoint; is it the right model or a complete download?', this.dir, name);
+    if (!info) throw new CheckpointError('tensor not found in the checkpoint; is it the right model or a complete download?', this.source, name);
     return info;
   }
 
+  /** The tensor's bytes exactly as stored (little-endian), read from its byte range only. */
   async readRaw(name: string): Promise<Uint8Array> {
     const info = this.info(name);
-    const handle = await this.handle(info.file);
+    const handle = await this.handle(info.file, name);
     const out = new Uint8Array(info.byteLength);
     let done = 0;
     while (done < out.length) {
       const { bytesRead } = await handle.read(out, done, out.length - done, info.byteOffset + done);
-      if (bytesRead === 0) throw new CheckpointError(`file ends inside the tensor (truncated?): re-download it`, info.file, name);
+      if (bytesRead === 0) throw new CheckpointError('file ends inside the tensor (truncated since it was opened?): re-download it', info.file, name);
       done += bytesRead;
     }
     return out;
   }
 
-  /** The tensor's values as float32 (no FP8 block scaling: see readLinearWeight). */
+  /** The tensor's values as float32 from F32/BF16/F16/F8_E4M3, without FP8 block scaling (see readLinearWeight). */
   async readFloat32(name: string): Promise<Float32Array> {
-    const info = this.info(name);
-    const raw = await this.readRaw(name);
-    switch (info.dtype) {
-      case 'F32':
-        return new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
-      case 'BF16':
-        return bf16ToFloat32(new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2));
-      case 'F16':
-        return f16ToFloat32(new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2));
-      case 'F8_E4M3':
-        return fp8E4m3ToFloat32(raw);
-      default:
-        throw new CheckpointError(`dtype ${info.dtype} cannot be read as floating point weights`, info.file, name);
-    }
+    const { dtype, file } = this.info(name);
+    if (!isFloatDtype(dtype)) throw new CheckpointError(`dtype ${dtype} cannot be read as float weights (only F32, BF16, F16 and F8_E4M3 can)`, file, name);
+    return bytesToFloat32(dtype, await this.readRaw(name));
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const handles = [...this.handles.values()];
     this.handles.clear();
-    await Promise.all(handles.map(async (h) => (await h).close()));
+    // A handle whose open failed has nothing to close.
+    await Promise.all(handles.map((h) => h.then((fh) => fh.close(), () => undefined)));
   }
 
-  private handle(file: string): Promise<FileHandle> {
+  /** The cached handle of a file, opened on first use. */
+  private handle(file: string, tensor: string | null = null): Promise<FileHandle> {
+    if (this.closed) return Promise.reject(new CheckpointError('checkpoint is closed: open it again to read', file, tensor));
     let h = this.handles.get(file);
     if (!h) {
-      h = open(file, 'r');
+      h = open(file, 'r').catch((cause: unknown) => {
+        this.handles.delete(file);
+        throw new CheckpointError(`cannot open (${(cause as Error).message})`, file, tensor, { cause });
+      });
       this.handles.set(file, h);
     }
     return h;
   }
-}
-
-async function listShardFiles(dir: string): Promise<{ files: string[]; weightMap: Record<string, string> | null }> {
-  const indexPath = join(dir, INDEX_FILE);
-  let indexText: string | null = null;
-  try {
-    indexText = await readFile(indexPath, 'utf8');
-  } catch {
-    // No index: a single-file checkpoint.
-  }
-  if (indexText === null) {
-    try {
-      await stat(join(dir, SINGLE_FILE));
-    } catch {
-      throw new CheckpointError(`neither ${INDEX_FILE} nor ${SINGLE_FILE} found: point --model at a Hugging Face checkpoint folder`, dir);
-    }
-    return { files: [SINGLE_FILE], weightMap: null };
-  }
-  let index: unknown;
-  try {
-    index = JSON.parse(indexText);
-  } catch (cause) {
-    throw new CheckpointError(`is not valid JSON (${(cause as Error).message})`, indexPath, null, { cause });
-  }
-  const weightMap = (index as { weight_map?: unknown }).weight_map;
-  if (!weightMap || typeof weightMap !== 'object') throw new CheckpointError('has no "weight_map" object', indexPath);
-  const files = [...new Set(Object.values(weightMap as Record<string, unknown>))];
-  for (const f of files) {
-    if (typeof f !== 'string') throw new CheckpointError('"weight_map" values must be file names', indexPath);
-    try {
-      await stat(join(dir, f));
-    } catch {
-      const tensor = Object.entries(weightMap as Record<string, string>).find(([, v]) => v === f)?.[0] ?? null;
-      throw new CheckpointError(`shard file ${f} listed in the index is missing: the download is incomplete`, join(dir, f), tensor);
-    }
-  }
-  return { files: files as string[], weightMap: weightMap as Record<string, string> };
-}
-
-async function readHeader(path: string): Promise<TensorInfo[]> {
-  let handle: FileHandle;
-  try {
-    handle = await open(path, 'r');
-  } catch (cause) {
-    throw new CheckpointError(`cannot open (${(cause as Error).message})`, path, null, { cause });
-  }
-  try {
-    const size = (await handle.stat()).size;
-    if (size < 8) throw new CheckpointError('is too short to be a safetensors file (truncated?)', path);
-    const lengthBytes = Buffer.alloc(8);
-    await handle.read(lengthBytes, 0, 8, 0);
-    const headerLength = Number(lengthBytes.readBigUInt64LE(0));
-    if (headerLength > MAX_HEADER_BYTES || 8 + headerLength > size) {
-      throw new CheckpointError(`header length ${headerLength} does not fit in the file of ${size} bytes (corrupt or truncated)`, path);
-    }
-    const headerBytes = Buffer.alloc(headerLength);
-    await handle.read(headerBytes, 0, headerLength, 8);
-    let header: Record<string, unknown>;
-    try {
-      header = JSON.parse(headerBytes.toString('utf8')) as Record<string, unknown>;
-    } catch (cause) {
-      throw new CheckpointError(`header is not valid JSON (corrupt file): ${(cause as Error).message}`, path, null, { cause });
-    }
-    const dataStart = 8 + headerLength;
-    const infos: TensorInfo[] = [];
-    for (const [name, entry] of Object.entries(header)) {
-      if (name === '__metadata__') continue;
-      infos.push(parseEntry(path, name, entry, dataStart, size));
-    }
-    return infos;
-  } finally {
-    await handle.close();
-  }
-}
-
-function parseEntry(path: string, name: string, entry: unknown, dataStart: number, fileSize: number): TensorInfo {
-  const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-  if (typeof e.dtype !== 'string' || !isSafetensorsDtype(e.dtype)) throw new CheckpointError(`unknown dtype ${String(e.dtype)}`, path, name);
-  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new CheckpointError('shape is not a list of sizes', path, name);
-  const offsets = e.data_offsets;
-  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isInteger(o) && o >= 0) || offsets[1] < offsets[0]) {
-    throw new CheckpointError('data_offsets is not [begin, end]', path, name);
-  }
-  const shape = e.shape as number[];
-  const expected = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[e.dtype];
-  const [begin, end] = offsets as [number, number];
-  if (end - begin !== expected) {
-    throw new CheckpointError(`data_offsets span ${end - begin} bytes but ${e.dtype}[${shape.join(', ')}] needs ${expected} (corrupt header)`, path, name);
-  }
-  if (dataStart + end > fileSize) {
-    throw new CheckpointError(`tensor data ends at byte ${dataStart + end} but the file has ${fileSize} (truncated): re-download it`, path, name);
-  }
-  return { name, dtype: e.dtype, shape, file: path, byteOffset: dataStart + begin, byteLength: expected };
 }
