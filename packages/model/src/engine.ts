@@ -47,6 +47,14 @@ export class Engine {
     return this.scheduler.hasWork;
   }
 
+  get numWaiting(): number {
+    return this.scheduler.numWaiting;
+  }
+
+  get numRunning(): number {
+    return this.scheduler.numRunning;
+  }
+
   submit(request: GenerationRequest): Sequence {
     const c = this.config;
     const n = request.promptTokenIds.length;

@@ -1,6 +1,7 @@
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TokenizerLoader } from '@lenml/tokenizers';
+import { ChatTemplate } from './chat-template.js';
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
 
@@ -11,8 +12,11 @@ export class TokenizerError extends Error {
 interface TokenizerConfigJson {
   readonly add_bos_token?: boolean;
   readonly bos_token?: string | { readonly content: string } | null;
+  readonly eos_token?: string | { readonly content: string } | null;
   readonly chat_template?: string;
 }
+
+const tokenText = (t: string | { readonly content: string } | null | undefined): string => (typeof t === 'string' ? t : (t?.content ?? ''));
 
 type LoadedTokenizer = ReturnType<typeof TokenizerLoader.fromPreTrained>;
 
@@ -22,6 +26,8 @@ export class Tokenizer {
     private readonly inner: LoadedTokenizer,
     readonly config: TokenizerConfigJson,
     readonly bosTokenId: number | null,
+    /** The chat template from tokenizer_config.json, if it has one. */
+    readonly chatTemplate: ChatTemplate | null,
   ) {}
 
   /** Loads the tokenizer from a checkpoint folder; null when the folder has no tokenizer files. */
@@ -39,9 +45,10 @@ export class Tokenizer {
       throw new TokenizerError(`cannot parse the tokenizer files in ${modelDir}: ${(cause as Error).message}`, { cause });
     }
     const inner = TokenizerLoader.fromPreTrained({ tokenizerJSON: json as object, tokenizerConfig: config as object });
-    const bos = typeof config.bos_token === 'string' ? config.bos_token : config.bos_token?.content;
+    const bos = tokenText(config.bos_token);
     const bosIds = bos ? inner.encode(bos, { add_special_tokens: false }) : [];
-    return new Tokenizer(inner, config, bosIds.length === 1 ? bosIds[0]! : null);
+    const chatTemplate = config.chat_template ? new ChatTemplate(config.chat_template, { bos_token: bos, eos_token: tokenText(config.eos_token) }) : null;
+    return new Tokenizer(inner, config, bosIds.length === 1 ? bosIds[0]! : null, chatTemplate);
   }
 
   get vocabSize(): number {
@@ -53,6 +60,11 @@ export class Tokenizer {
     const ids = this.inner.encode(text, { add_special_tokens: false });
     const addBos = options.addBos ?? this.config.add_bos_token ?? false;
     return addBos && this.bosTokenId !== null && ids[0] !== this.bosTokenId ? [this.bosTokenId, ...ids] : ids;
+  }
+
+  /** The text of one token as it appears in output (for logprobs). */
+  tokenText(id: number): string {
+    return this.inner.decode([id], { skip_special_tokens: false });
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -1,0 +1,169 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Engine, GenerationRequest, Sequence, TokenLogprobs } from '@expertmesh/model';
+
+/** What a request sees after each step: its new tokens, and the finish reason once done. */
+export interface GenerationEvent {
+  readonly tokenIds: readonly number[];
+  readonly logprobs: readonly TokenLogprobs[];
+  readonly finishReason: 'stop' | 'length' | 'abort' | null;
+}
+
+export class QueueFullError extends Error {
+  override readonly name = 'QueueFullError';
+  constructor(readonly retryAfterSeconds: number) {
+    super('the server is at capacity: too many requests are waiting; retry later');
+  }
+}
+
+/** The engine failed a step repeatedly (e.g. experts without a live holder); the request cannot go on. */
+export class EngineUnavailableError extends Error {
+  override readonly name = 'EngineUnavailableError';
+}
+
+/** One request's output as an async stream of events. */
+export class GenerationStream implements AsyncIterable<GenerationEvent> {
+  private readonly queue: (GenerationEvent | Error)[] = [];
+  private wake: (() => void) | null = null;
+  private done = false;
+  emitted = 0;
+
+  constructor(
+    readonly sequence: Sequence,
+    private readonly onAbort: (s: GenerationStream) => void,
+  ) {}
+
+  push(event: GenerationEvent | Error): void {
+    this.queue.push(event);
+    this.wake?.();
+    this.wake = null;
+  }
+
+  /** Stops generating (client gone, stop string found): frees the sequence's cache at once. */
+  abort(): void {
+    if (!this.done) this.onAbort(this);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<GenerationEvent> {
+    while (true) {
+      if (this.queue.length === 0) await new Promise<void>((r) => (this.wake = r));
+      const item = this.queue.shift()!;
+      if (item instanceof Error) throw item;
+      yield item;
+      if (item.finishReason !== null) {
+        this.done = true;
+        return;
+      }
+    }
+  }
+}
+
+export interface EngineLoopOptions {
+  /** Requests waiting for a batch slot at most; more get 429. */
+  readonly maxWaiting: number;
+  /** Attempts of a failing step before its requests fail (a shard may come back meanwhile). */
+  readonly stepRetries: number;
+  readonly retryDelayMs: number;
+}
+
+/**
+ * Runs the engine's step loop in the background while there is work, and hands each request its
+ * tokens as they come. A failed step changes nothing (the engine applies a step only when it
+ * completes), so it is retried before its requests are failed.
+ */
+export class EngineLoop {
+  private readonly streams = new Set<GenerationStream>();
+  private running = false;
+  private stopping = false;
+  stepsRun = 0;
+
+  constructor(
+    readonly engine: Engine,
+    private readonly options: EngineLoopOptions,
+  ) {}
+
+  get waiting(): number {
+    return this.engine.numWaiting;
+  }
+
+  get active(): number {
+    return this.streams.size;
+  }
+
+  /** Queues a request; throws QueueFullError when the queue is full, InvalidRequestError for bad requests. */
+  submit(request: GenerationRequest): GenerationStream {
+    if (this.engine.numWaiting >= this.options.maxWaiting) throw new QueueFullError(1);
+    const seq = this.engine.submit(request);
+    const stream = new GenerationStream(seq, (s) => this.abortStream(s));
+    this.streams.add(stream);
+    this.kick();
+    return stream;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    while (this.running) await sleep(5);
+  }
+
+  private abortStream(stream: GenerationStream): void {
+    if (!this.streams.has(stream)) return;
+    this.engine.abort(stream.sequence);
+    this.streams.delete(stream);
+    stream.push({ tokenIds: [], logprobs: [], finishReason: 'abort' });
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.engine.hasWork && !this.stopping) {
+        await this.stepWithRetries();
+        this.publish();
+        // Let HTTP handlers run between steps (new requests, disconnects).
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    } finally {
+      this.running = false;
+    }
+    if (this.engine.hasWork && !this.stopping) this.kick();
+  }
+
+  private async stepWithRetries(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.engine.step();
+        this.stepsRun++;
+        return;
+      } catch (e) {
+        if (attempt >= this.options.stepRetries) {
+          this.failAll(new EngineUnavailableError(`generation failed after ${attempt + 1} attempts: ${(e as Error).message}`, { cause: e }));
+          return;
+        }
+        await sleep(this.options.retryDelayMs * 2 ** attempt);
+      }
+    }
+  }
+
+  private publish(): void {
+    for (const stream of this.streams) {
+      const seq = stream.sequence;
+      const n = seq.outputTokenIds.length;
+      if (n > stream.emitted || seq.isFinished) {
+        stream.push({ tokenIds: seq.outputTokenIds.slice(stream.emitted), logprobs: seq.logprobs.slice(stream.emitted), finishReason: seq.finishReason });
+        stream.emitted = n;
+      }
+      if (seq.isFinished) this.streams.delete(stream);
+    }
+  }
+
+  private failAll(error: Error): void {
+    for (const stream of this.streams) {
+      this.engine.abort(stream.sequence);
+      stream.push(error);
+    }
+    this.streams.clear();
+  }
+}
