@@ -1,5 +1,6 @@
 import { generate, generateUsage } from './commands/generate.js';
 import { initModel, initModelUsage } from './commands/init-model.js';
+import { serve, serveUsage } from './commands/serve.js';
 import { shard, shardUsage } from './commands/shard.js';
 import { UsageError } from './cli-error.js';
 
@@ -7,6 +8,7 @@ const commands: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   'init-model': { run: initModel, usage: initModelUsage },
   generate: { run: generate, usage: generateUsage },
   shard: { run: shard, usage: shardUsage },
+  serve: { run: serve, usage: serveUsage },
 };
 
 const usage = `usage: expertmesh <command> [flags]\n\n${Object.values(commands)

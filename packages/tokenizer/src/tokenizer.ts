@@ -68,6 +68,7 @@ export class Tokenizer {
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    if (ids.length === 0) return '';
     return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? true });
   }
 }

@@ -7,3 +7,7 @@ export { ShardConnection } from './experts/shard-connection.js';
 export type { DispatchTransport } from './experts/shard-connection.js';
 export { ExpertPlacement } from './experts/expert-placement.js';
 export { ShardCallError, ShardTimeoutError, ShardUnavailableError, PlacementError } from './experts/dispatch-errors.js';
+export { Router, RouterStartError } from './serve.js';
+export type { RouterOptions } from './serve.js';
+export { EngineLoop, QueueFullError, EngineUnavailableError } from './serving/engine-loop.js';
+export { createApiServer } from './api/api-server.js';

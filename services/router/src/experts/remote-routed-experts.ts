@@ -79,6 +79,13 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     for (const s of this.shards) s.close();
   }
 
+  /** null when every shard answers (so every expert has a live holder); otherwise which do not. */
+  async notReadyReason(deadlineMs = 2000): Promise<string | null> {
+    const answers = await Promise.allSettled(this.shards.map((s) => s.info(deadlineMs)));
+    const down = answers.flatMap((a, i) => (a.status === 'rejected' ? [this.shards[i]!.address] : []));
+    return down.length ? `shards not answering: ${down.join(', ')}` : null;
+  }
+
   /** Splits the pairs by shard; a token uses as few distinct shards as its experts' holders allow. */
   private assign(layer: number, routing: ExpertRouting): ShardWork[] {
     const { numTokens: T, topK: k } = routing;

@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { Router } from '@expertmesh/router';
+import { UsageError } from '../cli-error.js';
+import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
+
+export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
+    [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8]
+    [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
+    [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
+    [--execution-provider cpu|cuda] [--intra-op-threads N]
+  Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).`;
+
+export async function serve(argv: readonly string[]): Promise<number> {
+  const env = process.env;
+  const flags = parseFlags(
+    argv,
+    {
+      model: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'served-model-name': { type: 'string' },
+      shards: { type: 'string' },
+      'shard-addresses': { type: 'string' },
+      'wire-dtype': { type: 'string' },
+      'max-batch-size': { type: 'string' },
+      'max-batched-tokens': { type: 'string' },
+      'max-waiting': { type: 'string' },
+      'kv-cache-tokens': { type: 'string' },
+      'max-model-len': { type: 'string' },
+      'default-max-tokens': { type: 'string' },
+      'reasoning-parser': { type: 'string' },
+      ...executionFlagSpec,
+    },
+    z.object({
+      model: z.string().min(1).default(env.EXPERTMESH_MODEL ?? ''),
+      port: numberFlag((n) => n.int().min(0).max(65535)).default(Number(env.EXPERTMESH_PORT ?? 8000)),
+      host: z.string().default(env.EXPERTMESH_HOST ?? '127.0.0.1'),
+      'served-model-name': z.string().optional(),
+      shards: numberFlag((n) => n.int().nonnegative()).default(0),
+      'shard-addresses': z.string().regex(/^[^,]+(,[^,]+)*$/, 'comma-separated HOST:PORT list').optional(),
+      'wire-dtype': z.enum(['bfloat16', 'float32', 'fp8']).default('bfloat16'),
+      'max-batch-size': numberFlag((n) => n.int().positive()).default(64),
+      'max-batched-tokens': numberFlag((n) => n.int().positive()).default(512),
+      'max-waiting': numberFlag((n) => n.int().nonnegative()).default(256),
+      'kv-cache-tokens': numberFlag((n) => n.int().positive()).default(65536),
+      'max-model-len': numberFlag((n) => n.int().positive()).optional(),
+      'default-max-tokens': numberFlag((n) => n.int().positive()).default(1024),
+      'reasoning-parser': z.enum(['deepseek-r1', 'none']).default('deepseek-r1'),
+      ...executionFlagSchema,
+    }),
+  );
+  if (!flags.model) throw new UsageError('--model DIR (or EXPERTMESH_MODEL) is required');
+  if (flags.shards > 0 && flags['shard-addresses']) throw new UsageError('give --shards or --shard-addresses, not both');
+  const router = await Router.start({
+    modelDir: flags.model,
+    host: flags.host,
+    port: flags.port,
+    ...(flags['served-model-name'] ? { servedModelName: flags['served-model-name'] } : {}),
+    shards: flags.shards,
+    ...(flags['shard-addresses'] ? { shardAddresses: flags['shard-addresses'].split(',') } : {}),
+    wireDtype: flags['wire-dtype'],
+    execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
+    maxBatchSize: flags['max-batch-size'],
+    maxBatchedTokens: flags['max-batched-tokens'],
+    maxWaiting: flags['max-waiting'],
+    kvCacheTokens: flags['kv-cache-tokens'],
+    ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
+    defaultMaxTokens: flags['default-max-tokens'],
+    reasoningParser: flags['reasoning-parser'],
+  });
+  process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+  await router.stop();
+  return 0;
+}

@@ -1,0 +1,18 @@
+import type { Tokenizer } from '@expertmesh/tokenizer';
+import type { EngineLoop } from '../serving/engine-loop.js';
+
+/** What the HTTP handlers need from the rest of the router. */
+export interface ApiContext {
+  readonly loop: EngineLoop;
+  readonly tokenizer: Tokenizer;
+  /** The name clients pass as `model`. */
+  readonly modelName: string;
+  /** Prompt plus completion tokens at most. */
+  readonly maxModelLen: number;
+  /** max_tokens when a chat request gives none. */
+  readonly defaultMaxTokens: number;
+  readonly reasoningParser: 'deepseek-r1' | 'none';
+  /** null when every expert has a live holder; otherwise why not. */
+  readonly notReadyReason: () => Promise<string | null>;
+  readonly createdAt: number;
+}

@@ -1,0 +1,40 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { ApiError } from './api-error.js';
+import type { ApiContext } from './api-context.js';
+import { handleChatCompletions } from './chat-completions-handler.js';
+import { handleCompletions } from './completions-handler.js';
+import { readJsonBody, sendError, sendJson } from './http-io.js';
+import { EngineUnavailableError } from '../serving/engine-loop.js';
+
+type Route = (ctx: ApiContext, req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+const routes: Record<string, Route> = {
+  'GET /health': async (ctx, _req, res) => sendJson(res, 200, { status: 'ok', running: ctx.loop.active, waiting: ctx.loop.waiting }),
+  'GET /ready': async (ctx, _req, res) => {
+    const reason = await ctx.notReadyReason();
+    sendJson(res, reason ? 503 : 200, reason ? { status: 'not_ready', reason } : { status: 'ready' });
+  },
+  'GET /v1/models': async (ctx, _req, res) =>
+    sendJson(res, 200, { object: 'list', data: [{ id: ctx.modelName, object: 'model', created: ctx.createdAt, owned_by: 'expertmesh', max_model_len: ctx.maxModelLen }] }),
+  'POST /v1/completions': async (ctx, req, res) => handleCompletions(ctx, await readJsonBody(req), req, res),
+  'POST /v1/chat/completions': async (ctx, req, res) => handleChatCompletions(ctx, await readJsonBody(req), req, res),
+};
+
+/** The OpenAI-compatible HTTP API. Every failure becomes an OpenAI error object; none ends the server. */
+export function createApiServer(ctx: ApiContext): Server {
+  return createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const route = routes[`${req.method} ${path}`];
+    if (!route) {
+      const known = Object.keys(routes).some((k) => k.endsWith(` ${path}`));
+      sendError(res, new ApiError(known ? 405 : 404, known ? `method ${req.method} is not allowed on ${path}` : `no route ${req.method} ${path}`, 'not_found_error'));
+      return;
+    }
+    route(ctx, req, res).catch((e: unknown) => {
+      if (res.destroyed) return;
+      if (e instanceof ApiError) sendError(res, e);
+      else if (e instanceof EngineUnavailableError) sendError(res, new ApiError(503, e.message, 'service_unavailable', null, null, 5));
+      else sendError(res, new ApiError(500, `internal error: ${(e as Error).message}`, 'server_error'));
+    });
+  });
+}

@@ -1,0 +1,92 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ChatMessage } from '@expertmesh/tokenizer';
+import { badRequest } from './api-error.js';
+import type { ApiContext } from './api-context.js';
+import type { ChoiceDelta, TokenWithLogprobs } from './generation-session.js';
+import { sendJson, SseWriter } from './http-io.js';
+import { chatRequestSchema, type ChatRequest } from './request-schemas.js';
+import { checkContext, checkModel, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+
+const R1_OPENED_THINK = '<think>\n';
+
+function toTemplateMessages(messages: ChatRequest['messages']): ChatMessage[] {
+  return messages.map((m) => ({
+    role: m.role === 'developer' ? 'system' : m.role,
+    content: m.content === null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+  }));
+}
+
+/** POST /v1/chat/completions, with R1's reasoning returned as `reasoning_content`. */
+export async function handleChatCompletions(ctx: ApiContext, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const r = parseBody(chatRequestSchema, body);
+  checkModel(ctx, r.model);
+  const template = ctx.tokenizer.chatTemplate;
+  if (!template) throw badRequest('this model has no chat template (tokenizer_config.json chat_template): use /v1/completions');
+  const prompt = template.render(toTemplateMessages(r.messages));
+  const promptTokenIds = ctx.tokenizer.encode(prompt, { addBos: false });
+  const maxTokens = r.max_completion_tokens ?? r.max_tokens ?? Math.min(ctx.defaultMaxTokens, Math.max(1, ctx.maxModelLen - promptTokenIds.length));
+  checkContext(ctx, promptTokenIds.length, maxTokens);
+  const n = r.n ?? 1;
+  const wantLogprobs = r.logprobs === true;
+  const session = startSession(ctx, {
+    promptTokenIds,
+    n,
+    maxTokens,
+    sampling: samplingOf(r),
+    stop: stopList(r.stop),
+    ignoreEos: r.ignore_eos ?? false,
+    topLogprobs: wantLogprobs ? (r.top_logprobs ?? 0) : null,
+    reasoning: ctx.reasoningParser === 'deepseek-r1' ? { startsInsideThink: prompt.endsWith(R1_OPENED_THINK) } : null,
+  });
+  let finished = false;
+  req.on('close', () => !finished && session.abort());
+  res.on('close', () => !finished && session.abort());
+  const id = requestId('chatcmpl');
+  const created = Math.floor(Date.now() / 1000);
+  const usage = (): object => ({ prompt_tokens: promptTokenIds.length, completion_tokens: session.completionTokens, total_tokens: promptTokenIds.length + session.completionTokens });
+  const entry = (id: number, logprob: number): { token: string; logprob: number; bytes: number[] } => {
+    const token = ctx.tokenizer.tokenText(id);
+    return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
+  };
+  const toLogprobs = (tokens: readonly TokenWithLogprobs[]): { content: object[] } | null =>
+    wantLogprobs ? { content: tokens.map((t) => ({ ...entry(t.id, t.logprob), top_logprobs: t.top.map(([tid, lp]) => entry(tid, lp)) })) } : null;
+
+  if (r.stream) {
+    const sse = new SseWriter(res);
+    for (let index = 0; index < n; index++) {
+      sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+    }
+    for await (const d of session.deltas()) {
+      const delta: Record<string, string> = {};
+      if (d.reasoning) delta.reasoning_content = d.reasoning;
+      if (d.text || !d.reasoning) delta.content = d.text;
+      sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [{ index: d.index, delta, logprobs: toLogprobs(d.tokens), finish_reason: d.finishReason }] });
+    }
+    if (r.stream_options?.include_usage) sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [], usage: usage() });
+    finished = true;
+    sse.done();
+    return;
+  }
+  const choices = Array.from({ length: n }, () => ({ content: '', reasoning: '', tokens: [] as TokenWithLogprobs[], finish: null as ChoiceDelta['finishReason'] }));
+  for await (const d of session.deltas()) {
+    const c = choices[d.index]!;
+    c.content += d.text;
+    c.reasoning += d.reasoning;
+    c.tokens.push(...d.tokens);
+    c.finish = d.finishReason ?? c.finish;
+  }
+  finished = true;
+  sendJson(res, 200, {
+    id,
+    object: 'chat.completion',
+    created,
+    model: ctx.modelName,
+    choices: choices.map((c, index) => ({
+      index,
+      message: { role: 'assistant', content: c.content, ...(ctx.reasoningParser === 'deepseek-r1' ? { reasoning_content: c.reasoning || null } : {}) },
+      logprobs: toLogprobs(c.tokens),
+      finish_reason: c.finish,
+    })),
+    usage: usage(),
+  });
+}

@@ -1,0 +1,80 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ApiContext } from './api-context.js';
+import type { ChoiceDelta, TokenWithLogprobs } from './generation-session.js';
+import { sendJson, SseWriter } from './http-io.js';
+import { completionRequestSchema } from './request-schemas.js';
+import { checkContext, checkModel, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+
+interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
+/** POST /v1/completions (OpenAI's legacy completions, as vLLM serves them). */
+export async function handleCompletions(ctx: ApiContext, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const r = parseBody(completionRequestSchema, body);
+  checkModel(ctx, r.model);
+  const promptTokenIds = typeof r.prompt === 'string' ? ctx.tokenizer.encode(r.prompt) : typeof r.prompt[0] === 'string' ? ctx.tokenizer.encode(r.prompt[0]) : (r.prompt as number[]);
+  const maxTokens = r.max_tokens ?? 16;
+  checkContext(ctx, promptTokenIds.length, maxTokens);
+  const n = r.n ?? 1;
+  const session = startSession(ctx, {
+    promptTokenIds,
+    n,
+    maxTokens,
+    sampling: samplingOf(r),
+    stop: stopList(r.stop),
+    ignoreEos: r.ignore_eos ?? false,
+    topLogprobs: r.logprobs ?? null,
+    reasoning: null,
+  });
+  let finished = false;
+  req.on('close', () => !finished && session.abort());
+  res.on('close', () => !finished && session.abort());
+  const id = requestId('cmpl');
+  const created = Math.floor(Date.now() / 1000);
+  const usage = (): object => ({ prompt_tokens: promptTokenIds.length, completion_tokens: session.completionTokens, total_tokens: promptTokenIds.length + session.completionTokens });
+  const toLogprobs = (tokens: readonly TokenWithLogprobs[], offset: number): CompletionLogprobs | null => {
+    if (r.logprobs === null || r.logprobs === undefined) return null;
+    const texts = tokens.map((t) => ctx.tokenizer.tokenText(t.id));
+    const offsets: number[] = [];
+    texts.reduce((at, t) => (offsets.push(at), at + t.length), offset);
+    return {
+      tokens: texts,
+      token_logprobs: tokens.map((t) => t.logprob),
+      top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map(([tid, lp]) => [ctx.tokenizer.tokenText(tid), lp]))),
+      text_offset: offsets,
+    };
+  };
+
+  if (r.stream) {
+    const sse = new SseWriter(res);
+    const offsets = new Array<number>(n).fill(0);
+    for await (const d of session.deltas()) {
+      sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [{ index: d.index, text: d.text, logprobs: toLogprobs(d.tokens, offsets[d.index]!), finish_reason: d.finishReason }] });
+      offsets[d.index]! += d.text.length;
+    }
+    if (r.stream_options?.include_usage) sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [], usage: usage() });
+    finished = true;
+    sse.done();
+    return;
+  }
+  const choices = Array.from({ length: n }, (_, index) => ({ index, text: '', tokens: [] as TokenWithLogprobs[], finish_reason: null as ChoiceDelta['finishReason'] }));
+  for await (const d of session.deltas()) {
+    const c = choices[d.index]!;
+    c.text += d.text;
+    c.tokens.push(...d.tokens);
+    c.finish_reason = d.finishReason ?? c.finish_reason;
+  }
+  finished = true;
+  sendJson(res, 200, {
+    id,
+    object: 'text_completion',
+    created,
+    model: ctx.modelName,
+    choices: choices.map((c) => ({ index: c.index, text: c.text, logprobs: toLogprobs(c.tokens, 0), finish_reason: c.finish_reason })),
+    usage: usage(),
+  });
+}

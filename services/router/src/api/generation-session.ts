@@ -1,0 +1,140 @@
+import type { SamplingParams, TokenLogprobs } from '@expertmesh/model';
+import { IncrementalDetokenizer, type Tokenizer } from '@expertmesh/tokenizer';
+import type { EngineLoop, GenerationStream } from '../serving/engine-loop.js';
+import { ReasoningParser } from '../text/reasoning-parser.js';
+import { StopStringMatcher } from '../text/stop-strings.js';
+
+export interface SessionOptions {
+  readonly promptTokenIds: readonly number[];
+  readonly n: number;
+  readonly maxTokens: number;
+  readonly sampling: SamplingParams;
+  readonly stop: readonly string[];
+  readonly ignoreEos: boolean;
+  /** null: no log-probabilities; k ≥ 0: the chosen token's and the k most likely. */
+  readonly topLogprobs: number | null;
+  /** Split <think>…</think> into reasoning; `startsInsideThink` when the prompt opened the block. */
+  readonly reasoning: { readonly startsInsideThink: boolean } | null;
+}
+
+export interface TokenWithLogprobs {
+  readonly id: number;
+  readonly logprob: number;
+  readonly top: readonly (readonly [number, number])[];
+}
+
+/** New output of one choice since the last delta. */
+export interface ChoiceDelta {
+  readonly index: number;
+  readonly text: string;
+  readonly reasoning: string;
+  readonly tokens: readonly TokenWithLogprobs[];
+  readonly finishReason: 'stop' | 'length' | null;
+}
+
+/**
+ * One API request's generation: n sequences in the engine, each turned into text deltas
+ * (incremental detokenisation, stop strings, reasoning split) as its tokens arrive.
+ */
+export class GenerationSession {
+  private readonly streams: GenerationStream[] = [];
+  completionTokens = 0;
+
+  constructor(
+    private readonly loop: EngineLoop,
+    private readonly tokenizer: Tokenizer,
+    private readonly options: SessionOptions,
+  ) {}
+
+  /** Submits all n sequences (throws QueueFullError / InvalidRequestError before any output). */
+  start(): void {
+    const o = this.options;
+    try {
+      for (let i = 0; i < o.n; i++) {
+        const seed = o.sampling.seed === undefined ? undefined : o.sampling.seed + i;
+        this.streams.push(
+          this.loop.submit({
+            promptTokenIds: o.promptTokenIds,
+            maxTokens: o.maxTokens,
+            sampling: { ...o.sampling, ...(seed === undefined ? {} : { seed }) },
+            ignoreEos: o.ignoreEos,
+            topLogprobs: o.topLogprobs === null ? 0 : Math.max(1, o.topLogprobs),
+          }),
+        );
+      }
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
+  }
+
+  abort(): void {
+    for (const s of this.streams) s.abort();
+  }
+
+  /** Deltas of all choices as they come, each choice ending with one carrying its finish reason. */
+  async *deltas(): AsyncGenerator<ChoiceDelta> {
+    const queue: (ChoiceDelta | Error)[] = [];
+    let wake: (() => void) | null = null;
+    let open = this.streams.length;
+    const put = (d: ChoiceDelta | Error): void => {
+      queue.push(d);
+      wake?.();
+      wake = null;
+    };
+    this.streams.forEach((stream, index) => {
+      this.pump(stream, index, put).then(
+        () => {
+          open--;
+          wake?.();
+        },
+        (e: Error) => put(e),
+      );
+    });
+    while (open > 0 || queue.length > 0) {
+      if (queue.length === 0) {
+        await new Promise<void>((r) => (wake = r));
+        continue;
+      }
+      const d = queue.shift()!;
+      if (d instanceof Error) {
+        this.abort();
+        throw d;
+      }
+      yield d;
+    }
+  }
+
+  private async pump(stream: GenerationStream, index: number, put: (d: ChoiceDelta) => void): Promise<void> {
+    const o = this.options;
+    const detok = new IncrementalDetokenizer(this.tokenizer, o.promptTokenIds.slice(-4));
+    const stops = new StopStringMatcher(o.stop);
+    const reasoning = o.reasoning ? new ReasoningParser(o.reasoning.startsInsideThink) : null;
+    const emit = (text: string, tokens: TokenWithLogprobs[], finishReason: ChoiceDelta['finishReason']): void => {
+      const split = reasoning ? reasoning.push(text) : { reasoning: '', content: text };
+      const tail = finishReason && reasoning ? reasoning.flush() : { reasoning: '', content: '' };
+      put({ index, text: split.content + tail.content, reasoning: split.reasoning + tail.reasoning, tokens, finishReason });
+    };
+    for await (const event of stream) {
+      this.completionTokens += event.tokenIds.length;
+      const tokens = o.topLogprobs === null ? [] : withLogprobs(event.tokenIds, event.logprobs, o.topLogprobs);
+      let text = detok.push(event.tokenIds);
+      if (event.finishReason !== null) text += detok.flush();
+      const checked = stops.push(text);
+      if (checked.stopped) {
+        stream.abort();
+        emit(checked.text, tokens, 'stop');
+        return;
+      }
+      if (event.finishReason !== null) {
+        emit(checked.text + stops.flush(), tokens, event.finishReason === 'length' ? 'length' : 'stop');
+        return;
+      }
+      if (checked.text || tokens.length) emit(checked.text, tokens, null);
+    }
+  }
+}
+
+function withLogprobs(ids: readonly number[], logprobs: readonly TokenLogprobs[], k: number): TokenWithLogprobs[] {
+  return ids.map((id, i) => ({ id, logprob: logprobs[i]?.logprob ?? 0, top: (logprobs[i]?.top ?? []).slice(0, k) }));
+}

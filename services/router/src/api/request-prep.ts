@@ -1,0 +1,51 @@
+import { z } from 'zod';
+import { InvalidRequestError, type SamplingParams } from '@expertmesh/model';
+import { ApiError, badRequest } from './api-error.js';
+import type { ApiContext } from './api-context.js';
+import { GenerationSession, type SessionOptions } from './generation-session.js';
+import { QueueFullError } from '../serving/engine-loop.js';
+
+export function parseBody<S extends z.ZodTypeAny>(schema: S, body: unknown): z.infer<S> {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const param = issue.path.join('.') || null;
+    throw badRequest(`${param ?? 'body'}: ${issue.message}`, param);
+  }
+  return parsed.data;
+}
+
+export function checkModel(ctx: ApiContext, model: string): void {
+  if (model !== ctx.modelName) throw new ApiError(404, `The model \`${model}\` does not exist; this server serves \`${ctx.modelName}\``, 'not_found_error', 'model', 'model_not_found');
+}
+
+export function samplingOf(r: { temperature?: number | null; top_p?: number | null; top_k?: number | null; seed?: number | null }): SamplingParams {
+  return { temperature: r.temperature ?? 1, topP: r.top_p ?? 1, topK: r.top_k && r.top_k > 0 ? r.top_k : 0, ...(r.seed !== null && r.seed !== undefined ? { seed: r.seed } : {}) };
+}
+
+export function checkContext(ctx: ApiContext, promptTokens: number, maxTokens: number): void {
+  if (promptTokens + maxTokens > ctx.maxModelLen) {
+    throw badRequest(
+      `This model's maximum context length is ${ctx.maxModelLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the prompt, ${maxTokens} for the completion). Please reduce the prompt or the completion length.`,
+      promptTokens >= ctx.maxModelLen ? 'messages' : 'max_tokens',
+    );
+  }
+}
+
+/** Starts the generation, turning engine refusals into API errors (429 when the queue is full). */
+export function startSession(ctx: ApiContext, options: SessionOptions): GenerationSession {
+  const session = new GenerationSession(ctx.loop, ctx.tokenizer, options);
+  try {
+    session.start();
+  } catch (e) {
+    if (e instanceof QueueFullError) throw new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full', e.retryAfterSeconds);
+    if (e instanceof InvalidRequestError) throw badRequest(e.message);
+    throw e;
+  }
+  return session;
+}
+
+export const stopList = (stop: string | string[] | null | undefined): string[] => (stop === null || stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop);
+
+let counter = 0;
+export const requestId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}${(counter++).toString(36)}`;

@@ -1,0 +1,99 @@
+import { basename } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { Engine, type RoutedExpertsBackend } from '@expertmesh/model';
+import { loadModelConfig } from '@expertmesh/model-config';
+import type { ExecutionOptions } from '@expertmesh/tensor-ops';
+import { Tokenizer } from '@expertmesh/tokenizer';
+import type { WireDtype } from '@expertmesh/wire';
+import { createApiServer } from './api/api-server.js';
+import { connectToShards } from './experts/connect-shards.js';
+import { RemoteRoutedExperts } from './experts/remote-routed-experts.js';
+import { LocalCluster } from './local-cluster.js';
+import { EngineLoop } from './serving/engine-loop.js';
+
+export interface RouterOptions {
+  readonly modelDir: string;
+  readonly host: string;
+  readonly port: number;
+  readonly servedModelName?: string;
+  /** Start this many local shard processes; 0 with no addresses runs the experts in this process. */
+  readonly shards: number;
+  readonly shardAddresses?: readonly string[];
+  readonly wireDtype: WireDtype;
+  readonly execution: ExecutionOptions;
+  readonly maxBatchSize: number;
+  readonly maxBatchedTokens: number;
+  readonly maxWaiting: number;
+  readonly kvCacheTokens: number;
+  readonly maxModelLen?: number;
+  readonly defaultMaxTokens: number;
+  readonly reasoningParser: 'deepseek-r1' | 'none';
+}
+
+export class RouterStartError extends Error {
+  override readonly name = 'RouterStartError';
+}
+
+/** A running router: HTTP API, engine loop, engine, and the local shards it started (if any). */
+export class Router {
+  private constructor(
+    readonly url: string,
+    private readonly server: Server,
+    private readonly loop: EngineLoop,
+    private readonly engine: Engine,
+    private readonly cluster: LocalCluster | null,
+  ) {}
+
+  static async start(o: RouterOptions): Promise<Router> {
+    const tokenizer = await Tokenizer.load(o.modelDir);
+    if (!tokenizer) throw new RouterStartError(`${o.modelDir} has no tokenizer files (tokenizer.json, tokenizer_config.json): the API needs them`);
+    const config = await loadModelConfig(o.modelDir);
+    const cluster = o.shards > 0 ? await LocalCluster.start({ modelDir: o.modelDir, shards: o.shards, nRoutedExperts: config.nRoutedExperts }) : null;
+    const addresses = cluster?.addresses ?? o.shardAddresses ?? null;
+    let engine: Engine;
+    let experts: RoutedExpertsBackend | null = null;
+    try {
+      engine = await Engine.load(o.modelDir, {
+        execution: o.execution,
+        kvCacheTokens: o.kvCacheTokens,
+        maxBatchSize: o.maxBatchSize,
+        maxBatchedTokens: o.maxBatchedTokens,
+        ...(addresses ? { experts: async (model) => (experts = await connectToShards(addresses, model, { wireDtype: o.wireDtype })) } : {}),
+      });
+    } catch (e) {
+      await cluster?.stop();
+      throw e;
+    }
+    const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, stepRetries: 3, retryDelayMs: 200 });
+    const remote = experts as RoutedExpertsBackend | null;
+    const server = createApiServer({
+      loop,
+      tokenizer,
+      modelName: o.servedModelName ?? basename(o.modelDir.replace(/\/+$/, '')),
+      maxModelLen: Math.min(o.maxModelLen ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings, o.kvCacheTokens),
+      defaultMaxTokens: o.defaultMaxTokens,
+      reasoningParser: o.reasoningParser,
+      notReadyReason: async () => (remote instanceof RemoteRoutedExperts ? remote.notReadyReason() : null),
+      createdAt: Math.floor(Date.now() / 1000),
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(o.port, o.host, () => resolve());
+    });
+    const address = server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return new Router(`http://${host}:${address.port}`, server, loop, engine, cluster);
+  }
+
+  /** Stops taking requests, closes open connections, then frees the engine and the shards it started. */
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    await this.loop.stop();
+    await this.engine.close();
+    await this.cluster?.stop();
+  }
+}
