@@ -67,7 +67,7 @@ describe('batching and chunking do not change results', () => {
   afterAll(async () => dir?.remove());
 
   const run = async (options: { maxBatchedTokens: number; together: boolean }, ps: number[][]) => {
-    const engine = await Engine.load(dir.path, { kvCacheTokens: 2048, maxBatchedTokens: options.maxBatchedTokens });
+    const engine = await Engine.load(dir.path, { kvCacheTokens: 8192, maxBatchedTokens: options.maxBatchedTokens });
     try {
       const req = (p: number[]) => ({ promptTokenIds: p, maxTokens: 6, sampling: GREEDY, ignoreEos: true, captureLogits: true });
       if (options.together) return await engine.generate(ps.map(req));
@@ -86,6 +86,18 @@ describe('batching and chunking do not change results', () => {
     atOnce.forEach((r, i) => {
       expect(tokenByToken[i]!.tokenIds).toEqual(r.tokenIds);
       r.logits.forEach((l, s) => expect(relativeError(tokenByToken[i]!.logits[s]!, l)).toBeLessThan(1e-5));
+    });
+  });
+
+  it('one 2400-token step of many prompts at once equals each prompt alone', async () => {
+    // Regression: large steps once lost expert outputs to a parallel scatter-add.
+    let s = 3;
+    const ps = Array.from({ length: 60 }, () => Array.from({ length: 40 }, () => (s = (s * 31 + 17) % 512)));
+    const alone = await run({ maxBatchedTokens: 1024, together: false }, ps);
+    const batched = await run({ maxBatchedTokens: 4096, together: true }, ps);
+    alone.forEach((r, i) => {
+      expect(batched[i]!.tokenIds).toEqual(r.tokenIds);
+      r.logits.forEach((l, step) => expect(relativeError(batched[i]!.logits[step]!, l)).toBeLessThan(1e-5));
     });
   });
 

@@ -100,8 +100,19 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       feeds[`rows_${id}`] = i64(rows[s]!, [rows[s]!.length]);
       feeds[`weights_${id}`] = f32(weights[s]!, [weights[s]!.length, 1]);
     });
-    const out = await entry.graph.run(feeds);
-    return floatData(out.y, entry.graph.name, 'y');
+    const result = await entry.graph.run(feeds);
+    const y = floatData(result.y, entry.graph.name, 'y');
+    // Add each weighted expert output into its token, experts in held order (deterministic).
+    const out = new Float32Array(numTokens * H);
+    let row = 0;
+    for (const tokenRows of rows) {
+      for (let k = 0; k < tokenRows.length; k++, row++) {
+        const dst = Number(tokenRows[k]!) * H;
+        const src = row * H;
+        for (let c = 0; c < H; c++) out[dst + c] += y[src + c]!;
+      }
+    }
+    return out;
   }
 
   /** Float32 bytes of expert weights held (what this process's memory grows with). */
