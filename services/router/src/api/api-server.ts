@@ -9,7 +9,7 @@ import { EngineUnavailableError } from '../serving/engine-loop.js';
 type Route = (ctx: ApiContext, req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
 const routes: Record<string, Route> = {
-  'GET /health': async (ctx, _req, res) => sendJson(res, 200, { status: 'ok', running: ctx.loop.active, waiting: ctx.loop.waiting }),
+  'GET /health': async (ctx, _req, res) => sendJson(res, 200, { status: 'ok', running: ctx.loop.running, waiting: ctx.loop.waiting }),
   'GET /ready': async (ctx, _req, res) => {
     const reason = await ctx.notReadyReason();
     sendJson(res, reason ? 503 : 200, reason ? { status: 'not_ready', reason } : { status: 'ready' });

@@ -72,7 +72,7 @@ export interface EngineLoopOptions {
  */
 export class EngineLoop {
   private readonly streams = new Set<GenerationStream>();
-  private running = false;
+  private looping = false;
   private stopping = false;
   stepsRun = 0;
 
@@ -85,6 +85,12 @@ export class EngineLoop {
     return this.engine.numWaiting;
   }
 
+  /** Sequences in the running batch (their cache is reserved). */
+  get running(): number {
+    return this.engine.numRunning;
+  }
+
+  /** Requests with an open stream: running or waiting. */
   get active(): number {
     return this.streams.size;
   }
@@ -101,7 +107,7 @@ export class EngineLoop {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    while (this.running) await sleep(5);
+    while (this.looping) await sleep(5);
   }
 
   private abortStream(stream: GenerationStream): void {
@@ -112,8 +118,8 @@ export class EngineLoop {
   }
 
   private kick(): void {
-    if (this.running) return;
-    this.running = true;
+    if (this.looping) return;
+    this.looping = true;
     void this.run();
   }
 
@@ -126,7 +132,7 @@ export class EngineLoop {
         await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
-      this.running = false;
+      this.looping = false;
     }
     if (this.engine.hasWork && !this.stopping) this.kick();
   }
