@@ -3,6 +3,7 @@ import { PlacementError } from './dispatch-errors.js';
 import { ExpertPlacement } from './expert-placement.js';
 import { RemoteRoutedExperts, DEFAULT_DISPATCH, type DispatchOptions } from './remote-routed-experts.js';
 import { ShardConnection, type DispatchTransport } from './shard-connection.js';
+import { StaticShardSource } from './shard-source.js';
 
 /**
  * Connects to running shards, checks they serve this model (same fingerprint and width) and that
@@ -26,7 +27,7 @@ export async function connectToShards(
       model.config,
       infos.map((info, i) => ({ address: addresses[i]!, layers: info.layers.map((l) => ({ layer: l.layer, experts: l.experts })) })),
     );
-    return new RemoteRoutedExperts(model.config, model.fingerprint, connections, placement, { ...DEFAULT_DISPATCH, ...options });
+    return new RemoteRoutedExperts(model.config, model.fingerprint, new StaticShardSource({ connections, placement }), { ...DEFAULT_DISPATCH, ...options });
   } catch (e) {
     for (const c of connections) c.close();
     throw e;

@@ -39,3 +39,14 @@ export class ShardUnavailableError extends Error {
 export class PlacementError extends Error {
   override readonly name = 'PlacementError';
 }
+
+/** No live shard holds an expert a token chose (a shard is gone or a plan change is under way). */
+export class NoHolderError extends Error {
+  override readonly name = 'NoHolderError';
+  constructor(
+    readonly layer: number,
+    readonly expert: number,
+  ) {
+    super(`no live shard holds expert ${expert} of layer ${layer}: waiting for a holder to (re)join`);
+  }
+}

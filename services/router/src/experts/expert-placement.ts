@@ -5,8 +5,15 @@ import { PlacementError } from './dispatch-errors.js';
 export class ExpertPlacement {
   private constructor(private readonly holders: ReadonlyMap<number, readonly (readonly number[])[]>) {}
 
-  /** Builds the table from each shard's held experts; every expert of every MoE layer needs a holder. */
-  static fromShards(config: ModelConfig, shards: readonly { readonly address: string; readonly layers: readonly { layer: number; experts: readonly number[] }[] }[]): ExpertPlacement {
+  /**
+   * Builds the table from each shard's held experts. Every expert of every MoE layer needs a holder,
+   * unless `allowMissing` (a live cluster between changes): then dispatching to an orphan fails.
+   */
+  static fromShards(
+    config: ModelConfig,
+    shards: readonly { readonly address: string; readonly layers: readonly { layer: number; experts: readonly number[] }[] }[],
+    options: { allowMissing?: boolean } = {},
+  ): ExpertPlacement {
     const holders = new Map<number, number[][]>();
     for (const layer of config.moeLayers) holders.set(layer, Array.from({ length: config.nRoutedExperts }, () => []));
     shards.forEach((shard, s) => {
@@ -24,7 +31,7 @@ export class ExpertPlacement {
       const orphans = table.flatMap((h, e) => (h.length ? [] : [e]));
       if (orphans.length) missing.push(`layer ${layer}: experts ${orphans.length > 6 ? `${orphans.slice(0, 6).join(', ')}… (${orphans.length})` : orphans.join(', ')}`);
     }
-    if (missing.length) throw new PlacementError(`no shard holds ${missing.slice(0, 4).join('; ')}${missing.length > 4 ? ` and ${missing.length - 4} more layers` : ''}: start shards for them`);
+    if (missing.length && !options.allowMissing) throw new PlacementError(`no shard holds ${missing.slice(0, 4).join('; ')}${missing.length > 4 ? ` and ${missing.length - 4} more layers` : ''}: start shards for them`);
     return new ExpertPlacement(holders);
   }
 

@@ -1,8 +1,9 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/model';
 import { decodeTensor, encodePairs, encodeTensor, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
-import type { ExpertPlacement } from './expert-placement.js';
+import { NoHolderError } from './dispatch-errors.js';
 import type { ShardConnection } from './shard-connection.js';
+import type { ShardSource, ShardView } from './shard-source.js';
 
 export interface DispatchOptions {
   /** Dtype of the hidden states sent: bfloat16 (default), float32, or fp8 with a per-token scale. */
@@ -48,8 +49,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
   constructor(
     private readonly config: ModelConfig,
     private readonly fingerprint: string,
-    private readonly shards: readonly ShardConnection[],
-    private readonly placement: ExpertPlacement,
+    private readonly source: ShardSource,
     private readonly options: DispatchOptions = DEFAULT_DISPATCH,
   ) {}
 
@@ -61,8 +61,10 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
 
   async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
     const H = this.config.hiddenSize;
-    const work = this.assign(layer, routing);
-    const answers = await Promise.all(work.map((w) => this.send(layer, hidden, w)));
+    // One consistent view for the whole layer, even if the registry changes it meanwhile.
+    const view = this.source.current();
+    const work = this.assign(view, layer, routing);
+    const answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w)));
     const out = new Float32Array(routing.numTokens * H);
     answers.forEach((sums, i) => {
       const tokens = work[i]!.tokens;
@@ -76,28 +78,32 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
   }
 
   async close(): Promise<void> {
-    for (const s of this.shards) s.close();
+    await this.source.close();
   }
 
-  /** null when every shard answers (so every expert has a live holder); otherwise which do not. */
-  async notReadyReason(deadlineMs = 2000): Promise<string | null> {
-    const answers = await Promise.allSettled(this.shards.map((s) => s.info(deadlineMs)));
-    const down = answers.flatMap((a, i) => (a.status === 'rejected' ? [this.shards[i]!.address] : []));
-    return down.length ? `shards not answering: ${down.join(', ')}` : null;
+  /** null when every expert has a live holder; otherwise why not. */
+  notReadyReason(): Promise<string | null> {
+    return this.source.notReadyReason();
   }
 
-  /** Splits the pairs by shard; a token uses as few distinct shards as its experts' holders allow. */
-  private assign(layer: number, routing: ExpertRouting): ShardWork[] {
+  /**
+   * Splits the pairs by shard. A token goes to as few distinct shards as its experts' holders
+   * allow; among replicas, to the holder with the fewest tokens so far in this layer.
+   */
+  private assign(view: ShardView, layer: number, routing: ExpertRouting): ShardWork[] {
     const { numTokens: T, topK: k } = routing;
     const byShard = new Map<number, ShardWork>();
+    const tokensOn = new Map<number, number>();
+    const leastLoaded = (holders: readonly number[]): number => holders.reduce((best, h) => ((tokensOn.get(h) ?? 0) < (tokensOn.get(best) ?? 0) ? h : best));
     const rowOf = new Map<number, Int32Array>();
     const used: number[] = [];
     for (let t = 0; t < T; t++) {
       used.length = 0;
       for (let j = 0; j < k; j++) {
         const expert = routing.expertIds[t * k + j]!;
-        const holders = this.placement.holdersOf(layer, expert);
-        const shard = holders.find((h) => used.includes(h)) ?? holders[0]!;
+        const holders = view.placement.holdersOf(layer, expert);
+        if (holders.length === 0) throw new NoHolderError(layer, expert);
+        const shard = holders.find((h) => used.includes(h)) ?? leastLoaded(holders);
         if (!used.includes(shard)) used.push(shard);
         let w = byShard.get(shard);
         let rows = rowOf.get(shard);
@@ -110,6 +116,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         if (rows[t] === -1) {
           rows[t] = w.tokens.length;
           w.tokens.push(t);
+          tokensOn.set(shard, (tokensOn.get(shard) ?? 0) + 1);
         }
         w.rows.push(rows[t]!);
         w.experts.push(expert);
@@ -119,13 +126,12 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     return [...byShard.values()].sort((a, b) => a.shard - b.shard);
   }
 
-  private async send(layer: number, hidden: Float32Array, w: ShardWork): Promise<Float32Array> {
+  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, w: ShardWork): Promise<Float32Array> {
     const H = this.config.hiddenSize;
     const rows = new Float32Array(w.tokens.length * H);
     w.tokens.forEach((t, r) => rows.set(hidden.subarray(t * H, (t + 1) * H), r * H));
     const tensor = encodeTensor(rows, w.tokens.length, H, this.options.wireDtype);
     const pairs = encodePairs({ tokenRows: Int32Array.from(w.rows), expertIds: Int32Array.from(w.experts), weights: Float32Array.from(w.weights) });
-    const connection = this.shards[w.shard]!;
     const started = performance.now();
     const response = await connection.run(
       { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[this.options.combineDtype] },

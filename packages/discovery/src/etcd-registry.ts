@@ -1,0 +1,121 @@
+import { Etcd3, type Lease } from 'etcd3';
+import type { ClusterRegistry, ShardRegistration } from './cluster-registry.js';
+import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
+
+/**
+ * The cluster registry over etcd: a shard's record lives under a lease it keeps alive, so a dead
+ * shard's key disappears when the TTL runs out; routers watch the prefix. If the lease is lost
+ * (etcd unreachable past the TTL, or restarted), the shard registers again as soon as it can.
+ */
+export class EtcdRegistry implements ClusterRegistry {
+  private readonly client: Etcd3;
+
+  constructor(
+    endpoints: readonly string[],
+    readonly cluster: string,
+  ) {
+    this.client = new Etcd3({ hosts: [...endpoints], dialTimeout: 3000 });
+  }
+
+  async registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration> {
+    const key = keys.shard(this.cluster, record.shardId);
+    let current = record;
+    let lease: Lease | null = null;
+    let closed = false;
+    const lostListeners: ((e: Error) => void)[] = [];
+    const grant = async (): Promise<void> => {
+      const l = this.client.lease(ttlSeconds);
+      l.on('lost', (err: Error) => {
+        if (closed) return;
+        for (const f of lostListeners) f(err);
+        void regrant();
+      });
+      await l.put(key).value(JSON.stringify(current));
+      lease = l;
+    };
+    const regrant = async (): Promise<void> => {
+      for (let attempt = 0; !closed; attempt++) {
+        try {
+          await grant();
+          return;
+        } catch {
+          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+        }
+      }
+    };
+    await grant();
+    return {
+      update: async (next) => {
+        current = next;
+        if (lease) await lease.put(key).value(JSON.stringify(next));
+      },
+      close: async () => {
+        closed = true;
+        await lease?.revoke().catch(() => undefined);
+      },
+      onLost: (listener) => lostListeners.push(listener),
+    };
+  }
+
+  async listShards(): Promise<ShardRecord[]> {
+    const all = await this.client.getAll().prefix(keys.shards(this.cluster)).strings();
+    return Object.values(all).flatMap((v) => {
+      const parsed = shardRecordSchema.safeParse(JSON.parse(v));
+      return parsed.success ? [parsed.data] : [];
+    });
+  }
+
+  async watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
+    const watcher = await this.client.watch().prefix(keys.shards(this.cluster)).create();
+    let stopped = false;
+    // Every change re-reads the whole set: simple, and correct after reconnects.
+    const refresh = (): void => {
+      this.listShards().then(
+        (s) => !stopped && listener(s),
+        () => undefined,
+      );
+    };
+    watcher.on('put', refresh);
+    watcher.on('delete', refresh);
+    watcher.on('connected', refresh);
+    watcher.on('error', () => undefined);
+    refresh();
+    return async () => {
+      stopped = true;
+      await watcher.cancel();
+    };
+  }
+
+  async putPlan(plan: PlacementPlan): Promise<void> {
+    await this.client.put(keys.plan(this.cluster)).value(JSON.stringify(plan));
+  }
+
+  async getPlan(): Promise<PlacementPlan | null> {
+    const text = await this.client.get(keys.plan(this.cluster)).string();
+    return text === null ? null : placementPlanSchema.parse(JSON.parse(text));
+  }
+
+  async watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
+    const watcher = await this.client.watch().key(keys.plan(this.cluster)).create();
+    let stopped = false;
+    const refresh = (): void => {
+      this.getPlan().then(
+        (p) => !stopped && listener(p),
+        () => undefined,
+      );
+    };
+    watcher.on('put', refresh);
+    watcher.on('delete', refresh);
+    watcher.on('connected', refresh);
+    watcher.on('error', () => undefined);
+    refresh();
+    return async () => {
+      stopped = true;
+      await watcher.cancel();
+    };
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}

@@ -1,0 +1,95 @@
+import type { ClusterRegistry, ShardRegistration } from './cluster-registry.js';
+import type { PlacementPlan, ShardRecord } from './records.js';
+
+interface Entry {
+  record: ShardRecord;
+  expiresAt: number;
+}
+
+/**
+ * The same registry in one process's memory, with leases that expire when not kept alive: for
+ * tests and for a cluster whose router and shards share a process.
+ */
+export class MemoryRegistry implements ClusterRegistry {
+  private readonly shards = new Map<string, Entry>();
+  private plan: PlacementPlan | null = null;
+  private readonly shardListeners = new Set<(s: ShardRecord[]) => void>();
+  private readonly planListeners = new Set<(p: PlacementPlan | null) => void>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor() {
+    this.sweeper = setInterval(() => this.expire(), 100);
+    this.sweeper.unref();
+  }
+
+  async registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration> {
+    const entry: Entry = { record, expiresAt: Date.now() + ttlSeconds * 1000 };
+    this.shards.set(record.shardId, entry);
+    this.notifyShards();
+    // Keep-alive at a third of the TTL, like etcd clients do.
+    const keepAlive = setInterval(() => (entry.expiresAt = Date.now() + ttlSeconds * 1000), (ttlSeconds * 1000) / 3);
+    keepAlive.unref();
+    return {
+      update: async (next) => {
+        entry.record = next;
+        if (this.shards.get(next.shardId) === entry) this.notifyShards();
+      },
+      close: async () => {
+        clearInterval(keepAlive);
+        if (this.shards.get(record.shardId) === entry) {
+          this.shards.delete(record.shardId);
+          this.notifyShards();
+        }
+      },
+      onLost: () => undefined,
+      // Test hook: what a kill -9 does to the keep-alive.
+      ...({ abandon: () => clearInterval(keepAlive) } as object),
+    };
+  }
+
+  async listShards(): Promise<ShardRecord[]> {
+    return [...this.shards.values()].map((e) => e.record);
+  }
+
+  async watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
+    this.shardListeners.add(listener);
+    listener(await this.listShards());
+    return async () => void this.shardListeners.delete(listener);
+  }
+
+  async putPlan(plan: PlacementPlan): Promise<void> {
+    this.plan = plan;
+    for (const l of this.planListeners) l(plan);
+  }
+
+  async getPlan(): Promise<PlacementPlan | null> {
+    return this.plan;
+  }
+
+  async watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
+    this.planListeners.add(listener);
+    listener(this.plan);
+    return async () => void this.planListeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    let changed = false;
+    for (const [id, e] of this.shards) {
+      if (e.expiresAt < now) {
+        this.shards.delete(id);
+        changed = true;
+      }
+    }
+    if (changed) this.notifyShards();
+  }
+
+  private notifyShards(): void {
+    const list = [...this.shards.values()].map((e) => e.record);
+    for (const l of this.shardListeners) l(list);
+  }
+}
