@@ -9,6 +9,7 @@ import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type 
  */
 export class EtcdRegistry implements ClusterRegistry {
   private readonly client: Etcd3;
+  private closed = false;
 
   constructor(
     endpoints: readonly string[],
@@ -26,7 +27,7 @@ export class EtcdRegistry implements ClusterRegistry {
     const grant = async (): Promise<void> => {
       const l = this.client.lease(ttlSeconds);
       l.on('lost', (err: Error) => {
-        if (closed) return;
+        if (closed || this.closed) return;
         for (const f of lostListeners) f(err);
         void regrant();
       });
@@ -34,7 +35,7 @@ export class EtcdRegistry implements ClusterRegistry {
       lease = l;
     };
     const regrant = async (): Promise<void> => {
-      for (let attempt = 0; !closed; attempt++) {
+      for (let attempt = 0; !closed && !this.closed; attempt++) {
         try {
           await grant();
           return;
@@ -116,6 +117,7 @@ export class EtcdRegistry implements ClusterRegistry {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.client.close();
   }
 }

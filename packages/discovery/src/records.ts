@@ -11,6 +11,8 @@ export const shardRecordSchema = z.object({
   health: z.enum(['SERVING', 'NOT_SERVING']),
   /** Version of the placement plan the shard loaded its experts for (0 = none). */
   planVersion: z.number().int().nonnegative(),
+  /** The plan's slot this shard fills ('' when its experts were given by hand). */
+  slot: z.string(),
 });
 export type ShardRecord = z.infer<typeof shardRecordSchema>;
 

@@ -7,6 +7,8 @@ export interface ExpertSelection {
   readonly experts: ReadonlySet<number> | null;
   /** MoE layers held, or null for all. */
   readonly layers: ReadonlySet<number> | null;
+  /** Exact experts per layer (from a placement plan); overrides the two fields above. */
+  readonly perLayer?: ReadonlyMap<number, readonly number[]>;
 }
 
 export class ExpertSpecError extends Error {
@@ -37,6 +39,7 @@ export function parseExpertSpec(spec: string): ExpertSelection {
 
 /** The experts of `layer` this selection holds, checked against the model's sizes. */
 export function selectedExperts(selection: ExpertSelection, layer: number, nRoutedExperts: number): number[] {
+  if (selection.perLayer) return [...(selection.perLayer.get(layer) ?? [])];
   if (selection.layers && !selection.layers.has(layer)) return [];
   if (!selection.experts) return Array.from({ length: nRoutedExperts }, (_, i) => i);
   for (const e of selection.experts) {
@@ -50,4 +53,9 @@ export function evenSplitSpec(index: number, count: number, nRoutedExperts: numb
   const lo = Math.floor((index * nRoutedExperts) / count);
   const hi = Math.floor(((index + 1) * nRoutedExperts) / count) - 1;
   return `${lo}-${hi}`;
+}
+
+/** The selection a placement plan gives one slot: exactly those experts of those layers. */
+export function selectionFromPlan(layers: readonly { layer: number; experts: readonly number[] }[]): ExpertSelection {
+  return { experts: null, layers: null, perLayer: new Map(layers.map((l) => [l.layer, l.experts])) };
 }

@@ -6,13 +6,25 @@ import { selectedExperts, type ExpertSelection } from './expert-spec.js';
 import { ShardCompute } from './shard-compute.js';
 
 /** Loads only the selected experts from the checkpoint: a shard's memory grows with what it holds. */
-export async function loadShardCompute(modelDir: string, selection: ExpertSelection, execution: ExecutionOptions): Promise<ShardCompute> {
+export async function loadShardCompute(modelDir: string, selection: ExpertSelection | ((fingerprint: string) => Promise<ExpertSelection>), execution: ExecutionOptions): Promise<ShardCompute> {
   const config = await loadModelConfig(modelDir);
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
     const fingerprint = await modelFingerprint(config, checkpoint);
-    const experts = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
+    const chosen = typeof selection === 'function' ? await selection(fingerprint) : selection;
+    const experts = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
     return new ShardCompute(config, fingerprint, experts);
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+/** Loads another set of experts for a running shard (after a placement change). */
+export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, execution: ExecutionOptions): Promise<LocalRoutedExperts> {
+  const checkpoint = await SafetensorsCheckpoint.open(modelDir);
+  try {
+    const config = compute.config;
+    return await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
   } finally {
     await checkpoint.close();
   }

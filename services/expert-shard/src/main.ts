@@ -1,15 +1,20 @@
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { ExecutionProvider } from '@expertmesh/tensor-ops';
+import { EtcdRegistry } from '@expertmesh/discovery';
+import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
 import { ShardServer } from './shard-server.js';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
+    [--cluster NAME --etcd URL[,URL…] [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
     [--execution-provider cpu|cuda] [--intra-op-threads N]
-  Serves routed experts over gRPC. SPEC: "all" (default), "0-15,32-47", or "0-15@3-10" (experts 0-15 of
-  layers 3-10 only). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready;
-  SIGTERM or SIGINT drains in-flight calls and exits.`;
+  Serves routed experts over gRPC. SPEC: "all", "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
+  only). With --cluster and --etcd the shard registers itself under a lease; without --experts it takes its
+  experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
+  Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
+  cluster, drains in-flight calls and exits.`;
 
 export class ShardUsageError extends Error {
   override readonly name = 'ShardUsageError';
@@ -31,7 +36,12 @@ export async function runShard(argv: readonly string[]): Promise<number> {
       args: [...argv],
       options: {
         model: { type: 'string' },
-        experts: { type: 'string', default: 'all' },
+        experts: { type: 'string' },
+        cluster: { type: 'string', default: process.env.EXPERTMESH_CLUSTER },
+        etcd: { type: 'string', default: process.env.EXPERTMESH_ETCD },
+        slot: { type: 'string' },
+        advertise: { type: 'string' },
+        'lease-ttl': { type: 'string', default: '10' },
         listen: { type: 'string', default: '127.0.0.1:50051' },
         'shard-id': { type: 'string' },
         'execution-provider': { type: 'string', default: process.env.EXPERTMESH_EXECUTION_PROVIDER ?? 'cpu' },
@@ -47,14 +57,34 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (provider !== 'cpu' && provider !== 'cuda') throw new ShardUsageError(`--execution-provider must be cpu or cuda, not ${provider}`);
   const threads = Number(values['intra-op-threads']);
   if (!Number.isInteger(threads) || threads < 0) throw new ShardUsageError('--intra-op-threads must be a whole number ≥ 0');
-  const selection = parseExpertSpec(values.experts!);
+  if ((values.cluster === undefined) !== (values.etcd === undefined)) throw new ShardUsageError('--cluster and --etcd go together');
+  const ttl = Number(values['lease-ttl']);
+  if (!(ttl >= 1)) throw new ShardUsageError('--lease-ttl must be at least 1 second');
   const { host, port } = parseListen(values.listen!);
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
+  const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads };
+  const registry = values.cluster ? new EtcdRegistry(values.etcd!.split(','), values.cluster) : null;
+  if (!values.experts && !registry) throw new ShardUsageError('give --experts, or --cluster and --etcd to take experts from the placement plan');
 
-  const compute = await loadShardCompute(values.model, selection, { executionProvider: provider as ExecutionProvider, intraOpThreads: threads });
+  let slot = '';
+  let planVersion = 0;
+  const compute = await loadShardCompute(
+    values.model,
+    values.experts
+      ? parseExpertSpec(values.experts)
+      : async () => {
+          const a = await assignmentFromPlan(registry!, values.slot, 120_000);
+          slot = a.slot;
+          planVersion = a.plan.version;
+          return a.selection;
+        },
+    execution,
+  );
   const server = new ShardServer(compute, shardId);
   const address = await server.listen(host, port);
-  process.stdout.write(`${JSON.stringify({ event: 'listening', address, shard_id: shardId, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes })}\n`);
+  const membership = registry ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, execution } : null) : null;
+  await membership?.join(ttl);
+  process.stdout.write(`${JSON.stringify({ event: 'listening', address, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes })}\n`);
 
   await new Promise<void>((resolve) => {
     const stop = (): void => {
@@ -65,6 +95,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+  await membership?.leave();
+  await registry?.close();
   await server.shutdown();
   process.stdout.write(`${JSON.stringify({ event: 'stopped', shard_id: shardId })}\n`);
   return 0;

@@ -11,8 +11,22 @@ export class ShardCompute {
   constructor(
     readonly config: ModelConfig,
     readonly fingerprint: string,
-    readonly experts: LocalRoutedExperts,
+    private held: LocalRoutedExperts,
   ) {}
+
+  get experts(): LocalRoutedExperts {
+    return this.held;
+  }
+
+  /**
+   * Switches to another set of experts (a new placement plan). Requests already running finish on
+   * the old set; the old set is released once they have had `graceMs` to do so.
+   */
+  replaceExperts(next: LocalRoutedExperts, graceMs = 10_000): void {
+    const old = this.held;
+    this.held = next;
+    setTimeout(() => void old.close(), graceMs).unref();
+  }
 
   async run(req: RunExpertsRequest__Output, receivedAt: number): Promise<RunExpertsResponse> {
     if (req.modelFingerprint !== this.fingerprint) {
@@ -37,7 +51,7 @@ export class ShardCompute {
     const outputDtype = req.outputDtype === 'TENSOR_DTYPE_FLOAT32' ? 'float32' : req.outputDtype === 'TENSOR_DTYPE_BFLOAT16' || req.outputDtype === 'TENSOR_DTYPE_UNSPECIFIED' ? 'bfloat16' : null;
     if (!outputDtype) throw invalidArgument(`output_dtype ${req.outputDtype} is not FLOAT32 or BFLOAT16`);
     const started = performance.now();
-    const out = await this.experts.computePairs(layer, hidden, rows, pairs);
+    const out = await this.held.computePairs(layer, hidden, rows, pairs);
     const finished = performance.now();
     return {
       requestId: req.requestId,

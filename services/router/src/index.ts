@@ -6,7 +6,10 @@ export type { DispatchOptions, DispatchCall } from './experts/remote-routed-expe
 export { ShardConnection } from './experts/shard-connection.js';
 export type { DispatchTransport } from './experts/shard-connection.js';
 export { ExpertPlacement } from './experts/expert-placement.js';
-export { ShardCallError, ShardTimeoutError, ShardUnavailableError, PlacementError } from './experts/dispatch-errors.js';
+export { ShardCallError, ShardTimeoutError, ShardUnavailableError, PlacementError, NoHolderError } from './experts/dispatch-errors.js';
+export { RegistryShardSource } from './experts/registry-shard-source.js';
+export { StaticShardSource } from './experts/shard-source.js';
+export type { ShardSource, ShardView } from './experts/shard-source.js';
 export { Router, RouterStartError } from './serve.js';
 export type { RouterOptions } from './serve.js';
 export { EngineLoop, QueueFullError, EngineUnavailableError } from './serving/engine-loop.js';

@@ -14,6 +14,8 @@ export interface LocalClusterOptions {
   /** Extra flags for every shard (e.g. --intra-op-threads 1). */
   readonly shardArgs?: readonly string[];
   readonly startTimeoutMs?: number;
+  /** Register in this cluster and take experts from its placement plan (slot shard-i) instead of an even split. */
+  readonly registry?: { readonly cluster: string; readonly etcd: string };
 }
 
 export interface LocalShard {
@@ -56,8 +58,9 @@ export class LocalCluster {
 
 function startShard(options: LocalClusterOptions, index: number): Promise<LocalShard> {
   const id = `shard-${index}`;
-  const experts = evenSplitSpec(index, options.shards, options.nRoutedExperts);
-  const args = ['--import', 'tsx', SHARD_MAIN, '--model', options.modelDir, '--experts', experts, '--listen', `${options.host ?? '127.0.0.1'}:0`, '--shard-id', id, ...(options.shardArgs ?? [])];
+  const experts = options.registry ? `plan slot ${id}` : evenSplitSpec(index, options.shards, options.nRoutedExperts);
+  const placement = options.registry ? ['--cluster', options.registry.cluster, '--etcd', options.registry.etcd, '--slot', id] : ['--experts', experts];
+  const args = ['--import', 'tsx', SHARD_MAIN, '--model', options.modelDir, ...placement, '--listen', `${options.host ?? '127.0.0.1'}:0`, '--shard-id', id, ...(options.shardArgs ?? [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

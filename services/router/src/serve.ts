@@ -8,7 +8,9 @@ import { Tokenizer } from '@expertmesh/tokenizer';
 import type { WireDtype } from '@expertmesh/wire';
 import { createApiServer } from './api/api-server.js';
 import { connectToShards } from './experts/connect-shards.js';
-import { RemoteRoutedExperts } from './experts/remote-routed-experts.js';
+import { DEFAULT_DISPATCH, RemoteRoutedExperts } from './experts/remote-routed-experts.js';
+import { RegistryShardSource } from './experts/registry-shard-source.js';
+import type { ClusterRegistry } from '@expertmesh/discovery';
 import { LocalCluster } from './local-cluster.js';
 import { EngineLoop } from './serving/engine-loop.js';
 
@@ -29,6 +31,10 @@ export interface RouterOptions {
   readonly maxModelLen?: number;
   readonly defaultMaxTokens: number;
   readonly reasoningParser: 'deepseek-r1' | 'none';
+  /** Find shards in this cluster registry (etcd) instead of by address. */
+  readonly registry?: ClusterRegistry;
+  /** How long a failing step is retried (a shard may be restarting) before its requests fail. */
+  readonly stepRetryMs?: number;
 }
 
 export class RouterStartError extends Error {
@@ -60,12 +66,18 @@ export class Router {
         maxBatchSize: o.maxBatchSize,
         maxBatchedTokens: o.maxBatchedTokens,
         ...(addresses ? { experts: async (model) => (experts = await connectToShards(addresses, model, { wireDtype: o.wireDtype })) } : {}),
+        ...(o.registry
+          ? {
+              experts: async (model) =>
+                (experts = new RemoteRoutedExperts(model.config, model.fingerprint, await RegistryShardSource.start(o.registry!, model), { ...DEFAULT_DISPATCH, wireDtype: o.wireDtype })),
+            }
+          : {}),
       });
     } catch (e) {
       await cluster?.stop();
       throw e;
     }
-    const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, stepRetries: 3, retryDelayMs: 200 });
+    const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000 });
     const remote = experts as RoutedExpertsBackend | null;
     const server = createApiServer({
       loop,

@@ -1,13 +1,14 @@
 import { z } from 'zod';
+import { EtcdRegistry } from '@expertmesh/discovery';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
-    [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8]
+    [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…]] [--wire-dtype bfloat16|float32|fp8]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
-    [--execution-provider cpu|cuda] [--intra-op-threads N]
+    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N]
   Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
@@ -29,6 +30,9 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'max-model-len': { type: 'string' },
       'default-max-tokens': { type: 'string' },
       'reasoning-parser': { type: 'string' },
+      cluster: { type: 'string' },
+      etcd: { type: 'string' },
+      'step-retry-seconds': { type: 'string' },
       ...executionFlagSpec,
     },
     z.object({
@@ -46,11 +50,17 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'max-model-len': numberFlag((n) => n.int().positive()).optional(),
       'default-max-tokens': numberFlag((n) => n.int().positive()).default(1024),
       'reasoning-parser': z.enum(['deepseek-r1', 'none']).default('deepseek-r1'),
+      cluster: z.string().min(1).optional().default(env.EXPERTMESH_CLUSTER ?? ''),
+      etcd: z.string().optional().default(env.EXPERTMESH_ETCD ?? ''),
+      'step-retry-seconds': numberFlag((n) => n.nonnegative()).default(30),
       ...executionFlagSchema,
     }),
   );
   if (!flags.model) throw new UsageError('--model DIR (or EXPERTMESH_MODEL) is required');
-  if (flags.shards > 0 && flags['shard-addresses']) throw new UsageError('give --shards or --shard-addresses, not both');
+  const sources = [flags.shards > 0, Boolean(flags['shard-addresses']), Boolean(flags.cluster)].filter(Boolean).length;
+  if (sources > 1) throw new UsageError('give one of --shards, --shard-addresses, or --cluster with --etcd');
+  if (Boolean(flags.cluster) !== Boolean(flags.etcd)) throw new UsageError('--cluster and --etcd go together');
+  const registry = flags.cluster ? new EtcdRegistry(flags.etcd.split(','), flags.cluster) : undefined;
   const router = await Router.start({
     modelDir: flags.model,
     host: flags.host,
@@ -67,6 +77,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
     ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
     defaultMaxTokens: flags['default-max-tokens'],
     reasoningParser: flags['reasoning-parser'],
+    ...(registry ? { registry } : {}),
+    stepRetryMs: flags['step-retry-seconds'] * 1000,
   });
   process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);
   await new Promise<void>((resolve) => {
@@ -79,5 +91,6 @@ export async function serve(argv: readonly string[]): Promise<number> {
     process.on('SIGINT', stop);
   });
   await router.stop();
+  await registry?.close();
   return 0;
 }

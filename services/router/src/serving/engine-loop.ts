@@ -60,9 +60,8 @@ export class GenerationStream implements AsyncIterable<GenerationEvent> {
 export interface EngineLoopOptions {
   /** Requests waiting for a batch slot at most; more get 429. */
   readonly maxWaiting: number;
-  /** Attempts of a failing step before its requests fail (a shard may come back meanwhile). */
-  readonly stepRetries: number;
-  readonly retryDelayMs: number;
+  /** How long a failing step is retried before its requests fail (a shard may come back meanwhile). */
+  readonly retryForMs: number;
 }
 
 /**
@@ -75,6 +74,8 @@ export class EngineLoop {
   private looping = false;
   private stopping = false;
   stepsRun = 0;
+  /** Steps that failed and were retried (shards restarting, plan changes). */
+  stepFailures = 0;
 
   constructor(
     readonly engine: Engine,
@@ -138,17 +139,19 @@ export class EngineLoop {
   }
 
   private async stepWithRetries(): Promise<void> {
+    const started = Date.now();
     for (let attempt = 0; ; attempt++) {
       try {
         await this.engine.step();
         this.stepsRun++;
         return;
       } catch (e) {
-        if (attempt >= this.options.stepRetries) {
-          this.failAll(new EngineUnavailableError(`generation failed after ${attempt + 1} attempts: ${(e as Error).message}`, { cause: e }));
+        if (Date.now() - started >= this.options.retryForMs || this.stopping) {
+          this.failAll(new EngineUnavailableError(`generation failed for ${Date.now() - started} ms (${attempt + 1} attempts): ${(e as Error).message}`, { cause: e }));
           return;
         }
-        await sleep(this.options.retryDelayMs * 2 ** attempt);
+        this.stepFailures++;
+        await sleep(Math.min(2000, 50 * 2 ** attempt));
       }
     }
   }

@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { EtcdRegistry, MemoryRegistry, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
+import { EtcdServer } from '../helpers/etcd-server.js';
+
+const record = (id: string, over: Partial<ShardRecord> = {}): ShardRecord => ({
+  shardId: id,
+  address: `127.0.0.1:${5000 + id.length}`,
+  modelFingerprint: 'f00',
+  layers: [{ layer: 1, experts: [0, 1] }],
+  computeDtype: 'float32',
+  weightBytes: 10,
+  health: 'SERVING',
+  planVersion: 0,
+  slot: '',
+  ...over,
+});
+
+const until = async (check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+};
+
+/** The same contract for both registries: the embedded one must behave like etcd. */
+interface Harness {
+  registry: ClusterRegistry;
+  /** Registers shard `id` with a 2 s lease in a way that `crash` can kill like a kill -9. */
+  registerCrashable: (id: string) => Promise<() => Promise<void>>;
+}
+
+function contract(name: string, open: () => Promise<Harness>): void {
+  describe(`${name} registry`, () => {
+    let registry: ClusterRegistry;
+    let registerCrashable: Harness['registerCrashable'];
+    beforeAll(async () => ({ registry, registerCrashable } = await open()));
+    afterAll(async () => registry?.close());
+
+    it('lists and watches shards as they register, update and leave', async () => {
+      const seen: string[][] = [];
+      const stop = await registry.watchShards((s) => seen.push(s.map((r) => `${r.shardId}:${r.health}`).sort()));
+      const a = await registry.registerShard(record('a'), 5);
+      await until(async () => seen.at(-1)?.join() === 'a:SERVING');
+      await a.update(record('a', { health: 'NOT_SERVING' }));
+      await until(async () => seen.at(-1)?.join() === 'a:NOT_SERVING');
+      expect((await registry.listShards()).map((r) => r.health)).toEqual(['NOT_SERVING']);
+      await a.close();
+      await until(async () => seen.at(-1)?.length === 0);
+      await stop();
+    });
+
+    it('removes a shard whose keep-alive stops (a crash) once its lease runs out', async () => {
+      const crash = await registerCrashable('b');
+      await until(async () => (await registry.listShards()).some((r) => r.shardId === 'b'));
+      const crashedAt = Date.now();
+      await crash();
+      await until(async () => !(await registry.listShards()).some((r) => r.shardId === 'b'));
+      expect(Date.now() - crashedAt).toBeGreaterThanOrEqual(1000);
+    });
+
+    it('stores and watches the placement plan', async () => {
+      const plans: (number | null)[] = [];
+      const stop = await registry.watchPlan((p) => plans.push(p?.version ?? null));
+      await registry.putPlan({ version: 1, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [0] }] } });
+      await registry.putPlan({ version: 2, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [1] }] } });
+      await until(async () => plans.at(-1) === 2);
+      expect((await registry.getPlan())?.shards.s0).toEqual([{ layer: 1, experts: [1] }]);
+      await stop();
+    });
+  });
+}
+
+let etcd: EtcdServer;
+beforeAll(async () => {
+  etcd = await EtcdServer.start();
+});
+afterAll(async () => etcd?.stop());
+
+contract('etcd', async () => ({
+  registry: new EtcdRegistry([etcd.url], 'contract'),
+  // A real process that registers, then kill -9.
+  registerCrashable: async (id) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'helpers', 'register-shard-process.ts'), etcd.url, 'contract', id, '2'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => createInterface({ input: child.stdout! }).once('line', () => resolve()));
+    return async () => {
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+    };
+  },
+}));
+
+const memory = new MemoryRegistry();
+contract('embedded (in-memory)', async () => ({
+  registry: memory,
+  // In one process, a crash is the keep-alive stopping without the entry being removed.
+  registerCrashable: async (id) => {
+    const r = await memory.registerShard(record(id), 2);
+    return async () => (r as unknown as { abandon: () => void }).abandon();
+  },
+}));
