@@ -1,14 +1,18 @@
 import { generate, generateUsage } from './commands/generate.js';
 import { initModel, initModelUsage } from './commands/init-model.js';
+import { plan, planUsage } from './commands/plan.js';
+import { up, upUsage } from './commands/up.js';
 import { serve, serveUsage } from './commands/serve.js';
 import { shard, shardUsage } from './commands/shard.js';
 import { UsageError } from './cli-error.js';
 
 const commands: Record<string, { run: (argv: readonly string[]) => Promise<number>; usage: string }> = {
+  up: { run: up, usage: upUsage },
   'init-model': { run: initModel, usage: initModelUsage },
   generate: { run: generate, usage: generateUsage },
   shard: { run: shard, usage: shardUsage },
   serve: { run: serve, usage: serveUsage },
+  plan: { run: plan, usage: planUsage },
 };
 
 const usage = `usage: expertmesh <command> [flags]\n\n${Object.values(commands)

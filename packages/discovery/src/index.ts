@@ -5,3 +5,4 @@ export { shardRecordSchema, placementPlanSchema, keys } from './records.js';
 export type { ShardRecord, PlacementPlan } from './records.js';
 export { planPlacement, planShardBytes, PlacementPlanError } from './placement-planner.js';
 export type { PlanRequest } from './placement-planner.js';
+export { EtcdProcess, etcdInstalled } from './etcd-process.js';

@@ -68,7 +68,7 @@ export function planPlacement(req: PlanRequest): PlacementPlan {
   if (req.memoryBudgetBytes !== undefined) {
     const over = req.slots.map((slot, s) => ({ slot, bytes: counts[s]! * req.bytesPerExpert })).filter((x) => x.bytes > req.memoryBudgetBytes!);
     if (over.length) {
-      const gb = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`;
+      const gb = (b: number): string => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);
       throw new PlacementPlanError(
         `${over.map((o) => `shard ${o.slot} needs ${gb(o.bytes)}`).join(', ')} but the budget is ${gb(req.memoryBudgetBytes)} per shard: add shards, add memory, or lower --redundant-experts`,
       );

@@ -1,0 +1,122 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { EtcdRegistry, planPlacement, planShardBytes, type PlacementPlan } from '@expertmesh/discovery';
+import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
+import { modelFingerprint } from '@expertmesh/model';
+import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { UsageError } from '../cli-error.js';
+import { numberFlag, parseFlags } from '../flags.js';
+
+export const planUsage = `expertmesh plan (--model DIR | --config config.json) (--shards N | --nodes N --gpus-per-node G)
+    [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--expert-dtype fp32|bf16|fp8]
+    [--store --cluster NAME --etcd URL]
+  Prints which shard holds which experts and their memory, and whether it fits (SIZE like 80GB or 24GiB).
+  --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it.`;
+
+const BYTES_PER_WEIGHT = { fp32: 4, bf16: 2, fp8: 1 } as const;
+
+function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(s.trim());
+  if (!m) throw new UsageError(`"${s}" is not a size like 80GB or 24GiB`);
+  const unit = (m[2] ?? 'B').toLowerCase();
+  const scale: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+  return Number(m[1]) * scale[unit]!;
+}
+
+const gib = (b: number): string => `${(b / 2 ** 30).toFixed(2)} GiB`;
+
+/** "0-3,8,10-11" from a sorted list. */
+function ranges(ids: readonly number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < ids.length; ) {
+    let j = i;
+    while (j + 1 < ids.length && ids[j + 1] === ids[j]! + 1) j++;
+    out.push(i === j ? `${ids[i]}` : `${ids[i]}-${ids[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
+}
+
+export function formatPlan(plan: PlacementPlan, config: ModelConfig, bytesPerExpert: number, budget: number | null): string {
+  const bytes = planShardBytes(plan, bytesPerExpert);
+  const first = config.moeLayers[0]!;
+  const lines = [
+    `plan v${plan.version}: ${config.moeLayers.length} MoE layers × ${config.nRoutedExperts} experts (${config.numExpertsPerTok} chosen per token) on ${Object.keys(plan.shards).length} shards`,
+    '',
+    `| shard | experts held (all layers) | experts of layer ${first} | expert memory |`,
+    '|---|---|---|---|',
+    ...Object.entries(plan.shards).map(([slot, layers]) => {
+      const total = layers.reduce((a, l) => a + l.experts.length, 0);
+      return `| ${slot} | ${total} | ${ranges(layers.find((l) => l.layer === first)?.experts ?? [])} | ${gib(bytes[slot]!)} |`;
+    }),
+    '',
+  ];
+  const largest = Math.max(...Object.values(bytes));
+  lines.push(budget === null ? `largest shard: ${gib(largest)}` : `fits: ${largest <= budget ? 'yes' : 'NO'} (largest shard ${gib(largest)} of ${gib(budget)})`);
+  return `${lines.join('\n')}\n`;
+}
+
+export async function plan(argv: readonly string[]): Promise<number> {
+  const flags = parseFlags(
+    argv,
+    {
+      model: { type: 'string' },
+      config: { type: 'string' },
+      shards: { type: 'string' },
+      nodes: { type: 'string' },
+      'gpus-per-node': { type: 'string' },
+      'redundant-experts': { type: 'string' },
+      'shard-memory': { type: 'string' },
+      'gpu-memory': { type: 'string' },
+      'expert-dtype': { type: 'string' },
+      store: { type: 'boolean' },
+      cluster: { type: 'string' },
+      etcd: { type: 'string' },
+    },
+    z.object({
+      model: z.string().optional(),
+      config: z.string().optional(),
+      shards: numberFlag((n) => n.int().positive()).optional(),
+      nodes: numberFlag((n) => n.int().positive()).optional(),
+      'gpus-per-node': numberFlag((n) => n.int().positive()).optional(),
+      'redundant-experts': numberFlag((n) => n.int().nonnegative()).default(0),
+      'shard-memory': z.string().optional(),
+      'gpu-memory': z.string().optional(),
+      'expert-dtype': z.enum(['fp32', 'bf16', 'fp8']).default('fp32'),
+      store: z.boolean().default(false),
+      cluster: z.string().optional(),
+      etcd: z.string().optional(),
+    }),
+  );
+  if (!flags.model === !flags.config) throw new UsageError('give exactly one of --model DIR and --config FILE');
+  const config = flags.model ? await loadModelConfig(flags.model) : parseModelConfig(JSON.parse(await readFile(flags.config!, 'utf8')), flags.config);
+  const slots =
+    flags.nodes !== undefined
+      ? Array.from({ length: flags.nodes * (flags['gpus-per-node'] ?? 1) }, (_, i) => `node${Math.floor(i / (flags['gpus-per-node'] ?? 1))}/gpu${i % (flags['gpus-per-node'] ?? 1)}`)
+      : Array.from({ length: flags.shards ?? 0 }, (_, i) => `shard-${i}`);
+  if (slots.length === 0) throw new UsageError('give --shards N, or --nodes N with --gpus-per-node G');
+  const sizeFlag = flags['gpu-memory'] ?? flags['shard-memory'];
+  const budget = sizeFlag === undefined ? null : parseSize(sizeFlag);
+  const bytesPerExpert = 3 * config.hiddenSize * config.moeIntermediateSize * BYTES_PER_WEIGHT[flags['expert-dtype']];
+  let fingerprint = '';
+  if (flags.model) {
+    const ck = await SafetensorsCheckpoint.open(flags.model);
+    fingerprint = await modelFingerprint(config, ck);
+    await ck.close();
+  }
+  const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '') : null;
+  if (flags.store && (!flags.cluster || !flags.etcd || !flags.model)) throw new UsageError('--store needs --model, --cluster and --etcd');
+  try {
+    const version = ((await registry?.getPlan())?.version ?? 0) + 1;
+    // Without a budget the plan is still printed; with one that is exceeded, the table says NO.
+    const p = planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts: flags['redundant-experts'], bytesPerExpert });
+    process.stdout.write(formatPlan(p, config, bytesPerExpert, budget));
+    if (registry) {
+      await registry.putPlan(p);
+      process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
+    }
+    return budget !== null && Math.max(...Object.values(planShardBytes(p, bytesPerExpert))) > budget ? 1 : 0;
+  } finally {
+    await registry?.close();
+  }
+}

@@ -1,0 +1,80 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** Whether an `etcd` binary is on the PATH. */
+export function etcdInstalled(): boolean {
+  return spawnSync('etcd', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** A single-member etcd on free loopback ports with its own data folder (local clusters and tests). */
+export class EtcdProcess {
+  private child: ChildProcess | null = null;
+
+  private constructor(
+    readonly clientPort: number,
+    private readonly peerPort: number,
+    private readonly dataDir: string,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.clientPort}`;
+  }
+
+  static async start(): Promise<EtcdProcess> {
+    const etcd = new EtcdProcess(await freePort(), await freePort(), await mkdtemp(join(tmpdir(), 'expertmesh-etcd-')));
+    await etcd.run();
+    return etcd;
+  }
+
+  /** Starts (or restarts, keeping its data) the etcd process and waits until it answers. */
+  async run(): Promise<void> {
+    const peer = `http://127.0.0.1:${this.peerPort}`;
+    // prettier-ignore
+    const args = [
+      '--name', 'expertmesh', '--data-dir', this.dataDir,
+      '--listen-client-urls', this.url, '--advertise-client-urls', this.url,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      '--initial-cluster', `expertmesh=${peer}`, '--log-level', 'error',
+    ];
+    this.child = spawn('etcd', args, { stdio: 'ignore' });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        if ((await fetch(`${this.url}/health`)).ok) return;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) throw new Error('etcd did not start within 20 s: is etcd-server installed (apt-get install -y etcd-server)?');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Kills the process (as a crash would), keeping the data folder for run(). */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGKILL');
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
