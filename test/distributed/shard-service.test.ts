@@ -173,13 +173,14 @@ describe('shard shutdown', () => {
       const child = spawn(process.execPath, ['--import', 'tsx', main, '--model', dir.path, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
       const lines = createInterface({ input: child.stdout! });
       const events: string[] = [];
-      const address = await new Promise<string>((resolve) =>
+      const address = await new Promise<string>((resolve, reject) => {
         lines.on('line', (l) => {
           const m = JSON.parse(l) as { event: string; address?: string };
           events.push(m.event);
           if (m.event === 'listening') resolve(m.address!);
-        }),
-      );
+        });
+        child.once('exit', (code) => reject(new Error(`shard exited ${code} before listening`)));
+      });
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       const client = new (expertmeshV1().ExpertShardService)(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
       // Twelve requests at once; the signal lands when the first is answered, so others are still

@@ -10,7 +10,7 @@ import { ShardServer } from './shard-server.js';
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [--cluster NAME --etcd URL[,URL…] [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
     [--execution-provider cpu|cuda] [--intra-op-threads N]
-  Serves routed experts over gRPC. SPEC: "all", "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
+  Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
   Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
@@ -64,14 +64,15 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
   const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads };
   const registry = values.cluster ? new EtcdRegistry(values.etcd!.split(','), values.cluster) : null;
-  if (!values.experts && !registry) throw new ShardUsageError('give --experts, or --cluster and --etcd to take experts from the placement plan');
+  // Without a registry and without --experts, hold everything (a single-shard deployment).
+  const expertSpec = values.experts ?? (registry ? undefined : 'all');
 
   let slot = '';
   let planVersion = 0;
   const compute = await loadShardCompute(
     values.model,
-    values.experts
-      ? parseExpertSpec(values.experts)
+    expertSpec
+      ? parseExpertSpec(expertSpec)
       : async () => {
           const a = await assignmentFromPlan(registry!, values.slot, 120_000);
           slot = a.slot;
