@@ -1,4 +1,4 @@
-import { Etcd3, type Lease } from 'etcd3';
+import { Etcd3, type Lease, type WatchBuilder } from 'etcd3';
 import type { ClusterRegistry, ShardRegistration } from './cluster-registry.js';
 import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
 
@@ -66,25 +66,8 @@ export class EtcdRegistry implements ClusterRegistry {
     });
   }
 
-  async watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
-    const watcher = await this.client.watch().prefix(keys.shards(this.cluster)).create();
-    let stopped = false;
-    // Every change re-reads the whole set: simple, and correct after reconnects.
-    const refresh = (): void => {
-      this.listShards().then(
-        (s) => !stopped && listener(s),
-        () => undefined,
-      );
-    };
-    watcher.on('put', refresh);
-    watcher.on('delete', refresh);
-    watcher.on('connected', refresh);
-    watcher.on('error', () => undefined);
-    refresh();
-    return async () => {
-      stopped = true;
-      await watcher.cancel();
-    };
+  watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
+    return this.watchAndRead(this.client.watch().prefix(keys.shards(this.cluster)), () => this.listShards(), listener);
   }
 
   async putPlan(plan: PlacementPlan): Promise<void> {
@@ -96,12 +79,20 @@ export class EtcdRegistry implements ClusterRegistry {
     return text === null ? null : placementPlanSchema.parse(JSON.parse(text));
   }
 
-  async watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
-    const watcher = await this.client.watch().key(keys.plan(this.cluster)).create();
+  watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
+    return this.watchAndRead(this.client.watch().key(keys.plan(this.cluster)), () => this.getPlan(), listener);
+  }
+
+  /**
+   * Calls `listener` with a fresh read now and after every change the watch reports. Re-reading the
+   * whole value on each event is simple, and stays correct after the watch reconnects.
+   */
+  private async watchAndRead<T>(builder: WatchBuilder, read: () => Promise<T>, listener: (value: T) => void): Promise<() => Promise<void>> {
+    const watcher = await builder.create();
     let stopped = false;
     const refresh = (): void => {
-      this.getPlan().then(
-        (p) => !stopped && listener(p),
+      read().then(
+        (v) => !stopped && listener(v),
         () => undefined,
       );
     };

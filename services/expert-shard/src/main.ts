@@ -6,6 +6,7 @@ import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
 import { ShardServer } from './shard-server.js';
+import { untilShutdownSignal } from './until-signal.js';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [--cluster NAME --etcd URL[,URL…] [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
@@ -87,15 +88,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   await membership?.join(ttl);
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes })}\n`);
 
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      resolve();
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilShutdownSignal();
   await membership?.leave();
   await registry?.close();
   await server.shutdown();

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { EtcdRegistry } from '@expertmesh/discovery';
+import { untilShutdownSignal } from '@expertmesh/expert-shard';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
@@ -81,15 +82,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
     stepRetryMs: flags['step-retry-seconds'] * 1000,
   });
   process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      resolve();
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilShutdownSignal();
   await router.stop();
   await registry?.close();
   return 0;

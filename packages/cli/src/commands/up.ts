@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdProcess, EtcdRegistry, etcdInstalled, planPlacement } from '@expertmesh/discovery';
 import { modelFingerprint } from '@expertmesh/model';
+import { untilShutdownSignal } from '@expertmesh/expert-shard';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { LocalCluster } from '@expertmesh/router';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
@@ -87,16 +88,7 @@ export async function up(argv: readonly string[]): Promise<number> {
     for (let i = 0; i < 600 && (await fetch(`${url}/ready`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
     process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl })}\n`);
     log(`serving the OpenAI API at ${url}/v1 (model "${flags.model.split('/').filter(Boolean).at(-1)}"); Ctrl-C stops everything`);
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        resolve();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-      router.once('exit', stop);
-    });
+    await untilShutdownSignal(new Promise((resolve) => router.once('exit', resolve)));
     log('stopping');
   } finally {
     await stopAll();
