@@ -2,7 +2,7 @@ import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@exper
 import { DEFAULT_EXECUTION, f32, floatData, Graph, i64, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { planAttentionGroups, type StepSegment } from './attention-batch.js';
-import { routeTokens } from './expert-routing.js';
+import { routeTokens, type ExpertRouting } from './expert-routing.js';
 import { LocalRoutedExperts } from './experts/local-routed-experts.js';
 import type { RoutedExpertsBackend } from './experts/routed-experts-backend.js';
 import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
@@ -31,6 +31,8 @@ export interface ModelLoadOptions {
    * (remote shards need the fingerprint); in this process (all experts) when absent.
    */
   readonly experts?: RoutedExpertsBackend | ((model: { config: ModelConfig; fingerprint: string }) => Promise<RoutedExpertsBackend>);
+  /** Sees every MoE layer's routing (per-expert load metrics). */
+  readonly onRouting?: (layer: number, routing: ExpertRouting) => void;
 }
 
 interface LayerGraphs {
@@ -58,6 +60,7 @@ export class DeepseekV3Model {
     readonly experts: RoutedExpertsBackend,
     /** Identifies the checkpoint; shards of another model refuse this router. */
     readonly fingerprint: string,
+    private readonly onRouting: ((layer: number, routing: ExpertRouting) => void) | null = null,
   ) {}
 
   static async load(modelDir: string, options: ModelLoadOptions = {}): Promise<DeepseekV3Model> {
@@ -91,7 +94,7 @@ export class DeepseekV3Model {
           : (options.experts ?? (await LocalRoutedExperts.load(config, reader, execution)));
       const cacheTokens = options.kvCacheTokens ?? 8192;
       const cache = new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(cacheTokens / 16), 16);
-      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts, fingerprint);
+      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts, fingerprint, options.onRouting ?? null);
     } finally {
       await checkpoint.close();
     }
@@ -156,6 +159,7 @@ export class DeepseekV3Model {
     const h = floatData(o.h, name, 'h');
     const hn = floatData(o.hn, name, 'hn');
     const routing = routeTokens(this.config, floatData(o.scores, name, 'scores'), layer.router!.bias, T);
+    this.onRouting?.(layerIndex, routing);
     const shared = layer.router!.shared;
     const [routed, sharedOut] = await Promise.all([
       this.experts.compute(layerIndex, hn, routing),

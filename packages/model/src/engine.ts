@@ -1,6 +1,8 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { DeepseekV3Model, type ForwardSegment, type ModelLoadOptions } from './deepseek-v3-model.js';
+import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import { topLogprobs } from './sampling.js';
+import { tracer } from './tracer.js';
 import { Scheduler, type ScheduledSegment, type SchedulerLimits } from './scheduler.js';
 import { type GenerationRequest, Sequence } from './sequence.js';
 
@@ -74,18 +76,58 @@ export class Engine {
     } catch (e) {
       throw new InvalidRequestError((e as Error).message);
     }
+    if (request.traceContext) seq.queueSpan = tracer().startSpan('expertmesh.request.queue', { attributes: { 'expertmesh.prompt_tokens': n } }, request.traceContext);
     return seq;
   }
 
   abort(seq: Sequence): void {
     this.scheduler.abort(seq);
+    seq.queueSpan?.end();
+    seq.queueSpan = null;
   }
 
-  /** Runs one step; returns the sequences that finished in it. */
+  /** Fraction of the KV cache's blocks handed out. */
+  get kvCacheUsage(): number {
+    const c = this.model.cache;
+    return 1 - c.freeBlockCount / c.numBlocks;
+  }
+
+  /**
+   * Runs one step; returns the sequences that finished in it. The step is one span, in the trace of
+   * its oldest traced request and linked to the other requests in the batch (a span per token and
+   * request would drown a collector).
+   */
   async step(): Promise<Sequence[]> {
     const scheduled = this.scheduler.schedule();
     if (scheduled.length === 0) return this.scheduler.retireFinished();
-    const logits = await this.model.forward(scheduled.map(toForwardSegment));
+    for (const seg of scheduled) {
+      if (seg.start === 0 && seg.sequence.queueSpan) {
+        seg.sequence.queueSpan.end();
+        seg.sequence.queueSpan = null;
+      }
+    }
+    const traced = scheduled.flatMap((s) => (s.sequence.request.traceContext ? [s.sequence.request.traceContext] : []));
+    const prefill = scheduled.reduce((a, s) => a + (s.start < s.sequence.request.promptTokenIds.length ? s.length : 0), 0);
+    const span = tracer().startSpan(
+      'expertmesh.engine.step',
+      {
+        attributes: { 'expertmesh.batch_size': scheduled.length, 'expertmesh.tokens': scheduled.reduce((a, s) => a + s.length, 0), 'expertmesh.prefill_tokens': prefill },
+        links: traced.slice(1).flatMap((c) => {
+          const sc = trace.getSpanContext(c);
+          return sc ? [{ context: sc }] : [];
+        }),
+      },
+      traced[0] ?? ROOT_CONTEXT,
+    );
+    let logits: Float32Array[];
+    try {
+      logits = await context.with(trace.setSpan(traced[0] ?? ROOT_CONTEXT, span), () => this.model.forward(scheduled.map(toForwardSegment)));
+    } catch (e) {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      throw e;
+    } finally {
+      span.end();
+    }
     let next = 0;
     for (const seg of scheduled) {
       seg.sequence.computedTokens += seg.length;

@@ -1,3 +1,4 @@
+import type { Context, Span } from '@opentelemetry/api';
 import { BlockTable } from './kv-cache.js';
 import { Sampler, type SamplingParams } from './sampling.js';
 
@@ -14,6 +15,8 @@ export interface GenerationRequest {
   readonly topLogprobs?: number;
   /** Keep the full logits of each generated token (tests and debugging only: vocab floats each). */
   readonly captureLogits?: boolean;
+  /** The request's trace context: its queue span and the steps it runs in join this trace. */
+  readonly traceContext?: Context;
 }
 
 export interface TokenLogprobs {
@@ -31,6 +34,8 @@ export class Sequence {
   /** Tokens whose keys and values are in the cache. */
   computedTokens = 0;
   finishReason: FinishReason | null = null;
+  /** Open from submission until the sequence is first scheduled (tracing only). */
+  queueSpan: Span | null = null;
 
   constructor(
     readonly id: number,

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { ExecutionProvider } from '@expertmesh/tensor-ops';
 import { EtcdRegistry } from '@expertmesh/discovery';
+import { serveMetrics, startTracing } from '@expertmesh/telemetry';
 import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
@@ -10,7 +11,7 @@ import { untilShutdownSignal } from './until-signal.js';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [--cluster NAME --etcd URL[,URL…] [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
-    [--execution-provider cpu|cuda] [--intra-op-threads N]
+    [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
@@ -43,6 +44,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         slot: { type: 'string' },
         advertise: { type: 'string' },
         'lease-ttl': { type: 'string', default: '10' },
+        'metrics-listen': { type: 'string' },
         listen: { type: 'string', default: '127.0.0.1:50051' },
         'shard-id': { type: 'string' },
         'execution-provider': { type: 'string', default: process.env.EXPERTMESH_EXECUTION_PROVIDER ?? 'cpu' },
@@ -82,16 +84,21 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         },
     execution,
   );
+  const tracing = startTracing('shard', shardId);
   const server = new ShardServer(compute, shardId);
   const address = await server.listen(host, port);
+  const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
+  const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, execution } : null) : null;
   await membership?.join(ttl);
-  process.stdout.write(`${JSON.stringify({ event: 'listening', address, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
   await membership?.leave();
   await registry?.close();
   await server.shutdown();
+  metrics.server.close();
+  await tracing.shutdown();
   process.stdout.write(`${JSON.stringify({ event: 'stopped', shard_id: shardId })}\n`);
   return 0;
 }

@@ -3,6 +3,20 @@ import type { LocalRoutedExperts } from '@expertmesh/model';
 import { decodePairs, decodeTensor, encodeTensor, WireFormatError, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
 
+/** What one request was: sizes, experts used, and when its queue wait and compute began and ended. */
+export interface RunStats {
+  readonly layer: number;
+  readonly tokens: number;
+  readonly pairs: number;
+  readonly expertTokens: ReadonlyMap<number, number>;
+  readonly receivedBytes: number;
+  readonly sentBytes: number;
+  /** performance.now() times. */
+  readonly queueStartedAt: number;
+  readonly computeStartedAt: number;
+  readonly computeFinishedAt: number;
+}
+
 /**
  * The shard's work apart from transport: check a request against what this shard is and holds,
  * decode it, run the experts, encode the weighted sums. Throws ShardRequestError for requests it refuses.
@@ -28,7 +42,8 @@ export class ShardCompute {
     setTimeout(() => void old.close(), graceMs).unref();
   }
 
-  async run(req: RunExpertsRequest__Output, receivedAt: number): Promise<RunExpertsResponse> {
+  /** Runs one request; `stats` says what it was, for metrics and spans. */
+  async run(req: RunExpertsRequest__Output, receivedAt: number): Promise<{ response: RunExpertsResponse; stats: RunStats }> {
     if (req.modelFingerprint !== this.fingerprint) {
       throw failedPrecondition(`model fingerprint ${req.modelFingerprint || '(none)'} is not this shard's model (${this.fingerprint}): the router and the shard load different checkpoints`);
     }
@@ -53,11 +68,27 @@ export class ShardCompute {
     const started = performance.now();
     const out = await this.held.computePairs(layer, hidden, rows, pairs);
     const finished = performance.now();
+    const output = encodeTensor(out, rows, this.config.hiddenSize, outputDtype);
+    const expertTokens = new Map<number, number>();
+    for (const e of pairs.expertIds) expertTokens.set(e, (expertTokens.get(e) ?? 0) + 1);
     return {
-      requestId: req.requestId,
-      output: encodeTensor(out, rows, this.config.hiddenSize, outputDtype),
-      computeMicros: Math.round((finished - started) * 1000),
-      queueMicros: Math.round((started - receivedAt) * 1000),
+      response: {
+        requestId: req.requestId,
+        output,
+        computeMicros: Math.round((finished - started) * 1000),
+        queueMicros: Math.round((started - receivedAt) * 1000),
+      },
+      stats: {
+        layer,
+        tokens: rows,
+        pairs: pairs.expertIds.length,
+        expertTokens,
+        receivedBytes: req.hidden!.data.length + req.hidden!.rowScales.length + req.pairTokenRows.length * 3,
+        sentBytes: (output.data as Buffer).length,
+        queueStartedAt: receivedAt,
+        computeStartedAt: started,
+        computeFinishedAt: finished,
+      },
     };
   }
 }

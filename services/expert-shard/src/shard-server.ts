@@ -1,7 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { CHANNEL_OPTIONS, expertmeshV1, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
-import type { ShardCompute } from './shard-compute.js';
+import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
+import type { RunExpertsResponse } from '@expertmesh/wire';
+import type { RunStats, ShardCompute } from './shard-compute.js';
 import { ShardRequestError, toShardError } from './shard-request-error.js';
 
 export const SHARD_SERVICE_NAME = 'expertmesh.v1.ExpertShardService';
@@ -22,6 +25,7 @@ export class ShardServer {
   constructor(
     private readonly compute: ShardCompute,
     readonly shardId: string,
+    private readonly metrics: ShardMetrics = new ShardMetrics(),
   ) {
     const handlers: ExpertShardServiceHandlers = {
       RunExperts: (call, callback) => {
@@ -83,19 +87,55 @@ export class ShardServer {
     await this.compute.experts.close();
   }
 
+  private record(stats: RunStats, span: Span, parent: Context): void {
+    const m = this.metrics;
+    m.computeSeconds.observe((stats.computeFinishedAt - stats.computeStartedAt) / 1000);
+    m.queueSeconds.observe((stats.computeStartedAt - stats.queueStartedAt) / 1000);
+    m.receivedBytes.inc(stats.receivedBytes);
+    m.sentBytes.inc(stats.sentBytes);
+    for (const [expert, n] of stats.expertTokens) m.expertTokens.inc({ layer: String(stats.layer), expert: String(expert) }, n);
+    span.setAttributes({ 'expertmesh.tokens': stats.tokens, 'expertmesh.pairs': stats.pairs, 'expertmesh.experts': stats.expertTokens.size, 'expertmesh.bytes_received': stats.receivedBytes, 'expertmesh.bytes_sent': stats.sentBytes });
+    // Spans from recorded times: performance.now() is relative to the process's time origin.
+    const wall = (t: number): number => performance.timeOrigin + t;
+    const ctx = trace.setSpan(parent, span);
+    tracer().startSpan('expertmesh.shard.queue_wait', { startTime: wall(stats.queueStartedAt) }, ctx).end(wall(stats.computeStartedAt));
+    tracer()
+      .startSpan('expertmesh.shard.expert_compute', { startTime: wall(stats.computeStartedAt), attributes: { 'expertmesh.layer': stats.layer, 'expertmesh.experts': stats.expertTokens.size, 'expertmesh.tokens': stats.tokens } }, ctx)
+      .end(wall(stats.computeFinishedAt));
+  }
+
+  get registry(): ShardMetrics['registry'] {
+    return this.metrics.registry;
+  }
+
   private setServing(serving: boolean): void {
     const s = serving ? 'SERVING' : 'NOT_SERVING';
     this.health.setStatus('', s);
     this.health.setStatus(SHARD_SERVICE_NAME, s);
   }
 
-  private async accept(request: RunExpertsRequest__Output): Promise<import('@expertmesh/wire').RunExpertsResponse> {
+  /**
+   * Runs one request inside a server span that continues the router's trace (its context travels in
+   * the request), with child spans for the queue wait and the expert compute.
+   */
+  private async accept(request: RunExpertsRequest__Output): Promise<RunExpertsResponse> {
     if (this.draining) throw new ShardRequestError(grpc.status.UNAVAILABLE, `shard ${this.shardId} is shutting down: send to another holder`);
     const receivedAt = performance.now();
+    const parent = extractContext(request.traceContext);
+    const span = tracer().startSpan('expertmesh.shard.run_experts', { kind: SpanKind.SERVER, attributes: { 'expertmesh.shard': this.shardId, 'expertmesh.layer': request.layer } }, parent);
     this.inFlight++;
     try {
-      return await this.compute.run(request, receivedAt);
+      const { response, stats } = await this.compute.run(request, receivedAt);
+      this.record(stats, span, parent);
+      this.metrics.requests.inc({ outcome: 'ok' });
+      return response;
+    } catch (e) {
+      const err = toShardError(e);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: err.message });
+      this.metrics.requests.inc({ outcome: err.code === grpc.status.INTERNAL ? 'error' : 'refused' });
+      throw err;
     } finally {
+      span.end();
       if (--this.inFlight === 0 && this.idle) {
         this.idle();
         this.idle = null;

@@ -11,6 +11,7 @@ import { connectToShards } from './experts/connect-shards.js';
 import { DEFAULT_DISPATCH, RemoteRoutedExperts } from './experts/remote-routed-experts.js';
 import { RegistryShardSource } from './experts/registry-shard-source.js';
 import type { ClusterRegistry } from '@expertmesh/discovery';
+import { RouterMetrics, startTracing, type TracingHandle } from '@expertmesh/telemetry';
 import { LocalCluster } from './local-cluster.js';
 import { EngineLoop } from './serving/engine-loop.js';
 
@@ -49,9 +50,12 @@ export class Router {
     private readonly loop: EngineLoop,
     private readonly engine: Engine,
     private readonly cluster: LocalCluster | null,
+    private readonly tracing: TracingHandle,
   ) {}
 
   static async start(o: RouterOptions): Promise<Router> {
+    const metrics = new RouterMetrics();
+    const tracing = startTracing('router');
     const tokenizer = await Tokenizer.load(o.modelDir);
     if (!tokenizer) throw new RouterStartError(`${o.modelDir} has no tokenizer files (tokenizer.json, tokenizer_config.json): the API needs them`);
     const config = await loadModelConfig(o.modelDir);
@@ -65,6 +69,11 @@ export class Router {
         kvCacheTokens: o.kvCacheTokens,
         maxBatchSize: o.maxBatchSize,
         maxBatchedTokens: o.maxBatchedTokens,
+        onRouting: (layer, routing) => {
+          const counts = new Map<number, number>();
+          for (const e of routing.expertIds) counts.set(e, (counts.get(e) ?? 0) + 1);
+          for (const [e, n] of counts) metrics.expertTokens.inc({ layer: String(layer), expert: String(e) }, n);
+        },
         ...(addresses ? { experts: async (model) => (experts = await connectToShards(addresses, model, { wireDtype: o.wireDtype })) } : {}),
         ...(o.registry
           ? {
@@ -77,8 +86,15 @@ export class Router {
       await cluster?.stop();
       throw e;
     }
-    const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000 });
+    const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
     const remote = experts as RoutedExpertsBackend | null;
+    if (remote instanceof RemoteRoutedExperts) {
+      remote.onCall((c) => {
+        metrics.shardCallDuration.observe({ shard: c.shard }, c.roundTripMs / 1000);
+        metrics.dispatchBytes.inc({ shard: c.shard, direction: 'sent' }, c.hiddenBytes + c.pairBytes);
+        metrics.dispatchBytes.inc({ shard: c.shard, direction: 'received' }, c.responseBytes);
+      });
+    }
     const server = createApiServer({
       loop,
       tokenizer,
@@ -88,6 +104,7 @@ export class Router {
       reasoningParser: o.reasoningParser,
       notReadyReason: async () => (remote instanceof RemoteRoutedExperts ? remote.notReadyReason() : null),
       createdAt: Math.floor(Date.now() / 1000),
+      metrics,
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -95,7 +112,7 @@ export class Router {
     });
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    return new Router(`http://${host}:${address.port}`, server, loop, engine, cluster);
+    return new Router(`http://${host}:${address.port}`, server, loop, engine, cluster, tracing);
   }
 
   /** Stops taking requests, closes open connections, then frees the engine and the shards it started. */
@@ -107,5 +124,6 @@ export class Router {
     await this.loop.stop();
     await this.engine.close();
     await this.cluster?.stop();
+    await this.tracing.shutdown();
   }
 }

@@ -1,3 +1,4 @@
+import type { RouterMetrics } from '@expertmesh/telemetry';
 import type { Tokenizer } from '@expertmesh/tokenizer';
 import type { EngineLoop } from '../serving/engine-loop.js';
 
@@ -15,4 +16,5 @@ export interface ApiContext {
   /** null when every expert has a live holder; otherwise why not. */
   readonly notReadyReason: () => Promise<string | null>;
   readonly createdAt: number;
+  readonly metrics: RouterMetrics;
 }

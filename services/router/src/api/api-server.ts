@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { extractContext, prometheusText, tracer } from '@expertmesh/telemetry';
 import { ApiError } from './api-error.js';
 import type { ApiContext } from './api-context.js';
 import { handleChatCompletions } from './chat-completions-handler.js';
@@ -16,9 +18,44 @@ const routes: Record<string, Route> = {
   },
   'GET /v1/models': async (ctx, _req, res) =>
     sendJson(res, 200, { object: 'list', data: [{ id: ctx.modelName, object: 'model', created: ctx.createdAt, owned_by: 'expertmesh', max_model_len: ctx.maxModelLen }] }),
+  'GET /metrics': async (ctx, _req, res) => {
+    const m = ctx.metrics;
+    m.queueLength.set(ctx.loop.waiting);
+    m.runningSequences.set(ctx.loop.running);
+    m.kvCacheUsage.set(ctx.loop.engine.kvCacheUsage);
+    const text = await prometheusText(m.registry);
+    res.writeHead(200, { 'content-type': m.registry.contentType });
+    res.end(text);
+  },
   'POST /v1/completions': async (ctx, req, res) => handleCompletions(ctx, await readJsonBody(req), req, res),
   'POST /v1/chat/completions': async (ctx, req, res) => handleChatCompletions(ctx, await readJsonBody(req), req, res),
 };
+
+function outcome(status: number, finished: boolean): string {
+  if (!finished) return 'aborted';
+  if (status === 429) return 'rejected';
+  if (status >= 500) return 'error';
+  return status >= 400 ? 'client_error' : 'ok';
+}
+
+/**
+ * Runs an API request inside a server span that continues an incoming W3C `traceparent`, and counts
+ * it (outcome, latency) when the response ends.
+ */
+function traced(ctx: ApiContext, path: string, req: IncomingMessage, res: ServerResponse, handler: () => Promise<void>): Promise<void> {
+  const parent = extractContext(req.headers);
+  const span = tracer().startSpan(`${req.method} ${path}`, { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method ?? '', 'url.path': path } }, parent);
+  const started = performance.now();
+  res.once('close', () => {
+    const result = outcome(res.statusCode, res.writableFinished);
+    span.setAttribute('http.response.status_code', res.statusCode);
+    if (result === 'error') span.setStatus({ code: SpanStatusCode.ERROR });
+    span.end();
+    ctx.metrics.requests.inc({ endpoint: path, outcome: result });
+    ctx.metrics.requestDuration.observe({ endpoint: path }, (performance.now() - started) / 1000);
+  });
+  return context.with(trace.setSpan(parent, span), handler);
+}
 
 /** The OpenAI-compatible HTTP API. Every failure becomes an OpenAI error object; none ends the server. */
 export function createApiServer(ctx: ApiContext): Server {
@@ -30,7 +67,8 @@ export function createApiServer(ctx: ApiContext): Server {
       sendError(res, new ApiError(known ? 405 : 404, known ? `method ${req.method} is not allowed on ${path}` : `no route ${req.method} ${path}`, 'not_found_error'));
       return;
     }
-    route(ctx, req, res).catch((e: unknown) => {
+    const run = path!.startsWith('/v1/') ? traced(ctx, path!, req, res, () => route(ctx, req, res)) : route(ctx, req, res);
+    run.catch((e: unknown) => {
       if (res.destroyed) return;
       if (e instanceof ApiError) sendError(res, e);
       else if (e instanceof EngineUnavailableError) sendError(res, new ApiError(503, e.message, 'service_unavailable', null, null, 5));

@@ -1,4 +1,6 @@
+import { context } from '@opentelemetry/api';
 import type { SamplingParams, TokenLogprobs } from '@expertmesh/model';
+import type { RouterMetrics } from '@expertmesh/telemetry';
 import { IncrementalDetokenizer, type Tokenizer } from '@expertmesh/tokenizer';
 import type { EngineLoop, GenerationStream } from '../serving/engine-loop.js';
 import { ReasoningParser } from '../text/reasoning-parser.js';
@@ -40,10 +42,13 @@ export class GenerationSession {
   private readonly streams: GenerationStream[] = [];
   completionTokens = 0;
 
+  private readonly startedAt = performance.now();
+
   constructor(
     private readonly loop: EngineLoop,
     private readonly tokenizer: Tokenizer,
     private readonly options: SessionOptions,
+    private readonly metrics: RouterMetrics | null = null,
   ) {}
 
   /** Submits all n sequences (throws QueueFullError / InvalidRequestError before any output). */
@@ -59,6 +64,7 @@ export class GenerationSession {
             sampling: { ...o.sampling, ...(seed === undefined ? {} : { seed }) },
             ignoreEos: o.ignoreEos,
             topLogprobs: o.topLogprobs === null ? 0 : Math.max(1, o.topLogprobs),
+            traceContext: context.active(),
           }),
         );
       }
@@ -66,6 +72,7 @@ export class GenerationSession {
       this.abort();
       throw e;
     }
+    this.metrics?.promptTokens.inc(o.promptTokenIds.length * o.n);
   }
 
   abort(): void {
@@ -115,8 +122,20 @@ export class GenerationSession {
       const tail = finishReason && reasoning ? reasoning.flush() : { reasoning: '', content: '' };
       put({ index, text: split.content + tail.content, reasoning: split.reasoning + tail.reasoning, tokens, finishReason });
     };
+    let firstAt = 0;
+    let lastAt = 0;
+    let count = 0;
     for await (const event of stream) {
       this.completionTokens += event.tokenIds.length;
+      if (event.tokenIds.length && this.metrics) {
+        const now = performance.now();
+        if (count === 0) this.metrics.timeToFirstToken.observe((now - this.startedAt) / 1000);
+        firstAt ||= now;
+        lastAt = now;
+        count += event.tokenIds.length;
+        this.metrics.generatedTokens.inc(event.tokenIds.length);
+      }
+      if (event.finishReason !== null && count > 1) this.metrics?.timePerOutputToken.observe((lastAt - firstAt) / 1000 / (count - 1));
       const tokens = o.topLogprobs === null ? [] : withLogprobs(event.tokenIds, event.logprobs, o.topLogprobs);
       let text = detok.push(event.tokenIds);
       if (event.finishReason !== null) text += detok.flush();

@@ -34,7 +34,7 @@ export function checkContext(ctx: ApiContext, promptTokens: number, maxTokens: n
 
 /** Starts the generation, turning engine refusals into API errors (429 when the queue is full). */
 export function startSession(ctx: ApiContext, options: SessionOptions): GenerationSession {
-  const session = new GenerationSession(ctx.loop, ctx.tokenizer, options);
+  const session = new GenerationSession(ctx.loop, ctx.tokenizer, options, ctx.metrics);
   try {
     session.start();
   } catch (e) {

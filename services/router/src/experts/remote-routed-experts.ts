@@ -1,6 +1,8 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/model';
 import { decodeTensor, encodePairs, encodeTensor, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
+import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
+import { injectContext, tracer } from '@expertmesh/telemetry';
 import { NoHolderError } from './dispatch-errors.js';
 import type { ShardConnection } from './shard-connection.js';
 import type { ShardSource, ShardView } from './shard-source.js';
@@ -64,7 +66,16 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     // One consistent view for the whole layer, even if the registry changes it meanwhile.
     const view = this.source.current();
     const work = this.assign(view, layer, routing);
-    const answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w)));
+    const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': work.length } });
+    const ctx = trace.setSpan(context.active(), span);
+    let answers: Float32Array[];
+    try {
+      answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w, ctx)));
+    } catch (e) {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      span.end();
+      throw e;
+    }
     const out = new Float32Array(routing.numTokens * H);
     answers.forEach((sums, i) => {
       const tokens = work[i]!.tokens;
@@ -74,6 +85,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         for (let c = 0; c < H; c++) out[dst + c] += sums[src + c]!;
       }
     });
+    span.end();
     return out;
   }
 
@@ -126,17 +138,36 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     return [...byShard.values()].sort((a, b) => a.shard - b.shard);
   }
 
-  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, w: ShardWork): Promise<Float32Array> {
+  /** One shard's part of a layer, as a client span whose context travels in the request. */
+  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, w: ShardWork, parent: Context): Promise<Float32Array> {
     const H = this.config.hiddenSize;
     const rows = new Float32Array(w.tokens.length * H);
     w.tokens.forEach((t, r) => rows.set(hidden.subarray(t * H, (t + 1) * H), r * H));
     const tensor = encodeTensor(rows, w.tokens.length, H, this.options.wireDtype);
     const pairs = encodePairs({ tokenRows: Int32Array.from(w.rows), expertIds: Int32Array.from(w.experts), weights: Float32Array.from(w.weights) });
-    const started = performance.now();
-    const response = await connection.run(
-      { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[this.options.combineDtype] },
-      this.options.deadlineMs,
+    const hiddenBytes = (tensor.data as Buffer).length + ((tensor.rowScales as Buffer | undefined)?.length ?? 0);
+    const span = tracer().startSpan(
+      'expertmesh.shard.call',
+      {
+        kind: SpanKind.CLIENT,
+        attributes: { 'expertmesh.shard': connection.address, 'expertmesh.layer': layer, 'expertmesh.tokens': w.tokens.length, 'expertmesh.experts': new Set(w.experts).size, 'expertmesh.bytes_sent': hiddenBytes },
+      },
+      parent,
     );
+    const started = performance.now();
+    let response;
+    try {
+      response = await connection.run(
+        { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[this.options.combineDtype], traceContext: injectContext(trace.setSpan(parent, span)) },
+        this.options.deadlineMs,
+      );
+    } catch (e) {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      span.end();
+      throw e;
+    }
+    span.setAttribute('expertmesh.bytes_received', response.output?.data.length ?? 0);
+    span.end();
     const roundTripMs = performance.now() - started;
     const { values, rows: got } = decodeTensor(response.output, `shard ${connection.address} output`, H);
     if (got !== w.tokens.length) throw new RangeError(`shard ${connection.address} returned ${got} rows for ${w.tokens.length} tokens`);
@@ -146,7 +177,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         shard: connection.address,
         tokens: w.tokens.length,
         pairs: w.rows.length,
-        hiddenBytes: (tensor.data as Buffer).length + ((tensor.rowScales as Buffer | undefined)?.length ?? 0),
+        hiddenBytes,
         pairBytes: pairs.pairTokenRows.length + pairs.pairExpertIds.length + pairs.pairWeights.length,
         responseBytes: response.output!.data.length,
         computeMicros: response.computeMicros,

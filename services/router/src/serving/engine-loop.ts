@@ -62,6 +62,8 @@ export interface EngineLoopOptions {
   readonly maxWaiting: number;
   /** How long a failing step is retried before its requests fail (a shard may come back meanwhile). */
   readonly retryForMs: number;
+  /** Sees the duration of every completed step. */
+  readonly onStep?: (seconds: number) => void;
 }
 
 /**
@@ -142,7 +144,9 @@ export class EngineLoop {
     const started = Date.now();
     for (let attempt = 0; ; attempt++) {
       try {
+        const t0 = performance.now();
         await this.engine.step();
+        this.options.onStep?.((performance.now() - t0) / 1000);
         this.stepsRun++;
         return;
       } catch (e) {

@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/expert_shard_service.proto
+// Original file: ../../proto/expertmesh/v1/expert_shard_service.proto
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'

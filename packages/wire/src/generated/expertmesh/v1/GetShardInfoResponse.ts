@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/expert_shard_service.proto
+// Original file: ../../proto/expertmesh/v1/expert_shard_service.proto
 
 import type { LayerExperts as _expertmesh_v1_LayerExperts, LayerExperts__Output as _expertmesh_v1_LayerExperts__Output } from '../../expertmesh/v1/LayerExperts.js';
 import type { Long } from '@grpc/proto-loader';

@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/expert_shard_service.proto
+// Original file: ../../proto/expertmesh/v1/expert_shard_service.proto
 
 import type { Tensor as _expertmesh_v1_Tensor, Tensor__Output as _expertmesh_v1_Tensor__Output } from '../../expertmesh/v1/Tensor.js';
 import type { TensorDtype as _expertmesh_v1_TensorDtype, TensorDtype__Output as _expertmesh_v1_TensorDtype__Output } from '../../expertmesh/v1/TensorDtype.js';
@@ -33,6 +33,11 @@ export interface RunExpertsRequest {
    * Dtype of the returned sums: FLOAT32 or BFLOAT16 (UNSPECIFIED means BFLOAT16).
    */
   'outputDtype'?: (_expertmesh_v1_TensorDtype);
+  /**
+   * W3C trace context (traceparent, tracestate) of the router's span for this call: per message,
+   * because a stream's metadata is sent once while its requests belong to different steps.
+   */
+  'traceContext'?: ({[key: string]: string});
 }
 
 export interface RunExpertsRequest__Output {
@@ -64,4 +69,9 @@ export interface RunExpertsRequest__Output {
    * Dtype of the returned sums: FLOAT32 or BFLOAT16 (UNSPECIFIED means BFLOAT16).
    */
   'outputDtype': (_expertmesh_v1_TensorDtype__Output);
+  /**
+   * W3C trace context (traceparent, tracestate) of the router's span for this call: per message,
+   * because a stream's metadata is sent once while its requests belong to different steps.
+   */
+  'traceContext': ({[key: string]: string});
 }

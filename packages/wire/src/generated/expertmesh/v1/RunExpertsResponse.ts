@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/expert_shard_service.proto
+// Original file: ../../proto/expertmesh/v1/expert_shard_service.proto
 
 import type { Tensor as _expertmesh_v1_Tensor, Tensor__Output as _expertmesh_v1_Tensor__Output } from '../../expertmesh/v1/Tensor.js';
 import type { Long } from '@grpc/proto-loader';

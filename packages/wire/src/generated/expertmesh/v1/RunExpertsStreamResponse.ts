@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/expert_shard_service.proto
+// Original file: ../../proto/expertmesh/v1/expert_shard_service.proto
 
 import type { RunExpertsResponse as _expertmesh_v1_RunExpertsResponse, RunExpertsResponse__Output as _expertmesh_v1_RunExpertsResponse__Output } from '../../expertmesh/v1/RunExpertsResponse.js';
 import type { RequestError as _expertmesh_v1_RequestError, RequestError__Output as _expertmesh_v1_RequestError__Output } from '../../expertmesh/v1/RequestError.js';

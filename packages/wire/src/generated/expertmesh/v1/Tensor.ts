@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/tensor.proto
+// Original file: ../../proto/expertmesh/v1/tensor.proto
 
 import type { TensorDtype as _expertmesh_v1_TensorDtype, TensorDtype__Output as _expertmesh_v1_TensorDtype__Output } from '../../expertmesh/v1/TensorDtype.js';
 

@@ -1,4 +1,4 @@
-// Original file: proto/expertmesh/v1/tensor.proto
+// Original file: ../../proto/expertmesh/v1/tensor.proto
 
 /**
  * Element type of a tensor on the wire. Values are raw little-endian bytes.

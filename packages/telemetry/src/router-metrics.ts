@@ -1,0 +1,26 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const TOKEN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+/** The router's Prometheus metrics (docs/observability.md says what each means). */
+export class RouterMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({ name: 'expertmesh_requests_total', help: 'API requests by endpoint and outcome (ok, client_error, rejected, error, aborted).', labelNames: ['endpoint', 'outcome'], registers: [this.registry] });
+  readonly timeToFirstToken = new Histogram({ name: 'expertmesh_time_to_first_token_seconds', help: 'Time from request arrival to its first generated token.', buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  readonly timePerOutputToken = new Histogram({ name: 'expertmesh_time_per_output_token_seconds', help: 'Mean time between output tokens of a request, after the first.', buckets: TOKEN_BUCKETS, registers: [this.registry] });
+  readonly requestDuration = new Histogram({ name: 'expertmesh_request_duration_seconds', help: 'End-to-end request latency.', labelNames: ['endpoint'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  readonly promptTokens = new Counter({ name: 'expertmesh_prompt_tokens_total', help: 'Prompt tokens of accepted requests.', registers: [this.registry] });
+  readonly generatedTokens = new Counter({ name: 'expertmesh_generation_tokens_total', help: 'Tokens generated (rate() gives tokens per second).', registers: [this.registry] });
+  readonly queueLength = new Gauge({ name: 'expertmesh_queue_length', help: 'Requests waiting for a batch slot or KV cache memory.', registers: [this.registry] });
+  readonly runningSequences = new Gauge({ name: 'expertmesh_running_sequences', help: 'Sequences in the running batch.', registers: [this.registry] });
+  readonly kvCacheUsage = new Gauge({ name: 'expertmesh_kv_cache_usage_ratio', help: 'Fraction of the latent KV cache blocks in use (0-1).', registers: [this.registry] });
+  readonly stepDuration = new Histogram({ name: 'expertmesh_step_duration_seconds', help: 'Duration of one engine step (a batch of decode tokens and prefill chunks).', buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  readonly shardCallDuration = new Histogram({ name: 'expertmesh_shard_call_duration_seconds', help: 'Round trip of one expert dispatch to a shard, seen by the router.', labelNames: ['shard'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  readonly dispatchBytes = new Counter({ name: 'expertmesh_dispatch_bytes_total', help: 'Bytes of hidden states and expert pairs sent to shards (direction=sent) and sums received (direction=received).', labelNames: ['shard', 'direction'], registers: [this.registry] });
+  readonly expertTokens = new Counter({ name: 'expertmesh_expert_tokens_total', help: 'Tokens routed to each expert of each MoE layer (the load placement balances).', labelNames: ['layer', 'expert'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'expertmesh_router_' });
+  }
+}
