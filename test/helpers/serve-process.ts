@@ -3,8 +3,8 @@ import { createInterface } from 'node:readline';
 import { CLI } from './cli.js';
 
 /** `expertmesh serve …` as a process of its own on a free loopback port. */
-export async function startServeProcess(args: readonly string[]): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startServeProcess(args: readonly string[], env: Readonly<Record<string, string>> = {}): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const url = await new Promise<string>((resolve, reject) => {

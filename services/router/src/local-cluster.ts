@@ -14,6 +14,8 @@ export interface LocalClusterOptions {
   /** Extra flags for every shard (e.g. --intra-op-threads 1). */
   readonly shardArgs?: readonly string[];
   readonly startTimeoutMs?: number;
+  /** Extra environment for the shard processes (e.g. OTEL_* settings); they inherit this process's otherwise. */
+  readonly env?: Readonly<Record<string, string>>;
   /** Register in this cluster and take experts from its placement plan (slot shard-i) instead of an even split. */
   readonly registry?: { readonly cluster: string; readonly etcd: string };
 }
@@ -23,6 +25,8 @@ export interface LocalShard {
   readonly address: string;
   readonly process: ChildProcess;
   readonly experts: string;
+  /** The shard's Prometheus endpoint. */
+  readonly metricsUrl: string;
 }
 
 export class ShardStartError extends Error {
@@ -61,7 +65,7 @@ function startShard(options: LocalClusterOptions, index: number): Promise<LocalS
   const experts = options.registry ? `plan slot ${id}` : evenSplitSpec(index, options.shards, options.nRoutedExperts);
   const placement = options.registry ? ['--cluster', options.registry.cluster, '--etcd', options.registry.etcd, '--slot', id] : ['--experts', experts];
   const args = ['--import', 'tsx', SHARD_MAIN, '--model', options.modelDir, ...placement, '--listen', `${options.host ?? '127.0.0.1'}:0`, '--shard-id', id, ...(options.shardArgs ?? [])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   return new Promise((resolve, reject) => {
@@ -72,10 +76,10 @@ function startShard(options: LocalClusterOptions, index: number): Promise<LocalS
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       try {
-        const msg = JSON.parse(line) as { event?: string; address?: string };
+        const msg = JSON.parse(line) as { event?: string; address?: string; metrics?: string };
         if (msg.event === 'listening' && msg.address) {
           clearTimeout(timer);
-          resolve({ id, address: msg.address, process: child, experts });
+          resolve({ id, address: msg.address, process: child, experts, metricsUrl: msg.metrics ?? '' });
         }
       } catch {
         // Not a status line.

@@ -59,7 +59,11 @@ export async function up(argv: readonly string[]): Promise<number> {
     } else {
       log('etcd is not installed and --etcd not given: shards get a static even split (install etcd-server for discovery)');
     }
+    // Each process keeps its own service.name when the user names the service.
+    const serviceName = process.env.OTEL_SERVICE_NAME;
+    const roleEnv = (role: string): Record<string, string> => (serviceName ? { OTEL_SERVICE_NAME: `${serviceName}-${role}` } : {});
     const cluster = await LocalCluster.start({
+      env: roleEnv('shard'),
       modelDir: flags.model,
       shards: flags.shards,
       nRoutedExperts: config.nRoutedExperts,
@@ -68,7 +72,7 @@ export async function up(argv: readonly string[]): Promise<number> {
     stops.push(() => cluster.stop());
     log(`${flags.shards} shards: ${cluster.addresses.join(', ')}`);
     const routerArgs = ['serve', '--model', flags.model, '--host', flags.host, '--port', String(flags.port), ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl] : ['--shard-addresses', cluster.addresses.join(',')])];
-    const router = spawn(process.execPath, [CLI, ...routerArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const router = spawn(process.execPath, [CLI, ...routerArgs], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...roleEnv('router') } });
     stops.push(
       () =>
         new Promise<void>((resolve) => {
