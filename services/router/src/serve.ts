@@ -7,6 +7,7 @@ import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import type { WireDtype } from '@expertmesh/wire';
 import { createApiServer } from './api/api-server.js';
+import { clusterState } from './dashboard/cluster-state.js';
 import { connectToShards } from './experts/connect-shards.js';
 import { DEFAULT_DISPATCH, RemoteRoutedExperts } from './experts/remote-routed-experts.js';
 import { RegistryShardSource } from './experts/registry-shard-source.js';
@@ -95,16 +96,18 @@ export class Router {
         metrics.dispatchBytes.inc({ shard: c.shard, direction: 'received' }, c.responseBytes);
       });
     }
+    const modelName = o.servedModelName ?? basename(o.modelDir.replace(/\/+$/, ''));
     const server = createApiServer({
       loop,
       tokenizer,
-      modelName: o.servedModelName ?? basename(o.modelDir.replace(/\/+$/, '')),
+      modelName,
       maxModelLen: Math.min(o.maxModelLen ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings, o.kvCacheTokens),
       defaultMaxTokens: o.defaultMaxTokens,
       reasoningParser: o.reasoningParser,
       notReadyReason: async () => (remote instanceof RemoteRoutedExperts ? remote.notReadyReason() : null),
       createdAt: Math.floor(Date.now() / 1000),
       metrics,
+      clusterState: () => clusterState(modelName, config, engine.model.experts, metrics, loop.running, loop.waiting),
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -17,4 +17,6 @@ export interface ApiContext {
   readonly notReadyReason: () => Promise<string | null>;
   readonly createdAt: number;
   readonly metrics: RouterMetrics;
+  /** The cluster view's data (shards, expert load, latency). */
+  readonly clusterState: () => Promise<unknown>;
 }

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { extractContext, prometheusText, tracer } from '@expertmesh/telemetry';
+import { DASHBOARD_HTML } from '../dashboard/dashboard-page.js';
 import { ApiError } from './api-error.js';
 import type { ApiContext } from './api-context.js';
 import { handleChatCompletions } from './chat-completions-handler.js';
@@ -18,6 +19,11 @@ const routes: Record<string, Route> = {
   },
   'GET /v1/models': async (ctx, _req, res) =>
     sendJson(res, 200, { object: 'list', data: [{ id: ctx.modelName, object: 'model', created: ctx.createdAt, owned_by: 'expertmesh', max_model_len: ctx.maxModelLen }] }),
+  'GET /dashboard': async (_ctx, _req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(DASHBOARD_HTML);
+  },
+  'GET /dashboard/state': async (ctx, _req, res) => sendJson(res, 200, await ctx.clusterState()),
   'GET /metrics': async (ctx, _req, res) => {
     const m = ctx.metrics;
     m.queueLength.set(ctx.loop.waiting);

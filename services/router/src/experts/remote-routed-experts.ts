@@ -93,6 +93,11 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     await this.source.close();
   }
 
+  /** The shards in use right now. */
+  connections(): readonly ShardConnection[] {
+    return this.source.current().connections;
+  }
+
   /** null when every expert has a live holder; otherwise why not. */
   notReadyReason(): Promise<string | null> {
     return this.source.notReadyReason();

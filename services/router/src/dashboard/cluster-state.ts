@@ -1,0 +1,59 @@
+import type { RouterMetrics } from '@expertmesh/telemetry';
+import type { ModelConfig } from '@expertmesh/model-config';
+import type { RoutedExpertsBackend } from '@expertmesh/model';
+import { RemoteRoutedExperts } from '../experts/remote-routed-experts.js';
+
+export interface ShardState {
+  readonly address: string;
+  readonly healthy: boolean;
+  readonly shardId: string;
+  readonly experts: number;
+  readonly layers: number;
+  readonly weightBytes: number;
+  readonly residentBytes: number;
+  /** Mean round trip of the router's calls to it (ms), null before any. */
+  readonly meanCallMs: number | null;
+  readonly calls: number;
+}
+
+export interface ClusterState {
+  readonly model: string;
+  readonly moeLayers: readonly number[];
+  readonly experts: number;
+  readonly shards: readonly ShardState[];
+  /** Tokens routed per [MoE layer index][expert] since start. */
+  readonly load: readonly (readonly number[])[];
+  readonly running: number;
+  readonly waiting: number;
+}
+
+/** What /dashboard shows: shards (from GetShardInfo), expert load and per-shard latency (from the metrics). */
+export async function clusterState(model: string, config: ModelConfig, experts: RoutedExpertsBackend, metrics: RouterMetrics, running: number, waiting: number): Promise<ClusterState> {
+  const load = config.moeLayers.map(() => new Array<number>(config.nRoutedExperts).fill(0));
+  for (const v of (await metrics.expertTokens.get()).values) {
+    const li = config.moeLayers.indexOf(Number(v.labels.layer));
+    if (li >= 0) load[li]![Number(v.labels.expert)] = v.value;
+  }
+  const sums = new Map<string, { sum: number; count: number }>();
+  for (const v of (await metrics.shardCallDuration.get()).values) {
+    const shard = String(v.labels.shard);
+    const e = sums.get(shard) ?? { sum: 0, count: 0 };
+    if (v.metricName?.endsWith('_sum')) e.sum = v.value;
+    if (v.metricName?.endsWith('_count')) e.count = v.value;
+    sums.set(shard, e);
+  }
+  const connections = experts instanceof RemoteRoutedExperts ? experts.connections() : [];
+  const shards = await Promise.all(
+    connections.map(async (c): Promise<ShardState> => {
+      const stats = sums.get(c.address);
+      const base = { address: c.address, meanCallMs: stats && stats.count ? (1000 * stats.sum) / stats.count : null, calls: stats?.count ?? 0 };
+      try {
+        const info = await c.info(1000);
+        return { ...base, healthy: true, shardId: info.shardId, experts: info.layers.reduce((a, l) => a + l.experts.length, 0), layers: info.layers.length, weightBytes: info.weightBytes, residentBytes: info.residentBytes };
+      } catch {
+        return { ...base, healthy: false, shardId: '', experts: 0, layers: 0, weightBytes: 0, residentBytes: 0 };
+      }
+    }),
+  );
+  return { model, moeLayers: config.moeLayers, experts: config.nRoutedExperts, shards, load, running, waiting };
+}
