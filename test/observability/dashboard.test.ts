@@ -31,10 +31,10 @@ describe('cluster dashboard', () => {
       const page = await browser.newPage();
       await page.goto(`${router.url}/dashboard`);
       await page.waitForSelector('tr[data-shard]');
-      const shards = await page.$$eval('tr[data-shard]', (rows) => rows.map((row) => ({ address: (row as HTMLElement).dataset.shard, health: row.children[2]!.textContent })));
+      const shards = await page.$$eval('tr[data-shard]', (rows) => rows.map((row) => ({ address: row.getAttribute('data-shard'), health: row.children[2]!.textContent })));
       expect(shards.map((s) => s.address).sort()).toEqual([...cluster.addresses].sort());
       expect(shards.every((s) => s.health === 'serving')).toBe(true);
-      const cells = await page.$$eval('[data-heat-cell]', (els) => els.map((e) => Number((e as HTMLElement).dataset.heatCell)));
+      const cells = await page.$$eval('[data-heat-cell]', (els) => els.map((e) => Number(e.getAttribute('data-heat-cell'))));
       expect(cells).toHaveLength(3 * 64);
       expect(cells.filter((v) => v > 0).length).toBeGreaterThan(0);
       expect(await page.textContent('#summary')).toMatch(/2 shards, 3 MoE layers × 64 experts/);
