@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { EtcdRegistry, MemoryRegistry, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
+import { EtcdRegistry, HttpRegistry, MemoryRegistry, RegistryServer, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
 import { EtcdServer } from '../helpers/etcd-server.js';
 
 const record = (id: string, over: Partial<ShardRecord> = {}): ShardRecord => ({
@@ -80,18 +80,30 @@ beforeAll(async () => {
 });
 afterAll(async () => etcd?.stop());
 
+/** A real process that registers, to be killed with -9. */
+async function registerInProcess(args: string[]): Promise<() => Promise<void>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'helpers', 'register-shard-process.ts'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve) => createInterface({ input: child.stdout! }).once('line', () => resolve()));
+  return async () => {
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+  };
+}
+
 contract('etcd', async () => ({
   registry: new EtcdRegistry([etcd.url], 'contract'),
-  // A real process that registers, then kill -9.
-  registerCrashable: async (id) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'helpers', 'register-shard-process.ts'), etcd.url, 'contract', id, '2'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve) => createInterface({ input: child.stdout! }).once('line', () => resolve()));
-    return async () => {
-      child.kill('SIGKILL');
-      await new Promise((r) => child.once('exit', r));
-    };
-  },
+  registerCrashable: (id) => registerInProcess(['etcd', etcd.url, 'contract', id, '2']),
 }));
+
+let server: RegistryServer;
+afterAll(async () => server?.close());
+contract('embedded, served over HTTP to other processes', async () => {
+  server = await RegistryServer.start(new MemoryRegistry());
+  return {
+    registry: new HttpRegistry(server.url),
+    registerCrashable: (id) => registerInProcess(['http', server.url, '-', id, '2']),
+  };
+});
 
 const memory = new MemoryRegistry();
 contract('embedded (in-memory)', async () => ({

@@ -6,3 +6,6 @@ export type { ShardRecord, PlacementPlan } from './records.js';
 export { planPlacement, planShardBytes, PlacementPlanError } from './placement-planner.js';
 export type { PlanRequest } from './placement-planner.js';
 export { EtcdProcess, etcdInstalled } from './etcd-process.js';
+export { RegistryServer } from './registry-server.js';
+export { HttpRegistry } from './http-registry.js';
+export { openRegistry } from './open-registry.js';

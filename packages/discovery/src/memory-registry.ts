@@ -23,27 +23,47 @@ export class MemoryRegistry implements ClusterRegistry {
   }
 
   async registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration> {
+    const registration = this.registerLeased(record, ttlSeconds);
+    // In one process the keep-alive is a timer at a third of the TTL, as etcd clients do.
+    const keepAlive = setInterval(() => registration.keepAlive(), (ttlSeconds * 1000) / 3);
+    keepAlive.unref();
+    return {
+      ...registration,
+      close: async () => {
+        clearInterval(keepAlive);
+        await registration.close();
+      },
+      // Test hook: what a kill -9 does to the keep-alive.
+      ...({ abandon: () => clearInterval(keepAlive) } as object),
+    };
+  }
+
+  /**
+   * A registration whose lease the caller keeps alive (the registry server does this for shards in
+   * other processes): keepAlive() returns false once the lease has expired.
+   */
+  registerLeased(record: ShardRecord, ttlSeconds: number): ShardRegistration & { keepAlive(): boolean } {
     const entry: Entry = { record, expiresAt: Date.now() + ttlSeconds * 1000 };
     this.shards.set(record.shardId, entry);
     this.notifyShards();
-    // Keep-alive at a third of the TTL, like etcd clients do.
-    const keepAlive = setInterval(() => (entry.expiresAt = Date.now() + ttlSeconds * 1000), (ttlSeconds * 1000) / 3);
-    keepAlive.unref();
+    const alive = (): boolean => this.shards.get(record.shardId) === entry;
     return {
+      keepAlive: () => {
+        if (!alive()) return false;
+        entry.expiresAt = Date.now() + ttlSeconds * 1000;
+        return true;
+      },
       update: async (next) => {
         entry.record = next;
-        if (this.shards.get(next.shardId) === entry) this.notifyShards();
+        if (alive()) this.notifyShards();
       },
       close: async () => {
-        clearInterval(keepAlive);
-        if (this.shards.get(record.shardId) === entry) {
+        if (alive()) {
           this.shards.delete(record.shardId);
           this.notifyShards();
         }
       },
       onLost: () => undefined,
-      // Test hook: what a kill -9 does to the keep-alive.
-      ...({ abandon: () => clearInterval(keepAlive) } as object),
     };
   }
 

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { ExecutionProvider } from '@expertmesh/tensor-ops';
-import { EtcdRegistry } from '@expertmesh/discovery';
+import { openRegistry } from '@expertmesh/discovery';
 import { serveMetrics, startTracing } from '@expertmesh/telemetry';
 import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
@@ -10,10 +10,10 @@ import { ShardServer } from './shard-server.js';
 import { untilShutdownSignal } from './until-signal.js';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
-    [--cluster NAME --etcd URL[,URL…] [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
+    [(--cluster NAME --etcd URL[,URL…] | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
     [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
-  only). With --cluster and --etcd the shard registers itself under a lease; without --experts it takes its
+  only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
   Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
@@ -41,6 +41,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         experts: { type: 'string' },
         cluster: { type: 'string', default: process.env.EXPERTMESH_CLUSTER },
         etcd: { type: 'string', default: process.env.EXPERTMESH_ETCD },
+        registry: { type: 'string', default: process.env.EXPERTMESH_REGISTRY },
         slot: { type: 'string' },
         advertise: { type: 'string' },
         'lease-ttl': { type: 'string', default: '10' },
@@ -61,12 +62,13 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const threads = Number(values['intra-op-threads']);
   if (!Number.isInteger(threads) || threads < 0) throw new ShardUsageError('--intra-op-threads must be a whole number ≥ 0');
   if ((values.cluster === undefined) !== (values.etcd === undefined)) throw new ShardUsageError('--cluster and --etcd go together');
+  if (values.etcd && values.registry) throw new ShardUsageError('give --etcd (with --cluster) or --registry, not both');
   const ttl = Number(values['lease-ttl']);
   if (!(ttl >= 1)) throw new ShardUsageError('--lease-ttl must be at least 1 second');
   const { host, port } = parseListen(values.listen!);
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
   const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads };
-  const registry = values.cluster ? new EtcdRegistry(values.etcd!.split(','), values.cluster) : null;
+  const registry = openRegistry({ etcd: values.etcd, registry: values.registry, cluster: values.cluster });
   // Without a registry and without --experts, hold everything (a single-shard deployment).
   const expertSpec = values.experts ?? (registry ? undefined : 'all');
 

@@ -16,8 +16,11 @@ export interface LocalClusterOptions {
   readonly startTimeoutMs?: number;
   /** Extra environment for the shard processes (e.g. OTEL_* settings); they inherit this process's otherwise. */
   readonly env?: Readonly<Record<string, string>>;
-  /** Register in this cluster and take experts from its placement plan (slot shard-i) instead of an even split. */
-  readonly registry?: { readonly cluster: string; readonly etcd: string };
+  /**
+   * Register in this etcd cluster, or with this embedded registry server, and take experts from its
+   * placement plan (slot shard-i) instead of an even split.
+   */
+  readonly registry?: { readonly cluster: string; readonly etcd: string } | { readonly url: string };
 }
 
 export interface LocalShard {
@@ -63,7 +66,8 @@ export class LocalCluster {
 function startShard(options: LocalClusterOptions, index: number): Promise<LocalShard> {
   const id = `shard-${index}`;
   const experts = options.registry ? `plan slot ${id}` : evenSplitSpec(index, options.shards, options.nRoutedExperts);
-  const placement = options.registry ? ['--cluster', options.registry.cluster, '--etcd', options.registry.etcd, '--slot', id] : ['--experts', experts];
+  const r = options.registry;
+  const placement = !r ? ['--experts', experts] : 'url' in r ? ['--registry', r.url, '--slot', id] : ['--cluster', r.cluster, '--etcd', r.etcd, '--slot', id];
   const args = ['--import', 'tsx', SHARD_MAIN, '--model', options.modelDir, ...placement, '--listen', `${options.host ?? '127.0.0.1'}:0`, '--shard-id', id, ...(options.shardArgs ?? [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';

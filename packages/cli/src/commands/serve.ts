@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import { EtcdRegistry } from '@expertmesh/discovery';
+import { openRegistry } from '@expertmesh/discovery';
 import { untilShutdownSignal } from '@expertmesh/expert-shard';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
-    [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…]] [--wire-dtype bfloat16|float32|fp8]
+    [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N]
@@ -33,6 +33,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'reasoning-parser': { type: 'string' },
       cluster: { type: 'string' },
       etcd: { type: 'string' },
+      registry: { type: 'string' },
       'step-retry-seconds': { type: 'string' },
       ...executionFlagSpec,
     },
@@ -53,15 +54,21 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'reasoning-parser': z.enum(['deepseek-r1', 'none']).default('deepseek-r1'),
       cluster: z.string().default(env.EXPERTMESH_CLUSTER ?? ''),
       etcd: z.string().default(env.EXPERTMESH_ETCD ?? ''),
+      registry: z.string().default(env.EXPERTMESH_REGISTRY ?? ''),
       'step-retry-seconds': numberFlag((n) => n.nonnegative()).default(30),
       ...executionFlagSchema,
     }),
   );
   if (!flags.model) throw new UsageError('--model DIR (or EXPERTMESH_MODEL) is required');
-  const sources = [flags.shards > 0, Boolean(flags['shard-addresses']), Boolean(flags.cluster)].filter(Boolean).length;
-  if (sources > 1) throw new UsageError('give one of --shards, --shard-addresses, or --cluster with --etcd');
+  const sources = [flags.shards > 0, Boolean(flags['shard-addresses']), Boolean(flags.cluster || flags.registry)].filter(Boolean).length;
+  if (sources > 1) throw new UsageError('give one of --shards, --shard-addresses, --cluster with --etcd, or --registry');
   if (Boolean(flags.cluster) !== Boolean(flags.etcd)) throw new UsageError('--cluster and --etcd go together');
-  const registry = flags.cluster ? new EtcdRegistry(flags.etcd.split(','), flags.cluster) : undefined;
+  let registry;
+  try {
+    registry = openRegistry({ etcd: flags.etcd || undefined, registry: flags.registry || undefined, cluster: flags.cluster || undefined }) ?? undefined;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const router = await Router.start({
     modelDir: flags.model,
     host: flags.host,

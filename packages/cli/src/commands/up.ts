@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { EtcdProcess, EtcdRegistry, etcdInstalled, planPlacement } from '@expertmesh/discovery';
+import { EtcdProcess, EtcdRegistry, etcdInstalled, HttpRegistry, MemoryRegistry, planPlacement, RegistryServer } from '@expertmesh/discovery';
 import { modelFingerprint } from '@expertmesh/model';
 import { untilShutdownSignal } from '@expertmesh/expert-shard';
 import { loadModelConfig } from '@expertmesh/model-config';
@@ -12,17 +12,18 @@ import { LocalCluster } from '@expertmesh/router';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { numberFlag, parseFlags } from '../flags.js';
 
-export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--port 8000] [--host 127.0.0.1] [--etcd URL] [--cluster local]
+export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--port 8000] [--host 127.0.0.1] [--etcd URL] [--cluster local] [--embedded-registry]
   Runs a whole local cluster: makes the demo checkpoint if missing, starts etcd (from the etcd binary) unless
   --etcd is given, stores a placement plan, starts the shards and a router as separate processes, and serves the
-  OpenAI-compatible API. Without etcd installed it runs the shards with a static expert split. Ctrl-C stops all.`;
+  OpenAI-compatible API. Without etcd installed (or with --embedded-registry) this process serves an embedded
+  registry with the same interface to the others. Ctrl-C stops all.`;
 
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'expertmesh.mjs');
 
 export async function up(argv: readonly string[]): Promise<number> {
   const flags = parseFlags(
     argv,
-    { model: { type: 'string' }, shards: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, etcd: { type: 'string' }, cluster: { type: 'string' } },
+    { model: { type: 'string' }, shards: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, etcd: { type: 'string' }, cluster: { type: 'string' }, 'embedded-registry': { type: 'boolean' } },
     z.object({
       model: z.string().default('models/demo'),
       shards: numberFlag((n) => n.int().positive()).default(4),
@@ -30,6 +31,7 @@ export async function up(argv: readonly string[]): Promise<number> {
       host: z.string().default('127.0.0.1'),
       etcd: z.string().optional(),
       cluster: z.string().default('local'),
+      'embedded-registry': z.boolean().default(false),
     }),
   );
   const log = (msg: string): void => void process.stderr.write(`[up] ${msg}\n`);
@@ -38,27 +40,26 @@ export async function up(argv: readonly string[]): Promise<number> {
     await makeCheckpoint({ preset: 'demo', outDir: flags.model, seed: 0 });
   }
   const config = await loadModelConfig(flags.model);
-  const etcd = flags.etcd ? null : etcdInstalled() ? await EtcdProcess.start() : null;
-  const etcdUrl = flags.etcd ?? etcd?.url ?? null;
+  const useEtcd = !flags['embedded-registry'] && (Boolean(flags.etcd) || etcdInstalled());
+  const etcd = useEtcd && !flags.etcd ? await EtcdProcess.start() : null;
+  const etcdUrl = useEtcd ? (flags.etcd ?? etcd!.url) : null;
+  const embedded = useEtcd ? null : await RegistryServer.start(new MemoryRegistry());
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async (): Promise<void> => {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
   };
   if (etcd) stops.push(() => etcd.stop());
+  if (embedded) stops.push(() => embedded.close());
   try {
-    if (etcdUrl) {
-      log(`registry: etcd at ${etcdUrl}, cluster "${flags.cluster}"`);
-      const ck = await SafetensorsCheckpoint.open(flags.model);
-      const fingerprint = await modelFingerprint(config, ck);
-      await ck.close();
-      const registry = new EtcdRegistry([etcdUrl], flags.cluster);
-      const version = ((await registry.getPlan())?.version ?? 0) + 1;
-      const slots = Array.from({ length: flags.shards }, (_, i) => `shard-${i}`);
-      await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version, slots, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 }));
-      await registry.close();
-    } else {
-      log('etcd is not installed and --etcd not given: shards get a static even split (install etcd-server for discovery)');
-    }
+    const registry = etcdUrl ? new EtcdRegistry([etcdUrl], flags.cluster) : new HttpRegistry(embedded!.url);
+    log(etcdUrl ? `registry: etcd at ${etcdUrl}, cluster "${flags.cluster}"` : `registry: embedded, served at ${embedded!.url}`);
+    const ck = await SafetensorsCheckpoint.open(flags.model);
+    const fingerprint = await modelFingerprint(config, ck);
+    await ck.close();
+    const version = ((await registry.getPlan())?.version ?? 0) + 1;
+    const slots = Array.from({ length: flags.shards }, (_, i) => `shard-${i}`);
+    await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version, slots, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 }));
+    await registry.close();
     // Each process keeps its own service.name when the user names the service.
     const serviceName = process.env.OTEL_SERVICE_NAME;
     const roleEnv = (role: string): Record<string, string> => (serviceName ? { OTEL_SERVICE_NAME: `${serviceName}-${role}` } : {});
@@ -67,11 +68,11 @@ export async function up(argv: readonly string[]): Promise<number> {
       modelDir: flags.model,
       shards: flags.shards,
       nRoutedExperts: config.nRoutedExperts,
-      ...(etcdUrl ? { registry: { cluster: flags.cluster, etcd: etcdUrl } } : {}),
+      registry: etcdUrl ? { cluster: flags.cluster, etcd: etcdUrl } : { url: embedded!.url },
     });
     stops.push(() => cluster.stop());
     log(`${flags.shards} shards: ${cluster.addresses.join(', ')}`);
-    const routerArgs = ['serve', '--model', flags.model, '--host', flags.host, '--port', String(flags.port), ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl] : ['--shard-addresses', cluster.addresses.join(',')])];
+    const routerArgs = ['serve', '--model', flags.model, '--host', flags.host, '--port', String(flags.port), ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl] : ['--registry', embedded!.url])];
     const router = spawn(process.execPath, [CLI, ...routerArgs], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...roleEnv('router') } });
     stops.push(
       () =>
@@ -90,7 +91,7 @@ export async function up(argv: readonly string[]): Promise<number> {
     });
     // Wait until every expert has a live holder.
     for (let i = 0; i < 600 && (await fetch(`${url}/ready`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
-    process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl, registry: embedded?.url ?? null })}\n`);
     log(`serving the OpenAI API at ${url}/v1 (model "${flags.model.split('/').filter(Boolean).at(-1)}"); Ctrl-C stops everything`);
     await untilShutdownSignal(new Promise((resolve) => router.once('exit', resolve)));
     log('stopping');
