@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ChatMessage } from '@expertmesh/tokenizer';
 import { badRequest } from './api-error.js';
 import type { ApiContext } from './api-context.js';
-import type { ChoiceDelta, TokenWithLogprobs } from './generation-session.js';
+import type { TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { chatRequestSchema, type ChatRequest } from './request-schemas.js';
 import { checkContext, checkModel, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
@@ -38,12 +38,10 @@ export async function handleChatCompletions(ctx: ApiContext, body: unknown, req:
     topLogprobs: wantLogprobs ? (r.top_logprobs ?? 0) : null,
     reasoning: ctx.reasoningParser === 'deepseek-r1' ? { startsInsideThink: prompt.endsWith(R1_OPENED_THINK) } : null,
   });
-  let finished = false;
-  req.on('close', () => !finished && session.abort());
-  res.on('close', () => !finished && session.abort());
+  req.on('close', () => session.abortUnlessDone());
+  res.on('close', () => session.abortUnlessDone());
   const id = requestId('chatcmpl');
   const created = Math.floor(Date.now() / 1000);
-  const usage = (): object => ({ prompt_tokens: promptTokenIds.length, completion_tokens: session.completionTokens, total_tokens: promptTokenIds.length + session.completionTokens });
   const entry = (id: number, logprob: number): { token: string; logprob: number; bytes: number[] } => {
     const token = ctx.tokenizer.tokenText(id);
     return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
@@ -62,20 +60,11 @@ export async function handleChatCompletions(ctx: ApiContext, body: unknown, req:
       if (d.text || !d.reasoning) delta.content = d.text;
       sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [{ index: d.index, delta, logprobs: toLogprobs(d.tokens), finish_reason: d.finishReason }] });
     }
-    if (r.stream_options?.include_usage) sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [], usage: usage() });
-    finished = true;
+    if (r.stream_options?.include_usage) sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [], usage: session.usage() });
     sse.done();
     return;
   }
-  const choices = Array.from({ length: n }, () => ({ content: '', reasoning: '', tokens: [] as TokenWithLogprobs[], finish: null as ChoiceDelta['finishReason'] }));
-  for await (const d of session.deltas()) {
-    const c = choices[d.index]!;
-    c.content += d.text;
-    c.reasoning += d.reasoning;
-    c.tokens.push(...d.tokens);
-    c.finish = d.finishReason ?? c.finish;
-  }
-  finished = true;
+  const choices = await session.collect();
   sendJson(res, 200, {
     id,
     object: 'chat.completion',
@@ -83,10 +72,10 @@ export async function handleChatCompletions(ctx: ApiContext, body: unknown, req:
     model: ctx.modelName,
     choices: choices.map((c, index) => ({
       index,
-      message: { role: 'assistant', content: c.content, ...(ctx.reasoningParser === 'deepseek-r1' ? { reasoning_content: c.reasoning || null } : {}) },
+      message: { role: 'assistant', content: c.text, ...(ctx.reasoningParser === 'deepseek-r1' ? { reasoning_content: c.reasoning || null } : {}) },
       logprobs: toLogprobs(c.tokens),
-      finish_reason: c.finish,
+      finish_reason: c.finishReason,
     })),
-    usage: usage(),
+    usage: session.usage(),
   });
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ApiContext } from './api-context.js';
-import type { ChoiceDelta, TokenWithLogprobs } from './generation-session.js';
+import type { TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { completionRequestSchema } from './request-schemas.js';
 import { checkContext, checkModel, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
@@ -30,12 +30,10 @@ export async function handleCompletions(ctx: ApiContext, body: unknown, req: Inc
     topLogprobs: r.logprobs ?? null,
     reasoning: null,
   });
-  let finished = false;
-  req.on('close', () => !finished && session.abort());
-  res.on('close', () => !finished && session.abort());
+  req.on('close', () => session.abortUnlessDone());
+  res.on('close', () => session.abortUnlessDone());
   const id = requestId('cmpl');
   const created = Math.floor(Date.now() / 1000);
-  const usage = (): object => ({ prompt_tokens: promptTokenIds.length, completion_tokens: session.completionTokens, total_tokens: promptTokenIds.length + session.completionTokens });
   const toLogprobs = (tokens: readonly TokenWithLogprobs[], offset: number): CompletionLogprobs | null => {
     if (r.logprobs === null || r.logprobs === undefined) return null;
     const texts = tokens.map((t) => ctx.tokenizer.tokenText(t.id));
@@ -56,25 +54,17 @@ export async function handleCompletions(ctx: ApiContext, body: unknown, req: Inc
       sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [{ index: d.index, text: d.text, logprobs: toLogprobs(d.tokens, offsets[d.index]!), finish_reason: d.finishReason }] });
       offsets[d.index]! += d.text.length;
     }
-    if (r.stream_options?.include_usage) sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [], usage: usage() });
-    finished = true;
+    if (r.stream_options?.include_usage) sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [], usage: session.usage() });
     sse.done();
     return;
   }
-  const choices = Array.from({ length: n }, (_, index) => ({ index, text: '', tokens: [] as TokenWithLogprobs[], finish_reason: null as ChoiceDelta['finishReason'] }));
-  for await (const d of session.deltas()) {
-    const c = choices[d.index]!;
-    c.text += d.text;
-    c.tokens.push(...d.tokens);
-    c.finish_reason = d.finishReason ?? c.finish_reason;
-  }
-  finished = true;
+  const choices = await session.collect();
   sendJson(res, 200, {
     id,
     object: 'text_completion',
     created,
     model: ctx.modelName,
-    choices: choices.map((c) => ({ index: c.index, text: c.text, logprobs: toLogprobs(c.tokens, 0), finish_reason: c.finish_reason })),
-    usage: usage(),
+    choices: choices.map((c, index) => ({ index, text: c.text, logprobs: toLogprobs(c.tokens, 0), finish_reason: c.finishReason })),
+    usage: session.usage(),
   });
 }

@@ -34,6 +34,14 @@ export interface ChoiceDelta {
   readonly finishReason: 'stop' | 'length' | null;
 }
 
+/** A choice's whole output, for non-streaming responses. */
+export interface CollectedChoice {
+  text: string;
+  reasoning: string;
+  readonly tokens: TokenWithLogprobs[];
+  finishReason: ChoiceDelta['finishReason'];
+}
+
 /**
  * One API request's generation: n sequences in the engine, each turned into text deltas
  * (incremental detokenisation, stop strings, reasoning split) as its tokens arrive.
@@ -43,6 +51,7 @@ export class GenerationSession {
   completionTokens = 0;
 
   private readonly startedAt = performance.now();
+  private done = false;
 
   constructor(
     private readonly loop: EngineLoop,
@@ -79,6 +88,30 @@ export class GenerationSession {
     for (const s of this.streams) s.abort();
   }
 
+  /** For a closed connection: stops generating unless the response is already complete. */
+  abortUnlessDone(): void {
+    if (!this.done) this.abort();
+  }
+
+  /** OpenAI's usage object (the prompt counts once, whatever n). */
+  usage(): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+    const prompt = this.options.promptTokenIds.length;
+    return { prompt_tokens: prompt, completion_tokens: this.completionTokens, total_tokens: prompt + this.completionTokens };
+  }
+
+  /** Runs to the end and returns each choice's whole output. */
+  async collect(): Promise<CollectedChoice[]> {
+    const choices: CollectedChoice[] = Array.from({ length: this.options.n }, () => ({ text: '', reasoning: '', tokens: [], finishReason: null }));
+    for await (const d of this.deltas()) {
+      const c = choices[d.index]!;
+      c.text += d.text;
+      c.reasoning += d.reasoning;
+      c.tokens.push(...d.tokens);
+      c.finishReason = d.finishReason ?? c.finishReason;
+    }
+    return choices;
+  }
+
   /** Deltas of all choices as they come, each choice ending with one carrying its finish reason. */
   async *deltas(): AsyncGenerator<ChoiceDelta> {
     const queue: (ChoiceDelta | Error)[] = [];
@@ -110,6 +143,7 @@ export class GenerationSession {
       }
       yield d;
     }
+    this.done = true;
   }
 
   private async pump(stream: GenerationStream, index: number, put: (d: ChoiceDelta) => void): Promise<void> {
