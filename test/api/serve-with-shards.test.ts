@@ -17,9 +17,11 @@ describe('serving over expert shards', () => {
   it('gives the same greedy completion as in-process experts, and /ready follows the shards', async () => {
     const modelDir = `${dir.path}/demo`;
     const cluster = await LocalCluster.start({ modelDir, shards: 2, nRoutedExperts: 64, shardArgs: ['--intra-op-threads', '1'] });
-    const remote = await startServeProcess(['--model', modelDir, '--shard-addresses', cluster.addresses.join(','), '--wire-dtype', 'float32']);
-    const local = await startServeProcess(['--model', modelDir]);
+    let remote: Awaited<ReturnType<typeof startServeProcess>> | undefined;
+    let local: Awaited<ReturnType<typeof startServeProcess>> | undefined;
     try {
+      remote = await startServeProcess(['--model', modelDir, '--shard-addresses', cluster.addresses.join(','), '--wire-dtype', 'float32']);
+      local = await startServeProcess(['--model', modelDir]);
       const ask = (url: string) =>
         new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 }).chat.completions.create({
           model: 'demo',
@@ -41,7 +43,7 @@ describe('serving over expert shards', () => {
       expect(((await notReady.json()) as { reason: string }).reason).toContain(cluster.addresses[1]);
       expect((await fetch(`${remote.url}/health`)).status).toBe(200);
     } finally {
-      await Promise.all([remote.stop(), local.stop()]);
+      await Promise.all([remote?.stop(), local?.stop()]);
       await cluster.stop();
     }
   });

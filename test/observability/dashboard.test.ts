@@ -24,8 +24,9 @@ describe('cluster dashboard', () => {
 
   it('shows every shard and a non-empty heat map of expert load', async () => {
     const cluster = await LocalCluster.start({ modelDir: `${dir.path}/demo`, shards: 2, nRoutedExperts: 64, shardArgs: ['--intra-op-threads', '1'] });
-    const router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(',')]);
+    let router: Awaited<ReturnType<typeof startServeProcess>> | undefined;
     try {
+      router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(',')]);
       const r = await fetch(`${router.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'demo', prompt: 'light up the map', max_tokens: 4 }) });
       expect(r.status).toBe(200);
       const page = await browser.newPage();
@@ -40,7 +41,7 @@ describe('cluster dashboard', () => {
       expect(await page.textContent('#summary')).toMatch(/2 shards, 3 MoE layers × 64 experts/);
       await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT ?? `${dir.path}/dashboard.png`, fullPage: true });
     } finally {
-      await router.stop();
+      await router?.stop();
       await cluster.stop();
     }
   });

@@ -22,10 +22,11 @@ describe('distributed tracing', () => {
   it('continues the incoming traceparent through the router into every shard, with correct parents', async () => {
     const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_TRACES_SAMPLER: 'parentbased_always_on' };
     const cluster = await LocalCluster.start({ modelDir: `${dir.path}/demo`, shards: 2, nRoutedExperts: 64, env, shardArgs: ['--intra-op-threads', '1'] });
-    const router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(',')], env);
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const callerSpan = '00f067aa0ba902b7';
+    let router: Awaited<ReturnType<typeof startServeProcess>> | undefined;
     try {
+      router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(',')], env);
       const res = await fetch(`${router.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpan}-01` },
@@ -34,7 +35,7 @@ describe('distributed tracing', () => {
       expect(res.status).toBe(200);
     } finally {
       // Stopping flushes every process's spans.
-      await router.stop();
+      await router?.stop();
       await cluster.stop();
     }
     const spans = receiver.spans.filter((s) => s.traceId === traceId);
