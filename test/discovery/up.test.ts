@@ -25,13 +25,16 @@ describe('expertmesh up', () => {
       });
       void exited.then((code) => reject(new Error(`up exited ${code}: ${stderr}`)));
     });
-    expect(ready.shards).toHaveLength(2);
-    const client = new OpenAI({ baseURL: `${ready.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-    const r = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 5 });
-    expect(r.choices[0]!.finish_reason).toBe('length');
-    expect(r.usage!.completion_tokens).toBe(5);
-
-    child.kill('SIGINT');
+    try {
+      expect(ready.shards).toHaveLength(2);
+      const client = new OpenAI({ baseURL: `${ready.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const r = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 5 });
+      expect(r.choices[0]!.finish_reason).toBe('length');
+      expect(r.usage!.completion_tokens).toBe(5);
+    } finally {
+      // Ctrl-C, also when an assertion failed: up stops everything it started.
+      child.kill('SIGINT');
+    }
     expect(await exited).toBe(0);
     // Everything it started is gone: the API, and etcd or the embedded registry.
     await expect(fetch(`${ready.url}/health`)).rejects.toThrow();
