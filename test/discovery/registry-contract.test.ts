@@ -62,6 +62,14 @@ function contract(name: string, open: () => Promise<Harness>): void {
       expect(Date.now() - crashedAt).toBeGreaterThanOrEqual(1000);
     });
 
+    it('keeps a registration past its TTL when renewed at the given keep-alive interval', async () => {
+      const c = await registry.registerShard(record('c'), 2, 0.5);
+      await new Promise((r) => setTimeout(r, 3500));
+      expect((await registry.listShards()).some((r) => r.shardId === 'c')).toBe(true);
+      await c.close();
+      await until(async () => !(await registry.listShards()).some((r) => r.shardId === 'c'));
+    });
+
     it('stores and watches the placement plan', async () => {
       const plans: (number | null)[] = [];
       const stop = await registry.watchPlan((p) => plans.push(p?.version ?? null));

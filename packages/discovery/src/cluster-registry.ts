@@ -15,7 +15,11 @@ export interface ShardRegistration {
  * single-machine cluster without etcd); both pass the same tests.
  */
 export interface ClusterRegistry {
-  registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration>;
+  /**
+   * Publishes `record` under a lease of `ttlSeconds`, renewed every `keepAliveSeconds` (a third of the
+   * TTL when absent, as etcd clients do).
+   */
+  registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number): Promise<ShardRegistration>;
   listShards(): Promise<ShardRecord[]>;
   /** Calls `listener` with the full set of live shards now and after every change. */
   watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>>;

@@ -18,21 +18,41 @@ export class EtcdRegistry implements ClusterRegistry {
     this.client = new Etcd3({ hosts: [...endpoints], dialTimeout: 3000 });
   }
 
-  async registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration> {
+  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number): Promise<ShardRegistration> {
     const key = keys.shard(this.cluster, record.shardId);
     let current = record;
     let lease: Lease | null = null;
     let closed = false;
+    let keepAlive: NodeJS.Timeout | null = null;
     const lostListeners: ((e: Error) => void)[] = [];
+    const lost = (err: Error): void => {
+      if (closed || this.closed) return;
+      for (const f of lostListeners) f(err);
+      void regrant();
+    };
     const grant = async (): Promise<void> => {
-      const l = this.client.lease(ttlSeconds);
-      l.on('lost', (err: Error) => {
-        if (closed || this.closed) return;
-        for (const f of lostListeners) f(err);
-        void regrant();
-      });
+      // The client renews at TTL/3 by itself; a set interval renews by hand instead.
+      const l = this.client.lease(ttlSeconds, { autoKeepAlive: keepAliveSeconds === undefined });
+      l.on('lost', lost);
       await l.put(key).value(JSON.stringify(current));
       lease = l;
+      if (keepAliveSeconds !== undefined) {
+        if (keepAlive) clearInterval(keepAlive);
+        let renewedAt = Date.now();
+        keepAlive = setInterval(() => {
+          l.keepaliveOnce().then(
+            () => (renewedAt = Date.now()),
+            (err: Error) => {
+              // Past the TTL the lease is gone: register again.
+              if (Date.now() - renewedAt > ttlSeconds * 1000 && lease === l) {
+                lease = null;
+                lost(err);
+              }
+            },
+          );
+        }, keepAliveSeconds * 1000);
+        keepAlive.unref();
+      }
     };
     const regrant = async (): Promise<void> => {
       for (let attempt = 0; !closed && !this.closed; attempt++) {
@@ -52,6 +72,7 @@ export class EtcdRegistry implements ClusterRegistry {
       },
       close: async () => {
         closed = true;
+        if (keepAlive) clearInterval(keepAlive);
         await lease?.revoke().catch(() => undefined);
       },
       onLost: (listener) => lostListeners.push(listener),

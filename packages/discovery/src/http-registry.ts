@@ -9,12 +9,12 @@ export class HttpRegistry implements ClusterRegistry {
 
   constructor(readonly url: string) {}
 
-  async registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration> {
+  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds = ttlSeconds / 3): Promise<ShardRegistration> {
     let current = record;
     let lease = await this.grant(current, ttlSeconds);
     let closed = false;
     const lost: ((e: Error) => void)[] = [];
-    // Keep-alive at a third of the TTL; a lease found expired (registry restarted, process paused) is granted again.
+    // A lease found expired (registry restarted, process paused) is granted again.
     const timer = setInterval(async () => {
       if (closed || this.closed) return;
       try {
@@ -26,7 +26,7 @@ export class HttpRegistry implements ClusterRegistry {
       } catch {
         // Registry unreachable: try again at the next tick.
       }
-    }, (ttlSeconds * 1000) / 3);
+    }, keepAliveSeconds * 1000);
     timer.unref();
     this.timers.add(timer);
     return {

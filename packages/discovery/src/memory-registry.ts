@@ -22,10 +22,9 @@ export class MemoryRegistry implements ClusterRegistry {
     this.sweeper.unref();
   }
 
-  async registerShard(record: ShardRecord, ttlSeconds: number): Promise<ShardRegistration> {
+  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds = ttlSeconds / 3): Promise<ShardRegistration> {
     const registration = this.registerLeased(record, ttlSeconds);
-    // In one process the keep-alive is a timer at a third of the TTL, as etcd clients do.
-    const keepAlive = setInterval(() => registration.keepAlive(), (ttlSeconds * 1000) / 3);
+    const keepAlive = setInterval(() => registration.keepAlive(), keepAliveSeconds * 1000);
     keepAlive.unref();
     return {
       ...registration,

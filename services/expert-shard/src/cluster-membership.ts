@@ -46,8 +46,8 @@ export class ClusterMembership {
     this.record = this.makeRecord(base.shardId, base.address, base.slot, base.planVersion);
   }
 
-  async join(ttlSeconds: number): Promise<void> {
-    this.registration = await this.registry.registerShard(this.record, ttlSeconds);
+  async join(ttlSeconds: number, keepAliveSeconds?: number): Promise<void> {
+    this.registration = await this.registry.registerShard(this.record, ttlSeconds, keepAliveSeconds);
     if (this.record.slot && this.reload) {
       this.stopPlanWatch = await this.registry.watchPlan((plan) => {
         if (plan && plan.version !== this.record.planVersion && plan.modelFingerprint === this.compute.fingerprint) {

@@ -10,7 +10,7 @@ import { ShardServer } from './shard-server.js';
 import { untilShutdownSignal } from './until-signal.js';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
-    [(--cluster NAME --etcd URL[,URL…] | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl SECONDS]]
+    [(--cluster NAME --etcd URL[,URL…] | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
@@ -45,6 +45,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         slot: { type: 'string' },
         advertise: { type: 'string' },
         'lease-ttl': { type: 'string', default: '10' },
+        'lease-keepalive': { type: 'string' },
         'metrics-listen': { type: 'string' },
         listen: { type: 'string', default: '127.0.0.1:50051' },
         'shard-id': { type: 'string' },
@@ -65,6 +66,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (values.etcd && values.registry) throw new ShardUsageError('give --etcd (with --cluster) or --registry, not both');
   const ttl = Number(values['lease-ttl']);
   if (!(ttl >= 1)) throw new ShardUsageError('--lease-ttl must be at least 1 second');
+  const keepAlive = values['lease-keepalive'] === undefined ? undefined : Number(values['lease-keepalive']);
+  if (keepAlive !== undefined && !(keepAlive > 0 && keepAlive < ttl)) throw new ShardUsageError('--lease-keepalive must be above 0 and below --lease-ttl');
   const { host, port } = parseListen(values.listen!);
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
   const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads };
@@ -92,7 +95,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, execution } : null) : null;
-  await membership?.join(ttl);
+  await membership?.join(ttl, keepAlive);
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
