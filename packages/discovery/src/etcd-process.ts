@@ -4,15 +4,22 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
+/** `n` distinct free loopback ports: all are held open until every one is chosen, so none repeats. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const s = createServer();
+          s.listen(0, '127.0.0.1', () => resolve(s));
+          s.on('error', reject);
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 /** Whether an `etcd` binary is on the PATH. */
@@ -35,9 +42,18 @@ export class EtcdProcess {
   }
 
   static async start(): Promise<EtcdProcess> {
-    const etcd = new EtcdProcess(await freePort(), await freePort(), await mkdtemp(join(tmpdir(), 'expertmesh-etcd-')));
-    await etcd.run();
-    return etcd;
+    // A port taken between choosing it and etcd binding it (another process starting) makes etcd exit: try again.
+    for (let attempt = 1; ; attempt++) {
+      const [client, peer] = await freePorts(2);
+      const etcd = new EtcdProcess(client!, peer!, await mkdtemp(join(tmpdir(), 'expertmesh-etcd-')));
+      try {
+        await etcd.run();
+        return etcd;
+      } catch (e) {
+        await etcd.stop();
+        if (attempt >= 3) throw e;
+      }
+    }
   }
 
   /** Starts (or restarts, keeping its data) the etcd process and waits until it answers. */
@@ -50,15 +66,19 @@ export class EtcdProcess {
       '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `expertmesh=${peer}`, '--log-level', 'error',
     ];
-    this.child = spawn('etcd', args, { stdio: 'ignore' });
+    const child = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     const deadline = Date.now() + 20_000;
     for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited (${child.exitCode ?? child.signalCode}) while starting: ${stderr.trim()}`);
       try {
         if ((await fetch(`${this.url}/health`)).ok) return;
       } catch {
         // not up yet
       }
-      if (Date.now() > deadline) throw new Error('etcd did not start within 20 s: is etcd-server installed (apt-get install -y etcd-server)?');
+      if (Date.now() > deadline) throw new Error(`etcd did not answer within 20 s (is etcd-server installed? apt-get install -y etcd-server): ${stderr.trim()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
