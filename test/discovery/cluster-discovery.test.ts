@@ -126,14 +126,14 @@ describe('cluster discovery over etcd', () => {
 
   it('a plan change moves experts between shards while requests run, and none fails', async () => {
     const next = plan(2, ['s1', 's0']); // swap the two slots' experts
-    const requests = Array.from({ length: 6 }, (_, i) => complete(120 + i));
+    const requests = Array.from({ length: 6 }, (_, i) => complete(250 + i));
     await until('requests running', async () => ((await (await fetch(`${router!.url}/health`)).json()) as { running: number }).running === 6);
     await registry.putPlan(next);
     await until('shards moved to plan v2', async () => (await live()).every((r) => r.planVersion === 2));
     // The move happened while the requests were still generating.
     expect(((await (await fetch(`${router!.url}/health`)).json()) as { running: number }).running).toBeGreaterThan(0);
     const results = await Promise.all(requests);
-    results.forEach((r, i) => expect(r.usage!.completion_tokens).toBe(120 + i));
+    results.forEach((r, i) => expect(r.usage!.completion_tokens).toBe(250 + i));
     await until('shards report plan v2', async () => (await live()).every((r) => r.planVersion === 2));
     const s0 = (await live()).find((r) => r.shardId === 's0')!;
     expect(s0.layers).toEqual(next.shards.s0);
