@@ -38,7 +38,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...executionFlagSpec,
     },
     z.object({
-      model: z.string().min(1).default(env.EXPERTMESH_MODEL ?? ''),
+      model: z.string().default(env.EXPERTMESH_MODEL ?? ''),
       port: numberFlag((n) => n.int().min(0).max(65535)).default(Number(env.EXPERTMESH_PORT ?? 8000)),
       host: z.string().default(env.EXPERTMESH_HOST ?? '127.0.0.1'),
       'served-model-name': z.string().optional(),
