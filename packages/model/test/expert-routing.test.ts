@@ -5,9 +5,6 @@ import { routeTokens } from '../src/index.js';
 // 16 experts in 4 groups of 4; 2 groups kept; 4 experts chosen.
 const config = parseModelConfig(getPreset('tiny').config);
 
-const logit = (p: number): number => Math.log(p / (1 - p));
-void logit;
-
 describe('noaux_tc routing', () => {
   it('chooses only from the topk_group groups with the best top-2 sums of corrected scores', () => {
     const scores = new Float32Array(16).fill(0.1);
