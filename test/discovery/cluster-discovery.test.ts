@@ -137,6 +137,11 @@ describe('cluster discovery over etcd', () => {
     await until('shards report plan v2', async () => (await live()).every((r) => r.planVersion === 2));
     const s0 = (await live()).find((r) => r.shardId === 's0')!;
     expect(s0.layers).toEqual(next.shards.s0);
+    // The router agrees: it sees plan v2 and no shard on an older one.
+    await until('router on plan v2', async () => {
+      const state = (await (await fetch(`${router!.url}/dashboard/state`)).json()) as { plan: { version: number; lagging: string[] } };
+      return state.plan.version === 2 && state.plan.lagging.length === 0;
+    });
     expect((await complete(3)).usage!.completion_tokens).toBe(3);
   });
 

@@ -25,6 +25,8 @@ export interface ClusterState {
   readonly load: readonly (readonly number[])[];
   readonly running: number;
   readonly waiting: number;
+  /** Placement plan version and shards still on an older one (registry clusters only). */
+  readonly plan: { readonly version: number; readonly lagging: readonly string[] } | null;
 }
 
 /** What /dashboard shows: shards (from GetShardInfo), expert load and per-shard latency (from the metrics). */
@@ -55,5 +57,6 @@ export async function clusterState(model: string, config: ModelConfig, experts: 
       }
     }),
   );
-  return { model, moeLayers: config.moeLayers, experts: config.nRoutedExperts, shards, load, running, waiting };
+  const plan = experts instanceof RemoteRoutedExperts ? experts.planStatus() : null;
+  return { model, moeLayers: config.moeLayers, experts: config.nRoutedExperts, shards, load, running, waiting, plan };
 }

@@ -32,7 +32,8 @@ const mib = (b) => (b / 1048576).toFixed(1) + ' MiB';
 async function refresh() {
   const s = await (await fetch('/dashboard/state')).json();
   document.getElementById('summary').textContent =
-    s.model + ': ' + s.shards.length + ' shards, ' + s.moeLayers.length + ' MoE layers × ' + s.experts + ' experts; ' + s.running + ' running, ' + s.waiting + ' waiting';
+    s.model + ': ' + s.shards.length + ' shards, ' + s.moeLayers.length + ' MoE layers × ' + s.experts + ' experts; ' + s.running + ' running, ' + s.waiting + ' waiting' +
+    (s.plan ? '; plan v' + s.plan.version + (s.plan.lagging.length ? ' (moving: ' + s.plan.lagging.join(', ') + ')' : '') : '');
   const body = document.querySelector('#shards tbody');
   body.replaceChildren(...s.shards.map((sh) => {
     const tr = document.createElement('tr');

@@ -12,6 +12,10 @@ export class RegistryShardSource implements ShardSource {
   private view: ShardView;
   private readonly connections = new Map<string, ShardConnection>();
   private stopWatching: (() => Promise<void>) | null = null;
+  private stopPlanWatch: (() => Promise<void>) | null = null;
+  /** The cluster's current plan version (0 before any), and the plan version each live shard serves. */
+  planVersion = 0;
+  private shardPlanVersions = new Map<string, number>();
   /** Shards seen with another model's fingerprint, by id: refused, and reported by /ready. */
   readonly refused = new Map<string, string>();
   private listeners = new Set<(view: ShardView) => void>();
@@ -27,6 +31,7 @@ export class RegistryShardSource implements ShardSource {
   static async start(registry: ClusterRegistry, model: { config: ModelConfig; fingerprint: string }, transport: DispatchTransport = 'stream'): Promise<RegistryShardSource> {
     const source = new RegistryShardSource(model.config, model.fingerprint, transport);
     source.stopWatching = await registry.watchShards((shards) => source.apply(shards));
+    source.stopPlanWatch = await registry.watchPlan((plan) => (source.planVersion = plan?.version ?? 0));
     return source;
   }
 
@@ -52,7 +57,16 @@ export class RegistryShardSource implements ShardSource {
     return `${orphans.length} experts have no live holder (e.g. layer/expert ${orphans.slice(0, 3).join(', ')})${refused.length ? `; refused shards of another model: ${refused.join(', ')}` : ''}`;
   }
 
+  /**
+   * Whether router and shards agree on the plan: the current version, and the shards still serving an
+   * older one (normal for a moment while a new plan moves experts).
+   */
+  planStatus(): { version: number; lagging: string[] } {
+    return { version: this.planVersion, lagging: [...this.shardPlanVersions].filter(([, v]) => v !== this.planVersion).map(([id]) => id) };
+  }
+
   async close(): Promise<void> {
+    await this.stopPlanWatch?.();
     await this.stopWatching?.();
     for (const c of this.connections.values()) c.close();
     this.connections.clear();
@@ -69,6 +83,7 @@ export class RegistryShardSource implements ShardSource {
       return true;
     });
     usable.sort((a, b) => a.shardId.localeCompare(b.shardId));
+    this.shardPlanVersions = new Map(usable.filter((r) => r.slot).map((r) => [r.shardId, r.planVersion]));
     const live = new Set(usable.map((r) => r.address));
     for (const [address, c] of this.connections) {
       if (!live.has(address)) {

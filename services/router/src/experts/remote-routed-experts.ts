@@ -98,6 +98,11 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     return this.source.current().connections;
   }
 
+  /** The placement plan's version and the shards not yet on it, when shards come from a registry. */
+  planStatus(): { version: number; lagging: string[] } | null {
+    return this.source.planStatus?.() ?? null;
+  }
+
   /** null when every expert has a live holder; otherwise why not. */
   notReadyReason(): Promise<string | null> {
     return this.source.notReadyReason();

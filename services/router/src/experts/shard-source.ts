@@ -12,6 +12,8 @@ export interface ShardSource {
   current(): ShardView;
   /** null when every expert has a live holder; otherwise why not. */
   notReadyReason(): Promise<string | null>;
+  /** The placement plan's version and the shards not yet on it (registry sources only). */
+  planStatus?(): { version: number; lagging: string[] };
   close(): Promise<void>;
 }
 
