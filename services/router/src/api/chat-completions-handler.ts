@@ -5,7 +5,7 @@ import type { ApiContext } from './api-context.js';
 import type { TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { chatRequestSchema, type ChatRequest } from './request-schemas.js';
-import { checkContext, checkModel, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+import { checkContext, checkModel, envelope, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
 
 const R1_OPENED_THINK = '<think>\n';
 
@@ -42,6 +42,7 @@ export async function handleChatCompletions(ctx: ApiContext, body: unknown, req:
   res.on('close', () => session.abortUnlessDone());
   const id = requestId('chatcmpl');
   const created = Math.floor(Date.now() / 1000);
+  const head = envelope(ctx, id, 'chat.completion.chunk', created);
   const entry = (id: number, logprob: number): { token: string; logprob: number; bytes: number[] } => {
     const token = ctx.tokenizer.tokenText(id);
     return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
@@ -52,24 +53,21 @@ export async function handleChatCompletions(ctx: ApiContext, body: unknown, req:
   if (r.stream) {
     const sse = new SseWriter(res);
     for (let index = 0; index < n; index++) {
-      sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+      sse.send({ ...head, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
     }
     for await (const d of session.deltas()) {
       const delta: Record<string, string> = {};
       if (d.reasoning) delta.reasoning_content = d.reasoning;
       if (d.text || !d.reasoning) delta.content = d.text;
-      sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [{ index: d.index, delta, logprobs: toLogprobs(d.tokens), finish_reason: d.finishReason }] });
+      sse.send({ ...head, choices: [{ index: d.index, delta, logprobs: toLogprobs(d.tokens), finish_reason: d.finishReason }] });
     }
-    if (r.stream_options?.include_usage) sse.send({ id, object: 'chat.completion.chunk', created, model: ctx.modelName, choices: [], usage: session.usage() });
+    if (r.stream_options?.include_usage) sse.send({ ...head, choices: [], usage: session.usage() });
     sse.done();
     return;
   }
   const choices = await session.collect();
   sendJson(res, 200, {
-    id,
-    object: 'chat.completion',
-    created,
-    model: ctx.modelName,
+    ...envelope(ctx, id, 'chat.completion', created),
     choices: choices.map((c, index) => ({
       index,
       message: { role: 'assistant', content: c.text, ...(ctx.reasoningParser === 'deepseek-r1' ? { reasoning_content: c.reasoning || null } : {}) },

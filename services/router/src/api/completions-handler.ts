@@ -3,7 +3,7 @@ import type { ApiContext } from './api-context.js';
 import type { TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { completionRequestSchema } from './request-schemas.js';
-import { checkContext, checkModel, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+import { checkContext, checkModel, envelope, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
 
 interface CompletionLogprobs {
   tokens: string[];
@@ -34,6 +34,7 @@ export async function handleCompletions(ctx: ApiContext, body: unknown, req: Inc
   res.on('close', () => session.abortUnlessDone());
   const id = requestId('cmpl');
   const created = Math.floor(Date.now() / 1000);
+  const head = envelope(ctx, id, 'text_completion', created);
   const toLogprobs = (tokens: readonly TokenWithLogprobs[], offset: number): CompletionLogprobs | null => {
     if (r.logprobs === null || r.logprobs === undefined) return null;
     const texts = tokens.map((t) => ctx.tokenizer.tokenText(t.id));
@@ -51,19 +52,16 @@ export async function handleCompletions(ctx: ApiContext, body: unknown, req: Inc
     const sse = new SseWriter(res);
     const offsets = new Array<number>(n).fill(0);
     for await (const d of session.deltas()) {
-      sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [{ index: d.index, text: d.text, logprobs: toLogprobs(d.tokens, offsets[d.index]!), finish_reason: d.finishReason }] });
+      sse.send({ ...head, choices: [{ index: d.index, text: d.text, logprobs: toLogprobs(d.tokens, offsets[d.index]!), finish_reason: d.finishReason }] });
       offsets[d.index]! += d.text.length;
     }
-    if (r.stream_options?.include_usage) sse.send({ id, object: 'text_completion', created, model: ctx.modelName, choices: [], usage: session.usage() });
+    if (r.stream_options?.include_usage) sse.send({ ...head, choices: [], usage: session.usage() });
     sse.done();
     return;
   }
   const choices = await session.collect();
   sendJson(res, 200, {
-    id,
-    object: 'text_completion',
-    created,
-    model: ctx.modelName,
+    ...envelope(ctx, id, 'text_completion', created),
     choices: choices.map((c, index) => ({ index, text: c.text, logprobs: toLogprobs(c.tokens, 0), finish_reason: c.finishReason })),
     usage: session.usage(),
   });

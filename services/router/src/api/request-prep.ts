@@ -49,3 +49,8 @@ export const stopList = (stop: string | string[] | null | undefined): string[] =
 
 let counter = 0;
 export const requestId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}${(counter++).toString(36)}`;
+
+/** The fields every completion object and chunk starts with. */
+export function envelope(ctx: ApiContext, id: string, object: string, created: number): { id: string; object: string; created: number; model: string } {
+  return { id, object, created, model: ctx.modelName };
+}
