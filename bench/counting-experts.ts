@@ -1,4 +1,4 @@
-import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/model';
+import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 
 /** Wraps a backend to count, per MoE layer call, the distinct experts chosen and the time it took. */
 export class CountingExperts implements RoutedExpertsBackend {

@@ -1,5 +1,5 @@
-import type { Engine } from '@expertmesh/model';
-import { GREEDY } from '@expertmesh/model';
+import type { Engine } from '@expertmesh/engine';
+import { GREEDY } from '@expertmesh/engine';
 
 export const PROMPT_TOKENS = 128;
 export const DECODE_STEPS = 16;

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { SeededRandom } from '@expertmesh/model';
+import { SeededRandom } from '@expertmesh/engine';
 
 const { values } = parseArgs({
   options: {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint, type MakeCheckpointOptions } from '@expertmesh/checkpoint-maker';
-import { Engine, GREEDY } from '@expertmesh/model';
+import { Engine, GREEDY } from '@expertmesh/engine';
 import { loadReferenceModel, referenceGreedy } from '../reference/index.js';
 import { relativeError } from '../helpers/numerics.js';
 import { tempDir } from '../helpers/temp-dir.js';

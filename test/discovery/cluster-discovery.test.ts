@@ -5,7 +5,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdRegistry, planPlacement, type ShardRecord } from '@expertmesh/discovery';
-import { modelFingerprint } from '@expertmesh/model';
+import { modelFingerprint } from '@expertmesh/model-weights';
 import { loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { EtcdServer } from '../helpers/etcd-server.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { Engine, GREEDY, type GenerationResult } from '@expertmesh/model';
+import { Engine, GREEDY, type GenerationResult } from '@expertmesh/engine';
 import { relativeError } from '../helpers/numerics.js';
 import { startDistributed } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';

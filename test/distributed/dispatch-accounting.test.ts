@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { GREEDY, type ExpertRouting } from '@expertmesh/model';
+import { GREEDY } from '@expertmesh/engine';
+import { type ExpertRouting } from '@expertmesh/routed-experts';
 import type { DispatchCall } from '@expertmesh/router';
 import { startDistributed } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { Engine, GREEDY } from '@expertmesh/model';
-import { connectToShards, LocalCluster, type DispatchCall } from '@expertmesh/router';
+import { Engine, GREEDY } from '@expertmesh/engine';
+import { connectToShards, type DispatchCall } from '@expertmesh/router';
+import { LocalCluster } from '@expertmesh/local-cluster';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /** With every expert on two shards, each token goes to one shard, and the batch is spread over both. */

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { GREEDY } from '@expertmesh/model';
+import { GREEDY } from '@expertmesh/engine';
 import { ShardUnavailableError } from '@expertmesh/router';
 import { startDistributed } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';

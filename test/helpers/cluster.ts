@@ -1,6 +1,7 @@
-import { Engine, type EngineOptions } from '@expertmesh/model';
+import { Engine, type EngineOptions } from '@expertmesh/engine';
 import { loadModelConfig } from '@expertmesh/model-config';
-import { connectToShards, LocalCluster, type DispatchOptions, type DispatchTransport, type RemoteRoutedExperts } from '@expertmesh/router';
+import { connectToShards, type DispatchOptions, type DispatchTransport, type RemoteRoutedExperts } from '@expertmesh/router';
+import { LocalCluster } from '@expertmesh/local-cluster';
 
 /** A router engine in this process over `shards` real shard processes on loopback. */
 export async function startDistributed(

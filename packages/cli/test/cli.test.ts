@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine, GREEDY } from '@expertmesh/model';
+import { Engine, GREEDY } from '@expertmesh/engine';
 import { runCli } from '../../../test/helpers/cli.js';
 import { tempDir } from '../../../test/helpers/temp-dir.js';
 

@@ -2,17 +2,14 @@ import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@exper
 import { DEFAULT_EXECUTION, f32, floatData, Graph, i64, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { planAttentionGroups, type StepSegment } from './attention-batch.js';
-import { routeTokens, type ExpertRouting } from './expert-routing.js';
-import { LocalRoutedExperts } from './experts/local-routed-experts.js';
-import type { RoutedExpertsBackend } from './experts/routed-experts-backend.js';
+import { routeTokens, type ExpertRouting, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
 import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
 import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import { type BlockTable, LatentKvCache } from './kv-cache.js';
-import { WeightReader } from './model-weights.js';
-import { modelFingerprint } from './model-fingerprint.js';
+import { modelFingerprint, WeightReader } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 
 /** One sequence's share of a step: `tokenIds` at positions startPosition…, cache already grown to fit. */
@@ -28,9 +25,9 @@ export interface ModelLoadOptions {
   readonly kvCacheTokens?: number;
   /**
    * Where routed experts run: a backend, or a factory given the loaded config and fingerprint
-   * (remote shards need the fingerprint); in this process (all experts) when absent.
+   * (remote shards need the fingerprint).
    */
-  readonly experts?: RoutedExpertsBackend | ((model: { config: ModelConfig; fingerprint: string }) => Promise<RoutedExpertsBackend>);
+  readonly experts: RoutedExpertsBackend | ((model: { config: ModelConfig; fingerprint: string }) => Promise<RoutedExpertsBackend>);
   /** Sees every MoE layer's routing (per-expert load metrics). */
   readonly onRouting?: (layer: number, routing: ExpertRouting) => void;
 }
@@ -63,7 +60,7 @@ export class DeepseekV3Model {
     private readonly onRouting: ((layer: number, routing: ExpertRouting) => void) | null = null,
   ) {}
 
-  static async load(modelDir: string, options: ModelLoadOptions = {}): Promise<DeepseekV3Model> {
+  static async load(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
     const config = await loadModelConfig(modelDir);
     const execution = options.execution ?? DEFAULT_EXECUTION;
     const checkpoint = await SafetensorsCheckpoint.open(modelDir);
@@ -88,10 +85,7 @@ export class DeepseekV3Model {
       const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, await reader.finalNorm(), await reader.lmHead()), execution);
       const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
       const fingerprint = await modelFingerprint(config, checkpoint);
-      const experts =
-        typeof options.experts === 'function'
-          ? await options.experts({ config, fingerprint })
-          : (options.experts ?? (await LocalRoutedExperts.load(config, reader, execution)));
+      const experts = typeof options.experts === 'function' ? await options.experts({ config, fingerprint }) : options.experts;
       const cacheTokens = options.kvCacheTokens ?? 8192;
       const cache = new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(cacheTokens / 16), 16);
       return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts, fingerprint, options.onRouting ?? null);

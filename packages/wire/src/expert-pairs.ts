@@ -1,4 +1,4 @@
-import type { ExpertPairs } from '@expertmesh/model';
+import type { ExpertPairs } from '@expertmesh/routed-experts';
 import { asBuffer, WireFormatError } from './tensor-codec.js';
 
 export function encodePairs(p: ExpertPairs): { pairTokenRows: Buffer; pairExpertIds: Buffer; pairWeights: Buffer } {

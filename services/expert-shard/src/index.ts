@@ -5,4 +5,3 @@ export { loadShardCompute } from './load-shard.js';
 export { parseExpertSpec, selectedExperts, evenSplitSpec, ExpertSpecError } from './expert-spec.js';
 export type { ExpertSelection } from './expert-spec.js';
 export { runShard, shardUsage, ShardUsageError } from './main.js';
-export { untilShutdownSignal } from './until-signal.js';

@@ -1,5 +1,6 @@
 import { loadModelConfig } from '@expertmesh/model-config';
-import { LocalRoutedExperts, modelFingerprint, WeightReader } from '@expertmesh/model';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
+import { modelFingerprint, WeightReader } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { selectedExperts, type ExpertSelection } from './expert-spec.js';

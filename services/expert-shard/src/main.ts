@@ -7,7 +7,7 @@ import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
 import { ShardServer } from './shard-server.js';
-import { untilShutdownSignal } from './until-signal.js';
+import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]

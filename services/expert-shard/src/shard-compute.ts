@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { LocalRoutedExperts } from '@expertmesh/model';
+import type { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { decodePairs, decodeTensor, encodeTensor, WireFormatError, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
 

@@ -1,5 +1,3 @@
-export { LocalCluster, ShardStartError } from './local-cluster.js';
-export type { LocalClusterOptions, LocalShard } from './local-cluster.js';
 export { connectToShards } from './experts/connect-shards.js';
 export { RemoteRoutedExperts, DEFAULT_DISPATCH } from './experts/remote-routed-experts.js';
 export type { DispatchOptions, DispatchCall } from './experts/remote-routed-experts.js';

@@ -1,7 +1,8 @@
 import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { Engine, type RoutedExpertsBackend } from '@expertmesh/model';
+import { Engine } from '@expertmesh/engine';
+import type { RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { loadModelConfig } from '@expertmesh/model-config';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
@@ -13,7 +14,6 @@ import { DEFAULT_DISPATCH, RemoteRoutedExperts } from './experts/remote-routed-e
 import { RegistryShardSource } from './experts/registry-shard-source.js';
 import type { ClusterRegistry } from '@expertmesh/discovery';
 import { RouterMetrics, startTracing, type TracingHandle } from '@expertmesh/telemetry';
-import { LocalCluster } from './local-cluster.js';
 import { EngineLoop } from './serving/engine-loop.js';
 
 export interface RouterOptions {
@@ -21,8 +21,7 @@ export interface RouterOptions {
   readonly host: string;
   readonly port: number;
   readonly servedModelName?: string;
-  /** Start this many local shard processes; 0 with no addresses runs the experts in this process. */
-  readonly shards: number;
+  /** Shards to dispatch the routed experts to; without them (and without a registry) the experts run in this process. */
   readonly shardAddresses?: readonly string[];
   readonly wireDtype: WireDtype;
   readonly execution: ExecutionOptions;
@@ -43,14 +42,13 @@ export class RouterStartError extends Error {
   override readonly name = 'RouterStartError';
 }
 
-/** A running router: HTTP API, engine loop, engine, and the local shards it started (if any). */
+/** A running router: HTTP API, engine loop and engine. */
 export class Router {
   private constructor(
     readonly url: string,
     private readonly server: Server,
     private readonly loop: EngineLoop,
     private readonly engine: Engine,
-    private readonly cluster: LocalCluster | null,
     private readonly tracing: TracingHandle,
   ) {}
 
@@ -60,33 +58,26 @@ export class Router {
     const tokenizer = await Tokenizer.load(o.modelDir);
     if (!tokenizer) throw new RouterStartError(`${o.modelDir} has no tokenizer files (tokenizer.json, tokenizer_config.json): the API needs them`);
     const config = await loadModelConfig(o.modelDir);
-    const cluster = o.shards > 0 ? await LocalCluster.start({ modelDir: o.modelDir, shards: o.shards, nRoutedExperts: config.nRoutedExperts }) : null;
-    const addresses = cluster?.addresses ?? o.shardAddresses ?? null;
-    let engine: Engine;
+    const addresses = o.shardAddresses ?? null;
     let experts: RoutedExpertsBackend | null = null;
-    try {
-      engine = await Engine.load(o.modelDir, {
-        execution: o.execution,
-        kvCacheTokens: o.kvCacheTokens,
-        maxBatchSize: o.maxBatchSize,
-        maxBatchedTokens: o.maxBatchedTokens,
-        onRouting: (layer, routing) => {
-          const counts = new Map<number, number>();
-          for (const e of routing.expertIds) counts.set(e, (counts.get(e) ?? 0) + 1);
-          for (const [e, n] of counts) metrics.expertTokens.inc({ layer: String(layer), expert: String(e) }, n);
-        },
-        ...(addresses ? { experts: async (model) => (experts = await connectToShards(addresses, model, { wireDtype: o.wireDtype })) } : {}),
-        ...(o.registry
-          ? {
-              experts: async (model) =>
-                (experts = new RemoteRoutedExperts(model.config, model.fingerprint, await RegistryShardSource.start(o.registry!, model), { ...DEFAULT_DISPATCH, wireDtype: o.wireDtype })),
-            }
-          : {}),
-      });
-    } catch (e) {
-      await cluster?.stop();
-      throw e;
-    }
+    const engine = await Engine.load(o.modelDir, {
+      execution: o.execution,
+      kvCacheTokens: o.kvCacheTokens,
+      maxBatchSize: o.maxBatchSize,
+      maxBatchedTokens: o.maxBatchedTokens,
+      onRouting: (layer, routing) => {
+        const counts = new Map<number, number>();
+        for (const e of routing.expertIds) counts.set(e, (counts.get(e) ?? 0) + 1);
+        for (const [e, n] of counts) metrics.expertTokens.inc({ layer: String(layer), expert: String(e) }, n);
+      },
+      ...(addresses ? { experts: async (model) => (experts = await connectToShards(addresses, model, { wireDtype: o.wireDtype })) } : {}),
+      ...(o.registry
+        ? {
+            experts: async (model) =>
+              (experts = new RemoteRoutedExperts(model.config, model.fingerprint, await RegistryShardSource.start(o.registry!, model), { ...DEFAULT_DISPATCH, wireDtype: o.wireDtype })),
+          }
+        : {}),
+    });
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
     const remote = experts as RoutedExpertsBackend | null;
     if (remote instanceof RemoteRoutedExperts) {
@@ -115,7 +106,7 @@ export class Router {
     });
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    return new Router(`http://${host}:${address.port}`, server, loop, engine, cluster, tracing);
+    return new Router(`http://${host}:${address.port}`, server, loop, engine, tracing);
   }
 
   /** Stops taking requests, closes open connections, then frees the engine and the shards it started. */
@@ -126,7 +117,6 @@ export class Router {
     });
     await this.loop.stop();
     await this.engine.close();
-    await this.cluster?.stop();
     await this.tracing.shutdown();
   }
 }

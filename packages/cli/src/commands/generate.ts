@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { Engine } from '@expertmesh/model';
+import { Engine } from '@expertmesh/engine';
 import { loadModelConfig } from '@expertmesh/model-config';
-import { connectToShards, LocalCluster } from '@expertmesh/router';
+import { LocalCluster } from '@expertmesh/local-cluster';
+import { connectToShards } from '@expertmesh/router';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';

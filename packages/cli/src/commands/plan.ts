@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { EtcdRegistry, planPlacement, planShardBytes, type PlacementPlan } from '@expertmesh/discovery';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { modelFingerprint } from '@expertmesh/model';
+import { modelFingerprint } from '@expertmesh/model-weights';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
 import { numberFlag, parseFlags } from '../flags.js';

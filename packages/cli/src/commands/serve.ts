@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { openRegistry } from '@expertmesh/discovery';
-import { untilShutdownSignal } from '@expertmesh/expert-shard';
+import { LocalCluster } from '@expertmesh/local-cluster';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
@@ -69,28 +71,36 @@ export async function serve(argv: readonly string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const router = await Router.start({
-    modelDir: flags.model,
-    host: flags.host,
-    port: flags.port,
-    ...(flags['served-model-name'] ? { servedModelName: flags['served-model-name'] } : {}),
-    shards: flags.shards,
-    ...(flags['shard-addresses'] ? { shardAddresses: flags['shard-addresses'].split(',') } : {}),
-    wireDtype: flags['wire-dtype'],
-    execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
-    maxBatchSize: flags['max-batch-size'],
-    maxBatchedTokens: flags['max-batched-tokens'],
-    maxWaiting: flags['max-waiting'],
-    kvCacheTokens: flags['kv-cache-tokens'],
-    ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
-    defaultMaxTokens: flags['default-max-tokens'],
-    reasoningParser: flags['reasoning-parser'],
-    ...(registry ? { registry } : {}),
-    stepRetryMs: flags['step-retry-seconds'] * 1000,
-  });
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts }) : null;
+  const shardAddresses = cluster?.addresses ?? flags['shard-addresses']?.split(',');
+  let router: Router;
+  try {
+    router = await Router.start({
+      modelDir: flags.model,
+      host: flags.host,
+      port: flags.port,
+      ...(flags['served-model-name'] ? { servedModelName: flags['served-model-name'] } : {}),
+      ...(shardAddresses ? { shardAddresses } : {}),
+      wireDtype: flags['wire-dtype'],
+      execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
+      maxBatchSize: flags['max-batch-size'],
+      maxBatchedTokens: flags['max-batched-tokens'],
+      maxWaiting: flags['max-waiting'],
+      kvCacheTokens: flags['kv-cache-tokens'],
+      ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
+      defaultMaxTokens: flags['default-max-tokens'],
+      reasoningParser: flags['reasoning-parser'],
+      ...(registry ? { registry } : {}),
+      stepRetryMs: flags['step-retry-seconds'] * 1000,
+    });
+  } catch (e) {
+    await cluster?.stop();
+    throw e;
+  }
   process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);
   await untilShutdownSignal();
   await router.stop();
+  await cluster?.stop();
   await registry?.close();
   return 0;
 }

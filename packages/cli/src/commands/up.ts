@@ -5,10 +5,10 @@ import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdProcess, EtcdRegistry, etcdInstalled, HttpRegistry, MemoryRegistry, planPlacement, RegistryServer } from '@expertmesh/discovery';
-import { modelFingerprint } from '@expertmesh/model';
-import { untilShutdownSignal } from '@expertmesh/expert-shard';
+import { modelFingerprint } from '@expertmesh/model-weights';
+import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 import { loadModelConfig } from '@expertmesh/model-config';
-import { LocalCluster } from '@expertmesh/router';
+import { LocalCluster } from '@expertmesh/local-cluster';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { numberFlag, parseFlags } from '../flags.js';
 

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { linear, OnnxModelBuilder, rmsNorm, weight } from '@expertmesh/tensor-ops';
-import type { AttentionWeights } from '../model-weights.js';
+import type { AttentionWeights } from '@expertmesh/model-weights';
 import { applyInterleavedRope } from './rotary.js';
 import { splitKvB } from './kv-b-split.js';
 

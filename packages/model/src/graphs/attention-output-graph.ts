@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { linear, OnnxModelBuilder, rmsNorm, swiglu, weight } from '@expertmesh/tensor-ops';
-import type { LayerWeights } from '../model-weights.js';
+import type { LayerWeights } from '@expertmesh/model-weights';
 import { splitKvB } from './kv-b-split.js';
 
 /**

@@ -1,5 +1,5 @@
 import { context } from '@opentelemetry/api';
-import type { SamplingParams, TokenLogprobs } from '@expertmesh/model';
+import type { SamplingParams, TokenLogprobs } from '@expertmesh/engine';
 import type { RouterMetrics } from '@expertmesh/telemetry';
 import { IncrementalDetokenizer, type Tokenizer } from '@expertmesh/tokenizer';
 import type { EngineLoop, GenerationStream } from '../serving/engine-loop.js';

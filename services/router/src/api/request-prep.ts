@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InvalidRequestError, type SamplingParams } from '@expertmesh/model';
+import { InvalidRequestError, type SamplingParams } from '@expertmesh/engine';
 import { ApiError, badRequest } from './api-error.js';
 import type { ApiContext } from './api-context.js';
 import { GenerationSession, type SessionOptions } from './generation-session.js';

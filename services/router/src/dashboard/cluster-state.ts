@@ -1,6 +1,6 @@
 import type { RouterMetrics } from '@expertmesh/telemetry';
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { RoutedExpertsBackend } from '@expertmesh/model';
+import type { RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { RemoteRoutedExperts } from '../experts/remote-routed-experts.js';
 
 export interface ShardState {

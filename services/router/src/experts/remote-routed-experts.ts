@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/model';
+import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { decodeTensor, encodePairs, encodeTensor, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';

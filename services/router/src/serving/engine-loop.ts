@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Engine, GenerationRequest, Sequence, TokenLogprobs } from '@expertmesh/model';
+import type { Engine, GenerationRequest, Sequence, TokenLogprobs } from '@expertmesh/engine';
 
 /** What a request sees after each step: its new tokens, and the finish reason once done. */
 export interface GenerationEvent {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { GREEDY, LatentKvCache, Scheduler, Sequence } from '../src/index.js';
+import { GREEDY, Scheduler, Sequence } from '../src/index.js';
+import { LatentKvCache } from '@expertmesh/model';
 
 const seq = (id: number, promptLength: number, maxTokens: number): Sequence =>
   new Sequence(id, { promptTokenIds: Array.from({ length: promptLength }, (_, i) => i), maxTokens, sampling: GREEDY }, new Set());

@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { evenSplitSpec } from '@expertmesh/expert-shard';
 
-/** The shard entry point, run under tsx in a process of its own. */
-const SHARD_MAIN = join(import.meta.dirname, '..', '..', 'expert-shard', 'src', 'main.ts');
+/** The shard entry point (the package's `./main` export), run under tsx in a process of its own. */
+const SHARD_MAIN = createRequire(import.meta.url).resolve('@expertmesh/expert-shard/main');
 
 export interface LocalClusterOptions {
   readonly modelDir: string;

@@ -1,4 +1,4 @@
-import type { LatentKvCache } from './kv-cache.js';
+import type { LatentKvCache } from '@expertmesh/model';
 import type { Sequence } from './sequence.js';
 
 export interface SchedulerLimits {

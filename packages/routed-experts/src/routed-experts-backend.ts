@@ -1,4 +1,4 @@
-import type { ExpertRouting } from '../expert-routing.js';
+import type { ExpertRouting } from './expert-routing.js';
 
 /**
  * Where the routed experts of the MoE layers run: in this process, or on expert shards over the

@@ -1,9 +1,8 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { f32, floatData, Graph, i64, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
-import { routingToPairs, type ExpertPairs, type ExpertRouting } from '../expert-routing.js';
-import { buildRoutedExpertsGraph } from '../graphs/routed-experts-graph.js';
-import type { WeightReader } from '../model-weights.js';
-import type { RoutedExpertsBackend } from './routed-experts-backend.js';
+import { routingToPairs, type ExpertPairs, type ExpertRouting, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
+import type { WeightReader } from '@expertmesh/model-weights';
 
 export class ExpertNotHeldError extends Error {
   override readonly name = 'ExpertNotHeldError';

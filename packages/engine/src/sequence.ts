@@ -1,5 +1,5 @@
 import type { Context, Span } from '@opentelemetry/api';
-import { BlockTable } from './kv-cache.js';
+import { BlockTable } from '@expertmesh/model';
 import { Sampler, type SamplingParams } from './sampling.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { CheckpointError, SafetensorsCheckpoint, writeSafetensors } from '@expertmesh/weights';
-import { Engine, WeightShapeError } from '../src/index.js';
+import { Engine } from '../src/index.js';
+import { WeightShapeError } from '@expertmesh/model-weights';
 import { tempDir } from '../../../test/helpers/temp-dir.js';
 
 /** A broken checkpoint must fail at load with an error naming the file and the tensor. */

@@ -1,0 +1,2 @@
+export { LocalRoutedExperts, ExpertNotHeldError } from './local-routed-experts.js';
+export { loadLocalExperts } from './load-local-experts.js';

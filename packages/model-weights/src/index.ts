@@ -1,0 +1,3 @@
+export { WeightReader, WeightShapeError } from './model-weights.js';
+export type { LayerWeights, AttentionWeights, FfnWeights, RouterWeights } from './model-weights.js';
+export { modelFingerprint } from './model-fingerprint.js';

@@ -1,0 +1,1 @@
+export { untilShutdownSignal } from './until-signal.js';
