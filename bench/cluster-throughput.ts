@@ -8,15 +8,12 @@ import { cpus } from 'node:os';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
-import { LocalRoutedExperts } from '@expertmesh/local-experts';
-import { WeightReader } from '@expertmesh/model-weights';
-import { type RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { connectToShards, type DispatchCall, type RemoteRoutedExperts } from '@expertmesh/router';
 import { LocalCluster } from '@expertmesh/local-cluster';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import type { DispatchCall } from '@expertmesh/routed-experts';
+import { openExperts, type ExpertsPlacement } from '@expertmesh/router';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
-import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import type { WireDtype } from '@expertmesh/wire';
 import { ensureBenchModel } from './bench-model.js';
 import { CountingExperts } from './counting-experts.js';
@@ -27,33 +24,19 @@ const modelDir = await ensureBenchModel(values.model);
 const shardCounts = (values.shards ?? '0,1,2,4').split(',').map(Number);
 const batches = (values.batches ?? '1,8,32').split(',').map(Number);
 const wireDtype = (values.wire ?? 'bfloat16') as WireDtype;
-const config = await loadModelConfig(modelDir);
+const identity = await readCheckpointIdentity(modelDir);
+const config = identity.config;
 const maxBatch = Math.max(...batches);
 const cores = cpus().length;
 
 const rows = [];
 for (const shards of shardCounts) {
   const cluster = shards > 0 ? await LocalCluster.start({ modelDir, shards, nRoutedExperts: config.nRoutedExperts, shardArgs: ['--intra-op-threads', String(Math.max(1, Math.round(cores / shards)))] }) : null;
-  // Assigned by the engine's backend factory below.
-  const made: { remote: RemoteRoutedExperts | null; counting: CountingExperts | null } = { remote: null, counting: null };
-  const engine = await Engine.load(modelDir, {
-    kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16),
-    maxBatchSize: maxBatch,
-    maxBatchedTokens: 1024,
-    experts: async (model) => {
-      let inner: RoutedExpertsBackend;
-      if (cluster) inner = made.remote = await connectToShards(cluster.addresses, model, { wireDtype, combineDtype: 'bfloat16' });
-      else {
-        const ck = await SafetensorsCheckpoint.open(modelDir);
-        inner = await LocalRoutedExperts.load(model.config, new WeightReader(ck, model.config), DEFAULT_EXECUTION);
-        await ck.close();
-      }
-      return (made.counting = new CountingExperts(inner));
-    },
-  });
+  const placement: ExpertsPlacement = cluster ? { kind: 'shards', addresses: cluster.addresses } : { kind: 'in-process' };
+  const counting = new CountingExperts(await openExperts(placement, { ...identity, modelDir }, DEFAULT_EXECUTION, { wireDtype, combineDtype: 'bfloat16' }));
   const calls: DispatchCall[] = [];
-  made.remote?.onCall((c) => calls.push(c));
-  const counting = made.counting!;
+  counting.observe({ onCall: (c) => calls.push(c) });
+  const engine = await Engine.load(modelDir, { experts: counting, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
   for (const batch of batches) {
     const run = await runDecode(engine, batch, batch, () => {
       counting.reset();

@@ -1,4 +1,4 @@
-import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import type { DispatchObserver, ExpertHolderState, ExpertRouting, PlanStatus, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 
 /** Wraps a backend to count, per MoE layer call, the distinct experts chosen and the time it took. */
 export class CountingExperts implements RoutedExpertsBackend {
@@ -21,6 +21,22 @@ export class CountingExperts implements RoutedExpertsBackend {
     this.distinctExpertCalls = 0;
     this.layerCalls = 0;
     this.layerMs = 0;
+  }
+
+  observe(observer: DispatchObserver): () => void {
+    return this.inner.observe(observer);
+  }
+
+  notReadyReason(): Promise<string | null> {
+    return this.inner.notReadyReason();
+  }
+
+  holders(timeoutMs: number): Promise<readonly ExpertHolderState[]> {
+    return this.inner.holders(timeoutMs);
+  }
+
+  planStatus(): PlanStatus | null {
+    return this.inner.planStatus();
   }
 
   close(): Promise<void> {

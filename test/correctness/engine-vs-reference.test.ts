@@ -3,6 +3,7 @@ import { makeCheckpoint, type MakeCheckpointOptions } from '@expertmesh/checkpoi
 import { Engine, GREEDY } from '@expertmesh/engine';
 import { loadReferenceModel, referenceGreedy } from '../reference/index.js';
 import { relativeError } from '../helpers/numerics.js';
+import { loadLocalEngine } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /**
@@ -38,7 +39,7 @@ for (const variant of variants) {
     beforeAll(async () => {
       dir = await tempDir('correctness');
       await makeCheckpoint({ preset: 'tiny', outDir: dir.path, ...variant.options });
-      engine = await Engine.load(dir.path, { kvCacheTokens: 1024 });
+      engine = await loadLocalEngine(dir.path, { kvCacheTokens: 1024 });
       reference = loadReferenceModel(dir.path);
     });
     afterAll(async () => {
@@ -67,7 +68,7 @@ describe('batching and chunking do not change results', () => {
   afterAll(async () => dir?.remove());
 
   const run = async (options: { maxBatchedTokens: number; together: boolean }, ps: number[][]) => {
-    const engine = await Engine.load(dir.path, { kvCacheTokens: 8192, maxBatchedTokens: options.maxBatchedTokens });
+    const engine = await loadLocalEngine(dir.path, { kvCacheTokens: 8192, maxBatchedTokens: options.maxBatchedTokens });
     try {
       const req = (p: number[]) => ({ promptTokenIds: p, maxTokens: 6, sampling: GREEDY, ignoreEos: true, captureLogits: true });
       if (options.together) return await engine.generate(ps.map(req));

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { Engine, GREEDY, type GenerationResult } from '@expertmesh/engine';
+import { GREEDY, type GenerationResult } from '@expertmesh/engine';
 import { relativeError } from '../helpers/numerics.js';
 import { startDistributed } from '../helpers/cluster.js';
+import { loadLocalEngine } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /**
@@ -24,7 +25,7 @@ describe('distributed experts equal in-process experts', () => {
   beforeAll(async () => {
     dir = await tempDir('cluster');
     await makeCheckpoint({ preset: 'tiny', outDir: dir.path, dtype: 'bfloat16', seed: 21 });
-    const engine = await Engine.load(dir.path, { kvCacheTokens: 2048, maxBatchedTokens: 32 });
+    const engine = await loadLocalEngine(dir.path, { kvCacheTokens: 2048, maxBatchedTokens: 32 });
     local = await engine.generate(requests);
     await engine.close();
   });

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { GREEDY } from '@expertmesh/engine';
-import { type ExpertRouting } from '@expertmesh/routed-experts';
-import type { DispatchCall } from '@expertmesh/router';
+import type { DispatchCall, ExpertRouting } from '@expertmesh/routed-experts';
 import { startDistributed } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -24,7 +23,7 @@ describe('dispatch calls and bytes', () => {
     const shardOf = (expert: number): number => (expert < 8 ? 0 : 1); // even split of 16 experts over 2 shards
     const observed: { layer: number; routing: ExpertRouting; calls: DispatchCall[] }[] = [];
     let current: DispatchCall[] | null = null;
-    d.experts.onCall((c) => current?.push(c));
+    d.experts.observe({ onCall: (c) => current?.push(c) });
     const compute = d.experts.compute.bind(d.experts);
     d.experts.compute = async (layer, hidden, routing) => {
       const calls: DispatchCall[] = [];

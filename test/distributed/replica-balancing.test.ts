@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { Engine, GREEDY } from '@expertmesh/engine';
-import { connectToShards, type DispatchCall } from '@expertmesh/router';
+import { GREEDY } from '@expertmesh/engine';
 import { LocalCluster } from '@expertmesh/local-cluster';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import type { DispatchCall } from '@expertmesh/routed-experts';
+import { connectToShards } from '@expertmesh/router';
+import { loadEngineWith, loadLocalEngine } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /** With every expert on two shards, each token goes to one shard, and the batch is spread over both. */
@@ -20,15 +23,10 @@ describe('load balancing across replicas', () => {
     const cluster2 = await LocalCluster.start({ modelDir: dir.path, shards: 1, nRoutedExperts: 16, shardArgs: ['--intra-op-threads', '1'] });
     const calls: DispatchCall[] = [];
     try {
-      const engine = await Engine.load(dir.path, {
-        kvCacheTokens: 2048,
-        experts: async (model) => {
-          const remote = await connectToShards([...cluster.addresses, ...cluster2.addresses], model, { wireDtype: 'float32', combineDtype: 'float32' });
-          remote.onCall((c) => calls.push(c));
-          return remote;
-        },
-      });
-      const local = await Engine.load(dir.path, { kvCacheTokens: 2048 });
+      const remote = await connectToShards([...cluster.addresses, ...cluster2.addresses], await readCheckpointIdentity(dir.path), { wireDtype: 'float32', combineDtype: 'float32' });
+      remote.observe({ onCall: (c) => calls.push(c) });
+      const engine = await loadEngineWith(dir.path, remote, { kvCacheTokens: 2048 });
+      const local = await loadLocalEngine(dir.path, { kvCacheTokens: 2048 });
       const requests = Array.from({ length: 8 }, (_, i) => ({ promptTokenIds: [i + 1, i + 2, i + 3], maxTokens: 4, sampling: GREEDY, ignoreEos: true }));
       const [remoteOut, localOut] = [await engine.generate(requests), await local.generate(requests)];
       await engine.close();

@@ -7,8 +7,7 @@ import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { Engine } from '@expertmesh/engine';
-import { modelFingerprint } from '@expertmesh/model-weights';
+import { modelFingerprint, readCheckpointIdentity } from '@expertmesh/model-weights';
 import { connectToShards, PlacementError } from '@expertmesh/router';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
@@ -138,7 +137,7 @@ describe('expert shard service', () => {
   it('a router refuses shards of another model', async () => {
     const other = join(dir.path, 'other');
     await makeCheckpoint({ preset: 'tiny', outDir: other, seed: 6 });
-    const err = await Engine.load(other, { kvCacheTokens: 64, experts: (model) => connectToShards(cluster.addresses, model) }).then(
+    const err = await connectToShards(cluster.addresses, await readCheckpointIdentity(other)).then(
       async (e) => {
         await e.close();
         return null;
@@ -150,7 +149,7 @@ describe('expert shard service', () => {
   });
 
   it('a router refuses a set of shards that leaves experts without a holder', async () => {
-    const err = await Engine.load(dir.path, { kvCacheTokens: 64, experts: (model) => connectToShards([cluster.addresses[0]!], model) }).then(
+    const err = await connectToShards([cluster.addresses[0]!], await readCheckpointIdentity(dir.path)).then(
       async (e) => {
         await e.close();
         return null;

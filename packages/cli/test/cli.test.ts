@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine, GREEDY } from '@expertmesh/engine';
+import { GREEDY } from '@expertmesh/engine';
 import { runCli } from '../../../test/helpers/cli.js';
+import { loadLocalEngine } from '../../../test/helpers/engine.js';
 import { tempDir } from '../../../test/helpers/temp-dir.js';
 
 interface GenerateJson {
@@ -40,7 +41,7 @@ describe('expertmesh CLI', () => {
       expect(top[1]![1]).toBeGreaterThanOrEqual(top[2]![1]);
     }
     // Same tokens as the library in this process.
-    const engine = await Engine.load(tiny, { kvCacheTokens: 64 });
+    const engine = await loadLocalEngine(tiny, { kvCacheTokens: 64 });
     const [lib] = await engine.generate([{ promptTokenIds: [5, 6, 7, 8], maxTokens: 4, sampling: GREEDY, ignoreEos: true }]);
     await engine.close();
     expect(out.token_ids).toEqual(lib!.tokenIds);

@@ -1,17 +1,12 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { loadLocalExperts } from '@expertmesh/local-experts';
 import { DeepseekV3Model, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
-import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import { topLogprobs } from './sampling.js';
 import { tracer } from './tracer.js';
 import { Scheduler, type ScheduledSegment, type SchedulerLimits } from './scheduler.js';
 import { type GenerationRequest, Sequence } from './sequence.js';
 
-export interface EngineOptions extends Omit<ModelLoadOptions, 'experts'>, Partial<SchedulerLimits> {
-  /** Where routed experts run; every expert in this process when absent. */
-  readonly experts?: ModelLoadOptions['experts'];
-}
+export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits> {}
 
 export interface GenerationResult {
   readonly tokenIds: readonly number[];
@@ -41,11 +36,8 @@ export class Engine {
     this.scheduler = new Scheduler(model.cache, limits);
   }
 
-  static async load(modelDir: string, options: EngineOptions = {}): Promise<Engine> {
-    const model = await DeepseekV3Model.load(modelDir, {
-      ...options,
-      experts: options.experts ?? (({ config }) => loadLocalExperts(modelDir, config, options.execution ?? DEFAULT_EXECUTION)),
-    });
+  static async load(modelDir: string, options: EngineOptions): Promise<Engine> {
+    const model = await DeepseekV3Model.load(modelDir, options);
     return new Engine(model, { maxBatchSize: options.maxBatchSize ?? 64, maxBatchedTokens: options.maxBatchedTokens ?? 512 });
   }
 

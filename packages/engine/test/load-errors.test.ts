@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { CheckpointError, SafetensorsCheckpoint, writeSafetensors } from '@expertmesh/weights';
-import { Engine } from '../src/index.js';
 import { WeightShapeError } from '@expertmesh/model-weights';
+import { loadLocalEngine } from '../../../test/helpers/engine.js';
 import { tempDir } from '../../../test/helpers/temp-dir.js';
 
 /** A broken checkpoint must fail at load with an error naming the file and the tensor. */
@@ -18,7 +18,7 @@ describe('loading a bad checkpoint', () => {
   };
   const loadError = async (modelDir: string): Promise<Error> => {
     try {
-      const e = await Engine.load(modelDir, { kvCacheTokens: 64 });
+      const e = await loadLocalEngine(modelDir, { kvCacheTokens: 64 });
       await e.close();
     } catch (err) {
       return err as Error;

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { f32, floatData, Graph, i64, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
-import { routingToPairs, type ExpertPairs, type ExpertRouting, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 import type { WeightReader } from '@expertmesh/model-weights';
 
@@ -22,6 +22,8 @@ interface LayerExperts {
 
 /** Runs routed experts on this machine with onnxruntime: one graph per MoE layer. */
 export class LocalRoutedExperts implements RoutedExpertsBackend {
+  private readonly observers = new DispatchObservers();
+
   private constructor(
     private readonly config: ModelConfig,
     private readonly layers: Map<number, LayerExperts>,
@@ -55,7 +57,26 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   }
 
   compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
+    this.observers.routing(layer, routing);
     return this.computePairs(layer, hidden, routing.numTokens, routingToPairs(routing));
+  }
+
+  observe(observer: DispatchObserver): () => void {
+    return this.observers.add(observer);
+  }
+
+  /** Every expert loaded is here: always ready. */
+  async notReadyReason(): Promise<string | null> {
+    return null;
+  }
+
+  /** No holder elsewhere: the experts run in this process. */
+  async holders(): Promise<readonly ExpertHolderState[]> {
+    return [];
+  }
+
+  planStatus(): PlanStatus | null {
+    return null;
   }
 
   /** Whether this process holds `expert` of `layer`. */

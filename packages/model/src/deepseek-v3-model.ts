@@ -2,14 +2,14 @@ import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@exper
 import { DEFAULT_EXECUTION, f32, floatData, Graph, i64, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { planAttentionGroups, type StepSegment } from './attention-batch.js';
-import { routeTokens, type ExpertRouting, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import { routeTokens, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
 import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
 import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import { type BlockTable, LatentKvCache } from './kv-cache.js';
-import { modelFingerprint, WeightReader } from '@expertmesh/model-weights';
+import { WeightReader } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 
 /** One sequence's share of a step: `tokenIds` at positions startPosition…, cache already grown to fit. */
@@ -23,13 +23,8 @@ export interface ModelLoadOptions {
   readonly execution?: ExecutionOptions;
   /** Tokens the latent KV cache holds across all sequences (memory is allocated up front). */
   readonly kvCacheTokens?: number;
-  /**
-   * Where routed experts run: a backend, or a factory given the loaded config and fingerprint
-   * (remote shards need the fingerprint).
-   */
-  readonly experts: RoutedExpertsBackend | ((model: { config: ModelConfig; fingerprint: string }) => Promise<RoutedExpertsBackend>);
-  /** Sees every MoE layer's routing (per-expert load metrics). */
-  readonly onRouting?: (layer: number, routing: ExpertRouting) => void;
+  /** Where the routed experts run, built beforehand. Once the load succeeds the model owns it (close() closes it). */
+  readonly experts: RoutedExpertsBackend;
 }
 
 interface LayerGraphs {
@@ -55,9 +50,6 @@ export class DeepseekV3Model {
     private readonly lmHead: Graph,
     private readonly rotary: RotaryTable,
     readonly experts: RoutedExpertsBackend,
-    /** Identifies the checkpoint; shards of another model refuse this router. */
-    readonly fingerprint: string,
-    private readonly onRouting: ((layer: number, routing: ExpertRouting) => void) | null = null,
   ) {}
 
   static async load(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
@@ -84,11 +76,9 @@ export class DeepseekV3Model {
       }
       const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, await reader.finalNorm(), await reader.lmHead()), execution);
       const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
-      const fingerprint = await modelFingerprint(config, checkpoint);
-      const experts = typeof options.experts === 'function' ? await options.experts({ config, fingerprint }) : options.experts;
       const cacheTokens = options.kvCacheTokens ?? 8192;
       const cache = new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(cacheTokens / 16), 16);
-      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), experts, fingerprint, options.onRouting ?? null);
+      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), options.experts);
     } finally {
       await checkpoint.close();
     }
@@ -153,7 +143,6 @@ export class DeepseekV3Model {
     const h = floatData(o.h, name, 'h');
     const hn = floatData(o.hn, name, 'hn');
     const routing = routeTokens(this.config, floatData(o.scores, name, 'scores'), layer.router!.bias, T);
-    this.onRouting?.(layerIndex, routing);
     const shared = layer.router!.shared;
     const [routed, sharedOut] = await Promise.all([
       this.experts.compute(layerIndex, hn, routing),

@@ -1,3 +1,5 @@
 export { routeTokens, routingToPairs } from './expert-routing.js';
 export type { ExpertRouting, ExpertPairs } from './expert-routing.js';
-export type { RoutedExpertsBackend } from './routed-experts-backend.js';
+export type { RoutedExpertsBackend, ExpertHolderState, PlanStatus } from './routed-experts-backend.js';
+export { DispatchObservers } from './dispatch-observers.js';
+export type { DispatchCall, DispatchObserver } from './dispatch-observers.js';

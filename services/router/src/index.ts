@@ -1,6 +1,8 @@
 export { connectToShards } from './experts/connect-shards.js';
 export { RemoteRoutedExperts, DEFAULT_DISPATCH } from './experts/remote-routed-experts.js';
-export type { DispatchOptions, DispatchCall } from './experts/remote-routed-experts.js';
+export type { DispatchOptions } from './experts/remote-routed-experts.js';
+export { openExperts, checkExpertsPlacement } from './experts/open-experts.js';
+export type { ExpertsPlacement } from './experts/open-experts.js';
 export { ShardConnection } from './experts/shard-connection.js';
 export type { DispatchTransport } from './experts/shard-connection.js';
 export { ExpertPlacement } from './experts/expert-placement.js';

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { Engine } from '@expertmesh/engine';
-import { loadModelConfig } from '@expertmesh/model-config';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { LocalCluster } from '@expertmesh/local-cluster';
-import { connectToShards } from '@expertmesh/router';
+import { openExperts } from '@expertmesh/router';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
@@ -71,15 +71,22 @@ export async function generate(argv: readonly string[]): Promise<number> {
   const promptTokenIds = flags['prompt-token-ids'] ?? tokenizer!.encode(flags.prompt!);
   const maxTokens = flags['max-tokens'];
   if (flags.shards > 0 && flags['shard-addresses']) throw new UsageError('give --shards or --shard-addresses, not both');
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts }) : null;
+  const identity = await readCheckpointIdentity(flags.model);
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: identity.config.nRoutedExperts }) : null;
   const addresses = cluster?.addresses ?? flags['shard-addresses']?.split(',') ?? null;
+  const execution = { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] };
   let engine: Engine;
   try {
-    engine = await Engine.load(flags.model, {
-      execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
-      kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens,
-      ...(addresses ? { experts: (model) => connectToShards(addresses, model, { wireDtype: flags['wire-dtype'], combineDtype: flags['combine-dtype'] }) } : {}),
+    const experts = await openExperts(addresses ? { kind: 'shards', addresses } : { kind: 'in-process' }, { ...identity, modelDir: flags.model }, execution, {
+      wireDtype: flags['wire-dtype'],
+      combineDtype: flags['combine-dtype'],
     });
+    try {
+      engine = await Engine.load(flags.model, { experts, execution, kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens });
+    } catch (e) {
+      await experts.close();
+      throw e;
+    }
   } catch (e) {
     await cluster?.stop();
     throw e;

@@ -80,7 +80,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       host: flags.host,
       port: flags.port,
       ...(flags['served-model-name'] ? { servedModelName: flags['served-model-name'] } : {}),
-      ...(shardAddresses ? { shardAddresses } : {}),
+      experts: shardAddresses ? { kind: 'shards', addresses: shardAddresses } : registry ? { kind: 'registry', registry } : { kind: 'in-process' },
       wireDtype: flags['wire-dtype'],
       execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
       maxBatchSize: flags['max-batch-size'],
@@ -90,7 +90,6 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
       defaultMaxTokens: flags['default-max-tokens'],
       reasoningParser: flags['reasoning-parser'],
-      ...(registry ? { registry } : {}),
       stepRetryMs: flags['step-retry-seconds'] * 1000,
     });
   } catch (e) {

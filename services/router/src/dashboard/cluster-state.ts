@@ -1,16 +1,8 @@
 import type { RouterMetrics } from '@expertmesh/telemetry';
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { RemoteRoutedExperts } from '../experts/remote-routed-experts.js';
+import type { ExpertHolderState, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 
-export interface ShardState {
-  readonly address: string;
-  readonly healthy: boolean;
-  readonly shardId: string;
-  readonly experts: number;
-  readonly layers: number;
-  readonly weightBytes: number;
-  readonly residentBytes: number;
+export interface ShardState extends ExpertHolderState {
   /** Mean round trip of the router's calls to it (ms), null before any. */
   readonly meanCallMs: number | null;
   readonly calls: number;
@@ -44,19 +36,10 @@ export async function clusterState(model: string, config: ModelConfig, experts: 
     if (v.metricName?.endsWith('_count')) e.count = v.value;
     sums.set(shard, e);
   }
-  const connections = experts instanceof RemoteRoutedExperts ? experts.connections() : [];
-  const shards = await Promise.all(
-    connections.map(async (c): Promise<ShardState> => {
-      const stats = sums.get(c.address);
-      const base = { address: c.address, meanCallMs: stats && stats.count ? (1000 * stats.sum) / stats.count : null, calls: stats?.count ?? 0 };
-      try {
-        const info = await c.info(1000);
-        return { ...base, healthy: true, shardId: info.shardId, experts: info.layers.reduce((a, l) => a + l.experts.length, 0), layers: info.layers.length, weightBytes: info.weightBytes, residentBytes: info.residentBytes };
-      } catch {
-        return { ...base, healthy: false, shardId: '', experts: 0, layers: 0, weightBytes: 0, residentBytes: 0 };
-      }
-    }),
-  );
-  const plan = experts instanceof RemoteRoutedExperts ? experts.planStatus() : null;
+  const shards = (await experts.holders(1000)).map((h): ShardState => {
+    const stats = sums.get(h.address);
+    return { ...h, meanCallMs: stats && stats.count ? (1000 * stats.sum) / stats.count : null, calls: stats?.count ?? 0 };
+  });
+  const plan = experts.planStatus();
   return { model, moeLayers: config.moeLayers, experts: config.nRoutedExperts, shards, load, running, waiting, plan };
 }

@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import { DispatchObservers, type DispatchCall, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { decodeTensor, encodePairs, encodeTensor, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';
@@ -17,20 +17,6 @@ export interface DispatchOptions {
 
 export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadlineMs: 30_000 };
 
-/** One call of a dispatch, as tests and metrics see it. */
-export interface DispatchCall {
-  readonly layer: number;
-  readonly shard: string;
-  readonly tokens: number;
-  readonly pairs: number;
-  /** Bytes of hidden states sent (data and FP8 row scales), and of the pair fields. */
-  readonly hiddenBytes: number;
-  readonly pairBytes: number;
-  readonly responseBytes: number;
-  readonly computeMicros: number;
-  readonly roundTripMs: number;
-}
-
 interface ShardWork {
   readonly shard: number;
   /** Global token index of each row sent. */
@@ -46,7 +32,7 @@ interface ShardWork {
  * experts it holds) with all those pairs, all shards at once, then add the weighted sums back.
  */
 export class RemoteRoutedExperts implements RoutedExpertsBackend {
-  private readonly listeners = new Set<(call: DispatchCall) => void>();
+  private readonly observers = new DispatchObservers();
 
   constructor(
     private readonly config: ModelConfig,
@@ -55,16 +41,15 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     private readonly options: DispatchOptions = DEFAULT_DISPATCH,
   ) {}
 
-  /** Observes every shard call (for metrics and tests); returns an unsubscribe function. */
-  onCall(listener: (call: DispatchCall) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+  observe(observer: DispatchObserver): () => void {
+    return this.observers.add(observer);
   }
 
   async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
     const H = this.config.hiddenSize;
     // One consistent view for the whole layer, even if the registry changes it meanwhile.
     const view = this.source.current();
+    this.observers.routing(layer, routing);
     const work = this.assign(view, layer, routing);
     const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': work.length } });
     const ctx = trace.setSpan(context.active(), span);
@@ -93,13 +78,23 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     await this.source.close();
   }
 
-  /** The shards in use right now. */
-  connections(): readonly ShardConnection[] {
-    return this.source.current().connections;
+  /** The shards in use right now, each asked for what it holds (GetShardInfo). */
+  holders(timeoutMs: number): Promise<ExpertHolderState[]> {
+    return Promise.all(
+      this.source.current().connections.map(async (c): Promise<ExpertHolderState> => {
+        try {
+          const info = await c.info(timeoutMs);
+          const experts = info.layers.reduce((a, l) => a + l.experts.length, 0);
+          return { address: c.address, healthy: true, shardId: info.shardId, experts, layers: info.layers.length, weightBytes: info.weightBytes, residentBytes: info.residentBytes };
+        } catch {
+          return { address: c.address, healthy: false, shardId: '', experts: 0, layers: 0, weightBytes: 0, residentBytes: 0 };
+        }
+      }),
+    );
   }
 
   /** The placement plan's version and the shards not yet on it, when shards come from a registry. */
-  planStatus(): { version: number; lagging: string[] } | null {
+  planStatus(): PlanStatus | null {
     return this.source.planStatus?.() ?? null;
   }
 
@@ -181,7 +176,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     const roundTripMs = performance.now() - started;
     const { values, rows: got } = decodeTensor(response.output, `shard ${connection.address} output`, H);
     if (got !== w.tokens.length) throw new RangeError(`shard ${connection.address} returned ${got} rows for ${w.tokens.length} tokens`);
-    if (this.listeners.size) {
+    if (this.observers.watchingCalls) {
       const call: DispatchCall = {
         layer,
         shard: connection.address,
@@ -193,7 +188,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         computeMicros: response.computeMicros,
         roundTripMs,
       };
-      for (const l of this.listeners) l(call);
+      this.observers.call(call);
     }
     return values;
   }
