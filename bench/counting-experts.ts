@@ -1,14 +1,12 @@
-import type { DispatchObserver, ExpertHolderState, ExpertRouting, PlanStatus, RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import { ForwardingExperts, type ExpertRouting } from '@expertmesh/routed-experts';
 
 /** Wraps a backend to count, per MoE layer call, the distinct experts chosen and the time it took. */
-export class CountingExperts implements RoutedExpertsBackend {
+export class CountingExperts extends ForwardingExperts {
   distinctExpertCalls = 0;
   layerCalls = 0;
   layerMs = 0;
 
-  constructor(readonly inner: RoutedExpertsBackend) {}
-
-  async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
+  override async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
     this.distinctExpertCalls += new Set(routing.expertIds).size;
     this.layerCalls++;
     const t0 = performance.now();
@@ -21,25 +19,5 @@ export class CountingExperts implements RoutedExpertsBackend {
     this.distinctExpertCalls = 0;
     this.layerCalls = 0;
     this.layerMs = 0;
-  }
-
-  observe(observer: DispatchObserver): () => void {
-    return this.inner.observe(observer);
-  }
-
-  notReadyReason(): Promise<string | null> {
-    return this.inner.notReadyReason();
-  }
-
-  holders(timeoutMs: number): Promise<readonly ExpertHolderState[]> {
-    return this.inner.holders(timeoutMs);
-  }
-
-  planStatus(): PlanStatus | null {
-    return this.inner.planStatus();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -1,12 +1,16 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { DeepseekV3Model, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
+import { DeepseekV3Model, LatentKvCache, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
 import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
+import { KvBlockAllocator } from './kv-block-allocator.js';
 import { topLogprobs } from './sampling.js';
 import { tracer } from './tracer.js';
-import { Scheduler, type ScheduledSegment, type SchedulerLimits } from './scheduler.js';
+import { Scheduler, type ScheduledSegment, type SchedulerLimits, type StepPlan } from './scheduler.js';
 import { type GenerationRequest, Sequence } from './sequence.js';
 
-export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits> {}
+export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits> {
+  /** Tokens the latent KV cache holds across all sequences (memory is allocated up front). */
+  readonly kvCacheTokens?: number;
+}
 
 export interface GenerationResult {
   readonly tokenIds: readonly number[];
@@ -21,24 +25,49 @@ export class InvalidRequestError extends Error {
   override readonly name = 'InvalidRequestError';
 }
 
+/** A change to the scheduler's state asked for by a caller; it takes effect at a step boundary. */
+type SchedulerChange = { readonly kind: 'add' | 'abort'; readonly sequence: Sequence };
+
 /**
  * The loop owner: the scheduler decides each step's work, the model runs it, the engine samples
  * and hands finished sequences back. Policy (scheduler) and execution (model) never mix.
+ *
+ * A step has three phases, and only the first and the last change engine state:
+ * 1. plan (a boundary, synchronous): queued submissions and aborts are applied, then the scheduler
+ *    picks the step's segments and reserves their cache blocks. Sequences join or leave the running
+ *    set and blocks change owner here and nowhere else.
+ * 2. execute (asynchronous, may fail): the model runs the batch. It writes cache rows only at the
+ *    planned positions [computedTokens, computedTokens + length) of the planned sequences, in blocks
+ *    the plan reserved, and reads only rows below each segment's end. No sequence changes.
+ * 3. commit (after execute succeeded, synchronous): first the changes that arrived during the step
+ *    are applied (an aborted sequence's share of the step is dropped, its blocks freed), then each
+ *    remaining sequence's computedTokens advances and its next token is sampled; finished ones retire.
+ *
+ * A failed execute commits nothing: every sequence, every sampler's random state and every block
+ * table is as the plan left it, and the rows it wrote lie at positions nobody counts as computed.
+ * The next step plans again from that state and rewrites those positions before anything reads
+ * them. That, not the idempotence of a cache write, is what makes retrying a failed step safe.
+ * Callers may submit and abort at any time; while a step executes, their changes wait in a queue.
  */
 export class Engine {
   private nextId = 0;
+  private readonly cache: LatentKvCache;
+  private readonly blocks: KvBlockAllocator;
   private readonly scheduler: Scheduler;
+  private readonly queued: SchedulerChange[] = [];
+  private executing = 0;
 
-  private constructor(
+  constructor(
     readonly model: DeepseekV3Model,
-    limits: SchedulerLimits,
+    options: Partial<SchedulerLimits> & { readonly kvCacheTokens?: number } = {},
   ) {
-    this.scheduler = new Scheduler(model.cache, limits);
+    this.cache = LatentKvCache.forModel(model.config, options.kvCacheTokens ?? 8192);
+    this.blocks = new KvBlockAllocator(this.cache.numBlocks, this.cache.blockSize);
+    this.scheduler = new Scheduler(this.blocks, { maxBatchSize: options.maxBatchSize ?? 64, maxBatchedTokens: options.maxBatchedTokens ?? 512 });
   }
 
   static async load(modelDir: string, options: EngineOptions): Promise<Engine> {
-    const model = await DeepseekV3Model.load(modelDir, options);
-    return new Engine(model, { maxBatchSize: options.maxBatchSize ?? 64, maxBatchedTokens: options.maxBatchedTokens ?? 512 });
+    return new Engine(await DeepseekV3Model.load(modelDir, options), options);
   }
 
   get config(): ModelConfig {
@@ -46,17 +75,28 @@ export class Engine {
   }
 
   get hasWork(): boolean {
-    return this.scheduler.hasWork;
+    return this.scheduler.hasWork || this.queued.some((c) => c.kind === 'add');
   }
 
   get numWaiting(): number {
-    return this.scheduler.numWaiting;
+    return this.scheduler.numWaiting + this.queued.filter((c) => c.kind === 'add').length;
   }
 
   get numRunning(): number {
     return this.scheduler.numRunning;
   }
 
+  /** Whether a step is executing now (changes asked for meanwhile wait for its end). */
+  get stepInFlight(): boolean {
+    return this.executing > 0;
+  }
+
+  /** Fraction of the KV cache's blocks handed out. */
+  get kvCacheUsage(): number {
+    return 1 - this.blocks.freeBlockCount / this.blocks.numBlocks;
+  }
+
+  /** Validates a request and queues it; it joins the waiting line at the next step boundary. */
   submit(request: GenerationRequest): Sequence {
     const c = this.config;
     const n = request.promptTokenIds.length;
@@ -71,35 +111,77 @@ export class Engine {
     const stops = new Set(request.stopTokenIds ?? []);
     if (!request.ignoreEos) for (const id of c.eosTokenIds) stops.add(id);
     const seq = new Sequence(this.nextId++, request, stops);
-    try {
-      this.scheduler.add(seq);
-    } catch (e) {
-      throw new InvalidRequestError((e as Error).message);
-    }
+    const tooBig = this.scheduler.whyNeverFits(seq);
+    if (tooBig) throw new InvalidRequestError(tooBig);
     if (request.traceContext) seq.queueSpan = tracer().startSpan('expertmesh.request.queue', { attributes: { 'expertmesh.prompt_tokens': n } }, request.traceContext);
+    this.change({ kind: 'add', sequence: seq });
     return seq;
   }
 
+  /** Drops a sequence (client gone): at once between steps, at the end of the running step otherwise. */
   abort(seq: Sequence): void {
-    this.scheduler.abort(seq);
-    seq.queueSpan?.end();
-    seq.queueSpan = null;
-  }
-
-  /** Fraction of the KV cache's blocks handed out. */
-  get kvCacheUsage(): number {
-    const c = this.model.cache;
-    return 1 - c.freeBlockCount / c.numBlocks;
+    this.change({ kind: 'abort', sequence: seq });
   }
 
   /**
-   * Runs one step; returns the sequences that finished in it. The step is one span, in the trace of
-   * its oldest traced request and linked to the other requests in the batch (a span per token and
-   * request would drown a collector).
+   * Runs one step (plan, execute, commit; see the class comment); returns the sequences that
+   * finished in it. If execute fails, the error propagates and nothing of the step is committed.
    */
   async step(): Promise<Sequence[]> {
-    const scheduled = this.scheduler.schedule();
-    if (scheduled.length === 0) return this.scheduler.retireFinished();
+    this.applyQueued();
+    const plan = this.scheduler.schedule();
+    if (plan.segments.length === 0) return this.scheduler.retireFinished();
+    let logits: Float32Array[];
+    try {
+      logits = await this.execute(plan);
+    } finally {
+      this.applyQueued();
+    }
+    this.commit(plan, logits);
+    return this.scheduler.retireFinished();
+  }
+
+  /** Generates for all requests together (continuous batching) and returns results in order. */
+  async generate(requests: readonly GenerationRequest[]): Promise<GenerationResult[]> {
+    const sequences = requests.map((r) => this.submit(r));
+    while (sequences.some((s) => !s.isFinished)) await this.step();
+    return sequences.map((s) => ({
+      tokenIds: s.outputTokenIds,
+      finishReason: s.finishReason!,
+      logprobs: s.logprobs,
+      logits: s.logits,
+    }));
+  }
+
+  async close(): Promise<void> {
+    await this.model.close();
+  }
+
+  private change(c: SchedulerChange): void {
+    this.queued.push(c);
+    if (this.executing === 0) this.applyQueued();
+  }
+
+  /** The boundary: applies queued changes in the order they were asked for (only when no step executes). */
+  private applyQueued(): void {
+    if (this.executing > 0) return;
+    for (const { kind, sequence } of this.queued.splice(0)) {
+      if (kind === 'add') {
+        this.scheduler.add(sequence);
+      } else {
+        this.scheduler.abort(sequence);
+        sequence.queueSpan?.end();
+        sequence.queueSpan = null;
+      }
+    }
+  }
+
+  /**
+   * The model runs the plan. The step is one span, in the trace of its oldest traced request and
+   * linked to the other requests in the batch (a span per token and request would drown a collector).
+   */
+  private async execute(plan: StepPlan): Promise<Float32Array[]> {
+    const scheduled = plan.segments;
     for (const seg of scheduled) {
       if (seg.start === 0 && seg.sequence.queueSpan) {
         seg.sequence.queueSpan.end();
@@ -119,33 +201,31 @@ export class Engine {
       },
       traced[0] ?? ROOT_CONTEXT,
     );
-    let logits: Float32Array[];
+    this.executing++;
     try {
-      logits = await context.with(trace.setSpan(traced[0] ?? ROOT_CONTEXT, span), () => this.model.forward(scheduled.map(toForwardSegment)));
+      return await context.with(trace.setSpan(traced[0] ?? ROOT_CONTEXT, span), () => this.model.forward(scheduled.map(toForwardSegment), this.cache));
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
       throw e;
     } finally {
+      this.executing--;
       span.end();
     }
-    let next = 0;
-    for (const seg of scheduled) {
-      seg.sequence.computedTokens += seg.length;
-      if (seg.samples) this.appendToken(seg.sequence, logits[next++]!);
-    }
-    return this.scheduler.retireFinished();
   }
 
-  /** Generates for all requests together (continuous batching) and returns results in order. */
-  async generate(requests: readonly GenerationRequest[]): Promise<GenerationResult[]> {
-    const sequences = requests.map((r) => this.submit(r));
-    while (sequences.some((s) => !s.isFinished)) await this.step();
-    return sequences.map((s) => ({
-      tokenIds: s.outputTokenIds,
-      finishReason: s.finishReason!,
-      logprobs: s.logprobs,
-      logits: s.logits,
-    }));
+  /** Applies a step's results to the sequences it was planned for (those not dropped meanwhile). */
+  private commit(plan: StepPlan, logits: readonly Float32Array[]): void {
+    let next = 0;
+    for (const seg of plan.segments) {
+      const seq = seg.sequence;
+      const rowLogits = seg.samples ? logits[next++]! : null;
+      if (seq.isFinished) continue; // aborted while the step ran
+      if (seq.computedTokens !== seg.start) {
+        throw new Error(`internal error: a step planned at position ${seg.start} of sequence ${seq.id} was committed at position ${seq.computedTokens}`);
+      }
+      seq.computedTokens += seg.length;
+      if (rowLogits) this.appendToken(seq, rowLogits);
+    }
   }
 
   private appendToken(seq: Sequence, logits: Float32Array): void {
@@ -160,14 +240,10 @@ export class Engine {
     if (seq.stopTokenIds.has(token)) seq.finishReason = 'stop';
     else if (seq.outputTokenIds.length >= seq.request.maxTokens) seq.finishReason = 'length';
   }
-
-  async close(): Promise<void> {
-    await this.model.close();
-  }
 }
 
 function toForwardSegment(seg: ScheduledSegment): ForwardSegment {
   const tokenIds = new Int32Array(seg.length);
   for (let i = 0; i < seg.length; i++) tokenIds[i] = seg.sequence.tokenAt(seg.start + i);
-  return { cache: seg.sequence.cache, startPosition: seg.start, length: seg.length, tokenIds, wantLogits: seg.samples };
+  return { blocks: seg.sequence.blockTable.blocks, startPosition: seg.start, length: seg.length, tokenIds, wantLogits: seg.samples };
 }

@@ -1,4 +1,4 @@
-import type { LatentKvCache } from '@expertmesh/model';
+import type { KvBlockAllocator } from './kv-block-allocator.js';
 import type { Sequence } from './sequence.js';
 
 export interface SchedulerLimits {
@@ -17,27 +17,37 @@ export interface ScheduledSegment {
   readonly samples: boolean;
 }
 
+/** One step's work, decided at a step boundary; the engine executes it, then commits it. */
+export interface StepPlan {
+  readonly segments: readonly ScheduledSegment[];
+}
+
 /**
  * Continuous batching: each step takes one token from every running sequence that is decoding,
  * then fills the remaining token budget with prompt chunks (running prefills first, then new
  * requests in arrival order). A request is admitted only when the cache can hold its prompt plus
  * all tokens it may generate, so an admitted request never fails for lack of memory later.
+ * The engine calls it only between steps (see Engine): its queues and the blocks it hands out never
+ * change under a running step.
  */
 export class Scheduler {
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
 
   constructor(
-    private readonly cache: LatentKvCache,
+    private readonly blocks: KvBlockAllocator,
     readonly limits: SchedulerLimits,
   ) {}
 
+  /** Why `sequence` could never be admitted (it needs more than the whole cache), or null. */
+  whyNeverFits(sequence: Sequence): string | null {
+    if (this.blocks.blocksFor(sequence.maxCacheTokens) <= this.blocks.numBlocks) return null;
+    return `request needs ${sequence.maxCacheTokens} cache tokens but the whole cache holds ${this.blocks.capacityTokens}: shorten the prompt or max_tokens`;
+  }
+
   add(sequence: Sequence): void {
-    if (this.cache.blocksFor(sequence.maxCacheTokens) > this.cache.numBlocks) {
-      throw new RangeError(
-        `request needs ${sequence.maxCacheTokens} cache tokens but the whole cache holds ${this.cache.capacityTokens}: shorten the prompt or max_tokens`,
-      );
-    }
+    const tooBig = this.whyNeverFits(sequence);
+    if (tooBig) throw new RangeError(tooBig);
     this.waiting.push(sequence);
   }
 
@@ -53,7 +63,7 @@ export class Scheduler {
     return this.running.length;
   }
 
-  schedule(): ScheduledSegment[] {
+  schedule(): StepPlan {
     const segments: ScheduledSegment[] = [];
     let budget = this.limits.maxBatchedTokens;
     // Decoding sequences first: one token each keeps every stream moving.
@@ -68,20 +78,20 @@ export class Scheduler {
     }
     while (budget > 0 && this.waiting.length > 0 && this.running.length < this.limits.maxBatchSize) {
       const seq = this.waiting[0]!;
-      if (!this.cache.canGrow(seq.cache, seq.maxCacheTokens)) break; // Wait for memory; keep arrival order.
-      this.cache.grow(seq.cache, seq.maxCacheTokens);
+      if (!this.blocks.canGrow(seq.blockTable, seq.maxCacheTokens)) break; // Wait for memory; keep arrival order.
+      this.blocks.grow(seq.blockTable, seq.maxCacheTokens);
       this.waiting.shift();
       this.running.push(seq);
       budget -= this.pushChunk(segments, seq, budget);
     }
-    return segments;
+    return { segments };
   }
 
   /** Removes finished sequences and frees their cache. */
   retireFinished(): Sequence[] {
     const done = this.running.filter((s) => s.isFinished);
     for (const s of done) {
-      this.cache.release(s.cache);
+      this.blocks.release(s.blockTable);
       this.running.splice(this.running.indexOf(s), 1);
     }
     return done;
@@ -95,7 +105,7 @@ export class Scheduler {
     const r = this.running.indexOf(sequence);
     if (r >= 0) {
       this.running.splice(r, 1);
-      this.cache.release(sequence.cache);
+      this.blocks.release(sequence.blockTable);
     }
   }
 

@@ -1,5 +1,5 @@
 import type { Context, Span } from '@opentelemetry/api';
-import { BlockTable } from '@expertmesh/model';
+import { BlockTable } from './kv-block-allocator.js';
 import { Sampler, type SamplingParams } from './sampling.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -29,7 +29,7 @@ export class Sequence {
   readonly outputTokenIds: number[] = [];
   readonly logprobs: TokenLogprobs[] = [];
   readonly logits: Float32Array[] = [];
-  readonly cache = new BlockTable();
+  readonly blockTable = new BlockTable();
   readonly sampler: Sampler;
   /** Tokens whose keys and values are in the cache. */
   computedTokens = 0;

@@ -1,4 +1,4 @@
-import type { BlockTable, LatentKvCache } from './kv-cache.js';
+import type { LatentKvCache } from './kv-cache.js';
 
 /**
  * How one step's tokens attend to the cache, computed once per step and shared by every layer:
@@ -17,7 +17,8 @@ export interface AttentionGroup {
 }
 
 export interface StepSegment {
-  readonly cache: BlockTable;
+  /** The sequence's cache blocks, in position order; they cover positions up to startPosition + length. */
+  readonly blocks: readonly number[];
   readonly startPosition: number;
   readonly length: number;
 }
@@ -46,7 +47,7 @@ function buildGroup(cache: LatentKvCache, members: readonly StepSegment[], token
   const mask = new Float32Array(batch * queryLength * keyLength).fill(-Infinity);
   members.forEach((s, b) => {
     const context = s.startPosition + s.length;
-    for (let p = 0; p < context; p++) slots[b * keyLength + p] = BigInt(cache.slotOf(s.cache, p));
+    for (let p = 0; p < context; p++) slots[b * keyLength + p] = BigInt(cache.slotOf(s.blocks, p));
     for (let q = 0; q < queryLength; q++) {
       const row = (b * queryLength + q) * keyLength;
       mask.fill(0, row, row + s.startPosition + q + 1);

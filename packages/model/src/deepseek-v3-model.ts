@@ -8,11 +8,11 @@ import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
 import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
-import { type BlockTable, LatentKvCache } from './kv-cache.js';
+import type { LatentKvCache } from './kv-cache.js';
 import { WeightReader } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 
-/** One sequence's share of a step: `tokenIds` at positions startPosition…, cache already grown to fit. */
+/** One sequence's share of a step: `tokenIds` at positions startPosition…, its cache blocks already cover them. */
 export interface ForwardSegment extends StepSegment {
   readonly tokenIds: ArrayLike<number>;
   /** Whether the step should return logits for this segment's last token. */
@@ -21,8 +21,6 @@ export interface ForwardSegment extends StepSegment {
 
 export interface ModelLoadOptions {
   readonly execution?: ExecutionOptions;
-  /** Tokens the latent KV cache holds across all sequences (memory is allocated up front). */
-  readonly kvCacheTokens?: number;
   /** Where the routed experts run, built beforehand. Once the load succeeds the model owns it (close() closes it). */
   readonly experts: RoutedExpertsBackend;
 }
@@ -43,7 +41,6 @@ interface LayerGraphs {
 export class DeepseekV3Model {
   private constructor(
     readonly config: ModelConfig,
-    readonly cache: LatentKvCache,
     private readonly embedding: Float32Array,
     private readonly layers: readonly LayerGraphs[],
     private readonly attentionCore: Graph,
@@ -76,19 +73,24 @@ export class DeepseekV3Model {
       }
       const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, await reader.finalNorm(), await reader.lmHead()), execution);
       const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
-      const cacheTokens = options.kvCacheTokens ?? 8192;
-      const cache = new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(cacheTokens / 16), 16);
-      return new DeepseekV3Model(config, cache, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), options.experts);
+      return new DeepseekV3Model(config, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), options.experts);
     } finally {
       await checkpoint.close();
     }
   }
 
   /**
-   * Runs one step. Every segment's cache must already have room for its tokens. Returns the logits
-   * [vocab] of the last token of each segment that wants them, in segment order.
+   * Runs one batch through the model and returns the logits [vocab] of the last token of each
+   * segment that wants them, in segment order.
+   *
+   * What it touches: it writes the cache rows of exactly the segments' positions
+   * [startPosition, startPosition + length), at the slots their blocks give, and reads rows only below
+   * each segment's end (written before, or earlier in this same call). It changes nothing else: no
+   * segment, no block list, no other row. So a call that fails part-way leaves only rows at positions
+   * the caller has not counted as computed, and running the same positions again rewrites them before
+   * any read: the caller can retry the batch as long as it commits nothing of a failed one.
    */
-  async forward(segments: readonly ForwardSegment[]): Promise<Float32Array[]> {
+  async forward(segments: readonly ForwardSegment[], cache: LatentKvCache): Promise<Float32Array[]> {
     const { hiddenSize: H, numHeads: nH, kvLoraRank: R } = this.config;
     // Decode tokens first: they form one attention group.
     const order = segments.map((_, i) => i).sort((a, b) => Number(segments[a]!.length !== 1) - Number(segments[b]!.length !== 1));
@@ -102,10 +104,10 @@ export class DeepseekV3Model {
       for (let i = 0; i < s.length; i++, t++) {
         tokens[t] = this.checkToken(s.tokenIds[i]!);
         positions[t] = s.startPosition + i;
-        slots[t] = this.cache.slotOf(s.cache, s.startPosition + i);
+        slots[t] = cache.slotOf(s.blocks, s.startPosition + i);
       }
     }
-    const groups = planAttentionGroups(this.cache, ordered);
+    const groups = planAttentionGroups(cache, ordered);
     const { cos, sin } = this.rotary.forPositions(positions);
     const cosT = f32(cos, [T, this.rotary.pairs]);
     const sinT = f32(sin, [T, this.rotary.pairs]);
@@ -116,10 +118,10 @@ export class DeepseekV3Model {
       const layer = this.layers[l]!;
       const a = await layer.attentionInput.run({ x: f32(x, [T, H]), cos: cosT, sin: sinT });
       const q = floatData(a.q, layer.attentionInput.name, 'q');
-      this.cache.write(l, slots, floatData(a.kv, layer.attentionInput.name, 'kv'));
+      cache.write(l, slots, floatData(a.kv, layer.attentionInput.name, 'kv'));
       const oLatent = new Float32Array(T * nH * R);
-      const pool = this.cache.pools[l]!;
-      const poolT = f32(pool, [pool.length / this.cache.rowSize, this.cache.rowSize]);
+      const pool = cache.pools[l]!;
+      const poolT = f32(pool, [pool.length / cache.rowSize, cache.rowSize]);
       for (const g of groups) {
         const rows = g.batch * g.queryLength;
         const qGroup = q.subarray(g.tokenOffset * qWidth, (g.tokenOffset + rows) * qWidth);
@@ -182,11 +184,6 @@ export class DeepseekV3Model {
       throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.config.vocabSize})`);
     }
     return id;
-  }
-
-  /** Frees a finished sequence's cache blocks. */
-  release(cache: BlockTable): void {
-    this.cache.release(cache);
   }
 
   async close(): Promise<void> {

@@ -1,24 +1,13 @@
+import type { ModelConfig } from '@expertmesh/model-config';
+
 /**
  * The compressed latent KV cache of MLA: per layer and token one row of kv_lora_rank + rope floats
- * (not full keys and values). Memory is one pool per layer, budgeted up front, handed out in
- * fixed-size blocks so sequences of any length share it without fragmentation.
+ * (not full keys and values). Memory is one pool per layer, sized up front and addressed in
+ * fixed-size blocks; which blocks belong to which sequence is the engine's business (its block
+ * allocator): the model only writes and reads rows at the slots a segment's block list gives.
  */
-export class KvCacheFullError extends Error {
-  override readonly name = 'KvCacheFullError';
-  constructor(needed: number, free: number) {
-    super(`KV cache full: need ${needed} blocks, ${free} free; raise --kv-cache-tokens or lower the batch`);
-  }
-}
-
-export class BlockTable {
-  readonly blocks: number[] = [];
-  /** Tokens whose cache rows are written. */
-  length = 0;
-}
-
 export class LatentKvCache {
   readonly pools: Float32Array[];
-  private readonly freeBlocks: number[];
 
   constructor(
     numLayers: number,
@@ -27,45 +16,24 @@ export class LatentKvCache {
     readonly blockSize = 16,
   ) {
     this.pools = Array.from({ length: numLayers }, () => new Float32Array(numBlocks * blockSize * rowSize));
-    // Highest first so pop() hands out low blocks first (easier to read in a debugger, nothing more).
-    this.freeBlocks = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
+  }
+
+  /** A cache for `config`'s layers holding at least `tokens` tokens. */
+  static forModel(config: ModelConfig, tokens: number, blockSize = 16): LatentKvCache {
+    return new LatentKvCache(config.numLayers, config.kvLoraRank + config.qkRopeHeadDim, Math.ceil(tokens / blockSize), blockSize);
   }
 
   static bytesPerToken(numLayers: number, rowSize: number): number {
     return numLayers * rowSize * 4;
   }
 
-  get freeBlockCount(): number {
-    return this.freeBlocks.length;
-  }
-
   get capacityTokens(): number {
     return this.numBlocks * this.blockSize;
   }
 
-  blocksFor(tokens: number): number {
-    return Math.ceil(tokens / this.blockSize);
-  }
-
-  /** Whether `table` can grow to `totalTokens` tokens. */
-  canGrow(table: BlockTable, totalTokens: number): boolean {
-    return this.blocksFor(totalTokens) - table.blocks.length <= this.freeBlocks.length;
-  }
-
-  grow(table: BlockTable, totalTokens: number): void {
-    const needed = this.blocksFor(totalTokens) - table.blocks.length;
-    if (needed > this.freeBlocks.length) throw new KvCacheFullError(needed, this.freeBlocks.length);
-    for (let i = 0; i < needed; i++) table.blocks.push(this.freeBlocks.pop()!);
-  }
-
-  release(table: BlockTable): void {
-    for (const b of table.blocks) this.freeBlocks.push(b);
-    table.blocks.length = 0;
-    table.length = 0;
-  }
-
-  slotOf(table: BlockTable, position: number): number {
-    const block = table.blocks[Math.floor(position / this.blockSize)];
+  /** The pool row of `position` in a sequence whose cache blocks are `blocks`, in order. */
+  slotOf(blocks: readonly number[], position: number): number {
+    const block = blocks[Math.floor(position / this.blockSize)];
     if (block === undefined) throw new RangeError(`position ${position} is beyond the sequence's cache blocks`);
     return block * this.blockSize + (position % this.blockSize);
   }
