@@ -6,14 +6,13 @@
  *   node --import tsx bench/serve-load.ts [--model DIR] [--shards 2] [--rate 4] [--requests 64]
  *       [--prompt 32-256] [--output 16-128] [--seed 1]
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { SeededRandom } from '@expertmesh/engine';
+import { percentile, startBenchServer, timedStream } from './bench-server.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,14 +37,8 @@ const uniform = (lo: number, hi: number): number => lo + Math.floor(random.next(
 const modelDir = values.model ?? join(process.cwd(), '.tmp', 'models', 'demo');
 if (!existsSync(join(modelDir, 'config.json'))) await makeCheckpoint({ preset: 'demo', outDir: modelDir, seed: 0 });
 
-const cli = join(import.meta.dirname, '..', 'packages', 'cli', 'bin', 'expertmesh.mjs');
-const server = spawn(process.execPath, [cli, 'serve', '--model', modelDir, '--port', '0', '--shards', values.shards!, '--max-waiting', '100000'], { stdio: ['ignore', 'pipe', 'inherit'] });
-const url = await new Promise<string>((resolve) =>
-  createInterface({ input: server.stdout! }).on('line', (l) => {
-    const m = JSON.parse(l) as { event?: string; url?: string };
-    if (m.event === 'listening') resolve(m.url!);
-  }),
-);
+const server = await startBenchServer(['--model', modelDir, '--shards', values.shards!, '--max-waiting', '100000']);
+const url = server.url;
 
 interface Result {
   readonly ttftMs: number;
@@ -56,34 +49,8 @@ interface Result {
 
 async function one(promptTokens: number, outputTokens: number): Promise<Result> {
   const prompt = Array.from({ length: promptTokens }, () => uniform(100, 120000));
-  const start = performance.now();
-  const res = await fetch(`${url}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'demo', prompt, max_tokens: outputTokens, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
-  });
-  let first = 0;
-  let last = 0;
-  let tokens = 0;
-  const decoder = new TextDecoder();
-  let buffered = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let at: number;
-    while ((at = buffered.indexOf('\n\n')) >= 0) {
-      const event = buffered.slice(0, at);
-      buffered = buffered.slice(at + 2);
-      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-      const body = JSON.parse(event.slice(6)) as { choices: unknown[]; usage?: { completion_tokens: number } };
-      const now = performance.now();
-      if (body.usage) tokens = body.usage.completion_tokens;
-      else if (body.choices.length) {
-        first ||= now;
-        last = now;
-      }
-    }
-  }
-  return { ttftMs: first - start, tpotMs: tokens > 1 ? (last - first) / (tokens - 1) : 0, latencyMs: last - start, outputTokens: tokens };
+  const t = await timedStream(url, '/v1/completions', { model: 'demo', prompt, max_tokens: outputTokens, temperature: 0, ignore_eos: true, logprobs: 0 });
+  return { ttftMs: t.ttftMs, tpotMs: t.outputTokens > 1 ? (t.latencyMs - t.ttftMs) / (t.outputTokens - 1) : 0, latencyMs: t.latencyMs, outputTokens: t.outputTokens };
 }
 
 const pending: Promise<Result>[] = [];
@@ -97,13 +64,8 @@ for (let i = 0; i < total; i++) {
 }
 const results = await Promise.all(pending);
 const elapsed = (performance.now() - t0) / 1000;
-server.kill('SIGTERM');
-await new Promise((r) => server.once('exit', r));
-
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
+await server.stop();
+const pct = percentile;
 const outTokens = results.reduce((a, r) => a + r.outputTokens, 0);
 const summary = {
   date: new Date().toISOString(),
