@@ -76,6 +76,20 @@ describe('OpenAI-compatible API', () => {
     expect(chunks.at(-1)!.choices[0]!.finish_reason).toBe('length');
   });
 
+  it('with tools and a forced call, R1 first reasons freely: the reasoning stays reasoning_content', async () => {
+    const tools: OpenAI.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    const body = { model, messages: [{ role: 'user' as const, content: 'Weather?' }], tools, tool_choice: { type: 'function' as const, function: { name: 'get_weather' } }, max_tokens: 8, temperature: 0 };
+    const r = await client.chat.completions.create(body);
+    const message = r.choices[0]!.message as OpenAI.ChatCompletionMessage & { reasoning_content?: string | null };
+    // The grammar leaves R1's reasoning free until </think>; a random model never closes it.
+    expect(message.reasoning_content!.length).toBeGreaterThan(0);
+    expect(message.tool_calls).toBeUndefined();
+    expect(r.choices[0]!.finish_reason).toBe('length');
+    const plain = await client.chat.completions.create({ model, messages: body.messages, max_tokens: 8, temperature: 0 });
+    // The tools are described in the prompt, so the prompt is longer than without them.
+    expect(r.usage!.prompt_tokens).toBeGreaterThan(plain.usage!.prompt_tokens + 20);
+  });
+
   it('n > 1 returns n choices; with a seed, sampling is reproducible', async () => {
     const ask = () => client.completions.create({ model, prompt: 'Once upon a time', max_tokens: 6, temperature: 1, seed: 7, n: 3 });
     const [a, b] = [await ask(), await ask()];

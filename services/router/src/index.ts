@@ -14,3 +14,6 @@ export { Router, RouterStartError } from './serve.js';
 export type { RouterOptions } from './serve.js';
 export { EngineLoop, QueueFullError, EngineUnavailableError } from './serving/engine-loop.js';
 export { createApiServer } from './api/api-server.js';
+export { OutputConstraints, GrammarConstraint } from './structured/output-constraints.js';
+export type { OutputSpec, ConstraintOptions } from './structured/output-constraints.js';
+export { GrammarError } from './structured/xgrammar.js';

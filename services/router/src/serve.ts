@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { Engine } from '@expertmesh/engine';
+import { Engine, type KvAdmission } from '@expertmesh/engine';
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
@@ -11,6 +11,7 @@ import { createApiServer } from './api/api-server.js';
 import { clusterState } from './dashboard/cluster-state.js';
 import { checkExpertsPlacement, openExperts, type ExpertsPlacement } from './experts/open-experts.js';
 import { EngineLoop } from './serving/engine-loop.js';
+import { OutputConstraints } from './structured/output-constraints.js';
 
 export interface RouterOptions {
   readonly modelDir: string;
@@ -25,6 +26,10 @@ export interface RouterOptions {
   readonly maxBatchedTokens: number;
   readonly maxWaiting: number;
   readonly kvCacheTokens: number;
+  /** Share full KV blocks of common prefixes between requests (default on). */
+  readonly prefixCaching?: boolean;
+  /** KV cache on demand with preemption (default), or reserved up front for prompt + max_tokens. */
+  readonly kvAdmission?: KvAdmission;
   readonly maxModelLen?: number;
   readonly defaultMaxTokens: number;
   readonly reasoningParser: 'deepseek-r1' | 'none';
@@ -72,7 +77,15 @@ export class Router {
     });
     let engine: Engine;
     try {
-      engine = await Engine.load(o.modelDir, { experts, execution: o.execution, kvCacheTokens: o.kvCacheTokens, maxBatchSize: o.maxBatchSize, maxBatchedTokens: o.maxBatchedTokens });
+      engine = await Engine.load(o.modelDir, {
+        experts,
+        execution: o.execution,
+        kvCacheTokens: o.kvCacheTokens,
+        maxBatchSize: o.maxBatchSize,
+        maxBatchedTokens: o.maxBatchedTokens,
+        prefixCaching: o.prefixCaching ?? true,
+        kvAdmission: o.kvAdmission ?? 'on-demand',
+      });
     } catch (e) {
       await experts.close();
       throw e;
@@ -83,6 +96,8 @@ export class Router {
     const server = createApiServer({
       loop,
       tokenizer,
+      vocabSize: config.vocabSize,
+      outputConstraints: new OutputConstraints(tokenizer, config.vocabSize, config.eosTokenIds),
       modelName,
       maxModelLen: Math.min(o.maxModelLen ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings, o.kvCacheTokens),
       defaultMaxTokens: o.defaultMaxTokens,

@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { CHAT_TEMPLATE_NAMES, makeCheckpoint, type ChatTemplateName } from '@expertmesh/checkpoint-maker';
 import { PRESET_NAMES } from '@expertmesh/model-config';
 import { numberFlag, parseFlags } from '../flags.js';
 
-export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn] [--if-missing]
+export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn] [--chat-template deepseek-r1|deepseek-v3] [--if-missing]
   Writes a deterministic random checkpoint of the DeepSeek-V3 architecture in Hugging Face format.`;
 
 export async function initModel(argv: readonly string[]): Promise<number> {
@@ -21,6 +21,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       'no-q-lora': { type: 'boolean' },
       'no-yarn': { type: 'boolean' },
       'if-missing': { type: 'boolean' },
+      'chat-template': { type: 'string' },
     },
     z.object({
       preset: z.enum(PRESET_NAMES as [string, ...string[]]),
@@ -32,6 +33,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       'no-q-lora': z.boolean().default(false),
       'no-yarn': z.boolean().default(false),
       'if-missing': z.boolean().default(false),
+      'chat-template': z.enum(CHAT_TEMPLATE_NAMES as [ChatTemplateName, ...ChatTemplateName[]]).default('deepseek-r1'),
     }),
   );
   if (flags['if-missing'] && existsSync(join(flags.out, 'config.json'))) {
@@ -45,6 +47,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
     dtype: flags.dtype,
     fp8: flags.fp8,
     shards: flags.shards,
+    chatTemplate: flags['chat-template'],
     overrides: {
       ...(flags['no-q-lora'] ? { q_lora_rank: null } : {}),
       ...(flags['no-yarn'] ? { rope_scaling: null } : {}),

@@ -10,6 +10,7 @@ import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
+    [--no-prefix-caching] [--kv-admission on-demand|reserve]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N]
   Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).`;
@@ -30,6 +31,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'max-batched-tokens': { type: 'string' },
       'max-waiting': { type: 'string' },
       'kv-cache-tokens': { type: 'string' },
+      'no-prefix-caching': { type: 'boolean' },
+      'kv-admission': { type: 'string' },
       'max-model-len': { type: 'string' },
       'default-max-tokens': { type: 'string' },
       'reasoning-parser': { type: 'string' },
@@ -51,6 +54,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'max-batched-tokens': numberFlag((n) => n.int().positive()).default(512),
       'max-waiting': numberFlag((n) => n.int().nonnegative()).default(256),
       'kv-cache-tokens': numberFlag((n) => n.int().positive()).default(65536),
+      'no-prefix-caching': z.boolean().default(false),
+      'kv-admission': z.enum(['on-demand', 'reserve']).default('on-demand'),
       'max-model-len': numberFlag((n) => n.int().positive()).optional(),
       'default-max-tokens': numberFlag((n) => n.int().positive()).default(1024),
       'reasoning-parser': z.enum(['deepseek-r1', 'none']).default('deepseek-r1'),
@@ -87,6 +92,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
       maxBatchedTokens: flags['max-batched-tokens'],
       maxWaiting: flags['max-waiting'],
       kvCacheTokens: flags['kv-cache-tokens'],
+      prefixCaching: !flags['no-prefix-caching'],
+      kvAdmission: flags['kv-admission'],
       ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
       defaultMaxTokens: flags['default-max-tokens'],
       reasoningParser: flags['reasoning-parser'],

@@ -1,11 +1,16 @@
 import type { RouterMetrics } from '@expertmesh/telemetry';
 import type { Tokenizer } from '@expertmesh/tokenizer';
 import type { EngineLoop } from '../serving/engine-loop.js';
+import type { OutputConstraints } from '../structured/output-constraints.js';
 
 /** What the HTTP handlers need from the rest of the router. */
 export interface ApiContext {
   readonly loop: EngineLoop;
   readonly tokenizer: Tokenizer;
+  /** Logits per step (config.json vocab_size). */
+  readonly vocabSize: number;
+  /** Grammars for response_format and forced tool calls. */
+  readonly outputConstraints: OutputConstraints;
   /** The name clients pass as `model`. */
   readonly modelName: string;
   /** Prompt plus completion tokens at most. */

@@ -29,6 +29,7 @@ const routes: Record<string, Route> = {
     m.queueLength.set(ctx.loop.waiting);
     m.runningSequences.set(ctx.loop.running);
     m.kvCacheUsage.set(ctx.loop.engine.kvCacheUsage);
+    recordEngineCounters(m, ctx.loop.engine);
     const text = await prometheusText(m.registry);
     res.writeHead(200, { 'content-type': m.registry.contentType });
     res.end(text);
@@ -36,6 +37,23 @@ const routes: Record<string, Route> = {
   'POST /v1/completions': async (ctx, req, res) => handleCompletions(ctx, await readJsonBody(req), req, res),
   'POST /v1/chat/completions': async (ctx, req, res) => handleChatCompletions(ctx, await readJsonBody(req), req, res),
 };
+
+/** Brings the engine's running totals into the Prometheus counters (counters only move forward). */
+function recordEngineCounters(m: ApiContext['metrics'], engine: ApiContext['loop']['engine']): void {
+  const p = engine.prefixCacheStats;
+  let seen = recorded.get(m);
+  if (!seen) recorded.set(m, (seen = { queries: 0, hits: 0, evictions: 0, preemptions: 0 }));
+  const catchUp = (counter: { inc(n: number): void }, seen: number, total: number): number => {
+    if (total > seen) counter.inc(total - seen);
+    return Math.max(seen, total);
+  };
+  seen.queries = catchUp(m.prefixCacheQueries, seen.queries, p.queriedTokens);
+  seen.hits = catchUp(m.prefixCacheHits, seen.hits, p.hitTokens);
+  seen.evictions = catchUp(m.prefixCacheEvictions, seen.evictions, p.evictedBlocks);
+  seen.preemptions = catchUp(m.preemptions, seen.preemptions, engine.preemptions);
+  m.prefixCacheHitRate.set(p.queriedTokens > 0 ? p.hitTokens / p.queriedTokens : 0);
+}
+const recorded = new WeakMap<ApiContext['metrics'], { queries: number; hits: number; evictions: number; preemptions: number }>();
 
 function outcome(status: number, finished: boolean): string {
   if (!finished) return 'aborted';

@@ -3,7 +3,7 @@ import type { ApiContext } from './api-context.js';
 import type { TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { completionRequestSchema } from './request-schemas.js';
-import { checkContext, checkModel, envelope, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+import { checkContext, checkModel, envelope, logitsProcessorsOf, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
 
 interface CompletionLogprobs {
   tokens: string[];
@@ -20,7 +20,7 @@ export async function handleCompletions(ctx: ApiContext, body: unknown, req: Inc
   const maxTokens = r.max_tokens ?? 16;
   checkContext(ctx, promptTokenIds.length, maxTokens);
   const n = r.n ?? 1;
-  const session = startSession(ctx, {
+  const session = await startSession(ctx, {
     promptTokenIds,
     n,
     maxTokens,
@@ -29,6 +29,7 @@ export async function handleCompletions(ctx: ApiContext, body: unknown, req: Inc
     ignoreEos: r.ignore_eos ?? false,
     topLogprobs: r.logprobs ?? null,
     reasoning: null,
+    logitsProcessors: logitsProcessorsOf(ctx, r),
   });
   req.on('close', () => session.abortUnlessDone());
   res.on('close', () => session.abortUnlessDone());

@@ -1,9 +1,9 @@
 import { context } from '@opentelemetry/api';
-import type { SamplingParams, TokenLogprobs } from '@expertmesh/engine';
+import type { LogitsProcessor, SamplingParams, TokenLogprobs } from '@expertmesh/engine';
 import type { RouterMetrics } from '@expertmesh/telemetry';
 import { IncrementalDetokenizer, type Tokenizer } from '@expertmesh/tokenizer';
 import type { EngineLoop, GenerationStream } from '../serving/engine-loop.js';
-import { ReasoningParser } from '../text/reasoning-parser.js';
+import { AnswerParser, type ToolCallDelta } from '../text/answer-parser.js';
 import { StopStringMatcher } from '../text/stop-strings.js';
 
 export interface SessionOptions {
@@ -17,7 +17,14 @@ export interface SessionOptions {
   readonly topLogprobs: number | null;
   /** Split <think>…</think> into reasoning; `startsInsideThink` when the prompt opened the block. */
   readonly reasoning: { readonly startsInsideThink: boolean } | null;
+  /** Parse DeepSeek tool-call blocks out of the answer into tool calls. */
+  readonly parseToolCalls?: boolean;
+  /** Logits processors of choice i (grammar masks, bias, penalties); called once per choice before it starts. */
+  readonly logitsProcessors?: (choice: number) => Promise<readonly LogitsProcessor[]>;
 }
+
+export type { ToolCallDelta };
+export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
 export interface TokenWithLogprobs {
   readonly id: number;
@@ -31,7 +38,8 @@ export interface ChoiceDelta {
   readonly text: string;
   readonly reasoning: string;
   readonly tokens: readonly TokenWithLogprobs[];
-  readonly finishReason: 'stop' | 'length' | null;
+  readonly toolCalls: readonly ToolCallDelta[];
+  readonly finishReason: FinishReason | null;
 }
 
 /** A choice's whole output, for non-streaming responses. */
@@ -39,6 +47,7 @@ export interface CollectedChoice {
   text: string;
   reasoning: string;
   readonly tokens: TokenWithLogprobs[];
+  readonly toolCalls: { id: string; name: string; arguments: string }[];
   finishReason: ChoiceDelta['finishReason'];
 }
 
@@ -49,6 +58,8 @@ export interface CollectedChoice {
 export class GenerationSession {
   private readonly streams: GenerationStream[] = [];
   completionTokens = 0;
+  /** The most any of the n sequences found in the prefix cache (the first often finds least). */
+  private cachedPromptTokens = 0;
 
   private readonly startedAt = performance.now();
   private done = false;
@@ -61,8 +72,9 @@ export class GenerationSession {
   ) {}
 
   /** Submits all n sequences (throws QueueFullError / InvalidRequestError before any output). */
-  start(): void {
+  async start(): Promise<void> {
     const o = this.options;
+    const processors = await Promise.all(Array.from({ length: o.n }, (_, i) => o.logitsProcessors?.(i) ?? []));
     try {
       for (let i = 0; i < o.n; i++) {
         const seed = o.sampling.seed === undefined ? undefined : o.sampling.seed + i;
@@ -74,6 +86,7 @@ export class GenerationSession {
             ignoreEos: o.ignoreEos,
             topLogprobs: o.topLogprobs === null ? 0 : Math.max(1, o.topLogprobs),
             traceContext: context.active(),
+            ...(processors[i]!.length > 0 ? { logitsProcessors: processors[i]! } : {}),
           }),
         );
       }
@@ -93,20 +106,27 @@ export class GenerationSession {
     if (!this.done) this.abort();
   }
 
-  /** OpenAI's usage object (the prompt counts once, whatever n). */
-  usage(): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+  /**
+   * OpenAI's usage object (the prompt counts once, whatever n), with the prompt tokens the prefix
+   * cache held as `prompt_tokens_details.cached_tokens`.
+   */
+  usage(): { prompt_tokens: number; completion_tokens: number; total_tokens: number; prompt_tokens_details: { cached_tokens: number } } {
     const prompt = this.options.promptTokenIds.length;
-    return { prompt_tokens: prompt, completion_tokens: this.completionTokens, total_tokens: prompt + this.completionTokens };
+    return { prompt_tokens: prompt, completion_tokens: this.completionTokens, total_tokens: prompt + this.completionTokens, prompt_tokens_details: { cached_tokens: this.cachedPromptTokens } };
   }
 
   /** Runs to the end and returns each choice's whole output. */
   async collect(): Promise<CollectedChoice[]> {
-    const choices: CollectedChoice[] = Array.from({ length: this.options.n }, () => ({ text: '', reasoning: '', tokens: [], finishReason: null }));
+    const choices: CollectedChoice[] = Array.from({ length: this.options.n }, () => ({ text: '', reasoning: '', tokens: [], toolCalls: [], finishReason: null }));
     for await (const d of this.deltas()) {
       const c = choices[d.index]!;
       c.text += d.text;
       c.reasoning += d.reasoning;
       c.tokens.push(...d.tokens);
+      for (const t of d.toolCalls) {
+        if (t.id !== undefined) c.toolCalls[t.index] = { id: t.id, name: t.name ?? '', arguments: '' };
+        c.toolCalls[t.index]!.arguments += t.arguments;
+      }
       c.finishReason = d.finishReason ?? c.finishReason;
     }
     return choices;
@@ -150,17 +170,19 @@ export class GenerationSession {
     const o = this.options;
     const detok = new IncrementalDetokenizer(this.tokenizer, o.promptTokenIds.slice(-4));
     const stops = new StopStringMatcher(o.stop);
-    const reasoning = o.reasoning ? new ReasoningParser(o.reasoning.startsInsideThink) : null;
-    const emit = (text: string, tokens: TokenWithLogprobs[], finishReason: ChoiceDelta['finishReason']): void => {
-      const split = reasoning ? reasoning.push(text) : { reasoning: '', content: text };
-      const tail = finishReason && reasoning ? reasoning.flush() : { reasoning: '', content: '' };
-      put({ index, text: split.content + tail.content, reasoning: split.reasoning + tail.reasoning, tokens, finishReason });
+    const parser = new AnswerParser({ reasoning: o.reasoning, toolCalls: o.parseToolCalls ?? false });
+    const emit = (text: string, tokens: TokenWithLogprobs[], finish: 'stop' | 'length' | null): void => {
+      const a = parser.push(text);
+      const b = finish ? parser.finish() : { reasoning: '', content: '', toolCalls: [] };
+      const finishReason = finish === 'stop' && parser.calledTools ? 'tool_calls' : finish;
+      put({ index, text: a.content + b.content, reasoning: a.reasoning + b.reasoning, tokens, toolCalls: [...a.toolCalls, ...b.toolCalls], finishReason });
     };
     let firstAt = 0;
     let lastAt = 0;
     let count = 0;
     for await (const event of stream) {
       this.completionTokens += event.tokenIds.length;
+      this.cachedPromptTokens = Math.max(this.cachedPromptTokens, event.cachedPromptTokens ?? 0);
       if (event.tokenIds.length && this.metrics) {
         const now = performance.now();
         if (count === 0) this.metrics.timeToFirstToken.observe((now - this.startedAt) / 1000);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { InvalidRequestError, type SamplingParams } from '@expertmesh/engine';
+import { InvalidRequestError, type LogitsProcessor, type SamplingParams } from '@expertmesh/engine';
+import { LogitBias, RepetitionPenalties } from '../sampling/logit-adjustments.js';
 import { ApiError, badRequest } from './api-error.js';
 import type { ApiContext } from './api-context.js';
 import { GenerationSession, type SessionOptions } from './generation-session.js';
@@ -9,6 +10,11 @@ export function parseBody<S extends z.ZodTypeAny>(schema: S, body: unknown): z.i
   const parsed = schema.safeParse(body);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
+    if (issue.code === 'unrecognized_keys') {
+      // Never drop a field silently: name it, so the client knows it was not honoured.
+      const param = [...issue.path, issue.keys[0]!].join('.');
+      throw badRequest(`${param}: this server does not support this field (unrecognized: ${issue.keys.join(', ')})`, param);
+    }
     const param = issue.path.join('.') || null;
     throw badRequest(`${param ?? 'body'}: ${issue.message}`, param);
   }
@@ -33,16 +39,41 @@ export function checkContext(ctx: ApiContext, promptTokens: number, maxTokens: n
 }
 
 /** Starts the generation, turning engine refusals into API errors (429 when the queue is full). */
-export function startSession(ctx: ApiContext, options: SessionOptions): GenerationSession {
+export async function startSession(ctx: ApiContext, options: SessionOptions): Promise<GenerationSession> {
   const session = new GenerationSession(ctx.loop, ctx.tokenizer, options, ctx.metrics);
   try {
-    session.start();
+    await session.start();
   } catch (e) {
     if (e instanceof QueueFullError) throw new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full', e.retryAfterSeconds);
     if (e instanceof InvalidRequestError) throw badRequest(e.message);
     throw e;
   }
   return session;
+}
+
+/**
+ * Per-choice logits processors for logit_bias and the presence/frequency penalties, plus `extra`
+ * (e.g. a grammar), in that order: the grammar's mask comes last so nothing can undo it.
+ */
+export function logitsProcessorsOf(
+  ctx: ApiContext,
+  r: { logit_bias?: Record<string, number> | null; presence_penalty?: number | null; frequency_penalty?: number | null },
+  extra: (() => Promise<LogitsProcessor>) | null = null,
+): ((choice: number) => Promise<LogitsProcessor[]>) | undefined {
+  const bias = new Map<number, number>();
+  for (const [key, value] of Object.entries(r.logit_bias ?? {})) {
+    const id = Number(key);
+    if (id >= ctx.vocabSize) throw badRequest(`logit_bias names token ${id}, outside the vocabulary [0, ${ctx.vocabSize})`, 'logit_bias');
+    if (value !== 0) bias.set(id, value);
+  }
+  const presence = r.presence_penalty ?? 0;
+  const frequency = r.frequency_penalty ?? 0;
+  if (bias.size === 0 && presence === 0 && frequency === 0 && !extra) return undefined;
+  return async () => [
+    ...(bias.size ? [new LogitBias(bias)] : []),
+    ...(presence || frequency ? [new RepetitionPenalties(presence, frequency)] : []),
+    ...(extra ? [await extra()] : []),
+  ];
 }
 
 export const stopList = (stop: string | string[] | null | undefined): string[] => (stop === null || stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop);

@@ -6,6 +6,8 @@ export interface GenerationEvent {
   readonly tokenIds: readonly number[];
   readonly logprobs: readonly TokenLogprobs[];
   readonly finishReason: 'stop' | 'length' | 'abort' | null;
+  /** Prompt tokens found in the prefix cache (known once the request is first scheduled). */
+  readonly cachedPromptTokens: number | null;
 }
 
 export class QueueFullError extends Error {
@@ -117,7 +119,7 @@ export class EngineLoop {
     if (!this.streams.has(stream)) return;
     this.engine.abort(stream.sequence);
     this.streams.delete(stream);
-    stream.push({ tokenIds: [], logprobs: [], finishReason: 'abort' });
+    stream.push({ tokenIds: [], logprobs: [], finishReason: 'abort', cachedPromptTokens: stream.sequence.cachedPromptTokens });
   }
 
   private kick(): void {
@@ -165,7 +167,7 @@ export class EngineLoop {
       const seq = stream.sequence;
       const n = seq.outputTokenIds.length;
       if (n > stream.emitted || seq.isFinished) {
-        stream.push({ tokenIds: seq.outputTokenIds.slice(stream.emitted), logprobs: seq.logprobs.slice(stream.emitted), finishReason: seq.finishReason });
+        stream.push({ tokenIds: seq.outputTokenIds.slice(stream.emitted), logprobs: seq.logprobs.slice(stream.emitted), finishReason: seq.finishReason, cachedPromptTokens: seq.cachedPromptTokens });
         stream.emitted = n;
       }
       if (seq.isFinished) this.streams.delete(stream);

@@ -4,6 +4,8 @@
  * so generation may start inside it; otherwise a leading "<think>" opens it. Tags split across
  * stream chunks are held back until they can be told apart from text.
  */
+import { partialSuffix } from './partial-suffix.js';
+
 const OPEN = '<think>';
 const CLOSE = '</think>';
 
@@ -13,7 +15,8 @@ export interface ReasoningDelta {
 }
 
 export class ReasoningParser {
-  private state: 'start' | 'reasoning' | 'content';
+  /** 'after-reasoning': the newlines R1 writes after </think> are dropped, in whichever chunks they come. */
+  private state: 'start' | 'reasoning' | 'after-reasoning' | 'content';
   private pending = '';
 
   constructor(startsInsideThink: boolean) {
@@ -40,14 +43,19 @@ export class ReasoningParser {
         const at = this.pending.indexOf(CLOSE);
         if (at >= 0) {
           reasoning += this.pending.slice(0, at);
-          this.pending = this.pending.slice(at + CLOSE.length).replace(/^\n+/, '');
-          this.state = 'content';
+          this.pending = this.pending.slice(at + CLOSE.length);
+          this.state = 'after-reasoning';
           continue;
         }
         const keep = partialSuffix(this.pending, CLOSE);
         reasoning += this.pending.slice(0, this.pending.length - keep);
         this.pending = this.pending.slice(this.pending.length - keep);
         break;
+      }
+      if (this.state === 'after-reasoning') {
+        this.pending = this.pending.replace(/^\n+/, '');
+        if (!this.pending) break;
+        this.state = 'content';
       }
       content += this.pending;
       this.pending = '';
@@ -62,10 +70,4 @@ export class ReasoningParser {
     this.pending = '';
     return this.state === 'reasoning' ? { reasoning: rest, content: '' } : { reasoning: '', content: rest };
   }
-}
-
-/** Length of the longest suffix of `text` that is a proper prefix of `tag`. */
-function partialSuffix(text: string, tag: string): number {
-  for (let n = Math.min(tag.length - 1, text.length); n > 0; n--) if (tag.startsWith(text.slice(-n))) return n;
-  return 0;
 }
