@@ -34,7 +34,7 @@ const WEATHER = {
 const specs: Record<string, OutputSpec | null> = {
   unconstrained: null,
   json_schema: { kind: 'json', schema: WEATHER },
-  tool_call: { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: WEATHER }], parallel: false },
+  tool_call: { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: WEATHER }], parallel: false, forced: true },
 };
 
 /** Times the grammar work apart from the model: wraps the constraint and sums its own time. */

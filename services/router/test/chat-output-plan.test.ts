@@ -19,11 +19,14 @@ const refusal = (extra: Record<string, unknown>): ApiError => {
 describe('chat output plan', () => {
   it('a named tool_choice forces one call of that function; required forces at least one of any', () => {
     expect(planChatOutput(request({ tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } } })).constraint).toEqual({
-      spec: { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: weather.function.parameters }], parallel: false },
+      spec: { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: weather.function.parameters }], parallel: false, forced: true },
       param: 'tools',
     });
     expect(planChatOutput(request({ tools: [weather], tool_choice: 'required', parallel_tool_calls: false })).constraint?.spec).toMatchObject({ kind: 'tool-calls', parallel: false });
     expect(planChatOutput(request({ tools: [weather] }))).toMatchObject({ parseToolCalls: true, constraint: null });
+    // strict: true (OpenAI's strict function calling) constrains the calls the model chooses to make.
+    const strict = { ...weather, function: { ...weather.function, strict: true } };
+    expect(planChatOutput(request({ tools: [strict] })).constraint).toMatchObject({ spec: { kind: 'tool-calls', forced: false }, param: 'tools' });
     expect(planChatOutput(request({ tools: [weather], tool_choice: 'none' }))).toMatchObject({ functions: [], parseToolCalls: false, constraint: null });
   });
 

@@ -67,7 +67,7 @@ describe('output constraints (XGrammar over the DeepSeek-V3 vocabulary)', () => 
   });
 
   it('forced tool calls: exactly one call of an offered function, arguments valid for its schema', async () => {
-    const spec: OutputSpec = { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: WEATHER }, { name: 'get_time', parameters: { type: 'object', properties: { zone: { enum: ['UTC', 'CET'] } }, required: ['zone'], additionalProperties: false } }], parallel: false };
+    const spec: OutputSpec = { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: WEATHER }, { name: 'get_time', parameters: { type: 'object', properties: { zone: { enum: ['UTC', 'CET'] } }, required: ['zone'], additionalProperties: false } }], parallel: false, forced: true };
     for (const seed of [1, 2, 3]) {
       const out = await generate(await constraints.constraint(spec, { afterReasoning: false }), seed, 300);
       expect(out.ended).toBe(true);
@@ -80,6 +80,25 @@ describe('output constraints (XGrammar over the DeepSeek-V3 vocabulary)', () => 
       expect(['get_weather', 'get_time']).toContain(name);
       expect(Object.keys(args).sort()).toEqual(name === 'get_time' ? ['zone'] : ['city', 'days', 'unit']);
     }
+  });
+
+  it('strict tools with tool_choice auto: free text, but a call the model opens follows the layout and the schema', async () => {
+    const spec: OutputSpec = { kind: 'tool-calls', functions: [{ name: 'get_weather', parameters: WEATHER }], parallel: true, forced: false };
+    const c = await constraints.constraint(spec, { afterReasoning: false });
+    const allowed = async (): Promise<number> => {
+      const logits = new Float32Array(VOCAB);
+      await c.process(logits);
+      return logits.reduce((n, v) => n + (v === -Infinity ? 0 : 1), 0);
+    };
+    for (const t of tokenizer.encode('Let me look that up. ', { addBos: false })) c.accept(t);
+    expect(await allowed()).toBeGreaterThan(100_000); // free text, EOS included
+    c.accept(tokenizer.encode('<｜tool▁calls▁begin｜>', { addBos: false })[0]!);
+    expect(await allowed()).toBeLessThan(5); // only a call may follow
+    const rest = await generate(c, 4, 300);
+    expect(rest.ended).toBe(true);
+    const parser = new DeepseekToolCallParser();
+    const events = [...parser.push(`<｜tool▁calls▁begin｜>${tokenizer.decode(rest.ids)}`), ...parser.flush()];
+    expect(events.filter((e) => e.kind === 'call').map((e) => (e as { name: string }).name)[0]).toBe('get_weather');
   });
 
   it('after R1 reasoning: any text until </think>, then the grammar', async () => {

@@ -37,9 +37,9 @@ export function planChatOutput(r: ChatRequest): ChatOutputPlan {
   if (typeof choice === 'object') {
     const f = functions.find((x) => x.name === choice.function.name);
     if (!f) throw badRequest(`tool_choice names ${choice.function.name}, which is not among the tools`, 'tool_choice');
-    toolSpec = { kind: 'tool-calls', functions: [{ name: f.name, parameters: f.parameters ?? {} }], parallel: false };
+    toolSpec = { kind: 'tool-calls', functions: [{ name: f.name, parameters: f.parameters ?? {} }], parallel: false, forced: true };
   } else if (choice === 'required') {
-    toolSpec = { kind: 'tool-calls', functions: functions.map((f) => ({ name: f.name, parameters: f.parameters ?? {} })), parallel: r.parallel_tool_calls ?? true };
+    toolSpec = { kind: 'tool-calls', functions: functions.map((f) => ({ name: f.name, parameters: f.parameters ?? {} })), parallel: r.parallel_tool_calls ?? true, forced: true };
   }
 
   const format = r.response_format;
@@ -47,10 +47,17 @@ export function planChatOutput(r: ChatRequest): ChatOutputPlan {
     format?.type === 'json_object' ? { kind: 'json', schema: null } : format?.type === 'json_schema' ? { kind: 'json', schema: format.json_schema.schema ?? null } : null;
   if (toolSpec && jsonSpec) throw badRequest('response_format cannot be combined with a tool_choice that forces a call: the answer is a tool call', 'response_format');
 
+  // tool_choice auto with a strict tool (OpenAI's strict function calling): the model may answer in
+  // text, but a call it opens must follow the layout and the functions' schemas.
+  const strictAuto: OutputSpec | null =
+    choice === 'auto' && tools.some((t) => t.function.strict)
+      ? { kind: 'tool-calls', functions: functions.map((f) => ({ name: f.name, parameters: f.parameters ?? {} })), parallel: r.parallel_tool_calls ?? true, forced: false }
+      : null;
+  const constraint = toolSpec ?? jsonSpec ?? strictAuto;
   return {
     functions,
     parseToolCalls: functions.length > 0 && !jsonSpec,
-    constraint: toolSpec ? { spec: toolSpec, param: 'tools' } : jsonSpec ? { spec: jsonSpec, param: 'response_format' } : null,
+    constraint: constraint ? { spec: constraint, param: constraint === jsonSpec ? 'response_format' : 'tools' } : null,
   };
 }
 

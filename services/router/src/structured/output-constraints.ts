@@ -8,8 +8,17 @@ import { GrammarError, grammarCall, xgrammar, type StructuralFormat, type XCompi
 export type OutputSpec =
   /** A JSON value matching `schema`; `null`: any JSON object (response_format json_object). */
   | { readonly kind: 'json'; readonly schema: Readonly<Record<string, unknown>> | null }
-  /** DeepSeek tool calls of these functions: at least one, or exactly one when not parallel. */
-  | { readonly kind: 'tool-calls'; readonly functions: readonly { readonly name: string; readonly parameters: Readonly<Record<string, unknown>> }[]; readonly parallel: boolean };
+  /**
+   * DeepSeek tool calls of these functions (exactly one when not parallel), with arguments valid
+   * for their schemas. `forced`: the answer is the calls; otherwise free text until the model opens
+   * a call block, then the calls (strict function calling with tool_choice auto).
+   */
+  | {
+      readonly kind: 'tool-calls';
+      readonly functions: readonly { readonly name: string; readonly parameters: Readonly<Record<string, unknown>> }[];
+      readonly parallel: boolean;
+      readonly forced: boolean;
+    };
 
 export interface ConstraintOptions {
   /** The prompt opened R1's reasoning block: free text until `</think>`, then the constrained answer. */
@@ -99,18 +108,23 @@ async function jsonGrammar(schema: Readonly<Record<string, unknown>> | null): Pr
   return { type: 'grammar', grammar };
 }
 
-/** `<｜tool▁calls▁begin｜>` then one or more calls of the given functions, each with schema-checked arguments. */
+/**
+ * `<｜tool▁calls▁begin｜>` then one or more calls of the given functions, each with schema-checked
+ * arguments; unless forced, any text may come first and the block is entered only when the model
+ * writes its opening token.
+ */
 async function toolCallsFormat(spec: Extract<OutputSpec, { kind: 'tool-calls' }>): Promise<StructuralFormat> {
   const tags: StructuralFormat[] = [];
   for (const f of spec.functions) {
     tags.push({ type: 'tag', begin: `${TOOL_CALL_BEGIN}function${TOOL_SEP}${f.name}\n\`\`\`json\n`, content: await jsonGrammar(f.parameters), end: `\n\`\`\`${TOOL_CALL_END}` });
   }
-  return {
+  const block = {
     type: 'tag',
     begin: TOOL_CALLS_BEGIN,
     content: { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true, stop_after_first: !spec.parallel },
     end: TOOL_CALLS_END,
-  };
+  } as const;
+  return spec.forced ? block : { type: 'triggered_tags', triggers: [TOOL_CALLS_BEGIN], tags: [block], at_least_one: false, stop_after_first: true };
 }
 
 /**

@@ -48,7 +48,8 @@ export type StructuralFormat =
   | { readonly type: 'any_text' }
   | { readonly type: 'sequence'; readonly elements: readonly StructuralFormat[] }
   | { readonly type: 'tag'; readonly begin: string; readonly content: StructuralFormat; readonly end: string }
-  | { readonly type: 'tags_with_separator'; readonly tags: readonly StructuralFormat[]; readonly separator: string; readonly at_least_one: boolean; readonly stop_after_first: boolean };
+  | { readonly type: 'tags_with_separator'; readonly tags: readonly StructuralFormat[]; readonly separator: string; readonly at_least_one: boolean; readonly stop_after_first: boolean }
+  | { readonly type: 'triggered_tags'; readonly triggers: readonly string[]; readonly tags: readonly StructuralFormat[]; readonly at_least_one: boolean; readonly stop_after_first: boolean };
 
 /** XGrammar refused a grammar or schema; its C++ exceptions reach JavaScript as bare numbers. */
 export class GrammarError extends Error {
