@@ -4,7 +4,7 @@ import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { startServeProcess, waitForHealth } from '../helpers/serve-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
-/** Admission: a full queue answers 429 with Retry-After; a request the cache cannot hold yet waits. */
+/** Admission: a full queue answers 429 with Retry-After; KV memory on demand (or reserved, the old scheme). */
 describe('admission control', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   const model = 'demo';
@@ -35,9 +35,9 @@ describe('admission control', () => {
     }
   });
 
-  it('a request the KV cache cannot hold next to running ones waits for memory instead of failing', async () => {
-    // 256 cache tokens: each request needs ~170 (prompt + max_tokens), so only one fits at a time.
-    const server = await startServeProcess(['--model', `${dir.path}/demo`, '--kv-cache-tokens', '256']);
+  it('with --kv-admission reserve, a request the KV cache cannot hold next to running ones waits for memory', async () => {
+    // 256 cache tokens: each request reserves ~170 (prompt + max_tokens), so only one fits at a time.
+    const server = await startServeProcess(['--model', `${dir.path}/demo`, '--kv-cache-tokens', '256', '--kv-admission', 'reserve']);
     try {
       const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
       const req = { model, prompt: 'x', max_tokens: 160, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming;
@@ -50,6 +50,26 @@ describe('admission control', () => {
       expect(a.choices[0]!.finish_reason).toBe('length');
       expect(b.choices[0]!.finish_reason).toBe('length');
       expect(b.usage!.completion_tokens).toBe(160);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('on demand (the default), the same two requests run together and both finish, one preempted when the cache runs out', async () => {
+    const server = await startServeProcess(['--model', `${dir.path}/demo`, '--kv-cache-tokens', '256']);
+    try {
+      const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const req = { model, prompt: 'x', max_tokens: 160, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming;
+      const alone = await client.completions.create(req);
+      const both = Promise.all([client.completions.create(req), client.completions.create(req)]);
+      expect((await waitForHealth(server.url, (x) => x.running === 2)).running).toBe(2);
+      const [a, b] = await both;
+      for (const r of [a, b]) {
+        expect(r.choices[0]!.finish_reason).toBe('length');
+        expect(r.choices[0]!.text).toBe(alone.choices[0]!.text);
+      }
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      expect(Number(/^expertmesh_preemptions_total (\d+)/m.exec(metrics)![1])).toBeGreaterThan(0);
     } finally {
       await server.stop();
     }
