@@ -5,5 +5,5 @@ export type { SchedulerLimits, ScheduledSegment, StepPlan, KvAdmission } from '.
 export { KvBlockManager, BlockTable, extendBlockHashes } from './kv-block-manager.js';
 export { Sequence } from './sequence.js';
 export type { GenerationRequest, FinishReason, TokenLogprobs, LogitsProcessor } from './sequence.js';
-export { Sampler, GREEDY, argmax, topLogprobs, SeededRandom } from './sampling.js';
+export { Sampler, GREEDY, argmax, topLogprobs, candidateTokens, SeededRandom } from './sampling.js';
 export type { SamplingParams } from './sampling.js';

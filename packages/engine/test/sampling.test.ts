@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { argmax, Sampler, topLogprobs } from '../src/index.js';
+import { argmax, candidateTokens, Sampler, topLogprobs, type SamplingParams } from '../src/index.js';
 
 const logits = Float32Array.from([0.5, 2.0, 1.0, -1.0, 2.0]);
 
@@ -45,5 +45,50 @@ describe('sampling', () => {
     expect(chosen).toBeCloseTo(1.0 - z, 6);
     expect(top.map(([id]) => id)).toEqual([1, 4, 2]);
     expect(top[0]![1]).toBeCloseTo(2.0 - z, 6);
+  });
+
+  it('top-k and top-p keep exactly the tokens a sort-based reference keeps (ties to the lower id)', () => {
+    // The reference: softmax, sort by probability (lower id on ties), top-k, renormalise, smallest prefix reaching top-p.
+    const reference = (logits: Float32Array, p: SamplingParams): number[] => {
+      const max = Math.max(...logits);
+      const w = Array.from(logits, (l) => Math.exp((l - max) / p.temperature));
+      let order = w.map((_, i) => i).sort((a, b) => w[b]! - w[a]! || a - b);
+      if (p.topK > 0) order = order.slice(0, p.topK);
+      const total = order.reduce((a, i) => a + w[i]!, 0);
+      let mass = 0;
+      const kept: number[] = [];
+      for (const i of order) {
+        if (mass >= p.topP * total) break;
+        kept.push(i);
+        mass += w[i]!;
+      }
+      return kept.sort((a, b) => a - b);
+    };
+    let seed = 5;
+    const rand = (): number => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    for (let trial = 0; trial < 60; trial++) {
+      const V = [7, 100, 3000][trial % 3]!;
+      // Rounded logits make ties common.
+      const logits = Float32Array.from({ length: V }, () => Math.round(rand() * 40) / 8);
+      const params = { temperature: [0.5, 1, 2][trial % 3]!, topK: [0, 1, 5, 50][trial % 4]!, topP: [1, 0.9, 0.5, 0.05][(trial >> 2) % 4]! };
+      expect(candidateTokens(logits, params), JSON.stringify(params)).toEqual(reference(logits, params));
+    }
+  });
+
+  it('draws only among the candidates, in proportion to their probability', () => {
+    const logits = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 3);
+    const params = { temperature: 0.7, topP: 0.6, topK: 40, seed: 3 };
+    const allowed = new Set(candidateTokens(logits, params));
+    const s = new Sampler(params);
+    const counts = new Map<number, number>();
+    const n = 20000;
+    for (let i = 0; i < n; i++) {
+      const t = s.sample(logits);
+      expect(allowed.has(t)).toBe(true);
+      counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    const w = [...allowed].map((i) => Math.exp(logits[i]! / 0.7));
+    const z = w.reduce((a, b) => a + b, 0);
+    [...allowed].forEach((id, j) => expect((counts.get(id) ?? 0) / n).toBeCloseTo(w[j]! / z, 1));
   });
 });

@@ -12,7 +12,7 @@ export interface AttentionGroup {
   readonly batch: number;
   readonly queryLength: number;
   readonly keyLength: number;
-  readonly slots: BigInt64Array;
+  readonly slots: Int32Array;
   readonly mask: Float32Array;
 }
 
@@ -43,11 +43,11 @@ function buildGroup(cache: LatentKvCache, members: readonly StepSegment[], token
   const batch = members.length;
   const queryLength = members[0]!.length;
   const keyLength = Math.max(...members.map((s) => s.startPosition + s.length));
-  const slots = new BigInt64Array(batch * keyLength);
+  const slots = new Int32Array(batch * keyLength);
   const mask = new Float32Array(batch * queryLength * keyLength).fill(-Infinity);
   members.forEach((s, b) => {
     const context = s.startPosition + s.length;
-    for (let p = 0; p < context; p++) slots[b * keyLength + p] = BigInt(cache.slotOf(s.blocks, p));
+    for (let p = 0; p < context; p++) slots[b * keyLength + p] = cache.slotOf(s.blocks, p);
     for (let q = 0; q < queryLength; q++) {
       const row = (b * queryLength + q) * keyLength;
       mask.fill(0, row, row + s.startPosition + q + 1);

@@ -1,8 +1,8 @@
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { DEFAULT_EXECUTION, f32, floatData, Graph, i64, type ExecutionOptions } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, f32, floatData, Graph, i32, int32Data, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { planAttentionGroups, type StepSegment } from './attention-batch.js';
-import { routeTokens, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
 import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
 import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
@@ -28,8 +28,8 @@ export interface ModelLoadOptions {
 interface LayerGraphs {
   readonly attentionInput: Graph;
   readonly attentionOutput: Graph;
-  /** MoE layers only. */
-  readonly router: { readonly bias: Float32Array; readonly shared: Graph | null } | null;
+  /** MoE layers only: the shared expert, if the model has one. */
+  readonly moe: { readonly shared: Graph | null } | null;
 }
 
 /**
@@ -62,10 +62,9 @@ export class DeepseekV3Model {
         layers.push({
           attentionInput: await Graph.create(`layer${l}_attention_input`, buildAttentionInputGraph(config, w.attention, scale, l), execution),
           attentionOutput: await Graph.create(`layer${l}_attention_output`, buildAttentionOutputGraph(config, w, l), execution),
-          router:
+          moe:
             w.ffn.kind === 'moe'
               ? {
-                  bias: w.ffn.router.scoreCorrectionBias,
                   shared: w.ffn.shared ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
                 }
               : null,
@@ -128,29 +127,31 @@ export class DeepseekV3Model {
         const out = await this.attentionCore.run({
           q: f32(qGroup, [g.batch, g.queryLength, nH, R + this.config.qkRopeHeadDim]),
           pool: poolT,
-          slots: i64(g.slots, [g.batch, g.keyLength]),
+          slots: i32(g.slots, [g.batch, g.keyLength]),
           mask: f32(g.mask, [g.batch, g.queryLength, 1, g.keyLength]),
         });
         oLatent.set(floatData(out.o_latent, this.attentionCore.name, 'o_latent'), g.tokenOffset * nH * R);
       }
       const o = await layer.attentionOutput.run({ o_latent: f32(oLatent, [T, nH, R]), x: f32(x, [T, H]) });
-      x = layer.router ? await this.moe(l, layer, o, T) : floatData(o.x_out, layer.attentionOutput.name, 'x_out');
+      x = layer.moe ? await this.moe(l, layer.moe.shared, layer.attentionOutput.name, o, T) : floatData(o.x_out, layer.attentionOutput.name, 'x_out');
     }
     return this.logits(ordered, order, x);
   }
 
-  /** x' = h + Σ routed experts + shared experts; the shared expert runs while the routed ones are away. */
-  private async moe(layerIndex: number, layer: LayerGraphs, o: Record<string, import('@expertmesh/tensor-ops').Tensor>, T: number): Promise<Float32Array> {
-    const name = layer.attentionOutput.name;
+  /**
+   * x' = h + Σ routed experts + shared experts, with the routing the layer's graph chose; the shared
+   * expert runs while the routed ones are away.
+   */
+  private async moe(layerIndex: number, shared: Graph | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
     const h = floatData(o.h, name, 'h');
     const hn = floatData(o.hn, name, 'hn');
-    const routing = routeTokens(this.config, floatData(o.scores, name, 'scores'), layer.router!.bias, T);
-    const shared = layer.router!.shared;
+    const routing: ExpertRouting = { numTokens: T, topK: this.config.numExpertsPerTok, expertIds: int32Data(o.expert_ids, name, 'expert_ids'), weights: floatData(o.expert_weights, name, 'expert_weights') };
     const [routed, sharedOut] = await Promise.all([
       this.experts.compute(layerIndex, hn, routing),
       shared ? shared.run({ x: f32(hn, [T, this.config.hiddenSize]) }).then((r) => floatData(r.y, shared.name, 'y')) : null,
     ]);
-    for (let i = 0; i < h.length; i++) h[i] = h[i]! + routed[i]! + (sharedOut ? sharedOut[i]! : 0);
+    if (sharedOut) for (let i = 0; i < h.length; i++) h[i]! += routed[i]! + sharedOut[i]!;
+    else for (let i = 0; i < h.length; i++) h[i]! += routed[i]!;
     return h;
   }
 
@@ -169,7 +170,8 @@ export class DeepseekV3Model {
     rows.forEach((r, i) => input.set(x.subarray(r.row * H, (r.row + 1) * H), i * H));
     const out = await this.lmHead.run({ x: f32(input, [rows.length, H]) });
     const logits = floatData(out.logits, this.lmHead.name, 'logits');
-    return rows.map((_, i) => logits.slice(i * V, (i + 1) * V));
+    // Views into the one output buffer: no copy of vocabulary-sized rows.
+    return rows.map((_, i) => logits.subarray(i * V, (i + 1) * V));
   }
 
   private embed(tokens: Int32Array): Float32Array {
@@ -190,7 +192,7 @@ export class DeepseekV3Model {
     for (const l of this.layers) {
       await l.attentionInput.release();
       await l.attentionOutput.release();
-      await l.router?.shared?.release();
+      await l.moe?.shared?.release();
     }
     await this.attentionCore.release();
     await this.lmHead.release();

@@ -1,4 +1,4 @@
-export { routeTokens, routingToPairs } from './expert-routing.js';
+export { routingToPairs } from './expert-routing.js';
 export type { ExpertRouting, ExpertPairs } from './expert-routing.js';
 export type { RoutedExpertsBackend, ExpertHolderState, PlanStatus } from './routed-experts-backend.js';
 export { DispatchObservers } from './dispatch-observers.js';

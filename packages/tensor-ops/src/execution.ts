@@ -67,6 +67,10 @@ export function f32(data: Float32Array, dims: readonly number[]): ort.Tensor {
   return new ort.Tensor('float32', data, dims);
 }
 
+export function i32(data: Int32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('int32', data, dims);
+}
+
 export function i64(data: BigInt64Array, dims: readonly number[]): ort.Tensor {
   return new ort.Tensor('int64', data, dims);
 }
@@ -75,6 +79,14 @@ export function i64(data: BigInt64Array, dims: readonly number[]): ort.Tensor {
 export function floatData(tensor: ort.Tensor | undefined, graph: string, output: string): Float32Array {
   if (!tensor || !(tensor.data instanceof Float32Array)) {
     throw new GraphRuntimeError(`output "${output}" is missing or not float32`, graph);
+  }
+  return tensor.data;
+}
+
+/** The int32 data of an output tensor. */
+export function int32Data(tensor: ort.Tensor | undefined, graph: string, output: string): Int32Array {
+  if (!tensor || !(tensor.data instanceof Int32Array)) {
+    throw new GraphRuntimeError(`output "${output}" is missing or not int32`, graph);
   }
   return tensor.data;
 }

@@ -1,5 +1,5 @@
 export { expertmeshV1, CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, PROTO_ROOT } from './proto.js';
-export { encodeTensor, decodeTensor, wireBytes, asBuffer, WireFormatError, WIRE_DTYPE_ENUM } from './tensor-codec.js';
+export { encodeTensor, decodeTensor, addTensorRows, gatherRows, wireBytes, asBuffer, WireFormatError, WIRE_DTYPE_ENUM } from './tensor-codec.js';
 export type { WireDtype } from './tensor-codec.js';
 export { encodePairs, decodePairs } from './expert-pairs.js';
 export type { RunExpertsRequest, RunExpertsRequest__Output } from './generated/expertmesh/v1/RunExpertsRequest.js';

@@ -15,7 +15,7 @@ export function buildAttentionCoreGraph(config: ModelConfig): Uint8Array {
   const b = new OnnxModelBuilder('attention_core');
   const q = b.input('q', 'float32', ['B', 'Tq', nH, D]);
   const pool = b.input('pool', 'float32', ['S', D]);
-  const slots = b.input('slots', 'int64', ['B', 'L']);
+  const slots = b.input('slots', 'int32', ['B', 'L']);
   const mask = b.input('mask', 'float32', ['B', 'Tq', 1, 'L']);
   const keys = b.op('Gather', [pool, slots], { axis: 0 }); // [B, L, D]
   const keysT = b.op('Unsqueeze', [b.op('Transpose', [keys], { perm: [0, 2, 1] }), b.int64s([1])]); // [B, 1, D, L]

@@ -2,12 +2,14 @@ import type { ModelConfig } from '@expertmesh/model-config';
 import { linear, OnnxModelBuilder, rmsNorm, swiglu, weight } from '@expertmesh/tensor-ops';
 import type { LayerWeights } from '@expertmesh/model-weights';
 import { splitKvB } from './kv-b-split.js';
+import { appendNoauxTcRouting } from './routing-graph.js';
 
 /**
  * The rest of a layer after attention scores:
  *   o = W_o · concat_h(o_latent[h] · W_vb[h]ᵀ);  h = x + o;  hn = RMSNorm(h)
  * Dense layers finish here:  x' = h + MLP(hn)                       → output "x"
- * MoE layers hand over:      h, hn and the router's sigmoid scores → outputs "h", "hn", "scores"
+ * MoE layers hand over:      h, hn and the routing (noaux_tc on the gate's sigmoid scores)
+ *                            → outputs "h", "hn", "expert_ids" [T, k] int32, "expert_weights" [T, k]
  * (the experts and the shared expert run outside, so they can run on other machines).
  */
 export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, layer: number): Uint8Array {
@@ -26,10 +28,14 @@ export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, 
   } else {
     b.alias(h, 'h');
     b.alias(hn, 'hn');
-    b.alias(b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, config.nRoutedExperts, H, 'gate')]), 'scores');
+    const scores = b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, config.nRoutedExperts, H, 'gate')]);
+    const routing = appendNoauxTcRouting(b, scores, w.ffn.router.scoreCorrectionBias, config);
+    b.alias(routing.expertIds, 'expert_ids');
+    b.alias(routing.weights, 'expert_weights');
     b.output('h', 'float32', ['T', H]);
     b.output('hn', 'float32', ['T', H]);
-    b.output('scores', 'float32', ['T', config.nRoutedExperts]);
+    b.output('expert_ids', 'int32', ['T', config.numExpertsPerTok]);
+    b.output('expert_weights', 'float32', ['T', config.numExpertsPerTok]);
   }
   return b.toBytes();
 }

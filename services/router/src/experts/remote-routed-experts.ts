@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { DispatchObservers, type DispatchCall, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { decodeTensor, encodePairs, encodeTensor, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
+import { DispatchObservers, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
+import { addTensorRows, encodePairs, encodeTensor, gatherRows, WIRE_DTYPE_ENUM, type RunExpertsResponse__Output, type WireDtype } from '@expertmesh/wire';
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';
 import { NoHolderError } from './dispatch-errors.js';
@@ -17,13 +17,14 @@ export interface DispatchOptions {
 
 export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadlineMs: 30_000 };
 
+/** One shard's part of a layer: the tokens it gets (one row each) and its (row, expert, weight) pairs. */
 interface ShardWork {
   readonly shard: number;
   /** Global token index of each row sent. */
-  readonly tokens: number[];
-  readonly rows: number[];
-  readonly experts: number[];
-  readonly weights: number[];
+  readonly tokens: Int32Array;
+  readonly rows: Int32Array;
+  readonly experts: Int32Array;
+  readonly weights: Float32Array;
 }
 
 /**
@@ -53,24 +54,17 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     const work = this.assign(view, layer, routing);
     const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': work.length } });
     const ctx = trace.setSpan(context.active(), span);
-    let answers: Float32Array[];
+    const out = new Float32Array(routing.numTokens * H);
     try {
-      answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w, ctx)));
+      const answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w, ctx)));
+      // Combine: each shard's weighted sums added into their tokens, decoded on the way.
+      answers.forEach((answer, i) => addTensorRows(answer.output, `shard ${view.connections[work[i]!.shard]!.address} output`, H, out, work[i]!.tokens));
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
-      span.end();
       throw e;
+    } finally {
+      span.end();
     }
-    const out = new Float32Array(routing.numTokens * H);
-    answers.forEach((sums, i) => {
-      const tokens = work[i]!.tokens;
-      for (let r = 0; r < tokens.length; r++) {
-        const dst = tokens[r]! * H;
-        const src = r * H;
-        for (let c = 0; c < H; c++) out[dst + c] += sums[src + c]!;
-      }
-    });
-    span.end();
     return out;
   }
 
@@ -105,51 +99,62 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
 
   /**
    * Splits the pairs by shard. A token goes to as few distinct shards as its experts' holders
-   * allow; among replicas, to the holder with the fewest tokens so far in this layer.
+   * allow; among replicas, to the holder with the fewest tokens so far in this layer. Two passes
+   * over typed arrays: choose a shard and row for every pair, then fill each shard's arrays.
    */
   private assign(view: ShardView, layer: number, routing: ExpertRouting): ShardWork[] {
-    const { numTokens: T, topK: k } = routing;
-    const byShard = new Map<number, ShardWork>();
-    const tokensOn = new Map<number, number>();
-    const leastLoaded = (holders: readonly number[]): number => holders.reduce((best, h) => ((tokensOn.get(h) ?? 0) < (tokensOn.get(best) ?? 0) ? h : best));
-    const rowOf = new Map<number, Int32Array>();
-    const used: number[] = [];
+    const { numTokens: T, topK: k, expertIds, weights } = routing;
+    const S = view.connections.length;
+    const pairShard = new Int32Array(T * k);
+    const pairRow = new Int32Array(T * k);
+    const tokensOn = new Int32Array(S);
+    const pairsOn = new Int32Array(S);
+    const used = new Int32Array(k); // the shards this token goes to so far, and its row on each
+    const usedRow = new Int32Array(k);
     for (let t = 0; t < T; t++) {
-      used.length = 0;
+      let nUsed = 0;
       for (let j = 0; j < k; j++) {
-        const expert = routing.expertIds[t * k + j]!;
-        const holders = view.placement.holdersOf(layer, expert);
-        if (holders.length === 0) throw new NoHolderError(layer, expert);
-        const shard = holders.find((h) => used.includes(h)) ?? leastLoaded(holders);
-        if (!used.includes(shard)) used.push(shard);
-        let w = byShard.get(shard);
-        let rows = rowOf.get(shard);
-        if (!w || !rows) {
-          w = { shard, tokens: [], rows: [], experts: [], weights: [] };
-          rows = new Int32Array(T).fill(-1);
-          byShard.set(shard, w);
-          rowOf.set(shard, rows);
+        const i = t * k + j;
+        const holders = view.placement.holdersOf(layer, expertIds[i]!);
+        if (holders.length === 0) throw new NoHolderError(layer, expertIds[i]!);
+        let slot = -1;
+        for (let h = 0; h < holders.length && slot < 0; h++) for (let u = 0; u < nUsed; u++) if (used[u] === holders[h]) slot = u;
+        if (slot < 0) {
+          let best = holders[0]!;
+          for (let h = 1; h < holders.length; h++) if (tokensOn[holders[h]!]! < tokensOn[best]!) best = holders[h]!;
+          used[nUsed] = best;
+          usedRow[nUsed] = tokensOn[best]!++;
+          slot = nUsed++;
         }
-        if (rows[t] === -1) {
-          rows[t] = w.tokens.length;
-          w.tokens.push(t);
-          tokensOn.set(shard, (tokensOn.get(shard) ?? 0) + 1);
-        }
-        w.rows.push(rows[t]!);
-        w.experts.push(expert);
-        w.weights.push(routing.weights[t * k + j]!);
+        pairShard[i] = used[slot]!;
+        pairRow[i] = usedRow[slot]!;
+        pairsOn[used[slot]!]!++;
       }
     }
-    return [...byShard.values()].sort((a, b) => a.shard - b.shard);
+    const work: ShardWork[] = [];
+    const byShard: (ShardWork | undefined)[] = new Array(S);
+    for (let s = 0; s < S; s++) {
+      if (pairsOn[s] === 0) continue;
+      byShard[s] = { shard: s, tokens: new Int32Array(tokensOn[s]!), rows: new Int32Array(pairsOn[s]!), experts: new Int32Array(pairsOn[s]!), weights: new Float32Array(pairsOn[s]!) };
+      work.push(byShard[s]!);
+    }
+    const filled = new Int32Array(S);
+    for (let i = 0; i < T * k; i++) {
+      const w = byShard[pairShard[i]!]!;
+      const p = filled[w.shard]!++;
+      w.tokens[pairRow[i]!] = Math.floor(i / k);
+      w.rows[p] = pairRow[i]!;
+      w.experts[p] = expertIds[i]!;
+      w.weights[p] = weights[i]!;
+    }
+    return work;
   }
 
   /** One shard's part of a layer, as a client span whose context travels in the request. */
-  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, w: ShardWork, parent: Context): Promise<Float32Array> {
+  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, w: ShardWork, parent: Context): Promise<RunExpertsResponse__Output> {
     const H = this.config.hiddenSize;
-    const rows = new Float32Array(w.tokens.length * H);
-    w.tokens.forEach((t, r) => rows.set(hidden.subarray(t * H, (t + 1) * H), r * H));
-    const tensor = encodeTensor(rows, w.tokens.length, H, this.options.wireDtype);
-    const pairs = encodePairs({ tokenRows: Int32Array.from(w.rows), expertIds: Int32Array.from(w.experts), weights: Float32Array.from(w.weights) });
+    const tensor = encodeTensor(gatherRows(hidden, w.tokens, H), w.tokens.length, H, this.options.wireDtype);
+    const pairs = encodePairs({ tokenRows: w.rows, expertIds: w.experts, weights: w.weights });
     const hiddenBytes = (tensor.data as Buffer).length + ((tensor.rowScales as Buffer | undefined)?.length ?? 0);
     const span = tracer().startSpan(
       'expertmesh.shard.call',
@@ -173,23 +178,19 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     }
     span.setAttribute('expertmesh.bytes_received', response.output?.data.length ?? 0);
     span.end();
-    const roundTripMs = performance.now() - started;
-    const { values, rows: got } = decodeTensor(response.output, `shard ${connection.address} output`, H);
-    if (got !== w.tokens.length) throw new RangeError(`shard ${connection.address} returned ${got} rows for ${w.tokens.length} tokens`);
     if (this.observers.watchingCalls) {
-      const call: DispatchCall = {
+      this.observers.call({
         layer,
         shard: connection.address,
         tokens: w.tokens.length,
         pairs: w.rows.length,
         hiddenBytes,
         pairBytes: pairs.pairTokenRows.length + pairs.pairExpertIds.length + pairs.pairWeights.length,
-        responseBytes: response.output!.data.length,
+        responseBytes: response.output?.data.length ?? 0,
         computeMicros: response.computeMicros,
-        roundTripMs,
-      };
-      this.observers.call(call);
+        roundTripMs: performance.now() - started,
+      });
     }
-    return values;
+    return response;
   }
 }
