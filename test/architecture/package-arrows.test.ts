@@ -9,8 +9,8 @@ import { PackageGraph, readWorkspaces, workspaceFrom, type Architecture } from '
  */
 const ARCHITECTURE: Architecture = {
   layers: [
-    // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, process signals.
-    ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'process-lifecycle'],
+    // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, process signals, TLS and exposure checks.
+    ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'process-lifecycle', 'security'],
     // The model's weights by name; the MoE seam (routing, the experts backend interface); the cluster registry; test checkpoints.
     ['model-weights', 'routed-experts', 'discovery', 'checkpoint-maker'],
     // The model (graphs, the forward pass of one batch); routed experts run in this process; the wire protocol.

@@ -28,8 +28,8 @@ describe('cluster discovery over etcd', () => {
   let router: Awaited<ReturnType<typeof startServeProcess>> | null = null;
   const cluster = 'disc';
 
-  const startShard = async (slot: string, modelDir = `${dir.path}/demo`, shardId = slot): Promise<void> => {
-    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--model', modelDir, '--cluster', cluster, '--etcd', etcd.url, '--slot', slot, '--shard-id', shardId, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--intra-op-threads', '1'], {
+  const startShard = async (slot: string, modelDir = `${dir.path}/demo`, shardId = slot, placement = ['--slot', slot]): Promise<void> => {
+    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--model', modelDir, '--cluster', cluster, '--etcd', etcd.url, ...placement, '--shard-id', shardId, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--intra-op-threads', '1'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await new Promise<void>((resolve, reject) => {
@@ -148,8 +148,10 @@ describe('cluster discovery over etcd', () => {
   it('a shard of another model is refused by the router, even when it holds the experts that are missing', async () => {
     const other = `${dir.path}/other`;
     await makeCheckpoint({ preset: 'demo', outDir: other, seed: 12 });
-    // Same plan slot as s0 (same experts), but a checkpoint with another fingerprint.
-    await startShard('s0', other, 'intruder');
+    // The experts s0 holds, but a checkpoint with another fingerprint (given by hand: a shard never
+    // follows a plan made for another model).
+    const s0 = plan(1, ['s0', 's1']).shards.s0!;
+    await startShard('s0', other, 'intruder', ['--experts', s0[0]!.experts.join(',')]);
     await until('intruder registered', async () => (await live()).some((r) => r.shardId === 'intruder'));
     await kill9('s0');
     await until('s0 gone', async () => !(await live()).some((r) => r.shardId === 's0'));

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { EtcdRegistry, HttpRegistry, MemoryRegistry, RegistryServer, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
+import { EtcdRegistry, HttpRegistry, MemoryRegistry, RegistryConflictError, RegistryServer, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
 import { EtcdServer } from '../helpers/etcd-server.js';
 
 const record = (id: string, over: Partial<ShardRecord> = {}): ShardRecord => ({
@@ -70,12 +70,46 @@ function contract(name: string, open: () => Promise<Harness>): void {
       await until(async () => !(await registry.listShards()).some((r) => r.shardId === 'c'));
     });
 
+    it('a shard id held by a live registration is not taken over, and closing the refused one leaves it', async () => {
+      const first = await registry.registerShard(record('dup', { address: '127.0.0.1:7001' }), 5);
+      await expect(registry.registerShard(record('dup', { address: '127.0.0.1:7002' }), 5)).rejects.toThrow(RegistryConflictError);
+      expect((await registry.listShards()).find((r) => r.shardId === 'dup')?.address).toBe('127.0.0.1:7001');
+      await first.close();
+      await until(async () => !(await registry.listShards()).some((r) => r.shardId === 'dup'));
+    });
+
+    it('a holder judged gone (a dead process whose lease still runs) is replaced at once; one judged alive is not', async () => {
+      const dead = await registry.registerShard(record('stale', { address: '127.0.0.1:7003' }), 30);
+      const judged: string[] = [];
+      await expect(registry.registerShard(record('stale', { address: '127.0.0.1:7004' }), 30, undefined, async (h) => (judged.push(h.address), false))).rejects.toThrow(RegistryConflictError);
+      const next = await registry.registerShard(record('stale', { address: '127.0.0.1:7005' }), 30, undefined, async (h) => (judged.push(h.address), true));
+      expect(judged).toEqual(['127.0.0.1:7003', '127.0.0.1:7003']);
+      await until(async () => (await registry.listShards()).find((r) => r.shardId === 'stale')?.address === '127.0.0.1:7005');
+      await next.close();
+      await dead.close();
+    });
+
+    it('plans are written with compare-and-swap: a stale writer gets a conflict, never a silent replace', async () => {
+      const plan = (version: number) => ({ version, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [version] }] } });
+      const current = (await registry.getPlan())?.version ?? null;
+      await registry.putPlan(plan((current ?? 0) + 1), { replaces: current });
+      // Two writers read the same version; the second to write loses.
+      const read = (await registry.getPlan())!.version;
+      await registry.putPlan(plan(read + 1), { replaces: read });
+      await expect(registry.putPlan(plan(read + 1), { replaces: read })).rejects.toThrow(RegistryConflictError);
+      // Create-if-absent when a plan exists, and an older version, are refused too.
+      await expect(registry.putPlan(plan(99), { replaces: null })).rejects.toThrow(RegistryConflictError);
+      await expect(registry.putPlan(plan(read))).rejects.toThrow(RegistryConflictError);
+      expect((await registry.getPlan())!.version).toBe(read + 1);
+    });
+
     it('stores and watches the placement plan', async () => {
       const plans: (number | null)[] = [];
       const stop = await registry.watchPlan((p) => plans.push(p?.version ?? null));
-      await registry.putPlan({ version: 1, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [0] }] } });
-      await registry.putPlan({ version: 2, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [1] }] } });
-      await until(async () => plans.at(-1) === 2);
+      const base = (await registry.getPlan())?.version ?? 0;
+      await registry.putPlan({ version: base + 1, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [0] }] } });
+      await registry.putPlan({ version: base + 2, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [1] }] } });
+      await until(async () => plans.at(-1) === base + 2);
       expect((await registry.getPlan())?.shards.s0).toEqual([{ layer: 1, experts: [1] }]);
       await stop();
     });
@@ -89,8 +123,8 @@ beforeAll(async () => {
 afterAll(async () => etcd?.stop());
 
 /** A real process that registers, to be killed with -9. */
-async function registerInProcess(args: string[]): Promise<() => Promise<void>> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'helpers', 'register-shard-process.ts'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function registerInProcess(args: string[], env: Record<string, string> = {}): Promise<() => Promise<void>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'helpers', 'register-shard-process.ts'), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   await new Promise<void>((resolve) => createInterface({ input: child.stdout! }).once('line', () => resolve()));
   return async () => {
     child.kill('SIGKILL');
@@ -105,11 +139,30 @@ contract('etcd', async () => ({
 
 let server: RegistryServer;
 afterAll(async () => server?.close());
+
+describe('embedded registry server', () => {
+  it('asks for its token, caps request bodies, and binds loopback', async () => {
+    const s = await RegistryServer.start(new MemoryRegistry());
+    try {
+      expect(s.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect((await fetch(`${s.url}/v1/shards`)).status).toBe(401);
+      expect((await fetch(`${s.url}/v1/shards`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
+      expect((await fetch(`${s.url}/v1/shards`, { headers: { authorization: `Bearer ${s.token}` } })).status).toBe(200);
+      await expect(new HttpRegistry(s.url, 'wrong').listShards()).rejects.toThrow(/refused this process's token/);
+      const huge = JSON.stringify({ record: record('x'), ttlSeconds: 5, pad: 'x'.repeat(5 * 2 ** 20) });
+      const res = await fetch(`${s.url}/v1/shards`, { method: 'POST', headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' }, body: huge });
+      expect(res.status).toBe(413);
+      expect((await fetch(`${s.url}/v1/shards`, { headers: { authorization: `Bearer ${s.token}` } })).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+});
 contract('embedded, served over HTTP to other processes', async () => {
   server = await RegistryServer.start(new MemoryRegistry());
   return {
-    registry: new HttpRegistry(server.url),
-    registerCrashable: (id) => registerInProcess(['http', server.url, '-', id, '2']),
+    registry: new HttpRegistry(server.url, server.token),
+    registerCrashable: (id) => registerInProcess(['http', server.url, '-', id, '2'], { EXPERTMESH_REGISTRY_TOKEN: server.token }),
   };
 });
 

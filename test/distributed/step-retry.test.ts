@@ -39,6 +39,7 @@ describe('a shard that dies mid-step', () => {
   const startReplacement = (slot: string): { process: ChildProcess; listening: Promise<void> } => {
     const child = spawn(process.execPath, [CLI, 'shard', '--model', dir.path, '--registry', server.url, '--slot', slot, '--shard-id', slot, '--listen', '127.0.0.1:0', '--intra-op-threads', '1'], {
       stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, EXPERTMESH_REGISTRY_TOKEN: server.token },
     });
     const listening = new Promise<void>((resolve, reject) => {
       createInterface({ input: child.stdout! }).on('line', (l) => (JSON.parse(l) as { event?: string }).event === 'listening' && resolve());
@@ -52,7 +53,7 @@ describe('a shard that dies mid-step', () => {
     const local = await loadLocalEngine(dir.path, { kvCacheTokens: 2048 });
     const expected = await local.generate(requests).finally(() => local.close());
 
-    const cluster = await LocalCluster.start({ modelDir: dir.path, shards: 2, nRoutedExperts: identity.config.nRoutedExperts, registry: { url: server.url }, shardArgs: ['--intra-op-threads', '1', '--lease-ttl', '30'] });
+    const cluster = await LocalCluster.start({ modelDir: dir.path, shards: 2, nRoutedExperts: identity.config.nRoutedExperts, registry: { url: server.url }, env: { EXPERTMESH_REGISTRY_TOKEN: server.token }, shardArgs: ['--intra-op-threads', '1', '--lease-ttl', '30'] });
     let replacement: ReturnType<typeof startReplacement> | null = null;
     let killedAtCall = 0;
     try {

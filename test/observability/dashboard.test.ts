@@ -27,7 +27,7 @@ describe('cluster dashboard', () => {
     let router: Awaited<ReturnType<typeof startServeProcess>> | undefined;
     try {
       router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(',')]);
-      const r = await fetch(`${router.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'demo', prompt: 'light up the map', max_tokens: 4 }) });
+      const r = await fetch(`${router.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'demo', prompt: 'light up the map', max_tokens: 4 }) });
       expect(r.status).toBe(200);
       const page = await browser.newPage();
       await page.goto(`${router.url}/dashboard`);

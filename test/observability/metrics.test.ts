@@ -43,10 +43,10 @@ describe('Prometheus metrics', () => {
 
   it('router counters and histograms move with traffic', async () => {
     const before = await scrape(`${router.url}/metrics`);
-    const ok = await fetch(`${router.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'demo', prompt: 'count me', max_tokens: 4, ignore_eos: true }) });
+    const ok = await fetch(`${router.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'demo', prompt: 'count me', max_tokens: 4, ignore_eos: true }) });
     expect(ok.status).toBe(200);
     const usage = ((await ok.json()) as { usage: { prompt_tokens: number } }).usage;
-    const bad = await fetch(`${router.url}/v1/completions`, { method: 'POST', body: '{"model": "demo"' });
+    const bad = await fetch(`${router.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model": "demo"' });
     expect(bad.status).toBe(400);
     const after = await scrape(`${router.url}/metrics`);
     const delta = (name: string, labels: Record<string, string> = {}): number => sample(after, name, labels) - sample(before, name, labels);
@@ -67,7 +67,7 @@ describe('Prometheus metrics', () => {
 
   it('shard counters move with traffic', async () => {
     const before = await Promise.all(cluster.shards.map((s) => scrape(s.metricsUrl)));
-    await fetch(`${router.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'demo', prompt: 'shard work', max_tokens: 3 }) });
+    await fetch(`${router.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'demo', prompt: 'shard work', max_tokens: 3 }) });
     const after = await Promise.all(cluster.shards.map((s) => scrape(s.metricsUrl)));
     const delta = (name: string, labels: Record<string, string> = {}): number => after.reduce((a, t, i) => a + sample(t, name, labels) - sample(before[i]!, name, labels), 0);
     expect(delta('expertmesh_shard_requests_total', { outcome: 'ok' })).toBeGreaterThan(0);

@@ -1,6 +1,6 @@
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
 import { float32ToBf16Bytes, quantizeBlockFp8, writeShardedCheckpoint, type LazyTensor } from '@expertmesh/weights';
 import { planTensors, type PlannedTensor } from './tensor-plan.js';
@@ -21,6 +21,24 @@ export interface MakeCheckpointOptions {
   readonly overrides?: Readonly<Record<string, unknown>>;
   /** The chat template written into tokenizer_config.json (presets with the real tokenizer): R1's by default. */
   readonly chatTemplate?: ChatTemplateName;
+  /** Replace files of the same names already in `outDir` (init-model --force); otherwise refuse to touch them. */
+  readonly replace?: boolean;
+}
+
+/** The folder already holds files the checkpoint would overwrite. */
+export class CheckpointExistsError extends Error {
+  override readonly name = 'CheckpointExistsError';
+}
+
+const CHECKPOINT_FILE = /^(config\.json|model\.safetensors(\.index\.json)?|model-\d+-of-\d+\.safetensors|tokenizer(_config)?\.json)$/;
+
+/** Files of `dir` a checkpoint would write (config, weights, tokenizer). */
+async function checkpointFilesIn(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((f) => CHECKPOINT_FILE.test(f)).sort();
+  } catch {
+    return [];
+  }
 }
 
 export interface CheckpointSummary {
@@ -37,6 +55,39 @@ export interface CheckpointSummary {
  * Values depend only on the seed and each tensor's name, so dtype and sharding never change them.
  */
 export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<CheckpointSummary> {
+  const existing = await checkpointFilesIn(options.outDir);
+  if (existing.length && !options.replace) {
+    throw new CheckpointExistsError(`${options.outDir} already holds checkpoint files (${existing.slice(0, 4).join(', ')}${existing.length > 4 ? ', …' : ''}): choose another folder, or pass --force to replace them`);
+  }
+  // Written into a private folder beside the target and moved in only once complete: an interrupted
+  // run leaves a .partial folder behind, never a truncated checkpoint under the real name.
+  await mkdir(dirname(options.outDir), { recursive: true });
+  const staging = await mkdtemp(join(dirname(options.outDir), `.${basename(options.outDir)}.partial-`));
+  try {
+    const summary = await writeCheckpointInto(staging, options);
+    await moveInto(staging, options.outDir, options.replace ?? false);
+    return summary;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** Moves every file of `staging` into `outDir` (renamed as a whole when `outDir` does not exist yet); weights first, config last. */
+async function moveInto(staging: string, outDir: string, replace: boolean): Promise<void> {
+  const missing = await stat(outDir).then(
+    () => false,
+    () => true,
+  );
+  if (missing) return rename(staging, outDir);
+  const files = (await readdir(staging)).sort((a, b) => Number(a === 'config.json') - Number(b === 'config.json'));
+  if (!replace) {
+    const clash = (await checkpointFilesIn(outDir)).filter((f) => files.includes(f));
+    if (clash.length) throw new CheckpointExistsError(`${outDir} gained ${clash.join(', ')} while the checkpoint was written: nothing was replaced`);
+  }
+  for (const f of files) await rename(join(staging, f), join(outDir, f));
+}
+
+async function writeCheckpointInto(outDir: string, options: MakeCheckpointOptions): Promise<CheckpointSummary> {
   const preset = getPreset(options.preset);
   const dtype = options.dtype ?? 'bfloat16';
   const seed = options.seed ?? 0;
@@ -46,12 +97,12 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ch
     configJson.quantization_config = { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [...block] };
   }
   const config = parseModelConfig(configJson, `preset ${preset.name}`);
-  await mkdir(options.outDir, { recursive: true });
-  await writeFile(join(options.outDir, 'config.json'), `${JSON.stringify(configJson, null, 2)}\n`);
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, 'config.json'), `${JSON.stringify(configJson, null, 2)}\n`);
   const plan = planTensors(config);
   const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, options.fp8 ? block : null));
-  const written = await writeShardedCheckpoint(options.outDir, tensors, options.shards ?? 1);
-  if (preset.realTokenizer) await copyTokenizerFiles(options.outDir, options.chatTemplate ?? 'deepseek-r1');
+  const written = await writeShardedCheckpoint(outDir, tensors, options.shards ?? 1);
+  if (preset.realTokenizer) await copyTokenizerFiles(outDir, options.chatTemplate ?? 'deepseek-r1');
   return { tensors: tensors.length, bytes: written.totalBytes, files: written.files, tokenizer: preset.realTokenizer };
 }
 

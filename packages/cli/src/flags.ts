@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { UsageError } from './cli-error.js';
 
-type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
 
 /**
  * Parses `--flag value` arguments, then validates them with a zod schema, so every command
@@ -35,4 +35,36 @@ export const executionFlagSpec = {
 export const executionFlagSchema = {
   'execution-provider': z.enum(['cpu', 'cuda']).default((process.env.EXPERTMESH_EXECUTION_PROVIDER as 'cpu' | 'cuda' | undefined) ?? 'cpu'),
   'intra-op-threads': numberFlag((n) => n.int().nonnegative()).default(0),
+};
+
+/** Mutual TLS flags (shards and routers); the files are checked at start-up. */
+export const tlsFlagSpec = {
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  insecure: { type: 'boolean' },
+} satisfies FlagSpec;
+
+export const tlsFlagSchema = {
+  'tls-cert': z.string().optional().default(process.env.EXPERTMESH_TLS_CERT ?? ''),
+  'tls-key': z.string().optional().default(process.env.EXPERTMESH_TLS_KEY ?? ''),
+  'tls-ca': z.string().optional().default(process.env.EXPERTMESH_TLS_CA ?? ''),
+  insecure: z.boolean().default(false),
+};
+
+/** etcd security flags (TLS, client certificate, user); the password comes from a file or EXPERTMESH_ETCD_PASSWORD. */
+export const etcdFlagSpec = {
+  'etcd-ca': { type: 'string' },
+  'etcd-cert': { type: 'string' },
+  'etcd-key': { type: 'string' },
+  'etcd-user': { type: 'string' },
+  'etcd-password-file': { type: 'string' },
+} satisfies FlagSpec;
+
+export const etcdFlagSchema = {
+  'etcd-ca': z.string().optional(),
+  'etcd-cert': z.string().optional(),
+  'etcd-key': z.string().optional(),
+  'etcd-user': z.string().optional(),
+  'etcd-password-file': z.string().optional(),
 };

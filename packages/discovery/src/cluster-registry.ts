@@ -1,4 +1,11 @@
+import type { RecordProblem } from './record-checks.js';
 import type { PlacementPlan, ShardRecord } from './records.js';
+
+/**
+ * Asked when the shard id is held: whether that holder is gone (its process dead, its lease not yet
+ * run out). Only then is the record replaced, and only if it is still the one that was judged.
+ */
+export type StaleHolderCheck = (holder: ShardRecord) => Promise<boolean>;
 
 /** A shard's live entry: it stays while the process keeps its lease alive. */
 export interface ShardRegistration {
@@ -17,13 +24,22 @@ export interface ShardRegistration {
 export interface ClusterRegistry {
   /**
    * Publishes `record` under a lease of `ttlSeconds`, renewed every `keepAliveSeconds` (a third of the
-   * TTL when absent, as etcd clients do).
+   * TTL when absent, as etcd clients do). The shard id is claimed, not overwritten: while another
+   * process holds it this throws RegistryConflictError, unless `isStale` finds that holder gone.
    */
-  registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number): Promise<ShardRegistration>;
+  registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<ShardRegistration>;
   listShards(): Promise<ShardRecord[]>;
-  /** Calls `listener` with the full set of live shards now and after every change. */
-  watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>>;
-  putPlan(plan: PlacementPlan): Promise<void>;
+  /**
+   * Calls `listener` with the full set of live shards now and after every change, with the entries
+   * that are not valid shard records beside them (ignored, for logs and metrics).
+   */
+  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>>;
+  /**
+   * Stores a new plan, never silently over another writer's: `replaces` is the version the writer
+   * read (null: there must be no plan yet). Without it the new version must be above the stored one.
+   * Throws RegistryConflictError when the stored plan is not the one expected.
+   */
+  putPlan(plan: PlacementPlan, options?: { replaces?: number | null }): Promise<void>;
   getPlan(): Promise<PlacementPlan | null>;
   watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;

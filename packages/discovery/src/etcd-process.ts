@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +28,21 @@ export function etcdInstalled(): boolean {
   return spawnSync('etcd', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
+/** PEM file paths. */
+interface PemFiles {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+}
+
+export interface EtcdProcessOptions {
+  /**
+   * Serve clients over TLS with this certificate, and require client certificates of `server.ca`
+   * (--client-cert-auth). `probe` is a client certificate of that CA for the health checks.
+   */
+  readonly tls?: { readonly server: PemFiles; readonly probe: PemFiles };
+}
+
 /** A single-member etcd on free loopback ports with its own data folder (local clusters and tests). */
 export class EtcdProcess {
   private child: ChildProcess | null = null;
@@ -35,17 +51,18 @@ export class EtcdProcess {
     readonly clientPort: number,
     private readonly peerPort: number,
     private readonly dataDir: string,
+    private readonly options: EtcdProcessOptions,
   ) {}
 
   get url(): string {
-    return `http://127.0.0.1:${this.clientPort}`;
+    return `${this.options.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
   }
 
-  static async start(): Promise<EtcdProcess> {
+  static async start(options: EtcdProcessOptions = {}): Promise<EtcdProcess> {
     // A port taken between choosing it and etcd binding it (another process starting) makes etcd exit: try again.
     for (let attempt = 1; ; attempt++) {
       const [client, peer] = await freePorts(2);
-      const etcd = new EtcdProcess(client!, peer!, await mkdtemp(join(tmpdir(), 'expertmesh-etcd-')));
+      const etcd = new EtcdProcess(client!, peer!, await mkdtemp(join(tmpdir(), 'expertmesh-etcd-')), options);
       try {
         await etcd.run();
         return etcd;
@@ -66,6 +83,8 @@ export class EtcdProcess {
       '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `expertmesh=${peer}`, '--log-level', 'error',
     ];
+    const tls = this.options.tls;
+    if (tls) args.push('--cert-file', tls.server.cert, '--key-file', tls.server.key, '--client-cert-auth', '--trusted-ca-file', tls.server.ca);
     const child = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     let stderr = '';
@@ -74,13 +93,28 @@ export class EtcdProcess {
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited (${child.exitCode ?? child.signalCode}) while starting: ${stderr.trim()}`);
       try {
-        if ((await fetch(`${this.url}/health`)).ok) return;
+        if (await this.healthy()) return;
       } catch {
         // not up yet
       }
       if (Date.now() > deadline) throw new Error(`etcd did not answer within 20 s (is etcd-server installed? apt-get install -y etcd-server): ${stderr.trim()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  private async healthy(): Promise<boolean> {
+    const tls = this.options.tls;
+    if (!tls) return (await fetch(`${this.url}/health`)).ok;
+    const [ca, cert, key] = await Promise.all([tls.probe.ca, tls.probe.cert, tls.probe.key].map((f) => readFile(f)));
+    return new Promise((resolve, reject) => {
+      const req = request(`${this.url}/health`, { ca, cert, key, timeout: 2000 }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.end();
+    });
   }
 
   /** Kills the process (as a crash would), keeping the data folder for run(). */

@@ -1,11 +1,37 @@
-import { Etcd3, type Lease, type WatchBuilder } from 'etcd3';
-import type { ClusterRegistry, ShardRegistration } from './cluster-registry.js';
+import type { z } from 'zod';
+import { Etcd3, type IOptions, type Lease, type WatchBuilder } from 'etcd3';
+import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
+import { createIfAbsent, replaceIfOwned, replaceIfUnchanged } from './etcd-transactions.js';
+import { checkPlanReplacement } from './plan-version-check.js';
+import type { RecordProblem } from './record-checks.js';
+import { RegistryConflictError } from './registry-errors.js';
 import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
+
+/** How this process proves itself to etcd: TLS (server CA, optional client certificate) and/or a user and password. */
+export interface EtcdSecurity {
+  readonly tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer } | undefined;
+  readonly auth?: { readonly username: string; readonly password: string } | undefined;
+}
+
+/** A value read from etcd, parsed and validated; the problem instead when it is not valid. */
+function parseValue<T>(text: string, schema: z.ZodType<T>): { value: T } | { problem: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { problem: `not JSON (${text.length} bytes)` };
+  }
+  const parsed = schema.safeParse(json);
+  if (parsed.success) return { value: parsed.data };
+  const issue = parsed.error.issues[0]!;
+  return { problem: `${issue.path.join('.') || 'value'}: ${issue.message}` };
+}
 
 /**
  * The cluster registry over etcd: a shard's record lives under a lease it keeps alive, so a dead
  * shard's key disappears when the TTL runs out; routers watch the prefix. If the lease is lost
  * (etcd unreachable past the TTL, or restarted), the shard registers again as soon as it can.
+ * Keys are claimed and plans replaced with transactions, so two writers never overwrite each other.
  */
 export class EtcdRegistry implements ClusterRegistry {
   private readonly client: Etcd3;
@@ -14,14 +40,19 @@ export class EtcdRegistry implements ClusterRegistry {
   constructor(
     endpoints: readonly string[],
     readonly cluster: string,
+    security: EtcdSecurity = {},
   ) {
-    this.client = new Etcd3({ hosts: [...endpoints], dialTimeout: 3000 });
+    const options: IOptions = { hosts: [...endpoints], dialTimeout: 3000 };
+    if (security.tls) options.credentials = { rootCertificate: security.tls.ca, ...(security.tls.key ? { privateKey: security.tls.key } : {}), ...(security.tls.cert ? { certChain: security.tls.cert } : {}) };
+    if (security.auth) options.auth = { username: security.auth.username, password: security.auth.password };
+    this.client = new Etcd3(options);
   }
 
-  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number): Promise<ShardRegistration> {
+  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<ShardRegistration> {
     const key = keys.shard(this.cluster, record.shardId);
     let current = record;
     let lease: Lease | null = null;
+    let leaseId = '';
     let closed = false;
     let keepAlive: NodeJS.Timeout | null = null;
     const lostListeners: ((e: Error) => void)[] = [];
@@ -34,8 +65,14 @@ export class EtcdRegistry implements ClusterRegistry {
       // The client renews at TTL/3 by itself; a set interval renews by hand instead.
       const l = this.client.lease(ttlSeconds, { autoKeepAlive: keepAliveSeconds === undefined });
       l.on('lost', lost);
-      await l.put(key).value(JSON.stringify(current));
+      const id = await l.grant();
+      if (!(await createIfAbsent(this.client, key, JSON.stringify(current), id)) && !(await this.replaceStale(key, JSON.stringify(current), id, isStale))) {
+        l.removeListener('lost', lost);
+        await l.revoke().catch(() => undefined);
+        throw new RegistryConflictError(`shard id ${record.shardId} is registered by another live process (key ${key}): give this shard another --shard-id, or stop the other`);
+      }
       lease = l;
+      leaseId = id;
       if (keepAliveSeconds !== undefined) {
         if (keepAlive) clearInterval(keepAlive);
         let renewedAt = Date.now();
@@ -68,36 +105,73 @@ export class EtcdRegistry implements ClusterRegistry {
     return {
       update: async (next) => {
         current = next;
-        if (lease) await lease.put(key).value(JSON.stringify(next));
+        // Only while the key is still this lease's: never over a record another process claimed since.
+        if (lease && !(await replaceIfOwned(this.client, key, JSON.stringify(next), leaseId))) {
+          throw new RegistryConflictError(`shard id ${record.shardId} is no longer held by this process`);
+        }
       },
       close: async () => {
         closed = true;
         if (keepAlive) clearInterval(keepAlive);
+        // Revoking the lease deletes only the keys this process created under it.
         await lease?.revoke().catch(() => undefined);
       },
       onLost: (listener) => lostListeners.push(listener),
     };
   }
 
+  /** Replaces the holder of `key` with `value` if `isStale` judges it gone and nobody changed the key since it was read. */
+  private async replaceStale(key: string, value: string, leaseId: string, isStale: StaleHolderCheck | undefined): Promise<boolean> {
+    if (!isStale) return false;
+    const held = (await this.client.get(key).exec()).kvs[0];
+    if (!held) return createIfAbsent(this.client, key, value, leaseId);
+    const parsed = parseValue(held.value.toString(), shardRecordSchema);
+    if ('value' in parsed && !(await isStale(parsed.value))) return false;
+    return replaceIfUnchanged(this.client, key, value, held.mod_revision, leaseId);
+  }
+
   async listShards(): Promise<ShardRecord[]> {
+    return (await this.readShards()).shards;
+  }
+
+  /** Every shard key, valid records apart from the rest: one bad record never hides the others. */
+  private async readShards(): Promise<{ shards: ShardRecord[]; invalid: RecordProblem[] }> {
     const all = await this.client.getAll().prefix(keys.shards(this.cluster)).strings();
-    return Object.values(all).flatMap((v) => {
-      const parsed = shardRecordSchema.safeParse(JSON.parse(v));
-      return parsed.success ? [parsed.data] : [];
-    });
+    const shards: ShardRecord[] = [];
+    const invalid: RecordProblem[] = [];
+    for (const [key, text] of Object.entries(all)) {
+      const r = parseValue(text, shardRecordSchema);
+      if ('value' in r) shards.push(r.value);
+      else invalid.push({ source: key.slice(0, 300), reason: r.problem });
+    }
+    return { shards, invalid };
   }
 
-  watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
-    return this.watchAndRead(this.client.watch().prefix(keys.shards(this.cluster)), () => this.listShards(), listener);
+  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
+    return this.watchAndRead(
+      this.client.watch().prefix(keys.shards(this.cluster)),
+      () => this.readShards(),
+      (r) => listener(r.shards, r.invalid),
+    );
   }
 
-  async putPlan(plan: PlacementPlan): Promise<void> {
-    await this.client.put(keys.plan(this.cluster)).value(JSON.stringify(plan));
+  async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
+    const key = keys.plan(this.cluster);
+    const stored = (await this.client.get(key).exec()).kvs[0];
+    const storedPlan = stored ? parseValue(stored.value.toString(), placementPlanSchema) : null;
+    // An unreadable stored plan counts as version 0: it can be replaced, but only by a compare on its revision.
+    checkPlanReplacement(storedPlan === null ? null : 'value' in storedPlan ? storedPlan.value.version : 0, plan.version, options.replaces);
+    const text = JSON.stringify(plan);
+    const written = stored ? await replaceIfUnchanged(this.client, key, text, stored.mod_revision) : await createIfAbsent(this.client, key, text);
+    if (!written) throw new RegistryConflictError(`another writer stored a plan at ${key} while v${plan.version} was being written: read it again and re-plan`);
   }
 
   async getPlan(): Promise<PlacementPlan | null> {
     const text = await this.client.get(keys.plan(this.cluster)).string();
-    return text === null ? null : placementPlanSchema.parse(JSON.parse(text));
+    if (text === null) return null;
+    const r = parseValue(text, placementPlanSchema);
+    if ('problem' in r) throw new Error(`the stored plan at ${keys.plan(this.cluster)} is not valid (${r.problem}): store a new one with \`expertmesh plan --store\``);
+    return r.value;
   }
 
   watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
@@ -106,15 +180,23 @@ export class EtcdRegistry implements ClusterRegistry {
 
   /**
    * Calls `listener` with a fresh read now and after every change the watch reports. Re-reading the
-   * whole value on each event is simple, and stays correct after the watch reconnects.
+   * whole value on each event is simple, and stays correct after the watch reconnects. A listener
+   * that throws is reported and the watch goes on: one bad value never stops a process.
    */
   private async watchAndRead<T>(builder: WatchBuilder, read: () => Promise<T>, listener: (value: T) => void): Promise<() => Promise<void>> {
     const watcher = await builder.create();
     let stopped = false;
     const refresh = (): void => {
       read().then(
-        (v) => !stopped && listener(v),
-        () => undefined,
+        (v) => {
+          if (stopped) return;
+          try {
+            listener(v);
+          } catch (e) {
+            process.stderr.write(`expertmesh: registry watch listener failed: ${(e as Error).message}\n`);
+          }
+        },
+        (e: Error) => !stopped && process.stderr.write(`expertmesh: registry read failed: ${e.message}\n`),
       );
     };
     watcher.on('put', refresh);

@@ -1,5 +1,19 @@
-import type { ClusterRegistry, ShardRegistration } from './cluster-registry.js';
+import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
+import type { RecordProblem } from './record-checks.js';
+import { RegistryAuthError, RegistryConflictError } from './registry-errors.js';
 import { placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
+
+/** Valid shard records of a snapshot, each element checked alone: one bad entry never hides the rest. */
+function splitRecords(value: unknown): { shards: ShardRecord[]; invalid: RecordProblem[] } {
+  const shards: ShardRecord[] = [];
+  const invalid: RecordProblem[] = [];
+  (Array.isArray(value) ? value : []).forEach((v: unknown, i) => {
+    const r = shardRecordSchema.safeParse(v);
+    if (r.success) shards.push(r.data);
+    else invalid.push({ source: `shards[${i}]`, reason: `${r.error.issues[0]!.path.join('.')}: ${r.error.issues[0]!.message}` });
+  });
+  return { shards, invalid };
+}
 
 /** A client of the embedded registry server (RegistryServer): the ClusterRegistry of `up` without etcd. */
 export class HttpRegistry implements ClusterRegistry {
@@ -7,18 +21,40 @@ export class HttpRegistry implements ClusterRegistry {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly watches = new Set<AbortController>();
 
-  constructor(readonly url: string) {}
+  /** `token`: the server's bearer token (EXPERTMESH_REGISTRY_TOKEN). */
+  constructor(
+    readonly url: string,
+    private readonly token: string,
+  ) {}
 
-  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds = ttlSeconds / 3): Promise<ShardRegistration> {
+  private get headers(): Record<string, string> {
+    return { authorization: `Bearer ${this.token}` };
+  }
+
+  private async get(path: string, init: RequestInit = {}): Promise<Response> {
+    const r = await fetch(`${this.url}${path}`, { ...init, headers: { ...this.headers, ...(init.headers as Record<string, string> | undefined) } });
+    if (r.status === 401) throw new RegistryAuthError(`the registry at ${this.url} refused this process's token: set EXPERTMESH_REGISTRY_TOKEN to the token \`expertmesh up\` printed`);
+    return r;
+  }
+
+  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds = ttlSeconds / 3, isStale?: StaleHolderCheck): Promise<ShardRegistration> {
     let current = record;
-    let lease = await this.grant(current, ttlSeconds);
+    let lease: string;
+    try {
+      lease = await this.grant(current, ttlSeconds);
+    } catch (e) {
+      if (!(e instanceof RegistryConflictError) || !isStale) throw e;
+      const holder = shardRecordSchema.nullable().parse(await (await this.get(`/v1/shards/${encodeURIComponent(record.shardId)}`)).json());
+      if (holder && !(await isStale(holder))) throw e;
+      lease = await this.grant(current, ttlSeconds, holder ?? undefined);
+    }
     let closed = false;
     const lost: ((e: Error) => void)[] = [];
     // A lease found expired (registry restarted, process paused) is granted again.
     const timer = setInterval(async () => {
       if (closed || this.closed) return;
       try {
-        const r = await fetch(`${this.url}/v1/leases/${lease}/keepalive`, { method: 'POST' });
+        const r = await this.get(`/v1/leases/${lease}/keepalive`, { method: 'POST' });
         if (r.status === 404) {
           for (const f of lost) f(new Error('lease expired'));
           lease = await this.grant(current, ttlSeconds);
@@ -38,26 +74,29 @@ export class HttpRegistry implements ClusterRegistry {
         closed = true;
         clearInterval(timer);
         this.timers.delete(timer);
-        await fetch(`${this.url}/v1/leases/${lease}`, { method: 'DELETE' }).catch(() => undefined);
+        await this.get(`/v1/leases/${lease}`, { method: 'DELETE' }).catch(() => undefined);
       },
       onLost: (l) => lost.push(l),
     };
   }
 
   async listShards(): Promise<ShardRecord[]> {
-    return shardRecordSchema.array().parse(await (await fetch(`${this.url}/v1/shards`)).json());
+    return splitRecords(await (await this.get('/v1/shards')).json()).shards;
   }
 
-  watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
-    return this.watch('/v1/watch/shards', (v) => listener(shardRecordSchema.array().parse(v)));
+  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
+    return this.watch('/v1/watch/shards', (v) => {
+      const { shards, invalid } = splitRecords(v);
+      listener(shards, invalid);
+    });
   }
 
-  async putPlan(plan: PlacementPlan): Promise<void> {
-    await this.send('PUT', '/v1/plan', plan);
+  async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
+    await this.send('PUT', '/v1/plan', { plan, ...options });
   }
 
   async getPlan(): Promise<PlacementPlan | null> {
-    return placementPlanSchema.nullable().parse(await (await fetch(`${this.url}/v1/plan`)).json());
+    return placementPlanSchema.nullable().parse(await (await this.get('/v1/plan')).json());
   }
 
   watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
@@ -70,14 +109,15 @@ export class HttpRegistry implements ClusterRegistry {
     for (const w of this.watches) w.abort();
   }
 
-  private async grant(record: ShardRecord, ttlSeconds: number): Promise<string> {
-    const r = await this.send('POST', '/v1/shards', { record, ttlSeconds });
+  private async grant(record: ShardRecord, ttlSeconds: number, replaces?: ShardRecord): Promise<string> {
+    const r = await this.send('POST', '/v1/shards', { record, ttlSeconds, ...(replaces ? { replaces } : {}) });
     return ((await r.json()) as { lease: string }).lease;
   }
 
   private async send(method: string, path: string, body: unknown): Promise<Response> {
-    const r = await fetch(`${this.url}${path}`, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    if (!r.ok && r.status !== 404) throw new Error(`registry ${method} ${path}: ${r.status} ${await r.text()}`);
+    const r = await this.get(path, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (r.status === 409) throw new RegistryConflictError(((await r.json()) as { error: string }).error);
+    if (!r.ok && r.status !== 404) throw new Error(`registry ${method} ${path}: ${r.status} ${(await r.text()).slice(0, 500)}`);
     return r;
   }
 
@@ -90,7 +130,8 @@ export class HttpRegistry implements ClusterRegistry {
     void (async () => {
       for (let attempt = 0; !controller.signal.aborted; attempt++) {
         try {
-          const res = await fetch(`${this.url}${path}`, { signal: controller.signal });
+          const res = await this.get(path, { signal: controller.signal });
+          if (!res.ok) throw new Error(`watch ${path}: ${res.status}`);
           let buffer = '';
           const decoder = new TextDecoder();
           for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -100,7 +141,12 @@ export class HttpRegistry implements ClusterRegistry {
               const event = buffer.slice(0, at);
               buffer = buffer.slice(at + 2);
               if (event.startsWith('data: ')) {
-                onValue(JSON.parse(event.slice(6)));
+                // A value the listener cannot use is reported and skipped; the watch goes on.
+                try {
+                  onValue(JSON.parse(event.slice(6)));
+                } catch (e) {
+                  process.stderr.write(`expertmesh: registry watch ${path}: ${(e as Error).message.slice(0, 300)}\n`);
+                }
                 first();
                 attempt = 0;
               }

@@ -1,4 +1,7 @@
-import type { ClusterRegistry, ShardRegistration } from './cluster-registry.js';
+import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
+import { checkPlanReplacement } from './plan-version-check.js';
+import type { RecordProblem } from './record-checks.js';
+import { RegistryConflictError } from './registry-errors.js';
 import type { PlacementPlan, ShardRecord } from './records.js';
 
 interface Entry {
@@ -13,7 +16,7 @@ interface Entry {
 export class MemoryRegistry implements ClusterRegistry {
   private readonly shards = new Map<string, Entry>();
   private plan: PlacementPlan | null = null;
-  private readonly shardListeners = new Set<(s: ShardRecord[]) => void>();
+  private readonly shardListeners = new Set<(s: ShardRecord[], invalid: readonly RecordProblem[]) => void>();
   private readonly planListeners = new Set<(p: PlacementPlan | null) => void>();
   private readonly sweeper: NodeJS.Timeout;
 
@@ -22,8 +25,9 @@ export class MemoryRegistry implements ClusterRegistry {
     this.sweeper.unref();
   }
 
-  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds = ttlSeconds / 3): Promise<ShardRegistration> {
-    const registration = this.registerLeased(record, ttlSeconds);
+  async registerShard(record: ShardRecord, ttlSeconds: number, keepAliveSeconds = ttlSeconds / 3, isStale?: StaleHolderCheck): Promise<ShardRegistration> {
+    const holder = this.liveHolder(record.shardId);
+    const registration = this.registerLeased(record, ttlSeconds, holder && isStale && (await isStale(holder)) ? holder : undefined);
     const keepAlive = setInterval(() => registration.keepAlive(), keepAliveSeconds * 1000);
     keepAlive.unref();
     return {
@@ -41,7 +45,16 @@ export class MemoryRegistry implements ClusterRegistry {
    * A registration whose lease the caller keeps alive (the registry server does this for shards in
    * other processes): keepAlive() returns false once the lease has expired.
    */
-  registerLeased(record: ShardRecord, ttlSeconds: number): ShardRegistration & { keepAlive(): boolean } {
+  /** The record holding `shardId` under a live lease, if any. */
+  liveHolder(shardId: string): ShardRecord | undefined {
+    const held = this.shards.get(shardId);
+    return held && held.expiresAt >= Date.now() ? held.record : undefined;
+  }
+
+  /** `replaces`: the holder's record, judged gone by the caller; it is replaced only if it is still that one. */
+  registerLeased(record: ShardRecord, ttlSeconds: number, replaces?: ShardRecord): ShardRegistration & { keepAlive(): boolean } {
+    const held = this.shards.get(record.shardId);
+    if (held && held.expiresAt >= Date.now() && !(replaces && JSON.stringify(held.record) === JSON.stringify(replaces))) throw new RegistryConflictError(`shard id ${record.shardId} is registered by another live process: give this shard another --shard-id, or stop the other`);
     const entry: Entry = { record, expiresAt: Date.now() + ttlSeconds * 1000 };
     this.shards.set(record.shardId, entry);
     this.notifyShards();
@@ -70,13 +83,14 @@ export class MemoryRegistry implements ClusterRegistry {
     return [...this.shards.values()].map((e) => e.record);
   }
 
-  async watchShards(listener: (shards: ShardRecord[]) => void): Promise<() => Promise<void>> {
+  async watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
     this.shardListeners.add(listener);
-    listener(await this.listShards());
+    listener(await this.listShards(), []);
     return async () => void this.shardListeners.delete(listener);
   }
 
-  async putPlan(plan: PlacementPlan): Promise<void> {
+  async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
+    checkPlanReplacement(this.plan?.version ?? null, plan.version, options.replaces);
     this.plan = plan;
     for (const l of this.planListeners) l(plan);
   }
@@ -109,6 +123,6 @@ export class MemoryRegistry implements ClusterRegistry {
 
   private notifyShards(): void {
     const list = [...this.shards.values()].map((e) => e.record);
-    for (const l of this.shardListeners) l(list);
+    for (const l of this.shardListeners) l(list, []);
   }
 }

@@ -23,6 +23,8 @@ export class RouterMetrics {
   readonly stepDuration = new Histogram({ name: 'expertmesh_step_duration_seconds', help: 'Duration of one engine step (a batch of decode tokens and prefill chunks).', buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly shardCallDuration = new Histogram({ name: 'expertmesh_shard_call_duration_seconds', help: 'Round trip of one expert dispatch to a shard, seen by the router.', labelNames: ['shard'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
   readonly dispatchBytes = new Counter({ name: 'expertmesh_dispatch_bytes_total', help: 'Bytes of hidden states and expert pairs sent to shards (direction=sent) and sums received (direction=received).', labelNames: ['shard', 'direction'], registers: [this.registry] });
+  readonly registryRejected = new Counter({ name: 'expertmesh_registry_rejected_total', help: 'Registry entries ignored: kind=shard_record (not a valid record, or experts and layers the model does not have), plan, unverified_shard (GetShardInfo did not confirm it).', labelNames: ['kind'], registers: [this.registry] });
+  readonly authFailures = new Counter({ name: 'expertmesh_auth_failures_total', help: 'API requests refused for a missing or wrong API key.', registers: [this.registry] });
   readonly expertTokens = new Counter({ name: 'expertmesh_expert_tokens_total', help: 'Tokens routed to each expert of each MoE layer (the load placement balances).', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

@@ -10,6 +10,7 @@ export class ShardMetrics {
   readonly queueSeconds = new Histogram({ name: 'expertmesh_shard_queue_seconds', help: 'Time a request waited in the shard before its experts ran.', buckets: BUCKETS, registers: [this.registry] });
   readonly receivedBytes = new Counter({ name: 'expertmesh_shard_received_bytes_total', help: 'Bytes of hidden states and expert pairs received.', registers: [this.registry] });
   readonly sentBytes = new Counter({ name: 'expertmesh_shard_sent_bytes_total', help: 'Bytes of weighted sums sent back.', registers: [this.registry] });
+  readonly registryRejected = new Counter({ name: 'expertmesh_shard_registry_rejected_total', help: 'Registry entries ignored because they do not fit the model (kind=plan).', labelNames: ['kind'], registers: [this.registry] });
   readonly expertTokens = new Counter({ name: 'expertmesh_shard_expert_tokens_total', help: 'Tokens run through each expert of each MoE layer here.', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

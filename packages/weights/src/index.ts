@@ -25,3 +25,5 @@ export { SafetensorsCheckpoint } from './safetensors-reader.js';
 export { dequantizeBlockFp8, quantizeBlockFp8, readLinearWeight, scaleInvName } from './fp8-block.js';
 export { writeSafetensors, writeShardedCheckpoint, shardFileName } from './safetensors-writer.js';
 export type { LazyTensor, TensorBytes, TensorSource } from './safetensors-writer.js';
+export { requireModelDir, checkpointState } from './model-folder.js';
+export type { CheckpointState } from './model-folder.js';

@@ -1,4 +1,5 @@
-export { expertmeshV1, CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, PROTO_ROOT } from './proto.js';
+export { expertmeshV1, CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, PROTO_ROOT, channelOptions, maxCallMessageBytes, DEFAULT_MAX_TOKENS_PER_CALL } from './proto.js';
+export type { CallLimits } from './proto.js';
 export { encodeTensor, decodeTensor, addTensorRows, gatherRows, wireBytes, asBuffer, WireFormatError, WIRE_DTYPE_ENUM } from './tensor-codec.js';
 export type { WireDtype } from './tensor-codec.js';
 export { encodePairs, decodePairs } from './expert-pairs.js';
@@ -8,3 +9,4 @@ export type { RunExpertsStreamResponse, RunExpertsStreamResponse__Output } from 
 export type { GetShardInfoResponse, GetShardInfoResponse__Output } from './generated/expertmesh/v1/GetShardInfoResponse.js';
 export type { ExpertShardServiceClient, ExpertShardServiceHandlers } from './generated/expertmesh/v1/ExpertShardService.js';
 export type { Tensor, Tensor__Output } from './generated/expertmesh/v1/Tensor.js';
+export { firstNonFiniteRow } from './finite.js';

@@ -1,4 +1,5 @@
-import type { ClusterRegistry, PlacementPlan, ShardRecord, ShardRegistration } from '@expertmesh/discovery';
+import { planProblem, RegistryConflictError, type ClusterRegistry, type PlacementPlan, type ShardRecord, type ShardRegistration, type StaleHolderCheck } from '@expertmesh/discovery';
+import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { selectionFromPlan, type ExpertSelection } from './expert-spec.js';
 import { loadExperts } from './load-shard.js';
@@ -8,11 +9,28 @@ export class PlanWaitError extends Error {
   override readonly name = 'PlanWaitError';
 }
 
-/** Waits for the cluster's placement plan and picks this shard's slot in it: `slot`, or the first no live shard fills. */
-export async function assignmentFromPlan(registry: ClusterRegistry, slot: string | undefined, timeoutMs: number): Promise<{ plan: PlacementPlan; slot: string; selection: ExpertSelection }> {
+/**
+ * Waits for the cluster's placement plan and picks this shard's slot in it: `slot`, or the first no
+ * live shard fills. A plan that does not fit the model (unknown layers or experts, experts without a
+ * holder, another model) is not followed: the shard waits for a valid one and says why.
+ */
+export async function assignmentFromPlan(
+  registry: ClusterRegistry,
+  slot: string | undefined,
+  timeoutMs: number,
+  model: { config: ModelConfig; fingerprint: string },
+  onRejected: (problem: string) => void = () => undefined,
+): Promise<{ plan: PlacementPlan; slot: string; selection: ExpertSelection }> {
   const deadline = Date.now() + timeoutMs;
+  let rejected: string | null = null;
   for (;;) {
-    const plan = await registry.getPlan();
+    const read = await registry.getPlan().then(
+      (p) => p,
+      (e: Error) => e,
+    );
+    const problem = read instanceof Error ? read.message : read ? planProblem(read, model.config, model.fingerprint) : null;
+    if (problem && problem !== rejected) onRejected((rejected = problem));
+    const plan = problem || read instanceof Error ? null : read;
     if (plan) {
       const taken = new Set((await registry.listShards()).map((s) => s.slot));
       const chosen = slot ?? Object.keys(plan.shards).find((s) => !taken.has(s));
@@ -22,7 +40,9 @@ export async function assignmentFromPlan(registry: ClusterRegistry, slot: string
         return { plan, slot: chosen, selection: selectionFromPlan(layers) };
       }
     }
-    if (Date.now() > deadline) throw new PlanWaitError(plan ? `every slot of plan version ${plan.version} is taken: stop a shard or plan more slots` : 'no placement plan in the registry: run `expertmesh plan --store` or `expertmesh up`');
+    if (Date.now() > deadline) {
+      throw new PlanWaitError(plan ? `every slot of plan version ${plan.version} is taken: stop a shard or plan more slots` : rejected ? `the stored plan cannot be followed (${rejected}): store a valid one with \`expertmesh plan --store\`` : 'no placement plan in the registry: run `expertmesh plan --store` or `expertmesh up`');
+    }
     await new Promise((r) => setTimeout(r, 500));
   }
 }
@@ -42,17 +62,33 @@ export class ClusterMembership {
     private readonly compute: ShardCompute,
     base: { shardId: string; address: string; slot: string; planVersion: number },
     private readonly reload: { modelDir: string; execution: ExecutionOptions } | null,
+    private readonly onPlanRejected: (problem: string) => void = (problem) => void process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`),
   ) {
     this.record = this.makeRecord(base.shardId, base.address, base.slot, base.planVersion);
   }
 
-  async join(ttlSeconds: number, keepAliveSeconds?: number): Promise<void> {
-    this.registration = await this.registry.registerShard(this.record, ttlSeconds, keepAliveSeconds);
+  /**
+   * Registers under a lease. The id of a previous process that is gone (`isStale` says so) is taken
+   * over at once; a live holder's is not: that conflict is retried for one TTL (it may be stopping)
+   * and then reported.
+   */
+  async join(ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<void> {
+    const deadline = Date.now() + (ttlSeconds + 1) * 1000;
+    for (;;) {
+      try {
+        this.registration = await this.registry.registerShard(this.record, ttlSeconds, keepAliveSeconds, isStale);
+        break;
+      } catch (e) {
+        if (!(e instanceof RegistryConflictError) || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
     if (this.record.slot && this.reload) {
       this.stopPlanWatch = await this.registry.watchPlan((plan) => {
-        if (plan && plan.version !== this.record.planVersion && plan.modelFingerprint === this.compute.fingerprint) {
-          this.reloading = this.reloading.then(() => this.applyPlan(plan)).catch((e: Error) => void process.stderr.write(`plan ${plan.version}: ${e.message}\n`));
-        }
+        if (!plan || plan.version === this.record.planVersion) return;
+        const problem = planProblem(plan, this.compute.config, this.compute.fingerprint);
+        if (problem) return this.onPlanRejected(problem);
+        this.reloading = this.reloading.then(() => this.applyPlan(plan)).catch((e: Error) => void process.stderr.write(`plan ${plan.version}: ${e.message}\n`));
       });
     }
   }

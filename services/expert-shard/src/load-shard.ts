@@ -7,14 +7,19 @@ import { selectedExperts, type ExpertSelection } from './expert-spec.js';
 import { ShardCompute } from './shard-compute.js';
 
 /** Loads only the selected experts from the checkpoint: a shard's memory grows with what it holds. */
-export async function loadShardCompute(modelDir: string, selection: ExpertSelection | ((fingerprint: string) => Promise<ExpertSelection>), execution: ExecutionOptions): Promise<ShardCompute> {
+export async function loadShardCompute(
+  modelDir: string,
+  selection: ExpertSelection | ((fingerprint: string) => Promise<ExpertSelection>),
+  execution: ExecutionOptions,
+  maxTokensPerCall?: number,
+): Promise<ShardCompute> {
   const config = await loadModelConfig(modelDir);
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
     const fingerprint = await modelFingerprint(config, checkpoint);
     const chosen = typeof selection === 'function' ? await selection(fingerprint) : selection;
     const experts = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
-    return new ShardCompute(config, fingerprint, experts);
+    return new ShardCompute(config, fingerprint, experts, maxTokensPerCall);
   } finally {
     await checkpoint.close();
   }

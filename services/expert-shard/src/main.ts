@@ -1,20 +1,28 @@
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { ExecutionProvider } from '@expertmesh/tensor-ops';
-import { openRegistry } from '@expertmesh/discovery';
-import { serveMetrics, startTracing } from '@expertmesh/telemetry';
+import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { checkExposure, loadTls } from '@expertmesh/security';
+import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
 import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
-import { ShardServer } from './shard-server.js';
+import { DEFAULT_MAX_TOKENS_PER_CALL } from '@expertmesh/wire';
+import { DEFAULT_MAX_IN_FLIGHT_PER_STREAM, ShardServer } from './shard-server.js';
+import { requireModelDir } from '@expertmesh/weights';
+import { staleHolderProbe } from './holder-probe.js';
 import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
-    [(--cluster NAME --etcd URL[,URL…] | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
+    [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
+    [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
     [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
+  --tls-* serve mutual TLS: routers must present a certificate of --tls-ca. A non-loopback --listen without TLS refuses
+  to start unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
   Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
 
@@ -51,6 +59,17 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'shard-id': { type: 'string' },
         'execution-provider': { type: 'string', default: process.env.EXPERTMESH_EXECUTION_PROVIDER ?? 'cpu' },
         'intra-op-threads': { type: 'string', default: '0' },
+        'tls-cert': { type: 'string', default: process.env.EXPERTMESH_TLS_CERT },
+        'tls-key': { type: 'string', default: process.env.EXPERTMESH_TLS_KEY },
+        'tls-ca': { type: 'string', default: process.env.EXPERTMESH_TLS_CA },
+        insecure: { type: 'boolean', default: false },
+        'max-tokens-per-call': { type: 'string', default: String(DEFAULT_MAX_TOKENS_PER_CALL) },
+        'max-in-flight-per-stream': { type: 'string', default: String(DEFAULT_MAX_IN_FLIGHT_PER_STREAM) },
+        'etcd-ca': { type: 'string' },
+        'etcd-cert': { type: 'string' },
+        'etcd-key': { type: 'string' },
+        'etcd-user': { type: 'string' },
+        'etcd-password-file': { type: 'string' },
       },
       strict: true,
     }));
@@ -68,34 +87,63 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!(ttl >= 1)) throw new ShardUsageError('--lease-ttl must be at least 1 second');
   const keepAlive = values['lease-keepalive'] === undefined ? undefined : Number(values['lease-keepalive']);
   if (keepAlive !== undefined && !(keepAlive > 0 && keepAlive < ttl)) throw new ShardUsageError('--lease-keepalive must be above 0 and below --lease-ttl');
+  const maxTokensPerCall = Number(values['max-tokens-per-call']);
+  if (!Number.isInteger(maxTokensPerCall) || maxTokensPerCall < 1) throw new ShardUsageError('--max-tokens-per-call must be a whole number ≥ 1');
+  const maxInFlight = Number(values['max-in-flight-per-stream']);
+  if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw new ShardUsageError('--max-in-flight-per-stream must be a whole number ≥ 1');
   const { host, port } = parseListen(values.listen!);
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
   const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads };
-  const registry = openRegistry({ etcd: values.etcd, registry: values.registry, cluster: values.cluster });
+  // Everything a mistake in the security set-up can break is checked before the model loads.
+  const tls = await loadTls({ cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] }).catch((e: Error) => {
+    throw new ShardUsageError(e.message);
+  });
+  try {
+    checkExposure({ endpoint: 'expert shard (gRPC)', host, secured: tls !== null, insecure: values.insecure!, howToSecure: 'give --tls-cert, --tls-key and --tls-ca' });
+  } catch (e) {
+    throw new ShardUsageError((e as Error).message);
+  }
+  await requireModelDir(values.model);
+  const registry = openRegistry({
+    etcd: values.etcd,
+    registry: values.registry,
+    cluster: values.cluster,
+    etcdSecurity: values.etcd ? await etcdSecurityFromFlags(values) : undefined,
+    registryToken: process.env.EXPERTMESH_REGISTRY_TOKEN,
+  });
   // Without a registry and without --experts, hold everything (a single-shard deployment).
   const expertSpec = values.experts ?? (registry ? undefined : 'all');
 
   let slot = '';
   let planVersion = 0;
+  const config = await loadModelConfig(values.model);
+  const metricsRegistry = new ShardMetrics();
+  const onPlanRejected = (problem: string): void => {
+    metricsRegistry.registryRejected.inc({ kind: 'plan' });
+    process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`);
+  };
   const compute = await loadShardCompute(
     values.model,
     expertSpec
       ? parseExpertSpec(expertSpec)
-      : async () => {
-          const a = await assignmentFromPlan(registry!, values.slot, 120_000);
+      : async (fingerprint) => {
+          const a = await assignmentFromPlan(registry!, values.slot, 120_000, { config, fingerprint }, onPlanRejected);
           slot = a.slot;
           planVersion = a.plan.version;
           return a.selection;
         },
     execution,
+    maxTokensPerCall,
   );
   const tracing = startTracing('shard', shardId);
-  const server = new ShardServer(compute, shardId);
+  const server = new ShardServer(compute, shardId, metricsRegistry, { tls, maxInFlightPerStream: maxInFlight });
   const address = await server.listen(host, port);
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
-  const membership = registry ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, execution } : null) : null;
-  await membership?.join(ttl, keepAlive);
+  const membership = registry
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, execution } : null, onPlanRejected)
+    : null;
+  await membership?.join(ttl, keepAlive, staleHolderProbe(values.advertise ?? address, tls));
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { LocalRoutedExperts } from '@expertmesh/local-experts';
-import { decodePairs, decodeTensor, encodeTensor, WireFormatError, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
+import { decodePairs, decodeTensor, DEFAULT_MAX_TOKENS_PER_CALL, encodeTensor, firstNonFiniteRow, WireFormatError, type CallLimits, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
 
 /** What one request was: sizes, experts used, and when its queue wait and compute began and ended. */
@@ -26,7 +26,13 @@ export class ShardCompute {
     readonly config: ModelConfig,
     readonly fingerprint: string,
     private held: LocalRoutedExperts,
+    readonly maxTokensPerCall = DEFAULT_MAX_TOKENS_PER_CALL,
   ) {}
+
+  /** The bounds of one call, from the model: they size the gRPC message limit too. */
+  get limits(): CallLimits {
+    return { hiddenSize: this.config.hiddenSize, maxTokensPerCall: this.maxTokensPerCall, expertsPerToken: this.config.numExpertsPerTok };
+  }
 
   get experts(): LocalRoutedExperts {
     return this.held;
@@ -45,11 +51,18 @@ export class ShardCompute {
   /** Runs one request; `stats` says what it was, for metrics and spans. */
   async run(req: RunExpertsRequest__Output, receivedAt: number): Promise<{ response: RunExpertsResponse; stats: RunStats }> {
     if (req.modelFingerprint !== this.fingerprint) {
-      throw failedPrecondition(`model fingerprint ${req.modelFingerprint || '(none)'} is not this shard's model (${this.fingerprint}): the router and the shard load different checkpoints`);
+      throw failedPrecondition(`model fingerprint ${quoteFingerprint(req.modelFingerprint)} is not this shard's model (${this.fingerprint}): the router and the shard load different checkpoints`);
     }
     const layer = req.layer;
     if (!this.config.moeLayers.includes(layer)) throw failedPrecondition(`layer ${layer} is not an MoE layer of this model (MoE layers: ${this.config.moeLayers[0]}-${this.config.moeLayers.at(-1)})`);
     if (this.experts.heldExperts(layer).length === 0) throw failedPrecondition(`this shard holds no experts of layer ${layer}`);
+    // Bounds first, before anything is decoded: the work a call may cause is tokens × top-k expert rows.
+    const claimedRows = req.hidden?.shape[0] ?? 0;
+    if (claimedRows > this.maxTokensPerCall) throw invalidArgument(`${claimedRows} tokens in one call exceed this shard's limit of ${this.maxTokensPerCall} (--max-tokens-per-call): split the batch`);
+    const pairCount = Math.floor(req.pairExpertIds.length / 4);
+    if (pairCount > claimedRows * this.config.numExpertsPerTok) {
+      throw invalidArgument(`${pairCount} (token, expert) pairs for ${claimedRows} tokens: at most ${this.config.numExpertsPerTok} experts per token (num_experts_per_tok)`);
+    }
     let hidden: Float32Array;
     let rows: number;
     let pairs;
@@ -60,6 +73,9 @@ export class ShardCompute {
       if (e instanceof WireFormatError) throw invalidArgument(e.message);
       throw e;
     }
+    const badRow = firstNonFiniteRow(hidden, this.config.hiddenSize);
+    if (badRow >= 0) throw invalidArgument(`hidden row ${badRow} holds a non-finite value (NaN or Inf): the router's hidden states are corrupt`);
+    if (firstNonFiniteRow(pairs.weights, 1) >= 0) throw invalidArgument('a pair weight is not finite (NaN or Inf)');
     for (const e of pairs.expertIds) {
       if (!this.experts.holds(layer, e)) throw failedPrecondition(`expert ${e} of layer ${layer} is not held by this shard (it holds ${describe(this.experts.heldExperts(layer))})`);
     }
@@ -91,6 +107,12 @@ export class ShardCompute {
       },
     };
   }
+}
+
+/** A fingerprint as error messages may show it: never more than a short hex string of the request's bytes. */
+function quoteFingerprint(fp: string): string {
+  if (fp === '') return '(none)';
+  return /^[0-9a-f]{1,64}$/.test(fp) ? fp : `(malformed, ${Buffer.byteLength(fp)} bytes)`;
 }
 
 function describe(ids: readonly number[]): string {

@@ -1,13 +1,25 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { CHANNEL_OPTIONS, expertmeshV1, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
+import { channelOptions, expertmeshV1, maxCallMessageBytes, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
+import { serverCredentials, type TlsMaterial } from '@expertmesh/security';
 import type { RunExpertsResponse } from '@expertmesh/wire';
 import type { RunStats, ShardCompute } from './shard-compute.js';
 import { ShardRequestError, toShardError } from './shard-request-error.js';
 
 export const SHARD_SERVICE_NAME = 'expertmesh.v1.ExpertShardService';
+
+export interface ShardServerOptions {
+  /** Mutual TLS (clients must present a certificate of the CA); plaintext when null. */
+  readonly tls?: TlsMaterial | null;
+  /** Requests of one stream being computed at once; beyond it the stream is not read (backpressure). */
+  readonly maxInFlightPerStream?: number;
+  /** Concurrent calls per connection (HTTP/2 streams). */
+  readonly maxConcurrentCalls?: number;
+}
+
+export const DEFAULT_MAX_IN_FLIGHT_PER_STREAM = 16;
 
 /**
  * gRPC transport of an expert shard: the unary and streaming RunExperts, GetShardInfo and the
@@ -15,7 +27,7 @@ export const SHARD_SERVICE_NAME = 'expertmesh.v1.ExpertShardService';
  * calls while experts run. On shutdown it drains: refuses new work, finishes what it accepted.
  */
 export class ShardServer {
-  private readonly server = new grpc.Server(CHANNEL_OPTIONS);
+  private readonly server: grpc.Server;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SHARD_SERVICE_NAME]: 'NOT_SERVING' });
   private readonly openStreams = new Set<grpc.ServerDuplexStream<RunExpertsRequest__Output, RunExpertsStreamResponse>>();
   private inFlight = 0;
@@ -26,7 +38,10 @@ export class ShardServer {
     private readonly compute: ShardCompute,
     readonly shardId: string,
     private readonly metrics: ShardMetrics = new ShardMetrics(),
+    private readonly options: ShardServerOptions = {},
   ) {
+    // Messages are bounded by what a call within the model's limits needs, not by a fixed gigabyte.
+    this.server = new grpc.Server({ ...channelOptions(maxCallMessageBytes(compute.limits)), 'grpc.max_concurrent_streams': options.maxConcurrentCalls ?? 64 });
     const handlers: ExpertShardServiceHandlers = {
       RunExperts: (call, callback) => {
         this.accept(call.request)
@@ -46,7 +61,7 @@ export class ShardServer {
   /** Binds (port 0 picks a free one) and starts serving; returns the bound address. */
   async listen(host: string, port: number): Promise<string> {
     const bound = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(this.options.tls ?? null), (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.setServing(true);
     return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
@@ -143,23 +158,46 @@ export class ShardServer {
     }
   }
 
+  /**
+   * One router stream: requests run concurrently and are answered as they finish, at most
+   * `maxInFlightPerStream` at a time. Past that, or while the peer does not read its answers, the
+   * stream is not read, so HTTP/2 flow control holds the sender back and memory stays bounded.
+   */
   private serveStream(call: grpc.ServerDuplexStream<RunExpertsRequest__Output, RunExpertsStreamResponse>): void {
     this.openStreams.add(call);
+    const cap = this.options.maxInFlightPerStream ?? DEFAULT_MAX_IN_FLIGHT_PER_STREAM;
     let pending = 0;
     let ended = false;
+    let writable = true;
+    const throttle = (): void => {
+      if (pending >= cap || !writable) call.pause();
+      else call.resume();
+    };
     const finishIfDone = (): void => {
       if (ended && pending === 0) call.end();
     };
+    const send = (msg: RunExpertsStreamResponse): void => {
+      if (call.destroyed) return;
+      if (!call.write(msg) && writable) {
+        writable = false;
+        call.once('drain', () => {
+          writable = true;
+          throttle();
+        });
+      }
+    };
     call.on('data', (request: RunExpertsRequest__Output) => {
       pending++;
+      throttle();
       this.accept(request)
-        .then((response) => call.write({ requestId: request.requestId, response }))
+        .then((response) => send({ requestId: request.requestId, response }))
         .catch((e: unknown) => {
           const err = toShardError(e);
-          call.write({ requestId: request.requestId, error: { code: err.code, message: err.message } });
+          send({ requestId: request.requestId, error: { code: err.code, message: err.message } });
         })
         .finally(() => {
           pending--;
+          throttle();
           finishIfDone();
         });
     });

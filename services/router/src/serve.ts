@@ -5,13 +5,16 @@ import { Engine, type KvAdmission } from '@expertmesh/engine';
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
-import type { WireDtype } from '@expertmesh/wire';
+import { channelOptions, DEFAULT_MAX_TOKENS_PER_CALL, maxCallMessageBytes, type WireDtype } from '@expertmesh/wire';
+import { channelCredentials, checkExposure, type TlsMaterial } from '@expertmesh/security';
+import { requireModelDir } from '@expertmesh/weights';
 import { RouterMetrics, startTracing, type TracingHandle } from '@expertmesh/telemetry';
 import { createApiServer } from './api/api-server.js';
 import { clusterState } from './dashboard/cluster-state.js';
 import { checkExpertsPlacement, openExperts, type ExpertsPlacement } from './experts/open-experts.js';
 import { EngineLoop } from './serving/engine-loop.js';
 import { OutputConstraints } from './structured/output-constraints.js';
+import { PromptTokenizer } from './text/prompt-tokenizer.js';
 
 export interface RouterOptions {
   readonly modelDir: string;
@@ -35,6 +38,16 @@ export interface RouterOptions {
   readonly reasoningParser: 'deepseek-r1' | 'none';
   /** How long a failing step is retried (a shard may be restarting) before its requests fail. */
   readonly stepRetryMs?: number;
+  /** Mutual TLS to shards (client certificate, and the CA shard certificates must chain to); plaintext when absent. */
+  readonly tls?: TlsMaterial | null;
+  /** Bearer keys the HTTP API requires (none: no key asked, allowed only on loopback unless `insecure`). */
+  readonly apiKeys?: readonly string[];
+  /** Endpoints open without a key besides /health and /ready. */
+  readonly publicEndpoints?: readonly ('metrics' | 'dashboard')[];
+  /** Allow a non-loopback bind without keys, and plaintext shards beyond loopback (--insecure). */
+  readonly insecure?: boolean;
+  /** Prompt text accepted at most in UTF-8 bytes (default: 16 bytes per token of the context, at least 1 MiB). */
+  readonly maxPromptBytes?: number;
 }
 
 export class RouterStartError extends Error {
@@ -49,6 +62,7 @@ export class Router {
     private readonly loop: EngineLoop,
     private readonly engine: Engine,
     private readonly tracing: TracingHandle,
+    private readonly promptTokenizer: PromptTokenizer,
   ) {}
 
   /**
@@ -57,12 +71,28 @@ export class Router {
    */
   static async start(o: RouterOptions): Promise<Router> {
     const placement = checkExpertsPlacement(o.experts);
+    const apiKeys = o.apiKeys ?? [];
+    checkExposure({ endpoint: 'HTTP API', host: o.host, secured: apiKeys.length > 0, insecure: o.insecure ?? false, howToSecure: 'give --api-key (or EXPERTMESH_API_KEY)' });
+    await requireModelDir(o.modelDir);
     const metrics = new RouterMetrics();
     const tokenizer = await Tokenizer.load(o.modelDir);
     if (!tokenizer) throw new RouterStartError(`${o.modelDir} has no tokenizer files (tokenizer.json, tokenizer_config.json): the API needs them`);
     const identity = await readCheckpointIdentity(o.modelDir);
     const config = identity.config;
-    const experts = await openExperts(placement, { ...identity, modelDir: o.modelDir }, o.execution, { wireDtype: o.wireDtype });
+    const experts = await openExperts(placement, { ...identity, modelDir: o.modelDir }, o.execution, {
+      wireDtype: o.wireDtype,
+      // Messages to and from shards are bounded by what one step can carry for this model.
+      channel: {
+        credentials: channelCredentials(o.tls ?? null),
+        options: channelOptions(maxCallMessageBytes({ hiddenSize: config.hiddenSize, maxTokensPerCall: Math.max(DEFAULT_MAX_TOKENS_PER_CALL, o.maxBatchedTokens + o.maxBatchSize), expertsPerToken: config.numExpertsPerTok })),
+      },
+      secured: Boolean(o.tls),
+      insecure: o.insecure ?? false,
+      onRejected: (kind, source, reason) => {
+        metrics.registryRejected.inc({ kind });
+        process.stderr.write(`expertmesh serve: ignoring ${kind.replace('_', ' ')} ${source.slice(0, 200)}: ${reason.slice(0, 500)}\n`);
+      },
+    });
     experts.observe({
       onRouting: (layer, routing) => {
         const counts = new Map<number, number>();
@@ -90,6 +120,7 @@ export class Router {
       await experts.close();
       throw e;
     }
+    const promptTokenizer = await PromptTokenizer.start(o.modelDir, (text, addBos) => tokenizer.encode(text, addBos === undefined ? {} : { addBos }));
     const tracing = startTracing('router');
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
     const modelName = o.servedModelName ?? basename(o.modelDir.replace(/\/+$/, ''));
@@ -98,6 +129,10 @@ export class Router {
       tokenizer,
       vocabSize: config.vocabSize,
       outputConstraints: new OutputConstraints(tokenizer, config.vocabSize, config.eosTokenIds),
+      promptTokenizer,
+      maxPromptBytes: o.maxPromptBytes ?? Math.max(2 ** 20, 16 * Math.min(o.maxModelLen ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings, o.kvCacheTokens)),
+      apiKeys,
+      publicEndpoints: new Set(o.publicEndpoints ?? []),
       modelName,
       maxModelLen: Math.min(o.maxModelLen ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings, o.kvCacheTokens),
       defaultMaxTokens: o.defaultMaxTokens,
@@ -113,7 +148,7 @@ export class Router {
     });
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    return new Router(`http://${host}:${address.port}`, server, loop, engine, tracing);
+    return new Router(`http://${host}:${address.port}`, server, loop, engine, tracing, promptTokenizer);
   }
 
   /** Stops taking requests, closes open connections, then frees the engine and the shards it started. */
@@ -124,6 +159,7 @@ export class Router {
     });
     await this.loop.stop();
     await this.engine.close();
+    await this.promptTokenizer.close();
     await this.tracing.shutdown();
   }
 }

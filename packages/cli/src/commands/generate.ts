@@ -4,6 +4,7 @@ import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { openExperts } from '@expertmesh/router';
 import { Tokenizer } from '@expertmesh/tokenizer';
+import { requireModelDir } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
 import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
@@ -64,6 +65,7 @@ export async function generate(argv: readonly string[]): Promise<number> {
   if ((flags.prompt === undefined) === (flags['prompt-token-ids'] === undefined)) {
     throw new UsageError('give exactly one of --prompt and --prompt-token-ids');
   }
+  await requireModelDir(flags.model);
   const tokenizer = await Tokenizer.load(flags.model);
   if (flags.prompt !== undefined && !tokenizer) {
     throw new UsageError(`${flags.model} has no tokenizer files: use --prompt-token-ids`);

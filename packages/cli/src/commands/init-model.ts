@@ -1,12 +1,14 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { z } from 'zod';
-import { CHAT_TEMPLATE_NAMES, makeCheckpoint, type ChatTemplateName } from '@expertmesh/checkpoint-maker';
+import { CHAT_TEMPLATE_NAMES, CheckpointExistsError, makeCheckpoint, type ChatTemplateName } from '@expertmesh/checkpoint-maker';
+import { checkpointState } from '@expertmesh/weights';
+import { UsageError } from '../cli-error.js';
 import { PRESET_NAMES } from '@expertmesh/model-config';
 import { numberFlag, parseFlags } from '../flags.js';
 
-export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn] [--chat-template deepseek-r1|deepseek-v3] [--if-missing]
-  Writes a deterministic random checkpoint of the DeepSeek-V3 architecture in Hugging Face format.`;
+export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn] [--chat-template deepseek-r1|deepseek-v3] [--if-missing | --force]
+  Writes a deterministic random checkpoint of the DeepSeek-V3 architecture in Hugging Face format, into a temporary
+  folder first and moved into place once complete. A folder that already holds checkpoint files is refused unless
+  --force (which replaces those files only); --if-missing leaves a complete checkpoint as it is.`;
 
 export async function initModel(argv: readonly string[]): Promise<number> {
   const flags = parseFlags(
@@ -22,6 +24,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       'no-yarn': { type: 'boolean' },
       'if-missing': { type: 'boolean' },
       'chat-template': { type: 'string' },
+      force: { type: 'boolean' },
     },
     z.object({
       preset: z.enum(PRESET_NAMES as [string, ...string[]]),
@@ -34,13 +37,20 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       'no-yarn': z.boolean().default(false),
       'if-missing': z.boolean().default(false),
       'chat-template': z.enum(CHAT_TEMPLATE_NAMES as [ChatTemplateName, ...ChatTemplateName[]]).default('deepseek-r1'),
+      force: z.boolean().default(false),
     }),
   );
-  if (flags['if-missing'] && existsSync(join(flags.out, 'config.json'))) {
-    process.stdout.write(`${flags.out} already holds a checkpoint; leaving it as it is\n`);
-    return 0;
+  if (flags['if-missing'] && flags.force) throw new UsageError('give --if-missing or --force, not both');
+  if (flags['if-missing']) {
+    const state = await checkpointState(flags.out);
+    if (state.kind === 'complete') {
+      process.stdout.write(`${flags.out} already holds a complete checkpoint; leaving it as it is\n`);
+      return 0;
+    }
+    if (state.kind === 'incomplete') throw new UsageError(`${flags.out} holds an incomplete checkpoint (${state.reason}): remove it, or pass --force to replace it`);
   }
   const summary = await makeCheckpoint({
+    replace: flags.force,
     preset: flags.preset,
     outDir: flags.out,
     seed: flags.seed,
@@ -52,6 +62,9 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       ...(flags['no-q-lora'] ? { q_lora_rank: null } : {}),
       ...(flags['no-yarn'] ? { rope_scaling: null } : {}),
     },
+  }).catch((e: unknown) => {
+    if (e instanceof CheckpointExistsError) throw new UsageError(e.message);
+    throw e;
   });
   process.stdout.write(
     `wrote ${summary.tensors} tensors (${(summary.bytes / 2 ** 20).toFixed(1)} MiB) in ${summary.files.length} file(s) to ${flags.out}` +

@@ -1,17 +1,18 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { EtcdRegistry, planPlacement, planShardBytes, type PlacementPlan } from '@expertmesh/discovery';
+import { etcdSecurityFromFlags, EtcdRegistry, planPlacement, planShardBytes, REGISTRY_SECURITY_USAGE, type PlacementPlan } from '@expertmesh/discovery';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { modelFingerprint } from '@expertmesh/model-weights';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
-import { numberFlag, parseFlags } from '../flags.js';
+import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
 export const planUsage = `expertmesh plan (--model DIR | --config config.json) (--shards N | --nodes N --gpus-per-node G)
     [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--expert-dtype fp32|bf16|fp8]
-    [--store --cluster NAME --etcd URL]
+    [--store --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
   Prints which shard holds which experts and their memory, and whether it fits (SIZE like 80GB or 24GiB).
-  --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it.`;
+  --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it; it replaces
+  the stored plan only if nobody changed it since it was read (an etcd transaction).`;
 
 const BYTES_PER_WEIGHT = { fp32: 4, bf16: 2, fp8: 1 } as const;
 
@@ -72,6 +73,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
       store: { type: 'boolean' },
       cluster: { type: 'string' },
       etcd: { type: 'string' },
+      ...etcdFlagSpec,
     },
     z.object({
       model: z.string().optional(),
@@ -86,6 +88,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
       store: z.boolean().default(false),
       cluster: z.string().optional(),
       etcd: z.string().optional(),
+      ...etcdFlagSchema,
     }),
   );
   if (!flags.model === !flags.config) throw new UsageError('give exactly one of --model DIR and --config FILE');
@@ -104,15 +107,16 @@ export async function plan(argv: readonly string[]): Promise<number> {
     fingerprint = await modelFingerprint(config, ck);
     await ck.close();
   }
-  const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '') : null;
   if (flags.store && (!flags.cluster || !flags.etcd || !flags.model)) throw new UsageError('--store needs --model, --cluster and --etcd');
+  const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '', await etcdSecurityFromFlags(flags)) : null;
   try {
-    const version = ((await registry?.getPlan())?.version ?? 0) + 1;
+    const stored = (await registry?.getPlan())?.version ?? null;
+    const version = (stored ?? 0) + 1;
     // Without a budget the plan is still printed; with one that is exceeded, the table says NO.
     const p = planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts: flags['redundant-experts'], bytesPerExpert });
     process.stdout.write(formatPlan(p, config, bytesPerExpert, budget));
     if (registry) {
-      await registry.putPlan(p);
+      await registry.putPlan(p, { replaces: stored });
       process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
     }
     return budget !== null && Math.max(...Object.values(planShardBytes(p, bytesPerExpert))) > budget ? 1 : 0;

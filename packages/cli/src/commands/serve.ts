@@ -1,11 +1,12 @@
 import { z } from 'zod';
-import { openRegistry } from '@expertmesh/discovery';
+import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
+import { InsecureExposureError, loadTls } from '@expertmesh/security';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
-import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags } from '../flags.js';
+import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
@@ -13,7 +14,12 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--no-prefix-caching] [--kv-admission on-demand|reserve]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N]
-  Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).`;
+    [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
+    [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] ${REGISTRY_SECURITY_USAGE}
+  Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).
+  --api-key (repeatable; or EXPERTMESH_API_KEY, comma-separated) makes every endpoint but /health and /ready ask for
+  Authorization: Bearer KEY. --tls-* dial shards over mutual TLS. A non-loopback --host without a key refuses to start
+  unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   const env = process.env;
@@ -40,7 +46,12 @@ export async function serve(argv: readonly string[]): Promise<number> {
       etcd: { type: 'string' },
       registry: { type: 'string' },
       'step-retry-seconds': { type: 'string' },
+      'api-key': { type: 'string', multiple: true },
+      'public-endpoints': { type: 'string' },
+      'max-prompt-bytes': { type: 'string' },
       ...executionFlagSpec,
+      ...tlsFlagSpec,
+      ...etcdFlagSpec,
     },
     z.object({
       model: z.string().default(env.EXPERTMESH_MODEL ?? ''),
@@ -63,7 +74,16 @@ export async function serve(argv: readonly string[]): Promise<number> {
       etcd: z.string().default(env.EXPERTMESH_ETCD ?? ''),
       registry: z.string().default(env.EXPERTMESH_REGISTRY ?? ''),
       'step-retry-seconds': numberFlag((n) => n.nonnegative()).default(30),
+      'api-key': z.array(z.string().min(1)).default([]),
+      'public-endpoints': z
+        .string()
+        .regex(/^(metrics|dashboard)(,(metrics|dashboard))*$/, 'a comma-separated list of metrics, dashboard')
+        .transform((s) => s.split(',') as ('metrics' | 'dashboard')[])
+        .optional(),
+      'max-prompt-bytes': numberFlag((n) => n.int().positive()).optional(),
       ...executionFlagSchema,
+      ...tlsFlagSchema,
+      ...etcdFlagSchema,
     }),
   );
   if (!flags.model) throw new UsageError('--model DIR (or EXPERTMESH_MODEL) is required');
@@ -71,12 +91,23 @@ export async function serve(argv: readonly string[]): Promise<number> {
   if (sources > 1) throw new UsageError('give one of --shards, --shard-addresses, --cluster with --etcd, or --registry');
   if (Boolean(flags.cluster) !== Boolean(flags.etcd)) throw new UsageError('--cluster and --etcd go together');
   let registry;
+  let tls;
   try {
-    registry = openRegistry({ etcd: flags.etcd || undefined, registry: flags.registry || undefined, cluster: flags.cluster || undefined }) ?? undefined;
+    tls = await loadTls({ cert: flags['tls-cert'], key: flags['tls-key'], ca: flags['tls-ca'] });
+    registry =
+      openRegistry({
+        etcd: flags.etcd || undefined,
+        registry: flags.registry || undefined,
+        cluster: flags.cluster || undefined,
+        etcdSecurity: flags.etcd ? await etcdSecurityFromFlags(flags) : undefined,
+        registryToken: env.EXPERTMESH_REGISTRY_TOKEN,
+      }) ?? undefined;
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts }) : null;
+  // Shards this command starts get the router's certificates too, so the channel to them is the same mutual TLS.
+  const shardTls = flags['tls-cert'] ? ['--tls-cert', flags['tls-cert'], '--tls-key', flags['tls-key'], '--tls-ca', flags['tls-ca']] : [];
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: shardTls }) : null;
   const shardAddresses = cluster?.addresses ?? flags['shard-addresses']?.split(',');
   let router: Router;
   try {
@@ -98,9 +129,17 @@ export async function serve(argv: readonly string[]): Promise<number> {
       defaultMaxTokens: flags['default-max-tokens'],
       reasoningParser: flags['reasoning-parser'],
       stepRetryMs: flags['step-retry-seconds'] * 1000,
+      tls,
+      // Keys from flags and from the environment both count (several keys may be live during a rotation).
+      apiKeys: [...flags['api-key'], ...(env.EXPERTMESH_API_KEY ?? '').split(',').filter(Boolean)],
+      ...(flags['public-endpoints'] ? { publicEndpoints: flags['public-endpoints'] } : {}),
+      insecure: flags.insecure,
+      ...(flags['max-prompt-bytes'] ? { maxPromptBytes: flags['max-prompt-bytes'] } : {}),
     });
   } catch (e) {
     await cluster?.stop();
+    await registry?.close();
+    if (e instanceof InsecureExposureError) throw new UsageError(e.message);
     throw e;
   }
   process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);

@@ -1,29 +1,61 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { EtcdProcess, EtcdRegistry, etcdInstalled, HttpRegistry, MemoryRegistry, planPlacement, RegistryServer } from '@expertmesh/discovery';
+import {
+  etcdSecurityFromFlags,
+  EtcdProcess,
+  EtcdRegistry,
+  etcdInstalled,
+  HttpRegistry,
+  MemoryRegistry,
+  planPlacement,
+  planProblem,
+  RegistryConflictError,
+  RegistryServer,
+  type ClusterRegistry,
+  type PlacementPlan,
+} from '@expertmesh/discovery';
+import type { ModelConfig } from '@expertmesh/model-config';
+import { checkExposure, InsecureExposureError, makeLoopbackTlsBundle } from '@expertmesh/security';
 import { modelFingerprint } from '@expertmesh/model-weights';
 import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { LocalCluster } from '@expertmesh/local-cluster';
-import { SafetensorsCheckpoint } from '@expertmesh/weights';
-import { numberFlag, parseFlags } from '../flags.js';
+import { checkpointState, SafetensorsCheckpoint } from '@expertmesh/weights';
+import { UsageError } from '../cli-error.js';
+import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
-export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--port 8000] [--host 127.0.0.1] [--etcd URL] [--cluster local] [--embedded-registry]
-  Runs a whole local cluster: makes the demo checkpoint if missing, starts etcd (from the etcd binary) unless
-  --etcd is given, stores a placement plan, starts the shards and a router as separate processes, and serves the
+export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--port 8000] [--host 127.0.0.1] [--etcd URL [etcd security flags]] [--cluster local]
+    [--embedded-registry] [--api-key KEY]… [--insecure]
+  Runs a whole local cluster: makes the demo checkpoint if the --model folder does not exist yet (it never writes
+  into an existing folder), starts etcd (from the etcd binary) unless --etcd is given, stores a placement plan (or
+  follows the one the cluster has), starts the shards and a router as separate processes, and serves the
   OpenAI-compatible API. Without etcd installed (or with --embedded-registry) this process serves an embedded
-  registry with the same interface to the others. Ctrl-C stops all.`;
+  registry with the same interface to the others. Secure by default: a throwaway CA gives every process a
+  certificate (shards and router talk mutual TLS, the etcd it starts requires client certificates), the embedded
+  registry asks for a token, and everything binds loopback; a non-loopback --host needs --api-key (or
+  EXPERTMESH_API_KEY) unless --insecure. Ctrl-C stops all.`;
 
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'expertmesh.mjs');
 
 export async function up(argv: readonly string[]): Promise<number> {
   const flags = parseFlags(
     argv,
-    { model: { type: 'string' }, shards: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, etcd: { type: 'string' }, cluster: { type: 'string' }, 'embedded-registry': { type: 'boolean' } },
+    {
+      model: { type: 'string' },
+      shards: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      etcd: { type: 'string' },
+      cluster: { type: 'string' },
+      'embedded-registry': { type: 'boolean' },
+      'api-key': { type: 'string', multiple: true },
+      insecure: { type: 'boolean' },
+      ...etcdFlagSpec,
+    },
     z.object({
       model: z.string().default('models/demo'),
       shards: numberFlag((n) => n.int().positive()).default(4),
@@ -32,48 +64,88 @@ export async function up(argv: readonly string[]): Promise<number> {
       etcd: z.string().optional(),
       cluster: z.string().default('local'),
       'embedded-registry': z.boolean().default(false),
+      'api-key': z.array(z.string().min(1)).default([]),
+      insecure: z.boolean().default(false),
+      ...etcdFlagSchema,
     }),
   );
   const log = (msg: string): void => void process.stderr.write(`[up] ${msg}\n`);
-  if (!existsSync(join(flags.model, 'config.json'))) {
-    log(`making the demo checkpoint in ${flags.model}`);
-    await makeCheckpoint({ preset: 'demo', outDir: flags.model, seed: 0 });
+  const apiKeys = [...flags['api-key'], ...(process.env.EXPERTMESH_API_KEY ?? '').split(',').filter(Boolean)];
+  try {
+    checkExposure({ endpoint: 'HTTP API', host: flags.host, secured: apiKeys.length > 0, insecure: flags.insecure, howToSecure: 'give --api-key (or EXPERTMESH_API_KEY)' });
+  } catch (e) {
+    if (e instanceof InsecureExposureError) throw new UsageError(e.message);
+    throw e;
   }
+  await ensureModel(flags.model, log);
   const config = await loadModelConfig(flags.model);
-  const useEtcd = !flags['embedded-registry'] && (Boolean(flags.etcd) || etcdInstalled());
-  const etcd = useEtcd && !flags.etcd ? await EtcdProcess.start() : null;
-  const etcdUrl = useEtcd ? (flags.etcd ?? etcd!.url) : null;
-  const embedded = useEtcd ? null : await RegistryServer.start(new MemoryRegistry());
-  const stops: (() => Promise<void>)[] = [];
+  const slots = Array.from({ length: flags.shards }, (_, i) => `shard-${i}`);
+  // A throwaway CA: every process of this cluster gets a loopback certificate from it.
+  const tls = await makeLoopbackTlsBundle(['router', 'etcd', 'up', 'shard']);
+  const tlsArgs = (name: string): string[] => {
+    const f = tls.files.get(name)!;
+    return ['--tls-cert', f.cert, '--tls-key', f.key, '--tls-ca', f.ca];
+  };
+  const stops: (() => Promise<void>)[] = [() => rm(tls.dir, { recursive: true, force: true })];
   const stopAll = async (): Promise<void> => {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
   };
-  if (etcd) stops.push(() => etcd.stop());
-  if (embedded) stops.push(() => embedded.close());
+  const useEtcd = !flags['embedded-registry'] && (Boolean(flags.etcd) || etcdInstalled());
+  // The etcd up starts serves TLS and requires client certificates of the throwaway CA.
+  const ownEtcd = useEtcd && !flags.etcd ? { server: tls.files.get('etcd')!, probe: tls.files.get('up')! } : null;
+  const etcdSecurityArgs = ownEtcd
+    ? ['--etcd-ca', ownEtcd.probe.ca, '--etcd-cert', ownEtcd.probe.cert, '--etcd-key', ownEtcd.probe.key]
+    : (['etcd-ca', 'etcd-cert', 'etcd-key', 'etcd-user', 'etcd-password-file'] as const).flatMap((f) => (flags[f] ? [`--${f}`, flags[f]!] : []));
   try {
-    const registry = etcdUrl ? new EtcdRegistry([etcdUrl], flags.cluster) : new HttpRegistry(embedded!.url);
+    const etcd = ownEtcd ? await EtcdProcess.start({ tls: ownEtcd }) : null;
+    if (etcd) stops.push(() => etcd.stop());
+    const etcdUrl = useEtcd ? (flags.etcd ?? etcd!.url) : null;
+    const embedded = useEtcd ? null : await RegistryServer.start(new MemoryRegistry());
+    if (embedded) stops.push(() => embedded.close());
+    // Secrets reach the children through their environment, never their command line (visible to every user in ps).
+    const secretEnv: Record<string, string> = {
+      ...(embedded ? { EXPERTMESH_REGISTRY_TOKEN: embedded.token } : {}),
+      ...(apiKeys.length ? { EXPERTMESH_API_KEY: apiKeys.join(',') } : {}),
+    };
+    const registry: ClusterRegistry = etcdUrl
+      ? new EtcdRegistry([etcdUrl], flags.cluster, ownEtcd ? await etcdSecurityFromFlags({ 'etcd-ca': ownEtcd.probe.ca, 'etcd-cert': ownEtcd.probe.cert, 'etcd-key': ownEtcd.probe.key }) : await etcdSecurityFromFlags(flags))
+      : new HttpRegistry(embedded!.url, embedded!.token);
     log(etcdUrl ? `registry: etcd at ${etcdUrl}, cluster "${flags.cluster}"` : `registry: embedded, served at ${embedded!.url}`);
     const ck = await SafetensorsCheckpoint.open(flags.model);
     const fingerprint = await modelFingerprint(config, ck);
     await ck.close();
-    const version = ((await registry.getPlan())?.version ?? 0) + 1;
-    const slots = Array.from({ length: flags.shards }, (_, i) => `shard-${i}`);
-    await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version, slots, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 }));
-    await registry.close();
+    try {
+      await storeOrFollowPlan(registry, config, fingerprint, slots, log);
+    } finally {
+      await registry.close();
+    }
     // Each process keeps its own service.name when the user names the service.
     const serviceName = process.env.OTEL_SERVICE_NAME;
     const roleEnv = (role: string): Record<string, string> => (serviceName ? { OTEL_SERVICE_NAME: `${serviceName}-${role}` } : {});
     const cluster = await LocalCluster.start({
-      env: roleEnv('shard'),
+      env: { ...roleEnv('shard'), ...secretEnv },
       modelDir: flags.model,
       shards: flags.shards,
       nRoutedExperts: config.nRoutedExperts,
       registry: etcdUrl ? { cluster: flags.cluster, etcd: etcdUrl } : { url: embedded!.url },
+      // One certificate for the shards, valid for the loopback addresses they register.
+      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : [])],
     });
     stops.push(() => cluster.stop());
     log(`${flags.shards} shards: ${cluster.addresses.join(', ')}`);
-    const routerArgs = ['serve', '--model', flags.model, '--host', flags.host, '--port', String(flags.port), ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl] : ['--registry', embedded!.url])];
-    const router = spawn(process.execPath, [CLI, ...routerArgs], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...roleEnv('router') } });
+    const routerArgs = [
+      'serve',
+      '--model',
+      flags.model,
+      '--host',
+      flags.host,
+      '--port',
+      String(flags.port),
+      ...tlsArgs('router'),
+      ...(flags.insecure ? ['--insecure'] : []),
+      ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl, ...etcdSecurityArgs] : ['--registry', embedded!.url]),
+    ];
+    const router = spawn(process.execPath, [CLI, ...routerArgs], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...roleEnv('router'), ...secretEnv } });
     stops.push(
       () =>
         new Promise<void>((resolve) => {
@@ -91,7 +163,7 @@ export async function up(argv: readonly string[]): Promise<number> {
     });
     // Wait until every expert has a live holder.
     for (let i = 0; i < 600 && (await fetch(`${url}/ready`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
-    process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl, registry: embedded?.url ?? null })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl, registry: embedded?.url ?? null, tls: tls.dir })}\n`);
     log(`serving the OpenAI API at ${url}/v1 (model "${flags.model.split('/').filter(Boolean).at(-1)}"); Ctrl-C stops everything`);
     await untilShutdownSignal(new Promise((resolve) => router.once('exit', resolve)));
     log('stopping');
@@ -99,4 +171,52 @@ export async function up(argv: readonly string[]): Promise<number> {
     await stopAll();
   }
   return 0;
+}
+
+/**
+ * The model folder up serves: made (as the demo checkpoint) only when the path does not exist yet;
+ * an existing folder must already hold a complete checkpoint, because up never writes into a folder
+ * it did not create.
+ */
+async function ensureModel(dir: string, log: (msg: string) => void): Promise<void> {
+  const exists = await stat(dir).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) {
+    log(`making the demo checkpoint in ${dir}`);
+    await makeCheckpoint({ preset: 'demo', outDir: dir, seed: 0 });
+    return;
+  }
+  const state = await checkpointState(dir);
+  if (state.kind === 'none') throw new UsageError(`${dir} exists but holds no checkpoint (no config.json or safetensors): up only writes the demo checkpoint into a path that does not exist yet; point --model at a checkpoint folder or a new path`);
+  if (state.kind === 'incomplete') throw new UsageError(`${dir} holds an incomplete checkpoint (${state.reason}): remove it, or rewrite it with \`expertmesh init-model --preset demo --out ${dir} --force\``);
+}
+
+/**
+ * Stores the plan for `slots` unless the cluster already has one: a cluster's plan is followed, never
+ * replaced by up (it is created only if absent, in one transaction). A stored plan for another model
+ * or other slots stops up with the reason.
+ */
+async function storeOrFollowPlan(registry: ClusterRegistry, config: ModelConfig, fingerprint: string, slots: readonly string[], log: (msg: string) => void): Promise<void> {
+  const fresh = (version: number): PlacementPlan => planPlacement({ config, modelFingerprint: fingerprint, version, slots, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 });
+  const stored = await registry.getPlan();
+  if (!stored) {
+    try {
+      await registry.putPlan(fresh(1), { replaces: null });
+      return;
+    } catch (e) {
+      if (!(e instanceof RegistryConflictError)) throw e;
+      // Another writer stored one meanwhile: follow it, as below.
+    }
+  }
+  const plan = stored ?? (await registry.getPlan())!;
+  const problem = planProblem(plan, config, fingerprint);
+  const sameSlots = Object.keys(plan.shards).sort().join() === [...slots].sort().join();
+  if (problem || !sameSlots) {
+    throw new UsageError(
+      `the cluster already has plan v${plan.version} ${problem ? `that this model cannot follow (${problem})` : `with slots ${Object.keys(plan.shards).join(', ')}, not ${slots.join(', ')}`}: up does not replace a cluster's plan; use another --cluster, or re-plan it with \`expertmesh plan --store\``,
+    );
+  }
+  log(`following the cluster's plan v${plan.version}`);
 }

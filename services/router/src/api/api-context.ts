@@ -11,6 +11,14 @@ export interface ApiContext {
   readonly vocabSize: number;
   /** Grammars for response_format and forced tool calls. */
   readonly outputConstraints: OutputConstraints;
+  /** Tokenizes prompts off the event loop (long ones in a worker thread). */
+  readonly promptTokenizer: { encode(text: string, options?: { addBos?: boolean }): Promise<number[]> };
+  /** Prompt text accepted at most, in UTF-8 bytes: checked before any tokenizing. */
+  readonly maxPromptBytes: number;
+  /** Bearer keys the API accepts (--api-key, EXPERTMESH_API_KEY); none means no key is asked. */
+  readonly apiKeys: readonly string[];
+  /** Endpoints open without a key besides /health and /ready: metrics, dashboard. */
+  readonly publicEndpoints: ReadonlySet<'metrics' | 'dashboard'>;
   /** The name clients pass as `model`. */
   readonly modelName: string;
   /** Prompt plus completion tokens at most. */

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { extractContext, prometheusText, tracer } from '@expertmesh/telemetry';
+import { bearerMatches } from '@expertmesh/security';
 import { DASHBOARD_HTML } from '../dashboard/dashboard-page.js';
 import { ApiError } from './api-error.js';
 import type { ApiContext } from './api-context.js';
@@ -54,6 +55,37 @@ function recordEngineCounters(m: ApiContext['metrics'], engine: ApiContext['loop
   m.prefixCacheHitRate.set(p.queriedTokens > 0 ? p.hitTokens / p.queriedTokens : 0);
 }
 const recorded = new WeakMap<ApiContext['metrics'], { queries: number; hits: number; evictions: number; preemptions: number }>();
+/** Which key-protected group a path belongs to; /health and /ready are always open (probes carry no keys). */
+function protection(path: string): 'open' | 'metrics' | 'dashboard' | 'api' {
+  if (path === '/health' || path === '/ready') return 'open';
+  if (path === '/metrics') return 'metrics';
+  if (path === '/dashboard' || path === '/dashboard/state') return 'dashboard';
+  return 'api';
+}
+
+/** Whether the request may go on; otherwise answers 401 in OpenAI's error shape, as vLLM does. */
+function authorized(ctx: ApiContext, path: string, req: IncomingMessage, res: ServerResponse): boolean {
+  if (ctx.apiKeys.length === 0) return true;
+  const group = protection(path);
+  if (group === 'open' || (group !== 'api' && ctx.publicEndpoints.has(group))) return true;
+  if (bearerMatches(req.headers.authorization, ctx.apiKeys)) return true;
+  ctx.metrics.authFailures.inc();
+  res.setHeader('www-authenticate', 'Bearer');
+  sendError(res, new ApiError(401, 'Incorrect or missing API key: send it as Authorization: Bearer <key>', 'invalid_request_error', null, 'invalid_api_key'));
+  return false;
+}
+
+/**
+ * POST bodies are JSON: a body declared as anything else (a form, text, multipart: what a browser
+ * may send cross-site without asking) is refused before it is read. No content-type at all is read
+ * as JSON, as OpenAI-compatible servers do.
+ */
+function jsonContentType(req: IncomingMessage): boolean {
+  const header = req.headers['content-type'];
+  if (header === undefined) return true;
+  const type = header.split(';')[0]!.trim().toLowerCase();
+  return type === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(type);
+}
 
 function outcome(status: number, finished: boolean): string {
   if (!finished) return 'aborted';
@@ -89,6 +121,11 @@ export function createApiServer(ctx: ApiContext): Server {
     if (!route) {
       const known = Object.keys(routes).some((k) => k.endsWith(` ${path}`));
       sendError(res, new ApiError(known ? 405 : 404, known ? `method ${req.method} is not allowed on ${path}` : `no route ${req.method} ${path}`, 'not_found_error'));
+      return;
+    }
+    if (!authorized(ctx, path!, req, res)) return;
+    if (req.method === 'POST' && !jsonContentType(req)) {
+      sendError(res, new ApiError(415, `content-type must be application/json, not ${JSON.stringify((req.headers['content-type'] ?? '(none)').slice(0, 100))}`, 'invalid_request_error'));
       return;
     }
     const run = path!.startsWith('/v1/') ? traced(ctx, path!, req, res, () => route(ctx, req, res)) : route(ctx, req, res);

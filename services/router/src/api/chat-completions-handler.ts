@@ -6,7 +6,7 @@ import { planChatOutput, templateMessages } from './chat-output-plan.js';
 import type { CollectedChoice, ToolCallDelta, TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { chatRequestSchema } from './request-schemas.js';
-import { checkContext, checkModel, envelope, logitsProcessorsOf, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+import { checkContext, checkModel, checkPromptBytes, envelope, logitsProcessorsOf, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
 
 const R1_OPENED_THINK = '<think>\n';
 
@@ -19,11 +19,13 @@ export async function handleChatCompletions(ctx: ApiContext, body: unknown, req:
   checkModel(ctx, r.model);
   const template = ctx.tokenizer.chatTemplate;
   if (!template) throw badRequest('this model has no chat template (tokenizer_config.json chat_template): use /v1/completions');
+  // The messages as sent, in bytes, before any template or tokenizer work is spent on them.
+  checkPromptBytes(ctx, [JSON.stringify(r.messages)], 'messages');
   const plan = planChatOutput(r);
   const prompt = template.render(templateMessages(r.messages, plan.functions, template.rendersTools), { tools: plan.functions });
-  const promptTokenIds = ctx.tokenizer.encode(prompt, { addBos: false });
+  const promptTokenIds = await ctx.promptTokenizer.encode(prompt, { addBos: false });
   const maxTokens = r.max_completion_tokens ?? r.max_tokens ?? Math.min(ctx.defaultMaxTokens, Math.max(1, ctx.maxModelLen - promptTokenIds.length));
-  checkContext(ctx, promptTokenIds.length, maxTokens);
+  checkContext(ctx, promptTokenIds.length, maxTokens, 'messages');
   const opensReasoning = ctx.reasoningParser === 'deepseek-r1' && prompt.endsWith(R1_OPENED_THINK);
   const constraint = plan.constraint;
   if (constraint && r.ignore_eos) throw badRequest('ignore_eos cannot be combined with constrained output: the grammar ends the answer', 'ignore_eos');

@@ -3,7 +3,7 @@ import type { ApiContext } from './api-context.js';
 import type { TokenWithLogprobs } from './generation-session.js';
 import { sendJson, SseWriter } from './http-io.js';
 import { completionRequestSchema } from './request-schemas.js';
-import { checkContext, checkModel, envelope, logitsProcessorsOf, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
+import { checkContext, checkModel, checkPromptBytes, envelope, logitsProcessorsOf, parseBody, requestId, samplingOf, startSession, stopList } from './request-prep.js';
 
 interface CompletionLogprobs {
   tokens: string[];
@@ -16,9 +16,11 @@ interface CompletionLogprobs {
 export async function handleCompletions(ctx: ApiContext, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const r = parseBody(completionRequestSchema, body);
   checkModel(ctx, r.model);
-  const promptTokenIds = typeof r.prompt === 'string' ? ctx.tokenizer.encode(r.prompt) : typeof r.prompt[0] === 'string' ? ctx.tokenizer.encode(r.prompt[0]) : (r.prompt as number[]);
+  const text = typeof r.prompt === 'string' ? r.prompt : typeof r.prompt[0] === 'string' ? r.prompt[0] : null;
+  if (text !== null) checkPromptBytes(ctx, [text], 'prompt');
+  const promptTokenIds = text !== null ? await ctx.promptTokenizer.encode(text) : (r.prompt as number[]);
   const maxTokens = r.max_tokens ?? 16;
-  checkContext(ctx, promptTokenIds.length, maxTokens);
+  checkContext(ctx, promptTokenIds.length, maxTokens, 'prompt');
   const n = r.n ?? 1;
   const session = await startSession(ctx, {
     promptTokenIds,

@@ -29,12 +29,22 @@ export function samplingOf(r: { temperature?: number | null; top_p?: number | nu
   return { temperature: r.temperature ?? 1, topP: r.top_p ?? 1, topK: r.top_k && r.top_k > 0 ? r.top_k : 0, ...(r.seed !== null && r.seed !== undefined ? { seed: r.seed } : {}) };
 }
 
-export function checkContext(ctx: ApiContext, promptTokens: number, maxTokens: number): void {
+/** `promptParam`: the field that holds the prompt (`prompt` or `messages`), named when the prompt is what is too long. */
+export function checkContext(ctx: ApiContext, promptTokens: number, maxTokens: number, promptParam: 'prompt' | 'messages'): void {
   if (promptTokens + maxTokens > ctx.maxModelLen) {
     throw badRequest(
       `This model's maximum context length is ${ctx.maxModelLen} tokens. However, you requested ${promptTokens + maxTokens} tokens (${promptTokens} in the prompt, ${maxTokens} for the completion). Please reduce the prompt or the completion length.`,
-      promptTokens >= ctx.maxModelLen ? 'messages' : 'max_tokens',
+      promptTokens >= ctx.maxModelLen ? promptParam : 'max_tokens',
     );
+  }
+}
+
+/** Refuses a prompt longer than --max-prompt-bytes before any work is spent tokenizing it. */
+export function checkPromptBytes(ctx: ApiContext, texts: readonly string[], promptParam: 'prompt' | 'messages'): void {
+  let bytes = 0;
+  for (const t of texts) bytes += Buffer.byteLength(t, 'utf8');
+  if (bytes > ctx.maxPromptBytes) {
+    throw badRequest(`The prompt is ${bytes} bytes; this server accepts at most ${ctx.maxPromptBytes} bytes of prompt text (--max-prompt-bytes). Please reduce the prompt.`, promptParam);
   }
 }
 

@@ -2,7 +2,7 @@ import type { ModelConfig } from '@expertmesh/model-config';
 import { PlacementError } from './dispatch-errors.js';
 import { ExpertPlacement } from './expert-placement.js';
 import { RemoteRoutedExperts, DEFAULT_DISPATCH, type DispatchOptions } from './remote-routed-experts.js';
-import { ShardConnection, type DispatchTransport } from './shard-connection.js';
+import { ShardConnection, type DispatchTransport, type ShardChannel } from './shard-connection.js';
 import { StaticShardSource } from './shard-source.js';
 
 /**
@@ -12,9 +12,9 @@ import { StaticShardSource } from './shard-source.js';
 export async function connectToShards(
   addresses: readonly string[],
   model: { readonly config: ModelConfig; readonly fingerprint: string },
-  options: Partial<DispatchOptions> & { transport?: DispatchTransport } = {},
+  options: Partial<DispatchOptions> & { transport?: DispatchTransport; channel?: ShardChannel } = {},
 ): Promise<RemoteRoutedExperts> {
-  const connections = addresses.map((a) => new ShardConnection(a, options.transport ?? 'stream'));
+  const connections = addresses.map((a) => new ShardConnection(a, options.transport ?? 'stream', options.channel ?? {}));
   try {
     const infos = await Promise.all(connections.map((c) => c.info()));
     infos.forEach((info, i) => {

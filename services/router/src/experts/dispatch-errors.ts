@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 
 /** A shard answered a dispatch with an error status (it refused or failed the request). */
 export class ShardCallError extends Error {
-  override readonly name = 'ShardCallError';
+  override readonly name: string = 'ShardCallError';
   constructor(
     readonly shard: string,
     readonly code: number,
@@ -10,6 +10,21 @@ export class ShardCallError extends Error {
   ) {
     super(`shard ${shard} answered ${status[code] ?? code}: ${detail}`);
   }
+}
+
+/**
+ * A shard answered with NaN or ±Inf: the call failed (a faulty or hostile shard), handled like any
+ * failed call. Such values must never reach sampling, where they would turn into empty text.
+ */
+export class NonFiniteResultError extends ShardCallError {
+  constructor(
+    shard: string,
+    readonly layer: number,
+    readonly row: number,
+  ) {
+    super(shard, status.DATA_LOSS, `its result for layer ${layer} holds a non-finite value (NaN or Inf) in row ${row}: the shard is faulty; check its model files and hardware`);
+  }
+  override readonly name = 'NonFiniteResultError';
 }
 
 /** A shard did not answer within the dispatch deadline. */

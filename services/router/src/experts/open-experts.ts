@@ -5,9 +5,9 @@ import type { RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { connectToShards } from './connect-shards.js';
 import { PlacementError } from './dispatch-errors.js';
-import { RegistryShardSource } from './registry-shard-source.js';
+import { RegistryShardSource, type RegistrySourceOptions } from './registry-shard-source.js';
 import { DEFAULT_DISPATCH, RemoteRoutedExperts, type DispatchOptions } from './remote-routed-experts.js';
-import type { DispatchTransport } from './shard-connection.js';
+import type { DispatchTransport, ShardChannel } from './shard-connection.js';
 
 /** Where a router's routed experts run: exactly one of these. */
 export type ExpertsPlacement =
@@ -41,7 +41,7 @@ export async function openExperts(
   placement: ExpertsPlacement,
   model: CheckpointIdentity & { readonly modelDir: string },
   execution: ExecutionOptions,
-  dispatch: Partial<DispatchOptions> & { readonly transport?: DispatchTransport } = {},
+  dispatch: Partial<DispatchOptions> & { readonly transport?: DispatchTransport; readonly channel?: ShardChannel } & Pick<RegistrySourceOptions, 'secured' | 'insecure' | 'onRejected'> = {},
 ): Promise<RoutedExpertsBackend> {
   const checked = checkExpertsPlacement(placement);
   switch (checked.kind) {
@@ -49,7 +49,16 @@ export async function openExperts(
       return loadLocalExperts(model.modelDir, model.config, execution);
     case 'shards':
       return connectToShards(checked.addresses, model, dispatch);
-    case 'registry':
-      return new RemoteRoutedExperts(model.config, model.fingerprint, await RegistryShardSource.start(checked.registry, model, dispatch.transport), { ...DEFAULT_DISPATCH, ...dispatch });
+    case 'registry': {
+      const { transport, channel, secured, insecure, onRejected, ...options } = dispatch;
+      const source = await RegistryShardSource.start(checked.registry, model, {
+        ...(transport ? { transport } : {}),
+        ...(channel ? { channel } : {}),
+        ...(secured !== undefined ? { secured } : {}),
+        ...(insecure !== undefined ? { insecure } : {}),
+        ...(onRejected ? { onRejected } : {}),
+      });
+      return new RemoteRoutedExperts(model.config, model.fingerprint, source, { ...DEFAULT_DISPATCH, ...options });
+    }
   }
 }

@@ -1,37 +1,73 @@
-import type { ClusterRegistry, ShardRecord } from '@expertmesh/discovery';
+import { planProblem, shardRecordProblem, type ClusterRegistry, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
+import { hostOf, isLoopbackHost } from '@expertmesh/security';
 import { ExpertPlacement } from './expert-placement.js';
-import { ShardConnection, type DispatchTransport } from './shard-connection.js';
+import { ShardConnection, type DispatchTransport, type ShardChannel } from './shard-connection.js';
 import type { ShardSource, ShardView } from './shard-source.js';
+
+/** Why a registry entry was not used: a bad record or plan, or a shard its own answer did not confirm. */
+export type RejectedKind = 'shard_record' | 'plan' | 'unverified_shard';
+
+export interface RegistrySourceOptions {
+  readonly transport?: DispatchTransport;
+  /** Credentials and channel options for the shards; `secured` says whether they are TLS. */
+  readonly channel?: ShardChannel;
+  readonly secured?: boolean;
+  /** Accept plaintext shards beyond loopback (--insecure). */
+  readonly insecure?: boolean;
+  /** Sees every entry ignored, once per distinct problem (for the log and the metric). */
+  readonly onRejected?: (kind: RejectedKind, source: string, reason: string) => void;
+  /** Retry interval for a shard whose GetShardInfo failed (it may still be starting). */
+  readonly verifyRetryMs?: number;
+}
+
+interface Verification {
+  readonly shardId: string;
+  state: 'pending' | 'ok' | 'failed';
+  reason: string;
+  retry: NodeJS.Timeout | null;
+}
 
 /**
  * A live view of the shards registered in the cluster registry: shards joining, leaving, dying and
- * returning change the routing table without a restart. Shards of another model are refused.
+ * returning change the routing table without a restart. Nothing in a record is trusted as declared:
+ * a record that does not fit the model is ignored (logged and counted), and a shard is routed to only
+ * after it has answered GetShardInfo itself (over mutual TLS when configured) with this router's model
+ * fingerprint and the shard id its record claims. Shards of another model are refused.
  */
 export class RegistryShardSource implements ShardSource {
   private view: ShardView;
   private readonly connections = new Map<string, ShardConnection>();
+  private readonly verifications = new Map<string, Verification>();
+  private records: readonly ShardRecord[] = [];
   private stopWatching: (() => Promise<void>) | null = null;
   private stopPlanWatch: (() => Promise<void>) | null = null;
+  private closed = false;
   /** The cluster's current plan version (0 before any), and the plan version each live shard serves. */
   planVersion = 0;
   private shardPlanVersions = new Map<string, number>();
   /** Shards seen with another model's fingerprint, by id: refused, and reported by /ready. */
   readonly refused = new Map<string, string>();
+  /** Problems already reported, so a bad entry is logged once, not on every watch event. */
+  private reported = new Set<string>();
   private listeners = new Set<(view: ShardView) => void>();
 
   private constructor(
     private readonly config: ModelConfig,
     private readonly fingerprint: string,
-    private readonly transport: DispatchTransport,
+    private readonly options: RegistrySourceOptions,
   ) {
     this.view = { connections: [], placement: ExpertPlacement.fromShards(config, [], { allowMissing: true }) };
   }
 
-  static async start(registry: ClusterRegistry, model: { config: ModelConfig; fingerprint: string }, transport: DispatchTransport = 'stream'): Promise<RegistryShardSource> {
-    const source = new RegistryShardSource(model.config, model.fingerprint, transport);
-    source.stopWatching = await registry.watchShards((shards) => source.apply(shards));
-    source.stopPlanWatch = await registry.watchPlan((plan) => (source.planVersion = plan?.version ?? 0));
+  static async start(registry: ClusterRegistry, model: { config: ModelConfig; fingerprint: string }, options: RegistrySourceOptions | DispatchTransport = {}): Promise<RegistryShardSource> {
+    const source = new RegistryShardSource(model.config, model.fingerprint, typeof options === 'string' ? { transport: options } : options);
+    source.stopWatching = await registry.watchShards((shards, invalid) => source.apply(shards, invalid));
+    source.stopPlanWatch = await registry.watchPlan((plan) => {
+      const problem = plan ? planProblem(plan, model.config, model.fingerprint) : null;
+      if (problem) source.reject('plan', 'plan', problem);
+      else source.planVersion = plan?.version ?? 0;
+    });
     return source;
   }
 
@@ -54,7 +90,12 @@ export class RegistryShardSource implements ShardSource {
     }
     if (orphans.length === 0) return null;
     const refused = [...this.refused].map(([id, fp]) => `${id} (model ${fp})`);
-    return `${orphans.length} experts have no live holder (e.g. layer/expert ${orphans.slice(0, 3).join(', ')})${refused.length ? `; refused shards of another model: ${refused.join(', ')}` : ''}`;
+    const unverified = [...this.verifications.values()].filter((v) => v.state === 'failed').map((v) => `${v.shardId} (${v.reason})`);
+    return (
+      `${orphans.length} experts have no live holder (e.g. layer/expert ${orphans.slice(0, 3).join(', ')})` +
+      `${refused.length ? `; refused shards of another model: ${refused.join(', ')}` : ''}` +
+      `${unverified.length ? `; shards not confirmed by GetShardInfo: ${unverified.slice(0, 5).join(', ')}` : ''}`
+    );
   }
 
   /**
@@ -66,18 +107,50 @@ export class RegistryShardSource implements ShardSource {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.stopPlanWatch?.();
     await this.stopWatching?.();
+    for (const v of this.verifications.values()) if (v.retry) clearTimeout(v.retry);
     for (const c of this.connections.values()) c.close();
     this.connections.clear();
   }
 
-  private apply(records: readonly ShardRecord[]): void {
+  private reject(kind: RejectedKind, source: string, reason: string): void {
+    const key = `${kind}|${source}|${reason}`;
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    this.options.onRejected?.(kind, source, reason);
+  }
+
+  /** A record this router may use, or the problem that rules it out. */
+  private recordProblem(r: ShardRecord): string | null {
+    const problem = shardRecordProblem(r, this.config);
+    if (problem) return problem;
+    if (!this.options.secured && !this.options.insecure && !isLoopbackHost(hostOf(r.address))) {
+      return `address ${r.address} is beyond loopback and this router has no TLS: give the router --tls-cert, --tls-key and --tls-ca (or --insecure)`;
+    }
+    return null;
+  }
+
+  private apply(records: readonly ShardRecord[], invalid: readonly RecordProblem[] = []): void {
+    for (const p of invalid) this.reject('shard_record', p.source, p.reason);
+    this.records = records;
+    this.rebuild();
+  }
+
+  /** Recomputes the view from the last records and what the shards confirmed. */
+  private rebuild(): void {
+    if (this.closed) return;
     this.refused.clear();
-    const usable = records.filter((r) => {
+    const usable = this.records.filter((r) => {
       if (r.health !== 'SERVING') return false;
       if (r.modelFingerprint !== this.fingerprint) {
-        this.refused.set(r.shardId, r.modelFingerprint);
+        this.refused.set(r.shardId, r.modelFingerprint.slice(0, 64));
+        return false;
+      }
+      const problem = this.recordProblem(r);
+      if (problem) {
+        this.reject('shard_record', r.shardId, problem);
         return false;
       }
       return true;
@@ -91,17 +164,67 @@ export class RegistryShardSource implements ShardSource {
         this.connections.delete(address);
       }
     }
-    const connections = usable.map((r) => {
+    for (const [key, v] of this.verifications) {
+      if (!usable.some((r) => verificationKey(r) === key)) {
+        if (v.retry) clearTimeout(v.retry);
+        this.verifications.delete(key);
+      }
+    }
+    const confirmed = usable.filter((r) => {
       let c = this.connections.get(r.address);
-      if (!c) this.connections.set(r.address, (c = new ShardConnection(r.address, this.transport)));
-      return c;
+      if (!c) this.connections.set(r.address, (c = new ShardConnection(r.address, this.options.transport ?? 'stream', this.options.channel ?? {})));
+      const v = this.verifications.get(verificationKey(r));
+      if (!v) this.verify(r, c);
+      return v?.state === 'ok';
     });
+    const connections = confirmed.map((r) => this.connections.get(r.address)!);
     const placement = ExpertPlacement.fromShards(
       this.config,
-      usable.map((r) => ({ address: r.address, layers: r.layers.filter((l) => this.config.moeLayers.includes(l.layer)) })),
+      confirmed.map((r) => ({ address: r.address, layers: r.layers })),
       { allowMissing: true },
     );
     this.view = { connections, placement };
     for (const l of this.listeners) l(this.view);
   }
+
+  /** Asks the shard itself who it is; the record is used only once the answer matches it. */
+  private verify(record: ShardRecord, connection: ShardConnection): void {
+    const key = verificationKey(record);
+    const v: Verification = { shardId: record.shardId, state: 'pending', reason: '', retry: null };
+    this.verifications.set(key, v);
+    connection.info(5_000).then(
+      (info) => {
+        if (this.verifications.get(key) !== v) return;
+        const mismatch =
+          info.modelFingerprint !== this.fingerprint
+            ? `it serves model ${info.modelFingerprint.slice(0, 64)}, not ${this.fingerprint}`
+            : info.shardId !== record.shardId
+              ? `it says it is shard ${info.shardId.slice(0, 128)}, not ${record.shardId}`
+              : info.hiddenSize !== this.config.hiddenSize
+                ? `it has hidden size ${info.hiddenSize}, the model ${this.config.hiddenSize}`
+                : null;
+        v.state = mismatch ? 'failed' : 'ok';
+        v.reason = mismatch ?? '';
+        if (mismatch) this.reject('unverified_shard', record.shardId, `record at ${record.address}: ${mismatch}`);
+        this.rebuild();
+      },
+      (e: Error) => {
+        if (this.verifications.get(key) !== v || this.closed) return;
+        // Unreachable or refused (TLS): it may still be starting; ask again while its record lives.
+        v.state = 'failed';
+        v.reason = e.message.slice(0, 300);
+        this.reject('unverified_shard', record.shardId, `GetShardInfo at ${record.address} failed: ${v.reason}`);
+        v.retry = setTimeout(() => {
+          if (this.verifications.get(key) === v) {
+            this.verifications.delete(key);
+            this.rebuild();
+          }
+        }, this.options.verifyRetryMs ?? 1000);
+        v.retry.unref();
+        this.rebuild();
+      },
+    );
+  }
 }
+
+const verificationKey = (r: ShardRecord): string => `${r.address}|${r.shardId}`;

@@ -4,6 +4,7 @@ import { addTensorRows, encodePairs, encodeTensor, gatherRows, WIRE_DTYPE_ENUM, 
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';
 import { NoHolderError } from './dispatch-errors.js';
+import { checkFiniteRows } from './finite-results.js';
 import type { ShardConnection } from './shard-connection.js';
 import type { ShardSource, ShardView } from './shard-source.js';
 
@@ -58,7 +59,11 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     try {
       const answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w, ctx)));
       // Combine: each shard's weighted sums added into their tokens, decoded on the way.
-      answers.forEach((answer, i) => addTensorRows(answer.output, `shard ${view.connections[work[i]!.shard]!.address} output`, H, out, work[i]!.tokens));
+      answers.forEach((answer, i) => {
+        const address = view.connections[work[i]!.shard]!.address;
+        addTensorRows(answer.output, `shard ${address} output`, H, out, work[i]!.tokens);
+        checkFiniteRows(out, H, work[i]!.tokens, address, layer);
+      });
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
       throw e;

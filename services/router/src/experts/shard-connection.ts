@@ -12,6 +12,12 @@ import { ShardCallError, ShardTimeoutError, ShardUnavailableError } from './disp
 
 export type DispatchTransport = 'stream' | 'unary';
 
+/** How to reach shards: TLS credentials (plaintext by default) and channel options (message limits from the model). */
+export interface ShardChannel {
+  readonly credentials?: grpc.ChannelCredentials;
+  readonly options?: grpc.ChannelOptions;
+}
+
 interface Pending {
   readonly resolve: (r: RunExpertsResponse__Output) => void;
   readonly reject: (e: Error) => void;
@@ -33,8 +39,9 @@ export class ShardConnection {
   constructor(
     readonly address: string,
     readonly transport: DispatchTransport = 'stream',
+    channel: ShardChannel = {},
   ) {
-    this.client = new (expertmeshV1().ExpertShardService)(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new (expertmeshV1().ExpertShardService)(address, channel.credentials ?? grpc.credentials.createInsecure(), channel.options ?? CHANNEL_OPTIONS);
   }
 
   run(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
