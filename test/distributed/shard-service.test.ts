@@ -58,7 +58,9 @@ describe('expert shard service', () => {
     expect(info.modelFingerprint).toBe(fingerprint);
     expect(info.layers.map((l) => l.layer)).toEqual(config.moeLayers);
     for (const l of info.layers) expect(l.experts).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    expect(info.weightBytes).toBe(8 * config.moeLayers.length * 3 * H * config.moeIntermediateSize * 4);
+    // The tiny checkpoint is BF16, and a shard holds it as it ships: 2 bytes per parameter.
+    expect(info.weightBytes).toBe(8 * config.moeLayers.length * 3 * H * config.moeIntermediateSize * 2);
+    expect(info.weightFormat).toBe('bfloat16');
     expect(info.computeDtype).toBe('float32');
     expect(info.residentBytes).toBeGreaterThan(0);
   });

@@ -39,6 +39,12 @@ describe('cluster dashboard', () => {
       expect(cells).toHaveLength(3 * 64);
       expect(cells.filter((v) => v > 0).length).toBeGreaterThan(0);
       expect(await page.textContent('#summary')).toMatch(/2 shards, 3 MoE layers × 64 experts/);
+      expect(await page.textContent('#router-memory')).toMatch(/^router: weights [\d.]+ MiB, KV cache [\d.]+ MiB, resident [\d.]+ MiB$/);
+      // The demo checkpoint is BF16: the router holds its embeddings and LM head (2 × 129280 × 256) at 2 bytes each, not 4.
+      const state = (await (await fetch(`${router.url}/dashboard/state`)).json()) as { router: { weightBytes: number }; shards: { weightBytes: number }[] };
+      expect(state.router.weightBytes).toBeGreaterThan(2 * 129280 * 256 * 2);
+      expect(state.router.weightBytes).toBeLessThan(2 * 129280 * 256 * 4);
+      expect(state.shards.every((sh) => sh.weightBytes === 32 * 3 * 256 * 64 * 2 * 3)).toBe(true);
       await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT ?? `${dir.path}/dashboard.png`, fullPage: true });
     } finally {
       await router?.stop();

@@ -13,7 +13,7 @@ export interface MakeCheckpointOptions {
   readonly seed?: number;
   /** Storage dtype of the non-FP8 tensors. */
   readonly dtype?: 'float32' | 'bfloat16';
-  /** Store projections as FP8 e4m3 with 128×128 (or `fp8BlockSize`) `weight_scale_inv`, like the real checkpoint. */
+  /** Store projections as FP8 e4m3 with 128×128 (or `fp8BlockSize`) `weight_scale_inv`, like the real checkpoint (the preset's default when absent). */
   readonly fp8?: boolean;
   readonly fp8BlockSize?: readonly [number, number];
   readonly shards?: number;
@@ -92,15 +92,16 @@ async function writeCheckpointInto(outDir: string, options: MakeCheckpointOption
   const dtype = options.dtype ?? 'bfloat16';
   const seed = options.seed ?? 0;
   const block = options.fp8BlockSize ?? [128, 128];
+  const fp8 = options.fp8 ?? preset.fp8ByDefault ?? false;
   const configJson: Record<string, unknown> = { ...preset.config, ...options.overrides, torch_dtype: dtype };
-  if (options.fp8) {
+  if (fp8) {
     configJson.quantization_config = { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [...block] };
   }
   const config = parseModelConfig(configJson, `preset ${preset.name}`);
   await mkdir(outDir, { recursive: true });
   await writeFile(join(outDir, 'config.json'), `${JSON.stringify(configJson, null, 2)}\n`);
   const plan = planTensors(config);
-  const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, options.fp8 ? block : null));
+  const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, fp8 ? block : null));
   const written = await writeShardedCheckpoint(outDir, tensors, options.shards ?? 1);
   if (preset.realTokenizer) await copyTokenizerFiles(outDir, options.chatTemplate ?? 'deepseek-r1');
   return { tensors: tensors.length, bytes: written.totalBytes, files: written.files, tokenizer: preset.realTokenizer };

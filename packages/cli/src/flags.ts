@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { UsageError } from './cli-error.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
 
 type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
 
@@ -67,4 +68,10 @@ export const etcdFlagSchema = {
   'etcd-key': z.string().optional(),
   'etcd-user': z.string().optional(),
   'etcd-password-file': z.string().optional(),
+};
+
+/** --weight-dtype: the format weights are held in (the checkpoint's own, or float32). */
+export const weightDtypeFlagSpec = { 'weight-dtype': { type: 'string' } } satisfies FlagSpec;
+export const weightDtypeFlagSchema = {
+  'weight-dtype': z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]).default((process.env.EXPERTMESH_WEIGHT_DTYPE as WeightDtype | undefined) ?? 'auto'),
 };

@@ -55,6 +55,15 @@ describe('expertmesh CLI', () => {
     expect((JSON.parse(remote.stdout) as GenerateJson).token_ids).toEqual((JSON.parse(local.stdout) as GenerateJson).token_ids);
   });
 
+  it('generate --weight-dtype float32 gives the tokens of the default (the FP8 checkpoint held as it ships)', async () => {
+    const args = ['generate', '--model', tiny, '--prompt-token-ids', '3,1,4,1,5', '--max-tokens', '5', '--ignore-eos', '--json'];
+    const [held, widened, bad] = await Promise.all([runCli(args), runCli([...args, '--weight-dtype', 'float32']), runCli([...args, '--weight-dtype', 'int3'])]);
+    expect(widened.code).toBe(0);
+    expect((JSON.parse(widened.stdout) as GenerateJson).token_ids).toEqual((JSON.parse(held.stdout) as GenerateJson).token_ids);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--weight-dtype/);
+  });
+
   it('sampling with a seed is reproducible', async () => {
     const args = ['generate', '--model', tiny, '--prompt-token-ids', '1,2', '--max-tokens', '6', '--temperature', '1.0', '--top-p', '0.9', '--seed', '42', '--ignore-eos', '--json'];
     const [a, b] = await Promise.all([runCli(args), runCli(args)]);

@@ -12,7 +12,9 @@ export const shardRecordSchema = z.object({
   modelFingerprint: z.string().max(128),
   layers: layerExperts,
   computeDtype: z.string().max(32),
+  /** Bytes of expert weights held, in `weightFormat` (absent from older shards: float32). */
   weightBytes: z.number().nonnegative(),
+  weightFormat: z.string().max(64).optional(),
   health: z.enum(['SERVING', 'NOT_SERVING']),
   /** Version of the placement plan the shard loaded its experts for (0 = none). */
   planVersion: z.number().int().nonnegative(),

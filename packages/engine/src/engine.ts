@@ -88,6 +88,11 @@ export class Engine {
     return new Engine(await DeepseekV3Model.load(modelDir, options), options);
   }
 
+  /** Bytes of the latent KV cache, allocated up front. */
+  get kvCacheBytes(): number {
+    return this.cache.pools.reduce((a, p) => a + p.byteLength, 0);
+  }
+
   get config(): ModelConfig {
     return this.model.config;
   }

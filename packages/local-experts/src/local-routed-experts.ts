@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, i64, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, i64, weightBytes, weightFormat, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 import type { WeightReader } from '@expertmesh/model-weights';
@@ -14,19 +14,38 @@ export class ExpertNotHeldError extends Error {
   }
 }
 
-interface LayerExperts {
+/** One graph over some of a layer's held experts: slots [first, first + count) of the layer's held list. */
+interface ExpertGroup {
   readonly graph: Graph;
-  readonly held: readonly number[];
-  readonly slotOf: Map<number, number>;
+  readonly first: number;
+  readonly count: number;
 }
 
-/** Runs routed experts on this machine with onnxruntime: one graph per MoE layer. */
+/**
+ * Stored bytes of experts per graph. onnxruntime-node runs a session on the calling thread, so one
+ * run blocks the event loop (gRPC keepalive pings included) for as long as it takes; widening FP8
+ * on one core runs ~0.25 G parameters/s, so this keeps a run near a second at DeepSeek-R1's width
+ * (6 experts of 44 MB) while a small model's layer stays one graph.
+ */
+export const EXPERT_GROUP_BYTES = 256 << 20;
+
+interface LayerExperts {
+  readonly groups: readonly ExpertGroup[];
+  readonly held: readonly number[];
+  readonly slotOf: Map<number, number>;
+  /** Bytes of these experts' weights as held (stored codes and scales, or float32). */
+  readonly weightBytes: number;
+}
+
+/** Runs routed experts on this machine with onnxruntime: per MoE layer, one graph per group of experts (EXPERT_GROUP_BYTES). */
 export class LocalRoutedExperts implements RoutedExpertsBackend {
   private readonly observers = new DispatchObservers();
 
   private constructor(
     private readonly config: ModelConfig,
     private readonly layers: Map<number, LayerExperts>,
+    /** The format the expert weights are held in, e.g. "float8e4m3fn+block128x128" or "float32". */
+    readonly weightFormat: string,
   ) {}
 
   /**
@@ -40,16 +59,34 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
     const layers = new Map<number, LayerExperts>();
+    let format = reader.dtype === 'float32' ? 'float32' : '';
     for (const layer of config.moeLayers) {
       const held = [...experts(layer)].sort((a, b) => a - b);
       if (held.length === 0) continue;
-      const weights = [];
-      for (const id of held) weights.push({ id, weights: await reader.routedExpert(layer, id) });
-      const name = `layer${layer}_routed_experts`;
-      const graph = await Graph.create(name, buildRoutedExpertsGraph(weights, config.hiddenSize, name), execution);
-      layers.set(layer, { graph, held, slotOf: new Map(held.map((id, i) => [id, i])) });
+      let bytes = 0;
+      const groups: ExpertGroup[] = [];
+      let group: { id: number; weights: Awaited<ReturnType<WeightReader['routedExpert']>> }[] = [];
+      let groupBytes = 0;
+      const flush = async (): Promise<void> => {
+        if (group.length === 0) return;
+        const name = `layer${layer}_routed_experts_${groups.length}`;
+        groups.push({ graph: await Graph.create(name, buildRoutedExpertsGraph(group, config.hiddenSize, name), execution), first: groups.reduce((a, g) => a + g.count, 0), count: group.length });
+        group = [];
+        groupBytes = 0;
+      };
+      for (const id of held) {
+        const w = await reader.routedExpert(layer, id);
+        const expertBytes = weightBytes(w.gate) + weightBytes(w.up) + weightBytes(w.down);
+        if (groupBytes + expertBytes > EXPERT_GROUP_BYTES) await flush();
+        bytes += expertBytes;
+        groupBytes += expertBytes;
+        format ||= weightFormat(w.gate);
+        group.push({ id, weights: w });
+      }
+      await flush();
+      layers.set(layer, { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes: bytes });
     }
-    return new LocalRoutedExperts(config, layers);
+    return new LocalRoutedExperts(config, layers, format || 'none');
   }
 
   heldExperts(layer: number): readonly number[] {
@@ -115,31 +152,37 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       rows[s]![k] = BigInt(pairs.tokenRows[i]!);
       weights[s]![k] = pairs.weights[i]!;
     }
-    const feeds: Record<string, Tensor> = { x: f32(hidden, [numTokens, H]) };
-    entry.held.forEach((id, s) => {
-      feeds[`rows_${id}`] = i64(rows[s]!, [rows[s]!.length]);
-      feeds[`weights_${id}`] = f32(weights[s]!, [weights[s]!.length, 1]);
-    });
-    const result = await entry.graph.run(feeds);
-    const y = floatData(result.y, entry.graph.name, 'y');
     // Add each weighted expert output into its token, experts in held order (deterministic).
     const out = new Float32Array(numTokens * H);
-    let row = 0;
-    for (const tokenRows of rows) {
-      for (let k = 0; k < tokenRows.length; k++, row++) {
-        const dst = Number(tokenRows[k]!) * H;
-        const src = row * H;
-        for (let c = 0; c < H; c++) out[dst + c] += y[src + c]!;
+    const x = f32(hidden, [numTokens, H]);
+    for (const group of entry.groups) {
+      const slotsOfGroup = Array.from({ length: group.count }, (_, i) => group.first + i);
+      if (slotsOfGroup.every((s) => rows[s]!.length === 0)) continue; // no token chose these experts
+      const feeds: Record<string, Tensor> = { x };
+      for (const s of slotsOfGroup) {
+        const id = entry.held[s]!;
+        feeds[`rows_${id}`] = i64(rows[s]!, [rows[s]!.length]);
+        feeds[`weights_${id}`] = f32(weights[s]!, [weights[s]!.length, 1]);
+      }
+      const y = floatData((await group.graph.run(feeds)).y, group.graph.name, 'y');
+      let row = 0;
+      for (const s of slotsOfGroup) {
+        const tokenRows = rows[s]!;
+        for (let k = 0; k < tokenRows.length; k++, row++) {
+          const dst = Number(tokenRows[k]!) * H;
+          const src = row * H;
+          for (let c = 0; c < H; c++) out[dst + c] += y[src + c]!;
+        }
       }
     }
     return out;
   }
 
-  /** Float32 bytes of expert weights held (what this process's memory grows with). */
+  /** Bytes of expert weights held, in the format they are held in (what this process's memory grows with). */
   get weightBytes(): number {
-    let experts = 0;
-    for (const e of this.layers.values()) experts += e.held.length;
-    return experts * 3 * this.config.hiddenSize * this.config.moeIntermediateSize * 4;
+    let bytes = 0;
+    for (const e of this.layers.values()) bytes += e.weightBytes;
+    return bytes;
   }
 
   /** Held experts per MoE layer. */
@@ -148,7 +191,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   }
 
   async close(): Promise<void> {
-    for (const { graph } of this.layers.values()) await graph.release();
+    for (const { groups } of this.layers.values()) for (const { graph } of groups) await graph.release();
     this.layers.clear();
   }
 }

@@ -3,14 +3,16 @@
  * Each keeps the real model's structure (MLA, dense-then-MoE layers, grouped sigmoid routing,
  * a multi-token-prediction layer, YaRN) at widths this machine can run.
  */
-export type PresetName = 'tiny' | 'demo' | 'bench';
-export const PRESET_NAMES: readonly PresetName[] = ['tiny', 'demo', 'bench'];
+export type PresetName = 'tiny' | 'demo' | 'bench' | 'r1-slice';
+export const PRESET_NAMES: readonly PresetName[] = ['tiny', 'demo', 'bench', 'r1-slice'];
 
 export interface Preset {
   readonly name: PresetName;
   readonly description: string;
   /** Whether the preset uses the real DeepSeek-V3 vocabulary and ships its tokenizer files. */
   readonly realTokenizer: boolean;
+  /** Written as FP8 with 128×128 block scales unless asked otherwise, as the real checkpoint ships. */
+  readonly fp8ByDefault?: boolean;
   readonly config: Readonly<Record<string, unknown>>;
 }
 
@@ -127,6 +129,36 @@ const presets: Record<PresetName, Preset> = {
       qk_rope_head_dim: 32,
       v_head_dim: 64,
       n_routed_experts: 64,
+      num_experts_per_tok: 8,
+      n_group: 8,
+      topk_group: 4,
+      max_position_embeddings: 163840,
+      rope_scaling: realYarn,
+    },
+  },
+  'r1-slice': {
+    name: 'r1-slice',
+    description: 'every width of the real DeepSeek-R1 (hidden 7168, 128 heads, 256 experts of 2048, vocabulary 129280) in 2 layers (1 dense, 1 MoE), FP8 like the real checkpoint: ~16 GB',
+    realTokenizer: true,
+    fp8ByDefault: true,
+    config: {
+      ...common,
+      vocab_size: REAL_VOCAB_SIZE,
+      hidden_size: 7168,
+      intermediate_size: 18432,
+      moe_intermediate_size: 2048,
+      num_hidden_layers: 2,
+      first_k_dense_replace: 1,
+      // The multi-token-prediction layer is left out (the engine does not use it): 12 GB less to write.
+      num_nextn_predict_layers: 0,
+      num_attention_heads: 128,
+      num_key_value_heads: 128,
+      q_lora_rank: 1536,
+      kv_lora_rank: 512,
+      qk_nope_head_dim: 128,
+      qk_rope_head_dim: 64,
+      v_head_dim: 128,
+      n_routed_experts: 256,
       num_experts_per_tok: 8,
       n_group: 8,
       topk_group: 4,

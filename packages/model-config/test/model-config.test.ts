@@ -105,9 +105,21 @@ describe('presets', () => {
     it(`${name} is a valid DeepSeek-V3 config`, () => {
       const config = parseModelConfig(getPreset(name).config);
       expect(config.moeLayers.length).toBeGreaterThan(0);
-      expect(config.numNextnPredictLayers).toBe(1);
+      // r1-slice leaves the multi-token-prediction layer out (12 GB the engine does not use).
+      expect(config.numNextnPredictLayers).toBe(name === 'r1-slice' ? 0 : 1);
     });
   }
+
+  it('r1-slice has every width of the real DeepSeek-R1 config, in 2 layers (1 dense, 1 MoE), FP8 by default', () => {
+    const real = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'deepseek-r1-config.json'), 'utf8')) as Record<string, unknown>;
+    const preset = getPreset('r1-slice');
+    const same = ['hidden_size', 'intermediate_size', 'moe_intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'q_lora_rank', 'kv_lora_rank', 'qk_nope_head_dim', 'qk_rope_head_dim', 'v_head_dim', 'n_routed_experts', 'n_shared_experts', 'num_experts_per_tok', 'n_group', 'topk_group', 'vocab_size', 'rope_scaling', 'rope_theta', 'routed_scaling_factor', 'max_position_embeddings', 'rms_norm_eps'];
+    for (const key of same) expect([key, preset.config[key]]).toEqual([key, real[key]]);
+    const config = parseModelConfig(preset.config);
+    expect([config.numLayers, config.moeLayers]).toEqual([2, [1]]);
+    expect(preset.fp8ByDefault).toBe(true);
+    expect(preset.realTokenizer).toBe(true);
+  });
 
   it('demo routes like the real model: >= 64 experts, 8 chosen, 8 groups choosing 4, real vocabulary', () => {
     const demo = parseModelConfig(getPreset('demo').config);

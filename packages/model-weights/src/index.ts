@@ -1,5 +1,7 @@
-export { WeightReader, WeightShapeError } from './model-weights.js';
-export type { LayerWeights, AttentionWeights, FfnWeights, RouterWeights } from './model-weights.js';
+export { WeightReader, WeightShapeError, WEIGHT_DTYPES } from './model-weights.js';
+export type { LayerWeights, AttentionWeights, FfnWeights, RouterWeights, WeightDtype } from './model-weights.js';
 export { modelFingerprint } from './model-fingerprint.js';
 export { readCheckpointIdentity } from './checkpoint-identity.js';
 export type { CheckpointIdentity } from './checkpoint-identity.js';
+export { layoutFromConfig, layoutFromCheckpoint, matrixBytes, predictRouterMemory, predictExpertBytes, kvCacheBytes } from './weight-memory.js';
+export type { StorageLayout, StoredMatrixDtype, RouterMemory } from './weight-memory.js';

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { readLinearWeight, type SafetensorsCheckpoint } from '@expertmesh/weights';
-import type { SwigluWeights } from '@expertmesh/tensor-ops';
+import { fp8BlockLayout, readLinearWeight, type SafetensorsCheckpoint, type SafetensorsDtype } from '@expertmesh/weights';
+import { memoryWeight, type StoredDtype, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
 import {
   attentionNames,
   denseMlpPrefix,
@@ -15,10 +15,14 @@ import {
 } from './tensor-names.js';
 
 /**
- * Reads the weights the model needs from a checkpoint into float32, checking every shape against
- * config.json. FP8 weights are dequantised here with their block scales; nothing downstream knows
- * which format the checkpoint used.
+ * How the process holds its weights: `auto` keeps each in the checkpoint's own format (FP8 with its
+ * block scales at 1 byte per parameter, BF16 at 2), widened to float32 inside the graphs where a
+ * product needs it; `float32` widens everything once at load (the fastest products on a CPU, 4 bytes
+ * per parameter). Quantised formats (int8, int4) will be further values.
  */
+export type WeightDtype = 'auto' | 'float32';
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ['auto', 'float32'];
+
 export class WeightShapeError extends Error {
   override readonly name = 'WeightShapeError';
   constructor(
@@ -37,15 +41,15 @@ export class WeightShapeError extends Error {
 export interface AttentionWeights {
   readonly inputNorm: Float32Array;
   /** q_proj when q_lora_rank is null, otherwise the low-rank pair with its norm. */
-  readonly q: { readonly kind: 'full'; readonly proj: Float32Array } | { readonly kind: 'lowRank'; readonly a: Float32Array; readonly norm: Float32Array; readonly b: Float32Array };
-  readonly kvA: Float32Array;
+  readonly q: { readonly kind: 'full'; readonly proj: WeightData } | { readonly kind: 'lowRank'; readonly a: WeightData; readonly norm: Float32Array; readonly b: WeightData };
+  readonly kvA: WeightData;
   readonly kvANorm: Float32Array;
-  readonly kvB: Float32Array;
-  readonly o: Float32Array;
+  readonly kvB: WeightData;
+  readonly o: WeightData;
 }
 
 export interface RouterWeights {
-  readonly gate: Float32Array;
+  readonly gate: WeightData;
   readonly scoreCorrectionBias: Float32Array;
 }
 
@@ -59,31 +63,63 @@ export interface LayerWeights {
   readonly ffn: FfnWeights;
 }
 
+const STORED: Partial<Record<SafetensorsDtype, StoredDtype>> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16', F8_E4M3: 'float8e4m3fn' };
+
+/**
+ * Reads the weights the model needs from a checkpoint, checking every shape against config.json.
+ * Large matrices come back as WeightData: with `auto`, a reference to their bytes in the checkpoint
+ * file (nothing is read; onnxruntime maps the range); with `float32`, widened values in memory (FP8
+ * dequantised with its block scales). Norms and biases are small and always float32.
+ */
 export class WeightReader {
   constructor(
     private readonly checkpoint: SafetensorsCheckpoint,
     private readonly config: ModelConfig,
+    readonly dtype: WeightDtype = 'auto',
   ) {}
 
-  /** A tensor as float32 with its shape checked; FP8 is dequantised with its `weight_scale_inv`. */
+  /** A small tensor (norm weight, bias) as float32 with its shape checked. */
   async tensor(name: string, shape: readonly number[]): Promise<Float32Array> {
+    this.checkShape(name, shape);
+    return readLinearWeight(this.checkpoint, name, this.blockSize);
+  }
+
+  /** A matrix, in the format `dtype` asks for. */
+  async matrix(name: string, shape: readonly number[]): Promise<WeightData> {
+    const info = this.checkShape(name, shape);
+    const stored = STORED[info.dtype];
+    if (this.dtype === 'float32' || !stored) return memoryWeight(await readLinearWeight(this.checkpoint, name, this.blockSize), shape);
+    const file = { path: info.file, offset: info.byteOffset, length: info.byteLength };
+    if (stored !== 'float8e4m3fn') return { kind: 'file', dtype: stored, dims: shape, file, scales: null };
+    const layout = fp8BlockLayout(this.checkpoint, name, this.blockSize);
+    // Scales stored in another dtype than F32 are rare; those weights are widened at load instead.
+    if (layout.scaleInfo.dtype !== 'F32') return memoryWeight(await readLinearWeight(this.checkpoint, name, this.blockSize), shape);
+    const s = layout.scaleInfo;
+    return { kind: 'file', dtype: stored, dims: shape, file, scales: { file: { path: s.file, offset: s.byteOffset, length: s.byteLength }, grid: [s.shape[0]!, s.shape[1]!], block: layout.block } };
+  }
+
+  private get blockSize(): readonly [number, number] | null {
+    return this.config.quantization?.weightBlockSize ?? null;
+  }
+
+  private checkShape(name: string, shape: readonly number[]): { dtype: SafetensorsDtype; file: string; byteOffset: number; byteLength: number } {
     const info = this.checkpoint.info(name);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
       throw new WeightShapeError(name, info.file, shape, info.shape);
     }
-    return readLinearWeight(this.checkpoint, name, this.config.quantization?.weightBlockSize ?? null);
+    return info;
   }
 
-  embedding(): Promise<Float32Array> {
-    return this.tensor(EMBED_TOKENS, [this.config.vocabSize, this.config.hiddenSize]);
+  embedding(): Promise<WeightData> {
+    return this.matrix(EMBED_TOKENS, [this.config.vocabSize, this.config.hiddenSize]);
   }
 
   finalNorm(): Promise<Float32Array> {
     return this.tensor(FINAL_NORM, [this.config.hiddenSize]);
   }
 
-  lmHead(): Promise<Float32Array> {
-    return this.tensor(LM_HEAD, [this.config.vocabSize, this.config.hiddenSize]);
+  lmHead(): Promise<WeightData> {
+    return this.matrix(LM_HEAD, [this.config.vocabSize, this.config.hiddenSize]);
   }
 
   async layer(layer: number): Promise<LayerWeights> {
@@ -112,20 +148,20 @@ export class WeightReader {
     const qOut = c.numHeads * c.qkHeadDim;
     const q: AttentionWeights['q'] =
       c.qLoraRank === null
-        ? { kind: 'full', proj: await this.tensor(n.qProj, [qOut, c.hiddenSize]) }
+        ? { kind: 'full', proj: await this.matrix(n.qProj, [qOut, c.hiddenSize]) }
         : {
             kind: 'lowRank',
-            a: await this.tensor(n.qAProj, [c.qLoraRank, c.hiddenSize]),
+            a: await this.matrix(n.qAProj, [c.qLoraRank, c.hiddenSize]),
             norm: await this.tensor(n.qANorm, [c.qLoraRank]),
-            b: await this.tensor(n.qBProj, [qOut, c.qLoraRank]),
+            b: await this.matrix(n.qBProj, [qOut, c.qLoraRank]),
           };
     return {
       inputNorm: await this.tensor(layerNormNames(layer).input, [c.hiddenSize]),
       q,
-      kvA: await this.tensor(n.kvAProj, [c.kvLoraRank + c.qkRopeHeadDim, c.hiddenSize]),
+      kvA: await this.matrix(n.kvAProj, [c.kvLoraRank + c.qkRopeHeadDim, c.hiddenSize]),
       kvANorm: await this.tensor(n.kvANorm, [c.kvLoraRank]),
-      kvB: await this.tensor(n.kvBProj, [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank]),
-      o: await this.tensor(n.oProj, [c.hiddenSize, c.numHeads * c.vHeadDim]),
+      kvB: await this.matrix(n.kvBProj, [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank]),
+      o: await this.matrix(n.oProj, [c.hiddenSize, c.numHeads * c.vHeadDim]),
     };
   }
 
@@ -133,7 +169,7 @@ export class WeightReader {
     const c = this.config;
     const n = routerNames(layer);
     return {
-      gate: await this.tensor(n.gate, [c.nRoutedExperts, c.hiddenSize]),
+      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize]),
       scoreCorrectionBias: await this.tensor(n.scoreCorrectionBias, [c.nRoutedExperts]),
     };
   }
@@ -142,9 +178,9 @@ export class WeightReader {
     const hidden = this.config.hiddenSize;
     const names = mlpNames(prefix);
     return {
-      gate: await this.tensor(names.gate, [intermediate, hidden]),
-      up: await this.tensor(names.up, [intermediate, hidden]),
-      down: await this.tensor(names.down, [hidden, intermediate]),
+      gate: await this.matrix(names.gate, [intermediate, hidden]),
+      up: await this.matrix(names.up, [intermediate, hidden]),
+      down: await this.matrix(names.down, [hidden, intermediate]),
       hidden,
       intermediate,
     };

@@ -1,15 +1,16 @@
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { DEFAULT_EXECUTION, f32, floatData, Graph, i32, int32Data, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { planAttentionGroups, type StepSegment } from './attention-batch.js';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
 import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
 import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
+import { buildEmbeddingGraph } from './graphs/embedding-graph.js';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
-import { WeightReader } from '@expertmesh/model-weights';
+import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 
 /** One sequence's share of a step: `tokenIds` at positions startPosition…, its cache blocks already cover them. */
@@ -23,6 +24,8 @@ export interface ModelLoadOptions {
   readonly execution?: ExecutionOptions;
   /** Where the routed experts run, built beforehand. Once the load succeeds the model owns it (close() closes it). */
   readonly experts: RoutedExpertsBackend;
+  /** The format weights are held in: the checkpoint's own (`auto`, the default) or float32. */
+  readonly weightDtype?: WeightDtype;
 }
 
 interface LayerGraphs {
@@ -41,12 +44,14 @@ interface LayerGraphs {
 export class DeepseekV3Model {
   private constructor(
     readonly config: ModelConfig,
-    private readonly embedding: Float32Array,
+    private readonly embedding: Graph,
     private readonly layers: readonly LayerGraphs[],
     private readonly attentionCore: Graph,
     private readonly lmHead: Graph,
     private readonly rotary: RotaryTable,
     readonly experts: RoutedExpertsBackend,
+    /** Bytes of the weights the model holds (dense part, LM head, embeddings; routed experts apart), as held. */
+    readonly denseWeightBytes: number,
   ) {}
 
   static async load(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
@@ -54,11 +59,13 @@ export class DeepseekV3Model {
     const execution = options.execution ?? DEFAULT_EXECUTION;
     const checkpoint = await SafetensorsCheckpoint.open(modelDir);
     try {
-      const reader = new WeightReader(checkpoint, config);
+      const reader = new WeightReader(checkpoint, config, options.weightDtype ?? 'auto');
       const scale = attentionSoftmaxScale(config);
       const layers: LayerGraphs[] = [];
+      let denseBytes = 0;
       for (let l = 0; l < config.numLayers; l++) {
         const w = await reader.layer(l);
+        denseBytes += layerWeightBytes(w);
         layers.push({
           attentionInput: await Graph.create(`layer${l}_attention_input`, buildAttentionInputGraph(config, w.attention, scale, l), execution),
           attentionOutput: await Graph.create(`layer${l}_attention_output`, buildAttentionOutputGraph(config, w, l), execution),
@@ -70,9 +77,14 @@ export class DeepseekV3Model {
               : null,
         });
       }
-      const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, await reader.finalNorm(), await reader.lmHead()), execution);
+      const finalNorm = await reader.finalNorm();
+      const lmHeadWeight = await reader.lmHead();
+      const embeddingWeight = await reader.embedding();
+      denseBytes += finalNorm.byteLength + weightBytes(lmHeadWeight) + weightBytes(embeddingWeight);
+      const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, finalNorm, lmHeadWeight), execution);
+      const embedding = await Graph.create('embedding', buildEmbeddingGraph(embeddingWeight), execution);
       const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
-      return new DeepseekV3Model(config, await reader.embedding(), layers, core, lmHead, new RotaryTable(config), options.experts);
+      return new DeepseekV3Model(config, embedding, layers, core, lmHead, new RotaryTable(config), options.experts, denseBytes);
     } finally {
       await checkpoint.close();
     }
@@ -112,7 +124,7 @@ export class DeepseekV3Model {
     const sinT = f32(sin, [T, this.rotary.pairs]);
     const qWidth = nH * (R + this.config.qkRopeHeadDim);
 
-    let x = this.embed(tokens);
+    let x = await this.embed(tokens);
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l]!;
       const a = await layer.attentionInput.run({ x: f32(x, [T, H]), cos: cosT, sin: sinT });
@@ -174,11 +186,9 @@ export class DeepseekV3Model {
     return rows.map((_, i) => logits.subarray(i * V, (i + 1) * V));
   }
 
-  private embed(tokens: Int32Array): Float32Array {
-    const H = this.config.hiddenSize;
-    const x = new Float32Array(tokens.length * H);
-    for (let t = 0; t < tokens.length; t++) x.set(this.embedding.subarray(tokens[t]! * H, (tokens[t]! + 1) * H), t * H);
-    return x;
+  private async embed(tokens: Int32Array): Promise<Float32Array> {
+    const ids = BigInt64Array.from(tokens, (t) => BigInt(t));
+    return floatData((await this.embedding.run({ ids: i64(ids, [ids.length]) })).x, this.embedding.name, 'x');
   }
 
   private checkToken(id: number): number {
@@ -196,6 +206,20 @@ export class DeepseekV3Model {
     }
     await this.attentionCore.release();
     await this.lmHead.release();
+    await this.embedding.release();
     await this.experts.close();
   }
+}
+
+function swigluBytes(w: { gate: WeightData; up: WeightData; down: WeightData }): number {
+  return weightBytes(w.gate) + weightBytes(w.up) + weightBytes(w.down);
+}
+
+/** Bytes of one layer's dense weights as held: attention, norms, and the dense MLP or the router and shared expert. */
+function layerWeightBytes(w: LayerWeights): number {
+  const a = w.attention;
+  const q = a.q.kind === 'full' ? weightBytes(a.q.proj) : weightBytes(a.q.a) + a.q.norm.byteLength + weightBytes(a.q.b);
+  const attention = a.inputNorm.byteLength + q + weightBytes(a.kvA) + a.kvANorm.byteLength + weightBytes(a.kvB) + weightBytes(a.o) + w.postAttentionNorm.byteLength;
+  const ffn = w.ffn.kind === 'dense' ? swigluBytes(w.ffn.mlp) : weightBytes(w.ffn.router.gate) + w.ffn.router.scoreCorrectionBias.byteLength + (w.ffn.shared ? swigluBytes(w.ffn.shared) : 0);
+  return attention + ffn;
 }

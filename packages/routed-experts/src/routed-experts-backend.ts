@@ -9,7 +9,9 @@ export interface ExpertHolderState {
   /** Experts held, summed over layers, and the MoE layers they are in. */
   readonly experts: number;
   readonly layers: number;
+  /** Bytes of expert weights held, in `weightFormat` (e.g. "float8e4m3fn+block128x128"; "" when unknown). */
   readonly weightBytes: number;
+  readonly weightFormat: string;
   readonly residentBytes: number;
 }
 

@@ -25,6 +25,8 @@ export class RouterMetrics {
   readonly dispatchBytes = new Counter({ name: 'expertmesh_dispatch_bytes_total', help: 'Bytes of hidden states and expert pairs sent to shards (direction=sent) and sums received (direction=received).', labelNames: ['shard', 'direction'], registers: [this.registry] });
   readonly registryRejected = new Counter({ name: 'expertmesh_registry_rejected_total', help: 'Registry entries ignored: kind=shard_record (not a valid record, or experts and layers the model does not have), plan, unverified_shard (GetShardInfo did not confirm it).', labelNames: ['kind'], registers: [this.registry] });
   readonly authFailures = new Counter({ name: 'expertmesh_auth_failures_total', help: 'API requests refused for a missing or wrong API key.', registers: [this.registry] });
+  readonly weightBytes = new Gauge({ name: 'expertmesh_router_weight_bytes', help: 'Bytes of weights the router holds (dense part, LM head, embeddings; routed experts when in-process), in the format held.', registers: [this.registry] });
+  readonly kvCacheBytes = new Gauge({ name: 'expertmesh_router_kv_cache_bytes', help: 'Bytes of the latent KV cache, allocated up front.', registers: [this.registry] });
   readonly expertTokens = new Counter({ name: 'expertmesh_expert_tokens_total', help: 'Tokens routed to each expert of each MoE layer (the load placement balances).', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
@@ -11,6 +11,7 @@ export class ShardMetrics {
   readonly receivedBytes = new Counter({ name: 'expertmesh_shard_received_bytes_total', help: 'Bytes of hidden states and expert pairs received.', registers: [this.registry] });
   readonly sentBytes = new Counter({ name: 'expertmesh_shard_sent_bytes_total', help: 'Bytes of weighted sums sent back.', registers: [this.registry] });
   readonly registryRejected = new Counter({ name: 'expertmesh_shard_registry_rejected_total', help: 'Registry entries ignored because they do not fit the model (kind=plan).', labelNames: ['kind'], registers: [this.registry] });
+  readonly weightBytes = new Gauge({ name: 'expertmesh_shard_weight_bytes', help: 'Bytes of expert weights held, in the format they are held in (label format).', labelNames: ['format'], registers: [this.registry] });
   readonly expertTokens = new Counter({ name: 'expertmesh_shard_expert_tokens_total', help: 'Tokens run through each expert of each MoE layer here.', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

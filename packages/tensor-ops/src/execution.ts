@@ -1,4 +1,5 @@
 import * as ort from 'onnxruntime-node';
+import type { BuiltModel } from './onnx-model-builder.js';
 
 /** Where onnxruntime runs the graphs: the bundled CPU build here, CUDA on GPU nodes. */
 export type ExecutionProvider = 'cpu' | 'cuda';
@@ -22,8 +23,10 @@ export class GraphRuntimeError extends Error {
   }
 }
 
-function sessionOptions(options: ExecutionOptions): ort.InferenceSession.SessionOptions {
+function sessionOptions(options: ExecutionOptions, externalFolder: string | null): ort.InferenceSession.SessionOptions {
   return {
+    // Warnings would name every overridable initializer (each stored weight is one, on purpose).
+    logSeverityLevel: 3,
     executionProviders: options.executionProvider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
     intraOpNumThreads: options.intraOpThreads,
     interOpNumThreads: 1,
@@ -31,8 +34,29 @@ function sessionOptions(options: ExecutionOptions): ort.InferenceSession.Session
     graphOptimizationLevel: 'all',
     // The engine owns dozens of sessions that run one after another; spinning thread pools of idle
     // sessions steal the cores from the running one (measured: 40x slower with spinning on).
-    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    // External data (weights left in the checkpoint's files) resolves against this folder; onnxruntime
+    // maps those ranges into memory instead of copying them.
+    extra: {
+      session: {
+        intra_op: { allow_spinning: '0' },
+        inter_op: { allow_spinning: '0' },
+        ...(externalFolder ? { model_external_initializers_file_folder_path: externalFolder } : {}),
+      },
+    },
   };
+}
+
+/**
+ * onnxruntime-node runs a session on the calling thread, so the event loop (sockets, gRPC keepalive
+ * pings, timers) waits for every run; and consecutive awaited runs never return to it. After runs
+ * that took more than this since the loop last had a turn, give it one (a few µs when idle).
+ */
+const YIELD_AFTER_MS = 50;
+let loopTurnAt = performance.now();
+async function yieldAfterLongWork(): Promise<void> {
+  if (performance.now() - loopTurnAt < YIELD_AFTER_MS) return;
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  loopTurnAt = performance.now();
 }
 
 /** One compiled graph with named inputs and outputs. */
@@ -40,11 +64,15 @@ export class Graph {
   private constructor(
     readonly name: string,
     private readonly session: ort.InferenceSession,
+    /** Float32 weights fed at every run (over the caller's arrays: no copy). */
+    private readonly weightFeeds: Readonly<Record<string, ort.Tensor>>,
   ) {}
 
-  static async create(name: string, modelBytes: Uint8Array, options: ExecutionOptions = DEFAULT_EXECUTION): Promise<Graph> {
+  static async create(name: string, model: Uint8Array | BuiltModel, options: ExecutionOptions = DEFAULT_EXECUTION): Promise<Graph> {
+    const built: BuiltModel = model instanceof Uint8Array ? { bytes: model, externalFolder: null, fedWeights: {} } : model;
+    const weightFeeds = Object.fromEntries(Object.entries(built.fedWeights).map(([k, w]) => [k, new ort.Tensor('float32', w.data, w.dims)]));
     try {
-      return new Graph(name, await ort.InferenceSession.create(modelBytes, sessionOptions(options)));
+      return new Graph(name, await ort.InferenceSession.create(built.bytes, sessionOptions(options, built.externalFolder)), weightFeeds);
     } catch (cause) {
       throw new GraphRuntimeError(`onnxruntime could not load it: ${(cause as Error).message}`, name, { cause });
     }
@@ -52,7 +80,9 @@ export class Graph {
 
   async run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
     try {
-      return (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+      const out = (await this.session.run({ ...this.weightFeeds, ...feeds })) as Record<string, ort.Tensor>;
+      await yieldAfterLongWork();
+      return out;
     } catch (cause) {
       throw new GraphRuntimeError(`run failed: ${(cause as Error).message}`, this.name, { cause });
     }

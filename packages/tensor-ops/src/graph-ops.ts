@@ -1,23 +1,109 @@
 import type { OnnxModelBuilder } from './onnx-model-builder.js';
+import { STORED_DTYPE_BYTES, type WeightData } from './weight-data.js';
 
 /** Shared building blocks written once in ONNX ops, so every graph spells the math the same way. */
 
+/** A small float32 constant baked into the graph (norm weights, routing bias). */
 export function weight(b: OnnxModelBuilder, data: Float32Array, dims: readonly number[], hint: string): string {
   return b.constant({ type: 'float32', dims, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }, hint);
 }
 
 /**
- * y = x · Wᵀ for a Hugging Face weight W of shape [out, in]. The transpose of a constant is folded
- * by onnxruntime when the session is built, so at run time this is one MatMul on [in, out].
+ * Bytes of float32 one widened chunk of a weight may take. Widening a whole matrix before its
+ * product costs a temporary as large as the matrix in float32 (3.7 GB for R1's LM head) and streams
+ * it through memory twice; chunks of this size stay in cache between the Cast and the Gemm that
+ * reads them (measured on a 4096×7168 BF16 matrix: 13 ms by 128-row chunks against 33 ms at once).
  */
-export function linear(b: OnnxModelBuilder, x: string, w: Float32Array, outFeatures: number, inFeatures: number, hint: string): string {
-  const wt = b.op('Transpose', [weight(b, w, [outFeatures, inFeatures], hint)], { perm: [1, 0] });
-  return b.op('MatMul', [x, wt]);
+export const WIDEN_CHUNK_BYTES = 4 << 20;
+
+/**
+ * y = x · Wᵀ for a Hugging Face weight W of shape [out, in], x [T, in] → [T, out].
+ * - float32 baked into the graph: MatMul with the transpose, which onnxruntime folds and pre-packs.
+ * - float32 fed per run: Gemm with transB (no per-run transpose).
+ * - BF16/F16 in the checkpoint file: per chunk of rows, Cast to float32 then Gemm; outputs concatenated.
+ * - FP8 with block scales: per chunk of whole row blocks, Cast × the blocks' scales, then Gemm.
+ * The stored weight is an overridable initializer, so onnxruntime neither folds the Cast into a float32
+ * copy at session creation nor pre-packs it: the process holds the checkpoint's bytes only.
+ */
+export function linear(b: OnnxModelBuilder, x: string, w: WeightData, hint: string): string {
+  if (w.kind === 'memory') {
+    const { name, inlined } = b.float32Weight(w.data, w.dims, hint);
+    return inlined ? b.op('MatMul', [x, b.op('Transpose', [name], { perm: [1, 0] })]) : b.op('Gemm', [x, name], { transB: 1 });
+  }
+  if (w.dtype === 'float32') {
+    return b.op('MatMul', [x, b.op('Transpose', [b.fileWeight('float32', w.dims, w.file, hint)], { perm: [1, 0] })]);
+  }
+  const parts = rowChunks(w).map((chunk) => b.op('Gemm', [x, widenRows(b, w, chunk.start, chunk.rows, hint)], { transB: 1 }));
+  return parts.length === 1 ? parts[0]! : b.op('Concat', parts, { axis: 1 });
+}
+
+/** The whole weight as a float32 value of its dims (for weights used other than in a product, e.g. kv_b split by head). */
+export function widened(b: OnnxModelBuilder, w: WeightData, hint: string): string {
+  if (w.kind === 'memory') return b.float32Weight(w.data, w.dims, hint).name;
+  if (w.dtype === 'float32') return b.fileWeight('float32', w.dims, w.file, hint);
+  const rows = w.dims[0]!;
+  const flat = widenRows(b, w, 0, rows, hint);
+  return w.dims.length === 2 ? flat : b.op('Reshape', [flat, b.int64s(w.dims)]);
+}
+
+/** Rows of an embedding table [vocab, hidden] for token ids [T] → [T, hidden] float32; only those rows are widened. */
+export function embeddingRows(b: OnnxModelBuilder, ids: string, w: WeightData, hint: string): string {
+  if (w.kind === 'memory') return b.op('Gather', [b.float32Weight(w.data, w.dims, hint).name, ids], { axis: 0 });
+  if (w.scales) throw new Error(`${hint}: an embedding table with block scales is not supported`);
+  const rows = b.op('Gather', [b.fileWeight(w.dtype, w.dims, w.file, hint, { overridable: true }), ids], { axis: 0 });
+  return w.dtype === 'float32' ? rows : b.op('Cast', [rows], { to: 1 });
+}
+
+interface RowChunk {
+  readonly start: number;
+  readonly rows: number;
+}
+
+/** Row ranges of at most WIDEN_CHUNK_BYTES of float32; with block scales, whole row blocks (the last may be partial). */
+function rowChunks(w: Extract<WeightData, { kind: 'file' }>): RowChunk[] {
+  const [rows, cols] = w.dims as [number, number];
+  const unit = w.scales ? w.scales.block[0] : 1;
+  const perChunk = Math.max(unit, Math.floor(WIDEN_CHUNK_BYTES / (4 * cols) / unit) * unit);
+  const out: RowChunk[] = [];
+  for (let start = 0; start < rows; ) {
+    // A partial last row block gets a chunk of its own so every other chunk is a whole number of blocks.
+    let n = Math.min(perChunk, rows - start);
+    if (w.scales && n % unit !== 0 && n > unit) n -= n % unit;
+    out.push({ start, rows: n });
+    start += n;
+  }
+  return out;
+}
+
+/** Rows [start, start + rows) of a file-backed 2-D weight as float32 [rows, cols]. */
+function widenRows(b: OnnxModelBuilder, w: Extract<WeightData, { kind: 'file' }>, start: number, rows: number, hint: string): string {
+  const cols = w.dims.slice(1).reduce((a, d) => a * d, 1);
+  const itemBytes = STORED_DTYPE_BYTES[w.dtype];
+  const range = { path: w.file.path, offset: w.file.offset + start * cols * itemBytes, length: rows * cols * itemBytes };
+  if (!w.scales) return b.op('Cast', [b.fileWeight(w.dtype, [rows, cols], range, hint, { overridable: true })], { to: 1 });
+  const [blockRows, blockCols] = w.scales.block;
+  const [gridRows, gridCols] = w.scales.grid;
+  // The grid row of each widened row, and the grid column of each column: scale [rows, cols] by two Gathers.
+  const scales = b.fileWeight('float32', [gridRows, gridCols], w.scales.file, `${hint}_scale_inv`, { overridable: true });
+  const rowBlocks = Array.from({ length: rows }, (_, r) => Math.floor((start + r) / blockRows));
+  const colBlocks = Array.from({ length: cols }, (_, c) => Math.floor(c / blockCols));
+  const codes = b.op('Cast', [b.fileWeight(w.dtype, [rows, cols], range, hint, { overridable: true })], { to: 1 });
+  if (rows % blockRows === 0 && cols % blockCols === 0) {
+    // Whole blocks: scale by broadcasting [k, 1, gridCols, 1] over [k, blockRows, gridCols, blockCols].
+    const k = rows / blockRows;
+    const firstBlock = start / blockRows;
+    const blockScales = b.op('Slice', [scales, b.int64s([firstBlock]), b.int64s([firstBlock + k]), b.int64s([0])]);
+    const shaped = b.op('Reshape', [blockScales, b.int64s([k, 1, gridCols, 1])]);
+    const product = b.op('Mul', [b.op('Reshape', [codes, b.int64s([k, blockRows, gridCols, blockCols])]), shaped]);
+    return b.op('Reshape', [product, b.int64s([rows, cols])]);
+  }
+  const perRow = b.op('Gather', [scales, b.int64s(rowBlocks)], { axis: 0 });
+  return b.op('Mul', [codes, b.op('Gather', [perRow, b.int64s(colBlocks)], { axis: 1 })]);
 }
 
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
 export function rmsNorm(b: OnnxModelBuilder, x: string, w: Float32Array, eps: number, hint: string): string {
-  const meanSquare = b.op('ReduceMean', [b.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+  const meanSquare = b.op('ReduceMean', [b.op('Mul', [x, x]), b.int64s([-1])], { keepdims: 1 });
   const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [meanSquare, b.scalarFloat(eps)])])]);
   return b.op('Mul', [b.op('Mul', [x, inv]), weight(b, w, [w.length], hint)]);
 }
@@ -27,23 +113,30 @@ export function silu(b: OnnxModelBuilder, x: string): string {
 }
 
 export interface SwigluWeights {
-  readonly gate: Float32Array;
-  readonly up: Float32Array;
-  readonly down: Float32Array;
+  readonly gate: WeightData;
+  readonly up: WeightData;
+  readonly down: WeightData;
   readonly hidden: number;
   readonly intermediate: number;
 }
 
 /**
- * The SwiGLU FFN every DeepSeek MLP and expert uses: down(silu(gate(x)) ⊙ up(x)). Gate and up are
- * stacked into one [2I, H] weight so x is read once and one matmul streams both (measured ~10 %
- * faster for small expert batches than two matmuls).
+ * The SwiGLU FFN every DeepSeek MLP and expert uses: down(silu(gate(x)) ⊙ up(x)). Float32 gate and
+ * up are stacked into one [2I, H] weight so x is read once and one matmul streams both (measured
+ * ~10 % faster for small expert batches than two matmuls); stored weights stay two products.
  */
 export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string {
   const I = w.intermediate;
-  const gateUp = new Float32Array(2 * I * w.hidden);
-  gateUp.set(w.gate);
-  gateUp.set(w.up, I * w.hidden);
-  const [gate, up] = b.opMulti('Split', [linear(b, x, gateUp, 2 * I, w.hidden, `${hint}_gate_up`), b.int64s([I, I])], { axis: -1 }, { outputs: 2 });
-  return linear(b, b.op('Mul', [silu(b, gate!), up!]), w.down, w.hidden, I, `${hint}_down`);
+  let gate: string;
+  let up: string;
+  if (w.gate.kind === 'memory' && w.up.kind === 'memory') {
+    const gateUp = new Float32Array(2 * I * w.hidden);
+    gateUp.set(w.gate.data);
+    gateUp.set(w.up.data, I * w.hidden);
+    [gate, up] = b.opMulti('Split', [linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: gateUp }, `${hint}_gate_up`), b.int64s([I, I])], { axis: -1 }, { outputs: 2 }) as [string, string];
+  } else {
+    gate = linear(b, x, w.gate, `${hint}_gate`);
+    up = linear(b, x, w.up, `${hint}_up`);
+  }
+  return linear(b, b.op('Mul', [silu(b, gate), up]), w.down, `${hint}_down`);
 }

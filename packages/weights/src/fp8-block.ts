@@ -1,6 +1,7 @@
 import { FP8_E4M3_MAX, FP8_E4M3_TABLE, float32ToFp8E4m3 } from './dtypes.js';
 import { CheckpointError } from './errors.js';
 import type { SafetensorsCheckpoint } from './safetensors-reader.js';
+import type { TensorInfo } from './safetensors-header.js';
 
 /** Name of the block scales stored next to an FP8 weight: `….weight` → `….weight_scale_inv`. */
 export const scaleInvName = (weightName: string): string => `${weightName}_scale_inv`;
@@ -60,13 +61,18 @@ export function quantizeBlockFp8(w: Float32Array, rows: number, cols: number, bl
   return { codes, scaleInv };
 }
 
-/**
- * A linear weight as float32, whatever its storage: F8_E4M3 needs its sibling `…weight_scale_inv`
- * and the config's `quantization_config.weight_block_size`; other float dtypes convert directly.
- */
-export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null): Promise<Float32Array> {
+/** Where an FP8 weight's block scales are and how they tile it, checked against the config's block size. */
+export interface Fp8BlockLayout {
+  readonly rows: number;
+  readonly cols: number;
+  readonly block: readonly [number, number];
+  readonly scaleName: string;
+  readonly scaleInfo: TensorInfo;
+}
+
+/** The block layout of the F8_E4M3 weight `name` (its sibling `…weight_scale_inv` and `weight_block_size`), with clear errors. */
+export function fp8BlockLayout(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null): Fp8BlockLayout {
   const info = checkpoint.info(name);
-  if (info.dtype !== 'F8_E4M3') return checkpoint.readFloat32(name);
   const scaleName = scaleInvName(name);
   if (!blockSize) throw new CheckpointError('is FP8 but config.json has no quantization_config.weight_block_size: add it (DeepSeek-V3 uses [128, 128])', info.file, name);
   if (info.shape.length !== 2) throw new CheckpointError(`FP8 weights must be 2-D, got [${info.shape.join(', ')}]`, info.file, name);
@@ -84,6 +90,17 @@ export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: 
       scaleName,
     );
   }
+  return { rows, cols, block: [blockRows, blockCols], scaleName, scaleInfo };
+}
+
+/**
+ * A linear weight as float32, whatever its storage: F8_E4M3 needs its sibling `…weight_scale_inv`
+ * and the config's `quantization_config.weight_block_size`; other float dtypes convert directly.
+ */
+export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null): Promise<Float32Array> {
+  const info = checkpoint.info(name);
+  if (info.dtype !== 'F8_E4M3') return checkpoint.readFloat32(name);
+  const { rows, cols, block, scaleName } = fp8BlockLayout(checkpoint, name, blockSize);
   const [codes, scales] = await Promise.all([checkpoint.readRaw(name), checkpoint.readFloat32(scaleName)]);
-  return dequantizeBlockFp8(codes, scales, rows, cols, blockRows, blockCols);
+  return dequantizeBlockFp8(codes, scales, rows, cols, block[0], block[1]);
 }

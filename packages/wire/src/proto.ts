@@ -62,7 +62,10 @@ export function channelOptions(maxMessageBytes: number): grpc.ChannelOptions {
     // every response would wait for a WINDOW_UPDATE round trip).
     'grpc-node.flow_control_window': 64 * 1024 * 1024,
     'grpc.keepalive_time_ms': 10_000,
-    'grpc.keepalive_timeout_ms': 5_000,
+    // gRPC's own default. onnxruntime-node runs a session on the event loop's thread, so a long run
+    // (a 512-token prefill through a real-width dense MLP takes seconds on a CPU) delays the ping's
+    // answer; 5 s dropped healthy connections to real-width shards.
+    'grpc.keepalive_timeout_ms': 20_000,
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_time_between_pings_ms': 5_000,
     'grpc.http2.max_pings_without_data': 0,

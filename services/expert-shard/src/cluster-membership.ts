@@ -1,8 +1,7 @@
 import { planProblem, RegistryConflictError, type ClusterRegistry, type PlacementPlan, type ShardRecord, type ShardRegistration, type StaleHolderCheck } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { selectionFromPlan, type ExpertSelection } from './expert-spec.js';
-import { loadExperts } from './load-shard.js';
+import { loadExperts, type ShardLoadOptions } from './load-shard.js';
 import type { ShardCompute } from './shard-compute.js';
 
 export class PlanWaitError extends Error {
@@ -61,7 +60,7 @@ export class ClusterMembership {
     private readonly registry: ClusterRegistry,
     private readonly compute: ShardCompute,
     base: { shardId: string; address: string; slot: string; planVersion: number },
-    private readonly reload: { modelDir: string; execution: ExecutionOptions } | null,
+    private readonly reload: { modelDir: string; load: ShardLoadOptions } | null,
     private readonly onPlanRejected: (problem: string) => void = (problem) => void process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`),
   ) {
     this.record = this.makeRecord(base.shardId, base.address, base.slot, base.planVersion);
@@ -104,7 +103,7 @@ export class ClusterMembership {
     const layers = plan.shards[this.record.slot];
     if (!layers || !this.reload) return;
     const same = JSON.stringify(layers) === JSON.stringify(this.compute.experts.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })));
-    if (!same) this.compute.replaceExperts(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(layers), this.reload.execution));
+    if (!same) this.compute.replaceExperts(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(layers), this.reload.load));
     this.record = this.makeRecord(this.record.shardId, this.record.address, this.record.slot, plan.version);
     await this.registration?.update(this.record);
   }
@@ -120,6 +119,7 @@ export class ClusterMembership {
       layers: experts.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })),
       computeDtype: 'float32',
       weightBytes: experts.weightBytes,
+      weightFormat: experts.weightFormat,
       health: 'SERVING',
     };
   }

@@ -1,16 +1,22 @@
 import { loadModelConfig } from '@expertmesh/model-config';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
-import { modelFingerprint, WeightReader } from '@expertmesh/model-weights';
+import { modelFingerprint, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { selectedExperts, type ExpertSelection } from './expert-spec.js';
 import { ShardCompute } from './shard-compute.js';
 
 /** Loads only the selected experts from the checkpoint: a shard's memory grows with what it holds. */
+/** How a shard loads its experts: where they run and the format they are held in. */
+export interface ShardLoadOptions {
+  readonly execution: ExecutionOptions;
+  readonly weightDtype: WeightDtype;
+}
+
 export async function loadShardCompute(
   modelDir: string,
   selection: ExpertSelection | ((fingerprint: string) => Promise<ExpertSelection>),
-  execution: ExecutionOptions,
+  load: ShardLoadOptions,
   maxTokensPerCall?: number,
 ): Promise<ShardCompute> {
   const config = await loadModelConfig(modelDir);
@@ -18,7 +24,7 @@ export async function loadShardCompute(
   try {
     const fingerprint = await modelFingerprint(config, checkpoint);
     const chosen = typeof selection === 'function' ? await selection(fingerprint) : selection;
-    const experts = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
+    const experts = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
     return new ShardCompute(config, fingerprint, experts, maxTokensPerCall);
   } finally {
     await checkpoint.close();
@@ -26,11 +32,11 @@ export async function loadShardCompute(
 }
 
 /** Loads another set of experts for a running shard (after a placement change). */
-export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, execution: ExecutionOptions): Promise<LocalRoutedExperts> {
+export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions): Promise<LocalRoutedExperts> {
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
     const config = compute.config;
-    return await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
+    return await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
   } finally {
     await checkpoint.close();
   }

@@ -5,6 +5,7 @@ import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@e
 import { loadModelConfig } from '@expertmesh/model-config';
 import { checkExposure, loadTls } from '@expertmesh/security';
 import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
+import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
 import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
@@ -17,7 +18,7 @@ import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
-    [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N]
+    [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
@@ -70,6 +71,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'etcd-key': { type: 'string' },
         'etcd-user': { type: 'string' },
         'etcd-password-file': { type: 'string' },
+        'weight-dtype': { type: 'string', default: process.env.EXPERTMESH_WEIGHT_DTYPE ?? 'auto' },
       },
       strict: true,
     }));
@@ -79,6 +81,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!values.model) throw new ShardUsageError('--model DIR is required');
   const provider = values['execution-provider'];
   if (provider !== 'cpu' && provider !== 'cuda') throw new ShardUsageError(`--execution-provider must be cpu or cuda, not ${provider}`);
+  const weightDtype = values['weight-dtype'];
+  if (!(WEIGHT_DTYPES as readonly string[]).includes(weightDtype!)) throw new ShardUsageError(`--weight-dtype must be ${WEIGHT_DTYPES.join(' or ')}, not ${weightDtype}`);
   const threads = Number(values['intra-op-threads']);
   if (!Number.isInteger(threads) || threads < 0) throw new ShardUsageError('--intra-op-threads must be a whole number ≥ 0');
   if ((values.cluster === undefined) !== (values.etcd === undefined)) throw new ShardUsageError('--cluster and --etcd go together');
@@ -104,6 +108,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
     throw new ShardUsageError((e as Error).message);
   }
   await requireModelDir(values.model);
+  const load = { execution, weightDtype: weightDtype as WeightDtype };
   const registry = openRegistry({
     etcd: values.etcd,
     registry: values.registry,
@@ -132,7 +137,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
           planVersion = a.plan.version;
           return a.selection;
         },
-    execution,
+    load,
     maxTokensPerCall,
   );
   const tracing = startTracing('shard', shardId);
@@ -141,10 +146,10 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
-    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, execution } : null, onPlanRejected)
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, load } : null, onPlanRejected)
     : null;
   await membership?.join(ttl, keepAlive, staleHolderProbe(values.advertise ?? address, tls));
-  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, tracing: tracing.enabled })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
   await membership?.leave();

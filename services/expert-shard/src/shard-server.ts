@@ -55,6 +55,7 @@ export class ShardServer {
       GetShardInfo: (_call, callback) => callback(null, this.info()),
     };
     this.server.addService(expertmeshV1().ExpertShardService.service, handlers);
+    this.recordWeights();
     this.health.addToServer(this.server);
   }
 
@@ -75,6 +76,7 @@ export class ShardServer {
       layers: experts.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })),
       computeDtype: 'float32',
       weightBytes: experts.weightBytes,
+      weightFormat: experts.weightFormat,
       residentBytes: process.memoryUsage().rss,
       hiddenSize: config.hiddenSize,
     };
@@ -123,6 +125,12 @@ export class ShardServer {
     return this.metrics.registry;
   }
 
+  /** The weight-bytes gauge, current after a plan change swapped the experts. */
+  private recordWeights(): void {
+    this.metrics.weightBytes.reset();
+    this.metrics.weightBytes.set({ format: this.compute.experts.weightFormat }, this.compute.experts.weightBytes);
+  }
+
   private setServing(serving: boolean): void {
     const s = serving ? 'SERVING' : 'NOT_SERVING';
     this.health.setStatus('', s);
@@ -136,6 +144,7 @@ export class ShardServer {
   private async accept(request: RunExpertsRequest__Output): Promise<RunExpertsResponse> {
     if (this.draining) throw new ShardRequestError(grpc.status.UNAVAILABLE, `shard ${this.shardId} is shutting down: send to another holder`);
     const receivedAt = performance.now();
+    this.recordWeights();
     const parent = extractContext(request.traceContext);
     const span = tracer().startSpan('expertmesh.shard.run_experts', { kind: SpanKind.SERVER, attributes: { 'expertmesh.shard': this.shardId, 'expertmesh.layer': request.layer } }, parent);
     this.inFlight++;

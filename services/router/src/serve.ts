@@ -2,7 +2,8 @@ import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Engine, type KvAdmission } from '@expertmesh/engine';
-import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
+import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { channelOptions, DEFAULT_MAX_TOKENS_PER_CALL, maxCallMessageBytes, type WireDtype } from '@expertmesh/wire';
@@ -25,6 +26,8 @@ export interface RouterOptions {
   readonly experts: ExpertsPlacement;
   readonly wireDtype: WireDtype;
   readonly execution: ExecutionOptions;
+  /** The format weights are held in, here and in the local shards started (`auto`: the checkpoint's). */
+  readonly weightDtype?: WeightDtype;
   readonly maxBatchSize: number;
   readonly maxBatchedTokens: number;
   readonly maxWaiting: number;
@@ -92,7 +95,7 @@ export class Router {
         metrics.registryRejected.inc({ kind });
         process.stderr.write(`expertmesh serve: ignoring ${kind.replace('_', ' ')} ${source.slice(0, 200)}: ${reason.slice(0, 500)}\n`);
       },
-    });
+    }, o.weightDtype ?? 'auto');
     experts.observe({
       onRouting: (layer, routing) => {
         const counts = new Map<number, number>();
@@ -110,6 +113,7 @@ export class Router {
       engine = await Engine.load(o.modelDir, {
         experts,
         execution: o.execution,
+        weightDtype: o.weightDtype ?? 'auto',
         kvCacheTokens: o.kvCacheTokens,
         maxBatchSize: o.maxBatchSize,
         maxBatchedTokens: o.maxBatchedTokens,
@@ -120,6 +124,10 @@ export class Router {
       await experts.close();
       throw e;
     }
+    // What this process holds, in the format held: the model's weights, in-process experts, the KV cache.
+    const memory = { weightBytes: engine.model.denseWeightBytes + (experts instanceof LocalRoutedExperts ? experts.weightBytes : 0), kvCacheBytes: engine.kvCacheBytes };
+    metrics.weightBytes.set(memory.weightBytes);
+    metrics.kvCacheBytes.set(memory.kvCacheBytes);
     const promptTokenizer = await PromptTokenizer.start(o.modelDir, (text, addBos) => tokenizer.encode(text, addBos === undefined ? {} : { addBos }));
     const tracing = startTracing('router');
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
@@ -140,7 +148,7 @@ export class Router {
       notReadyReason: () => experts.notReadyReason(),
       createdAt: Math.floor(Date.now() / 1000),
       metrics,
-      clusterState: () => clusterState(modelName, config, experts, metrics, loop.running, loop.waiting),
+      clusterState: () => clusterState(modelName, config, experts, metrics, loop.running, loop.waiting, { ...memory, residentBytes: process.memoryUsage().rss }),
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -5,10 +5,11 @@ import { UsageError } from '../cli-error.js';
 import { PRESET_NAMES } from '@expertmesh/model-config';
 import { numberFlag, parseFlags } from '../flags.js';
 
-export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8] [--shards N] [--no-q-lora] [--no-yarn] [--chat-template deepseek-r1|deepseek-v3] [--if-missing | --force]
+export const initModelUsage = `expertmesh init-model --preset <${PRESET_NAMES.join('|')}> --out DIR [--seed N] [--dtype float32|bfloat16] [--fp8 | --no-fp8] [--shards N] [--no-q-lora] [--no-yarn] [--chat-template deepseek-r1|deepseek-v3] [--if-missing | --force]
   Writes a deterministic random checkpoint of the DeepSeek-V3 architecture in Hugging Face format, into a temporary
   folder first and moved into place once complete. A folder that already holds checkpoint files is refused unless
-  --force (which replaces those files only); --if-missing leaves a complete checkpoint as it is.`;
+  --force (which replaces those files only); --if-missing leaves a complete checkpoint as it is.
+  r1-slice (every width of DeepSeek-R1, 2 layers, ~16 GB) is FP8 unless --no-fp8.`;
 
 export async function initModel(argv: readonly string[]): Promise<number> {
   const flags = parseFlags(
@@ -19,6 +20,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       seed: { type: 'string' },
       dtype: { type: 'string' },
       fp8: { type: 'boolean' },
+      'no-fp8': { type: 'boolean' },
       shards: { type: 'string' },
       'no-q-lora': { type: 'boolean' },
       'no-yarn': { type: 'boolean' },
@@ -31,7 +33,8 @@ export async function initModel(argv: readonly string[]): Promise<number> {
       out: z.string().min(1),
       seed: numberFlag((n) => n.int().nonnegative()).default(0),
       dtype: z.enum(['float32', 'bfloat16']).default('bfloat16'),
-      fp8: z.boolean().default(false),
+      fp8: z.boolean().optional(),
+      'no-fp8': z.boolean().default(false),
       shards: numberFlag((n) => n.int().positive()).default(1),
       'no-q-lora': z.boolean().default(false),
       'no-yarn': z.boolean().default(false),
@@ -55,7 +58,7 @@ export async function initModel(argv: readonly string[]): Promise<number> {
     outDir: flags.out,
     seed: flags.seed,
     dtype: flags.dtype,
-    fp8: flags.fp8,
+    ...(flags.fp8 || flags['no-fp8'] ? { fp8: Boolean(flags.fp8) && !flags['no-fp8'] } : {}),
     shards: flags.shards,
     chatTemplate: flags['chat-template'],
     overrides: {

@@ -2,19 +2,19 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { etcdSecurityFromFlags, EtcdRegistry, planPlacement, planShardBytes, REGISTRY_SECURITY_USAGE, type PlacementPlan } from '@expertmesh/discovery';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { modelFingerprint } from '@expertmesh/model-weights';
+import { layoutFromCheckpoint, layoutFromConfig, modelFingerprint, predictExpertBytes, predictRouterMemory, WEIGHT_DTYPES, type RouterMemory, type StorageLayout, type WeightDtype } from '@expertmesh/model-weights';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
 import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
 export const planUsage = `expertmesh plan (--model DIR | --config config.json) (--shards N | --nodes N --gpus-per-node G)
-    [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--expert-dtype fp32|bf16|fp8]
+    [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32] [--kv-cache-tokens 65536]
     [--store --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
-  Prints which shard holds which experts and their memory, and whether it fits (SIZE like 80GB or 24GiB).
+  Prints which shard holds which experts and their memory, the router's memory, and whether the shards fit
+  (SIZE like 80GB or 24GiB). Memory is counted in the format processes hold weights in: --weight-dtype auto (the
+  checkpoint's: FP8 with its block scales, BF16) or float32, as given to serve and shard.
   --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it; it replaces
   the stored plan only if nobody changed it since it was read (an etcd transaction).`;
-
-const BYTES_PER_WEIGHT = { fp32: 4, bf16: 2, fp8: 1 } as const;
 
 function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(s.trim());
@@ -38,7 +38,20 @@ function ranges(ids: readonly number[]): string {
   return out.join(',');
 }
 
-export function formatPlan(plan: PlacementPlan, config: ModelConfig, bytesPerExpert: number, budget: number | null): string {
+function formatRouter(router: RouterMemory, kvCacheTokens: number): string[] {
+  const parts = [
+    `attention ${gib(router.attention)}`,
+    router.denseMlp ? `dense MLPs ${gib(router.denseMlp)}` : '',
+    router.sharedExperts ? `shared experts ${gib(router.sharedExperts)}` : '',
+    `LM head ${gib(router.lmHead)}`,
+    `embeddings ${gib(router.embedding)}`,
+    `gates and norms ${gib(router.gates + router.norms)}`,
+    `KV cache for ${kvCacheTokens} tokens ${gib(router.kvCache)}`,
+  ].filter(Boolean);
+  return [`router: ${gib(router.total)} (${parts.join(', ')})`];
+}
+
+export function formatPlan(plan: PlacementPlan, config: ModelConfig, bytesPerExpert: number, budget: number | null, router?: { memory: RouterMemory; kvCacheTokens: number; format: string }): string {
   const bytes = planShardBytes(plan, bytesPerExpert);
   const first = config.moeLayers[0]!;
   const lines = [
@@ -53,6 +66,8 @@ export function formatPlan(plan: PlacementPlan, config: ModelConfig, bytesPerExp
     '',
   ];
   const largest = Math.max(...Object.values(bytes));
+  if (router) lines.splice(1, 0, `weights held as ${router.format}`);
+  if (router) lines.push(...formatRouter(router.memory, router.kvCacheTokens));
   lines.push(budget === null ? `largest shard: ${gib(largest)}` : `fits: ${largest <= budget ? 'yes' : 'NO'} (largest shard ${gib(largest)} of ${gib(budget)})`);
   return `${lines.join('\n')}\n`;
 }
@@ -69,7 +84,8 @@ export async function plan(argv: readonly string[]): Promise<number> {
       'redundant-experts': { type: 'string' },
       'shard-memory': { type: 'string' },
       'gpu-memory': { type: 'string' },
-      'expert-dtype': { type: 'string' },
+      'weight-dtype': { type: 'string' },
+      'kv-cache-tokens': { type: 'string' },
       store: { type: 'boolean' },
       cluster: { type: 'string' },
       etcd: { type: 'string' },
@@ -84,7 +100,8 @@ export async function plan(argv: readonly string[]): Promise<number> {
       'redundant-experts': numberFlag((n) => n.int().nonnegative()).default(0),
       'shard-memory': z.string().optional(),
       'gpu-memory': z.string().optional(),
-      'expert-dtype': z.enum(['fp32', 'bf16', 'fp8']).default('fp32'),
+      'weight-dtype': z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]).default('auto'),
+      'kv-cache-tokens': numberFlag((n) => n.int().positive()).default(65536),
       store: z.boolean().default(false),
       cluster: z.string().optional(),
       etcd: z.string().optional(),
@@ -100,13 +117,17 @@ export async function plan(argv: readonly string[]): Promise<number> {
   if (slots.length === 0) throw new UsageError('give --shards N, or --nodes N with --gpus-per-node G');
   const sizeFlag = flags['gpu-memory'] ?? flags['shard-memory'];
   const budget = sizeFlag === undefined ? null : parseSize(sizeFlag);
-  const bytesPerExpert = 3 * config.hiddenSize * config.moeIntermediateSize * BYTES_PER_WEIGHT[flags['expert-dtype']];
   let fingerprint = '';
+  let layout: StorageLayout = layoutFromConfig(config);
   if (flags.model) {
     const ck = await SafetensorsCheckpoint.open(flags.model);
     fingerprint = await modelFingerprint(config, ck);
+    layout = layoutFromCheckpoint(config, ck);
     await ck.close();
   }
+  const dtype = flags['weight-dtype'];
+  const bytesPerExpert = predictExpertBytes(config, layout, dtype);
+  const router = { memory: predictRouterMemory(config, layout, dtype, flags['kv-cache-tokens']), kvCacheTokens: flags['kv-cache-tokens'], format: describeFormat(layout, dtype) };
   if (flags.store && (!flags.cluster || !flags.etcd || !flags.model)) throw new UsageError('--store needs --model, --cluster and --etcd');
   const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '', await etcdSecurityFromFlags(flags)) : null;
   try {
@@ -114,7 +135,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
     const version = (stored ?? 0) + 1;
     // Without a budget the plan is still printed; with one that is exceeded, the table says NO.
     const p = planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts: flags['redundant-experts'], bytesPerExpert });
-    process.stdout.write(formatPlan(p, config, bytesPerExpert, budget));
+    process.stdout.write(formatPlan(p, config, bytesPerExpert, budget, router));
     if (registry) {
       await registry.putPlan(p, { replaces: stored });
       process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
@@ -123,4 +144,10 @@ export async function plan(argv: readonly string[]): Promise<number> {
   } finally {
     await registry?.close();
   }
+}
+
+function describeFormat(layout: StorageLayout, dtype: WeightDtype): string {
+  if (dtype === 'float32') return 'float32 (--weight-dtype float32)';
+  const name = { F8_E4M3: `FP8 E4M3 with ${layout.block?.join('×') ?? '?'} block scales`, BF16: 'BF16', F16: 'F16', F32: 'float32' } as const;
+  return `the checkpoint's format: projections and experts ${name[layout.projections]}, embeddings ${name[layout.embedding]}, LM head ${name[layout.lmHead]}`;
 }

@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { linear, OnnxModelBuilder, rmsNorm, swiglu, weight } from '@expertmesh/tensor-ops';
+import { linear, OnnxModelBuilder, rmsNorm, swiglu, type BuiltModel } from '@expertmesh/tensor-ops';
 import type { LayerWeights } from '@expertmesh/model-weights';
 import { splitKvB } from './kv-b-split.js';
 import { appendNoauxTcRouting } from './routing-graph.js';
@@ -12,15 +12,15 @@ import { appendNoauxTcRouting } from './routing-graph.js';
  *                            → outputs "h", "hn", "expert_ids" [T, k] int32, "expert_weights" [T, k]
  * (the experts and the shared expert run outside, so they can run on other machines).
  */
-export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, layer: number): Uint8Array {
+export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, layer: number): BuiltModel {
   const { hiddenSize: H, numHeads: nH, vHeadDim: v, kvLoraRank: R, rmsNormEps: eps } = config;
   const b = new OnnxModelBuilder(`layer${layer}_attention_output`);
   const oLatent = b.input('o_latent', 'float32', ['T', nH, R]);
   const x = b.input('x', 'float32', ['T', H]);
-  const { valueUpT } = splitKvB(config, w.attention.kvB);
-  const byHead = b.op('MatMul', [b.op('Transpose', [oLatent], { perm: [1, 0, 2] }), weight(b, valueUpT, [nH, R, v], 'w_vb')]);
+  const { valueUp } = splitKvB(b, config, w.attention.kvB);
+  const byHead = b.op('MatMul', [b.op('Transpose', [oLatent], { perm: [1, 0, 2] }), b.op('Transpose', [valueUp], { perm: [0, 2, 1] })]);
   const heads = b.op('Reshape', [b.op('Transpose', [byHead], { perm: [1, 0, 2] }), b.int64s([-1, nH * v])]);
-  const h = b.op('Add', [x, linear(b, heads, w.attention.o, H, nH * v, 'o_proj')]);
+  const h = b.op('Add', [x, linear(b, heads, w.attention.o, 'o_proj')]);
   const hn = rmsNorm(b, h, w.postAttentionNorm, eps, 'post_attention_norm');
   if (w.ffn.kind === 'dense') {
     b.alias(b.op('Add', [h, swiglu(b, hn, w.ffn.mlp, 'mlp')]), 'x_out');
@@ -28,7 +28,7 @@ export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, 
   } else {
     b.alias(h, 'h');
     b.alias(hn, 'hn');
-    const scores = b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, config.nRoutedExperts, H, 'gate')]);
+    const scores = b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, 'gate')]);
     const routing = appendNoauxTcRouting(b, scores, w.ffn.router.scoreCorrectionBias, config);
     b.alias(routing.expertIds, 'expert_ids');
     b.alias(routing.weights, 'expert_weights');
@@ -37,5 +37,5 @@ export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, 
     b.output('expert_ids', 'int32', ['T', config.numExpertsPerTok]);
     b.output('expert_weights', 'float32', ['T', config.numExpertsPerTok]);
   }
-  return b.toBytes();
+  return b.build();
 }

@@ -1,22 +1,16 @@
 import type { ModelConfig } from '@expertmesh/model-config';
+import { widened, type OnnxModelBuilder, type WeightData } from '@expertmesh/tensor-ops';
 
 /**
  * kv_b_proj is [heads·(nope + v), kv_lora_rank]: per head, `nope` rows that lift the latent to the
  * key and `v` rows that lift it to the value. Absorbed attention uses them apart:
  *   keyUp   [heads, nope, rank]  multiplies the query   (q_latent = q_nope · keyUp)
- *   valueUpT [heads, rank, v]    multiplies the output  (o = o_latent · valueUpT)
+ *   valueUp [heads, v, rank]     multiplies the output  (o = o_latent · valueUpᵀ)
+ * Both are views of the (widened) weight by head, so the stored weight is all the process holds.
  */
-export function splitKvB(config: ModelConfig, kvB: Float32Array): { keyUp: Float32Array; valueUpT: Float32Array } {
+export function splitKvB(b: OnnxModelBuilder, config: ModelConfig, kvB: WeightData): { keyUp: string; valueUp: string } {
   const { numHeads: nH, qkNopeHeadDim: nope, vHeadDim: v, kvLoraRank: R } = config;
-  const keyUp = new Float32Array(nH * nope * R);
-  const valueUpT = new Float32Array(nH * R * v);
-  for (let h = 0; h < nH; h++) {
-    const head = h * (nope + v) * R;
-    keyUp.set(kvB.subarray(head, head + nope * R), h * nope * R);
-    for (let j = 0; j < v; j++) {
-      const row = head + (nope + j) * R;
-      for (let r = 0; r < R; r++) valueUpT[h * R * v + r * v + j] = kvB[row + r]!;
-    }
-  }
-  return { keyUp, valueUpT };
+  const byHead = b.op('Reshape', [widened(b, kvB, 'kv_b_proj'), b.int64s([nH, nope + v, R])]);
+  const [keyUp, valueUp] = b.opMulti('Split', [byHead, b.int64s([nope, v])], { axis: 1 }, { outputs: 2 });
+  return { keyUp: keyUp!, valueUp: valueUp! };
 }

@@ -8,6 +8,18 @@ export interface ShardState extends ExpertHolderState {
   readonly calls: number;
 }
 
+export interface RouterMemoryState {
+  readonly weightBytes: number;
+  readonly kvCacheBytes: number;
+  readonly residentBytes: number;
+}
+
+export interface RouterMemoryState {
+  readonly weightBytes: number;
+  readonly kvCacheBytes: number;
+  readonly residentBytes: number;
+}
+
 export interface ClusterState {
   readonly model: string;
   readonly moeLayers: readonly number[];
@@ -17,12 +29,14 @@ export interface ClusterState {
   readonly load: readonly (readonly number[])[];
   readonly running: number;
   readonly waiting: number;
+  /** The router process itself: weights it holds (in their held format), its KV cache, its resident memory. */
+  readonly router: RouterMemoryState;
   /** Placement plan version and shards still on an older one (registry clusters only). */
   readonly plan: { readonly version: number; readonly lagging: readonly string[] } | null;
 }
 
 /** What /dashboard shows: shards (from GetShardInfo), expert load and per-shard latency (from the metrics). */
-export async function clusterState(model: string, config: ModelConfig, experts: RoutedExpertsBackend, metrics: RouterMetrics, running: number, waiting: number): Promise<ClusterState> {
+export async function clusterState(model: string, config: ModelConfig, experts: RoutedExpertsBackend, metrics: RouterMetrics, running: number, waiting: number, router: RouterMemoryState): Promise<ClusterState> {
   const load = config.moeLayers.map(() => new Array<number>(config.nRoutedExperts).fill(0));
   for (const v of (await metrics.expertTokens.get()).values) {
     const li = config.moeLayers.indexOf(Number(v.labels.layer));
@@ -41,5 +55,5 @@ export async function clusterState(model: string, config: ModelConfig, experts: 
     return { ...h, meanCallMs: stats && stats.count ? (1000 * stats.sum) / stats.count : null, calls: stats?.count ?? 0 };
   });
   const plan = experts.planStatus();
-  return { model, moeLayers: config.moeLayers, experts: config.nRoutedExperts, shards, load, running, waiting, plan };
+  return { model, moeLayers: config.moeLayers, experts: config.nRoutedExperts, shards, load, running, waiting, router, plan };
 }

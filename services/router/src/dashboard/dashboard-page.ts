@@ -23,6 +23,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <body>
 <h1>ExpertMesh cluster</h1>
 <div class="sub" id="summary">loading…</div>
+<div class="sub" id="router-memory"></div>
 <h2>Shards</h2>
 <table id="shards"><thead><tr><th>shard</th><th>address</th><th>health</th><th>experts held</th><th>weights</th><th>resident</th><th>calls</th><th>mean call</th></tr></thead><tbody></tbody></table>
 <h2>Expert load (tokens routed, MoE layers × experts)</h2>
@@ -34,6 +35,8 @@ async function refresh() {
   document.getElementById('summary').textContent =
     s.model + ': ' + s.shards.length + ' shards, ' + s.moeLayers.length + ' MoE layers × ' + s.experts + ' experts; ' + s.running + ' running, ' + s.waiting + ' waiting' +
     (s.plan ? '; plan v' + s.plan.version + (s.plan.lagging.length ? ' (moving: ' + s.plan.lagging.join(', ') + ')' : '') : '');
+  document.getElementById('router-memory').textContent =
+    'router: weights ' + mib(s.router.weightBytes) + ', KV cache ' + mib(s.router.kvCacheBytes) + ', resident ' + mib(s.router.residentBytes);
   const body = document.querySelector('#shards tbody');
   body.replaceChildren(...s.shards.map((sh) => {
     const tr = document.createElement('tr');

@@ -1,6 +1,6 @@
 import type { ClusterRegistry } from '@expertmesh/discovery';
 import { loadLocalExperts } from '@expertmesh/local-experts';
-import type { CheckpointIdentity } from '@expertmesh/model-weights';
+import type { CheckpointIdentity, WeightDtype } from '@expertmesh/model-weights';
 import type { RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { connectToShards } from './connect-shards.js';
@@ -42,11 +42,13 @@ export async function openExperts(
   model: CheckpointIdentity & { readonly modelDir: string },
   execution: ExecutionOptions,
   dispatch: Partial<DispatchOptions> & { readonly transport?: DispatchTransport; readonly channel?: ShardChannel } & Pick<RegistrySourceOptions, 'secured' | 'insecure' | 'onRejected'> = {},
+  /** The format in-process experts are held in (shards choose their own). */
+  weightDtype: WeightDtype = 'auto',
 ): Promise<RoutedExpertsBackend> {
   const checked = checkExpertsPlacement(placement);
   switch (checked.kind) {
     case 'in-process':
-      return loadLocalExperts(model.modelDir, model.config, execution);
+      return loadLocalExperts(model.modelDir, model.config, execution, weightDtype);
     case 'shards':
       return connectToShards(checked.addresses, model, dispatch);
     case 'registry': {

@@ -84,9 +84,9 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         try {
           const info = await c.info(timeoutMs);
           const experts = info.layers.reduce((a, l) => a + l.experts.length, 0);
-          return { address: c.address, healthy: true, shardId: info.shardId, experts, layers: info.layers.length, weightBytes: info.weightBytes, residentBytes: info.residentBytes };
+          return { address: c.address, healthy: true, shardId: info.shardId, experts, layers: info.layers.length, weightBytes: info.weightBytes, weightFormat: info.weightFormat, residentBytes: info.residentBytes };
         } catch {
-          return { address: c.address, healthy: false, shardId: '', experts: 0, layers: 0, weightBytes: 0, residentBytes: 0 };
+          return { address: c.address, healthy: false, shardId: '', experts: 0, layers: 0, weightBytes: 0, weightFormat: '', residentBytes: 0 };
         }
       }),
     );

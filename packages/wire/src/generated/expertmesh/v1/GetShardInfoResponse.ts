@@ -12,11 +12,15 @@ export interface GetShardInfoResponse {
    */
   'computeDtype'?: (string);
   /**
-   * Bytes of expert weights held, and resident memory of the process.
+   * Bytes of expert weights held (in weight_format), and resident memory of the process.
    */
   'weightBytes'?: (number | string | Long);
   'residentBytes'?: (number | string | Long);
   'hiddenSize'?: (number);
+  /**
+   * The format the expert weights are held in: "float8e4m3fn+block128x128", "bfloat16", "float32".
+   */
+  'weightFormat'?: (string);
 }
 
 export interface GetShardInfoResponse__Output {
@@ -28,9 +32,13 @@ export interface GetShardInfoResponse__Output {
    */
   'computeDtype': (string);
   /**
-   * Bytes of expert weights held, and resident memory of the process.
+   * Bytes of expert weights held (in weight_format), and resident memory of the process.
    */
   'weightBytes': (number);
   'residentBytes': (number);
   'hiddenSize': (number);
+  /**
+   * The format the expert weights are held in: "float8e4m3fn+block128x128", "bfloat16", "float32".
+   */
+  'weightFormat': (string);
 }
