@@ -9,12 +9,13 @@ import { PackageGraph, readWorkspaces, workspaceFrom, type Architecture } from '
  */
 const ARCHITECTURE: Architecture = {
   layers: [
-    // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, process signals, TLS and exposure checks.
-    ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'process-lifecycle', 'security'],
-    // The model's weights by name; the MoE seam (routing, the experts backend interface); the cluster registry; test checkpoints.
-    ['model-weights', 'routed-experts', 'discovery', 'checkpoint-maker'],
-    // The model (graphs, the forward pass of one batch); routed experts run in this process; the wire protocol.
-    ['model', 'local-experts', 'wire'],
+    // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, process signals, TLS and
+    // exposure checks, and the MoE seam (routing as pairs, the experts backend interface), which depends on nothing.
+    ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'process-lifecycle', 'security', 'routed-experts'],
+    // The model's weights by name; the wire protocol; the cluster registry; test checkpoints.
+    ['model-weights', 'wire', 'discovery', 'checkpoint-maker'],
+    // The model (graphs, the forward pass of one batch); routed experts run in this process.
+    ['model', 'local-experts'],
     // Scheduler, sequences, sampler, the step loop.
     ['engine'],
     // Services: processes with a main, built from packages only.
@@ -46,6 +47,11 @@ describe('package dependencies point one way', () => {
   it('model config and weights sit at the bottom: they depend on no other workspace package', () => {
     expect([...graph.declared('model-config')]).toEqual([]);
     expect([...graph.declared('weights')]).toEqual([]);
+  });
+
+  it('the seam between the model and its experts depends on nothing: model, shards, router and wire all share it', () => {
+    expect([...graph.closure('routed-experts')]).toEqual([]);
+    for (const user of ['model', 'local-experts', 'wire', 'router']) expect(graph.declared(user).has('routed-experts')).toBe(true);
   });
 
   it('the engine sits above the model, and the model does not reach the engine', () => {

@@ -23,8 +23,9 @@ export const DEFAULT_MAX_IN_FLIGHT_PER_STREAM = 16;
 
 /**
  * gRPC transport of an expert shard: the unary and streaming RunExperts, GetShardInfo and the
- * standard health service. Compute runs on onnxruntime's threads, so the event loop keeps taking
- * calls while experts run. On shutdown it drains: refuses new work, finishes what it accepted.
+ * standard health service. onnxruntime-node runs each graph on the main thread (its threads work
+ * inside the call, which blocks the event loop; see docs/benchmarks.md), so calls that arrive while
+ * experts run wait in gRPC's buffers. On shutdown it drains: refuses new work, finishes what it accepted.
  */
 export class ShardServer {
   private readonly server: grpc.Server;
