@@ -28,28 +28,59 @@ export class SeededRandom {
   }
 }
 
-export function argmax(logits: Float32Array): number {
-  let best = 0;
-  let bestValue = logits[0]!;
-  for (let i = 1; i < logits.length; i++) {
-    const v = logits[i]!;
-    if (v > bestValue) {
-      bestValue = v;
-      best = i;
-    }
+/** The largest logit: four running maxima, so the loop is not one long chain of dependent compares. */
+function maxOf(logits: Float32Array): number {
+  let m0 = -Infinity;
+  let m1 = -Infinity;
+  let m2 = -Infinity;
+  let m3 = -Infinity;
+  const n = logits.length & ~3;
+  for (let i = 0; i < n; i += 4) {
+    const v0 = logits[i]!;
+    const v1 = logits[i + 1]!;
+    const v2 = logits[i + 2]!;
+    const v3 = logits[i + 3]!;
+    if (v0 > m0) m0 = v0;
+    if (v1 > m1) m1 = v1;
+    if (v2 > m2) m2 = v2;
+    if (v3 > m3) m3 = v3;
   }
-  return best;
+  let max = Math.max(m0, m1, m2, m3);
+  for (let i = n; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  return max;
+}
+
+/** The index of the largest logit, the lowest on ties (0 when none is a number). */
+export function argmax(logits: Float32Array): number {
+  const max = maxOf(logits);
+  for (let i = 0; i < logits.length; i++) if (logits[i] === max) return i;
+  return 0;
 }
 
 /**
- * Scratch memory shared by every sampler: sampling is synchronous, one call at a time, so one
- * vocabulary-sized buffer serves all sequences instead of one allocation per token.
+ * Tokens are bucketed by log-weight while their weights are computed: BUCKETS buckets of equal width
+ * over log-weights [-(ln V + 40), 0] (lower ones share the last). A selection then walks the buckets
+ * from the top, keeps whole buckets above the one where its limit is reached without ordering them,
+ * and orders only that boundary bucket's tokens.
  */
-const scratch = { weights: new Float64Array(0), ids: new Int32Array(0) };
-function scratchFor(n: number): { weights: Float64Array; ids: Int32Array } {
+const BUCKETS = 2048;
+
+/**
+ * Scratch memory shared by every sampler: sampling is synchronous, one call at a time, so one set of
+ * vocabulary-sized buffers serves all sequences instead of allocations per token.
+ */
+const scratch = {
+  weights: new Float64Array(0),
+  ids: new Int32Array(0),
+  bucketOf: new Uint16Array(0),
+  bucketMass: new Float64Array(BUCKETS),
+  bucketCount: new Int32Array(BUCKETS),
+};
+function scratchFor(n: number): typeof scratch {
   if (scratch.weights.length < n) {
     scratch.weights = new Float64Array(n);
     scratch.ids = new Int32Array(n);
+    scratch.bucketOf = new Uint16Array(n);
   }
   return scratch;
 }
@@ -59,12 +90,63 @@ function scratchFor(n: number): { weights: Float64Array; ids: Int32Array } {
  * One pass for the max, one for the exponentials.
  */
 function exponentials(logits: Float32Array, temperature: number, out: Float64Array): number {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  const max = maxOf(logits);
   const inv = 1 / temperature;
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += out[i] = Math.exp((logits[i]! - max) * inv);
   return sum;
+}
+
+/** exponentials(), also filling the log-weight buckets of scratch. */
+function bucketedExponentials(logits: Float32Array, temperature: number): number {
+  const { weights, bucketOf, bucketMass, bucketCount } = scratch;
+  const max = maxOf(logits);
+  const inv = 1 / temperature;
+  const scale = BUCKETS / (Math.log(logits.length) + 40);
+  bucketMass.fill(0);
+  bucketCount.fill(0);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const x = (logits[i]! - max) * inv;
+    const w = Math.exp(x);
+    weights[i] = w;
+    sum += w;
+    const y = -x * scale;
+    const b = y < BUCKETS - 1 ? y | 0 : BUCKETS - 1;
+    bucketOf[i] = b;
+    bucketMass[b]! += w;
+    bucketCount[b]!++;
+  }
+  return sum;
+}
+
+/**
+ * Over all V tokens: puts into ids[0, m) the most likely tokens (weight descending, lower id on
+ * ties) that reach `limit`, counted as tokens or as weight; returns m. Needs bucketedExponentials.
+ */
+function selectFromBuckets(V: number, limit: number, byCount: boolean): number {
+  const { weights, ids, bucketOf, bucketMass, bucketCount } = scratch;
+  let boundary = BUCKETS; // every bucket below it is kept whole
+  let above = 0;
+  let keptCount = 0;
+  for (let b = 0; b < BUCKETS; b++) {
+    const m = byCount ? bucketCount[b]! : bucketMass[b]!;
+    if (above + m >= limit) {
+      boundary = b;
+      break;
+    }
+    above += m;
+    keptCount += bucketCount[b]!;
+  }
+  let kept = 0;
+  let tail = keptCount;
+  for (let i = 0; i < V; i++) {
+    const b = bucketOf[i]!;
+    if (b < boundary) ids[kept++] = i;
+    else if (b === boundary) ids[tail++] = i;
+  }
+  if (boundary === BUCKETS) return kept;
+  return keptCount + selectLargest(ids.subarray(keptCount), tail - keptCount, weights, limit - above, byCount);
 }
 
 /**
@@ -124,37 +206,35 @@ function medianOfThree(a: number, b: number, c: number): number {
 /**
  * The tokens top-k then top-p keep, in no particular order, as ids[0, m) of the returned array,
  * with their unnormalised weights. As in vLLM and Hugging Face, top-p applies to the distribution
- * top-k left (renormalised). Without top-k, only tokens with p ≥ (1 − topP) / V can be in the
- * nucleus (otherwise the tokens at most as likely would hold less than 1 − topP), so only those
- * are looked at.
+ * top-k left (renormalised).
  */
 function truncate(logits: Float32Array, params: SamplingParams): { ids: Int32Array; m: number; weights: Float64Array; mass: number } {
   const V = logits.length;
   const { weights, ids } = scratchFor(V);
-  const sum = exponentials(logits, params.temperature, weights);
-  const floor = params.topP < 1 && params.topK === 0 ? ((1 - params.topP) / V) * sum : 0;
-  let n = 0;
-  for (let i = 0; i < V; i++) if (weights[i]! >= floor) ids[n++] = i;
-  if (params.topK > 0 && n > params.topK) n = selectLargest(ids, n, weights, params.topK, true);
-  if (params.topP < 1) {
-    // Top-p of what top-k kept, or of the whole distribution (the floor dropped only tokens it cannot need).
-    let base = sum;
-    if (params.topK > 0) {
-      base = 0;
+  const sum = bucketedExponentials(logits, params.temperature);
+  let n: number;
+  if (params.topK > 0 && params.topK < V) {
+    n = selectFromBuckets(V, params.topK, true);
+    if (params.topP < 1) {
+      let base = 0;
       for (let i = 0; i < n; i++) base += weights[ids[i]!]!;
+      n = selectLargest(ids, n, weights, params.topP * base, false);
     }
-    n = selectLargest(ids, n, weights, params.topP * base, false);
+  } else {
+    n = selectFromBuckets(V, params.topP < 1 ? params.topP * sum : Infinity, false);
   }
   let mass = 0;
   for (let i = 0; i < n; i++) mass += weights[ids[i]!]!;
   return { ids, m: n, weights, mass };
 }
 
-/** The ids sampling may draw with these parameters, ascending (for tests and debugging). */
+/** The ids sampling may draw with these parameters (kept, with a weight above 0), ascending (for tests and debugging). */
 export function candidateTokens(logits: Float32Array, params: SamplingParams): number[] {
   if (params.temperature === 0) return [argmax(logits)];
-  const { ids, m } = truncate(logits, params);
-  return Array.from(ids.subarray(0, m)).sort((a, b) => a - b);
+  const { ids, m, weights } = truncate(logits, params);
+  return Array.from(ids.subarray(0, m))
+    .filter((id) => weights[id]! > 0)
+    .sort((a, b) => a - b);
 }
 
 export class Sampler {
@@ -183,8 +263,7 @@ export class Sampler {
 
 /** Natural-log probabilities of the full distribution (before temperature and truncation). */
 export function topLogprobs(logits: Float32Array, k: number, chosen: number): { chosen: number; top: [number, number][] } {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  const max = maxOf(logits);
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
   const logZ = max + Math.log(sum);

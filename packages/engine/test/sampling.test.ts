@@ -54,6 +54,8 @@ describe('sampling', () => {
       const w = Array.from(logits, (l) => Math.exp((l - max) / p.temperature));
       let order = w.map((_, i) => i).sort((a, b) => w[b]! - w[a]! || a - b);
       if (p.topK > 0) order = order.slice(0, p.topK);
+      order = order.filter((i) => w[i]! > 0);
+      if (p.topP >= 1) return order.sort((a, b) => a - b);
       const total = order.reduce((a, i) => a + w[i]!, 0);
       let mass = 0;
       const kept: number[] = [];
@@ -66,10 +68,13 @@ describe('sampling', () => {
     };
     let seed = 5;
     const rand = (): number => ((seed = (seed * 48271) % 2147483647) / 2147483647);
-    for (let trial = 0; trial < 60; trial++) {
-      const V = [7, 100, 3000][trial % 3]!;
-      // Rounded logits make ties common.
-      const logits = Float32Array.from({ length: V }, () => Math.round(rand() * 40) / 8);
+    for (let trial = 0; trial < 80; trial++) {
+      const V = [7, 100, 3000, 20000][trial % 4]!;
+      // Rounded logits make ties common; some masked to -inf as a grammar does; a few far apart.
+      const logits = Float32Array.from({ length: V }, () => {
+        const r = rand();
+        return r < 0.1 ? -Infinity : r > 0.999 ? 30 + r : Math.round(rand() * 40) / 8 - (r < 0.3 ? 60 : 0);
+      });
       const params = { temperature: [0.5, 1, 2][trial % 3]!, topK: [0, 1, 5, 50][trial % 4]!, topP: [1, 0.9, 0.5, 0.05][(trial >> 2) % 4]! };
       expect(candidateTokens(logits, params), JSON.stringify(params)).toEqual(reference(logits, params));
     }
