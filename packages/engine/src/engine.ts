@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { DeepseekV3Model, LatentKvCache, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
+import { DeepseekV3Model, LatentKvCache, type ForwardResult, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
 import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import { KvBlockManager } from './kv-block-manager.js';
 import { topLogprobs } from './sampling.js';
@@ -164,7 +164,7 @@ export class Engine {
     this.applyQueued();
     const plan = this.scheduler.schedule();
     if (plan.segments.length === 0) return this.scheduler.retireFinished();
-    let logits: Float32Array[];
+    let logits: ForwardResult;
     try {
       logits = await this.execute(plan);
     } finally {
@@ -213,7 +213,7 @@ export class Engine {
    * The model runs the plan. The step is one span, in the trace of its oldest traced request and
    * linked to the other requests in the batch (a span per token and request would drown a collector).
    */
-  private async execute(plan: StepPlan): Promise<Float32Array[]> {
+  private async execute(plan: StepPlan): Promise<ForwardResult> {
     const scheduled = plan.segments;
     for (const seg of scheduled) {
       if (seg.sequence.queueSpan) {
@@ -251,20 +251,20 @@ export class Engine {
    * It holds the boundary while it runs (a logits processor may await), so aborts and submissions
    * asked for meanwhile wait until it is done.
    */
-  private async commit(plan: StepPlan, logits: readonly Float32Array[]): Promise<void> {
+  private async commit(plan: StepPlan, result: ForwardResult): Promise<void> {
     this.executing++;
     try {
       let next = 0;
       for (const seg of plan.segments) {
         const seq = seg.sequence;
-        const rowLogits = seg.samples ? logits[next++]! : null;
+        const row = seg.samples ? next++ : -1;
         if (seq.isFinished) continue; // aborted while the step ran
         if (seq.computedTokens !== seg.start) {
           throw new Error(`internal error: a step planned at position ${seg.start} of sequence ${seq.id} was committed at position ${seq.computedTokens}`);
         }
         seq.computedTokens += seg.length;
         this.scheduler.commitComputed(seq);
-        if (rowLogits) await this.appendToken(seq, rowLogits);
+        if (row >= 0) await this.appendToken(seq, result.logits[row]!, result.argmax[row]!);
       }
     } finally {
       this.executing--;
@@ -272,12 +272,13 @@ export class Engine {
     this.applyQueued();
   }
 
-  private async appendToken(seq: Sequence, logits: Float32Array): Promise<void> {
+  /** `argmax` is the model's greedy token for these logits, valid until a processor changes them. */
+  private async appendToken(seq: Sequence, logits: Float32Array, argmax: number): Promise<void> {
     const processors = seq.request.logitsProcessors ?? [];
     // Log-probabilities come from the model's own distribution, before any processor changes it.
     const raw = processors.length > 0 && (seq.request.topLogprobs || seq.request.captureLogits) ? logits.slice() : logits;
     for (const p of processors) await p.process(logits);
-    const token = seq.sampler.sample(logits);
+    const token = seq.sampler.sample(logits, processors.length === 0 ? argmax : undefined);
     for (const p of processors) p.accept(token);
     const k = seq.request.topLogprobs ?? 0;
     if (k > 0) {

@@ -244,9 +244,10 @@ export class Sampler {
     this.random = new SeededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
-  sample(logits: Float32Array): number {
+  /** Draws the next token; `greedy`, when known, is the logits' argmax (the model's graph computes it). */
+  sample(logits: Float32Array, greedy?: number): number {
     const { temperature, topK, topP } = this.params;
-    if (temperature === 0) return argmax(logits);
+    if (temperature === 0) return greedy ?? argmax(logits);
     const u = this.random.next();
     if (topK === 0 && topP >= 1) {
       const weights = scratchFor(logits.length).weights;

@@ -13,6 +13,13 @@ import type { LatentKvCache } from './kv-cache.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 
+/** What a forward pass returns for the segments that wanted logits, in segment order. */
+export interface ForwardResult {
+  readonly logits: readonly Float32Array[];
+  /** Each row's largest logit's index, lowest on ties (computed in the graph): the greedy token. */
+  readonly argmax: Int32Array;
+}
+
 /** One sequence's share of a step: `tokenIds` at positions startPosition…, its cache blocks already cover them. */
 export interface ForwardSegment extends StepSegment {
   readonly tokenIds: ArrayLike<number>;
@@ -101,7 +108,7 @@ export class DeepseekV3Model {
    * the caller has not counted as computed, and running the same positions again rewrites them before
    * any read: the caller can retry the batch as long as it commits nothing of a failed one.
    */
-  async forward(segments: readonly ForwardSegment[], cache: LatentKvCache): Promise<Float32Array[]> {
+  async forward(segments: readonly ForwardSegment[], cache: LatentKvCache): Promise<ForwardResult> {
     const { hiddenSize: H, numHeads: nH, kvLoraRank: R } = this.config;
     // Decode tokens first: they form one attention group.
     const order = segments.map((_, i) => i).sort((a, b) => Number(segments[a]!.length !== 1) - Number(segments[b]!.length !== 1));
@@ -167,7 +174,7 @@ export class DeepseekV3Model {
     return h;
   }
 
-  private async logits(ordered: readonly ForwardSegment[], order: readonly number[], x: Float32Array): Promise<Float32Array[]> {
+  private async logits(ordered: readonly ForwardSegment[], order: readonly number[], x: Float32Array): Promise<ForwardResult> {
     const H = this.config.hiddenSize;
     const V = this.config.vocabSize;
     const rows: { original: number; row: number }[] = [];
@@ -176,14 +183,14 @@ export class DeepseekV3Model {
       offset += s.length;
       if (s.wantLogits) rows.push({ original: order[i]!, row: offset - 1 });
     });
-    if (rows.length === 0) return [];
+    if (rows.length === 0) return { logits: [], argmax: new Int32Array(0) };
     rows.sort((a, b) => a.original - b.original);
     const input = new Float32Array(rows.length * H);
     rows.forEach((r, i) => input.set(x.subarray(r.row * H, (r.row + 1) * H), i * H));
     const out = await this.lmHead.run({ x: f32(input, [rows.length, H]) });
     const logits = floatData(out.logits, this.lmHead.name, 'logits');
     // Views into the one output buffer: no copy of vocabulary-sized rows.
-    return rows.map((_, i) => logits.subarray(i * V, (i + 1) * V));
+    return { logits: rows.map((_, i) => logits.subarray(i * V, (i + 1) * V)), argmax: int32Data(out.argmax, this.lmHead.name, 'argmax') };
   }
 
   private async embed(tokens: Int32Array): Promise<Float32Array> {
