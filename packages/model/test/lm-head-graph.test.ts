@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, int32Data } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, int32Data, memoryWeight } from '@expertmesh/tensor-ops';
 import { buildLmHeadGraph } from '../src/graphs/lm-head-graph.js';
 
 const config = parseModelConfig(getPreset('tiny').config);
@@ -16,7 +16,7 @@ describe('LM head graph', () => {
     const lmHead = Float32Array.from({ length: V * H }, () => ((seed = (seed * 48271) % 2147483647) / 2147483647 - 0.5) * 0.1);
     // Rows 300 and 10 identical and strongest for the first input: an exact tie at the maximum.
     for (const row of [300, 10]) lmHead.fill(0.5, row * H, (row + 1) * H);
-    const graph = await Graph.create('lm_head', buildLmHeadGraph(config, new Float32Array(H).fill(1), lmHead));
+    const graph = await Graph.create('lm_head', buildLmHeadGraph(config, new Float32Array(H).fill(1), memoryWeight(lmHead, [V, H])));
     try {
       const x = Float32Array.from({ length: 3 * H }, (_, i) => (i < H ? 1 : Math.sin(i)));
       const out = await graph.run({ x: f32(x, [3, H]) });

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseModelConfig, getPreset } from '@expertmesh/model-config';
-import { f32, floatData, Graph, memoryWeight, type WeightData } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, int32Data, memoryWeight, type WeightData } from '@expertmesh/tensor-ops';
 import { float32ToBf16 } from '@expertmesh/weights';
 import { buildLmHeadGraph } from '../src/graphs/lm-head-graph.js';
 import { tempDir } from '../../../test/helpers/temp-dir.js';
@@ -36,6 +36,13 @@ function expectLogits(logits: Float32Array, x: Float32Array, rows: readonly numb
   }
 }
 
+/** The lowest index of the largest value. */
+function firstMaxIndex(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
+  return best;
+}
+
 const input = Float32Array.from({ length: H }, (_, i) => Math.sin(i * 0.37));
 const sampleRows = [0, 1, 4095, 4096, 64_639, 64_640, 100_000, V - 1];
 
@@ -56,9 +63,12 @@ describe("R1's LM head (129280 × 7168)", () => {
     const before = process.memoryUsage().rss;
     const graph = await Graph.create('lm_head', buildLmHeadGraph(r1, new Float32Array(H).fill(1), head));
     try {
-      const logits = floatData((await graph.run({ x: f32(input, [1, H]) })).logits, 'lm_head', 'logits');
+      const out = await graph.run({ x: f32(input, [1, H]) });
+      const logits = floatData(out.logits, 'lm_head', 'logits');
       expect(logits.length).toBe(V);
       expectLogits(logits, input, sampleRows);
+      // Rows repeat every 251, so the maximum recurs in every chunk: the graph's argmax is the first of them.
+      expect(int32Data(out.argmax, 'lm_head', 'argmax')[0]).toBe(firstMaxIndex(logits));
       // The mapped BF16 head (1.85 GB) is resident now; a float32 copy would add 3.7 GB.
       const grown = process.memoryUsage().rss - before;
       console.log(`BF16 LM head: resident memory grew ${(grown / GiB).toFixed(2)} GiB for ${(codes.byteLength / GiB).toFixed(2)} GiB of weights`);

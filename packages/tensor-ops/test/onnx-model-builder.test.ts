@@ -1,7 +1,10 @@
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import protobuf from 'protobufjs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { f32, floatData, Graph, OnnxModelBuilder } from '../src/index.js';
+import { tempDir } from '../../../test/helpers/temp-dir.js';
 
 /**
  * The builder writes ONNX's protobuf by hand. Two checks keep it honest: its bytes decode, with
@@ -15,17 +18,19 @@ interface ValueInfo {
   type: { tensorType: { elemType: number; shape: { dim: { value: 'dimValue' | 'dimParam'; dimValue?: number; dimParam?: string }[] } } };
 }
 
+interface DecodedGraph {
+  name: string;
+  node: { input: string[]; output: string[]; name: string; opType: string; domain: string; attribute: { name: string; type: string; f?: number; i?: number; s?: Uint8Array; g?: DecodedGraph; ints: number[] }[] }[];
+  initializer: { name: string; dims: number[]; dataType: number; rawData: Uint8Array; externalData: { key: string; value: string }[]; dataLocation: string }[];
+  input: ValueInfo[];
+  output: ValueInfo[];
+}
+
 interface Decoded {
   irVersion: number;
   producerName: string;
   opsetImport: { domain: string; version: number }[];
-  graph: {
-    name: string;
-    node: { input: string[]; output: string[]; name: string; opType: string; domain: string; attribute: { name: string; type: string; f?: number; i?: number; s?: Uint8Array; ints: number[] }[] }[];
-    initializer: { name: string; dims: number[]; dataType: number; rawData: Uint8Array }[];
-    input: ValueInfo[];
-    output: ValueInfo[];
-  };
+  graph: DecodedGraph;
 }
 
 const ModelProto = protobuf.loadSync(join(import.meta.dirname, 'onnx-subset.proto')).lookupType('onnx.ModelProto');
@@ -56,7 +61,7 @@ describe('the hand-written ONNX encoder', () => {
     expect(m.irVersion).toBe(8);
     expect(m.producerName).toBe('expertmesh');
     expect(m.opsetImport).toEqual([
-      { domain: '', version: 17 },
+      { domain: '', version: 21 },
       { domain: 'com.microsoft', version: 1 },
     ]);
     const g = m.graph;
@@ -123,5 +128,82 @@ describe('the hand-written ONNX encoder', () => {
     } finally {
       await graph.release();
     }
+  });
+  describe('weights outside the model bytes', () => {
+    let dir: Awaited<ReturnType<typeof tempDir>>;
+    let file: string;
+    // Three float32 values after an 8-byte header: the file range the weight names.
+    const header = 8;
+    const values = new Float32Array([1.5, -2, 4]);
+    beforeAll(async () => {
+      dir = await tempDir('onnx-builder');
+      file = join(dir.path, 'weights.bin');
+      const bytes = new Uint8Array(header + values.byteLength);
+      bytes.set(new Uint8Array(values.buffer), header);
+      await writeFile(file, bytes);
+    });
+    afterAll(async () => dir?.remove());
+
+    const build = () => {
+      const b = new OnnxModelBuilder('outside', { inlineWeightBytes: 0 });
+      const x = b.input('x', 'float32', [3]);
+      const stored = b.fileWeight('float32', [3], { path: file, offset: header, length: values.byteLength }, 'stored', { overridable: true });
+      const fed = b.float32Weight(new Float32Array([10, 20, 30]), [3], 'fed');
+      const flag = b.input('flag', 'bool', []);
+      const then = b.subgraph('then');
+      then.alias(then.op('Add', [x, stored]), 'then_out');
+      then.output('then_out', 'float32', [3]);
+      const otherwise = b.subgraph('else');
+      otherwise.alias(otherwise.op('Add', [x, fed.name]), 'else_out');
+      otherwise.output('else_out', 'float32', [3]);
+      b.alias(b.op('If', [flag], { then_branch: { graph: then }, else_branch: { graph: otherwise } }), 'y');
+      b.output('y', 'float32', [3]);
+      return { built: b.build(), stored, fed };
+    };
+
+    it('a file-backed weight is an initializer with external_data (location relative to the folder, offset, length) and data_location EXTERNAL; a fed weight is an input; branches are GRAPH attributes', () => {
+      const { built, stored, fed } = build();
+      expect(() => {
+        const b = new OnnxModelBuilder('bytes-only');
+        b.fileWeight('float32', [3], { path: file, offset: header, length: values.byteLength }, 'w');
+        return b.toBytes();
+      }).toThrow(/build\(\)/);
+      expect(built.externalFolder).toBe(dir.path);
+      expect(fed.inlined).toBe(false);
+      expect(Object.keys(built.fedWeights)).toEqual([fed.name]);
+      const g = decode(built.bytes).graph;
+      const init = g.initializer.find((t) => t.name === stored)!;
+      expect(init.dataLocation).toBe('EXTERNAL');
+      expect(init.rawData.length).toBe(0);
+      expect(init.externalData).toEqual([
+        { key: 'location', value: 'weights.bin' },
+        { key: 'offset', value: String(header) },
+        { key: 'length', value: String(values.byteLength) },
+      ]);
+      // The overridable weight and the fed one are graph inputs beside x and flag.
+      expect(g.input.map((v) => v.name)).toEqual(['x', stored, fed.name, 'flag']);
+      const ifNode = g.node.find((n) => n.opType === 'If')!;
+      expect(ifNode.attribute.map((a) => [a.name, a.type, a.g?.name])).toEqual([
+        ['then_branch', 'GRAPH', 'then'],
+        ['else_branch', 'GRAPH', 'else'],
+      ]);
+      expect(ifNode.attribute[0]!.g!.output.map((v) => v.name)).toEqual(['then_out']);
+    });
+
+    it('onnxruntime reads the file range and the fed weight, in either branch', async () => {
+      const { built } = build();
+      const graph = await Graph.create('outside', built);
+      try {
+        const x = f32(new Float32Array([1, 1, 1]), [3]);
+        const run = async (flag: boolean) => {
+          const out = await graph.run({ x, flag: new ort.Tensor('bool', [flag], []) });
+          return [...floatData(out.y, 'outside', 'y')];
+        };
+        expect(await run(true)).toEqual([2.5, -1, 5]);
+        expect(await run(false)).toEqual([11, 21, 31]);
+      } finally {
+        await graph.release();
+      }
+    });
   });
 });
