@@ -136,6 +136,17 @@ describe('expert shard service', () => {
     expect(answers.get(3)!.response!.output!.shape).toEqual([2, H]);
   });
 
+  it('a router connected to shards holds no expert weights itself; its holders report theirs', async () => {
+    const experts = await connectToShards(cluster.addresses, await readCheckpointIdentity(dir.path));
+    try {
+      expect(experts.heldWeightBytes()).toBe(0);
+      const holders = await experts.holders(10_000);
+      expect(holders.map((h) => h.weightBytes)).toEqual([8, 8].map((n) => n * config.moeLayers.length * 3 * H * config.moeIntermediateSize * 2));
+    } finally {
+      await experts.close();
+    }
+  });
+
   it('a router refuses shards of another model', async () => {
     const other = join(dir.path, 'other');
     await makeCheckpoint({ preset: 'tiny', outDir: other, seed: 6 });

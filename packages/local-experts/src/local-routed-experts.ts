@@ -116,6 +116,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return null;
   }
 
+  heldWeightBytes(): number {
+    return this.weightBytes;
+  }
+
   /** Whether this process holds `expert` of `layer`. */
   holds(layer: number, expert: number): boolean {
     return this.layers.get(layer)?.slotOf.has(expert) ?? false;

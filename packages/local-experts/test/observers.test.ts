@@ -47,4 +47,9 @@ describe('in-process experts through the backend interface', () => {
     expect(await experts.holders(100)).toEqual([]);
     expect(experts.planStatus()).toBeNull();
   });
+
+  it('says how many bytes of expert weights this process holds: every expert of every MoE layer, as BF16', () => {
+    // The checkpoint is BF16 and held as stored: gate, up and down of each expert at 2 bytes a weight.
+    expect(experts.heldWeightBytes()).toBe(config.moeLayers.length * config.nRoutedExperts * 3 * config.hiddenSize * config.moeIntermediateSize * 2);
+  });
 });

@@ -26,6 +26,10 @@ export class ForwardingExperts implements RoutedExpertsBackend {
     return this.inner.planStatus();
   }
 
+  heldWeightBytes(): number {
+    return this.inner.heldWeightBytes();
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -41,5 +41,7 @@ export interface RoutedExpertsBackend {
   holders(timeoutMs: number): Promise<readonly ExpertHolderState[]>;
   /** When a registry places the experts: the plan version and who is not on it yet. */
   planStatus(): PlanStatus | null;
+  /** Bytes of expert weights held in this process, in the format held (0 when they all run elsewhere). */
+  heldWeightBytes(): number;
   close(): Promise<void>;
 }

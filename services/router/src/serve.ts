@@ -2,7 +2,6 @@ import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Engine, type KvAdmission } from '@expertmesh/engine';
-import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
@@ -125,7 +124,7 @@ export class Router {
       throw e;
     }
     // What this process holds, in the format held: the model's weights, in-process experts, the KV cache.
-    const memory = { weightBytes: engine.model.denseWeightBytes + (experts instanceof LocalRoutedExperts ? experts.weightBytes : 0), kvCacheBytes: engine.kvCacheBytes };
+    const memory = { weightBytes: engine.model.denseWeightBytes + experts.heldWeightBytes(), kvCacheBytes: engine.kvCacheBytes };
     metrics.weightBytes.set(memory.weightBytes);
     metrics.kvCacheBytes.set(memory.kvCacheBytes);
     const promptTokenizer = await PromptTokenizer.start(o.modelDir, (text, addBos) => tokenizer.encode(text, addBos === undefined ? {} : { addBos }));

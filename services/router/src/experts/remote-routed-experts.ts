@@ -97,6 +97,11 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     return this.source.planStatus?.() ?? null;
   }
 
+  /** The experts live on the shards: none here. */
+  heldWeightBytes(): number {
+    return 0;
+  }
+
   /** null when every expert has a live holder; otherwise why not. */
   notReadyReason(): Promise<string | null> {
     return this.source.notReadyReason();
