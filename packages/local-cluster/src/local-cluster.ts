@@ -5,6 +5,8 @@ import { evenSplitSpec } from '@expertmesh/expert-shard';
 
 /** The shard entry point (the package's `./main` export), run under tsx in a process of its own. */
 const SHARD_MAIN = createRequire(import.meta.url).resolve('@expertmesh/expert-shard/main');
+/** tsx's loader by absolute URL: `--import tsx` would be resolved from the working directory, which may be any folder. */
+const TSX_LOADER = import.meta.resolve('tsx');
 
 export interface LocalClusterOptions {
   readonly modelDir: string;
@@ -68,7 +70,7 @@ function startShard(options: LocalClusterOptions, index: number): Promise<LocalS
   const experts = options.registry ? `plan slot ${id}` : evenSplitSpec(index, options.shards, options.nRoutedExperts);
   const r = options.registry;
   const placement = !r ? ['--experts', experts] : 'url' in r ? ['--registry', r.url, '--slot', id] : ['--cluster', r.cluster, '--etcd', r.etcd, '--slot', id];
-  const args = ['--import', 'tsx', SHARD_MAIN, '--model', options.modelDir, ...placement, '--listen', `${options.host ?? '127.0.0.1'}:0`, '--shard-id', id, ...(options.shardArgs ?? [])];
+  const args = ['--import', TSX_LOADER, SHARD_MAIN, '--model', options.modelDir, ...placement, '--listen', `${options.host ?? '127.0.0.1'}:0`, '--shard-id', id, ...(options.shardArgs ?? [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

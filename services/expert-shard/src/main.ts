@@ -18,13 +18,14 @@ import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
-    [--metrics-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32]
+    [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
   --tls-* serve mutual TLS: routers must present a certificate of --tls-ca. A non-loopback --listen without TLS refuses
   to start unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
-  Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
+  --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
+  client certificate (kubelet's gRPC probe). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
 
 export class ShardUsageError extends Error {
@@ -56,6 +57,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'lease-ttl': { type: 'string', default: '10' },
         'lease-keepalive': { type: 'string' },
         'metrics-listen': { type: 'string' },
+        'health-listen': { type: 'string' },
         listen: { type: 'string', default: '127.0.0.1:50051' },
         'shard-id': { type: 'string' },
         'execution-provider': { type: 'string', default: process.env.EXPERTMESH_EXECUTION_PROVIDER ?? 'cpu' },
@@ -143,13 +145,15 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const tracing = startTracing('shard', shardId);
   const server = new ShardServer(compute, shardId, metricsRegistry, { tls, maxInFlightPerStream: maxInFlight });
   const address = await server.listen(host, port);
+  const healthAt = values['health-listen'] === undefined ? null : parseListen(values['health-listen']);
+  const healthAddress = healthAt ? await server.listenHealth(healthAt.host, healthAt.port) : null;
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
     ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, load } : null, onPlanRejected)
     : null;
   await membership?.join(ttl, keepAlive, staleHolderProbe(values.advertise ?? address, tls));
-  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
   await membership?.leave();

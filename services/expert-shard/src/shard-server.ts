@@ -34,6 +34,7 @@ export class ShardServer {
   private inFlight = 0;
   private idle: (() => void) | null = null;
   private draining = false;
+  private healthServer: grpc.Server | null = null;
 
   constructor(
     private readonly compute: ShardCompute,
@@ -66,6 +67,20 @@ export class ShardServer {
       this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(this.options.tls ?? null), (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.setServing(true);
+    return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
+  }
+
+  /**
+   * Serves the same health status (and nothing else) in plaintext on a second port, for probes that cannot
+   * present a client certificate (kubelet's gRPC probe). Health reveals only SERVING or NOT_SERVING.
+   */
+  async listenHealth(host: string, port: number): Promise<string> {
+    const server = new grpc.Server({ 'grpc.max_concurrent_streams': 16, 'grpc.max_receive_message_length': 4096 });
+    this.health.addToServer(server);
+    const bound = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    this.healthServer = server;
     return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
   }
 
@@ -102,6 +117,7 @@ export class ShardServer {
         resolve();
       });
     });
+    this.healthServer?.forceShutdown();
     await this.compute.experts.close();
   }
 

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { etcdSecurityFromFlags, EtcdRegistry, planPlacement, planShardBytes, REGISTRY_SECURITY_USAGE, type PlacementPlan } from '@expertmesh/discovery';
+import { etcdSecurityFromFlags, EtcdRegistry, planPlacement, planShardBytes, RegistryConflictError, REGISTRY_SECURITY_USAGE, type PlacementPlan } from '@expertmesh/discovery';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { layoutFromCheckpoint, layoutFromConfig, modelFingerprint, predictExpertBytes, predictRouterMemory, WEIGHT_DTYPES, type RouterMemory, type StorageLayout, type WeightDtype } from '@expertmesh/model-weights';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
@@ -9,12 +9,13 @@ import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.j
 
 export const planUsage = `expertmesh plan (--model DIR | --config config.json) (--shards N | --nodes N --gpus-per-node G)
     [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32] [--kv-cache-tokens 65536]
-    [--store --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
+    [--store [--if-absent] --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
   Prints which shard holds which experts and their memory, the router's memory, and whether the shards fit
   (SIZE like 80GB or 24GiB). Memory is counted in the format processes hold weights in: --weight-dtype auto (the
   checkpoint's: FP8 with its block scales, BF16) or float32, as given to serve and shard.
   --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it; it replaces
-  the stored plan only if nobody changed it since it was read (an etcd transaction).`;
+  the stored plan only if nobody changed it since it was read (an etcd transaction). With --if-absent it stores the
+  plan only when the cluster has none, and otherwise leaves the cluster's plan as it is (exit code 0).`;
 
 function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(s.trim());
@@ -87,6 +88,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
       'weight-dtype': { type: 'string' },
       'kv-cache-tokens': { type: 'string' },
       store: { type: 'boolean' },
+      'if-absent': { type: 'boolean' },
       cluster: { type: 'string' },
       etcd: { type: 'string' },
       ...etcdFlagSpec,
@@ -103,6 +105,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
       'weight-dtype': z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]).default('auto'),
       'kv-cache-tokens': numberFlag((n) => n.int().positive()).default(65536),
       store: z.boolean().default(false),
+      'if-absent': z.boolean().default(false),
       cluster: z.string().optional(),
       etcd: z.string().optional(),
       ...etcdFlagSchema,
@@ -129,6 +132,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
   const bytesPerExpert = predictExpertBytes(config, layout, dtype);
   const router = { memory: predictRouterMemory(config, layout, dtype, flags['kv-cache-tokens']), kvCacheTokens: flags['kv-cache-tokens'], format: describeFormat(layout, dtype) };
   if (flags.store && (!flags.cluster || !flags.etcd || !flags.model)) throw new UsageError('--store needs --model, --cluster and --etcd');
+  if (flags['if-absent'] && !flags.store) throw new UsageError('--if-absent goes with --store');
   const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '', await etcdSecurityFromFlags(flags)) : null;
   try {
     const stored = (await registry?.getPlan())?.version ?? null;
@@ -137,8 +141,18 @@ export async function plan(argv: readonly string[]): Promise<number> {
     const p = planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts: flags['redundant-experts'], bytesPerExpert });
     process.stdout.write(formatPlan(p, config, bytesPerExpert, budget, router));
     if (registry) {
-      await registry.putPlan(p, { replaces: stored });
-      process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
+      const kept = (version: number): void => void process.stdout.write(`cluster ${flags.cluster} already has plan v${version}: left as it is (--if-absent)\n`);
+      if (flags['if-absent'] && stored !== null) kept(stored);
+      else {
+        try {
+          await registry.putPlan(p, { replaces: stored });
+          process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
+        } catch (e) {
+          // Another writer stored one between our read and write.
+          if (!(flags['if-absent'] && e instanceof RegistryConflictError)) throw e;
+          kept((await registry.getPlan())?.version ?? 0);
+        }
+      }
     }
     return budget !== null && Math.max(...Object.values(planShardBytes(p, bytesPerExpert))) > budget ? 1 : 0;
   } finally {
