@@ -12,6 +12,8 @@ usage: deploy/image/build.sh [--variant cpu|cuda] [--tag IMAGE] [--local-base] [
                     docker.io/nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04); tag expertmesh:cuda
   --local-base      build the Node base from Debian packages first (deploy/image/build-base.sh), for hosts that
                     cannot pull docker.io/library/node:20-bookworm-slim
+  --extra-ca-certs FILE  CA certificates npm must also trust (a TLS-inspecting proxy's), passed as a build secret;
+                    defaults to $NODE_EXTRA_CA_CERTS when that is set
   Environment: CONTAINER_RUNTIME (an OCI runtime for podman, e.g. runc), BUILD_NETWORK (default host).
 EOF
 }
@@ -21,6 +23,7 @@ TAG=""
 LOCAL_BASE=0
 NODE_IMAGE=docker.io/library/node:20-bookworm-slim
 RUNTIME_IMAGE=""
+EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-}
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) VARIANT=$2; shift 2 ;;
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
     --local-base) LOCAL_BASE=1; shift ;;
     --node-image) NODE_IMAGE=$2; shift 2 ;;
     --runtime-image) RUNTIME_IMAGE=$2; shift 2 ;;
+    --extra-ca-certs) EXTRA_CA_CERTS=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -54,6 +58,7 @@ nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
 [ "$nofile" = unlimited ] || [ "$nofile" -gt 1048576 ] && nofile=1048576
 [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
 build_args=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+[ -n "$EXTRA_CA_CERTS" ] && build_args+=(--secret "id=extra-ca-certs,src=$EXTRA_CA_CERTS")
 
 start=$(date +%s)
 podman "${podman_args[@]}" build -f deploy/image/Dockerfile -t "$TAG" \

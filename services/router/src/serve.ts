@@ -65,6 +65,7 @@ export class Router {
     private readonly engine: Engine,
     private readonly tracing: TracingHandle,
     private readonly promptTokenizer: PromptTokenizer,
+    private readonly lifecycle: { draining: boolean },
   ) {}
 
   /**
@@ -131,7 +132,9 @@ export class Router {
     const tracing = startTracing('router');
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
     const modelName = o.servedModelName ?? basename(o.modelDir.replace(/\/+$/, ''));
+    const lifecycle = { draining: false };
     const server = createApiServer({
+      draining: () => lifecycle.draining,
       loop,
       tokenizer,
       vocabSize: config.vocabSize,
@@ -155,7 +158,19 @@ export class Router {
     });
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    return new Router(`http://${host}:${address.port}`, server, loop, engine, tracing, promptTokenizer);
+    return new Router(`http://${host}:${address.port}`, server, loop, engine, tracing, promptTokenizer, lifecycle);
+  }
+
+  /**
+   * Drains before a shutdown: /ready answers 503 (load balancers and Kubernetes stop sending here), new
+   * requests get 503 with Retry-After, and the requests already accepted run to their end, for at most
+   * `timeoutMs`. Resolves with how many were still running or waiting when it gave up (0: all finished).
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    this.lifecycle.draining = true;
+    const deadline = performance.now() + timeoutMs;
+    while (this.loop.running + this.loop.waiting > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    return this.loop.running + this.loop.waiting;
   }
 
   /** Stops taking requests, closes open connections, then frees the engine and the shards it started. */

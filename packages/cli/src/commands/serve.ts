@@ -15,11 +15,13 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
-    [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] ${REGISTRY_SECURITY_USAGE}
+    [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
   Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).
   --api-key (repeatable; or EXPERTMESH_API_KEY, comma-separated) makes every endpoint but /health and /ready ask for
   Authorization: Bearer KEY. --tls-* dial shards over mutual TLS. A non-loopback --host without a key refuses to start
-  unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.`;
+  unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
+  SIGTERM or SIGINT drains: /ready answers 503, new requests get 503, the requests in flight finish (for at most
+  --drain-seconds), then the router exits.`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   const env = process.env;
@@ -49,6 +51,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'api-key': { type: 'string', multiple: true },
       'public-endpoints': { type: 'string' },
       'max-prompt-bytes': { type: 'string' },
+      'drain-seconds': { type: 'string' },
       ...executionFlagSpec,
       ...tlsFlagSpec,
       ...etcdFlagSpec,
@@ -82,6 +85,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
         .transform((s) => s.split(',') as ('metrics' | 'dashboard')[])
         .optional(),
       'max-prompt-bytes': numberFlag((n) => n.int().positive()).optional(),
+      'drain-seconds': numberFlag((n) => n.nonnegative()).default(30),
       ...executionFlagSchema,
       ...tlsFlagSchema,
       ...etcdFlagSchema,
@@ -147,6 +151,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
   }
   process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);
   await untilShutdownSignal();
+  const unfinished = await router.drain(flags['drain-seconds'] * 1000);
+  if (unfinished > 0) process.stderr.write(`[serve] ${unfinished} requests had not finished after --drain-seconds ${flags['drain-seconds']}: stopping them\n`);
   await router.stop();
   await cluster?.stop();
   await registry?.close();

@@ -26,6 +26,8 @@ export interface ApiContext {
   /** max_tokens when a chat request gives none. */
   readonly defaultMaxTokens: number;
   readonly reasoningParser: 'deepseek-r1' | 'none';
+  /** True once the router drains for a shutdown: /ready fails and new requests are refused with 503. */
+  readonly draining: () => boolean;
   /** null when every expert has a live holder; otherwise why not. */
   readonly notReadyReason: () => Promise<string | null>;
   readonly createdAt: number;

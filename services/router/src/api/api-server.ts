@@ -15,7 +15,7 @@ type Route = (ctx: ApiContext, req: IncomingMessage, res: ServerResponse) => Pro
 const routes: Record<string, Route> = {
   'GET /health': async (ctx, _req, res) => sendJson(res, 200, { status: 'ok', running: ctx.loop.running, waiting: ctx.loop.waiting }),
   'GET /ready': async (ctx, _req, res) => {
-    const reason = await ctx.notReadyReason();
+    const reason = ctx.draining() ? 'draining: the router is shutting down' : await ctx.notReadyReason();
     sendJson(res, reason ? 503 : 200, reason ? { status: 'not_ready', reason } : { status: 'ready' });
   },
   'GET /v1/models': async (ctx, _req, res) =>
@@ -124,6 +124,10 @@ export function createApiServer(ctx: ApiContext): Server {
       return;
     }
     if (!authorized(ctx, path!, req, res)) return;
+    if (req.method === 'POST' && ctx.draining()) {
+      sendError(res, new ApiError(503, 'this router is shutting down: send the request to another replica', 'service_unavailable', null, null, 1));
+      return;
+    }
     if (req.method === 'POST' && !jsonContentType(req)) {
       sendError(res, new ApiError(415, `content-type must be application/json, not ${JSON.stringify((req.headers['content-type'] ?? '(none)').slice(0, 100))}`, 'invalid_request_error'));
       return;
