@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs `expertmesh up` inside a built image and asks it for a chat completion through the published port.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: deploy/image/smoke.sh [--image expertmesh:cpu] [--port 18000]
+  Starts the image's demo cluster (`up --host 0.0.0.0` with an API key) with the API published on
+  127.0.0.1:PORT, waits until it is ready, sends one chat completion, prints it, and removes the container.
+  Environment: CONTAINER_RUNTIME (an OCI runtime for podman, e.g. runc).
+EOF
+}
+
+IMAGE=expertmesh:cpu
+PORT=18000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --image) IMAGE=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "smoke.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+podman_args=()
+[ -n "${CONTAINER_RUNTIME:-}" ] && podman_args+=(--runtime "$CONTAINER_RUNTIME")
+nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
+[ "$nofile" = unlimited ] || [ "$nofile" -gt 1048576 ] && nofile=1048576
+[ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
+key="sk-smoke-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+name="expertmesh-smoke-$$"
+start=$(date +%s)
+podman "${podman_args[@]}" run -d --name "$name" --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
+  -p "127.0.0.1:$PORT:8000" -e "EXPERTMESH_API_KEY=$key" "$IMAGE" up --host 0.0.0.0 >/dev/null
+trap 'podman "${podman_args[@]}" stop -t 30 "$name" >/dev/null 2>&1 || true; podman "${podman_args[@]}" rm -f "$name" >/dev/null 2>&1 || true' EXIT
+
+# `up` prints {"event":"ready",…} once every expert has a live holder.
+for _ in $(seq 1 600); do
+  if podman logs "$name" 2>/dev/null | grep -q '"event":"ready"'; then break; fi
+  if [ "$(podman inspect -f '{{.State.Running}}' "$name")" != true ]; then podman logs "$name" >&2; exit 1; fi
+  sleep 1
+done
+podman logs "$name" 2>/dev/null | grep -q '"event":"ready"' || { podman logs "$name" >&2; echo "smoke.sh: not ready after 600 s" >&2; exit 1; }
+ready=$(( $(date +%s) - start ))
+
+unauthorized=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/models")
+answer=$(curl -sf "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+  -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}')
+echo "$answer"
+user=$(podman exec "$name" id -u)
+podman "${podman_args[@]}" stop -t 30 "$name" >/dev/null
+code=$(podman inspect -f '{{.State.ExitCode}}' "$name")
+echo "{\"event\":\"smoke\",\"image\":\"$IMAGE\",\"ready_seconds\":$ready,\"unauthorized_status\":$unauthorized,\"uid\":$user,\"exit_code_after_stop\":$code}"
+[ "$unauthorized" = 401 ] && echo "$answer" | grep -q '"role":"assistant"' && [ "$user" != 0 ] && [ "$code" = 0 ]
