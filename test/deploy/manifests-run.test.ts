@@ -1,3 +1,5 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
@@ -54,7 +56,9 @@ describe('the cpu-demo manifests, run as processes', () => {
 
   beforeAll(async () => {
     r = await renderOverlay('cpu-demo');
-    pods = new PodRunner(r.objects, NAMESPACE, r.dir, { weights: `${r.dir}/weights` });
+    // The weights emptyDir every pod of this "node" shares: the first init container fills it, the others find it full.
+    await mkdir(join(r.dir, 'weights'));
+    pods = new PodRunner(r.objects, NAMESPACE, r.dir, { weights: join(r.dir, 'weights') });
   });
   afterAll(async () => {
     await pods?.killAll();

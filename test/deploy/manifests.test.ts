@@ -68,7 +68,12 @@ describe('Kubernetes manifests', () => {
     });
 
     it('gives drains their time, budgets disruptions, sizes every container and runs nothing as root', () => {
-      expect(workload(objects, 'Deployment', 'router').spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(60);
+      // The router's grace covers its preStop pause and its drain, with room to stop after.
+      const router = workload(objects, 'Deployment', 'router').spec;
+      const preStop = Number((router.containers[0] as unknown as { lifecycle: { preStop: { exec: { command: string[] } } } }).lifecycle.preStop.exec.command[1]);
+      const drain = Number(flagValue(router.containers[0]!.args!, '--drain-seconds'));
+      expect(preStop + drain + 5).toBeLessThanOrEqual(router.terminationGracePeriodSeconds!);
+      expect(drain).toBeGreaterThanOrEqual(60);
       expect(workload(objects, 'StatefulSet', 'shard').spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
       const budgets = objects.filter((o) => o.kind === 'PodDisruptionBudget');
       for (const name of ['etcd', 'shard', 'router']) {
