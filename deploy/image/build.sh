@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 usage() {
   cat <<'EOF'
 usage: deploy/image/build.sh [--variant cpu|cuda] [--tag IMAGE] [--local-base] [--node-image IMAGE] [--runtime-image IMAGE]
+                             [--extra-ca-certs FILE] [--no-cache]
   --variant cpu     onnxruntime's CPU build (default); tag expertmesh:cpu
   --variant cuda    lets onnxruntime-node's install script fetch its CUDA 12 execution provider at build time and
                     starts the runtime from a CUDA 12 + cuDNN 9 runtime image (--runtime-image, default
@@ -14,6 +15,7 @@ usage: deploy/image/build.sh [--variant cpu|cuda] [--tag IMAGE] [--local-base] [
                     cannot pull docker.io/library/node:20-bookworm-slim
   --extra-ca-certs FILE  CA certificates npm must also trust (a TLS-inspecting proxy's), passed as a build secret;
                     defaults to $NODE_EXTRA_CA_CERTS when that is set
+  --no-cache        rebuild every layer
   Environment: CONTAINER_RUNTIME (an OCI runtime for podman, e.g. runc), BUILD_NETWORK (default host).
 EOF
 }
@@ -24,6 +26,7 @@ LOCAL_BASE=0
 NODE_IMAGE=docker.io/library/node:20-bookworm-slim
 RUNTIME_IMAGE=""
 EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-}
+NO_CACHE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) VARIANT=$2; shift 2 ;;
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --node-image) NODE_IMAGE=$2; shift 2 ;;
     --runtime-image) RUNTIME_IMAGE=$2; shift 2 ;;
     --extra-ca-certs) EXTRA_CA_CERTS=$2; shift 2 ;;
+    --no-cache) NO_CACHE=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -59,6 +63,7 @@ nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
 [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
 build_args=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
 [ -n "$EXTRA_CA_CERTS" ] && build_args+=(--secret "id=extra-ca-certs,src=$EXTRA_CA_CERTS")
+[ "$NO_CACHE" = 1 ] && build_args+=(--no-cache)
 
 start=$(date +%s)
 podman "${podman_args[@]}" build -f deploy/image/Dockerfile -t "$TAG" \
