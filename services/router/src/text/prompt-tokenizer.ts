@@ -38,7 +38,9 @@ export class PromptTokenizer {
     // The worker runs TypeScript through tsx like the rest of the process (registered in the worker itself:
     // loader flags of the parent do not reach a worker's entry module on every Node version).
     const entry = pathToFileURL(join(import.meta.dirname, 'tokenize-worker.ts')).href;
-    const boot = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
+    // tsx by absolute URL: an eval'd worker resolves bare names from the working directory, which may be any folder.
+    const tsxApi = import.meta.resolve('tsx/esm/api');
+    const boot = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
     const worker = new Worker(boot, { eval: true, workerData: { modelDir } });
     worker.unref();
     await new Promise<void>((resolve, reject) => {
