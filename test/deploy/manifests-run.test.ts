@@ -146,5 +146,5 @@ describe('the cpu-demo manifests, run as processes', () => {
       const { code, seconds } = await pods.terminate(pod);
       expect({ pod: pod.name, code, inGrace: seconds < (w.spec.terminationGracePeriodSeconds ?? 30) }).toEqual({ pod: pod.name, code: 0, inGrace: true });
     }
-  });
+  }, 600_000);
 });
