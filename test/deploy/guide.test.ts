@@ -155,6 +155,8 @@ describe('docs/deployment.md', () => {
     expect(shardUnit).toMatch(/--metrics-listen 0\.0\.0\.0:946%i/);
     for (let gpu = 0; gpu < 8; gpu++) expect(prom).toContain(`'node0:946${gpu}'`);
     expect(routerUnit).toMatch(/EXPERTMESH_PORT=8000/);
+    // systemd waits longer than the router drains before it kills it.
+    expect(Number(/TimeoutStopSec=(\d+)/.exec(routerUnit)![1])).toBeGreaterThan(Number(/--drain-seconds (\d+)/.exec(routerUnit)![1]));
     expect(prom).toContain("'router-a:8000'");
   });
 });
