@@ -11,18 +11,18 @@ describe('router drain on SIGTERM', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   beforeAll(async () => {
     dir = await tempDir('drain');
-    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, seed: 3 });
+    await makeCheckpoint({ preset: 'demo', outDir: `${dir.path}/demo`, seed: 3 });
   });
   afterAll(async () => dir?.remove());
 
   it('finishes the stream in flight, answers 503 to new requests and on /ready, then exits 0', async () => {
-    const serve = await startServeProcess(['--model', dir.path, '--drain-seconds', '60', '--intra-op-threads', '1']);
+    const serve = await startServeProcess(['--model', `${dir.path}/demo`, '--drain-seconds', '60', '--intra-op-threads', '1']);
     try {
-      const model = dir.path.split('/').at(-1);
+      const model = 'demo';
       const response = await fetch(`${serve.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model, prompt: 'go', max_tokens: 4000, temperature: 0, ignore_eos: true, stream: true }),
+        body: JSON.stringify({ model, prompt: 'go', max_tokens: 400, temperature: 0, ignore_eos: true, stream: true }),
       });
       expect(response.status).toBe(200);
       const reader = response.body!.getReader();

@@ -101,12 +101,12 @@ export class PodRunner {
     return p;
   }
 
-  /** SIGTERM to a pod's process group; resolves with the exit code and the seconds it took. */
-  async terminate(p: PodProcess): Promise<{ code: number | null; seconds: number }> {
+  /** SIGTERM to a pod's process group; resolves with how it ended (exit code, or the signal) and the seconds it took. */
+  async terminate(p: PodProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null; seconds: number }> {
     const started = performance.now();
     if (p.child.exitCode === null && p.child.signalCode === null) process.kill(-p.child.pid!, 'SIGTERM');
     const code = await p.exited;
-    return { code, seconds: (performance.now() - started) / 1000 };
+    return { code, signal: p.child.signalCode, seconds: (performance.now() - started) / 1000 };
   }
 
   /** Kills whatever still runs (process groups), e.g. after a failed test. */
