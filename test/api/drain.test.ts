@@ -22,7 +22,7 @@ describe('router drain on SIGTERM', () => {
       const response = await fetch(`${serve.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model, prompt: 'go', max_tokens: 400, temperature: 0, ignore_eos: true, stream: true }),
+        body: JSON.stringify({ model, prompt: 'go', max_tokens: 200, temperature: 0, ignore_eos: true, stream: true }),
       });
       expect(response.status).toBe(200);
       const reader = response.body!.getReader();
