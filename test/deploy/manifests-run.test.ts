@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { expertmeshV1 } from '@expertmesh/wire';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { find, OVERLAYS, renderOverlay, type Rendered } from './kustomize.js';
 import { PodRunner, type PodProcess } from './pods.js';
@@ -113,6 +114,11 @@ describe('the cpu-demo manifests, run as processes', () => {
     }
     for (const proc of shardProcs) await ready(shard, proc, 180);
     for (const [i, proc] of shardProcs.entries()) expect(proc.log()).toContain(`"slot":"${shardPods[i]}"`);
+    // The plaintext health port answers health and nothing else.
+    const onHealthPort = new (expertmeshV1().ExpertShardService)(`${shardProcs[0]!.address}:${shard.spec.containers[0]!.readinessProbe!.grpc!.port}`, grpc.credentials.createInsecure());
+    const refused = await new Promise<grpc.ServiceError | null>((resolve) => onHealthPort.GetShardInfo({}, { deadline: Date.now() + 5000 }, (e) => resolve(e)));
+    onHealthPort.close();
+    expect(refused?.code).toBe(grpc.status.UNIMPLEMENTED);
 
     // The router: /health, then /ready once it confirmed both shards over mutual TLS.
     const routerProc = await pods.start(router, router.spec.containers[0]!, 'router-5d8c7f9b6-x2x9q');
