@@ -59,7 +59,7 @@ export class PodRunner {
   }
 
   /** The argv a container runs, its flags expanded and mapped onto this machine's pod address and folders. */
-  async argv(w: Workload, c: Container, pod: string): Promise<{ argv: string[]; env: Record<string, string> }> {
+  async argv(w: Workload, c: Container, pod: string): Promise<{ argv: string[]; env: Record<string, string>; mounts: Map<string, string> }> {
     const env = containerEnv(this.objects, c, { name: pod, namespace: this.namespace });
     const mounts = await this.mountDirs(w, c, pod);
     const address = this.addressOf(pod);
@@ -74,18 +74,21 @@ export class PodRunner {
     const repository = c.image.split(':')[0]!.split('/').at(-1);
     const entry = command[0] === '/usr/local/bin/etcd' ? ['etcd', ...command.slice(1).map(mapArg)] : repository === 'expertmesh' && command.length === 0 ? [process.execPath, CLI] : null;
     if (!entry) throw new Error(`the test does not know how to run image ${c.image} (command ${command.join(' ')})`);
-    return { argv: [...entry, ...args], env };
+    return { argv: [...entry, ...args], env, mounts };
   }
 
   /** Starts a container's process in the pod's "network" (address and DNS names). */
   async start(w: Workload, c: Container, pod: string): Promise<PodProcess> {
-    const { argv, env } = await this.argv(w, c, pod);
+    const { argv, env, mounts } = await this.argv(w, c, pod);
     const hostsFile = join(this.dir, 'hosts');
     await writeFile(hostsFile, `${this.hosts.join('\n')}\n`);
     const cwd = join(this.dir, 'home', pod, c.name);
     await mkdir(cwd, { recursive: true });
+    // Mounts the container has read-only are read-only for the process too (a bind mount remounted ro).
+    const readOnly = (c.volumeMounts ?? []).filter((m) => m.readOnly && mounts.has(m.mountPath)).map((m) => mounts.get(m.mountPath)!);
+    const prelude = ['mount --bind "$0" /etc/hosts', ...readOnly.map((d) => `mount --bind '${d}' '${d}' && mount -o remount,bind,ro '${d}'`)].join(' && ');
     // The process sees the pod's hosts file in a private mount namespace; its process group is stopped as a whole.
-    const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hostsFile, ...argv], {
+    const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${prelude} && exec "$@"`, hostsFile, ...argv], {
       cwd,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: cwd, ONNXRUNTIME_NODE_INSTALL: 'skip', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
