@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { evenSplitSpec } from '@expertmesh/expert-shard';
 
 /** The shard entry point (the package's `./main` export), run under tsx in a process of its own. */
 const SHARD_MAIN = createRequire(import.meta.url).resolve('@expertmesh/expert-shard/main');
 /** tsx's loader by absolute URL: `--import tsx` would be resolved from the working directory, which may be any folder. */
-const TSX_LOADER = import.meta.resolve('tsx');
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 export interface LocalClusterOptions {
   readonly modelDir: string;

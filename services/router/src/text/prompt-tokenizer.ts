@@ -1,6 +1,4 @@
 import { Worker } from 'node:worker_threads';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 
 /** Prompts up to this size are tokenized in place (well under a millisecond's worth); longer ones in the worker. */
 const INLINE_BYTES = 2048;
@@ -35,13 +33,8 @@ export class PromptTokenizer {
   }
 
   static async start(modelDir: string, inline: (text: string, addBos?: boolean) => number[]): Promise<PromptTokenizer> {
-    // The worker runs TypeScript through tsx like the rest of the process (registered in the worker itself:
-    // loader flags of the parent do not reach a worker's entry module on every Node version).
-    const entry = pathToFileURL(join(import.meta.dirname, 'tokenize-worker.ts')).href;
-    // tsx by absolute URL: an eval'd worker resolves bare names from the working directory, which may be any folder.
-    const tsxApi = import.meta.resolve('tsx/esm/api');
-    const boot = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
-    const worker = new Worker(boot, { eval: true, workerData: { modelDir } });
+    // The worker runs TypeScript through tsx like the rest of the process (its boot file registers it).
+    const worker = new Worker(new URL('./tokenize-worker-boot.mjs', import.meta.url), { workerData: { modelDir } });
     worker.unref();
     await new Promise<void>((resolve, reject) => {
       worker.once('message', () => resolve());
