@@ -6,7 +6,9 @@ usage() {
   cat <<'EOF'
 usage: deploy/image/smoke.sh [--image expertmesh:cpu] [--port 18000]
   Starts the image's demo cluster (`up --host 0.0.0.0` with an API key) with the API published on
-  127.0.0.1:PORT, waits until it is ready, sends one chat completion, prints it, and removes the container.
+  127.0.0.1:PORT, waits until it is ready, sends a chat completion (printed) and one with a prompt over 2 KiB
+  (tokenized in the router's worker thread), checks the key is required and the user is not root, stops the
+  container (it must exit 0) and removes it.
   Environment: CONTAINER_RUNTIME (an OCI runtime for podman, e.g. runc).
 EOF
 }
@@ -47,8 +49,13 @@ unauthorized=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1
 answer=$(curl -sf "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
   -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}')
 echo "$answer"
+# A prompt over 2 KiB is tokenized in the router's worker thread, which must start from the image's working directory.
+long=$(printf 'The router tokenizes long prompts off its event loop. %.0s' $(seq 1 60))
+long_answer=$(curl -sf "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+  -d "{\"model\": \"demo\", \"messages\": [{\"role\": \"user\", \"content\": \"$long\"}], \"max_tokens\": 4}")
+long_prompt_tokens=$(echo "$long_answer" | grep -o '"prompt_tokens":[0-9]*' | cut -d: -f2)
 user=$(podman exec "$name" id -u)
 podman "${podman_args[@]}" stop -t 30 "$name" >/dev/null
 code=$(podman inspect -f '{{.State.ExitCode}}' "$name")
-echo "{\"event\":\"smoke\",\"image\":\"$IMAGE\",\"ready_seconds\":$ready,\"unauthorized_status\":$unauthorized,\"uid\":$user,\"exit_code_after_stop\":$code}"
-[ "$unauthorized" = 401 ] && echo "$answer" | grep -q '"role":"assistant"' && [ "$user" != 0 ] && [ "$code" = 0 ]
+echo "{\"event\":\"smoke\",\"image\":\"$IMAGE\",\"ready_seconds\":$ready,\"unauthorized_status\":$unauthorized,\"uid\":$user,\"long_prompt_tokens\":${long_prompt_tokens:-0},\"exit_code_after_stop\":$code}"
+[ "$unauthorized" = 401 ] && echo "$answer" | grep -q '"role":"assistant"' && [ "${long_prompt_tokens:-0}" -gt 500 ] && [ "$user" != 0 ] && [ "$code" = 0 ]
