@@ -9,3 +9,14 @@ export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<num
   }
   return diff / scale;
 }
+
+/** y = x · Wᵀ in float64, x [m, cols], W [rows, cols] (the product `linear` computes). */
+export function productReference(x: ArrayLike<number>, w: ArrayLike<number>, m: number, rows: number, cols: number): Float64Array {
+  const y = new Float64Array(m * rows);
+  for (let i = 0; i < m; i++) for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += x[i * cols + c]! * w[r * cols + c]!;
+    y[i * rows + r] = s;
+  }
+  return y;
+}

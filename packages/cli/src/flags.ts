@@ -70,8 +70,18 @@ export const etcdFlagSchema = {
   'etcd-password-file': z.string().optional(),
 };
 
-/** --weight-dtype: the format weights are held in (the checkpoint's own, or float32). */
-export const weightDtypeFlagSpec = { 'weight-dtype': { type: 'string' } } satisfies FlagSpec;
+/**
+ * --weight-dtype: the format weights are held in (the checkpoint's own, float32, or the lossy int8/int4);
+ * --expert-weight-dtype: the routed experts' format when it should differ (in process and in local shards).
+ */
+export const weightDtypeFlagSpec = { 'weight-dtype': { type: 'string' }, 'expert-weight-dtype': { type: 'string' } } satisfies FlagSpec;
+const weightDtypeEnum = z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]);
 export const weightDtypeFlagSchema = {
-  'weight-dtype': z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]).default((process.env.EXPERTMESH_WEIGHT_DTYPE as WeightDtype | undefined) ?? 'auto'),
+  'weight-dtype': weightDtypeEnum.default((process.env.EXPERTMESH_WEIGHT_DTYPE as WeightDtype | undefined) ?? 'auto'),
+  'expert-weight-dtype': z.preprocess((v) => v ?? process.env.EXPERTMESH_EXPERT_WEIGHT_DTYPE, weightDtypeEnum.optional()),
 };
+
+/** The routed experts' format: --expert-weight-dtype, else --weight-dtype. */
+export function expertWeightDtype(flags: { 'weight-dtype': WeightDtype; 'expert-weight-dtype'?: WeightDtype | undefined }): WeightDtype {
+  return flags['expert-weight-dtype'] ?? flags['weight-dtype'];
+}

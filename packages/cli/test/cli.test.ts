@@ -64,6 +64,27 @@ describe('expertmesh CLI', () => {
     expect(bad.stderr).toMatch(/--weight-dtype/);
   });
 
+  it('generate --weight-dtype int8 runs quantised in process and in shard processes alike; --expert-weight-dtype is checked', async () => {
+    const args = ['generate', '--model', tiny, '--prompt-token-ids', '2,7,1,8', '--max-tokens', '4', '--ignore-eos', '--json', '--wire-dtype', 'float32', '--combine-dtype', 'float32', '--top-logprobs', '2'];
+    const [local, remote, mixed, bad] = await Promise.all([
+      runCli([...args, '--weight-dtype', 'int8']),
+      runCli([...args, '--weight-dtype', 'int8', '--shards', '2']),
+      runCli([...args, '--weight-dtype', 'float32', '--expert-weight-dtype', 'int4', '--shards', '2']),
+      runCli([...args, '--expert-weight-dtype', 'int2']),
+    ]);
+    expect(remote.stderr).toBe('');
+    expect(remote.code).toBe(0);
+    const l = JSON.parse(local.stdout) as GenerateJson;
+    const r = JSON.parse(remote.stdout) as GenerateJson;
+    expect(r.token_ids).toEqual(l.token_ids);
+    // The same codes and ops in either place: the same log-probabilities to float32 rounding of the combine.
+    r.top_logprobs.forEach((top, i) => expect(top[0]![1]).toBeCloseTo(l.top_logprobs[i]![0]![1], 4));
+    expect(mixed.code).toBe(0);
+    expect((JSON.parse(mixed.stdout) as GenerateJson).token_ids).toHaveLength(4);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--expert-weight-dtype/);
+  });
+
   it('sampling with a seed is reproducible', async () => {
     const args = ['generate', '--model', tiny, '--prompt-token-ids', '1,2', '--max-tokens', '6', '--temperature', '1.0', '--top-p', '0.9', '--seed', '42', '--ignore-eos', '--json'];
     const [a, b] = await Promise.all([runCli(args), runCli(args)]);

@@ -1,4 +1,4 @@
-export { WeightReader, WeightShapeError, WEIGHT_DTYPES } from './model-weights.js';
+export { WeightReader, WeightShapeError, WEIGHT_DTYPES, QUANTIZED_FORMATS } from './model-weights.js';
 export type { LayerWeights, AttentionWeights, FfnWeights, RouterWeights, WeightDtype } from './model-weights.js';
 export { modelFingerprint } from './model-fingerprint.js';
 export { readCheckpointIdentity } from './checkpoint-identity.js';

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { fp8BlockLayout, readLinearWeight, type SafetensorsCheckpoint, type SafetensorsDtype } from '@expertmesh/weights';
-import { memoryWeight, type StoredDtype, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
+import { memoryWeight, quantizeBlockwise, type QuantizedBits, type StoredDtype, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
 import {
   attentionNames,
   denseMlpPrefix,
@@ -17,11 +17,29 @@ import {
 /**
  * How the process holds its weights: `auto` keeps each in the checkpoint's own format (FP8 with its
  * block scales at 1 byte per parameter, BF16 at 2), widened to float32 inside the graphs where a
- * product needs it; `float32` widens everything once at load (the fastest products on a CPU, 4 bytes
- * per parameter). Quantised formats (int8, int4) will be further values.
+ * product needs it; `float32` widens everything once at load (exact, 4 bytes per parameter).
+ * `int8` and `int4` are lossy and opt-in: every matrix used only in products (attention projections,
+ * dense MLPs, shared and routed experts, LM head) is quantised at load, from whatever format the
+ * checkpoint stores, to symmetric blockwise codes run by MatMulNBits (QUANTIZED_FORMATS); the
+ * embedding table keeps the checkpoint's format and kv_b_proj and the router gate are held in
+ * float32 (both small; the gate decides routing, kv_b is split by head).
  */
-export type WeightDtype = 'auto' | 'float32';
-export const WEIGHT_DTYPES: readonly WeightDtype[] = ['auto', 'float32'];
+export type WeightDtype = 'auto' | 'float32' | 'int8' | 'int4';
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ['auto', 'float32', 'int8', 'int4'];
+
+/**
+ * Bits and block (columns along the input dimension) of each quantised format. int8 with 128-column
+ * blocks is as accurate as int8 gets here (the activation rounding of MatMulNBits' int8 kernel
+ * dominates) and the fastest block; int4 takes 32-column blocks, as llama.cpp's Q4_0, since its
+ * 15 levels make the block's largest value matter most. Bytes per parameter: 1.03 and 0.625.
+ */
+export const QUANTIZED_FORMATS: Readonly<Record<'int8' | 'int4', { readonly bits: QuantizedBits; readonly block: number }>> = {
+  int8: { bits: 8, block: 128 },
+  int4: { bits: 4, block: 32 },
+};
+
+/** Whether a matrix is only ever multiplied (quantisable) or also read as values (kept exact). */
+type MatrixUse = 'product' | 'values';
 
 export class WeightShapeError extends Error {
   override readonly name = 'WeightShapeError';
@@ -76,6 +94,8 @@ export class WeightReader {
     private readonly checkpoint: SafetensorsCheckpoint,
     private readonly config: ModelConfig,
     readonly dtype: WeightDtype = 'auto',
+    /** The format of routed experts, when it differs (`--expert-weight-dtype`). */
+    readonly expertDtype: WeightDtype = dtype,
   ) {}
 
   /** A small tensor (norm weight, bias) as float32 with its shape checked. */
@@ -84,11 +104,17 @@ export class WeightReader {
     return readLinearWeight(this.checkpoint, name, this.blockSize);
   }
 
-  /** A matrix, in the format `dtype` asks for. */
-  async matrix(name: string, shape: readonly number[]): Promise<WeightData> {
+  /** A matrix, in the format `dtype` asks for (quantised formats apply to matrices used only in products). */
+  async matrix(name: string, shape: readonly number[], use: MatrixUse = 'product', dtype: WeightDtype = this.dtype): Promise<WeightData> {
     const info = this.checkShape(name, shape);
     const stored = STORED[info.dtype];
-    if (this.dtype === 'float32' || !stored) return memoryWeight(await readLinearWeight(this.checkpoint, name, this.blockSize), shape);
+    if (dtype === 'int8' || dtype === 'int4') {
+      if (use === 'values') return this.matrix(name, shape, use, name === EMBED_TOKENS ? 'auto' : 'float32');
+      const { bits, block } = QUANTIZED_FORMATS[dtype];
+      const [rows, cols] = shape as [number, number];
+      return { kind: 'quantized', dims: shape, q: quantizeBlockwise(await readLinearWeight(this.checkpoint, name, this.blockSize), rows, cols, bits, block) };
+    }
+    if (dtype === 'float32' || !stored) return memoryWeight(await readLinearWeight(this.checkpoint, name, this.blockSize), shape);
     const file = { path: info.file, offset: info.byteOffset, length: info.byteLength };
     if (stored !== 'float8e4m3fn') return { kind: 'file', dtype: stored, dims: shape, file, scales: null };
     const layout = fp8BlockLayout(this.checkpoint, name, this.blockSize);
@@ -111,7 +137,7 @@ export class WeightReader {
   }
 
   embedding(): Promise<WeightData> {
-    return this.matrix(EMBED_TOKENS, [this.config.vocabSize, this.config.hiddenSize]);
+    return this.matrix(EMBED_TOKENS, [this.config.vocabSize, this.config.hiddenSize], 'values');
   }
 
   finalNorm(): Promise<Float32Array> {
@@ -139,7 +165,7 @@ export class WeightReader {
   }
 
   routedExpert(layer: number, expert: number): Promise<SwigluWeights> {
-    return this.swiglu(routedExpertPrefix(layer, expert), this.config.moeIntermediateSize);
+    return this.swiglu(routedExpertPrefix(layer, expert), this.config.moeIntermediateSize, this.expertDtype);
   }
 
   private async attention(layer: number): Promise<AttentionWeights> {
@@ -160,7 +186,7 @@ export class WeightReader {
       q,
       kvA: await this.matrix(n.kvAProj, [c.kvLoraRank + c.qkRopeHeadDim, c.hiddenSize]),
       kvANorm: await this.tensor(n.kvANorm, [c.kvLoraRank]),
-      kvB: await this.matrix(n.kvBProj, [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank]),
+      kvB: await this.matrix(n.kvBProj, [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank], 'values'),
       o: await this.matrix(n.oProj, [c.hiddenSize, c.numHeads * c.vHeadDim]),
     };
   }
@@ -169,18 +195,18 @@ export class WeightReader {
     const c = this.config;
     const n = routerNames(layer);
     return {
-      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize]),
+      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize], 'values'),
       scoreCorrectionBias: await this.tensor(n.scoreCorrectionBias, [c.nRoutedExperts]),
     };
   }
 
-  private async swiglu(prefix: string, intermediate: number): Promise<SwigluWeights> {
+  private async swiglu(prefix: string, intermediate: number, dtype: WeightDtype = this.dtype): Promise<SwigluWeights> {
     const hidden = this.config.hiddenSize;
     const names = mlpNames(prefix);
     return {
-      gate: await this.matrix(names.gate, [intermediate, hidden]),
-      up: await this.matrix(names.up, [intermediate, hidden]),
-      down: await this.matrix(names.down, [hidden, intermediate]),
+      gate: await this.matrix(names.gate, [intermediate, hidden], 'product', dtype),
+      up: await this.matrix(names.up, [intermediate, hidden], 'product', dtype),
+      down: await this.matrix(names.down, [hidden, intermediate], 'product', dtype),
       hidden,
       intermediate,
     };

@@ -1,6 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { SafetensorsCheckpoint } from '@expertmesh/weights';
-import type { WeightDtype } from './model-weights.js';
+import { QUANTIZED_FORMATS, type WeightDtype } from './model-weights.js';
 import { attentionNames, EMBED_TOKENS, LM_HEAD, routerNames } from './tensor-names.js';
 
 /**
@@ -45,8 +45,13 @@ export function layoutFromCheckpoint(config: ModelConfig, checkpoint: Safetensor
   };
 }
 
-/** Bytes one [rows, cols] matrix takes when held as `dtype` asks. */
+/** Bytes one [rows, cols] matrix takes when held as `dtype` asks (a quantised dtype: codes and float32 scales). */
 export function matrixBytes(rows: number, cols: number, stored: StoredMatrixDtype, dtype: WeightDtype, block: readonly [number, number] | null): number {
+  if (dtype === 'int8' || dtype === 'int4') {
+    const q = QUANTIZED_FORMATS[dtype];
+    const kBlocks = Math.ceil(cols / q.block);
+    return rows * kBlocks * ((q.block * q.bits) / 8 + 4);
+  }
   if (dtype === 'float32' || stored === 'F32') return 4 * rows * cols;
   if (stored === 'F8_E4M3') return rows * cols + (block ? 4 * Math.ceil(rows / block[0]) * Math.ceil(cols / block[1]) : 0);
   return 2 * rows * cols;
@@ -75,12 +80,15 @@ export function predictRouterMemory(config: ModelConfig, layout: StorageLayout, 
   const c = config;
   const H = c.hiddenSize;
   const proj = (rows: number, cols: number): number => matrixBytes(rows, cols, layout.projections, dtype, layout.block);
+  // Matrices also read as values stay exact under a quantised dtype (see WeightDtype).
+  const quantized = dtype === 'int8' || dtype === 'int4';
+  const exact: WeightDtype = quantized ? 'float32' : dtype;
   const swiglu = (inter: number): number => 2 * proj(inter, H) + proj(H, inter);
   const qOut = c.numHeads * c.qkHeadDim;
   const perLayerAttention =
     (c.qLoraRank === null ? proj(qOut, H) : proj(c.qLoraRank, H) + proj(qOut, c.qLoraRank)) +
     proj(c.kvLoraRank + c.qkRopeHeadDim, H) +
-    proj(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank) +
+    matrixBytes(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, layout.projections, exact, layout.block) +
     proj(H, c.numHeads * c.vHeadDim);
   const moe = c.moeLayers.length;
   const dense = c.numLayers - moe;
@@ -89,10 +97,10 @@ export function predictRouterMemory(config: ModelConfig, layout: StorageLayout, 
     attention: c.numLayers * perLayerAttention,
     denseMlp: dense * swiglu(c.intermediateSize),
     sharedExperts: c.nSharedExperts > 0 ? moe * swiglu(c.moeIntermediateSize * c.nSharedExperts) : 0,
-    gates: moe * (matrixBytes(c.nRoutedExperts, H, layout.gate, dtype, layout.block) + 4 * c.nRoutedExperts),
+    gates: moe * (matrixBytes(c.nRoutedExperts, H, layout.gate, exact, layout.block) + 4 * c.nRoutedExperts),
     norms: c.numLayers * normsPerLayer + 4 * H,
     lmHead: matrixBytes(c.vocabSize, H, layout.lmHead, dtype, layout.block),
-    embedding: matrixBytes(c.vocabSize, H, layout.embedding, dtype, layout.block),
+    embedding: matrixBytes(c.vocabSize, H, layout.embedding, quantized ? 'auto' : dtype, layout.block),
   };
   const weights = Object.values(m).reduce((a, b) => a + b, 0);
   const kvCache = kvCacheBytes(c, kvCacheTokens);

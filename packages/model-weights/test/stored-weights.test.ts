@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dequantizeBlockFp8, float32ToBf16Bytes, quantizeBlockFp8 } from '@expertmesh/weights';
 import { f32, floatData, Graph, i64, linear, embeddingRows, OnnxModelBuilder, WIDEN_CHUNK_BYTES, type WeightData } from '@expertmesh/tensor-ops';
+import { productReference as reference } from '../../../test/helpers/numerics.js';
 
 /**
  * Stored weights (BF16, FP8 with block scales) read from their file by onnxruntime and widened in
@@ -18,17 +19,6 @@ afterAll(async () => rm(dir, { recursive: true, force: true }));
 
 const values = (rows: number, cols: number, seed: number): Float32Array => Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.61 + seed) / Math.sqrt(cols));
 const input = (m: number, cols: number): Float32Array => Float32Array.from({ length: m * cols }, (_, i) => Math.cos(i * 0.37));
-
-/** x · Wᵀ in float64. */
-function reference(x: Float32Array, w: Float32Array, m: number, rows: number, cols: number): Float64Array {
-  const y = new Float64Array(m * rows);
-  for (let i = 0; i < m; i++) for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let c = 0; c < cols; c++) s += x[i * cols + c]! * w[r * cols + c]!;
-    y[i * rows + r] = s;
-  }
-  return y;
-}
 
 async function product(weight: WeightData, x: Float32Array, m: number): Promise<Float32Array> {
   const [rows, cols] = weight.dims as [number, number];

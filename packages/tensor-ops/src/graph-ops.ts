@@ -1,3 +1,4 @@
+import { stackQuantizedRows, type BlockwiseQuantized } from './blockwise-quantizer.js';
 import type { OnnxModelBuilder } from './onnx-model-builder.js';
 import { STORED_DTYPE_BYTES, type WeightData } from './weight-data.js';
 
@@ -24,8 +25,10 @@ export const WIDEN_CHUNK_BYTES = 4 << 20;
  * - FP8 with block scales: per chunk of whole row blocks, Cast × the blocks' scales, then Gemm.
  * The stored weight is an overridable initializer, so onnxruntime neither folds the Cast into a float32
  * copy at session creation nor pre-packs it: the process holds the checkpoint's bytes only.
+ * - int8/int4 blockwise codes: com.microsoft MatMulNBits, which reads the codes as they are.
  */
 export function linear(b: OnnxModelBuilder, x: string, w: WeightData, hint: string): string {
+  if (w.kind === 'quantized') return matMulNBits(b, x, w.q, hint);
   if (w.kind === 'memory') {
     const { name, inlined } = b.float32Weight(w.data, w.dims, hint);
     return inlined ? b.op('MatMul', [x, b.op('Transpose', [name], { perm: [1, 0] })]) : b.op('Gemm', [x, name], { transB: 1 });
@@ -39,6 +42,7 @@ export function linear(b: OnnxModelBuilder, x: string, w: WeightData, hint: stri
 
 /** The whole weight as a float32 value of its dims (for weights used other than in a product, e.g. kv_b split by head). */
 export function widened(b: OnnxModelBuilder, w: WeightData, hint: string): string {
+  if (w.kind === 'quantized') throw new Error(`${hint}: a quantised weight is only used in products (hold it in another format)`);
   if (w.kind === 'memory') return b.float32Weight(w.data, w.dims, hint).name;
   if (w.dtype === 'float32') return b.fileWeight('float32', w.dims, w.file, hint);
   const rows = w.dims[0]!;
@@ -48,10 +52,28 @@ export function widened(b: OnnxModelBuilder, w: WeightData, hint: string): strin
 
 /** Rows of an embedding table [vocab, hidden] for token ids [T] → [T, hidden] float32; only those rows are widened. */
 export function embeddingRows(b: OnnxModelBuilder, ids: string, w: WeightData, hint: string): string {
+  if (w.kind === 'quantized') throw new Error(`${hint}: a quantised embedding table is not supported (hold it in another format)`);
   if (w.kind === 'memory') return b.op('Gather', [b.float32Weight(w.data, w.dims, hint).name, ids], { axis: 0 });
   if (w.scales) throw new Error(`${hint}: an embedding table with block scales is not supported`);
   const rows = b.op('Gather', [b.fileWeight(w.dtype, w.dims, w.file, hint, { overridable: true }), ids], { axis: 0 });
   return w.dtype === 'float32' ? rows : b.op('Cast', [rows], { to: 1 });
+}
+
+/**
+ * MatMulNBits' accuracy_level 4 quantises each activation block to int8 and runs integer dot products
+ * (MLAS's SQNBit "CompInt8"). Measured on this machine for a 1024×1024 weight at M = 1/8/32/128:
+ * int8 block 128 0.05/0.09/0.26/0.92 ms against 0.75/0.92/1.18/1.76 ms at level 0 (widen to float32)
+ * and 0.19/0.18/0.49/1.14 ms for pre-packed float32 MatMul; int4 is alike. The activation rounding
+ * it adds is part of the measured accuracy of the format (docs/benchmarks.md).
+ */
+export const MATMUL_NBITS_ACCURACY_LEVEL = 4;
+
+/** y = x · Wᵀ with W as blockwise codes [N, K]: the codes stay compact and are read by the fused kernel. */
+function matMulNBits(b: OnnxModelBuilder, x: string, q: BlockwiseQuantized, hint: string): string {
+  const kBlocks = Math.ceil(q.cols / q.block);
+  const codes = b.constant({ type: 'uint8', dims: [q.rows, kBlocks, (q.block * q.bits) / 8], bytes: q.codes }, hint);
+  const scales = b.constant({ type: 'float32', dims: [q.rows * kBlocks], bytes: new Uint8Array(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength) }, `${hint}_scales`);
+  return b.op('MatMulNBits', [x, codes, scales], { K: q.cols, N: q.rows, bits: q.bits, block_size: q.block, accuracy_level: MATMUL_NBITS_ACCURACY_LEVEL }, { domain: 'com.microsoft' });
 }
 
 interface RowChunk {
@@ -121,9 +143,10 @@ export interface SwigluWeights {
 }
 
 /**
- * The SwiGLU FFN every DeepSeek MLP and expert uses: down(silu(gate(x)) ⊙ up(x)). Float32 gate and
- * up are stacked into one [2I, H] weight so x is read once and one matmul streams both (measured
- * ~10 % faster for small expert batches than two matmuls); stored weights stay two products.
+ * The SwiGLU FFN every DeepSeek MLP and expert uses: down(silu(gate(x)) ⊙ up(x)). Float32 and
+ * quantised gate and up are stacked into one [2I, H] weight so x is read once and one matmul streams
+ * both (measured ~10 % faster for small expert batches than two matmuls); stored weights stay two
+ * products.
  */
 export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string {
   const I = w.intermediate;
@@ -134,6 +157,9 @@ export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: s
     gateUp.set(w.gate.data);
     gateUp.set(w.up.data, I * w.hidden);
     [gate, up] = b.opMulti('Split', [linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: gateUp }, `${hint}_gate_up`), b.int64s([I, I])], { axis: -1 }, { outputs: 2 }) as [string, string];
+  } else if (w.gate.kind === 'quantized' && w.up.kind === 'quantized' && w.gate.q.bits === w.up.q.bits && w.gate.q.block === w.up.q.block) {
+    const gateUp = stackQuantizedRows([w.gate.q, w.up.q]);
+    [gate, up] = b.opMulti('Split', [matMulNBits(b, x, gateUp, `${hint}_gate_up`), b.int64s([I, I])], { axis: -1 }, { outputs: 2 }) as [string, string];
   } else {
     gate = linear(b, x, w.gate, `${hint}_gate`);
     up = linear(b, x, w.up, `${hint}_up`);

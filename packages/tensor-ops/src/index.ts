@@ -4,5 +4,7 @@ export { weightBytes, weightFormat, memoryWeight, STORED_DTYPE_BYTES } from './w
 export type { WeightData, StoredDtype, BlockScales } from './weight-data.js';
 export { Graph, GraphRuntimeError, DEFAULT_EXECUTION, f32, i32, i64, floatData, int32Data } from './execution.js';
 export type { ExecutionOptions, ExecutionProvider, Tensor } from './execution.js';
-export { weight, linear, widened, embeddingRows, rmsNorm, silu, swiglu, WIDEN_CHUNK_BYTES } from './graph-ops.js';
+export { weight, linear, widened, embeddingRows, rmsNorm, silu, swiglu, WIDEN_CHUNK_BYTES, MATMUL_NBITS_ACCURACY_LEVEL } from './graph-ops.js';
+export { quantizeBlockwise, dequantizeBlockwise, stackQuantizedRows } from './blockwise-quantizer.js';
+export type { BlockwiseQuantized, QuantizedBits } from './blockwise-quantizer.js';
 export type { SwigluWeights } from './graph-ops.js';

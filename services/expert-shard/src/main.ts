@@ -18,7 +18,7 @@ import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
-    [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32]
+    [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.

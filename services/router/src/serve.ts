@@ -27,6 +27,8 @@ export interface RouterOptions {
   readonly execution: ExecutionOptions;
   /** The format weights are held in, here and in the local shards started (`auto`: the checkpoint's). */
   readonly weightDtype?: WeightDtype;
+  /** The in-process routed experts' format when it differs from weightDtype (`--expert-weight-dtype`). */
+  readonly expertWeightDtype?: WeightDtype;
   readonly maxBatchSize: number;
   readonly maxBatchedTokens: number;
   readonly maxWaiting: number;
@@ -95,7 +97,7 @@ export class Router {
         metrics.registryRejected.inc({ kind });
         process.stderr.write(`expertmesh serve: ignoring ${kind.replace('_', ' ')} ${source.slice(0, 200)}: ${reason.slice(0, 500)}\n`);
       },
-    }, o.weightDtype ?? 'auto');
+    }, o.expertWeightDtype ?? o.weightDtype ?? 'auto');
     experts.observe({
       onRouting: (layer, routing) => {
         const counts = new Map<number, number>();

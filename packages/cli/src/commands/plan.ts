@@ -2,17 +2,17 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { etcdSecurityFromFlags, EtcdRegistry, planPlacement, planShardBytes, RegistryConflictError, REGISTRY_SECURITY_USAGE, type PlacementPlan } from '@expertmesh/discovery';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { layoutFromCheckpoint, layoutFromConfig, modelFingerprint, predictExpertBytes, predictRouterMemory, WEIGHT_DTYPES, type RouterMemory, type StorageLayout, type WeightDtype } from '@expertmesh/model-weights';
+import { layoutFromCheckpoint, layoutFromConfig, modelFingerprint, predictExpertBytes, predictRouterMemory, QUANTIZED_FORMATS, WEIGHT_DTYPES, type RouterMemory, type StorageLayout, type WeightDtype } from '@expertmesh/model-weights';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
 import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
 export const planUsage = `expertmesh plan (--model DIR | --config config.json) (--shards N | --nodes N --gpus-per-node G)
-    [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32] [--kv-cache-tokens 65536]
+    [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32|int8|int4] [--kv-cache-tokens 65536]
     [--store [--if-absent] --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
   Prints which shard holds which experts and their memory, the router's memory, and whether the shards fit
   (SIZE like 80GB or 24GiB). Memory is counted in the format processes hold weights in: --weight-dtype auto (the
-  checkpoint's: FP8 with its block scales, BF16) or float32, as given to serve and shard.
+  checkpoint's: FP8 with its block scales, BF16), float32, or the lossy int8/int4, as given to serve and shard.
   --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it; it replaces
   the stored plan only if nobody changed it since it was read (an etcd transaction). With --if-absent it stores the
   plan only when the cluster has none, and otherwise leaves the cluster's plan as it is (exit code 0).`;
@@ -163,5 +163,9 @@ export async function plan(argv: readonly string[]): Promise<number> {
 function describeFormat(layout: StorageLayout, dtype: WeightDtype): string {
   if (dtype === 'float32') return 'float32 (--weight-dtype float32)';
   const name = { F8_E4M3: `FP8 E4M3 with ${layout.block?.join('×') ?? '?'} block scales`, BF16: 'BF16', F16: 'F16', F32: 'float32' } as const;
+  if (dtype === 'int8' || dtype === 'int4') {
+    const q = QUANTIZED_FORMATS[dtype];
+    return `${dtype} (--weight-dtype ${dtype}, lossy): projections and experts ${q.bits}-bit codes in ${q.block}-column blocks, kv_b and router gates float32, embeddings ${name[layout.embedding]}`;
+  }
   return `the checkpoint's format: projections and experts ${name[layout.projections]}, embeddings ${name[layout.embedding]}, LM head ${name[layout.lmHead]}`;
 }

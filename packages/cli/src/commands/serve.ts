@@ -6,14 +6,14 @@ import { loadModelConfig } from '@expertmesh/model-config';
 import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
-import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec } from '../flags.js';
+import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
-    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32]
+    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
   Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).
@@ -113,7 +113,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
   }
   // Shards this command starts get the router's certificates too, so the channel to them is the same mutual TLS.
   const shardTls = flags['tls-cert'] ? ['--tls-cert', flags['tls-cert'], '--tls-key', flags['tls-key'], '--tls-ca', flags['tls-ca']] : [];
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', flags['weight-dtype']] }) : null;
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', expertWeightDtype(flags)] }) : null;
   const shardAddresses = cluster?.addresses ?? flags['shard-addresses']?.split(',');
   let router: Router;
   try {
@@ -126,6 +126,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       wireDtype: flags['wire-dtype'],
       execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
       weightDtype: flags['weight-dtype'],
+      expertWeightDtype: expertWeightDtype(flags),
       maxBatchSize: flags['max-batch-size'],
       maxBatchedTokens: flags['max-batched-tokens'],
       maxWaiting: flags['max-waiting'],
