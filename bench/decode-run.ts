@@ -13,6 +13,12 @@ export interface DecodeRun {
   readonly decodeStepMs: number;
 }
 
+/** The deterministic prompts every decode benchmark uses: `batch` of `tokens` ids from a seeded generator. */
+export function benchPrompts(batch: number, seed: number, vocab: number, tokens: number): number[][] {
+  let s = seed;
+  return Array.from({ length: batch }, () => Array.from({ length: tokens }, () => (s = (s * 48271) % 2147483647) % vocab));
+}
+
 /**
  * `batch` prompts of PROMPT_TOKENS tokens: times the prefill (until every sequence has its first
  * token), then DECODE_STEPS decode steps. `onDecodeStart` runs between the two (reset counters there).
@@ -30,11 +36,9 @@ export async function runDecode(
   // Sequences whose prompts finish early start decoding while others still prefill: give them room so
   // that every sequence still runs in each timed step.
   const headStart = lengths.prefillSteps ?? 0;
-  let s = seed;
-  const vocab = engine.config.vocabSize;
-  const sequences = Array.from({ length: batch }, () =>
+  const sequences = benchPrompts(batch, seed, engine.config.vocabSize, promptTokens).map((promptTokenIds) =>
     engine.submit({
-      promptTokenIds: Array.from({ length: promptTokens }, () => (s = (s * 48271) % 2147483647) % vocab),
+      promptTokenIds,
       maxTokens: decodeSteps + 2 + headStart,
       sampling: GREEDY,
       ignoreEos: true,

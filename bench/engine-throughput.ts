@@ -1,7 +1,9 @@
 /**
  * In-process prefill and decode throughput of the `bench` preset at batch 1, 8 and 32, each set
- * against its floor: max(FLOPs / matmul rate, bytes / memory bandwidth) measured on this machine.
- *   node --import tsx bench/engine-throughput.ts [--model DIR] [--out FILE]
+ * against its floor: max(FLOPs / matmul rate, bytes / memory bandwidth) measured on this machine,
+ * the bytes counted in the format the weights are held in. Also resident memory after load and
+ * after the runs, against the weight bytes held plus the KV cache.
+ *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
-import { WeightReader } from '@expertmesh/model-weights';
+import { matrixBytes, WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { ensureBenchModel } from './bench-model.js';
@@ -18,7 +20,9 @@ import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 import { measureMachineRates } from './machine-rates.js';
 import { decodeStepCost } from './model-cost.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'float32' } } });
+const weightDtype = values['weight-dtype'] as WeightDtype;
+if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
 const modelDir = await ensureBenchModel(values.model);
 const batches = (values.batches ?? '1,8,32').split(',').map(Number);
 
@@ -28,17 +32,27 @@ const config = await loadModelConfig(modelDir);
 
 const checkpoint = await SafetensorsCheckpoint.open(modelDir);
 const loadStart = performance.now();
-const experts = new CountingExperts(await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config), DEFAULT_EXECUTION));
+const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), DEFAULT_EXECUTION);
+const experts = new CountingExperts(local);
 await checkpoint.close();
 const maxBatch = Math.max(...batches);
-const engine = await Engine.load(modelDir, { experts, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+const engine = await Engine.load(modelDir, { experts, weightDtype, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
 console.error(`loaded in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
+// Bytes per parameter of a product matrix as held (the floor reads every weight once per step).
+const bytesPerParameter = matrixBytes(1024, 1024, 'BF16', weightDtype, null) / (1024 * 1024);
+const memory = (): { rssBytes: number; weightBytes: number; kvCacheBytes: number; rssOverWeightsAndKv: number } => {
+  const weightBytes = engine.model.denseWeightBytes + local.weightBytes;
+  const rssBytes = process.memoryUsage().rss;
+  return { rssBytes, weightBytes, kvCacheBytes: engine.kvCacheBytes, rssOverWeightsAndKv: rssBytes / (weightBytes + engine.kvCacheBytes) };
+};
+const memoryAfterLoad = memory();
+console.error('memory after load', memoryAfterLoad);
 
 const rows = [];
 for (const batch of batches) {
   const run = await runDecode(engine, batch, batch, () => experts.reset());
   const distinct = experts.distinctExpertCalls / DECODE_STEPS;
-  const cost = decodeStepCost(config, batch, PROMPT_TOKENS + DECODE_STEPS / 2, distinct);
+  const cost = decodeStepCost(config, batch, PROMPT_TOKENS + DECODE_STEPS / 2, distinct, bytesPerParameter);
   const computeFloor = cost.flops / (rates.matmulGflops * 1e9);
   const memoryFloor = cost.bytes / (rates.gemvReadGBs * 1e9);
   const floor = Math.max(computeFloor, memoryFloor);
@@ -54,12 +68,15 @@ for (const batch of batches) {
   });
   console.error(rows.at(-1));
 }
+const memoryAfterRuns = memory();
 await engine.close();
 
-const report = { date: new Date().toISOString(), machine: rates, model: 'bench preset (bfloat16 checkpoint, float32 in memory)', promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, rows };
-const out = values.out ?? join('bench', 'results', `engine-throughput-${report.date.slice(0, 10)}.json`);
+const report = { date: new Date().toISOString(), machine: rates, model: `bench preset (bfloat16 checkpoint), weights held as ${weightDtype} (${local.weightFormat})`, weightDtype, bytesPerParameter, promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, memoryAfterLoad, memoryAfterRuns, rows };
+const out = values.out ?? join('bench', 'results', `engine-throughput-${weightDtype}-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
+const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
+console.log(`${weightDtype}: weights ${mib(memoryAfterRuns.weightBytes)} MiB + KV ${mib(memoryAfterRuns.kvCacheBytes)} MiB; resident ${mib(memoryAfterLoad.rssBytes)} MiB after load (${memoryAfterLoad.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterRuns.rssBytes)} MiB after the runs (${memoryAfterRuns.rssOverWeightsAndKv.toFixed(2)}×)`);
 console.log('| batch | prefill tok/s | decode tok/s | step ms | floor ms (compute / memory) | bound | % of floor |');
 console.log('|---|---|---|---|---|---|---|');
 for (const r of rows) {

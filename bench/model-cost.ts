@@ -13,13 +13,16 @@ export function parameterCounts(c: ModelConfig): { densePerToken: number; perExp
   return { densePerToken, perExpert: mlp(c.moeIntermediateSize) };
 }
 
-/** FLOPs and bytes one decode step of `batch` sequences at context `context` must spend. */
-export function decodeStepCost(c: ModelConfig, batch: number, context: number, distinctExpertsPerStep: number): { flops: number; bytes: number } {
+/**
+ * FLOPs and bytes one decode step of `batch` sequences at context `context` must spend, with the
+ * weights read at `bytesPerParameter` (4 for float32; int8/int4 count their codes and scales).
+ */
+export function decodeStepCost(c: ModelConfig, batch: number, context: number, distinctExpertsPerStep: number, bytesPerParameter = 4): { flops: number; bytes: number } {
   const { densePerToken, perExpert } = parameterCounts(c);
   const D = c.kvLoraRank + c.qkRopeHeadDim;
   const attentionCore = 2 * c.numHeads * context * (D + c.kvLoraRank) * c.numLayers;
   const flops = batch * (2 * densePerToken + 2 * c.numExpertsPerTok * perExpert * c.moeLayers.length + attentionCore);
   const kvBytes = batch * context * D * 4 * c.numLayers;
-  const bytes = 4 * (densePerToken + distinctExpertsPerStep * perExpert) + kvBytes;
+  const bytes = bytesPerParameter * (densePerToken + distinctExpertsPerStep * perExpert) + kvBytes;
   return { flops, bytes };
 }
