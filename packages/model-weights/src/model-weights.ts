@@ -21,8 +21,8 @@ import {
  * `int8` and `int4` are lossy and opt-in: every matrix used only in products (attention projections,
  * dense MLPs, shared and routed experts, LM head) is quantised at load, from whatever format the
  * checkpoint stores, to symmetric blockwise codes run by MatMulNBits (QUANTIZED_FORMATS); the
- * embedding table keeps the checkpoint's format and kv_b_proj and the router gate are held in
- * float32 (both small; the gate decides routing, kv_b is split by head).
+ * embedding table and kv_b_proj (split by head, not only multiplied) keep the checkpoint's format and
+ * the router gates are held in float32 (small, and they decide routing).
  */
 export type WeightDtype = 'auto' | 'float32' | 'int8' | 'int4';
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['auto', 'float32', 'int8', 'int4'];
@@ -38,8 +38,8 @@ export const QUANTIZED_FORMATS: Readonly<Record<'int8' | 'int4', { readonly bits
   int4: { bits: 4, block: 32 },
 };
 
-/** Whether a matrix is only ever multiplied (quantisable) or also read as values (kept exact). */
-type MatrixUse = 'product' | 'values';
+/** Whether a matrix is only ever multiplied (quantisable), also read as values, or decides routing (both kept exact). */
+type MatrixUse = 'product' | 'values' | 'routing';
 
 export class WeightShapeError extends Error {
   override readonly name = 'WeightShapeError';
@@ -109,7 +109,8 @@ export class WeightReader {
     const info = this.checkShape(name, shape);
     const stored = STORED[info.dtype];
     if (dtype === 'int8' || dtype === 'int4') {
-      if (use === 'values') return this.matrix(name, shape, use, name === EMBED_TOKENS ? 'auto' : 'float32');
+      // Router gates (small, and they decide routing) in float32; kv_b and the embedding table as stored.
+      if (use !== 'product') return this.matrix(name, shape, use, use === 'routing' ? 'float32' : 'auto');
       const { bits, block } = QUANTIZED_FORMATS[dtype];
       const [rows, cols] = shape as [number, number];
       return { kind: 'quantized', dims: shape, q: quantizeBlockwise(await readLinearWeight(this.checkpoint, name, this.blockSize), rows, cols, bits, block) };
@@ -195,7 +196,7 @@ export class WeightReader {
     const c = this.config;
     const n = routerNames(layer);
     return {
-      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize], 'values'),
+      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize], 'routing'),
       scoreCorrectionBias: await this.tensor(n.scoreCorrectionBias, [c.nRoutedExperts]),
     };
   }

@@ -80,15 +80,17 @@ export function predictRouterMemory(config: ModelConfig, layout: StorageLayout, 
   const c = config;
   const H = c.hiddenSize;
   const proj = (rows: number, cols: number): number => matrixBytes(rows, cols, layout.projections, dtype, layout.block);
-  // Matrices also read as values stay exact under a quantised dtype (see WeightDtype).
+  // Matrices also read as values stay exact under a quantised dtype (see WeightDtype): kv_b and the
+  // embedding table as stored, the router gates in float32.
   const quantized = dtype === 'int8' || dtype === 'int4';
-  const exact: WeightDtype = quantized ? 'float32' : dtype;
+  const asStored: WeightDtype = quantized ? 'auto' : dtype;
+  const gateDtype: WeightDtype = quantized ? 'float32' : dtype;
   const swiglu = (inter: number): number => 2 * proj(inter, H) + proj(H, inter);
   const qOut = c.numHeads * c.qkHeadDim;
   const perLayerAttention =
     (c.qLoraRank === null ? proj(qOut, H) : proj(c.qLoraRank, H) + proj(qOut, c.qLoraRank)) +
     proj(c.kvLoraRank + c.qkRopeHeadDim, H) +
-    matrixBytes(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, layout.projections, exact, layout.block) +
+    matrixBytes(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, layout.projections, asStored, layout.block) +
     proj(H, c.numHeads * c.vHeadDim);
   const moe = c.moeLayers.length;
   const dense = c.numLayers - moe;
@@ -97,10 +99,10 @@ export function predictRouterMemory(config: ModelConfig, layout: StorageLayout, 
     attention: c.numLayers * perLayerAttention,
     denseMlp: dense * swiglu(c.intermediateSize),
     sharedExperts: c.nSharedExperts > 0 ? moe * swiglu(c.moeIntermediateSize * c.nSharedExperts) : 0,
-    gates: moe * (matrixBytes(c.nRoutedExperts, H, layout.gate, exact, layout.block) + 4 * c.nRoutedExperts),
+    gates: moe * (matrixBytes(c.nRoutedExperts, H, layout.gate, gateDtype, layout.block) + 4 * c.nRoutedExperts),
     norms: c.numLayers * normsPerLayer + 4 * H,
     lmHead: matrixBytes(c.vocabSize, H, layout.lmHead, dtype, layout.block),
-    embedding: matrixBytes(c.vocabSize, H, layout.embedding, quantized ? 'auto' : dtype, layout.block),
+    embedding: matrixBytes(c.vocabSize, H, layout.embedding, asStored, layout.block),
   };
   const weights = Object.values(m).reduce((a, b) => a + b, 0);
   const kvCache = kvCacheBytes(c, kvCacheTokens);

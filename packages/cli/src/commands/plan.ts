@@ -165,7 +165,7 @@ function describeFormat(layout: StorageLayout, dtype: WeightDtype): string {
   const name = { F8_E4M3: `FP8 E4M3 with ${layout.block?.join('×') ?? '?'} block scales`, BF16: 'BF16', F16: 'F16', F32: 'float32' } as const;
   if (dtype === 'int8' || dtype === 'int4') {
     const q = QUANTIZED_FORMATS[dtype];
-    return `${dtype} (--weight-dtype ${dtype}, lossy): projections and experts ${q.bits}-bit codes in ${q.block}-column blocks, kv_b and router gates float32, embeddings ${name[layout.embedding]}`;
+    return `${dtype} (--weight-dtype ${dtype}, lossy): projections and experts ${q.bits}-bit codes in ${q.block}-column blocks, router gates float32, kv_b ${name[layout.projections]} and embeddings ${name[layout.embedding]} as stored`;
   }
   return `the checkpoint's format: projections and experts ${name[layout.projections]}, embeddings ${name[layout.embedding]}, LM head ${name[layout.lmHead]}`;
 }
