@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { Engine, GREEDY } from '@expertmesh/engine';
-import { loadLocalExperts, LocalRoutedExperts } from '@expertmesh/local-experts';
+import { loadLocalExperts } from '@expertmesh/local-experts';
 import { LatentKvCache } from '@expertmesh/model';
 import { loadModelConfig } from '@expertmesh/model-config';
 import type { WeightDtype } from '@expertmesh/model-weights';
@@ -66,13 +66,14 @@ function argmax(a: ArrayLike<number>): number {
 }
 
 /** Logits at every position of `ids`: one forward pass with each position its own one-token segment. */
-async function positionLogits(engine: Engine, ids: readonly number[]): Promise<Float32Array[]> {
+async function positionLogits(engine: Engine, ids: readonly number[]): Promise<readonly Float32Array[]> {
   const cache = LatentKvCache.forModel(engine.config, ids.length);
   const blocks = Array.from({ length: cache.numBlocks }, (_, i) => i);
-  return engine.model.forward(
+  const result = await engine.model.forward(
     ids.map((t, p) => ({ tokenIds: [t], startPosition: p, length: 1, blocks, wantLogits: true })),
     cache,
   );
+  return result.logits;
 }
 
 const percentile = (xs: number[], q: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
@@ -81,8 +82,10 @@ const rows = [];
 for (const m of models) {
   const config = await loadModelConfig(m.dir);
   const ids = textIds.map((t) => t % config.vocabSize);
+  const formats = new Map<WeightDtype, string>();
   const load = async (dtype: WeightDtype): Promise<Engine> => {
     const experts = await loadLocalExperts(m.dir, config, DEFAULT_EXECUTION, dtype);
+    formats.set(dtype, experts.weightFormat);
     return Engine.load(m.dir, { experts, weightDtype: dtype, kvCacheTokens: PROMPTS * (PROMPT_TOKENS + CONTINUATION + 16), maxBatchSize: PROMPTS, maxBatchedTokens: 1024 });
   };
   const float32 = await load('float32');
@@ -111,7 +114,7 @@ for (const m of models) {
     rows.push({
       preset: m.preset,
       format: dtype,
-      weightFormat: engine.model.experts instanceof LocalRoutedExperts ? engine.model.experts.weightFormat : dtype,
+      weightFormat: formats.get(dtype) ?? dtype,
       positions: kl.length,
       top1Agreement: agree / kl.length,
       meanKl: kl.reduce((s, x) => s + x, 0) / kl.length,
