@@ -32,6 +32,10 @@ function sessionOptions(options: ExecutionOptions, externalFolder: string | null
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    // Each of the engine's dozens of sessions would keep its own arena at the peak of its largest run
+    // (a 1024-token prefill) for the life of the process: measured on the demo preset, resident memory
+    // after a batch-32 prefill 599 → 406 MiB (int8) and 741 → 578 MiB (float32) without, at the same speed.
+    enableCpuMemArena: false,
     // The engine owns dozens of sessions that run one after another; spinning thread pools of idle
     // sessions steal the cores from the running one (measured: 40x slower with spinning on).
     // External data (weights left in the checkpoint's files) resolves against this folder; onnxruntime
