@@ -202,6 +202,14 @@ await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
 
 const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
 console.log(`conversion check (llama.cpp F32 greedy = ours float32, ${CHECK_PROMPTS} prompts × ${CHECK_TOKENS} tokens): ${conversionCheck.filter((c) => c.equal).length}/${conversionCheck.length} identical`);
+// What each engine's lossy formats change: greedy continuations identical to its own exact format's.
+for (const r of results) {
+  const exact = r.engine === 'expertmesh' ? ourF32 : llamaF32;
+  if (!exact || r === exact) continue;
+  const same = r.checkTokens.filter((t, i) => JSON.stringify(t) === JSON.stringify(exact.checkTokens[i])).length;
+  const firstDiff = r.checkTokens.map((t, i) => t.findIndex((x, j) => x !== exact.checkTokens[i]![j])).map((d) => (d < 0 ? CHECK_TOKENS : d));
+  console.log(`${r.engine} ${r.format}: ${same}/${r.checkTokens.length} greedy continuations identical to ${exact.format} (first difference at tokens ${firstDiff.join(', ')})`);
+}
 console.log('');
 console.log(`| engine | weights | ${batches.map((b) => `prefill @${b}`).join(' | ')} | ${batches.map((b) => `decode @${b}`).join(' | ')} | RSS MiB (load / end) |`);
 console.log(`|---|---|${batches.map(() => '---').join('|')}|${batches.map(() => '---').join('|')}|---|`);
