@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, i64, weightBytes, weightFormat, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, releaseLoadBuffers, i64, weightBytes, weightFormat, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 import type { WeightReader } from '@expertmesh/model-weights';
@@ -86,6 +86,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       await flush();
       layers.set(layer, { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes: bytes });
     }
+    await releaseLoadBuffers();
     return new LocalRoutedExperts(config, layers, format || 'none');
   }
 

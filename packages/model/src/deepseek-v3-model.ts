@@ -1,5 +1,5 @@
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { DEFAULT_EXECUTION, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, releaseLoadBuffers, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { planAttentionGroups, type StepSegment } from './attention-batch.js';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
@@ -62,6 +62,13 @@ export class DeepseekV3Model {
   ) {}
 
   static async load(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
+    const model = await DeepseekV3Model.build(modelDir, options);
+    // The weights' JavaScript copies and the graphs' model bytes are garbage now (out of build's scope).
+    await releaseLoadBuffers();
+    return model;
+  }
+
+  private static async build(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
     const config = await loadModelConfig(modelDir);
     const execution = options.execution ?? DEFAULT_EXECUTION;
     const checkpoint = await SafetensorsCheckpoint.open(modelDir);

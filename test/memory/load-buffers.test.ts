@@ -1,0 +1,41 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { Engine } from '@expertmesh/engine';
+import { loadLocalExperts } from '@expertmesh/local-experts';
+import { loadModelConfig } from '@expertmesh/model-config';
+import type { WeightDtype } from '@expertmesh/model-weights';
+import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
+import { tempDir } from '../helpers/temp-dir.js';
+
+/**
+ * One copy of each weight: once loaded, a process's weights live in onnxruntime (pre-packed float32,
+ * MatMulNBits codes, or the checkpoint's mapped bytes), not also in JavaScript. The weights' JavaScript
+ * copies and the ONNX model bytes that carried them are released by the load itself, not whenever V8
+ * next collects (before that, each weight was held two or three times). A vocabulary of 32,768 makes
+ * the embedding table and LM head (16 MiB in float32) dominate the tiny model's bytes.
+ */
+describe('after a load, JavaScript holds no copy of the weights', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  beforeAll(async () => {
+    dir = await tempDir('load-buffers');
+    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, dtype: 'bfloat16', seed: 9, overrides: { vocab_size: 32768 } });
+  });
+  afterAll(async () => dir?.remove());
+
+  for (const dtype of ['float32', 'int8'] as WeightDtype[]) {
+    it(`${dtype}: JavaScript array buffers grow by under a fifth of the weight bytes`, async () => {
+      const before = process.memoryUsage().arrayBuffers;
+      const experts = await loadLocalExperts(dir.path, await loadModelConfig(dir.path), DEFAULT_EXECUTION, dtype);
+      const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 64 });
+      try {
+        const weights = engine.model.denseWeightBytes + experts.weightBytes;
+        const grown = process.memoryUsage().arrayBuffers - before;
+        // The KV cache (64 tokens) and rotary tables are all JavaScript should still hold.
+        expect(grown).toBeLessThan(0.2 * weights);
+        expect(weights).toBeGreaterThan(dtype === 'float32' ? 16 * 2 ** 20 : 4 * 2 ** 20);
+      } finally {
+        await engine.close();
+      }
+    });
+  }
+});
