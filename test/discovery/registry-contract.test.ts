@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { EtcdRegistry, HttpRegistry, MemoryRegistry, RegistryConflictError, RegistryServer, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
+import { EtcdRegistry, HttpRegistry, MemoryRegistry, RegistryConflictError, RegistryServer, SlotTakenError, type ClusterRegistry, type ShardRecord } from '@expertmesh/discovery';
 import { EtcdServer } from '../helpers/etcd-server.js';
 
 const record = (id: string, over: Partial<ShardRecord> = {}): ShardRecord => ({
@@ -87,6 +87,22 @@ function contract(name: string, open: () => Promise<Harness>): void {
       await until(async () => (await registry.listShards()).find((r) => r.shardId === 'stale')?.address === '127.0.0.1:7005');
       await next.close();
       await dead.close();
+    });
+
+    it('a plan slot is claimed atomically with the shard id: of four shards racing for it, exactly one wins', async () => {
+      const racers = ['race-a', 'race-b', 'race-c', 'race-d'];
+      const outcomes = await Promise.allSettled(racers.map((id, i) => registry.registerShard(record(id, { slot: 'slot-x', address: `127.0.0.1:${7100 + i}` }), 5)));
+      const won = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+      expect(won).toHaveLength(1);
+      for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toBeInstanceOf(SlotTakenError);
+      const holders = (await registry.listShards()).filter((r) => r.slot === 'slot-x');
+      expect(holders).toHaveLength(1);
+      // The slot stays with its registration (an update cannot move it), and is free once its holder leaves.
+      await expect(won[0]!.update({ ...holders[0]!, slot: 'slot-y' })).rejects.toThrow(RegistryConflictError);
+      await won[0]!.close();
+      const next = await registry.registerShard(record('race-e', { slot: 'slot-x' }), 5);
+      expect((await registry.listShards()).filter((r) => r.slot === 'slot-x').map((r) => r.shardId)).toEqual(['race-e']);
+      await next.close();
     });
 
     it('plans are written with compare-and-swap: a stale writer gets a conflict, never a silent replace', async () => {

@@ -1,10 +1,10 @@
 import type { z } from 'zod';
 import { Etcd3, type IOptions, type Lease, type WatchBuilder } from 'etcd3';
 import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
-import { createIfAbsent, replaceIfOwned, replaceIfUnchanged } from './etcd-transactions.js';
+import { createIfAbsent, putAllIf, replaceIfOwned, replaceIfUnchanged, type KeyCondition } from './etcd-transactions.js';
 import { checkPlanReplacement } from './plan-version-check.js';
 import type { RecordProblem } from './record-checks.js';
-import { RegistryConflictError } from './registry-errors.js';
+import { RegistryConflictError, SlotTakenError } from './registry-errors.js';
 import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
 
 /** How this process proves itself to etcd: TLS (server CA, optional client certificate) and/or a user and password. */
@@ -25,6 +25,10 @@ function parseValue<T>(text: string, schema: z.ZodType<T>): { value: T } | { pro
   if (parsed.success) return { value: parsed.data };
   const issue = parsed.error.issues[0]!;
   return { problem: `${issue.path.join('.') || 'value'}: ${issue.message}` };
+}
+
+function slotTaken(slot: string, holder: string): SlotTakenError {
+  return new SlotTakenError(`plan slot ${slot} is held by live shard ${holder.slice(0, 128)}: take another slot (or none, to join as a new one)`);
 }
 
 /**
@@ -66,7 +70,14 @@ export class EtcdRegistry implements ClusterRegistry {
       const l = this.client.lease(ttlSeconds, { autoKeepAlive: keepAliveSeconds === undefined });
       l.on('lost', lost);
       const id = await l.grant();
-      if (!(await createIfAbsent(this.client, key, JSON.stringify(current), id)) && !(await this.replaceStale(key, JSON.stringify(current), id, isStale))) {
+      let claimed: boolean;
+      try {
+        claimed = (await this.claim(key, null, current, id)) || (await this.replaceStale(key, current, id, isStale));
+      } catch (e) {
+        await l.revoke().catch(() => undefined);
+        throw e;
+      }
+      if (!claimed) {
         l.removeListener('lost', lost);
         await l.revoke().catch(() => undefined);
         throw new RegistryConflictError(`shard id ${record.shardId} is registered by another live process (key ${key}): give this shard another --shard-id, or stop the other`);
@@ -104,6 +115,7 @@ export class EtcdRegistry implements ClusterRegistry {
     await grant();
     return {
       update: async (next) => {
+        if (next.slot !== record.slot) throw new RegistryConflictError(`a registration keeps its slot (${record.slot || 'none'}): register again to take ${next.slot || 'none'}`);
         current = next;
         // Only while the key is still this lease's: never over a record another process claimed since.
         if (lease && !(await replaceIfOwned(this.client, key, JSON.stringify(next), leaseId))) {
@@ -120,14 +132,37 @@ export class EtcdRegistry implements ClusterRegistry {
     };
   }
 
-  /** Replaces the holder of `key` with `value` if `isStale` judges it gone and nobody changed the key since it was read. */
-  private async replaceStale(key: string, value: string, leaseId: string, isStale: StaleHolderCheck | undefined): Promise<boolean> {
+  /**
+   * Claims the shard key (absent, or unchanged since `heldRevision`) and, when the record fills a plan
+   * slot, the slot key too, in one transaction under `leaseId`: two shards never fill one slot. The
+   * slot may be held already only by this very shard id (a stale holder of it being replaced).
+   * Throws SlotTakenError when another shard holds the slot; false when the shard id is held.
+   */
+  private async claim(key: string, heldRevision: string | null, record: ShardRecord, leaseId: string): Promise<boolean> {
+    const conditions: KeyCondition[] = [heldRevision === null ? { key, absent: true } : { key, modRevision: heldRevision }];
+    const puts = [{ key, value: JSON.stringify(record) }];
+    const slotKey = record.slot ? keys.slot(this.cluster, record.slot) : null;
+    if (slotKey) {
+      const slotHolder = (await this.client.get(slotKey).exec()).kvs[0];
+      if (slotHolder && slotHolder.value.toString() !== record.shardId) throw slotTaken(record.slot, slotHolder.value.toString());
+      conditions.push(slotHolder ? { key: slotKey, modRevision: slotHolder.mod_revision } : { key: slotKey, absent: true });
+      puts.push({ key: slotKey, value: record.shardId });
+    }
+    if (await putAllIf(this.client, conditions, puts, leaseId)) return true;
+    // Lost a race: say which key another process holds now.
+    const slotHolder = slotKey ? await this.client.get(slotKey).string() : null;
+    if (slotHolder !== null && slotHolder !== record.shardId) throw slotTaken(record.slot, slotHolder);
+    return false;
+  }
+
+  /** Replaces the holder of `key` with `record` if `isStale` judges it gone and nobody changed the key since it was read. */
+  private async replaceStale(key: string, record: ShardRecord, leaseId: string, isStale: StaleHolderCheck | undefined): Promise<boolean> {
     if (!isStale) return false;
     const held = (await this.client.get(key).exec()).kvs[0];
-    if (!held) return createIfAbsent(this.client, key, value, leaseId);
+    if (!held) return this.claim(key, null, record, leaseId);
     const parsed = parseValue(held.value.toString(), shardRecordSchema);
     if ('value' in parsed && !(await isStale(parsed.value))) return false;
-    return replaceIfUnchanged(this.client, key, value, held.mod_revision, leaseId);
+    return this.claim(key, held.mod_revision, record, leaseId);
   }
 
   async listShards(): Promise<ShardRecord[]> {

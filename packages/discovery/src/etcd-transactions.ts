@@ -29,3 +29,20 @@ export async function replaceIfOwned(client: Etcd3, key: string, value: string, 
   const result = await client.if(key, 'Lease', '==', leaseId).then(client.put(key).value(value).lease(leaseId)).commit();
   return result.succeeded;
 }
+
+/** A condition of putAllIf: the key absent, or unchanged since `modRevision`. */
+export type KeyCondition = { readonly key: string; readonly absent: true } | { readonly key: string; readonly modRevision: string };
+
+/**
+ * Writes every `puts` entry, under `leaseId`, in one transaction, only if every condition holds:
+ * all or nothing. A shard's record and its plan slot are claimed so, together, under its lease.
+ */
+export async function putAllIf(client: Etcd3, conditions: readonly KeyCondition[], puts: readonly { key: string; value: string }[], leaseId: string): Promise<boolean> {
+  const [first, ...rest] = conditions;
+  if (!first) throw new Error('putAllIf needs a condition');
+  const compare = (c: KeyCondition): [string, 'Create' | 'Mod', '==', number | string] => ('absent' in c ? [c.key, 'Create', '==', 0] : [c.key, 'Mod', '==', c.modRevision]);
+  let txn = client.if(...compare(first));
+  for (const c of rest) txn = txn.and(...compare(c));
+  const result = await txn.then(...puts.map((p) => client.put(p.key).value(p.value).lease(leaseId))).commit();
+  return result.succeeded;
+}

@@ -1,6 +1,6 @@
 import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
 import type { RecordProblem } from './record-checks.js';
-import { RegistryAuthError, RegistryConflictError } from './registry-errors.js';
+import { RegistryAuthError, RegistryConflictError, SlotTakenError } from './registry-errors.js';
 import { placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
 
 /** Valid shard records of a snapshot, each element checked alone: one bad entry never hides the rest. */
@@ -43,7 +43,7 @@ export class HttpRegistry implements ClusterRegistry {
     try {
       lease = await this.grant(current, ttlSeconds);
     } catch (e) {
-      if (!(e instanceof RegistryConflictError) || !isStale) throw e;
+      if (!(e instanceof RegistryConflictError) || e instanceof SlotTakenError || !isStale) throw e;
       const holder = shardRecordSchema.nullable().parse(await (await this.get(`/v1/shards/${encodeURIComponent(record.shardId)}`)).json());
       if (holder && !(await isStale(holder))) throw e;
       lease = await this.grant(current, ttlSeconds, holder ?? undefined);
@@ -116,7 +116,10 @@ export class HttpRegistry implements ClusterRegistry {
 
   private async send(method: string, path: string, body: unknown): Promise<Response> {
     const r = await this.get(path, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    if (r.status === 409) throw new RegistryConflictError(((await r.json()) as { error: string }).error);
+    if (r.status === 409) {
+      const body = (await r.json()) as { error: string; kind?: string };
+      throw body.kind === 'slot_taken' ? new SlotTakenError(body.error) : new RegistryConflictError(body.error);
+    }
     if (!r.ok && r.status !== 404) throw new Error(`registry ${method} ${path}: ${r.status} ${(await r.text()).slice(0, 500)}`);
     return r;
   }

@@ -1,7 +1,7 @@
 import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
 import { checkPlanReplacement } from './plan-version-check.js';
 import type { RecordProblem } from './record-checks.js';
-import { RegistryConflictError } from './registry-errors.js';
+import { RegistryConflictError, SlotTakenError } from './registry-errors.js';
 import type { PlacementPlan, ShardRecord } from './records.js';
 
 interface Entry {
@@ -55,6 +55,9 @@ export class MemoryRegistry implements ClusterRegistry {
   registerLeased(record: ShardRecord, ttlSeconds: number, replaces?: ShardRecord): ShardRegistration & { keepAlive(): boolean } {
     const held = this.shards.get(record.shardId);
     if (held && held.expiresAt >= Date.now() && !(replaces && JSON.stringify(held.record) === JSON.stringify(replaces))) throw new RegistryConflictError(`shard id ${record.shardId} is registered by another live process: give this shard another --shard-id, or stop the other`);
+    // The slot is claimed with the id, atomically (one thread): held only by this id or by nobody live.
+    const slotHolder = record.slot ? [...this.shards.values()].find((e) => e.expiresAt >= Date.now() && e.record.slot === record.slot && e.record.shardId !== record.shardId) : undefined;
+    if (slotHolder) throw new SlotTakenError(`plan slot ${record.slot} is held by live shard ${slotHolder.record.shardId}: take another slot (or none, to join as a new one)`);
     const entry: Entry = { record, expiresAt: Date.now() + ttlSeconds * 1000 };
     this.shards.set(record.shardId, entry);
     this.notifyShards();
@@ -66,6 +69,7 @@ export class MemoryRegistry implements ClusterRegistry {
         return true;
       },
       update: async (next) => {
+        if (next.slot !== record.slot) throw new RegistryConflictError(`a registration keeps its slot (${record.slot || 'none'}): register again to take ${next.slot || 'none'}`);
         entry.record = next;
         if (alive()) this.notifyShards();
       },

@@ -29,6 +29,18 @@ export const placementPlanSchema = z.object({
   modelFingerprint: z.string().max(128),
   /** shard slot name → per MoE layer, the experts it holds. */
   shards: z.record(name(128), layerExperts),
+  /**
+   * What the plan was made from, so that whoever re-plans (a rebalance, a shard joining or leaving)
+   * keeps it: the measured tokens per expert of each MoE layer (layer → per expert), the bytes one
+   * expert takes in the format shards hold it, and the memory budget per shard.
+   */
+  basis: z
+    .object({
+      expertLoad: z.record(z.string().regex(/^\d{1,4}$/), z.array(z.number().nonnegative()).max(65536)).optional(),
+      expertBytes: z.number().nonnegative().optional(),
+      shardMemoryBytes: z.number().positive().optional(),
+    })
+    .optional(),
 });
 export type PlacementPlan = z.infer<typeof placementPlanSchema>;
 
@@ -38,4 +50,6 @@ export const keys = {
   shards: (cluster: string): string => `/expertmesh/${cluster}/shards/`,
   shard: (cluster: string, shardId: string): string => `/expertmesh/${cluster}/shards/${shardId}`,
   plan: (cluster: string): string => `/expertmesh/${cluster}/plan`,
+  /** A plan slot's claim: the shard id holding it, under that shard's lease. */
+  slot: (cluster: string, slot: string): string => `/expertmesh/${cluster}/slots/${slot}`,
 };

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { bearerMatches } from '@expertmesh/security';
 import type { MemoryRegistry } from './memory-registry.js';
-import { RegistryConflictError } from './registry-errors.js';
+import { RegistryConflictError, SlotTakenError } from './registry-errors.js';
 import { placementPlanSchema, shardRecordSchema } from './records.js';
 
 /** Request bodies are records and plans: a few KiB to a few MiB for the largest plans. */
@@ -48,7 +48,7 @@ export class RegistryServer {
       rs.handle(req, res).catch((e: Error) => {
         const status = e instanceof HttpError ? e.status : e instanceof RegistryConflictError ? 409 : 400;
         if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
-        res.end(JSON.stringify({ error: e.message.slice(0, 1000) }));
+        res.end(JSON.stringify({ error: e.message.slice(0, 1000), ...(e instanceof SlotTakenError ? { kind: 'slot_taken' } : {}) }));
       });
     });
     server.headersTimeout = 10_000;

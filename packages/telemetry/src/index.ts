@@ -5,3 +5,4 @@ export { RouterMetrics } from './router-metrics.js';
 export { ShardMetrics } from './shard-metrics.js';
 export { serveMetrics } from './metrics-endpoint.js';
 export { prometheusText } from './prometheus-text.js';
+export { RebalanceMetrics, WINDOW_METRIC, TOTAL_METRIC } from './rebalance-metrics.js';

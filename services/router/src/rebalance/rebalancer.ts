@@ -1,0 +1,128 @@
+import { planImbalance, replan, updatePlan, type ClusterRegistry, type PlacementPlan, type Replan, type ShardRecord } from '@expertmesh/discovery';
+import type { ModelConfig } from '@expertmesh/model-config';
+import type { ExpertLoadWindow } from './expert-load-window.js';
+import type { RebalanceMetrics } from '@expertmesh/telemetry';
+
+export interface RebalanceOptions {
+  /** How often the load is checked. */
+  readonly intervalMs: number;
+  /** Rebalance when some layer's max over mean tokens per shard passes this (e.g. 1.25). */
+  readonly threshold: number;
+  /** Tokens the window must hold before its load is trusted. */
+  readonly minTokens: number;
+  /** Longest wait for shards to switch to a new plan before the rebalancer checks again anyway. */
+  readonly switchTimeoutMs?: number;
+}
+
+/** What one check found and did: for logs and tests. */
+export interface RebalanceEvent {
+  readonly version: number;
+  readonly imbalanceBefore: number;
+  readonly imbalanceAfter: number;
+  readonly movedExperts: number;
+  readonly movedBytes: number;
+  /** Null when the shards had not all switched within the switch timeout. */
+  readonly switchMs: number | null;
+}
+
+const worst = (m: ReadonlyMap<number, number>): number => Math.max(1, ...m.values());
+
+/**
+ * The closed loop: every interval, the load of the window is weighed against the plan in force.
+ * When the worst layer's imbalance passes the threshold, and a re-plan would lower it, the new plan
+ * (fewest experts moved) is stored over the one read, and the time until every shard reports it is
+ * measured. Shards load new experts while the old serve, and hand old ones over only once another
+ * holder has them, so serving never pauses.
+ */
+export class Rebalancer {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly registry: ClusterRegistry,
+    private readonly model: { readonly config: ModelConfig; readonly fingerprint: string },
+    private readonly window: ExpertLoadWindow,
+    private readonly metrics: RebalanceMetrics,
+    private readonly options: RebalanceOptions,
+    private readonly onEvent: (e: RebalanceEvent) => void = () => undefined,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.running || this.stopped) return;
+      this.running = this.check()
+        .then(() => undefined)
+        .catch((e: Error) => void process.stderr.write(`[rebalance] ${e.message.slice(0, 500)}\n`))
+        .finally(() => (this.running = null));
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One look at the load; stores a new plan when it pays. */
+  async check(): Promise<RebalanceEvent | null> {
+    if (this.window.total() < this.options.minTokens) return null;
+    const snapshot = this.window.snapshot();
+    const load = (layer: number, e: number): number => snapshot.get(layer)?.[e] ?? 0;
+    const shards = await this.registry.listShards();
+    let before = new Map<number, number>();
+    const change = await updatePlan(this.registry, (current) => {
+      if (!current || this.stopped) return null;
+      before = planImbalance(current, this.model.config, load);
+      for (const [layer, v] of before) this.metrics.imbalance.set({ layer: String(layer), phase: 'current' }, v);
+      if (worst(before) < this.options.threshold) return null;
+      const next = this.replan(current, load, shards);
+      const after = planImbalance(next.plan, this.model.config, load);
+      // Moving experts costs loads and memory: only for a clear gain.
+      return worst(after) < worst(before) * 0.95 ? { ...next, after } : null;
+    });
+    if (!change) return null;
+    const storedAt = performance.now();
+    this.metrics.rebalances.inc();
+    this.metrics.bytesMoved.inc(change.movedBytes);
+    this.metrics.expertsMoved.inc(change.movedExperts);
+    for (const [layer, v] of before) this.metrics.imbalance.set({ layer: String(layer), phase: 'before' }, v);
+    for (const [layer, v] of change.after) this.metrics.imbalance.set({ layer: String(layer), phase: 'after' }, v);
+    const switched = await this.untilSwitched(change.plan);
+    const switchMs = switched ? performance.now() - storedAt : null;
+    if (switchMs !== null) this.metrics.switchSeconds.observe(switchMs / 1000);
+    const event: RebalanceEvent = { version: change.plan.version, imbalanceBefore: worst(before), imbalanceAfter: worst(change.after), movedExperts: change.movedExperts, movedBytes: change.movedBytes, switchMs };
+    this.onEvent(event);
+    return event;
+  }
+
+  private replan(current: PlacementPlan, load: (layer: number, e: number) => number, shards: readonly ShardRecord[]): Replan {
+    // Bytes per expert as shards really hold them (their records), else as the plan was made with.
+    const measured = Math.max(0, ...shards.map((s) => s.weightBytes / Math.max(1, s.layers.reduce((a, l) => a + l.experts.length, 0))));
+    const bytesPerExpert = measured || current.basis?.expertBytes || 0;
+    const next = replan({
+      config: this.model.config,
+      modelFingerprint: this.model.fingerprint,
+      version: current.version + 1,
+      current,
+      slots: Object.keys(current.shards),
+      expertLoad: load,
+      bytesPerExpert,
+      ...(current.basis?.shardMemoryBytes !== undefined ? { memoryBudgetBytes: current.basis.shardMemoryBytes } : {}),
+    });
+    const expertLoad = Object.fromEntries(this.model.config.moeLayers.map((layer) => [String(layer), Array.from({ length: this.model.config.nRoutedExperts }, (_, e) => load(layer, e))]));
+    return { ...next, plan: { ...next.plan, basis: { ...current.basis, expertLoad, expertBytes: bytesPerExpert } } };
+  }
+
+  /** Waits until every slot of `plan` has a live shard that reports it (bounded). */
+  private async untilSwitched(plan: PlacementPlan): Promise<boolean> {
+    const deadline = Date.now() + (this.options.switchTimeoutMs ?? 600_000);
+    while (!this.stopped && Date.now() < deadline) {
+      const bySlot = new Map((await this.registry.listShards()).map((s) => [s.slot, s]));
+      if (Object.keys(plan.shards).every((slot) => (bySlot.get(slot)?.planVersion ?? 0) >= plan.version)) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  }
+}
