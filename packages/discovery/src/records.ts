@@ -20,6 +20,8 @@ export const shardRecordSchema = z.object({
   planVersion: z.number().int().nonnegative(),
   /** The plan's slot this shard fills ('' when its experts were given by hand). */
   slot: z.string().max(128),
+  /** Leaving (SIGTERM): still serving what it holds, but nobody should hand experts over to it. */
+  draining: z.boolean().optional(),
 });
 export type ShardRecord = z.infer<typeof shardRecordSchema>;
 

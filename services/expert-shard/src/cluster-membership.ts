@@ -1,6 +1,16 @@
-import { planProblem, RegistryConflictError, type ClusterRegistry, type PlacementPlan, type ShardRecord, type ShardRegistration, type StaleHolderCheck } from '@expertmesh/discovery';
-import type { ModelConfig } from '@expertmesh/model-config';
-import { selectionFromPlan, type ExpertSelection } from './expert-spec.js';
+import {
+  planProblem,
+  RegistryConflictError,
+  replanMembers,
+  SlotTakenError,
+  updatePlan,
+  type ClusterRegistry,
+  type PlacementPlan,
+  type ShardRecord,
+  type ShardRegistration,
+  type StaleHolderCheck,
+} from '@expertmesh/discovery';
+import { selectionFromPlan } from './expert-spec.js';
 import { loadExperts, type ShardLoadOptions } from './load-shard.js';
 import type { ShardCompute } from './shard-compute.js';
 
@@ -8,119 +18,257 @@ export class PlanWaitError extends Error {
   override readonly name = 'PlanWaitError';
 }
 
-/**
- * Waits for the cluster's placement plan and picks this shard's slot in it: `slot`, or the first no
- * live shard fills. A plan that does not fit the model (unknown layers or experts, experts without a
- * holder, another model) is not followed: the shard waits for a valid one and says why.
- */
-export async function assignmentFromPlan(
-  registry: ClusterRegistry,
-  slot: string | undefined,
-  timeoutMs: number,
-  model: { config: ModelConfig; fingerprint: string },
-  onRejected: (problem: string) => void = () => undefined,
-): Promise<{ plan: PlacementPlan; slot: string; selection: ExpertSelection }> {
-  const deadline = Date.now() + timeoutMs;
-  let rejected: string | null = null;
-  for (;;) {
-    const read = await registry.getPlan().then(
-      (p) => p,
-      (e: Error) => e,
-    );
-    const problem = read instanceof Error ? read.message : read ? planProblem(read, model.config, model.fingerprint) : null;
-    if (problem && problem !== rejected) onRejected((rejected = problem));
-    const plan = problem || read instanceof Error ? null : read;
-    if (plan) {
-      const taken = new Set((await registry.listShards()).map((s) => s.slot));
-      const chosen = slot ?? Object.keys(plan.shards).find((s) => !taken.has(s));
-      if (chosen !== undefined) {
-        const layers = plan.shards[chosen];
-        if (!layers) throw new PlanWaitError(`slot ${chosen} is not in plan version ${plan.version} (slots: ${Object.keys(plan.shards).join(', ')})`);
-        return { plan, slot: chosen, selection: selectionFromPlan(layers) };
-      }
-    }
-    if (Date.now() > deadline) {
-      throw new PlanWaitError(plan ? `every slot of plan version ${plan.version} is taken: stop a shard or plan more slots` : rejected ? `the stored plan cannot be followed (${rejected}): store a valid one with \`expertmesh plan --store\`` : 'no placement plan in the registry: run `expertmesh plan --store` or `expertmesh up`');
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
+type Layers = { layer: number; experts: number[] }[];
+
+export interface MembershipTimings {
+  /** How long requests routed before routers saw a switch may still use the experts handed over. */
+  readonly retireGraceMs: number;
+  /** How long a switch or a departure waits for other shards to hold the experts it gives up. */
+  readonly handoffTimeoutMs: number;
 }
 
+export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handoffTimeoutMs: 120_000 };
+
+/** How long a leaving shard waits for others stopped at the same moment to say they are leaving too. */
+const LEAVE_SETTLE_MS = 500;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 /**
- * A shard's life in the cluster: its record under a lease, kept current; and, when it fills a plan
- * slot, reloading its experts when a new plan moves them (the old set serves until the new is ready).
+ * A shard's life in the cluster: its record under a lease, kept current to what it really runs.
+ *
+ * A shard following the plan claims a slot atomically (the slot key and its record in one etcd
+ * transaction under its lease), then loads that slot's experts; with every slot taken it claims a
+ * new one and adds it to the plan (a re-plan that gives it work). A new plan is applied without a
+ * moment in which an expert has no holder: the shard loads its new experts while the old serve,
+ * advertises both, and gives up the old ones only once another live shard advertises each of them
+ * (then keeps them a grace period for requests already routed). Leaving (SIGTERM) runs the same
+ * hand-over: a plan without this slot, and the lease is let go only once others hold its experts.
  */
 export class ClusterMembership {
   private registration: ShardRegistration | null = null;
   private stopPlanWatch: (() => Promise<void>) | null = null;
   private record: ShardRecord;
   private reloading: Promise<void> = Promise.resolve();
+  private leaving = false;
+  private readonly planSeen: ((plan: PlacementPlan) => void)[] = [];
 
   constructor(
     private readonly registry: ClusterRegistry,
     private readonly compute: ShardCompute,
-    base: { shardId: string; address: string; slot: string; planVersion: number },
+    base: { shardId: string; address: string },
     private readonly reload: { modelDir: string; load: ShardLoadOptions } | null,
     private readonly onPlanRejected: (problem: string) => void = (problem) => void process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`),
+    private readonly timings: MembershipTimings = DEFAULT_TIMINGS,
+    private readonly log: (line: string) => void = (line) => void process.stderr.write(`expertmesh shard: ${line}\n`),
   ) {
-    this.record = this.makeRecord(base.shardId, base.address, base.slot, base.planVersion);
+    this.record = {
+      shardId: base.shardId,
+      address: base.address,
+      slot: '',
+      planVersion: 0,
+      modelFingerprint: compute.fingerprint,
+      layers: compute.servingLayers(),
+      computeDtype: 'float32',
+      weightBytes: compute.experts.weightBytes,
+      weightFormat: compute.experts.weightFormat,
+      health: 'SERVING',
+    };
+  }
+
+  get slot(): string {
+    return this.record.slot;
+  }
+
+  get planVersion(): number {
+    return this.record.planVersion;
   }
 
   /**
-   * Registers under a lease. The id of a previous process that is gone (`isStale` says so) is taken
-   * over at once; a live holder's is not: that conflict is retried for one TTL (it may be stopping)
-   * and then reported.
+   * Registers with the experts given by hand (no slot). The id of a previous process that is gone
+   * (`isStale` says so) is taken over at once; a live holder's is retried for one TTL (it may be
+   * stopping) and then reported.
    */
   async join(ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<void> {
-    const deadline = Date.now() + (ttlSeconds + 1) * 1000;
+    await this.register(this.record, ttlSeconds, keepAliveSeconds, isStale);
+  }
+
+  /**
+   * Takes a slot of the plan (`wanted`, or the first free one; a new slot when all are taken, or
+   * when `wanted` is not in the plan), then follows the plan: resolves once this shard serves its
+   * slot's experts.
+   */
+  async joinPlan(ttlSeconds: number, keepAliveSeconds: number | undefined, isStale: StaleHolderCheck | undefined, wanted: string | undefined, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const plan = await this.validPlan(deadline);
     for (;;) {
-      try {
-        this.registration = await this.registry.registerShard(this.record, ttlSeconds, keepAliveSeconds, isStale);
-        break;
-      } catch (e) {
-        if (!(e instanceof RegistryConflictError) || Date.now() > deadline) throw e;
-        await new Promise((r) => setTimeout(r, 250));
+      const taken = new Set((await this.registry.listShards()).filter((r) => r.shardId !== this.record.shardId).map((r) => r.slot));
+      const current = (await this.registry.getPlan()) ?? plan;
+      const free = Object.keys(current.shards).filter((s) => !taken.has(s));
+      const candidates = wanted !== undefined ? [wanted] : [...free, newSlotName(current, taken)];
+      for (const slot of candidates) {
+        try {
+          await this.register({ ...this.record, slot, health: 'NOT_SERVING', layers: [], weightBytes: 0 }, ttlSeconds, keepAliveSeconds, isStale);
+          this.record = { ...this.record, slot, health: 'NOT_SERVING', layers: [], weightBytes: 0 };
+          return await this.follow(deadline);
+        } catch (e) {
+          if (!(e instanceof SlotTakenError)) throw e;
+        }
       }
-    }
-    if (this.record.slot && this.reload) {
-      this.stopPlanWatch = await this.registry.watchPlan((plan) => {
-        if (!plan || plan.version === this.record.planVersion) return;
-        const problem = planProblem(plan, this.compute.config, this.compute.fingerprint);
-        if (problem) return this.onPlanRejected(problem);
-        this.reloading = this.reloading.then(() => this.applyPlan(plan)).catch((e: Error) => void process.stderr.write(`plan ${plan.version}: ${e.message}\n`));
-      });
+      if (Date.now() > deadline) throw new PlanWaitError(wanted !== undefined ? `slot ${wanted} stays held by another live shard: stop it, or start this one without --slot` : 'no slot could be claimed: every one was taken meanwhile');
+      await sleep(250);
     }
   }
 
-  /** Leaves the cluster first, so routers stop sending here, then the caller drains. */
+  /** Leaves the cluster: hands this slot's experts to others through a plan change first, then lets the lease go. */
   async leave(): Promise<void> {
+    this.leaving = true;
+    if (this.record.slot && this.reload && this.registration) {
+      await this.publish({ draining: true }).catch(() => undefined);
+      await this.reloading;
+      // Shards stopped together (a whole cluster shutting down) see each other draining: none re-plans.
+      await sleep(LEAVE_SETTLE_MS);
+      if ((await this.takers()).length === 0) this.log('leaving: no other serving shard to hand experts to; the plan stays as it is');
+      else await this.handOffSlot().catch((e: Error) => this.log(`leaving without a complete hand-over: ${e.message}`));
+    }
     await this.stopPlanWatch?.();
-    await this.reloading;
     await this.registration?.close();
   }
 
-  private async applyPlan(plan: PlacementPlan): Promise<void> {
-    const layers = plan.shards[this.record.slot];
-    if (!layers || !this.reload) return;
-    const same = JSON.stringify(layers) === JSON.stringify(this.compute.experts.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })));
-    if (!same) this.compute.replaceExperts(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(layers), this.reload.load));
-    this.record = this.makeRecord(this.record.shardId, this.record.address, this.record.slot, plan.version);
-    await this.registration?.update(this.record);
+  /** Other live shards of this model that serve and are not leaving: those that can take experts over. */
+  private async takers(): Promise<ShardRecord[]> {
+    return (await this.registry.listShards()).filter((r) => r.shardId !== this.record.shardId && r.health === 'SERVING' && !r.draining && r.modelFingerprint === this.record.modelFingerprint);
   }
 
-  private makeRecord(shardId: string, address: string, slot: string, planVersion: number): ShardRecord {
-    const experts = this.compute.experts;
-    return {
-      shardId,
-      address,
-      slot,
-      planVersion,
-      modelFingerprint: this.compute.fingerprint,
-      layers: experts.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })),
-      computeDtype: 'float32',
-      weightBytes: experts.weightBytes,
-      weightFormat: experts.weightFormat,
-      health: 'SERVING',
-    };
+  private async register(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<void> {
+    const deadline = Date.now() + (ttlSeconds + 1) * 1000;
+    for (;;) {
+      try {
+        this.registration = await this.registry.registerShard(record, ttlSeconds, keepAliveSeconds, isStale);
+        return;
+      } catch (e) {
+        if (!(e instanceof RegistryConflictError) || e instanceof SlotTakenError || Date.now() > deadline) throw e;
+        await sleep(250);
+      }
+    }
+  }
+
+  /** Watches the plan; adds this slot to it when it is new; resolves once the slot's experts serve. */
+  private async follow(deadline: number): Promise<void> {
+    const served = new Promise<void>((resolve) => this.planSeen.push(() => this.record.health === 'SERVING' && resolve()));
+    this.stopPlanWatch = await this.registry.watchPlan((plan) => {
+      if (!plan || this.leaving) return;
+      const problem = planProblem(plan, this.compute.config, this.compute.fingerprint);
+      if (problem) return this.onPlanRejected(problem);
+      this.reloading = this.reloading
+        .then(() => this.applyPlan(plan))
+        .catch((e: Error) => this.log(`plan ${plan.version}: ${e.message}`))
+        .finally(() => this.planSeen.forEach((f) => f(plan)));
+    });
+    const slot = this.record.slot;
+    const records = await this.registry.listShards();
+    const added = await updatePlan(this.registry, (current) => (!current || current.shards[slot] ? null : replanMembers(this.compute.config, current, [...Object.keys(current.shards), slot], records)));
+    if (added) this.log(`joined as new slot ${slot}: stored plan v${added.plan.version} (${added.movedExperts} experts moved, ${added.movedBytes} bytes)`);
+    const left = deadline - Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([served, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new PlanWaitError(`slot ${slot}: its experts were not loaded within the time allowed`)), Math.max(0, left))))]).finally(() => clearTimeout(timer));
+  }
+
+  /** A valid plan for this model, waiting for one (a cluster being set up) until `deadline`. */
+  private async validPlan(deadline: number): Promise<PlacementPlan> {
+    let rejected: string | null = null;
+    for (;;) {
+      const read = await this.registry.getPlan().then(
+        (p) => p,
+        (e: Error) => e,
+      );
+      const problem = read instanceof Error ? read.message : read ? planProblem(read, this.compute.config, this.compute.fingerprint) : null;
+      if (problem && problem !== rejected) this.onPlanRejected((rejected = problem));
+      if (read && !(read instanceof Error) && !problem) return read;
+      if (Date.now() > deadline) {
+        throw new PlanWaitError(rejected ? `the stored plan cannot be followed (${rejected}): store a valid one with \`expertmesh plan --store\`` : 'no placement plan in the registry: run `expertmesh plan --store` or `expertmesh up`');
+      }
+      await sleep(500);
+    }
+  }
+
+  /**
+   * Loads this slot's experts of `plan` beside the ones serving, advertises both, waits until other
+   * shards advertise the ones it gives up, then advertises only the new set.
+   */
+  private async applyPlan(plan: PlacementPlan): Promise<void> {
+    const target = plan.shards[this.record.slot];
+    if (!target || !this.reload || this.leaving) return;
+    const now = sameLayers(this.compute.experts.heldLayers(), target);
+    if (!now) {
+      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load));
+      await this.publish({ layers: this.compute.servingLayers(), health: 'SERVING' });
+      const givenUp = minus(this.compute.servingLayers(), target);
+      if (!(await this.untilHeldElsewhere(givenUp))) {
+        this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
+        await this.publish({ planVersion: plan.version });
+        return;
+      }
+    }
+    await this.publish({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
+    this.compute.retire(this.timings.retireGraceMs);
+  }
+
+  /** Stores a plan without this slot, then waits until other shards advertise every expert this one serves. */
+  private async handOffSlot(): Promise<void> {
+    const slot = this.record.slot;
+    const records = await this.registry.listShards();
+    const draining = new Set(records.filter((r) => r.draining).map((r) => r.slot));
+    const change = await updatePlan(this.registry, (current) => {
+      if (!current?.shards[slot]) return null;
+      const rest = Object.keys(current.shards).filter((s) => s !== slot && !draining.has(s));
+      return rest.length === 0 ? null : replanMembers(this.compute.config, current, rest, records);
+    });
+    if (change) this.log(`leaving: stored plan v${change.plan.version} without slot ${slot} (${change.movedExperts} experts moved, ${change.movedBytes} bytes)`);
+    const serving = this.compute.servingLayers();
+    if (!(await this.untilHeldElsewhere(serving))) throw new Error(`other shards did not take over ${count(serving)} experts within ${this.timings.handoffTimeoutMs} ms`);
+    // Routers stop routing here once they see the record go; requests already routed still finish.
+    await this.publish({ health: 'NOT_SERVING' });
+    await sleep(this.timings.retireGraceMs);
+  }
+
+  /** Whether, within the hand-over timeout, every expert of `layers` is advertised by another live, serving shard of this model. */
+  private async untilHeldElsewhere(layers: Layers): Promise<boolean> {
+    const deadline = Date.now() + this.timings.handoffTimeoutMs;
+    while (count(layers) > 0) {
+      const others = await this.takers();
+      if (others.length === 0) return false;
+      const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
+      if (layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`)))) return true;
+      if (Date.now() > deadline) return false;
+      await sleep(100);
+    }
+    return true;
+  }
+
+  private async publish(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health' | 'draining'>>): Promise<void> {
+    this.record = { ...this.record, ...change, weightBytes: this.compute.experts.weightBytes, weightFormat: this.compute.experts.weightFormat };
+    await this.registration?.update(this.record);
+  }
+}
+
+function sameLayers(a: readonly { layer: number; experts: readonly number[] }[], b: readonly { layer: number; experts: readonly number[] }[]): boolean {
+  const key = (ls: readonly { layer: number; experts: readonly number[] }[]): string =>
+    JSON.stringify(ls.filter((l) => l.experts.length > 0).map((l) => [l.layer, [...l.experts].sort((x, y) => x - y)]).sort((x, y) => (x[0] as number) - (y[0] as number)));
+  return key(a) === key(b);
+}
+
+/** The experts of `a` that `b` does not list. */
+function minus(a: Layers, b: readonly { layer: number; experts: readonly number[] }[]): Layers {
+  return a.map((l) => ({ layer: l.layer, experts: l.experts.filter((e) => !(b.find((x) => x.layer === l.layer)?.experts.includes(e) ?? false)) })).filter((l) => l.experts.length > 0);
+}
+
+const count = (layers: Layers): number => layers.reduce((a, l) => a + l.experts.length, 0);
+
+/** A slot name for a shard joining a plan whose slots are all taken: `shard-N`, first N free in plan and registry. */
+function newSlotName(plan: PlacementPlan, taken: ReadonlySet<string>): string {
+  for (let i = Object.keys(plan.shards).length; ; i++) {
+    const name = `shard-${i}`;
+    if (!(name in plan.shards) && !taken.has(name)) return name;
   }
 }

@@ -2,11 +2,10 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { ExecutionProvider } from '@expertmesh/tensor-ops';
 import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
-import { loadModelConfig } from '@expertmesh/model-config';
 import { checkExposure, loadTls } from '@expertmesh/security';
 import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
 import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
-import { assignmentFromPlan, ClusterMembership } from './cluster-membership.js';
+import { ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { loadShardCompute } from './load-shard.js';
 import { DEFAULT_MAX_TOKENS_PER_CALL } from '@expertmesh/wire';
@@ -19,9 +18,15 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
     [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4]
+    [--handoff-timeout 120] [--retire-grace 5]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
-  experts from the cluster's placement plan (slot --slot, or the first free one) and follows plan changes.
+  experts from the cluster's placement plan and follows plan changes: it claims slot --slot, or the first free one, atomically
+  (an etcd transaction under its lease); with every slot taken (or a --slot the plan lacks) it joins as a new slot and
+  stores a re-plan that gives it work. A new plan is applied with no pause: new experts load while the old serve, and
+  an old one is given up only once another shard holds it (kept --retire-grace seconds more for requests in flight;
+  at most --handoff-timeout seconds of waiting, then it keeps serving it). SIGTERM first hands this slot's experts to
+  the other shards through a plan change (unless they are all stopping too), then leaves, drains and exits.
   --tls-* serve mutual TLS: routers must present a certificate of --tls-ca. A non-loopback --listen without TLS refuses
   to start unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
@@ -74,6 +79,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'etcd-user': { type: 'string' },
         'etcd-password-file': { type: 'string' },
         'weight-dtype': { type: 'string', default: process.env.EXPERTMESH_WEIGHT_DTYPE ?? 'auto' },
+        'handoff-timeout': { type: 'string', default: '120' },
+        'retire-grace': { type: 'string', default: '5' },
       },
       strict: true,
     }));
@@ -93,6 +100,10 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!(ttl >= 1)) throw new ShardUsageError('--lease-ttl must be at least 1 second');
   const keepAlive = values['lease-keepalive'] === undefined ? undefined : Number(values['lease-keepalive']);
   if (keepAlive !== undefined && !(keepAlive > 0 && keepAlive < ttl)) throw new ShardUsageError('--lease-keepalive must be above 0 and below --lease-ttl');
+  const handoffTimeout = Number(values['handoff-timeout']);
+  if (!(handoffTimeout >= 0)) throw new ShardUsageError('--handoff-timeout must be a number of seconds ≥ 0');
+  const retireGrace = Number(values['retire-grace']);
+  if (!(retireGrace >= 0)) throw new ShardUsageError('--retire-grace must be a number of seconds ≥ 0');
   const maxTokensPerCall = Number(values['max-tokens-per-call']);
   if (!Number.isInteger(maxTokensPerCall) || maxTokensPerCall < 1) throw new ShardUsageError('--max-tokens-per-call must be a whole number ≥ 1');
   const maxInFlight = Number(values['max-in-flight-per-stream']);
@@ -121,27 +132,13 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   // Without a registry and without --experts, hold everything (a single-shard deployment).
   const expertSpec = values.experts ?? (registry ? undefined : 'all');
 
-  let slot = '';
-  let planVersion = 0;
-  const config = await loadModelConfig(values.model);
   const metricsRegistry = new ShardMetrics();
   const onPlanRejected = (problem: string): void => {
     metricsRegistry.registryRejected.inc({ kind: 'plan' });
     process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`);
   };
-  const compute = await loadShardCompute(
-    values.model,
-    expertSpec
-      ? parseExpertSpec(expertSpec)
-      : async (fingerprint) => {
-          const a = await assignmentFromPlan(registry!, values.slot, 120_000, { config, fingerprint }, onPlanRejected);
-          slot = a.slot;
-          planVersion = a.plan.version;
-          return a.selection;
-        },
-    load,
-    maxTokensPerCall,
-  );
+  // Following the plan, the shard starts with no experts: it claims a slot first, then loads that slot's.
+  const compute = await loadShardCompute(values.model, expertSpec ? parseExpertSpec(expertSpec) : { experts: new Set(), layers: null }, load, maxTokensPerCall);
   const tracing = startTracing('shard', shardId);
   const server = new ShardServer(compute, shardId, metricsRegistry, { tls, maxInFlightPerStream: maxInFlight });
   const address = await server.listen(host, port);
@@ -150,10 +147,15 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
-    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, slot, planVersion }, slot ? { modelDir: values.model, load } : null, onPlanRejected)
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address }, expertSpec ? null : { modelDir: values.model, load }, onPlanRejected, {
+        retireGraceMs: retireGrace * 1000,
+        handoffTimeoutMs: handoffTimeout * 1000,
+      })
     : null;
-  await membership?.join(ttl, keepAlive, staleHolderProbe(values.advertise ?? address, tls));
-  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot, fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
+  const isStale = staleHolderProbe(values.advertise ?? address, tls);
+  if (expertSpec) await membership?.join(ttl, keepAlive, isStale);
+  else await membership?.joinPlan(ttl, keepAlive, isStale, values.slot, 120_000);
+  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
   await membership?.leave();

@@ -1,5 +1,7 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { LocalRoutedExperts } from '@expertmesh/local-experts';
+
+type ExpertPairs = Parameters<LocalRoutedExperts['computePairs']>[3];
 import { decodePairs, decodeTensor, DEFAULT_MAX_TOKENS_PER_CALL, encodeTensor, firstNonFiniteRow, WireFormatError, type CallLimits, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
 
@@ -38,14 +40,66 @@ export class ShardCompute {
     return this.held;
   }
 
+  /** Experts of the previous plan still served (handed over to other shards, then released); null when none. */
+  private retiring: LocalRoutedExperts | null = null;
+  private retireTimer: NodeJS.Timeout | null = null;
+
   /**
-   * Switches to another set of experts (a new placement plan). Requests already running finish on
-   * the old set; the old set is released once they have had `graceMs` to do so.
+   * Switches to another set of experts (a new placement plan) without letting go of the old: both
+   * serve until `retire` (routers may still route to the old set until they see the new records).
    */
-  replaceExperts(next: LocalRoutedExperts, graceMs = 10_000): void {
-    const old = this.held;
+  beginSwitch(next: LocalRoutedExperts): void {
+    if (this.retiring) {
+      // A switch over a switch: whatever the retiring set held beyond the current is released now.
+      if (this.retireTimer) clearTimeout(this.retireTimer);
+      void this.retiring.close();
+    }
+    this.retiring = this.held;
     this.held = next;
-    setTimeout(() => void old.close(), graceMs).unref();
+  }
+
+  /** Releases the previous set after `graceMs` (requests routed before routers saw the new records finish on it). */
+  retire(graceMs: number): void {
+    const old = this.retiring;
+    if (!old) return;
+    this.retireTimer = setTimeout(() => {
+      if (this.retiring === old) this.retiring = null;
+      void old.close();
+    }, graceMs);
+    this.retireTimer.unref();
+  }
+
+  /** Whether this shard runs `expert` of `layer` now (the current set or the one being handed over). */
+  holds(layer: number, expert: number): boolean {
+    return this.held.holds(layer, expert) || (this.retiring?.holds(layer, expert) ?? false);
+  }
+
+  /** Per MoE layer, every expert this shard runs now: what its registry record advertises during a switch. */
+  servingLayers(): { layer: number; experts: number[] }[] {
+    const all = new Map<number, Set<number>>();
+    for (const set of [this.held, this.retiring]) for (const l of set?.heldLayers() ?? []) for (const e of l.experts) all.set(l.layer, (all.get(l.layer) ?? new Set()).add(e));
+    return [...all].sort((a, b) => a[0] - b[0]).map(([layer, experts]) => ({ layer, experts: [...experts].sort((a, b) => a - b) }));
+  }
+
+  /** The weighted sums of `pairs`, each on the set that holds its expert (the current one first). */
+  private async computeHeld(layer: number, hidden: Float32Array, rows: number, pairs: ExpertPairs): Promise<Float32Array> {
+    const old = this.retiring;
+    const current = this.held;
+    const elsewhere: number[] = [];
+    for (let i = 0; i < pairs.expertIds.length; i++) if (!current.holds(layer, pairs.expertIds[i]!)) elsewhere.push(i);
+    if (!old || elsewhere.length === 0) return current.computePairs(layer, hidden, rows, pairs);
+    const pick = (indices: readonly number[]): ExpertPairs => ({
+      tokenRows: Int32Array.from(indices, (i) => pairs.tokenRows[i]!),
+      expertIds: Int32Array.from(indices, (i) => pairs.expertIds[i]!),
+      weights: Float32Array.from(indices, (i) => pairs.weights[i]!),
+    });
+    const moved = new Set(elsewhere);
+    const [a, b] = await Promise.all([
+      current.computePairs(layer, hidden, rows, pick(Array.from({ length: pairs.expertIds.length }, (_, i) => i).filter((i) => !moved.has(i)))),
+      old.computePairs(layer, hidden, rows, pick(elsewhere)),
+    ]);
+    for (let i = 0; i < a.length; i++) a[i]! += b[i]!;
+    return a;
   }
 
   /** Runs one request; `stats` says what it was, for metrics and spans. */
@@ -55,7 +109,7 @@ export class ShardCompute {
     }
     const layer = req.layer;
     if (!this.config.moeLayers.includes(layer)) throw failedPrecondition(`layer ${layer} is not an MoE layer of this model (MoE layers: ${this.config.moeLayers[0]}-${this.config.moeLayers.at(-1)})`);
-    if (this.experts.heldExperts(layer).length === 0) throw failedPrecondition(`this shard holds no experts of layer ${layer}`);
+    if (this.servingLayers().every((l) => l.layer !== layer)) throw failedPrecondition(`this shard holds no experts of layer ${layer}`);
     // Bounds first, before anything is decoded: the work a call may cause is tokens × top-k expert rows.
     const claimedRows = req.hidden?.shape[0] ?? 0;
     if (claimedRows > this.maxTokensPerCall) throw invalidArgument(`${claimedRows} tokens in one call exceed this shard's limit of ${this.maxTokensPerCall} (--max-tokens-per-call): split the batch`);
@@ -77,12 +131,12 @@ export class ShardCompute {
     if (badRow >= 0) throw invalidArgument(`hidden row ${badRow} holds a non-finite value (NaN or Inf): the router's hidden states are corrupt`);
     if (firstNonFiniteRow(pairs.weights, 1) >= 0) throw invalidArgument('a pair weight is not finite (NaN or Inf)');
     for (const e of pairs.expertIds) {
-      if (!this.experts.holds(layer, e)) throw failedPrecondition(`expert ${e} of layer ${layer} is not held by this shard (it holds ${describe(this.experts.heldExperts(layer))})`);
+      if (!this.holds(layer, e)) throw failedPrecondition(`expert ${e} of layer ${layer} is not held by this shard (it holds ${describe(this.experts.heldExperts(layer))})`);
     }
     const outputDtype = req.outputDtype === 'TENSOR_DTYPE_FLOAT32' ? 'float32' : req.outputDtype === 'TENSOR_DTYPE_BFLOAT16' || req.outputDtype === 'TENSOR_DTYPE_UNSPECIFIED' ? 'bfloat16' : null;
     if (!outputDtype) throw invalidArgument(`output_dtype ${req.outputDtype} is not FLOAT32 or BFLOAT16`);
     const started = performance.now();
-    const out = await this.held.computePairs(layer, hidden, rows, pairs);
+    const out = await this.computeHeld(layer, hidden, rows, pairs);
     const finished = performance.now();
     const output = encodeTensor(out, rows, this.config.hiddenSize, outputDtype);
     const expertTokens = new Map<number, number>();

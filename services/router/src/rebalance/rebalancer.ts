@@ -1,4 +1,4 @@
-import { planImbalance, replan, updatePlan, type ClusterRegistry, type PlacementPlan, type Replan, type ShardRecord } from '@expertmesh/discovery';
+import { measuredExpertBytes, planImbalance, replan, updatePlan, type ClusterRegistry, type PlacementPlan, type Replan, type ShardRecord } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertLoadWindow } from './expert-load-window.js';
 import type { RebalanceMetrics } from '@expertmesh/telemetry';
@@ -99,8 +99,7 @@ export class Rebalancer {
 
   private replan(current: PlacementPlan, load: (layer: number, e: number) => number, shards: readonly ShardRecord[]): Replan {
     // Bytes per expert as shards really hold them (their records), else as the plan was made with.
-    const measured = Math.max(0, ...shards.map((s) => s.weightBytes / Math.max(1, s.layers.reduce((a, l) => a + l.experts.length, 0))));
-    const bytesPerExpert = measured || current.basis?.expertBytes || 0;
+    const bytesPerExpert = measuredExpertBytes(shards) || current.basis?.expertBytes || 0;
     const next = replan({
       config: this.model.config,
       modelFingerprint: this.model.fingerprint,
