@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { UsageError } from './cli-error.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
 
-type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
+export type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
 
 /**
  * Parses `--flag value` arguments, then validates them with a zod schema, so every command

@@ -17,3 +17,8 @@ export { createApiServer } from './api/api-server.js';
 export { OutputConstraints, GrammarConstraint } from './structured/output-constraints.js';
 export type { OutputSpec, ConstraintOptions } from './structured/output-constraints.js';
 export { GrammarError } from './structured/xgrammar.js';
+export { ExpertLoadWindow } from './rebalance/expert-load-window.js';
+export { expertLoadFromMetrics, ExpertLoadTextError } from './rebalance/expert-load-text.js';
+export { Rebalancer } from './rebalance/rebalancer.js';
+export type { RebalanceOptions, RebalanceEvent } from './rebalance/rebalancer.js';
+export { RebalanceConfigError } from './rebalance/router-load.js';

@@ -15,6 +15,8 @@ import { checkExpertsPlacement, openExperts, type ExpertsPlacement } from './exp
 import { EngineLoop } from './serving/engine-loop.js';
 import { OutputConstraints } from './structured/output-constraints.js';
 import { PromptTokenizer } from './text/prompt-tokenizer.js';
+import { routerLoad, type RouterLoad } from './rebalance/router-load.js';
+import type { RebalanceOptions } from './rebalance/rebalancer.js';
 
 export interface RouterOptions {
   readonly modelDir: string;
@@ -52,6 +54,10 @@ export interface RouterOptions {
   readonly insecure?: boolean;
   /** Prompt text accepted at most in UTF-8 bytes (default: 16 bytes per token of the context, at least 1 MiB). */
   readonly maxPromptBytes?: number;
+  /** The sliding window of tokens per expert (default 60 s): what `plan --load-from` and the rebalancer read. */
+  readonly loadWindowMs?: number;
+  /** Run the closed rebalancing loop (needs a registry placement). */
+  readonly rebalance?: RebalanceOptions;
 }
 
 export class RouterStartError extends Error {
@@ -98,8 +104,10 @@ export class Router {
         process.stderr.write(`expertmesh serve: ignoring ${kind.replace('_', ' ')} ${source.slice(0, 200)}: ${reason.slice(0, 500)}\n`);
       },
     }, o.expertWeightDtype ?? o.weightDtype ?? 'auto');
+    const load = routerLoad(config, identity.fingerprint, metrics.registry, o.loadWindowMs ?? 60_000, placement.kind === 'registry' ? placement.registry : null, o.rebalance);
     experts.observe({
       onRouting: (layer, routing) => {
+        load.window.add(layer, routing.expertIds);
         const counts = new Map<number, number>();
         for (const e of routing.expertIds) counts.set(e, (counts.get(e) ?? 0) + 1);
         for (const [e, n] of counts) metrics.expertTokens.inc({ layer: String(layer), expert: String(e) }, n);
@@ -160,7 +168,10 @@ export class Router {
     });
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    return new Router(`http://${host}:${address.port}`, server, loop, engine, tracing, promptTokenizer, lifecycle);
+    const router = new Router(`http://${host}:${address.port}`, server, loop, engine, tracing, promptTokenizer, lifecycle);
+    router.load = load;
+    load.rebalancer?.start();
+    return router;
   }
 
   /**
@@ -175,8 +186,12 @@ export class Router {
     return this.loop.running + this.loop.waiting;
   }
 
+  /** The expert load window and the rebalancer, if any. */
+  load: RouterLoad | null = null;
+
   /** Stops taking requests, closes open connections, then frees the engine and the shards it started. */
   async stop(): Promise<void> {
+    await this.load?.rebalancer?.stop();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();

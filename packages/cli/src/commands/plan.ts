@@ -1,21 +1,28 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { etcdSecurityFromFlags, EtcdRegistry, planPlacement, planShardBytes, RegistryConflictError, REGISTRY_SECURITY_USAGE, type PlacementPlan } from '@expertmesh/discovery';
+import { etcdSecurityFromFlags, EtcdRegistry, planImbalance, planShardBytes, RegistryConflictError, REGISTRY_SECURITY_USAGE, replan, type ExpertLoad, type PlacementPlan } from '@expertmesh/discovery';
+import { expertLoadFromMetrics } from '@expertmesh/router';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { layoutFromCheckpoint, layoutFromConfig, modelFingerprint, predictExpertBytes, predictRouterMemory, QUANTIZED_FORMATS, WEIGHT_DTYPES, type RouterMemory, type StorageLayout, type WeightDtype } from '@expertmesh/model-weights';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
 import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.js';
 
-export const planUsage = `expertmesh plan (--model DIR | --config config.json) (--shards N | --nodes N --gpus-per-node G)
+export const planUsage = `expertmesh plan (--model DIR | --config config.json) [--shards N | --nodes N --gpus-per-node G]
     [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32|int8|int4] [--kv-cache-tokens 65536]
-    [--store [--if-absent] --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
+    [--load-from http://ROUTER/metrics[,…]] [--store [--if-absent] --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
   Prints which shard holds which experts and their memory, the router's memory, and whether the shards fit
   (SIZE like 80GB or 24GiB). Memory is counted in the format processes hold weights in: --weight-dtype auto (the
   checkpoint's: FP8 with its block scales, BF16), float32, or the lossy int8/int4, as given to serve and shard.
   --store writes the plan to the cluster's registry, where shards started with --cluster/--etcd read it; it replaces
   the stored plan only if nobody changed it since it was read (an etcd transaction). With --if-absent it stores the
-  plan only when the cluster has none, and otherwise leaves the cluster's plan as it is (exit code 0).`;
+  plan only when the cluster has none, and otherwise leaves the cluster's plan as it is (exit code 0). With a stored
+  plan, the new one keeps its holders wherever balance allows and says how many experts (and bytes) shards must load;
+  without --shards/--nodes it keeps the stored plan's slots and --redundant-experts its copies.
+  --load-from reads the measured tokens per expert from routers' /metrics (their sliding window, summed over the URLs;
+  the API key from EXPERTMESH_API_KEY when the metrics need one): the hottest experts get the redundant copies and
+  expected tokens per shard even out within each layer. The load is stored with the plan, so later re-plans (shards
+  joining or leaving) keep it.`;
 
 function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(s.trim());
@@ -87,6 +94,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
       'gpu-memory': { type: 'string' },
       'weight-dtype': { type: 'string' },
       'kv-cache-tokens': { type: 'string' },
+      'load-from': { type: 'string' },
       store: { type: 'boolean' },
       'if-absent': { type: 'boolean' },
       cluster: { type: 'string' },
@@ -99,11 +107,12 @@ export async function plan(argv: readonly string[]): Promise<number> {
       shards: numberFlag((n) => n.int().positive()).optional(),
       nodes: numberFlag((n) => n.int().positive()).optional(),
       'gpus-per-node': numberFlag((n) => n.int().positive()).optional(),
-      'redundant-experts': numberFlag((n) => n.int().nonnegative()).default(0),
+      'redundant-experts': numberFlag((n) => n.int().nonnegative()).optional(),
       'shard-memory': z.string().optional(),
       'gpu-memory': z.string().optional(),
       'weight-dtype': z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]).default('auto'),
       'kv-cache-tokens': numberFlag((n) => n.int().positive()).default(65536),
+      'load-from': z.string().regex(/^https?:\/\/[^,\s]+(,https?:\/\/[^,\s]+)*$/, 'comma-separated http(s) URLs of routers\' /metrics').optional(),
       store: z.boolean().default(false),
       'if-absent': z.boolean().default(false),
       cluster: z.string().optional(),
@@ -117,7 +126,6 @@ export async function plan(argv: readonly string[]): Promise<number> {
     flags.nodes !== undefined
       ? Array.from({ length: flags.nodes * (flags['gpus-per-node'] ?? 1) }, (_, i) => `node${Math.floor(i / (flags['gpus-per-node'] ?? 1))}/gpu${i % (flags['gpus-per-node'] ?? 1)}`)
       : Array.from({ length: flags.shards ?? 0 }, (_, i) => `shard-${i}`);
-  if (slots.length === 0) throw new UsageError('give --shards N, or --nodes N with --gpus-per-node G');
   const sizeFlag = flags['gpu-memory'] ?? flags['shard-memory'];
   const budget = sizeFlag === undefined ? null : parseSize(sizeFlag);
   let fingerprint = '';
@@ -133,19 +141,37 @@ export async function plan(argv: readonly string[]): Promise<number> {
   const router = { memory: predictRouterMemory(config, layout, dtype, flags['kv-cache-tokens']), kvCacheTokens: flags['kv-cache-tokens'], format: describeFormat(layout, dtype) };
   if (flags.store && (!flags.cluster || !flags.etcd || !flags.model)) throw new UsageError('--store needs --model, --cluster and --etcd');
   if (flags['if-absent'] && !flags.store) throw new UsageError('--if-absent goes with --store');
+  const load = flags['load-from'] ? await loadFromRouters(flags['load-from'].split(','), config) : null;
   const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '', await etcdSecurityFromFlags(flags)) : null;
   try {
-    const stored = (await registry?.getPlan())?.version ?? null;
-    const version = (stored ?? 0) + 1;
+    const stored = (await registry?.getPlan()) ?? null;
+    const current = stored && stored.modelFingerprint === fingerprint ? stored : null;
+    const planSlots = slots.length > 0 ? slots : Object.keys(current?.shards ?? {});
+    if (planSlots.length === 0) throw new UsageError('give --shards N, or --nodes N with --gpus-per-node G (or --store into a cluster that has a plan, to keep its slots)');
     // Without a budget the plan is still printed; with one that is exceeded, the table says NO.
-    const p = planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts: flags['redundant-experts'], bytesPerExpert });
+    const next = replan({
+      config,
+      modelFingerprint: fingerprint,
+      version: (stored?.version ?? 0) + 1,
+      current,
+      slots: planSlots,
+      ...(load ? { expertLoad: load.at } : {}),
+      ...(flags['redundant-experts'] !== undefined || !current ? { redundantExperts: flags['redundant-experts'] ?? 0 } : {}),
+      bytesPerExpert,
+    });
+    const p: PlacementPlan = { ...next.plan, basis: { ...(load ? { expertLoad: load.table } : current?.basis?.expertLoad ? { expertLoad: current.basis.expertLoad } : {}), expertBytes: bytesPerExpert, ...(budget !== null ? { shardMemoryBytes: budget } : {}) } };
     process.stdout.write(formatPlan(p, config, bytesPerExpert, budget, router));
+    if (load) {
+      const worst = (plan: PlacementPlan): string => Math.max(...planImbalance(plan, config, load.at).values()).toFixed(2);
+      process.stdout.write(`measured load: ${load.tokens} tokens; imbalance (max over mean tokens per shard, worst layer): ${current ? `${worst(current)} now, ` : ''}${worst(p)} with this plan\n`);
+    }
+    if (current) process.stdout.write(`moves ${next.movedExperts} experts (${gib(next.movedBytes)}) relative to plan v${current.version}\n`);
     if (registry) {
       const kept = (version: number): void => void process.stdout.write(`cluster ${flags.cluster} already has plan v${version}: left as it is (--if-absent)\n`);
-      if (flags['if-absent'] && stored !== null) kept(stored);
+      if (flags['if-absent'] && stored !== null) kept(stored.version);
       else {
         try {
-          await registry.putPlan(p, { replaces: stored });
+          await registry.putPlan(p, { replaces: stored?.version ?? null });
           process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
         } catch (e) {
           // Another writer stored one between our read and write.
@@ -168,4 +194,34 @@ function describeFormat(layout: StorageLayout, dtype: WeightDtype): string {
     return `${dtype} (--weight-dtype ${dtype}, lossy): projections and experts ${q.bits}-bit codes in ${q.block}-column blocks, router gates float32, kv_b ${name[layout.projections]} and embeddings ${name[layout.embedding]} as stored`;
   }
   return `the checkpoint's format: projections and experts ${name[layout.projections]}, embeddings ${name[layout.embedding]}, LM head ${name[layout.lmHead]}`;
+}
+
+/** A router's /metrics for DeepSeek-R1 (58 layers × 256 experts) is about 2 MB; far beyond that is not a router. */
+const MAX_METRICS_CHARS = 64 * 2 ** 20;
+
+/** Tokens per expert measured by routers (their /metrics, summed), as the planner takes them and as a plan stores them. */
+async function loadFromRouters(urls: readonly string[], config: ModelConfig): Promise<{ at: ExpertLoad; table: Record<string, number[]>; tokens: number }> {
+  const key = (process.env.EXPERTMESH_API_KEY ?? '').split(',').find(Boolean);
+  const table: Record<string, number[]> = Object.fromEntries(config.moeLayers.map((l) => [String(l), new Array<number>(config.nRoutedExperts).fill(0)]));
+  for (const url of urls) {
+    const res = await fetch(url, { headers: key ? { authorization: `Bearer ${key}` } : {}, signal: AbortSignal.timeout(30_000) }).catch((e: Error) => {
+      throw new UsageError(`--load-from ${url}: ${e.message}`);
+    });
+    if (!res.ok) throw new UsageError(`--load-from ${url}: HTTP ${res.status}${res.status === 401 ? ' (set EXPERTMESH_API_KEY to a key of that router)' : ''}`);
+    const text = await res.text();
+    if (text.length > MAX_METRICS_CHARS) throw new UsageError(`--load-from ${url}: over ${MAX_METRICS_CHARS} characters of metrics; is this a router's /metrics?`);
+    let measured;
+    try {
+      measured = expertLoadFromMetrics(text, { maxLayer: Math.max(...config.moeLayers), experts: config.nRoutedExperts });
+    } catch (e) {
+      throw new UsageError(`--load-from ${url}: ${(e as Error).message}`);
+    }
+    for (const [layer, row] of measured) {
+      const into = table[String(layer)];
+      if (into) row.forEach((v, e) => (into[e]! += v));
+    }
+  }
+  const tokens = Object.values(table).reduce((a, row) => a + row.reduce((b, v) => b + v, 0), 0);
+  if (tokens === 0) throw new UsageError(`--load-from: the routers have routed no tokens yet (in their load window): plan once they serve traffic`);
+  return { at: (layer, e) => table[String(layer)]?.[e] ?? 0, table, tokens };
 }

@@ -6,6 +6,7 @@ import { loadModelConfig } from '@expertmesh/model-config';
 import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
 import { Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
+import { REBALANCE_USAGE, rebalanceFlagSchema, rebalanceFlagSpec, rebalanceOptions } from '../rebalance-flags.js';
 import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
@@ -16,12 +17,17 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
+    ${REBALANCE_USAGE}
   Serves the OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions, /health, /ready).
   --api-key (repeatable; or EXPERTMESH_API_KEY, comma-separated) makes every endpoint but /health and /ready ask for
   Authorization: Bearer KEY. --tls-* dial shards over mutual TLS. A non-loopback --host without a key refuses to start
   unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
   SIGTERM or SIGINT drains: /ready answers 503, new requests get 503, the requests in flight finish (for at most
-  --drain-seconds), then the router exits.`;
+  --drain-seconds), then the router exits.
+  The router counts tokens per expert over --load-window (metric expertmesh_expert_window_tokens, read by
+  \`expertmesh plan --load-from\`). With a registry, --rebalance-interval runs the closed loop: each interval, when some
+  layer's max over mean tokens per shard passes --rebalance-threshold (and the window holds --rebalance-min-tokens),
+  it stores a re-plan that balances the measured load, moving as few experts as it can; shards switch with no pause.`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   const env = process.env;
@@ -56,6 +62,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...tlsFlagSpec,
       ...etcdFlagSpec,
       ...weightDtypeFlagSpec,
+      ...rebalanceFlagSpec,
     },
     z.object({
       model: z.string().default(env.EXPERTMESH_MODEL ?? ''),
@@ -90,12 +97,14 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...tlsFlagSchema,
       ...etcdFlagSchema,
       ...weightDtypeFlagSchema,
+      ...rebalanceFlagSchema,
     }),
   );
   if (!flags.model) throw new UsageError('--model DIR (or EXPERTMESH_MODEL) is required');
   const sources = [flags.shards > 0, Boolean(flags['shard-addresses']), Boolean(flags.cluster || flags.registry)].filter(Boolean).length;
   if (sources > 1) throw new UsageError('give one of --shards, --shard-addresses, --cluster with --etcd, or --registry');
   if (Boolean(flags.cluster) !== Boolean(flags.etcd)) throw new UsageError('--cluster and --etcd go together');
+  if (flags['rebalance-interval'] !== undefined && !flags.cluster && !flags.registry) throw new UsageError('--rebalance-interval changes the cluster plan: give --cluster with --etcd (or --registry)');
   let registry;
   let tls;
   try {
@@ -143,6 +152,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...(flags['public-endpoints'] ? { publicEndpoints: flags['public-endpoints'] } : {}),
       insecure: flags.insecure,
       ...(flags['max-prompt-bytes'] ? { maxPromptBytes: flags['max-prompt-bytes'] } : {}),
+      ...rebalanceOptions(flags),
     });
   } catch (e) {
     await cluster?.stop();
