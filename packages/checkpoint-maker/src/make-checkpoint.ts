@@ -23,6 +23,12 @@ export interface MakeCheckpointOptions {
   readonly chatTemplate?: ChatTemplateName;
   /** Replace files of the same names already in `outDir` (init-model --force); otherwise refuse to touch them. */
   readonly replace?: boolean;
+  /**
+   * Skewed expert load, as real traffic has it: these experts get `hotBias` added to their
+   * e_score_correction_bias in every MoE layer, so the gate picks them for most tokens.
+   */
+  readonly hotExperts?: readonly number[];
+  readonly hotBias?: number;
 }
 
 /** The folder already holds files the checkpoint would overwrite. */
@@ -101,16 +107,24 @@ async function writeCheckpointInto(outDir: string, options: MakeCheckpointOption
   await mkdir(outDir, { recursive: true });
   await writeFile(join(outDir, 'config.json'), `${JSON.stringify(configJson, null, 2)}\n`);
   const plan = planTensors(config);
-  const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, fp8 ? block : null));
+  const hot = options.hotExperts ?? [];
+  const bad = hot.find((e) => !Number.isInteger(e) || e < 0 || e >= config.nRoutedExperts);
+  if (bad !== undefined) throw new RangeError(`hot expert ${bad} does not exist: the model has ${config.nRoutedExperts} routed experts`);
+  const tensors: LazyTensor[] = plan.flatMap((t) => encodeTensor(t, seed, dtype, fp8 ? block : null, { experts: hot, bias: options.hotBias ?? 1 }));
   const written = await writeShardedCheckpoint(outDir, tensors, options.shards ?? 1);
   if (preset.realTokenizer) await copyTokenizerFiles(outDir, options.chatTemplate ?? 'deepseek-r1');
   return { tensors: tensors.length, bytes: written.totalBytes, files: written.files, tokenizer: preset.realTokenizer };
 }
 
-function encodeTensor(t: PlannedTensor, seed: number, dtype: 'float32' | 'bfloat16', fp8Block: readonly [number, number] | null): LazyTensor[] {
+function encodeTensor(t: PlannedTensor, seed: number, dtype: 'float32' | 'bfloat16', fp8Block: readonly [number, number] | null, hot: { experts: readonly number[]; bias: number }): LazyTensor[] {
   const shape = [...t.shape];
   if (t.role === 'bias') {
-    return [{ name: t.name, dtype: 'F32', shape, data: () => asBytes(randomValues(t, seed)) }];
+    const values = (): Float32Array => {
+      const v = randomValues(t, seed);
+      for (const e of hot.experts) v[e]! += hot.bias;
+      return v;
+    };
+    return [{ name: t.name, dtype: 'F32', shape, data: () => asBytes(values()) }];
   }
   if (t.role === 'linear' && fp8Block) {
     const [rows, cols] = t.shape as readonly [number, number];
