@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { EtcdRegistry, planPlacement, planProblem, type ShardRecord } from '@expertmesh/discovery';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import type { ModelConfig } from '@expertmesh/model-config';
+import { EtcdServer } from '../helpers/etcd-server.js';
+import { startServeProcess } from '../helpers/serve-process.js';
+import { startShardProcess } from '../helpers/shard-process.js';
+import { tempDir } from '../helpers/temp-dir.js';
+
+const cluster = 'slots';
+
+/**
+ * Slot claims against a real etcd with real shard processes: shards started at the same moment
+ * without --slot each get a different slot (before, all four took shard-0 and the cluster never got
+ * ready), and a shard that finds every slot taken joins as a new slot and is given work by a re-plan.
+ */
+describe('atomic slot claims and joining shards', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let etcd: EtcdServer;
+  let registry: EtcdRegistry;
+  let config: ModelConfig;
+  const stops: (() => Promise<void>)[] = [];
+  const shardArgs = (): string[] => ['--model', `${dir.path}/demo`, '--cluster', cluster, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '3'];
+  const until = async (what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> => {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const held = (r: ShardRecord): number => r.layers.reduce((a, l) => a + l.experts.length, 0);
+
+  beforeAll(async () => {
+    dir = await tempDir('slots');
+    await makeCheckpoint({ preset: 'demo', outDir: `${dir.path}/demo`, seed: 3 });
+    const identity = await readCheckpointIdentity(`${dir.path}/demo`);
+    config = identity.config;
+    etcd = await EtcdServer.start();
+    registry = new EtcdRegistry([etcd.url], cluster);
+    await registry.putPlan(planPlacement({ config, modelFingerprint: identity.fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
+  });
+  afterAll(async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    await registry?.close();
+    await etcd?.stop();
+    await dir?.remove();
+  });
+
+  it('four shards started at once without --slot take four different slots, and the router gets ready', async () => {
+    const shards = await Promise.all(Array.from({ length: 4 }, () => startShardProcess(shardArgs())));
+    for (const s of shards) stops.push(s.stop);
+    const records = await registry.listShards();
+    expect(records.map((r) => r.slot).sort()).toEqual(['shard-0', 'shard-1', 'shard-2', 'shard-3']);
+    const plan = (await registry.getPlan())!;
+    expect(plan.version).toBe(1);
+    for (const r of records) {
+      expect(r.health).toBe('SERVING');
+      expect(r.planVersion).toBe(1);
+      expect(r.layers).toEqual(plan.shards[r.slot]);
+    }
+    const router = await startServeProcess(['--model', `${dir.path}/demo`, '--cluster', cluster, '--etcd', etcd.url]);
+    stops.push(router.stop);
+    await until('router ready', async () => (await fetch(`${router.url}/ready`)).status === 200);
+  });
+
+  it('a fifth shard finds every slot taken: it claims a new slot, stores a re-plan that gives it work, and the others hand theirs over', async () => {
+    const before = (await registry.getPlan())!;
+    const fifth = await startShardProcess(shardArgs());
+    stops.push(fifth.stop);
+    const plan = (await registry.getPlan())!;
+    expect(plan.version).toBe(before.version + 1);
+    expect(Object.keys(plan.shards).sort()).toEqual(['shard-0', 'shard-1', 'shard-2', 'shard-3', 'shard-4']);
+    expect(planProblem(plan, config)).toBeNull();
+    // It serves its share (64 experts over 5 shards: 12 or 13 a layer), listed once it was ready.
+    const joined = (await registry.listShards()).find((r) => r.slot === 'shard-4')!;
+    expect(joined.layers).toEqual(plan.shards['shard-4']);
+    for (const l of joined.layers) expect(l.experts.length).toBeGreaterThanOrEqual(12);
+    // The others switch to the new plan: each ends up advertising exactly its slot's experts, fewer than before.
+    await until('every shard on the new plan', async () => (await registry.listShards()).every((r) => r.planVersion === plan.version && JSON.stringify(r.layers) === JSON.stringify(plan.shards[r.slot])));
+    for (const r of await registry.listShards()) if (r.slot !== 'shard-4') expect(held(r)).toBeLessThan(before.shards[r.slot]!.reduce((a, l) => a + l.experts.length, 0));
+  });
+});
