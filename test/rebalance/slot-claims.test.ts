@@ -5,6 +5,7 @@ import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { EtcdServer } from '../helpers/etcd-server.js';
 import { startServeProcess } from '../helpers/serve-process.js';
+import { runCli } from '../helpers/cli.js';
 import { startShardProcess } from '../helpers/shard-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -29,6 +30,7 @@ describe('atomic slot claims and joining shards', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
   };
+  let routerUrl = '';
   const held = (r: ShardRecord): number => r.layers.reduce((a, l) => a + l.experts.length, 0);
 
   beforeAll(async () => {
@@ -62,6 +64,29 @@ describe('atomic slot claims and joining shards', () => {
     const router = await startServeProcess(['--model', `${dir.path}/demo`, '--cluster', cluster, '--etcd', etcd.url]);
     stops.push(router.stop);
     await until('router ready', async () => (await fetch(`${router.url}/ready`)).status === 200);
+    routerUrl = router.url;
+  });
+
+  it('plan --load-from a router re-plans from its measured load and says what moves; the plan keeps that load', async () => {
+    for (const prompt of ['Load to measure', 'More tokens through the experts']) {
+      const res = await fetch(`${routerUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'demo', prompt, max_tokens: 16, temperature: 0, ignore_eos: true }) });
+      expect(res.status).toBe(200);
+    }
+    const before = (await registry.getPlan())!;
+    const r = await runCli(['plan', '--model', `${dir.path}/demo`, '--load-from', `${routerUrl}/metrics`, '--store', '--cluster', cluster, '--etcd', etcd.url]);
+    expect(r.code).toBe(0);
+    const measured = /measured load: (\d+) tokens; imbalance \(max over mean tokens per shard, worst layer\): ([\d.]+) now, ([\d.]+) with this plan/.exec(r.stdout);
+    expect(measured, r.stdout + r.stderr).not.toBeNull();
+    expect(Number(measured![3])).toBeLessThanOrEqual(Number(measured![2]));
+    expect(r.stdout).toMatch(new RegExp(`moves \\d+ experts \\([\\d.]+ GiB\\) relative to plan v${before.version}`));
+    const after = (await registry.getPlan())!;
+    expect(after.version).toBe(before.version + 1);
+    // Same slots; the load it was made from is stored with it: every routed token, top-k per token per layer.
+    expect(Object.keys(after.shards).sort()).toEqual(Object.keys(before.shards).sort());
+    const stored = Object.values(after.basis!.expertLoad!).reduce((a, row) => a + row.reduce((b, v) => b + v, 0), 0);
+    expect(stored).toBe(Number(measured![1]));
+    expect(stored % (config.numExpertsPerTok * config.moeLayers.length)).toBe(0);
+    await until('every shard on the re-plan', async () => (await registry.listShards()).every((s) => s.planVersion === after.version));
   });
 
   it('a fifth shard finds every slot taken: it claims a new slot, stores a re-plan that gives it work, and the others hand theirs over', async () => {
