@@ -102,10 +102,13 @@ export class ClusterMembership {
     const deadline = Date.now() + timeoutMs;
     const plan = await this.validPlan(deadline);
     for (;;) {
-      const taken = new Set((await this.registry.listShards()).filter((r) => r.shardId !== this.record.shardId).map((r) => r.slot));
+      const others = (await this.registry.listShards()).filter((r) => r.shardId !== this.record.shardId);
+      const taken = new Set(others.map((r) => r.slot));
       const current = (await this.registry.getPlan()) ?? plan;
       const free = Object.keys(current.shards).filter((s) => !taken.has(s));
-      const candidates = wanted !== undefined ? [wanted] : [...free, newSlotName(current, taken)];
+      // A slot whose holder is dead (its lease not yet run out) is waited for: this shard replaces it rather than growing the plan.
+      const deadHolder = free.length === 0 && isStale !== undefined && (await anyAsync(others.filter((r) => r.slot in current.shards), isStale));
+      const candidates = wanted !== undefined ? [wanted] : deadHolder ? [] : [...free, newSlotName(current, taken)];
       for (const slot of candidates) {
         try {
           await this.register({ ...this.record, slot, health: 'NOT_SERVING', layers: [], weightBytes: 0 }, ttlSeconds, keepAliveSeconds, isStale);
@@ -261,6 +264,11 @@ function sameLayers(a: readonly { layer: number; experts: readonly number[] }[],
 /** The experts of `a` that `b` does not list. */
 function minus(a: Layers, b: readonly { layer: number; experts: readonly number[] }[]): Layers {
   return a.map((l) => ({ layer: l.layer, experts: l.experts.filter((e) => !(b.find((x) => x.layer === l.layer)?.experts.includes(e) ?? false)) })).filter((l) => l.experts.length > 0);
+}
+
+async function anyAsync<T>(items: readonly T[], test: (item: T) => Promise<boolean>): Promise<boolean> {
+  for (const item of items) if (await test(item)) return true;
+  return false;
 }
 
 const count = (layers: Layers): number => layers.reduce((a, l) => a + l.experts.length, 0);
