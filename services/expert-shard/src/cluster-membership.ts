@@ -123,17 +123,28 @@ export class ClusterMembership {
     }
   }
 
-  /** Leaves the cluster: hands this slot's experts to others through a plan change first, then lets the lease go. */
-  async leave(): Promise<void> {
+  /**
+   * The first step of leaving (SIGTERM): hands this slot's experts to the other shards through a plan
+   * change, and stops advertising once they hold them. Bounded by the hand-over timeout; never throws.
+   */
+  async handOver(): Promise<void> {
     this.leaving = true;
-    if (this.record.slot && this.reload && this.registration) {
-      await this.publish({ draining: true }).catch(() => undefined);
+    if (!this.record.slot || !this.reload || !this.registration) return;
+    try {
+      await this.publish({ draining: true });
       await this.reloading;
       // Shards stopped together (a whole cluster shutting down) see each other draining: none re-plans.
       await sleep(LEAVE_SETTLE_MS);
       if ((await this.takers()).length === 0) this.log('leaving: no other serving shard to hand experts to; the plan stays as it is');
-      else await this.handOffSlot().catch((e: Error) => this.log(`leaving without a complete hand-over: ${e.message}`));
+      else await this.handOffSlot();
+    } catch (e) {
+      this.log(`leaving without a complete hand-over: ${(e as Error).message}`);
     }
+  }
+
+  /** Leaves the registry (after handOver): the lease goes, and with it the record and the slot claim. */
+  async leave(): Promise<void> {
+    this.leaving = true;
     await this.stopPlanWatch?.();
     await this.registration?.close();
   }

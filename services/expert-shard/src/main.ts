@@ -158,6 +158,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
+  await membership?.handOver();
   await membership?.leave();
   await registry?.close();
   await server.shutdown();
