@@ -25,6 +25,8 @@ export interface MembershipTimings {
   readonly retireGraceMs: number;
   /** How long a switch or a departure waits for other shards to hold the experts it gives up. */
   readonly handoffTimeoutMs: number;
+  /** Whether leaving hands the slot's experts over first (off for a cluster stopped as a whole). */
+  readonly handOverOnLeave?: boolean;
 }
 
 export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handoffTimeoutMs: 120_000 };
@@ -129,7 +131,7 @@ export class ClusterMembership {
    */
   async handOver(): Promise<void> {
     this.leaving = true;
-    if (!this.record.slot || !this.reload || !this.registration) return;
+    if (!this.record.slot || !this.reload || !this.registration || this.timings.handOverOnLeave === false) return;
     try {
       await this.publish({ draining: true });
       await this.reloading;

@@ -18,7 +18,7 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
     [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4]
-    [--handoff-timeout 120] [--retire-grace 5]
+    [--handoff-timeout 120] [--retire-grace 5] [--handoff | --no-handoff]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan and follows plan changes: it claims slot --slot, or the first free one, atomically
@@ -26,7 +26,9 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   stores a re-plan that gives it work. A new plan is applied with no pause: new experts load while the old serve, and
   an old one is given up only once another shard holds it (kept --retire-grace seconds more for requests in flight;
   at most --handoff-timeout seconds of waiting, then it keeps serving it). SIGTERM first hands this slot's experts to
-  the other shards through a plan change (unless they are all stopping too), then leaves, drains and exits.
+  the other shards through a plan change when it took its slot by itself (no --slot: an elastic member) or with
+  --handoff; a --slot shard (a StatefulSet pod, a systemd unit: it comes back in that slot) keeps its slot in the plan
+  unless --handoff, and --no-handoff never hands over. Shards all stopping together leave the plan as it is.
   --tls-* serve mutual TLS: routers must present a certificate of --tls-ca. A non-loopback --listen without TLS refuses
   to start unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
@@ -81,6 +83,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'weight-dtype': { type: 'string', default: process.env.EXPERTMESH_WEIGHT_DTYPE ?? 'auto' },
         'handoff-timeout': { type: 'string', default: '120' },
         'retire-grace': { type: 'string', default: '5' },
+        handoff: { type: 'boolean', default: false },
+        'no-handoff': { type: 'boolean', default: false },
       },
       strict: true,
     }));
@@ -100,6 +104,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!(ttl >= 1)) throw new ShardUsageError('--lease-ttl must be at least 1 second');
   const keepAlive = values['lease-keepalive'] === undefined ? undefined : Number(values['lease-keepalive']);
   if (keepAlive !== undefined && !(keepAlive > 0 && keepAlive < ttl)) throw new ShardUsageError('--lease-keepalive must be above 0 and below --lease-ttl');
+  if (values.handoff && values['no-handoff']) throw new ShardUsageError('give --handoff or --no-handoff, not both');
   const handoffTimeout = Number(values['handoff-timeout']);
   if (!(handoffTimeout >= 0)) throw new ShardUsageError('--handoff-timeout must be a number of seconds ≥ 0');
   const retireGrace = Number(values['retire-grace']);
@@ -150,6 +155,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
     ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address }, expertSpec ? null : { modelDir: values.model, load }, onPlanRejected, {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
+        handOverOnLeave: values.handoff! || (!values['no-handoff'] && values.slot === undefined),
       })
     : null;
   const isStale = staleHolderProbe(values.advertise ?? address, tls);

@@ -129,7 +129,8 @@ export async function up(argv: readonly string[]): Promise<number> {
       nRoutedExperts: config.nRoutedExperts,
       registry: etcdUrl ? { cluster: flags.cluster, etcd: etcdUrl } : { url: embedded!.url },
       // One certificate for the shards, valid for the loopback addresses they register.
-      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : [])],
+      // up stops its shards together: they leave the plan as it is (it may not be up's to change).
+      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : []), '--no-handoff'],
     });
     stops.push(() => cluster.stop());
     log(`${flags.shards} shards: ${cluster.addresses.join(', ')}`);
