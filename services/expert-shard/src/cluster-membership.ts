@@ -34,7 +34,17 @@ export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handof
 /** How long a leaving shard waits for others stopped at the same moment to say they are leaving too. */
 const LEAVE_SETTLE_MS = 500;
 
+/** How long one registry call of a departure may take before the hand-over is given up. */
+const REGISTRY_CALL_BOUND_MS = 3000;
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `promise`, or an error naming `what` after `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 
 /**
  * A shard's life in the cluster: its record under a lease, kept current to what it really runs.
@@ -133,7 +143,8 @@ export class ClusterMembership {
     this.leaving = true;
     if (!this.record.slot || !this.reload || !this.registration || this.timings.handOverOnLeave === false) return;
     try {
-      await this.publish({ draining: true });
+      // A registry that does not answer cannot take a hand-over: leave as before, at once.
+      await within(REGISTRY_CALL_BOUND_MS, this.publish({ draining: true }), 'marking this shard draining');
       await this.reloading;
       // Shards stopped together (a whole cluster shutting down) see each other draining: none re-plans.
       await sleep(LEAVE_SETTLE_MS);
