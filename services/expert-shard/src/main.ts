@@ -146,7 +146,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const compute = await loadShardCompute(values.model, expertSpec ? parseExpertSpec(expertSpec) : { experts: new Set(), layers: null }, load, maxTokensPerCall);
   const tracing = startTracing('shard', shardId);
   const server = new ShardServer(compute, shardId, metricsRegistry, { tls, maxInFlightPerStream: maxInFlight });
-  const address = await server.listen(host, port);
+  // A shard following the plan listens before it loads (its record needs the address), but is not healthy until it serves its slot.
+  const address = await server.listen(host, port, { serving: Boolean(expertSpec) || !registry });
   const healthAt = values['health-listen'] === undefined ? null : parseListen(values['health-listen']);
   const healthAddress = healthAt ? await server.listenHealth(healthAt.host, healthAt.port) : null;
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
@@ -161,6 +162,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const isStale = staleHolderProbe(values.advertise ?? address, tls);
   if (expertSpec) await membership?.join(ttl, keepAlive, isStale);
   else await membership?.joinPlan(ttl, keepAlive, isStale, values.slot, 120_000);
+  server.startServing();
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();

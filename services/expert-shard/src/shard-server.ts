@@ -62,12 +62,17 @@ export class ShardServer {
   }
 
   /** Binds (port 0 picks a free one) and starts serving; returns the bound address. */
-  async listen(host: string, port: number): Promise<string> {
+  async listen(host: string, port: number, options: { serving?: boolean } = {}): Promise<string> {
     const bound = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(this.options.tls ?? null), (err, p) => (err ? reject(err) : resolve(p))),
     );
-    this.setServing(true);
+    if (options.serving ?? true) this.setServing(true);
     return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
+  }
+
+  /** Health turns SERVING (a shard that listened before it had loaded its slot's experts). */
+  startServing(): void {
+    if (!this.draining) this.setServing(true);
   }
 
   /**
