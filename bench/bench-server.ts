@@ -27,6 +27,10 @@ export interface StreamTiming {
   readonly outputTokens: number;
   readonly cachedTokens: number;
   readonly promptTokens: number;
+  /** performance.now() of every chunk that carried tokens, one entry per token (the body asks for logprobs). */
+  readonly tokenTimes: readonly number[];
+  /** The tokens, as the log-probabilities name them. */
+  readonly tokens: readonly string[];
 }
 
 /** POSTs a streaming request (with usage; the body should ask for logprobs) and times its first and last token. */
@@ -41,6 +45,8 @@ export async function timedStream(url: string, path: '/v1/completions' | '/v1/ch
   let first = 0;
   let last = 0;
   let usage = { completion_tokens: 0, prompt_tokens: 0, prompt_tokens_details: { cached_tokens: 0 } };
+  const tokenTimes: number[] = [];
+  const tokens: string[] = [];
   const decoder = new TextDecoder();
   let buffered = '';
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -50,7 +56,7 @@ export async function timedStream(url: string, path: '/v1/completions' | '/v1/ch
       const event = buffered.slice(0, at);
       buffered = buffered.slice(at + 2);
       if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-      const data = JSON.parse(event.slice(6)) as { choices: { text?: string; delta?: { content?: string; reasoning_content?: string }; logprobs?: unknown }[]; usage?: typeof usage };
+      const data = JSON.parse(event.slice(6)) as { choices: { text?: string; delta?: { content?: string; reasoning_content?: string }; logprobs?: { tokens?: string[] } | null }[]; usage?: typeof usage };
       const now = performance.now();
       if (data.usage) usage = data.usage;
       // A chunk carries tokens when it has log-probabilities (ask for them: text may lag a token
@@ -58,10 +64,14 @@ export async function timedStream(url: string, path: '/v1/completions' | '/v1/ch
       else if (data.choices.some((c) => c.logprobs)) {
         first ||= now;
         last = now;
+        for (const t of data.choices.flatMap((c) => c.logprobs?.tokens ?? [])) {
+          tokens.push(t);
+          tokenTimes.push(now);
+        }
       }
     }
   }
-  return { ttftMs: first - start, latencyMs: last - start, outputTokens: usage.completion_tokens, cachedTokens: usage.prompt_tokens_details.cached_tokens, promptTokens: usage.prompt_tokens };
+  return { ttftMs: first - start, latencyMs: last - start, outputTokens: usage.completion_tokens, cachedTokens: usage.prompt_tokens_details.cached_tokens, promptTokens: usage.prompt_tokens, tokenTimes, tokens };
 }
 
 export const percentile = (xs: readonly number[], p: number): number => {

@@ -1,0 +1,193 @@
+/**
+ * Rebalancing and elastic membership under steady skewed streaming load, on a real loopback cluster laid
+ * out as `expertmesh up` lays it out (etcd, 4 shard processes, a `serve` router), without TLS: the
+ * checkpoint's gate favours four experts that the first plan puts on one shard; --concurrency client
+ * loops stream greedy completions back to back. Timeline: the router's closed loop (--rebalance-interval
+ * 1s) sees the skew and stores a plan; a fifth shard joins (no --slot: it takes a new slot and
+ * re-plans); that shard is sent SIGTERM and leaves (it hands its experts back first). For each event,
+ * the windows before it, during it (until every shard reports the new plan) and after it: tokens/s,
+ * time per output token p50/p99, the longest gap between two tokens of any stream, failed requests,
+ * and outputs that differ from the first ones.
+ *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10]
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { EtcdProcess, EtcdRegistry, planPlacement } from '@expertmesh/discovery';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import { startShardProcess } from '../test/helpers/shard-process.js';
+import { startBenchServer, timedStream, type StreamTiming } from './bench-server.js';
+
+const { values } = parseArgs({
+  options: {
+    concurrency: { type: 'string', default: '4' },
+    'max-tokens': { type: 'string', default: '32' },
+    'window-seconds': { type: 'string', default: '10' },
+    out: { type: 'string' },
+  },
+});
+const CONCURRENCY = Number(values.concurrency);
+const MAX_TOKENS = Number(values['max-tokens']);
+const WINDOW_MS = Number(values['window-seconds']) * 1000;
+const HOT = [0, 4, 8, 12];
+const PROMPTS = Array.from({ length: 12 }, (_, i) => `Request ${i}: the load is skewed towards a few experts, number ${i * 7 + 3}`);
+const CLUSTER = 'rebalance';
+
+const modelDir = join(process.cwd(), '.tmp', 'models', 'demo-hot');
+if (!existsSync(join(modelDir, 'config.json'))) await makeCheckpoint({ preset: 'demo', outDir: modelDir, seed: 0, hotExperts: HOT, hotBias: 1 });
+
+interface RequestRecord {
+  readonly prompt: number;
+  readonly startedAt: number;
+  readonly endedAt: number;
+  readonly timing: StreamTiming | null;
+  readonly error: string | null;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Polls `check` every 50 ms; the bench fails after two minutes without it. */
+const until = async (what: string, check: () => Promise<boolean>): Promise<void> => {
+  const deadline = performance.now() + 120_000;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`bench: no ${what} within 2 minutes`);
+    await sleep(50);
+  }
+};
+
+const records: RequestRecord[] = [];
+const events: { name: string; at: number; switchedAt: number; detail: string }[] = [];
+let running = true;
+const etcd = await EtcdProcess.start();
+const registry = new EtcdRegistry([etcd.url], CLUSTER);
+const stops: (() => Promise<void>)[] = [async () => etcd.stop(), async () => registry.close()];
+const shardArgs = ['--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10'];
+try {
+  const { config, fingerprint } = await readCheckpointIdentity(modelDir);
+  await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
+  const four = await Promise.all([0, 1, 2, 3].map(() => startShardProcess(shardArgs)));
+  for (const s of four) stops.push(s.stop);
+  const router = await startBenchServer([
+    '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32',
+    '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
+  ]);
+  stops.push(router.stop);
+  await until('ready router', async () => (await fetch(`${router.url}/ready`)).status === 200);
+  let next = 0;
+  const load = Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (running) {
+        const prompt = next++ % PROMPTS.length;
+        const startedAt = performance.now();
+        const outcome = await timedStream(router.url, '/v1/completions', { model: 'demo', prompt: PROMPTS[prompt], max_tokens: MAX_TOKENS, temperature: 0, ignore_eos: true, logprobs: 0 }).then(
+          (timing) => ({ timing, error: timing.outputTokens === MAX_TOKENS ? null : `${timing.outputTokens} tokens` }),
+          (e: Error) => ({ timing: null, error: e.message.slice(0, 300) }),
+        );
+        records.push({ prompt, startedAt, endedAt: performance.now(), ...outcome });
+      }
+    }),
+  );
+  const switched = async (): Promise<boolean> => {
+    const plan = (await registry.getPlan())!;
+    const live = await registry.listShards();
+    return Object.entries(plan.shards).every(([slot, layers]) => {
+      const r = live.find((x) => x.slot === slot);
+      return r !== undefined && r.planVersion === plan.version && JSON.stringify(r.layers) === JSON.stringify(layers);
+    });
+  };
+  const untilSwitched = async (): Promise<number> => {
+    await until('switch', switched);
+    return performance.now();
+  };
+  const metric = async (name: string): Promise<number> =>
+    (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(`${name} `)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
+  // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
+  await until('rebalance', async () => (await registry.getPlan())!.version > 1);
+  const rebalancedAt = performance.now();
+  const rebalanceSwitched = await untilSwitched();
+  events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved` });
+  await sleep(WINDOW_MS);
+  // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
+  const joinAt = performance.now();
+  const fifth = await startShardProcess(shardArgs);
+  stops.push(fifth.stop);
+  await until('join', async () => 'shard-4' in (await registry.getPlan())!.shards);
+  events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: await untilSwitched(), detail: 'from starting its process' });
+  await sleep(WINDOW_MS);
+  // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
+  const leaveAt = performance.now();
+  const exited = new Promise<number | null>((resolve) => fifth.process.once('exit', (code) => resolve(code)));
+  fifth.process.kill('SIGTERM');
+  const code = await exited;
+  events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}` });
+  await sleep(WINDOW_MS);
+  running = false;
+  await load;
+} finally {
+  running = false;
+  for (const stop of stops.reverse()) await stop().catch(() => undefined);
+}
+
+// The first complete output of each prompt is the reference every later one must equal.
+const reference = new Map<number, string>();
+for (const r of [...records].sort((a, b) => a.startedAt - b.startedAt)) if (!r.error && r.timing && !reference.has(r.prompt)) reference.set(r.prompt, r.timing.tokens.join(''));
+
+interface Window {
+  readonly tokensPerSecond: number;
+  readonly tpotP50Ms: number;
+  readonly tpotP99Ms: number;
+  readonly longestGapMs: number;
+  readonly requests: number;
+  readonly failed: number;
+  readonly mismatched: number;
+}
+const quantile = (xs: number[], q: number): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]! : 0);
+function stats(from: number, to: number): Window {
+  const gaps: number[] = [];
+  let tokens = 0;
+  for (const r of records) {
+    const times = r.timing?.tokenTimes ?? [];
+    times.forEach((t, i) => {
+      if (t < from || t >= to) return;
+      tokens++;
+      if (i > 0) gaps.push(t - times[i - 1]!);
+    });
+  }
+  const touching = records.filter((r) => r.endedAt >= from && r.startedAt < to);
+  const failed = touching.filter((r) => r.error !== null);
+  const mismatched = touching.filter((r) => r.error === null && r.timing!.tokens.join('') !== reference.get(r.prompt));
+  return {
+    tokensPerSecond: Math.round((tokens / Math.max(1, to - from)) * 1000 * 10) / 10,
+    tpotP50Ms: Math.round(quantile(gaps, 0.5) * 10) / 10,
+    tpotP99Ms: Math.round(quantile(gaps, 0.99) * 10) / 10,
+    longestGapMs: Math.round(Math.max(0, ...gaps)),
+    requests: touching.length,
+    failed: failed.length,
+    mismatched: mismatched.length,
+  };
+}
+const results = events.map((e) => ({
+  event: e.name,
+  detail: e.detail,
+  switchMs: Math.round(e.switchedAt - e.at),
+  before: stats(e.at - WINDOW_MS, e.at),
+  during: stats(e.at, e.switchedAt),
+  after: stats(e.switchedAt, e.switchedAt + WINDOW_MS),
+}));
+const totals = { requests: records.length, failed: records.filter((r) => r.error !== null).length };
+
+const date = new Date().toISOString().slice(0, 10);
+const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
+const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
+await mkdir(join('bench', 'results'), { recursive: true });
+await writeFile(out, `${JSON.stringify({ date, machine, concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results }, null, 2)}\n`);
+const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
+process.stdout.write(
+  [
+    '| event | window | tokens/s | TPOT p50 / p99 (ms) | longest token gap (ms) | failed | outputs ≠ first |',
+    '|---|---|---|---|---|---|---|',
+    ...results.flatMap((r) => [`| ${r.event} (${r.detail}; switch ${r.switchMs} ms) | before | ${cell(r.before)} |`, `| | during | ${cell(r.during)} |`, `| | after | ${cell(r.after)} |`]),
+  ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; written to ${out}\n`,
+);
