@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { serverSentEvents } from '../test/helpers/completion-stream.js';
 
 /** `expertmesh serve …` as a process on a free loopback port, for benchmarks. */
 export async function startBenchServer(args: readonly string[]): Promise<{ url: string; stop: () => Promise<void>; process: ChildProcess }> {
@@ -47,27 +48,19 @@ export async function timedStream(url: string, path: '/v1/completions' | '/v1/ch
   let usage = { completion_tokens: 0, prompt_tokens: 0, prompt_tokens_details: { cached_tokens: 0 } };
   const tokenTimes: number[] = [];
   const tokens: string[] = [];
-  const decoder = new TextDecoder();
-  let buffered = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let at: number;
-    while ((at = buffered.indexOf('\n\n')) >= 0) {
-      const event = buffered.slice(0, at);
-      buffered = buffered.slice(at + 2);
-      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-      const data = JSON.parse(event.slice(6)) as { choices: { text?: string; delta?: { content?: string; reasoning_content?: string }; logprobs?: { tokens?: string[] } | null }[]; usage?: typeof usage };
-      const now = performance.now();
-      if (data.usage) usage = data.usage;
-      // A chunk carries tokens when it has log-probabilities (ask for them: text may lag a token
-      // behind while a multi-byte character is incomplete).
-      else if (data.choices.some((c) => c.logprobs)) {
-        first ||= now;
-        last = now;
-        for (const t of data.choices.flatMap((c) => c.logprobs?.tokens ?? [])) {
-          tokens.push(t);
-          tokenTimes.push(now);
-        }
+  for await (const event of serverSentEvents(res.body!)) {
+    if (event === '[DONE]') continue;
+    const data = JSON.parse(event) as { choices: { text?: string; delta?: { content?: string; reasoning_content?: string }; logprobs?: { tokens?: string[] } | null }[]; usage?: typeof usage };
+    const now = performance.now();
+    if (data.usage) usage = data.usage;
+    // A chunk carries tokens when it has log-probabilities (ask for them: text may lag a token
+    // behind while a multi-byte character is incomplete).
+    else if (data.choices.some((c) => c.logprobs)) {
+      first ||= now;
+      last = now;
+      for (const t of data.choices.flatMap((c) => c.logprobs?.tokens ?? [])) {
+        tokens.push(t);
+        tokenTimes.push(now);
       }
     }
   }

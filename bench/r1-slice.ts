@@ -55,7 +55,7 @@ console.error({ shardsReadyS });
 const identity = await readCheckpointIdentity(modelDir);
 async function connect(wireDtype: WireDtype, combineDtype: 'bfloat16' | 'float32'): Promise<{ engine: Engine; counting: CountingExperts; readyS: number }> {
   const start = performance.now();
-  const counting = new CountingExperts(await openExperts({ kind: 'shards', addresses: cluster.addresses }, { ...identity, modelDir }, DEFAULT_EXECUTION, { wireDtype, combineDtype, deadlineMs: 600_000 }));
+  const counting = new CountingExperts(await openExperts({ kind: 'shards', addresses: cluster.addresses }, { ...identity, modelDir }, DEFAULT_EXECUTION, { wireDtype, combineDtype, deadline: { minMs: 600_000, maxMs: 600_000, p99Multiple: 4 } }));
   const engine = await Engine.load(modelDir, { experts: counting, kvCacheTokens, maxBatchSize: maxBatch, maxBatchedTokens: MAX_BATCHED_TOKENS });
   return { engine, counting, readyS: (performance.now() - start) / 1000 };
 }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { GREEDY } from '@expertmesh/engine';
-import { ShardUnavailableError } from '@expertmesh/router';
+import { NoHolderError } from '@expertmesh/router';
 import { startDistributed } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -27,8 +27,10 @@ describe('a shard that dies', () => {
         () => null,
         (e: unknown) => e,
       );
-      expect(err).toBeInstanceOf(ShardUnavailableError);
+      // Its experts have no other holder: the step fails, naming the expert and the shard that failed.
+      expect(err).toBeInstanceOf(NoHolderError);
       expect((err as Error).message).toContain(victim.address);
+      expect(d.experts.isSuspect(d.experts.connections().find((c) => c.address === victim.address)!)).toBe(true);
       expect(Date.now() - started).toBeLessThan(10_000);
       // Nothing of the sequence moved: the failed step can run again once the experts have a holder.
       expect({ computed: seq.computedTokens, outputs: seq.outputTokenIds.length }).toEqual(before);

@@ -3,16 +3,21 @@ import { createInterface } from 'node:readline';
 import { CLI } from './cli.js';
 
 /** `expertmesh serve …` as a process of its own on a free loopback port. */
-export async function startServeProcess(args: readonly string[], env: Readonly<Record<string, string>> = {}): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void> }> {
+export async function startServeProcess(
+  args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void>; startupMs: Record<string, number> }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  let startupMs: Record<string, number> = {};
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start: ${stderr}`)), 120_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      const m = JSON.parse(line) as { event?: string; url?: string };
+      const m = JSON.parse(line) as { event?: string; url?: string; startup_ms?: Record<string, number> };
       if (m.event === 'listening' && m.url) {
         clearTimeout(timer);
+        startupMs = m.startup_ms ?? {};
         resolve(m.url);
       }
     });
@@ -31,7 +36,7 @@ export async function startServeProcess(args: readonly string[], env: Readonly<R
       });
       child.kill('SIGTERM');
     });
-  return { url, process: child, stop };
+  return { url, process: child, stop, startupMs };
 }
 
 /** Polls GET /health until `check` holds (bounded). */

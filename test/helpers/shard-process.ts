@@ -4,25 +4,72 @@ import { createInterface } from 'node:readline';
 
 export const SHARD_MAIN = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src', 'main.ts');
 
-/** One `expertmesh shard` process; resolves once it listens, or rejects with its stderr if it exits first. */
-export async function startShardProcess(args: readonly string[], env: Readonly<Record<string, string>> = {}): Promise<{ address: string; process: ChildProcess; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** An `expertmesh shard` process in a process group of its own. */
+export interface ShardProcess {
+  readonly address: string;
+  readonly process: ChildProcess;
+  readonly pid: number;
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<void>;
+  /** Sends a signal to the shard's process group (SIGKILL, SIGSTOP, SIGCONT, SIGTERM…). */
+  signal(signal: NodeJS.Signals): void;
+  /** kill -9 of the group, then waits for the exit (also for a stopped process). */
+  kill(): Promise<void>;
+  /** The same as kill(). */
+  stop(): Promise<void>;
+}
+
+export interface ShardProcessOptions {
+  /** Extra environment (the shard inherits this process's otherwise). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Run inside this network namespace (`ip netns exec`, which becomes the shard itself). */
+  readonly netns?: string;
+  readonly timeoutMs?: number;
+}
+
+/** Starts a shard (`args` after the entry point, e.g. --model, --experts) and waits until it listens; rejects with its stderr if it exits first. */
+export async function startShardProcess(args: readonly string[], options: ShardProcessOptions = {}): Promise<ShardProcess> {
+  const node = [process.execPath, '--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args];
+  const [command, ...argv] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
+  const child = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const address = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      const m = JSON.parse(l) as { event: string; address?: string };
-      if (m.event === 'listening') resolve(m.address!);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const signal = (s: NodeJS.Signals): void => {
+    try {
+      process.kill(-child.pid!, s);
+    } catch {
+      // Already gone.
+    }
+  };
+  const kill = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) signal('SIGKILL');
+    await exited;
+  };
+  try {
+    const address = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`shard did not start within ${options.timeoutMs ?? 120_000} ms: ${stderr}`)), options.timeoutMs ?? 120_000);
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        try {
+          const m = JSON.parse(line) as { event?: string; address?: string };
+          if (m.event === 'listening' && m.address) {
+            clearTimeout(timer);
+            resolve(m.address);
+          }
+        } catch {
+          // Not a status line.
+        }
+      });
+      void exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`shard exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr}`));
+      });
     });
-    child.once('exit', (code) => reject(new Error(`shard exited ${code}: ${stderr}`)));
-  });
-  const stop = (): Promise<void> =>
-    new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGKILL');
-    });
-  return { address, process: child, stop };
+    return { address, process: child, pid: child.pid!, exited, signal, kill, stop: kill };
+  } catch (e) {
+    signal('SIGKILL');
+    throw e;
+  }
 }
 
 /** Runs a shard that is expected to refuse to start: its exit code and stderr. */

@@ -76,7 +76,7 @@ describe('etcd over TLS with client certificates and users', () => {
     const f = tls.files.router;
     const shard = await startShardProcess(
       ['--model', model, '--experts', 'all', '--cluster', 'prod', '--etcd', etcd.url, '--etcd-ca', f.ca, '--etcd-cert', f.cert, '--etcd-key', f.key, '--etcd-user', 'prod', '--shard-id', 'secure-shard', '--listen', '127.0.0.1:0'],
-      { EXPERTMESH_ETCD_PASSWORD: password },
+      { env: { EXPERTMESH_ETCD_PASSWORD: password } },
     );
     const registry = new EtcdRegistry([etcd.url], 'prod', { tls: client, auth: { username: 'prod', password } });
     try {

@@ -8,4 +8,5 @@ import { dirname, join } from 'node:path';
 register();
 const here = dirname(fileURLToPath(import.meta.url));
 const { main } = await import(join(here, '..', 'src', 'main.ts'));
-process.exitCode = await main(process.argv.slice(2));
+// Exit once the command is done, even if a client (etcd, gRPC, a timer) still holds the event loop.
+process.exit(await main(process.argv.slice(2)));

@@ -5,6 +5,7 @@ import { up, upUsage } from './commands/up.js';
 import { serve, serveUsage } from './commands/serve.js';
 import { shard, shardUsage } from './commands/shard.js';
 import { UsageError } from './cli-error.js';
+import { exitWithParent } from '@expertmesh/process-lifecycle';
 
 const commands: Record<string, { run: (argv: readonly string[]) => Promise<number>; usage: string }> = {
   up: { run: up, usage: upUsage },
@@ -21,6 +22,8 @@ const usage = `usage: expertmesh <command> [flags]\n\n${Object.values(commands)
 
 /** Runs one CLI command; returns the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Started by `expertmesh up` (or another parent with an IPC channel): never outlive it.
+  exitWithParent();
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage);

@@ -1,9 +1,13 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnTied } from '@expertmesh/process-lifecycle';
+
+/** Local etcd folders are named so, in the system's temp folder; each holds `owner.pid` and etcd's `data`. */
+const FOLDER_PREFIX = 'expertmesh-etcd-';
 
 /** `n` distinct free loopback ports: all are held open until every one is chosen, so none repeats. */
 async function freePorts(n: number): Promise<number[]> {
@@ -41,16 +45,24 @@ export interface EtcdProcessOptions {
    * (--client-cert-auth). `probe` is a client certificate of that CA for the health checks.
    */
   readonly tls?: { readonly server: PemFiles; readonly probe: PemFiles };
+  /** Stops the start (etcd killed, folder removed) when aborted. */
+  readonly signal?: AbortSignal;
+  /** An address of this machine etcd also serves clients on (e.g. the host end of a veth pair), besides 127.0.0.1. */
+  readonly alsoListenOn?: string;
 }
 
-/** A single-member etcd on free loopback ports with its own data folder (local clusters and tests). */
+/**
+ * A single-member etcd on free loopback ports with its own data folder (local clusters and tests).
+ * It dies with the process that started it (parent-death signal), and a folder whose owner died
+ * without removing it is removed by the next start.
+ */
 export class EtcdProcess {
   private child: ChildProcess | null = null;
 
   private constructor(
     readonly clientPort: number,
     private readonly peerPort: number,
-    private readonly dataDir: string,
+    private readonly folder: string,
     private readonly options: EtcdProcessOptions,
   ) {}
 
@@ -58,17 +70,25 @@ export class EtcdProcess {
     return `${this.options.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
   }
 
+  /** The client URL on the extra address, when one was given. */
+  get alsoUrl(): string | null {
+    return this.options.alsoListenOn ? `${this.options.tls ? 'https' : 'http'}://${this.options.alsoListenOn}:${this.clientPort}` : null;
+  }
+
   static async start(options: EtcdProcessOptions = {}): Promise<EtcdProcess> {
+    await removeOrphanedFolders();
     // A port taken between choosing it and etcd binding it (another process starting) makes etcd exit: try again.
     for (let attempt = 1; ; attempt++) {
       const [client, peer] = await freePorts(2);
-      const etcd = new EtcdProcess(client!, peer!, await mkdtemp(join(tmpdir(), 'expertmesh-etcd-')), options);
+      const folder = await mkdtemp(join(tmpdir(), FOLDER_PREFIX));
+      await writeFile(join(folder, 'owner.pid'), String(process.pid));
+      const etcd = new EtcdProcess(client!, peer!, folder, options);
       try {
         await etcd.run();
         return etcd;
       } catch (e) {
         await etcd.stop();
-        if (attempt >= 3) throw e;
+        if (attempt >= 3 || options.signal?.aborted) throw e;
       }
     }
   }
@@ -76,21 +96,25 @@ export class EtcdProcess {
   /** Starts (or restarts, keeping its data) the etcd process and waits until it answers. */
   async run(): Promise<void> {
     const peer = `http://127.0.0.1:${this.peerPort}`;
+    const clientUrls = [this.url, ...(this.alsoUrl ? [this.alsoUrl] : [])].join(',');
+    const data = join(this.folder, 'data');
+    await mkdir(data, { recursive: true });
     // prettier-ignore
     const args = [
-      '--name', 'expertmesh', '--data-dir', this.dataDir,
-      '--listen-client-urls', this.url, '--advertise-client-urls', this.url,
+      '--name', 'expertmesh', '--data-dir', data,
+      '--listen-client-urls', clientUrls, '--advertise-client-urls', clientUrls,
       '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `expertmesh=${peer}`, '--log-level', 'error',
     ];
     const tls = this.options.tls;
     if (tls) args.push('--cert-file', tls.server.cert, '--key-file', tls.server.key, '--client-cert-auth', '--trusted-ca-file', tls.server.ca);
-    const child = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnTied('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     const deadline = Date.now() + 20_000;
     for (;;) {
+      if (this.options.signal?.aborted) throw new Error('etcd start aborted: the process is stopping');
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited (${child.exitCode ?? child.signalCode}) while starting: ${stderr.trim()}`);
       try {
         if (await this.healthy()) return;
@@ -104,7 +128,7 @@ export class EtcdProcess {
 
   private async healthy(): Promise<boolean> {
     const tls = this.options.tls;
-    if (!tls) return (await fetch(`${this.url}/health`)).ok;
+    if (!tls) return (await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(2000) })).ok;
     const [ca, cert, key] = await Promise.all([tls.probe.ca, tls.probe.cert, tls.probe.key].map((f) => readFile(f)));
     return new Promise((resolve, reject) => {
       const req = request(`${this.url}/health`, { ca, cert, key, timeout: 2000 }, (res) => {
@@ -115,6 +139,12 @@ export class EtcdProcess {
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.end();
     });
+  }
+
+  /** Sends a signal to etcd (SIGSTOP makes it unreachable without closing connections, as a hung host would). */
+  signal(signal: NodeJS.Signals): void {
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) child.kill(signal);
   }
 
   /** Kills the process (as a crash would), keeping the data folder for run(). */
@@ -129,6 +159,26 @@ export class EtcdProcess {
 
   async stop(): Promise<void> {
     await this.kill();
-    await rm(this.dataDir, { recursive: true, force: true });
+    await rm(this.folder, { recursive: true, force: true });
+  }
+}
+
+/** Removes local etcd folders whose owner process is gone (it was killed before it could). */
+async function removeOrphanedFolders(): Promise<void> {
+  const entries = await readdir(tmpdir()).catch(() => [] as string[]);
+  for (const name of entries.filter((n) => n.startsWith(FOLDER_PREFIX))) {
+    const folder = join(tmpdir(), name);
+    const owner = Number(await readFile(join(folder, 'owner.pid'), 'utf8').catch(() => ''));
+    if (!Number.isInteger(owner) || owner <= 0 || processAlive(owner)) continue;
+    await rm(folder, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -6,6 +6,11 @@ import { checkPlanReplacement } from './plan-version-check.js';
 import type { RecordProblem } from './record-checks.js';
 import { RegistryConflictError, SlotTakenError } from './registry-errors.js';
 import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
+import { withTimeout } from '@expertmesh/process-lifecycle';
+import { SharedEtcdChannels } from './shared-etcd-channels.js';
+
+/** How long closing waits on etcd (revoking a lease, cancelling a watch) before giving up on it. */
+const CLOSE_DEADLINE_MS = 2000;
 
 /** How this process proves itself to etcd: TLS (server CA, optional client certificate) and/or a user and password. */
 export interface EtcdSecurity {
@@ -39,6 +44,7 @@ function slotTaken(slot: string, holder: string): SlotTakenError {
  */
 export class EtcdRegistry implements ClusterRegistry {
   private readonly client: Etcd3;
+  private readonly channels = new SharedEtcdChannels();
   private closed = false;
 
   constructor(
@@ -46,7 +52,7 @@ export class EtcdRegistry implements ClusterRegistry {
     readonly cluster: string,
     security: EtcdSecurity = {},
   ) {
-    const options: IOptions = { hosts: [...endpoints], dialTimeout: 3000 };
+    const options: IOptions = { hosts: [...endpoints], dialTimeout: 3000, grpcOptions: this.channels.grpcOptions };
     if (security.tls) options.credentials = { rootCertificate: security.tls.ca, ...(security.tls.key ? { privateKey: security.tls.key } : {}), ...(security.tls.cert ? { certChain: security.tls.cert } : {}) };
     if (security.auth) options.auth = { username: security.auth.username, password: security.auth.password };
     this.client = new Etcd3(options);
@@ -59,17 +65,29 @@ export class EtcdRegistry implements ClusterRegistry {
     let leaseId = '';
     let closed = false;
     let keepAlive: NodeJS.Timeout | null = null;
+    let regranting: Promise<void> | null = null;
     const lostListeners: ((e: Error) => void)[] = [];
-    const lost = (err: Error): void => {
-      if (closed || this.closed) return;
+    // Only the lease in use can be lost: a lease whose grant failed also reports 'lost', and must not
+    // start another round of re-registration (each would spawn more, without bound).
+    const lost = (l: Lease, err: Error): void => {
+      if (closed || this.closed || l !== lease) return;
+      lease = null;
+      if (keepAlive) clearInterval(keepAlive);
       for (const f of lostListeners) f(err);
-      void regrant();
+      regrant();
     };
     const grant = async (): Promise<void> => {
       // The client renews at TTL/3 by itself; a set interval renews by hand instead.
       const l = this.client.lease(ttlSeconds, { autoKeepAlive: keepAliveSeconds === undefined });
-      l.on('lost', lost);
-      const id = await l.grant();
+      const onLost = (err: Error): void => lost(l, err);
+      l.on('lost', onLost);
+      let id: string;
+      try {
+        id = await l.grant();
+      } catch (e) {
+        l.release();
+        throw e;
+      }
       let claimed: boolean;
       try {
         claimed = (await this.claim(key, null, current, id)) || (await this.replaceStale(key, current, id, isStale));
@@ -78,7 +96,7 @@ export class EtcdRegistry implements ClusterRegistry {
         throw e;
       }
       if (!claimed) {
-        l.removeListener('lost', lost);
+        l.removeListener('lost', onLost);
         await l.revoke().catch(() => undefined);
         throw new RegistryConflictError(`shard id ${record.shardId} is registered by another live process (key ${key}): give this shard another --shard-id, or stop the other`);
       }
@@ -92,25 +110,25 @@ export class EtcdRegistry implements ClusterRegistry {
             () => (renewedAt = Date.now()),
             (err: Error) => {
               // Past the TTL the lease is gone: register again.
-              if (Date.now() - renewedAt > ttlSeconds * 1000 && lease === l) {
-                lease = null;
-                lost(err);
-              }
+              if (Date.now() - renewedAt > ttlSeconds * 1000) lost(l, err);
             },
           );
         }, keepAliveSeconds * 1000);
         keepAlive.unref();
       }
     };
-    const regrant = async (): Promise<void> => {
-      for (let attempt = 0; !closed && !this.closed; attempt++) {
-        try {
-          await grant();
-          return;
-        } catch {
-          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+    /** One re-registration loop at a time, backing off while etcd is unreachable. */
+    const regrant = (): void => {
+      regranting ??= (async () => {
+        for (let attempt = 0; !closed && !this.closed; attempt++) {
+          try {
+            await grant();
+            return;
+          } catch {
+            await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+          }
         }
-      }
+      })().finally(() => (regranting = null));
     };
     await grant();
     return {
@@ -125,8 +143,9 @@ export class EtcdRegistry implements ClusterRegistry {
       close: async () => {
         closed = true;
         if (keepAlive) clearInterval(keepAlive);
-        // Revoking the lease deletes only the keys this process created under it.
-        await lease?.revoke().catch(() => undefined);
+        // Revoking the lease deletes only the keys this process created under it. An unreachable
+        // etcd must not hold a shutdown: past the deadline the lease expires by itself.
+        await lease?.revoke({ deadline: Date.now() + CLOSE_DEADLINE_MS }).catch(() => undefined);
       },
       onLost: (listener) => lostListeners.push(listener),
     };
@@ -241,12 +260,13 @@ export class EtcdRegistry implements ClusterRegistry {
     refresh();
     return async () => {
       stopped = true;
-      await watcher.cancel();
+      await withTimeout(watcher.cancel(), CLOSE_DEADLINE_MS, 'cancelling an etcd watch').catch(() => undefined);
     };
   }
 
   async close(): Promise<void> {
     this.closed = true;
     this.client.close();
+    this.channels.close();
   }
 }

@@ -13,6 +13,21 @@ export interface DispatchCall {
   readonly responseBytes: number;
   readonly computeMicros: number;
   readonly roundTripMs: number;
+  /** Whether the call carried rows another holder failed in the same step. */
+  readonly resent: boolean;
+}
+
+/** Why a holder became suspect: a failed call or broken connection, a call past its deadline, or a non-finite result. */
+export type SuspicionReason = 'failed' | 'deadline' | 'non_finite';
+
+/** A remote holder becoming suspect (its work goes elsewhere) or healthy again (its health check passed). */
+export interface HolderHealthChange {
+  readonly shard: string;
+  readonly suspect: boolean;
+  readonly reason: SuspicionReason | null;
+  readonly error: Error | null;
+  /** For a recovery: how long the holder was suspect. */
+  readonly suspectMs: number;
 }
 
 /** What a backend reports to those watching it. Both callbacks run synchronously on the hot path: keep them cheap. */
@@ -21,6 +36,8 @@ export interface DispatchObserver {
   readonly onRouting?: (layer: number, routing: ExpertRouting) => void;
   /** Every call to a remote holder, once it answered. */
   readonly onCall?: (call: DispatchCall) => void;
+  /** A remote holder becoming suspect or healthy again. */
+  readonly onHolderHealth?: (change: HolderHealthChange) => void;
 }
 
 /** The observers of one backend. */
@@ -44,5 +61,9 @@ export class DispatchObservers {
 
   call(call: DispatchCall): void {
     for (const o of this.observers) o.onCall?.(call);
+  }
+
+  holderHealth(change: HolderHealthChange): void {
+    for (const o of this.observers) o.onHolderHealth?.(change);
   }
 }

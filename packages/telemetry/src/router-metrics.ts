@@ -27,6 +27,14 @@ export class RouterMetrics {
   readonly authFailures = new Counter({ name: 'expertmesh_auth_failures_total', help: 'API requests refused for a missing or wrong API key.', registers: [this.registry] });
   readonly weightBytes = new Gauge({ name: 'expertmesh_router_weight_bytes', help: 'Bytes of weights the router holds (dense part, LM head, embeddings; routed experts when in-process), in the format held.', registers: [this.registry] });
   readonly kvCacheBytes = new Gauge({ name: 'expertmesh_router_kv_cache_bytes', help: 'Bytes of the latent KV cache, allocated up front.', registers: [this.registry] });
+  readonly shardSuspicions = new Counter({
+    name: 'expertmesh_shard_suspicions_total',
+    help: 'Times a shard became suspect (reason: failed call or broken connection, deadline, non_finite result); its work went to replicas.',
+    labelNames: ['shard', 'reason'],
+    registers: [this.registry],
+  });
+  readonly shardSuspect = new Gauge({ name: 'expertmesh_shard_suspect', help: '1 while the router routes around a shard (until its health check passes), else 0.', labelNames: ['shard'], registers: [this.registry] });
+  readonly resentCalls = new Counter({ name: 'expertmesh_dispatch_resent_calls_total', help: 'Shard calls carrying rows another shard failed in the same step.', labelNames: ['shard'], registers: [this.registry] });
   readonly expertTokens = new Counter({ name: 'expertmesh_expert_tokens_total', help: 'Tokens routed to each expert of each MoE layer (the load placement balances).', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

@@ -12,7 +12,7 @@ import { DEFAULT_MAX_TOKENS_PER_CALL } from '@expertmesh/wire';
 import { DEFAULT_MAX_IN_FLIGHT_PER_STREAM, ShardServer } from './shard-server.js';
 import { requireModelDir } from '@expertmesh/weights';
 import { staleHolderProbe } from './holder-probe.js';
-import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
+import { exitWithParent, untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle';
 
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
@@ -34,6 +34,9 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
   client certificate (kubelet's gRPC probe). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
+
+/** How long shutdown waits on the registry (and the trace exporter) at most. */
+const LEAVE_BOUND_MS = 3000;
 
 export class ShardUsageError extends Error {
   override readonly name = 'ShardUsageError';
@@ -166,18 +169,21 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
+  // Hand over and leave the cluster first (routers stop sending here), but never wait long on a
+  // registry that is gone: the lease runs out by itself.
   await membership?.handOver();
-  await membership?.leave();
-  await registry?.close();
+  await withTimeout(membership?.leave() ?? Promise.resolve(), LEAVE_BOUND_MS, 'leaving the cluster registry').catch((e: Error) => void process.stderr.write(`${e.message}: the lease will expire by itself\n`));
+  await withTimeout(registry?.close() ?? Promise.resolve(), LEAVE_BOUND_MS, 'closing the registry client').catch(() => undefined);
   await server.shutdown();
   metrics.server.close();
-  await tracing.shutdown();
+  await withTimeout(tracing.shutdown(), LEAVE_BOUND_MS, 'flushing traces').catch(() => undefined);
   process.stdout.write(`${JSON.stringify({ event: 'stopped', shard_id: shardId })}\n`);
   return 0;
 }
 
 // Run directly (the local cluster launcher spawns this file): node --import tsx main.ts …
 if (process.argv[1] && import.meta.filename === process.argv[1]) {
+  exitWithParent();
   runShard(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e: Error) => {

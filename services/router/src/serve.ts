@@ -12,6 +12,7 @@ import { RouterMetrics, startTracing, type TracingHandle } from '@expertmesh/tel
 import { createApiServer } from './api/api-server.js';
 import { clusterState } from './dashboard/cluster-state.js';
 import { checkExpertsPlacement, openExperts, type ExpertsPlacement } from './experts/open-experts.js';
+import type { DispatchOptions } from './experts/remote-routed-experts.js';
 import { EngineLoop } from './serving/engine-loop.js';
 import { OutputConstraints } from './structured/output-constraints.js';
 import { PromptTokenizer } from './text/prompt-tokenizer.js';
@@ -26,6 +27,10 @@ export interface RouterOptions {
   /** Where the routed experts run: in this process, on shards by address, or on shards a registry lists. */
   readonly experts: ExpertsPlacement;
   readonly wireDtype: WireDtype;
+  /** Dtype of the sums shards return (bfloat16 unless given). */
+  readonly combineDtype?: DispatchOptions['combineDtype'];
+  /** Adaptive dispatch deadline (DEFAULT_DEADLINE unless given). */
+  readonly dispatchDeadline?: DispatchOptions['deadline'];
   readonly execution: ExecutionOptions;
   /** The format weights are held in, here and in the local shards started (`auto`: the checkpoint's). */
   readonly weightDtype?: WeightDtype;
@@ -68,6 +73,8 @@ export class RouterStartError extends Error {
 export class Router {
   private constructor(
     readonly url: string,
+    /** Where start-up time went, in ms per phase (tokenizer, checkpoint identity, experts, engine, listen). */
+    readonly startupMs: Readonly<Record<string, number>>,
     private readonly server: Server,
     private readonly loop: EngineLoop,
     private readonly engine: Engine,
@@ -85,13 +92,24 @@ export class Router {
     const apiKeys = o.apiKeys ?? [];
     checkExposure({ endpoint: 'HTTP API', host: o.host, secured: apiKeys.length > 0, insecure: o.insecure ?? false, howToSecure: 'give --api-key (or EXPERTMESH_API_KEY)' });
     await requireModelDir(o.modelDir);
+    const startupMs: Record<string, number> = {};
+    let phaseStart = performance.now();
+    const phase = (name: string): void => {
+      const now = performance.now();
+      startupMs[name] = Math.round(now - phaseStart);
+      phaseStart = now;
+    };
     const metrics = new RouterMetrics();
     const tokenizer = await Tokenizer.load(o.modelDir);
     if (!tokenizer) throw new RouterStartError(`${o.modelDir} has no tokenizer files (tokenizer.json, tokenizer_config.json): the API needs them`);
+    phase('tokenizer');
     const identity = await readCheckpointIdentity(o.modelDir);
+    phase('checkpoint_identity');
     const config = identity.config;
     const experts = await openExperts(placement, { ...identity, modelDir: o.modelDir }, o.execution, {
       wireDtype: o.wireDtype,
+      ...(o.combineDtype ? { combineDtype: o.combineDtype } : {}),
+      ...(o.dispatchDeadline ? { deadline: o.dispatchDeadline } : {}),
       // Messages to and from shards are bounded by what one step can carry for this model.
       channel: {
         credentials: channelCredentials(o.tls ?? null),
@@ -104,6 +122,7 @@ export class Router {
         process.stderr.write(`expertmesh serve: ignoring ${kind.replace('_', ' ')} ${source.slice(0, 200)}: ${reason.slice(0, 500)}\n`);
       },
     }, o.expertWeightDtype ?? o.weightDtype ?? 'auto');
+    phase('experts');
     const load = routerLoad(config, identity.fingerprint, metrics.registry, o.loadWindowMs ?? 60_000, placement.kind === 'registry' ? placement.registry : null, o.rebalance);
     experts.observe({
       onRouting: (layer, routing) => {
@@ -116,6 +135,14 @@ export class Router {
         metrics.shardCallDuration.observe({ shard: c.shard }, c.roundTripMs / 1000);
         metrics.dispatchBytes.inc({ shard: c.shard, direction: 'sent' }, c.hiddenBytes + c.pairBytes);
         metrics.dispatchBytes.inc({ shard: c.shard, direction: 'received' }, c.responseBytes);
+        if (c.resent) metrics.resentCalls.inc({ shard: c.shard });
+      },
+      onHolderHealth: (h) => {
+        metrics.shardSuspect.set({ shard: h.shard }, h.suspect ? 1 : 0);
+        if (h.suspect) metrics.shardSuspicions.inc({ shard: h.shard, reason: h.reason! });
+        process.stderr.write(
+          h.suspect ? `[router] shard ${h.shard} is suspect (${h.reason}): ${h.error!.message}\n` : `[router] shard ${h.shard} passed its health check after ${Math.round(h.suspectMs)} ms: it gets work again\n`,
+        );
       },
     });
     let engine: Engine;
@@ -138,6 +165,7 @@ export class Router {
     const memory = { weightBytes: engine.model.denseWeightBytes + experts.heldWeightBytes(), kvCacheBytes: engine.kvCacheBytes };
     metrics.weightBytes.set(memory.weightBytes);
     metrics.kvCacheBytes.set(memory.kvCacheBytes);
+    phase('engine');
     const promptTokenizer = await PromptTokenizer.start(o.modelDir, (text, addBos) => tokenizer.encode(text, addBos === undefined ? {} : { addBos }));
     const tracing = startTracing('router');
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
@@ -162,13 +190,26 @@ export class Router {
       metrics,
       clusterState: () => clusterState(modelName, config, experts, metrics, loop.running, loop.waiting, { ...memory, residentBytes: process.memoryUsage().rss }),
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(o.port, o.host, () => resolve());
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(o.port, o.host, () => resolve());
+      });
+    } catch (e) {
+      // Nothing of a router that cannot serve may linger: its caller exits with this error.
+      await engine.close();
+      await promptTokenizer.close();
+      await tracing.shutdown();
+      const err = e as NodeJS.ErrnoException;
+      throw new RouterStartError(
+        `cannot listen on ${o.host}:${o.port}: ${err.code === 'EADDRINUSE' ? 'the address is in use (EADDRINUSE): stop what uses it or choose another --port' : err.message}`,
+        { cause: e },
+      );
+    }
+    phase('listen');
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const router = new Router(`http://${host}:${address.port}`, server, loop, engine, tracing, promptTokenizer, lifecycle);
+    const router = new Router(`http://${host}:${address.port}`, startupMs, server, loop, engine, tracing, promptTokenizer, lifecycle);
     router.load = load;
     load.rebalancer?.start();
     return router;

@@ -3,14 +3,15 @@ import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@e
 import { InsecureExposureError, loadTls } from '@expertmesh/security';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { loadModelConfig } from '@expertmesh/model-config';
-import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
-import { Router } from '@expertmesh/router';
+import { untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle';
+import { DEFAULT_DEADLINE, Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { REBALANCE_USAGE, rebalanceFlagSchema, rebalanceFlagSpec, rebalanceOptions } from '../rebalance-flags.js';
 import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
+    [--combine-dtype bfloat16|float32] [--dispatch-deadline-ms 30000] [--dispatch-deadline-min-ms 200] [--dispatch-deadline-p99-multiple 4]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
@@ -27,7 +28,10 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   The router counts tokens per expert over --load-window (metric expertmesh_expert_window_tokens, read by
   \`expertmesh plan --load-from\`). With a registry, --rebalance-interval runs the closed loop: each interval, when some
   layer's max over mean tokens per shard passes --rebalance-threshold (and the window holds --rebalance-min-tokens),
-  it stores a re-plan that balances the measured load, moving as few experts as it can; shards switch with no pause.`;
+  it stores a re-plan that balances the measured load, moving as few experts as it can; shards switch with no pause.
+  A shard call that fails, or takes longer than --dispatch-deadline-p99-multiple times the shard's recent p99 round
+  trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
+  its work goes to replicas in the same step, and it gets none until its gRPC health check passes.`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   const env = process.env;
@@ -41,6 +45,10 @@ export async function serve(argv: readonly string[]): Promise<number> {
       shards: { type: 'string' },
       'shard-addresses': { type: 'string' },
       'wire-dtype': { type: 'string' },
+      'combine-dtype': { type: 'string' },
+      'dispatch-deadline-ms': { type: 'string' },
+      'dispatch-deadline-min-ms': { type: 'string' },
+      'dispatch-deadline-p99-multiple': { type: 'string' },
       'max-batch-size': { type: 'string' },
       'max-batched-tokens': { type: 'string' },
       'max-waiting': { type: 'string' },
@@ -72,6 +80,10 @@ export async function serve(argv: readonly string[]): Promise<number> {
       shards: numberFlag((n) => n.int().nonnegative()).default(0),
       'shard-addresses': z.string().regex(/^[^,]+(,[^,]+)*$/, 'comma-separated HOST:PORT list').optional(),
       'wire-dtype': z.enum(['bfloat16', 'float32', 'fp8']).default('bfloat16'),
+      'combine-dtype': z.enum(['bfloat16', 'float32']).default('bfloat16'),
+      'dispatch-deadline-ms': numberFlag((n) => n.positive()).default(DEFAULT_DEADLINE.maxMs),
+      'dispatch-deadline-min-ms': numberFlag((n) => n.positive()).default(DEFAULT_DEADLINE.minMs),
+      'dispatch-deadline-p99-multiple': numberFlag((n) => n.min(1)).default(DEFAULT_DEADLINE.p99Multiple),
       'max-batch-size': numberFlag((n) => n.int().positive()).default(64),
       'max-batched-tokens': numberFlag((n) => n.int().positive()).default(512),
       'max-waiting': numberFlag((n) => n.int().nonnegative()).default(256),
@@ -105,6 +117,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
   if (sources > 1) throw new UsageError('give one of --shards, --shard-addresses, --cluster with --etcd, or --registry');
   if (Boolean(flags.cluster) !== Boolean(flags.etcd)) throw new UsageError('--cluster and --etcd go together');
   if (flags['rebalance-interval'] !== undefined && !flags.cluster && !flags.registry) throw new UsageError('--rebalance-interval changes the cluster plan: give --cluster with --etcd (or --registry)');
+  if (flags['dispatch-deadline-min-ms'] > flags['dispatch-deadline-ms']) throw new UsageError('--dispatch-deadline-min-ms must not exceed --dispatch-deadline-ms');
   let registry;
   let tls;
   try {
@@ -133,6 +146,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...(flags['served-model-name'] ? { servedModelName: flags['served-model-name'] } : {}),
       experts: shardAddresses ? { kind: 'shards', addresses: shardAddresses } : registry ? { kind: 'registry', registry } : { kind: 'in-process' },
       wireDtype: flags['wire-dtype'],
+      combineDtype: flags['combine-dtype'],
+      dispatchDeadline: { minMs: flags['dispatch-deadline-min-ms'], maxMs: flags['dispatch-deadline-ms'], p99Multiple: flags['dispatch-deadline-p99-multiple'] },
       execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
       weightDtype: flags['weight-dtype'],
       expertWeightDtype: expertWeightDtype(flags),
@@ -160,12 +175,13 @@ export async function serve(argv: readonly string[]): Promise<number> {
     if (e instanceof InsecureExposureError) throw new UsageError(e.message);
     throw e;
   }
-  process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url })}\n`);
+  cluster?.keepRunning((m) => void process.stderr.write(`[serve] ${m}\n`));
+  process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url, startup_ms: router.startupMs })}\n`);
   await untilShutdownSignal();
   const unfinished = await router.drain(flags['drain-seconds'] * 1000);
   if (unfinished > 0) process.stderr.write(`[serve] ${unfinished} requests had not finished after --drain-seconds ${flags['drain-seconds']}: stopping them\n`);
-  await router.stop();
+  await withTimeout(router.stop(), 15_000, 'stopping the router').catch((e: Error) => void process.stderr.write(`[serve] ${e.message}\n`));
   await cluster?.stop();
-  await registry?.close();
+  await withTimeout(registry?.close() ?? Promise.resolve(), 3000, 'closing the registry client').catch(() => undefined);
   return 0;
 }

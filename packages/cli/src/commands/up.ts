@@ -1,7 +1,4 @@
-import { spawn } from 'node:child_process';
 import { rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import {
@@ -20,15 +17,16 @@ import {
 } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { checkExposure, InsecureExposureError, makeLoopbackTlsBundle } from '@expertmesh/security';
-import { modelFingerprint } from '@expertmesh/model-weights';
-import { untilShutdownSignal } from '@expertmesh/process-lifecycle';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import { withTimeout } from '@expertmesh/process-lifecycle';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { LocalCluster } from '@expertmesh/local-cluster';
-import { checkpointState, SafetensorsCheckpoint } from '@expertmesh/weights';
+import { checkpointState } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
 import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.js';
+import { RouterProcess } from '../router-process.js';
 
-export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--port 8000] [--host 127.0.0.1] [--etcd URL [etcd security flags]] [--cluster local]
+export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--redundant-experts R] [--port 8000] [--host 127.0.0.1] [--etcd URL [etcd security flags]] [--cluster local]
     [--embedded-registry] [--api-key KEY]… [--insecure]
   Runs a whole local cluster: makes the demo checkpoint if the --model folder does not exist yet (it never writes
   into an existing folder), starts etcd (from the etcd binary) unless --etcd is given, stores a placement plan (or
@@ -37,16 +35,37 @@ export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--port
   registry with the same interface to the others. Secure by default: a throwaway CA gives every process a
   certificate (shards and router talk mutual TLS, the etcd it starts requires client certificates), the embedded
   registry asks for a token, and everything binds loopback; a non-loopback --host needs --api-key (or
-  EXPERTMESH_API_KEY) unless --insecure. Ctrl-C stops all.`;
+  EXPERTMESH_API_KEY) unless --insecure. --redundant-experts R gives R extra expert copies per layer in the plan it
+  stores (the number of experts holds every expert twice), so a shard can fail without a pause. A shard or router
+  that crashes is started again. Ctrl-C (or SIGTERM, at any time, also while starting) stops all and removes etcd's
+  data; a child that cannot start (a port in use) stops up with its error; if up is killed, its children exit too.`;
 
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'expertmesh.mjs');
+/** `up` was asked to stop (a signal) before the cluster was ready. */
+class StopRequested extends Error {
+  override readonly name = 'StopRequested';
+}
 
 export async function up(argv: readonly string[]): Promise<number> {
+  // Signals count from the first line: whatever has started by then is stopped, in order.
+  const shutdown = new AbortController();
+  const onSignal = (): void => shutdown.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await runCluster(argv, shutdown.signal);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+async function runCluster(argv: readonly string[], signal: AbortSignal): Promise<number> {
   const flags = parseFlags(
     argv,
     {
       model: { type: 'string' },
       shards: { type: 'string' },
+      'redundant-experts': { type: 'string' },
       port: { type: 'string' },
       host: { type: 'string' },
       etcd: { type: 'string' },
@@ -59,6 +78,7 @@ export async function up(argv: readonly string[]): Promise<number> {
     z.object({
       model: z.string().default('models/demo'),
       shards: numberFlag((n) => n.int().positive()).default(4),
+      'redundant-experts': numberFlag((n) => n.int().nonnegative()).default(0),
       port: numberFlag((n) => n.int().min(0).max(65535)).default(8000),
       host: z.string().default('127.0.0.1'),
       etcd: z.string().optional(),
@@ -77,31 +97,33 @@ export async function up(argv: readonly string[]): Promise<number> {
     if (e instanceof InsecureExposureError) throw new UsageError(e.message);
     throw e;
   }
-  await ensureModel(flags.model, log);
-  const config = await loadModelConfig(flags.model);
-  const slots = Array.from({ length: flags.shards }, (_, i) => `shard-${i}`);
-  // A throwaway CA: every process of this cluster gets a loopback certificate from it.
-  const tls = await makeLoopbackTlsBundle(['router', 'etcd', 'up', 'shard']);
-  const tlsArgs = (name: string): string[] => {
-    const f = tls.files.get(name)!;
-    return ['--tls-cert', f.cert, '--tls-key', f.key, '--tls-ca', f.ca];
-  };
-  const stops: (() => Promise<void>)[] = [() => rm(tls.dir, { recursive: true, force: true })];
-  const stopAll = async (): Promise<void> => {
-    for (const stop of stops.reverse()) await stop().catch(() => undefined);
-  };
-  const useEtcd = !flags['embedded-registry'] && (Boolean(flags.etcd) || etcdInstalled());
-  // The etcd up starts serves TLS and requires client certificates of the throwaway CA.
-  const ownEtcd = useEtcd && !flags.etcd ? { server: tls.files.get('etcd')!, probe: tls.files.get('up')! } : null;
-  const etcdSecurityArgs = ownEtcd
-    ? ['--etcd-ca', ownEtcd.probe.ca, '--etcd-cert', ownEtcd.probe.cert, '--etcd-key', ownEtcd.probe.key]
-    : (['etcd-ca', 'etcd-cert', 'etcd-key', 'etcd-user', 'etcd-password-file'] as const).flatMap((f) => (flags[f] ? [`--${f}`, flags[f]!] : []));
+  const stops: { what: string; stop: () => Promise<void> }[] = [];
+  const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new StopRequested('stop requested')), { once: true }));
+  aborted.catch(() => undefined);
+  /** A start-up step, cut short by a signal. */
+  const step = <T>(p: Promise<T>): Promise<T> => (signal.aborted ? Promise.reject(new StopRequested('stop requested')) : Promise.race([p, aborted]));
   try {
-    const etcd = ownEtcd ? await EtcdProcess.start({ tls: ownEtcd }) : null;
-    if (etcd) stops.push(() => etcd.stop());
+    await ensureModel(flags.model, log, step, stops);
+    const config = await loadModelConfig(flags.model);
+    const slots = Array.from({ length: flags.shards }, (_, i) => `shard-${i}`);
+    // A throwaway CA: every process of this cluster gets a loopback certificate from it.
+    const tls = await step(makeLoopbackTlsBundle(['router', 'etcd', 'up', 'shard']));
+    stops.push({ what: 'the throwaway certificates', stop: () => rm(tls.dir, { recursive: true, force: true }) });
+    const tlsArgs = (name: string): string[] => {
+      const f = tls.files.get(name)!;
+      return ['--tls-cert', f.cert, '--tls-key', f.key, '--tls-ca', f.ca];
+    };
+    const useEtcd = !flags['embedded-registry'] && (Boolean(flags.etcd) || etcdInstalled());
+    // The etcd up starts serves TLS and requires client certificates of the throwaway CA.
+    const ownEtcd = useEtcd && !flags.etcd ? { server: tls.files.get('etcd')!, probe: tls.files.get('up')! } : null;
+    const etcdSecurityArgs = ownEtcd
+      ? ['--etcd-ca', ownEtcd.probe.ca, '--etcd-cert', ownEtcd.probe.cert, '--etcd-key', ownEtcd.probe.key]
+      : (['etcd-ca', 'etcd-cert', 'etcd-key', 'etcd-user', 'etcd-password-file'] as const).flatMap((f) => (flags[f] ? [`--${f}`, flags[f]!] : []));
+    const etcd = ownEtcd ? await EtcdProcess.start({ tls: ownEtcd, signal }) : null;
+    if (etcd) stops.push({ what: 'etcd', stop: () => etcd.stop() });
     const etcdUrl = useEtcd ? (flags.etcd ?? etcd!.url) : null;
-    const embedded = useEtcd ? null : await RegistryServer.start(new MemoryRegistry());
-    if (embedded) stops.push(() => embedded.close());
+    const embedded = useEtcd ? null : await step(RegistryServer.start(new MemoryRegistry()));
+    if (embedded) stops.push({ what: 'the embedded registry', stop: () => embedded.close() });
     // Secrets reach the children through their environment, never their command line (visible to every user in ps).
     const secretEnv: Record<string, string> = {
       ...(embedded ? { EXPERTMESH_REGISTRY_TOKEN: embedded.token } : {}),
@@ -111,13 +133,11 @@ export async function up(argv: readonly string[]): Promise<number> {
       ? new EtcdRegistry([etcdUrl], flags.cluster, ownEtcd ? await etcdSecurityFromFlags({ 'etcd-ca': ownEtcd.probe.ca, 'etcd-cert': ownEtcd.probe.cert, 'etcd-key': ownEtcd.probe.key }) : await etcdSecurityFromFlags(flags))
       : new HttpRegistry(embedded!.url, embedded!.token);
     log(etcdUrl ? `registry: etcd at ${etcdUrl}, cluster "${flags.cluster}"` : `registry: embedded, served at ${embedded!.url}`);
-    const ck = await SafetensorsCheckpoint.open(flags.model);
-    const fingerprint = await modelFingerprint(config, ck);
-    await ck.close();
     try {
-      await storeOrFollowPlan(registry, config, fingerprint, slots, log);
+      const { fingerprint } = await step(readCheckpointIdentity(flags.model));
+      await step(storeOrFollowPlan(registry, config, fingerprint, slots, flags['redundant-experts'], log));
     } finally {
-      await registry.close();
+      await withTimeout(registry.close(), 3000, 'closing the registry client').catch(() => undefined);
     }
     // Each process keeps its own service.name when the user names the service.
     const serviceName = process.env.OTEL_SERVICE_NAME;
@@ -131,47 +151,50 @@ export async function up(argv: readonly string[]): Promise<number> {
       // One certificate for the shards, valid for the loopback addresses they register.
       // up stops its shards together: they leave the plan as it is (it may not be up's to change).
       shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : []), '--no-handoff'],
+      signal,
     });
-    stops.push(() => cluster.stop());
+    stops.push({ what: 'the shards', stop: () => cluster.stop() });
+    cluster.keepRunning(log);
     log(`${flags.shards} shards: ${cluster.addresses.join(', ')}`);
-    const routerArgs = [
-      'serve',
-      '--model',
-      flags.model,
-      '--host',
-      flags.host,
-      '--port',
-      String(flags.port),
-      ...tlsArgs('router'),
-      ...(flags.insecure ? ['--insecure'] : []),
-      ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl, ...etcdSecurityArgs] : ['--registry', embedded!.url]),
-    ];
-    const router = spawn(process.execPath, [CLI, ...routerArgs], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...roleEnv('router'), ...secretEnv } });
-    stops.push(
-      () =>
-        new Promise<void>((resolve) => {
-          if (router.exitCode !== null) return resolve();
-          router.once('exit', () => resolve());
-          router.kill('SIGTERM');
-        }),
+    const router = new RouterProcess(
+      (port) => [
+        'serve',
+        '--model',
+        flags.model,
+        '--host',
+        flags.host,
+        '--port',
+        String(port ?? flags.port),
+        ...tlsArgs('router'),
+        ...(flags.insecure ? ['--insecure'] : []),
+        ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl, ...etcdSecurityArgs] : ['--registry', embedded!.url]),
+      ],
+      { ...process.env, ...roleEnv('router'), ...secretEnv },
     );
-    const url = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: router.stdout! }).on('line', (line) => {
-        const m = JSON.parse(line) as { event?: string; url?: string };
-        if (m.event === 'listening' && m.url) resolve(m.url);
-      });
-      router.once('exit', (code) => reject(new Error(`the router exited (${code}) before listening`)));
-    });
+    stops.push({ what: 'the router', stop: () => router.stop() });
+    const url = await step(router.start());
     // Wait until every expert has a live holder.
-    for (let i = 0; i < 600 && (await fetch(`${url}/ready`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 600 && !(await isReady(url)); i++) await step(new Promise((r) => setTimeout(r, 100)));
     process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl, registry: embedded?.url ?? null, tls: tls.dir })}\n`);
     log(`serving the OpenAI API at ${url}/v1 (model "${flags.model.split('/').filter(Boolean).at(-1)}"); Ctrl-C stops everything`);
-    await untilShutdownSignal(new Promise((resolve) => router.once('exit', resolve)));
+    await router.keepRunning(signal, log);
     log('stopping');
+    return 0;
+  } catch (e) {
+    if (!(e instanceof StopRequested) && !signal.aborted) throw e;
+    log('stopped before the cluster was ready');
+    return 0;
   } finally {
-    await stopAll();
+    for (const { what, stop } of stops.reverse()) await withTimeout(stop(), 20_000, `stopping ${what}`).catch((e: Error) => log(e.message));
   }
-  return 0;
+}
+
+async function isReady(url: string): Promise<boolean> {
+  try {
+    return (await fetch(`${url}/ready`, { signal: AbortSignal.timeout(2000) })).status === 200;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -179,14 +202,25 @@ export async function up(argv: readonly string[]): Promise<number> {
  * an existing folder must already hold a complete checkpoint, because up never writes into a folder
  * it did not create.
  */
-async function ensureModel(dir: string, log: (msg: string) => void): Promise<void> {
+async function ensureModel(dir: string, log: (msg: string) => void, step: <T>(p: Promise<T>) => Promise<T>, stops: { what: string; stop: () => Promise<void> }[]): Promise<void> {
   const exists = await stat(dir).then(
     () => true,
     () => false,
   );
   if (!exists) {
     log(`making the demo checkpoint in ${dir}`);
-    await makeCheckpoint({ preset: 'demo', outDir: dir, seed: 0 });
+    let made = false;
+    const making = makeCheckpoint({ preset: 'demo', outDir: dir, seed: 0 });
+    // Stopped while writing: the half-written folder (ours: the path did not exist) goes, once nothing writes to it.
+    stops.push({
+      what: 'the unfinished checkpoint',
+      stop: async () => {
+        await making.catch(() => undefined);
+        if (!made) await rm(dir, { recursive: true, force: true });
+      },
+    });
+    await step(making);
+    made = true;
     return;
   }
   const state = await checkpointState(dir);
@@ -199,8 +233,8 @@ async function ensureModel(dir: string, log: (msg: string) => void): Promise<voi
  * replaced by up (it is created only if absent, in one transaction). A stored plan for another model
  * or other slots stops up with the reason.
  */
-async function storeOrFollowPlan(registry: ClusterRegistry, config: ModelConfig, fingerprint: string, slots: readonly string[], log: (msg: string) => void): Promise<void> {
-  const fresh = (version: number): PlacementPlan => planPlacement({ config, modelFingerprint: fingerprint, version, slots, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 });
+async function storeOrFollowPlan(registry: ClusterRegistry, config: ModelConfig, fingerprint: string, slots: readonly string[], redundantExperts: number, log: (msg: string) => void): Promise<void> {
+  const fresh = (version: number): PlacementPlan => planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 });
   const stored = await registry.getPlan();
   if (!stored) {
     try {

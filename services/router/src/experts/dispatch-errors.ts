@@ -27,7 +27,7 @@ export class NonFiniteResultError extends ShardCallError {
   override readonly name = 'NonFiniteResultError';
 }
 
-/** A shard did not answer within the dispatch deadline. */
+/** A shard did not answer within its adaptive dispatch deadline. */
 export class ShardTimeoutError extends Error {
   override readonly name = 'ShardTimeoutError';
   constructor(
@@ -35,7 +35,10 @@ export class ShardTimeoutError extends Error {
     readonly layer: number,
     readonly deadlineMs: number,
   ) {
-    super(`shard ${shard} did not answer layer ${layer} within ${deadlineMs} ms: it may be overloaded or gone; raise --dispatch-deadline-ms or check the shard`);
+    super(
+      `shard ${shard} did not answer layer ${layer} within ${Math.round(deadlineMs)} ms (its deadline: --dispatch-deadline-p99-multiple times its recent p99 round trip, ` +
+        `within --dispatch-deadline-min-ms and --dispatch-deadline-ms of \`expertmesh serve\`): it is hung, cut off or overloaded; its work goes to replicas until its health check passes`,
+    );
   }
 }
 
@@ -61,7 +64,9 @@ export class NoHolderError extends Error {
   constructor(
     readonly layer: number,
     readonly expert: number,
+    /** The shard failure that left the expert without a usable holder, if one did. */
+    cause?: Error,
   ) {
-    super(`no live shard holds expert ${expert} of layer ${layer}: waiting for a holder to (re)join`);
+    super(`no live shard holds expert ${expert} of layer ${layer}: waiting for a holder to (re)join${cause ? ` (after: ${cause.message})` : ''}`, cause ? { cause } : undefined);
   }
 }

@@ -38,4 +38,48 @@ export class ExpertPlacement {
   holdersOf(layer: number, expert: number): readonly number[] {
     return this.holders.get(layer)?.[expert] ?? [];
   }
+
+  /**
+   * Splits a token's experts (ascending ids) into groups, each wholly held by one shard of this
+   * placement: greedily the shard holding the most of the experts left (the lowest index on ties).
+   * Returns, per group, a bit mask over the positions in `experts`. The split depends only on the
+   * experts and this placement, never on load or on which shards are up, so a group's weighted sum
+   * comes out the same whichever holder computes it (a shard adds its experts in ascending order).
+   */
+  groupsOf(layer: number, experts: ArrayLike<number>): number[] {
+    const n = experts.length;
+    if (n > 30) throw new RangeError(`${n} experts per token: grouping supports at most 30`);
+    const table = this.holders.get(layer);
+    const groups: number[] = [];
+    let left = 2 ** n - 1;
+    const masks = new Map<number, number>();
+    while (left) {
+      masks.clear();
+      for (let p = 0; p < n; p++) {
+        if (!(left & (1 << p))) continue;
+        for (const h of table?.[experts[p]!] ?? []) masks.set(h, (masks.get(h) ?? 0) | (1 << p));
+      }
+      let best = -1;
+      let bestMask = 0;
+      let bestCount = 0;
+      for (const [h, mask] of masks) {
+        const count = popcount(mask);
+        if (count > bestCount || (count === bestCount && h < best)) [best, bestMask, bestCount] = [h, mask, count];
+      }
+      if (best < 0) {
+        // Experts this placement does not hold: each alone.
+        for (let p = 0; p < n; p++) if (left & (1 << p)) groups.push(1 << p);
+        break;
+      }
+      groups.push(bestMask);
+      left &= ~bestMask;
+    }
+    return groups;
+  }
+}
+
+function popcount(mask: number): number {
+  let c = 0;
+  for (let m = mask; m; m &= m - 1) c++;
+  return c;
 }

@@ -1,4 +1,4 @@
-import { planProblem, shardRecordProblem, type ClusterRegistry, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
+import { planProblem, shardRecordProblem, type ClusterRegistry, type PlacementPlan, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { hostOf, isLoopbackHost } from '@expertmesh/security';
 import { ExpertPlacement } from './expert-placement.js';
@@ -51,6 +51,8 @@ export class RegistryShardSource implements ShardSource {
   /** Problems already reported, so a bad entry is logged once, not on every watch event. */
   private reported = new Set<string>();
   private listeners = new Set<(view: ShardView) => void>();
+  /** The stored plan's placement (for grouping experts), when a plan of this model exists. */
+  private reference: ExpertPlacement | null = null;
 
   private constructor(
     private readonly config: ModelConfig,
@@ -66,7 +68,7 @@ export class RegistryShardSource implements ShardSource {
     source.stopPlanWatch = await registry.watchPlan((plan) => {
       const problem = plan ? planProblem(plan, model.config, model.fingerprint) : null;
       if (problem) source.reject('plan', 'plan', problem);
-      else source.planVersion = plan?.version ?? 0;
+      else source.applyPlan(plan);
     });
     return source;
   }
@@ -183,8 +185,22 @@ export class RegistryShardSource implements ShardSource {
       confirmed.map((r) => ({ address: r.address, layers: r.layers })),
       { allowMissing: true },
     );
-    this.view = { connections, placement };
+    this.view = { connections, placement, ...(this.reference ? { reference: this.reference } : {}) };
     for (const l of this.listeners) l(this.view);
+  }
+
+  /** The plan's version, and its placement as the reference that groups each token's experts. */
+  private applyPlan(plan: PlacementPlan | null): void {
+    this.planVersion = plan?.version ?? 0;
+    this.reference =
+      plan && plan.modelFingerprint === this.fingerprint
+        ? ExpertPlacement.fromShards(
+            this.config,
+            Object.entries(plan.shards).map(([slot, layers]) => ({ address: slot, layers: layers.filter((l) => this.config.moeLayers.includes(l.layer)) })),
+            { allowMissing: true },
+          )
+        : null;
+    this.view = { connections: this.view.connections, placement: this.view.placement, ...(this.reference ? { reference: this.reference } : {}) };
   }
 
   /** Asks the shard itself who it is; the record is used only once the answer matches it. */

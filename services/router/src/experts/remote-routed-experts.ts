@@ -1,11 +1,14 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { DispatchObservers, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { addTensorRows, encodePairs, encodeTensor, gatherRows, WIRE_DTYPE_ENUM, type RunExpertsResponse__Output, type WireDtype } from '@expertmesh/wire';
+import { DispatchObservers, type DispatchCall, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend, type SuspicionReason } from '@expertmesh/routed-experts';
+import { decodeTensor, encodePairs, encodeTensor, gatherRows, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';
-import { NoHolderError } from './dispatch-errors.js';
-import { checkFiniteRows } from './finite-results.js';
+import { NoHolderError, NonFiniteResultError, ShardTimeoutError } from './dispatch-errors.js';
+import { checkFiniteAnswer, InputNotFiniteError } from './finite-results.js';
+import { LayerDispatch, type RowTask } from './layer-dispatch.js';
+import { DEFAULT_DEADLINE, type DeadlinePolicy } from './round-trip-deadline.js';
 import type { ShardConnection } from './shard-connection.js';
+import { DEFAULT_PROBE, ShardHealth, type HealthProbe } from './shard-health.js';
 import type { ShardSource, ShardView } from './shard-source.js';
 
 export interface DispatchOptions {
@@ -13,28 +16,27 @@ export interface DispatchOptions {
   readonly wireDtype: WireDtype;
   /** Dtype of the sums returned: bfloat16 (default) or float32. */
   readonly combineDtype: 'float32' | 'bfloat16';
-  readonly deadlineMs: number;
+  /** The adaptive per-call deadline past which a shard is suspect. */
+  readonly deadline: DeadlinePolicy;
+  /** How a suspect shard's health is checked before it gets work again. */
+  readonly probe: HealthProbe;
 }
 
-export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadlineMs: 30_000 };
-
-/** One shard's part of a layer: the tokens it gets (one row each) and its (row, expert, weight) pairs. */
-interface ShardWork {
-  readonly shard: number;
-  /** Global token index of each row sent. */
-  readonly tokens: Int32Array;
-  readonly rows: Int32Array;
-  readonly experts: Int32Array;
-  readonly weights: Float32Array;
-}
+export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadline: DEFAULT_DEADLINE, probe: DEFAULT_PROBE };
 
 /**
- * Routed experts on expert shards. Per MoE layer and step: group the batch's (token, expert) pairs
- * by shard, send every shard with work its tokens' hidden states once (however many of a token's
- * experts it holds) with all those pairs, all shards at once, then add the weighted sums back.
+ * Routed experts on expert shards. Per MoE layer and step: group each token's experts by the
+ * reference placement, send every usable shard its rows (a token once per group, with the group's
+ * experts), all shards at once, then add the weighted sums back in a fixed order.
+ *
+ * A shard whose call fails, breaks, runs past its adaptive deadline or returns non-finite values is
+ * suspect at once: what it had of the layer goes to replicas in the same step (same experts, same
+ * weights, same summation order: the same numbers), and it gets no work until its gRPC health check
+ * passes again.
  */
 export class RemoteRoutedExperts implements RoutedExpertsBackend {
   private readonly observers = new DispatchObservers();
+  private readonly health = new WeakMap<ShardConnection, ShardHealth>();
 
   constructor(
     private readonly config: ModelConfig,
@@ -47,44 +49,47 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     return this.observers.add(observer);
   }
 
+  /** Whether the router currently routes around this shard. */
+  isSuspect(connection: ShardConnection): boolean {
+    return this.healthOf(connection).suspect;
+  }
+
   async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
-    const H = this.config.hiddenSize;
     // One consistent view for the whole layer, even if the registry changes it meanwhile.
     const view = this.source.current();
     this.observers.routing(layer, routing);
-    const work = this.assign(view, layer, routing);
-    const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': work.length } });
+    const dispatch = LayerDispatch.plan(view, layer, routing, (s) => !this.healthOf(view.connections[s]!).suspect);
+    const rows = dispatch.rows();
+    const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': new Set(rows.map((r) => r.shard)).size } });
     const ctx = trace.setSpan(context.active(), span);
-    const out = new Float32Array(routing.numTokens * H);
     try {
-      const answers = await Promise.all(work.map((w) => this.send(view.connections[w.shard]!, layer, hidden, w, ctx)));
-      // Combine: each shard's weighted sums added into their tokens, decoded on the way.
-      answers.forEach((answer, i) => {
-        const address = view.connections[work[i]!.shard]!.address;
-        addTensorRows(answer.output, `shard ${address} output`, H, out, work[i]!.tokens);
-        checkFiniteRows(out, H, work[i]!.tokens, address, layer);
-      });
+      await this.sendRows(view, dispatch, layer, hidden, rows, false, ctx);
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
-      throw e;
-    } finally {
       span.end();
+      throw e;
     }
-    return out;
+    span.end();
+    return dispatch.combine(routing.numTokens, this.config.hiddenSize, this.options.combineDtype);
   }
 
   async close(): Promise<void> {
     await this.source.close();
   }
 
-  /** The shards in use right now, each asked for what it holds (GetShardInfo). */
+  /** The shards in use right now. */
+  connections(): readonly ShardConnection[] {
+    return this.source.current().connections;
+  }
+
+  /** The shards in use right now, each asked for what it holds (GetShardInfo); a suspect shard is not healthy. */
   holders(timeoutMs: number): Promise<ExpertHolderState[]> {
     return Promise.all(
       this.source.current().connections.map(async (c): Promise<ExpertHolderState> => {
         try {
           const info = await c.info(timeoutMs);
           const experts = info.layers.reduce((a, l) => a + l.experts.length, 0);
-          return { address: c.address, healthy: true, shardId: info.shardId, experts, layers: info.layers.length, weightBytes: info.weightBytes, weightFormat: info.weightFormat, residentBytes: info.residentBytes };
+          return { address: c.address, healthy: !this.healthOf(c).suspect, shardId: info.shardId, experts, layers: info.layers.length, weightBytes: info.weightBytes, weightFormat: info.weightFormat, residentBytes: info.residentBytes };
         } catch {
           return { address: c.address, healthy: false, shardId: '', experts: 0, layers: 0, weightBytes: 0, weightFormat: '', residentBytes: 0 };
         }
@@ -102,84 +107,113 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     return 0;
   }
 
-  /** null when every expert has a live holder; otherwise why not. */
-  notReadyReason(): Promise<string | null> {
-    return this.source.notReadyReason();
+  /** null when every expert has a live holder that is not suspect; otherwise why not. */
+  async notReadyReason(): Promise<string | null> {
+    const reason = await this.source.notReadyReason();
+    if (reason) return reason;
+    const { connections, placement } = this.source.current();
+    const orphans: string[] = [];
+    for (const layer of this.config.moeLayers) {
+      for (let e = 0; e < this.config.nRoutedExperts; e++) {
+        const holders = placement.holdersOf(layer, e);
+        if (holders.length && holders.every((h) => this.healthOf(connections[h]!).suspect)) orphans.push(`${layer}/${e}`);
+      }
+    }
+    const suspects = connections.filter((c) => this.healthOf(c).suspect).map((c) => c.address);
+    return orphans.length ? `${orphans.length} experts have only suspect holders (e.g. layer/expert ${orphans.slice(0, 3).join(', ')}); suspect shards: ${suspects.join(', ')}` : null;
+  }
+
+  private healthOf(connection: ShardConnection): ShardHealth {
+    let h = this.health.get(connection);
+    if (!h) {
+      h = new ShardHealth(connection, this.options.deadline, this.options.probe, (change) => this.observers.holderHealth(change));
+      this.health.set(connection, h);
+    }
+    return h;
   }
 
   /**
-   * Splits the pairs by shard. A token goes to as few distinct shards as its experts' holders
-   * allow; among replicas, to the holder with the fewest tokens so far in this layer. Two passes
-   * over typed arrays: choose a shard and row for every pair, then fill each shard's arrays.
+   * Sends rows to their shards, all at once. A shard that fails becomes suspect and its rows go to
+   * other holders right away (while the other shards' calls are still out); NoHolderError when an
+   * expert is left without a usable holder. Settles only when every call has.
    */
-  private assign(view: ShardView, layer: number, routing: ExpertRouting): ShardWork[] {
-    const { numTokens: T, topK: k, expertIds, weights } = routing;
-    const S = view.connections.length;
-    const pairShard = new Int32Array(T * k);
-    const pairRow = new Int32Array(T * k);
-    const tokensOn = new Int32Array(S);
-    const pairsOn = new Int32Array(S);
-    const used = new Int32Array(k); // the shards this token goes to so far, and its row on each
-    const usedRow = new Int32Array(k);
-    for (let t = 0; t < T; t++) {
-      let nUsed = 0;
-      for (let j = 0; j < k; j++) {
-        const i = t * k + j;
-        const holders = view.placement.holdersOf(layer, expertIds[i]!);
-        if (holders.length === 0) throw new NoHolderError(layer, expertIds[i]!);
-        let slot = -1;
-        for (let h = 0; h < holders.length && slot < 0; h++) for (let u = 0; u < nUsed; u++) if (used[u] === holders[h]) slot = u;
-        if (slot < 0) {
-          let best = holders[0]!;
-          for (let h = 1; h < holders.length; h++) if (tokensOn[holders[h]!]! < tokensOn[best]!) best = holders[h]!;
-          used[nUsed] = best;
-          usedRow[nUsed] = tokensOn[best]!++;
-          slot = nUsed++;
+  private async sendRows(view: ShardView, dispatch: LayerDispatch, layer: number, hidden: Float32Array, rows: readonly RowTask[], resent: boolean, ctx: Context): Promise<void> {
+    const byShard = new Map<number, RowTask[]>();
+    for (const r of rows) {
+      const list = byShard.get(r.shard);
+      if (list) list.push(r);
+      else byShard.set(r.shard, [r]);
+    }
+    const settled = await Promise.allSettled(
+      [...byShard].map(async ([shard, shardRows]) => {
+        const connection = view.connections[shard]!;
+        try {
+          await this.send(connection, layer, hidden, shardRows, resent, ctx);
+        } catch (e) {
+          if (e instanceof InputNotFiniteError) throw e;
+          this.healthOf(connection).markSuspect(suspicionReason(e), e as Error);
+          let moved: RowTask[];
+          try {
+            moved = dispatch.replace(shardRows);
+          } catch (noHolder) {
+            throw noHolder instanceof NoHolderError ? new NoHolderError(noHolder.layer, noHolder.expert, e as Error) : noHolder;
+          }
+          await this.sendRows(view, dispatch, layer, hidden, moved, true, ctx);
         }
-        pairShard[i] = used[slot]!;
-        pairRow[i] = usedRow[slot]!;
-        pairsOn[used[slot]!]!++;
-      }
-    }
-    const work: ShardWork[] = [];
-    const byShard: (ShardWork | undefined)[] = new Array(S);
-    for (let s = 0; s < S; s++) {
-      if (pairsOn[s] === 0) continue;
-      byShard[s] = { shard: s, tokens: new Int32Array(tokensOn[s]!), rows: new Int32Array(pairsOn[s]!), experts: new Int32Array(pairsOn[s]!), weights: new Float32Array(pairsOn[s]!) };
-      work.push(byShard[s]!);
-    }
-    const filled = new Int32Array(S);
-    for (let i = 0; i < T * k; i++) {
-      const w = byShard[pairShard[i]!]!;
-      const p = filled[w.shard]!++;
-      w.tokens[pairRow[i]!] = Math.floor(i / k);
-      w.rows[p] = pairRow[i]!;
-      w.experts[p] = expertIds[i]!;
-      w.weights[p] = weights[i]!;
-    }
-    return work;
+      }),
+    );
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
-  /** One shard's part of a layer, as a client span whose context travels in the request. */
-  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, w: ShardWork, parent: Context): Promise<RunExpertsResponse__Output> {
+/**
+   * One shard's rows of a layer, as a client span whose context travels in the request. Fills each
+   * row's result; throws on a failed, late, malformed or non-finite answer.
+   */
+  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, rows: readonly RowTask[], resent: boolean, parent: Context): Promise<void> {
     const H = this.config.hiddenSize;
-    const tensor = encodeTensor(gatherRows(hidden, w.tokens, H), w.tokens.length, H, this.options.wireDtype);
-    const pairs = encodePairs({ tokenRows: w.rows, expertIds: w.experts, weights: w.weights });
+    const n = rows.length;
+    const x = gatherRows(hidden, Int32Array.from(rows, (r) => r.token), H);
+    let pairCount = 0;
+    for (const r of rows) pairCount += r.experts.length;
+    const tokenRows = new Int32Array(pairCount);
+    const expertIds = new Int32Array(pairCount);
+    const weights = new Float32Array(pairCount);
+    let p = 0;
+    rows.forEach((r, i) => {
+      for (let j = 0; j < r.experts.length; j++, p++) {
+        tokenRows[p] = i;
+        expertIds[p] = r.experts[j]!;
+        weights[p] = r.weights[j]!;
+      }
+    });
+    // Rows that are one expert of a split group come back unrounded: they are added up here.
+    const outputDtype = this.options.combineDtype === 'bfloat16' && !rows.some((r) => r.part) ? 'bfloat16' : 'float32';
+    const tensor = encodeTensor(x, n, H, this.options.wireDtype);
+    const pairs = encodePairs({ tokenRows, expertIds, weights });
     const hiddenBytes = (tensor.data as Buffer).length + ((tensor.rowScales as Buffer | undefined)?.length ?? 0);
     const span = tracer().startSpan(
       'expertmesh.shard.call',
       {
         kind: SpanKind.CLIENT,
-        attributes: { 'expertmesh.shard': connection.address, 'expertmesh.layer': layer, 'expertmesh.tokens': w.tokens.length, 'expertmesh.experts': new Set(w.experts).size, 'expertmesh.bytes_sent': hiddenBytes },
+        attributes: {
+          'expertmesh.shard': connection.address,
+          'expertmesh.layer': layer,
+          'expertmesh.tokens': n,
+          'expertmesh.experts': new Set(expertIds).size,
+          'expertmesh.bytes_sent': hiddenBytes,
+          'expertmesh.resent': resent,
+        },
       },
       parent,
     );
+    const deadline = this.healthOf(connection).deadline;
     const started = performance.now();
     let response;
     try {
       response = await connection.run(
-        { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[this.options.combineDtype], traceContext: injectContext(trace.setSpan(parent, span)) },
-        this.options.deadlineMs,
+        { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[outputDtype], traceContext: injectContext(trace.setSpan(parent, span)) },
+        deadline.forCall(n),
       );
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
@@ -188,19 +222,35 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     }
     span.setAttribute('expertmesh.bytes_received', response.output?.data.length ?? 0);
     span.end();
+    const roundTripMs = performance.now() - started;
+    deadline.record(roundTripMs, n);
+    const { values, rows: got } = decodeTensor(response.output, `shard ${connection.address} output`, H);
+    if (got !== n) throw new RangeError(`shard ${connection.address} returned ${got} rows for ${n} sent`);
+    checkFiniteAnswer(values, x, H, connection.address, layer);
+    rows.forEach((r, i) => {
+      r.result = values.subarray(i * H, (i + 1) * H);
+      r.roundedToBf16 = outputDtype === 'bfloat16';
+    });
     if (this.observers.watchingCalls) {
-      this.observers.call({
+      const call: DispatchCall = {
         layer,
         shard: connection.address,
-        tokens: w.tokens.length,
-        pairs: w.rows.length,
+        tokens: n,
+        pairs: pairCount,
         hiddenBytes,
         pairBytes: pairs.pairTokenRows.length + pairs.pairExpertIds.length + pairs.pairWeights.length,
-        responseBytes: response.output?.data.length ?? 0,
+        responseBytes: response.output!.data.length,
         computeMicros: response.computeMicros,
-        roundTripMs: performance.now() - started,
-      });
+        roundTripMs,
+        resent,
+      };
+      this.observers.call(call);
     }
-    return response;
   }
+}
+
+function suspicionReason(e: unknown): SuspicionReason {
+  if (e instanceof ShardTimeoutError) return 'deadline';
+  if (e instanceof NonFiniteResultError) return 'non_finite';
+  return 'failed';
 }

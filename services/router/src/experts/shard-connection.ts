@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import {
   CHANNEL_OPTIONS,
   expertmeshV1,
@@ -18,10 +19,18 @@ export interface ShardChannel {
   readonly options?: grpc.ChannelOptions;
 }
 
+/** The standard grpc.health.v1 client, on the same channel as the dispatch calls. */
+const HealthClient = grpc.makeClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'grpc.health.v1.Health');
+type HealthCheck = (request: { service: string }, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, response?: { status?: string }) => void) => void;
+
+type DispatchStream = grpc.ClientDuplexStream<RunExpertsRequest, RunExpertsStreamResponse__Output>;
+
 interface Pending {
   readonly resolve: (r: RunExpertsResponse__Output) => void;
   readonly reject: (e: Error) => void;
   readonly timer: NodeJS.Timeout;
+  /** The stream the request went out on (null for unary calls). */
+  readonly stream: DispatchStream | null;
 }
 
 /**
@@ -32,16 +41,47 @@ interface Pending {
  */
 export class ShardConnection {
   private readonly client: ExpertShardServiceClient;
-  private stream: grpc.ClientDuplexStream<RunExpertsRequest, RunExpertsStreamResponse__Output> | null = null;
+  private stream: DispatchStream | null = null;
   private readonly pending = new Map<number, Pending>();
+  private readonly unaryCalls = new Set<grpc.ClientUnaryCall>();
+  private readonly healthClient: grpc.Client;
   private nextRequestId = 1;
+  private isClosed = false;
 
   constructor(
     readonly address: string,
     readonly transport: DispatchTransport = 'stream',
     channel: ShardChannel = {},
   ) {
-    this.client = new (expertmeshV1().ExpertShardService)(address, channel.credentials ?? grpc.credentials.createInsecure(), channel.options ?? CHANNEL_OPTIONS);
+    const credentials = channel.credentials ?? grpc.credentials.createInsecure();
+    this.client = new (expertmeshV1().ExpertShardService)(address, credentials, channel.options ?? CHANNEL_OPTIONS);
+    this.healthClient = new HealthClient(address, credentials, { channelOverride: this.client.getChannel() });
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /**
+   * Asks the shard's grpc.health.v1 service, over the dispatch channel (so a hung or cut-off link
+   * fails the check as it fails calls); true only for SERVING within `deadlineMs`.
+   */
+  checkHealth(deadlineMs: number): Promise<boolean> {
+    const check = (this.healthClient as unknown as { Check: HealthCheck }).Check.bind(this.healthClient);
+    return new Promise((resolve) => check({ service: '' }, { deadline: Date.now() + deadlineMs }, (err, response) => resolve(!err && response?.status === 'SERVING')));
+  }
+
+  /**
+   * Fails every outstanding request with `error` and drops the stream (a shard that hung or broke
+   * gets a fresh one when it is used again, never a backlog of stale requests).
+   */
+  failPending(error: Error): void {
+    this.failAll(error);
+    for (const call of this.unaryCalls) call.cancel();
+    this.unaryCalls.clear();
+    const stream = this.stream;
+    this.stream = null;
+    stream?.cancel();
   }
 
   run(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
@@ -57,6 +97,7 @@ export class ShardConnection {
   }
 
   close(): void {
+    this.isClosed = true;
     this.failAll(new ShardUnavailableError(this.address, 'connection closed by the router'));
     this.stream?.end();
     this.stream = null;
@@ -64,37 +105,46 @@ export class ShardConnection {
   }
 
   private runUnary(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
-    return new Promise((resolve, reject) =>
-      this.client.RunExperts(request, { deadline: Date.now() + deadlineMs }, (err, response) => {
+    return new Promise((resolve, reject) => {
+      const call = this.client.RunExperts(request, { deadline: Date.now() + deadlineMs }, (err, response) => {
+        this.unaryCalls.delete(call);
         if (err) {
           if (err.code === grpc.status.DEADLINE_EXCEEDED) reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
-          else if (err.code === grpc.status.UNAVAILABLE) reject(new ShardUnavailableError(this.address, err.details));
+          else if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.CANCELLED) reject(new ShardUnavailableError(this.address, err.details));
           else reject(new ShardCallError(this.address, err.code, err.details));
         } else resolve(response!);
-      }),
-    );
+      });
+      this.unaryCalls.add(call);
+    });
   }
 
   private runOnStream(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
     const requestId = this.nextRequestId++;
     const stream = this.openStream();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(requestId);
-        reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
-      }, deadlineMs);
-      this.pending.set(requestId, { resolve, reject, timer });
+      // The timeout waits for one more poll phase, so an answer that arrived while this process was
+      // busy is read before the shard is blamed for being late.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (!this.pending.delete(requestId)) return;
+            reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
+          }),
+        deadlineMs,
+      );
+      this.pending.set(requestId, { resolve, reject, timer, stream });
       stream.write({ ...request, requestId });
     });
   }
 
-  private openStream(): grpc.ClientDuplexStream<RunExpertsRequest, RunExpertsStreamResponse__Output> {
+  private openStream(): DispatchStream {
     if (this.stream) return this.stream;
     const stream = this.client.RunExpertsStream();
-    stream.on('data', (msg: RunExpertsStreamResponse__Output) => this.settle(msg));
+    stream.on('data', (msg: RunExpertsStreamResponse__Output) => this.settle(msg, stream));
+    // A broken stream fails the requests it carried, not those of a newer stream.
     const broken = (detail: string): void => {
       if (this.stream === stream) this.stream = null;
-      this.failAll(new ShardUnavailableError(this.address, detail));
+      this.failAll(new ShardUnavailableError(this.address, detail), stream);
     };
     stream.on('error', (e: grpc.ServiceError) => broken(e.details || e.message));
     stream.on('end', () => broken('the shard ended the stream (shutting down?)'));
@@ -102,9 +152,9 @@ export class ShardConnection {
     return stream;
   }
 
-  private settle(msg: RunExpertsStreamResponse__Output): void {
+  private settle(msg: RunExpertsStreamResponse__Output, stream: DispatchStream): void {
     const p = this.pending.get(msg.requestId);
-    if (!p) return; // Timed out already.
+    if (!p || p.stream !== stream) return; // Timed out or failed already.
     this.pending.delete(msg.requestId);
     clearTimeout(p.timer);
     if (msg.error) {
@@ -114,11 +164,12 @@ export class ShardConnection {
     else p.reject(new ShardCallError(this.address, grpc.status.INTERNAL, 'empty stream response'));
   }
 
-  private failAll(error: Error): void {
-    for (const p of this.pending.values()) {
+  private failAll(error: Error, stream?: DispatchStream): void {
+    for (const [id, p] of this.pending) {
+      if (stream && p.stream !== stream) continue;
+      this.pending.delete(id);
       clearTimeout(p.timer);
       p.reject(error);
     }
-    this.pending.clear();
   }
 }

@@ -5,6 +5,11 @@ import type { ShardConnection } from './shard-connection.js';
 export interface ShardView {
   readonly connections: readonly ShardConnection[];
   readonly placement: ExpertPlacement;
+  /**
+   * The placement that decides how a token's experts are grouped into sums (the plan, when there is
+   * one): it does not change when a shard dies, so neither do the numbers. `placement` when absent.
+   */
+  readonly reference?: ExpertPlacement;
 }
 
 /** Where the view comes from: a fixed list, or a registry that changes it live. */

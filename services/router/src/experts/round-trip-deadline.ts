@@ -1,0 +1,54 @@
+/** How long the router waits for a shard's answer before it treats the shard as suspect. */
+export interface DeadlinePolicy {
+  /** Floor of the adaptive deadline (--dispatch-deadline-min-ms). */
+  readonly minMs: number;
+  /** Ceiling, and the deadline until a shard has a history (--dispatch-deadline-ms). */
+  readonly maxMs: number;
+  /** The deadline is this many times the shard's recent p99 round trip (--dispatch-deadline-p99-multiple). */
+  readonly p99Multiple: number;
+}
+
+export const DEFAULT_DEADLINE: DeadlinePolicy = { minMs: 200, maxMs: 30_000, p99Multiple: 4 };
+
+/** Round trips remembered per shard, and how many are needed before the deadline adapts. */
+const WINDOW = 256;
+const MIN_SAMPLES = 8;
+/**
+ * A call's fixed cost in token-equivalents: round trips are compared per (tokens + this), so a
+ * 512-token prefill chunk gets a longer deadline than an 8-token decode call without the small
+ * calls' fixed cost inflating the big ones' much.
+ */
+const FIXED_COST_TOKENS = 32;
+
+/**
+ * One shard's deadline: `p99Multiple` × its recent p99 round trip scaled to the call's size,
+ * clamped to [minMs, maxMs]. Recording is O(1); the p99 is recomputed at most every 16 samples.
+ */
+export class RoundTripDeadline {
+  private readonly perCost = new Float64Array(WINDOW);
+  private count = 0;
+  private next = 0;
+  private p99: number | null = null;
+  private sinceSort = 0;
+
+  constructor(private readonly policy: DeadlinePolicy) {}
+
+  record(roundTripMs: number, tokens: number): void {
+    this.perCost[this.next] = roundTripMs / (tokens + FIXED_COST_TOKENS);
+    this.next = (this.next + 1) % WINDOW;
+    this.count = Math.min(this.count + 1, WINDOW);
+    if (++this.sinceSort >= 16 || this.p99 === null) this.p99 = null;
+  }
+
+  /** The deadline in ms for a call carrying `tokens` token rows. */
+  forCall(tokens: number): number {
+    const { minMs, maxMs, p99Multiple } = this.policy;
+    if (this.count < MIN_SAMPLES) return maxMs;
+    if (this.p99 === null) {
+      const sorted = this.perCost.slice(0, this.count).sort();
+      this.p99 = sorted[Math.min(this.count - 1, Math.floor(this.count * 0.99))]!;
+      this.sinceSort = 0;
+    }
+    return Math.min(maxMs, Math.max(minMs, p99Multiple * this.p99 * (tokens + FIXED_COST_TOKENS)));
+  }
+}

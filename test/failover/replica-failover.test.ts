@@ -1,0 +1,190 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { GREEDY, type Engine, type GenerationRequest } from '@expertmesh/engine';
+import { loadShardCompute, parseExpertSpec, ShardCompute, ShardServer } from '@expertmesh/expert-shard';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import type { DispatchCall, HolderHealthChange } from '@expertmesh/routed-experts';
+import { connectToShards, type RemoteRoutedExperts } from '@expertmesh/router';
+import type { RunExpertsRequest__Output } from '@expertmesh/wire';
+import { loadEngineWith } from '../helpers/engine.js';
+import { startShardProcess, type ShardProcess } from '../helpers/shard-process.js';
+import { tempDir } from '../helpers/temp-dir.js';
+
+/**
+ * A router engine in this process over three real shard processes on loopback, every expert held
+ * twice (A: 0-7, B: 8-15, C: all). A shard that dies, hangs or returns garbage mid-generation costs
+ * no step, and every logit is bit for bit what the fault-free run computed with the same batches.
+ */
+const requests: GenerationRequest[] = [1, 6, 13, 3, 9, 2].map((n, i) => ({
+  promptTokenIds: Array.from({ length: n }, (_, j) => (i * 71 + j * 13) % 512),
+  maxTokens: 14,
+  sampling: GREEDY,
+  ignoreEos: true,
+  captureLogits: true,
+}));
+const DEADLINE = { minMs: 150, maxMs: 10_000, p99Multiple: 4 };
+const FAULT_STEP = 6;
+
+interface Run {
+  readonly logits: Float32Array[][];
+  readonly calls: { step: number; call: DispatchCall }[];
+  readonly health: HolderHealthChange[];
+  readonly failedSteps: number;
+}
+
+describe('failover to replicas in the same step', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let a: ShardProcess;
+  let b: ShardProcess;
+  let baseline: Run;
+  const started: ShardProcess[] = [];
+  const shard = async (experts: string): Promise<ShardProcess> => {
+    const s = await startShardProcess(['--model', dir.path, '--experts', experts, '--listen', '127.0.0.1:0']);
+    started.push(s);
+    return s;
+  };
+
+  /** Generates `requests` over [A, B, third], calling `fault` just before step FAULT_STEP (and `during` while it runs). */
+  const generate = async (
+    third: string,
+    fault?: { before?: () => Promise<void> | void; during?: () => void; after?: (engine: Engine, experts: RemoteRoutedExperts, step: () => Promise<void>, run: Run) => Promise<void> },
+  ): Promise<Run> => {
+    const experts = await connectToShards([a.address, b.address, third], await readCheckpointIdentity(dir.path), { wireDtype: 'float32', combineDtype: 'float32', deadline: DEADLINE });
+    const engine = await loadEngineWith(dir.path, experts, { kvCacheTokens: 2048, maxBatchedTokens: 16 });
+    const run = { logits: [] as Float32Array[][], calls: [] as Run['calls'], health: [] as HolderHealthChange[], failedSteps: 0 };
+    let step = 0;
+    experts.observe({ onCall: (call) => run.calls.push({ step, call }), onHolderHealth: (h) => run.health.push(h) });
+    const sequences = requests.map((r) => engine.submit(r));
+    const doStep = async (): Promise<void> => {
+      await engine.step().catch((e: unknown) => {
+        run.failedSteps++;
+        throw e;
+      });
+      step++;
+    };
+    try {
+      while (sequences.some((s) => !s.isFinished)) {
+        if (step === FAULT_STEP && fault?.before) await fault.before();
+        if (step === FAULT_STEP && fault?.during) {
+          const p = doStep();
+          fault.during();
+          await p;
+        } else await doStep();
+      }
+      run.logits.push(...sequences.map((s) => s.logits));
+      if (fault?.after) await fault.after(engine, experts, doStep, run);
+    } finally {
+      await engine.close();
+    }
+    return run;
+  };
+
+  const expectSameLogits = (run: Run): void => {
+    expect(run.logits).toHaveLength(baseline.logits.length);
+    run.logits.forEach((seq, i) => {
+      expect(seq).toHaveLength(baseline.logits[i]!.length);
+      seq.forEach((l, s) => expect(Buffer.compare(Buffer.from(l.buffer, l.byteOffset, l.byteLength), Buffer.from(baseline.logits[i]![s]!.buffer, baseline.logits[i]![s]!.byteOffset, l.byteLength))).toBe(0));
+    });
+  };
+
+  beforeAll(async () => {
+    dir = await tempDir('failover');
+    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, seed: 31 });
+    [a, b] = await Promise.all([shard('0-7'), shard('8-15')]);
+    const c = await shard('all');
+    baseline = await generate(c.address);
+    await c.kill();
+  });
+  afterAll(async () => {
+    await Promise.all(started.map((s) => s.kill()));
+    await dir?.remove();
+  });
+
+  it('the fault-free run used all three shards and never suspected one', () => {
+    expect(new Set(baseline.calls.map((c) => c.call.shard)).size).toBe(3);
+    expect(baseline.health).toEqual([]);
+    expect(baseline.failedSteps).toBe(0);
+  });
+
+  it('kill -9 of a shard while a step runs: no step fails, its rows go to the replicas, every logit is identical', async () => {
+    const c = await shard('all');
+    const run = await generate(c.address, { during: () => c.signal('SIGKILL') });
+    expect(run.failedSteps).toBe(0);
+    // A reset connection, or (on a busy machine, while the kernel is still tearing the process down) the deadline.
+    const suspicions = run.health.filter((h) => h.suspect);
+    expect(suspicions.map((h) => h.shard)).toEqual([c.address]);
+    expect(['failed', 'deadline']).toContain(suspicions[0]!.reason);
+    // A and B took its rows in the step that found it dead, and nothing went to it after.
+    const resentAt = run.calls.find((x) => x.call.resent)!.step;
+    expect(resentAt).toBeGreaterThanOrEqual(FAULT_STEP);
+    expect(run.calls.filter((x) => x.step >= resentAt && x.call.shard === c.address)).toEqual([]);
+    expectSameLogits(run);
+  });
+
+  it('kill -9 of a shard between steps: the next call finds the connection reset, and the step still completes', async () => {
+    const c = await shard('all');
+    const run = await generate(c.address, { before: () => c.kill() });
+    expect(run.failedSteps).toBe(0);
+    expect(run.health.filter((h) => h.suspect).map((h) => [h.shard, h.reason])).toEqual([[c.address, 'failed']]);
+    expect(run.calls.filter((x) => x.step === FAULT_STEP && x.call.resent).length).toBeGreaterThan(0);
+    expectSameLogits(run);
+  });
+
+  it('SIGSTOP of a shard: its call past the adaptive deadline goes to replicas in the same step; no work until its health check passes', async () => {
+    const c = await shard('all');
+    let callsBeforeResume = 0;
+    let stepsBeforeResume = 0;
+    const run = await generate(c.address, {
+      before: () => c.signal('SIGSTOP'),
+      after: async (engine, experts, step, sofar) => {
+        const third = experts.connections()[2]!;
+        // Still stopped: still suspect (its lease or registry record plays no part here).
+        expect(experts.isSuspect(third)).toBe(true);
+        c.signal('SIGCONT');
+        const deadline = Date.now() + 30_000;
+        while (experts.isSuspect(third) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        expect(experts.isSuspect(third)).toBe(false);
+        // Healthy again: it gets work again.
+        callsBeforeResume = sofar.calls.length;
+        stepsBeforeResume = sofar.calls.at(-1)!.step;
+        const more = engine.submit({ promptTokenIds: [5, 6, 7, 8, 9, 10, 11, 12], maxTokens: 6, sampling: GREEDY, ignoreEos: true });
+        while (!more.isFinished) await step();
+      },
+    });
+    expect(run.failedSteps).toBe(0);
+    const suspicions = run.health.filter((h) => h.suspect);
+    expect(suspicions.map((h) => [h.shard, h.reason])).toEqual([[c.address, 'deadline']]);
+    expect(suspicions[0]!.error!.message).toMatch(/--dispatch-deadline-ms/);
+    expect(run.health.filter((h) => !h.suspect).map((h) => h.shard)).toEqual([c.address]);
+    expect(run.calls.slice(0, callsBeforeResume).filter((x) => x.step >= FAULT_STEP && x.call.shard === c.address)).toEqual([]);
+    expect(run.calls.filter((x) => x.step === FAULT_STEP && x.call.resent).length).toBeGreaterThan(0);
+    expect(run.calls.slice(callsBeforeResume).some((x) => x.step > stepsBeforeResume && x.call.shard === c.address)).toBe(true);
+    expectSameLogits(run);
+  });
+
+  it('a shard answering NaN for finite inputs is suspect at once and its rows are computed by the replicas', async () => {
+    // A real gRPC shard server on loopback whose answers are poisoned after the experts ran.
+    const real = await loadShardCompute(dir.path, parseExpertSpec('all'), { execution: { executionProvider: 'cpu', intraOpThreads: 1 }, weightDtype: 'auto' });
+    class Poisoned extends ShardCompute {
+      override async run(req: RunExpertsRequest__Output, receivedAt: number): ReturnType<ShardCompute['run']> {
+        const result = await super.run(req, receivedAt);
+        (result.response.output!.data as Buffer).writeUInt32LE(0x7fc00000, 0); // float32 NaN in the first value
+        return result;
+      }
+    }
+    const server = new ShardServer(new Poisoned(real.config, real.fingerprint, real.experts), 'poisoned');
+    const address = await server.listen('127.0.0.1', 0);
+    try {
+      const run = await generate(address);
+      expect(run.failedSteps).toBe(0);
+      const suspicions = run.health.filter((h) => h.suspect);
+      expect(suspicions.length).toBeGreaterThan(0);
+      expect(new Set(suspicions.map((h) => `${h.shard} ${h.reason}`))).toEqual(new Set([`${address} non_finite`]));
+      expect(suspicions[0]!.error!.name).toBe('NonFiniteResultError');
+      expect(run.calls.filter((x) => x.call.resent).length).toBeGreaterThan(0);
+      expectSameLogits(run);
+    } finally {
+      await server.shutdown(1000);
+    }
+  });
+});

@@ -1,0 +1,94 @@
+import { EtcdProcess, EtcdRegistry, planPlacement } from '@expertmesh/discovery';
+import { readCheckpointIdentity } from '@expertmesh/model-weights';
+import type { NetworkNamespace } from './netns.js';
+import { startServeProcess } from './serve-process.js';
+import { startShardProcess, type ShardProcess } from './shard-process.js';
+
+export interface FailoverClusterOptions {
+  readonly modelDir: string;
+  /** Plan slots, one shard process each. */
+  readonly slots: readonly string[];
+  /** Extra expert copies per layer in the plan (the number of experts: every expert held twice). */
+  readonly redundantExperts: number;
+  readonly leaseTtlSeconds: number;
+  /** The slot whose shard runs inside this namespace (etcd then also listens on the namespace's host address). */
+  readonly netns?: { readonly slot: string; readonly namespace: NetworkNamespace };
+  /** Extra `serve` flags. */
+  readonly serveArgs?: readonly string[];
+}
+
+/**
+ * A real cluster for failover tests and benchmarks: an etcd, a placement plan with replicas, one
+ * shard process per slot registered under a lease, and a router (`serve`) that follows the registry,
+ * float32 on the wire both ways.
+ */
+export class FailoverCluster {
+  readonly shards = new Map<string, ShardProcess>();
+  router: Awaited<ReturnType<typeof startServeProcess>> | null = null;
+
+  private constructor(
+    readonly options: FailoverClusterOptions,
+    readonly etcd: EtcdProcess,
+    readonly registry: EtcdRegistry,
+  ) {}
+
+  static async start(o: FailoverClusterOptions): Promise<FailoverCluster> {
+    const etcd = await EtcdProcess.start(o.netns ? { alsoListenOn: o.netns.namespace.hostAddress } : {});
+    const registry = new EtcdRegistry([etcd.url], 'failover');
+    const c = new FailoverCluster(o, etcd, registry);
+    try {
+      const { config, fingerprint } = await readCheckpointIdentity(o.modelDir);
+      await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: o.slots, redundantExperts: o.redundantExperts, bytesPerExpert: 1 }));
+      await Promise.all(o.slots.map((s) => c.startShard(s)));
+      c.router = await startServeProcess(['--model', o.modelDir, '--cluster', 'failover', '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32', ...(o.serveArgs ?? [])]);
+      await c.untilReady();
+      return c;
+    } catch (e) {
+      await c.stop();
+      throw e;
+    }
+  }
+
+  get url(): string {
+    return this.router!.url;
+  }
+
+  /** Starts (or starts again) the shard of a slot and waits until it is registered. */
+  async startShard(slot: string): Promise<ShardProcess> {
+    const inNamespace = this.options.netns?.slot === slot ? this.options.netns.namespace : null;
+    const etcdUrl = inNamespace ? this.etcd.alsoUrl! : this.etcd.url;
+    const shard = await startShardProcess(
+      ['--model', this.options.modelDir, '--cluster', 'failover', '--etcd', etcdUrl, '--slot', slot, '--shard-id', slot, '--listen', `${inNamespace?.address ?? '127.0.0.1'}:0`, '--lease-ttl', String(this.options.leaseTtlSeconds)],
+      inNamespace ? { netns: inNamespace.name } : {},
+    );
+    this.shards.set(slot, shard);
+    return shard;
+  }
+
+  /** Waits until the router's /ready says every expert has a holder it can use. */
+  async untilReady(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((await fetch(`${this.url}/ready`).catch(() => null))?.status !== 200) {
+      if (Date.now() > deadline) throw new Error(`router not ready within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** A router metric's samples whose labels include `labels` (summed), from /metrics. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const text = await (await fetch(`${this.url}/metrics`)).text();
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+      if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return sum;
+  }
+
+  async stop(): Promise<void> {
+    await this.router?.stop();
+    await Promise.all([...this.shards.values()].map((s) => s.kill()));
+    await this.registry.close();
+    await this.etcd.stop();
+  }
+}
