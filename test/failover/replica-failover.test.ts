@@ -13,7 +13,9 @@ import { tempDir } from '../helpers/temp-dir.js';
 /**
  * A router engine in this process over three real shard processes on loopback, every expert held
  * twice (A: 0-7, B: 8-15, C: all). A shard that dies, hangs or returns garbage mid-generation costs
- * no step, and every logit is bit for bit what the fault-free run computed with the same batches.
+ * no step: every greedy token is the fault-free run's, and every logit too, up to the last float32 bits
+ * (onnxruntime's single-row product kernel rounds differently from its batched one, and moving rows
+ * to replicas changes how many rows an expert gets in a call).
  */
 const requests: GenerationRequest[] = [1, 6, 13, 3, 9, 2].map((n, i) => ({
   promptTokenIds: Array.from({ length: n }, (_, j) => (i * 71 + j * 13) % 512),
@@ -25,7 +27,11 @@ const requests: GenerationRequest[] = [1, 6, 13, 3, 9, 2].map((n, i) => ({
 const DEADLINE = { minMs: 150, maxMs: 10_000, p99Multiple: 4 };
 const FAULT_STEP = 6;
 
+/** Logits may differ from the fault-free run's by this much, relative (float32 rounding, see above). */
+const LOGIT_TOLERANCE = 1e-5;
+
 interface Run {
+  readonly tokens: number[][];
   readonly logits: Float32Array[][];
   readonly calls: { step: number; call: DispatchCall }[];
   readonly health: HolderHealthChange[];
@@ -51,7 +57,7 @@ describe('failover to replicas in the same step', () => {
   ): Promise<Run> => {
     const experts = await connectToShards([a.address, b.address, third], await readCheckpointIdentity(dir.path), { wireDtype: 'float32', combineDtype: 'float32', deadline: DEADLINE });
     const engine = await loadEngineWith(dir.path, experts, { kvCacheTokens: 2048, maxBatchedTokens: 16 });
-    const run = { logits: [] as Float32Array[][], calls: [] as Run['calls'], health: [] as HolderHealthChange[], failedSteps: 0 };
+    const run = { tokens: [] as number[][], logits: [] as Float32Array[][], calls: [] as Run['calls'], health: [] as HolderHealthChange[], failedSteps: 0 };
     let step = 0;
     experts.observe({ onCall: (call) => run.calls.push({ step, call }), onHolderHealth: (h) => run.health.push(h) });
     const sequences = requests.map((r) => engine.submit(r));
@@ -71,6 +77,7 @@ describe('failover to replicas in the same step', () => {
           await p;
         } else await doStep();
       }
+      run.tokens.push(...sequences.map((s) => [...s.outputTokenIds]));
       run.logits.push(...sequences.map((s) => s.logits));
       if (fault?.after) await fault.after(engine, experts, doStep, run);
     } finally {
@@ -79,12 +86,19 @@ describe('failover to replicas in the same step', () => {
     return run;
   };
 
-  const expectSameLogits = (run: Run): void => {
-    expect(run.logits).toHaveLength(baseline.logits.length);
-    run.logits.forEach((seq, i) => {
-      expect(seq).toHaveLength(baseline.logits[i]!.length);
-      seq.forEach((l, s) => expect(Buffer.compare(Buffer.from(l.buffer, l.byteOffset, l.byteLength), Buffer.from(baseline.logits[i]![s]!.buffer, baseline.logits[i]![s]!.byteOffset, l.byteLength))).toBe(0));
-    });
+  /** The fault-free run's tokens exactly, and its logits within LOGIT_TOLERANCE; on a difference, names the first ones. */
+  const expectSameOutputs = (run: Run): void => {
+    expect(run.tokens).toEqual(baseline.tokens);
+    const differences: string[] = [];
+    expect(run.logits.map((s) => s.length)).toEqual(baseline.logits.map((s) => s.length));
+    run.logits.forEach((seq, i) =>
+      seq.forEach((l, s) => {
+        const want = baseline.logits[i]![s]!;
+        const at = l.findIndex((v, j) => !(Math.abs(v - want[j]!) <= LOGIT_TOLERANCE * Math.max(1, Math.abs(want[j]!))));
+        if (at >= 0) differences.push(`sequence ${i} token ${s} logit ${at}: ${l[at]} vs ${want[at]}`);
+      }),
+    );
+    expect(differences.slice(0, 5)).toEqual([]);
   };
 
   beforeAll(async () => {
@@ -106,7 +120,7 @@ describe('failover to replicas in the same step', () => {
     expect(baseline.failedSteps).toBe(0);
   });
 
-  it('kill -9 of a shard while a step runs: no step fails, its rows go to the replicas, every logit is identical', async () => {
+  it('kill -9 of a shard while a step runs: no step fails, its rows go to the replicas, the same tokens and logits', async () => {
     const c = await shard('all');
     const run = await generate(c.address, { during: () => c.signal('SIGKILL') });
     expect(run.failedSteps).toBe(0);
@@ -118,7 +132,7 @@ describe('failover to replicas in the same step', () => {
     const resentAt = run.calls.find((x) => x.call.resent)!.step;
     expect(resentAt).toBeGreaterThanOrEqual(FAULT_STEP);
     expect(run.calls.filter((x) => x.step >= resentAt && x.call.shard === c.address)).toEqual([]);
-    expectSameLogits(run);
+    expectSameOutputs(run);
   });
 
   it('kill -9 of a shard between steps: the next call finds the connection reset, and the step still completes', async () => {
@@ -127,7 +141,7 @@ describe('failover to replicas in the same step', () => {
     expect(run.failedSteps).toBe(0);
     expect(run.health.filter((h) => h.suspect).map((h) => [h.shard, h.reason])).toEqual([[c.address, 'failed']]);
     expect(run.calls.filter((x) => x.step === FAULT_STEP && x.call.resent).length).toBeGreaterThan(0);
-    expectSameLogits(run);
+    expectSameOutputs(run);
   });
 
   it('SIGSTOP of a shard: its call past the adaptive deadline goes to replicas in the same step; no work until its health check passes', async () => {
@@ -159,7 +173,7 @@ describe('failover to replicas in the same step', () => {
     expect(run.calls.slice(0, callsBeforeResume).filter((x) => x.step >= FAULT_STEP && x.call.shard === c.address)).toEqual([]);
     expect(run.calls.filter((x) => x.step === FAULT_STEP && x.call.resent).length).toBeGreaterThan(0);
     expect(run.calls.slice(callsBeforeResume).some((x) => x.step > stepsBeforeResume && x.call.shard === c.address)).toBe(true);
-    expectSameLogits(run);
+    expectSameOutputs(run);
   });
 
   it('a shard answering NaN for finite inputs is suspect at once and its rows are computed by the replicas', async () => {
@@ -182,7 +196,7 @@ describe('failover to replicas in the same step', () => {
       expect(new Set(suspicions.map((h) => `${h.shard} ${h.reason}`))).toEqual(new Set([`${address} non_finite`]));
       expect(suspicions[0]!.error!.name).toBe('NonFiniteResultError');
       expect(run.calls.filter((x) => x.call.resent).length).toBeGreaterThan(0);
-      expectSameLogits(run);
+      expectSameOutputs(run);
     } finally {
       await server.shutdown(1000);
     }

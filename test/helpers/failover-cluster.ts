@@ -57,8 +57,13 @@ export class FailoverCluster {
   async startShard(slot: string): Promise<ShardProcess> {
     const inNamespace = this.options.netns?.slot === slot ? this.options.netns.namespace : null;
     const etcdUrl = inNamespace ? this.etcd.alsoUrl! : this.etcd.url;
+    // Inside the namespace the shard binds the veth address, not loopback: plaintext there is the
+    // test's choice (the link exists only between this process's namespaces), hence --insecure.
     const shard = await startShardProcess(
-      ['--model', this.options.modelDir, '--cluster', 'failover', '--etcd', etcdUrl, '--slot', slot, '--shard-id', slot, '--listen', `${inNamespace?.address ?? '127.0.0.1'}:0`, '--lease-ttl', String(this.options.leaseTtlSeconds)],
+      [
+        ...['--model', this.options.modelDir, '--cluster', 'failover', '--etcd', etcdUrl, '--slot', slot, '--shard-id', slot],
+        ...['--listen', `${inNamespace?.address ?? '127.0.0.1'}:0`, '--lease-ttl', String(this.options.leaseTtlSeconds), ...(inNamespace ? ['--insecure'] : [])],
+      ],
       inNamespace ? { netns: inNamespace.name } : {},
     );
     this.shards.set(slot, shard);

@@ -33,7 +33,9 @@ interface Term {
  * placement (fixed: the plan, or the shard list), so that the sum of every group, and the order in
  * which the groups are added, never depend on load or on which shards are up. Each group goes to the
  * least-loaded usable shard holding all of it. When a shard fails, its rows move to other holders and
- * the layer's result is bit for bit what it would have been.
+ * are summed in the same order. The sums are then those of the fault-free run up to the last float32
+ * bits: onnxruntime's product kernel for a single row adds in another order than its batched one, and
+ * moving rows changes how many rows an expert gets in a call.
  */
 export class LayerDispatch {
   private readonly terms: Term[] = [];

@@ -31,7 +31,8 @@ export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combin
  *
  * A shard whose call fails, breaks, runs past its adaptive deadline or returns non-finite values is
  * suspect at once: what it had of the layer goes to replicas in the same step (same experts, same
- * weights, same summation order: the same numbers), and it gets no work until its gRPC health check
+ * weights, same summation order; equal up to onnxruntime's single-row kernel rounding differently, see
+ * LayerDispatch), and it gets no work until its gRPC health check
  * passes again.
  */
 export class RemoteRoutedExperts implements RoutedExpertsBackend {
@@ -58,7 +59,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     // One consistent view for the whole layer, even if the registry changes it meanwhile.
     const view = this.source.current();
     this.observers.routing(layer, routing);
-    const dispatch = LayerDispatch.plan(view, layer, routing, (s) => !this.healthOf(view.connections[s]!).suspect);
+    const dispatch = this.plan(view, layer, routing);
     const rows = dispatch.rows();
     const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': new Set(rows.map((r) => r.shard)).size } });
     const ctx = trace.setSpan(context.active(), span);
@@ -121,6 +122,20 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     }
     const suspects = connections.filter((c) => this.healthOf(c).suspect).map((c) => c.address);
     return orphans.length ? `${orphans.length} experts have only suspect holders (e.g. layer/expert ${orphans.slice(0, 3).join(', ')}); suspect shards: ${suspects.join(', ')}` : null;
+  }
+
+  /**
+   * The layer's rows on usable shards. An expert whose holders are all suspect fails with why the
+   * first of them is (a failed call, a deadline, a non-finite answer), so the error says what to fix.
+   */
+  private plan(view: ShardView, layer: number, routing: ExpertRouting): LayerDispatch {
+    try {
+      return LayerDispatch.plan(view, layer, routing, (s) => !this.healthOf(view.connections[s]!).suspect);
+    } catch (e) {
+      if (!(e instanceof NoHolderError) || e.cause) throw e;
+      const suspected = view.placement.holdersOf(layer, e.expert).map((h) => this.healthOf(view.connections[h]!).suspectBecause).find((c) => c !== null);
+      throw suspected ? new NoHolderError(layer, e.expert, suspected) : e;
+    }
   }
 
   private healthOf(connection: ShardConnection): ShardHealth {

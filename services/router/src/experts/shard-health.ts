@@ -19,6 +19,8 @@ export const DEFAULT_PROBE: HealthProbe = { intervalMs: 100, timeoutMs: 500 };
 export class ShardHealth {
   readonly deadline: RoundTripDeadline;
   private suspectSince: number | null = null;
+  /** What made the shard suspect, while it is. */
+  private suspicion: Error | null = null;
 
   constructor(
     private readonly connection: ShardConnection,
@@ -33,11 +35,17 @@ export class ShardHealth {
     return this.suspectSince !== null;
   }
 
+  /** Why the shard is suspect (null when it is not). */
+  get suspectBecause(): Error | null {
+    return this.suspicion;
+  }
+
   /** Marks the shard suspect, fails whatever it still has outstanding, and starts probing its health. */
   markSuspect(reason: SuspicionReason, error: Error): void {
     this.connection.failPending(error);
     if (this.suspectSince !== null) return;
     this.suspectSince = performance.now();
+    this.suspicion = error;
     this.onChange({ shard: this.connection.address, suspect: true, reason, error, suspectMs: 0 });
     void this.probeUntilHealthy();
   }
@@ -49,6 +57,7 @@ export class ShardHealth {
       if (await this.connection.checkHealth(this.probe.timeoutMs)) {
         const since = this.suspectSince;
         this.suspectSince = null;
+        this.suspicion = null;
         this.onChange({ shard: this.connection.address, suspect: false, reason: null, error: null, suspectMs: performance.now() - since });
       }
     }
