@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { streamThroughFault, type StreamedCompletion } from '../helpers/completion-stream.js';
+import { FailoverCluster } from '../helpers/failover-cluster.js';
 import { startServeProcess } from '../helpers/serve-process.js';
 import { startShardProcess, type ShardProcess } from '../helpers/shard-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
@@ -62,6 +63,23 @@ describe('a shard without replicas', () => {
       expect({ error: result.error, done: result.done, tokens: result.tokens.length }).toEqual({ error: null, done: true, tokens: 200 });
     } finally {
       await r.stop();
+    }
+  });
+
+  it('registry cluster: a shard killed with kill -9 and started again (a new port, its slot) within --step-retry-seconds costs a pause, not the stream', async () => {
+    // Each expert held once; the dead shard's 60 s lease outlives the test: only its successor's record moves the router on.
+    const cluster = await FailoverCluster.start({ modelDir: model, slots: ['s0', 's1'], redundantExperts: 0, leaseTtlSeconds: 60, serveArgs: ['--step-retry-seconds', '60'] });
+    try {
+      const victim = cluster.shards.get('s1')!;
+      const result = await streamWith(cluster.url, async () => {
+        await victim.kill();
+        const back = await cluster.startShard('s1');
+        expect(back.address).not.toBe(victim.address);
+      });
+      expect({ error: result.error, done: result.done, tokens: result.tokens.length }).toEqual({ error: null, done: true, tokens: 200 });
+      expect(await cluster.metric('expertmesh_shard_suspicions_total', { shard: victim.address })).toBeGreaterThanOrEqual(1);
+    } finally {
+      await cluster.stop();
     }
   });
 });
