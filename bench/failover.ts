@@ -30,6 +30,8 @@ const { values } = parseArgs({
     'fault-at': { type: 'string', default: '6' },
     'heal-at': { type: 'string', default: '14' },
     out: { type: 'string' },
+    /** Where to write the routers' log lines, with the phase and the time in it (for a closer look). */
+    'router-log': { type: 'string' },
   },
 });
 const CONCURRENCY = Number(values.concurrency);
@@ -70,12 +72,20 @@ const results: PhaseResult[] = [];
 
 /** Router log lines with the time they came, for detection times. */
 const routerLog: { at: number; line: string }[] = [];
+let phaseName = 'start';
+let phaseStartedAt = 0;
+const routerLogLines: string[] = [];
 const watchRouterLog = (cluster: FailoverCluster): void => {
-  createInterface({ input: cluster.router!.process.stderr! }).on('line', (line) => routerLog.push({ at: performance.now(), line }));
+  createInterface({ input: cluster.router!.process.stderr! }).on('line', (line) => {
+    const at = performance.now();
+    routerLog.push({ at, line });
+    routerLogLines.push(`${phaseName} +${Math.round(at - phaseStartedAt)} ms: ${line}`);
+  });
 };
 
 /** Client loops streaming back to back for PHASE_MS; `url()` is read per request (the router may move). */
 async function load(url: () => string): Promise<RequestRecord[]> {
+  phaseStartedAt = performance.now();
   const records: RequestRecord[] = [];
   const end = performance.now() + PHASE_MS;
   let next = 0;
@@ -135,6 +145,7 @@ type Fault = 'kill -9' | 'SIGSTOP' | 'partition';
 
 /** One shard fault phase: inject at FAULT_AT_MS, lift at HEAL_AT_MS (kill -9: start the shard again). */
 async function shardFault(cluster: FailoverCluster, replicas: boolean, fault: Fault, ns: NetworkNamespace | null): Promise<void> {
+  phaseName = `${fault}${replicas ? '' : ' (no replicas)'}`;
   const slot = fault === 'partition' ? SHARD_IN_NAMESPACE : fault === 'SIGSTOP' ? 's2' : 's1';
   const shard = cluster.shards.get(slot)!;
   const address = shard.address;
@@ -171,6 +182,7 @@ async function shardFault(cluster: FailoverCluster, replicas: boolean, fault: Fa
 }
 
 async function routerRestart(cluster: FailoverCluster): Promise<void> {
+  phaseName = 'router restart';
   const port = new URL(cluster.url).port;
   let restartMs: number | null = null;
   let startup: Record<string, number> = {};
@@ -181,7 +193,7 @@ async function routerRestart(cluster: FailoverCluster): Promise<void> {
     cluster.router!.process.kill('SIGKILL');
     await new Promise((r) => cluster.router!.process.once('exit', r));
     const restarted = performance.now();
-    cluster.router = await startServeProcess(['--model', modelDir, '--port', port, '--cluster', 'failover', '--etcd', cluster.etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32']);
+    cluster.router = await startServeProcess([...cluster.routerArgs(), '--port', port]);
     startup = cluster.router.startupMs ?? {};
     watchRouterLog(cluster);
     await cluster.untilReady();
@@ -220,9 +232,11 @@ try {
   const withReplicas = await cluster(true, ns);
   try {
     // The fault-free run: the reference outputs, and the gaps a healthy cluster shows.
+    phaseName = 'no fault';
     const records = await load(() => withReplicas.url);
     for (const r of records) if (r.done && !r.error && !references.has(r.prompt)) references.set(r.prompt, r.tokens);
     summarize('no fault (reference)', true, records, {});
+    phaseName = 'between phases';
     for (const fault of faults) await shardFault(withReplicas, true, fault, ns);
     await routerRestart(withReplicas);
   } finally {
@@ -238,6 +252,7 @@ try {
   ns?.remove();
 }
 
+if (values['router-log']) await writeFile(values['router-log'], `${routerLogLines.join('\n')}\n`);
 const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `failover-${date}.json`);

@@ -47,9 +47,12 @@ describe('a shard cut off by the network', () => {
     await dir?.remove();
   });
 
-  it('runs its shard inside the namespace, reached over the veth pair', (test) => {
+  it('runs its shard inside the namespace, reached over the veth pair, and the router uses it', async (test) => {
     if (unavailable) test.skip(unavailable);
-    expect(cluster!.shards.get('cut')!.address).toMatch(new RegExp(`^${ns!.address.replace(/\./g, '\\.')}:\\d+$`));
+    const address = cluster!.shards.get('cut')!.address;
+    expect(address).toMatch(new RegExp(`^${ns!.address.replace(/\./g, '\\.')}:\\d+$`));
+    // The router uses it: it took part in the fault-free streams.
+    expect(await cluster!.metric('expertmesh_shard_call_duration_seconds_count', { shard: address })).toBeGreaterThan(0);
     expect(baseline.every((b) => b.tokens.length === MAX_TOKENS)).toBe(true);
   });
 

@@ -40,13 +40,20 @@ export class FailoverCluster {
       const { config, fingerprint } = await readCheckpointIdentity(o.modelDir);
       await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: o.slots, redundantExperts: o.redundantExperts, bytesPerExpert: 1 }));
       await Promise.all(o.slots.map((s) => c.startShard(s)));
-      c.router = await startServeProcess(['--model', o.modelDir, '--cluster', 'failover', '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32', ...(o.serveArgs ?? [])]);
+      c.router = await startServeProcess(c.routerArgs());
       await c.untilReady();
       return c;
     } catch (e) {
       await c.stop();
       throw e;
     }
+  }
+
+  /** `serve` flags of the cluster's router (also for starting it again on its port). */
+  routerArgs(): string[] {
+    const o = this.options;
+    // A shard in a namespace is beyond loopback and plaintext: the router must be told to accept it.
+    return ['--model', o.modelDir, '--cluster', 'failover', '--etcd', this.etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32', ...(o.netns ? ['--insecure'] : []), ...(o.serveArgs ?? [])];
   }
 
   get url(): string {

@@ -157,7 +157,10 @@ export class EngineLoop {
           return;
         }
         this.stepFailures++;
-        await sleep(Math.min(2000, 50 * 2 ** attempt));
+        const pause = Math.min(2000, 50 * 2 ** attempt);
+        // Every running stream waits meanwhile: say why (at most one line per pause).
+        process.stderr.write(`[router] step failed (attempt ${attempt + 1}, retrying in ${pause} ms): ${(e as Error).message}\n`);
+        await sleep(pause);
       }
     }
   }
