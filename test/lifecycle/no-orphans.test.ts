@@ -23,7 +23,9 @@ describe('no orphans, no hangs', () => {
   const seen = new Map<string, ProcessId>();
 
   /** Runs the CLI in a process group of its own, noting every process it starts (polled until it exits). */
-  const run = (args: readonly string[]): { child: ChildProcess; lines: string[]; exited: Promise<number | null>; waitFor: (re: RegExp, timeoutMs?: number) => Promise<string> } => {
+  const run = (
+    args: readonly string[],
+  ): { child: ChildProcess; lines: string[]; exited: Promise<number | null>; started: () => ProcessId[]; waitFor: (re: RegExp, timeoutMs?: number) => Promise<string> } => {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     spawned.push(child);
     const lines: string[] = [];
@@ -38,7 +40,16 @@ describe('no orphans, no hangs', () => {
     createInterface({ input: child.stdout! }).on('line', onLine);
     createInterface({ input: child.stderr! }).on('line', onLine);
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const poll = setInterval(() => descendants(child.pid!).forEach((p) => seen.set(`${p.pid}:${p.start}`, p)), 50);
+    // Per run as well as overall, so that one failed test's leftovers do not fail the next.
+    const mine = new Map<string, ProcessId>();
+    const poll = setInterval(
+      () =>
+        descendants(child.pid!).forEach((p) => {
+          seen.set(`${p.pid}:${p.start}`, p);
+          mine.set(`${p.pid}:${p.start}`, p);
+        }),
+      50,
+    );
     void exited.then(() => clearInterval(poll));
     const waitFor = (re: RegExp, timeoutMs = 120_000): Promise<string> =>
       new Promise((resolve, reject) => {
@@ -48,7 +59,7 @@ describe('no orphans, no hangs', () => {
         waiters.push({ re, resolve: (l) => (clearTimeout(timer), resolve(l)) });
         void exited.then((code) => reject(new Error(`exited (${code}) before a line matching ${re}:\n${lines.slice(-20).join('\n')}`)));
       });
-    return { child, lines, exited, waitFor };
+    return { child, lines, exited, started: () => [...mine.values()], waitFor };
   };
   /** The etcd folder (owner.pid and data) of an `up`, from its etcd's command line. */
   const etcdFolderOf = (processes: readonly ProcessId[]): string => {
@@ -60,6 +71,19 @@ describe('no orphans, no hangs', () => {
       .map((p) => commandLine(p.pid))
       .map((c) => (/\betcd --name/.test(c) ? 'etcd' : c.includes('expert-shard') ? 'shard' : / serve /.test(c) ? 'router' : 'other'))
       .sort();
+  /**
+   * The processes below `pid` once they are exactly `expected` by kind. Polled: on a busy machine a
+   * child may be between fork and exec (still showing its parent's command line) for a moment.
+   */
+  const settledChildren = async (pid: number, expected: readonly string[], timeoutMs = 30_000): Promise<ProcessId[]> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const children = descendants(pid);
+      if (JSON.stringify(kinds(children)) === JSON.stringify(expected)) return children;
+      if (Date.now() > deadline) throw new Error(`children of ${pid} are not ${expected.join(', ')}:\n${children.map((p) => `${p.pid}: ${commandLine(p.pid)}`).join('\n')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
 
   beforeAll(async () => {
     dir = await tempDir('orphans');
@@ -76,8 +100,7 @@ describe('no orphans, no hangs', () => {
   it('kill -9 of `up`: etcd, the shards and the router exit by themselves; the next etcd start removes the orphaned folder', async () => {
     const up = run(['up', '--model', demo, '--shards', '2', '--port', '0']);
     await up.waitFor(/"event":"ready"/);
-    const children = descendants(up.child.pid!);
-    expect(kinds(children)).toEqual(['etcd', 'router', 'shard', 'shard']);
+    const children = await settledChildren(up.child.pid!, ['etcd', 'router', 'shard', 'shard']);
     const folder = etcdFolderOf(children);
     up.child.kill('SIGKILL');
     expect(await waitUntilGone(children, 30_000)).toEqual([]);
@@ -90,8 +113,7 @@ describe('no orphans, no hangs', () => {
   it('kill -9 of `serve --shards 2`: its shards exit by themselves', async () => {
     const serve = run(['serve', '--model', demo, '--shards', '2', '--port', '0']);
     await serve.waitFor(/"event":"listening"/);
-    const children = descendants(serve.child.pid!);
-    expect(kinds(children)).toEqual(['shard', 'shard']);
+    const children = await settledChildren(serve.child.pid!, ['shard', 'shard']);
     serve.child.kill('SIGKILL');
     expect(await waitUntilGone(children, 30_000)).toEqual([]);
   });
@@ -104,7 +126,7 @@ describe('no orphans, no hangs', () => {
       up.child.kill('SIGTERM');
       expect(await up.exited).toBe(0);
       expect(up.lines.some((l) => l.includes('"event":"ready"'))).toBe(false);
-      expect(await waitUntilGone([...seen.values()], 30_000)).toEqual([]);
+      expect(await waitUntilGone(up.started(), 30_000)).toEqual([]);
       expect(existsSync(folder)).toBe(false);
     });
   }
@@ -120,7 +142,7 @@ describe('no orphans, no hangs', () => {
       expect(await up.exited).toBe(1);
       const errorLine = up.lines.find((l) => l.startsWith('expertmesh up:'));
       expect(errorLine).toMatch(/router exited .*EADDRINUSE/);
-      expect(await waitUntilGone([...seen.values()], 30_000)).toEqual([]);
+      expect(await waitUntilGone(up.started(), 30_000)).toEqual([]);
       expect(existsSync(folder)).toBe(false);
     } finally {
       blocker.close();
