@@ -2,6 +2,7 @@ import type { ModelConfig } from '@expertmesh/model-config';
 import { DeepseekV3Model, LatentKvCache, type ForwardResult, type ForwardSegment, type ModelLoadOptions } from '@expertmesh/model';
 import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import { KvBlockManager } from './kv-block-manager.js';
+import { splitMicroBatches, type MicroBatchCount } from './micro-batches.js';
 import { topLogprobs } from './sampling.js';
 import { tracer } from './tracer.js';
 import { type KvAdmission, Scheduler, type ScheduledSegment, type SchedulerLimits, type StepPlan } from './scheduler.js';
@@ -17,7 +18,17 @@ export interface KvCacheOptions {
   readonly kvAdmission?: KvAdmission;
 }
 
-export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits>, KvCacheOptions {}
+/** How a step runs. */
+export interface StepOptions {
+  /**
+   * Micro-batches per step (default 1). With 2, a step's sequences are split in two that go through
+   * the layers as a ping-pong pipeline: while one's routed experts run on shards, this process
+   * computes the other's attention. Same tokens and logprobs (to float rounding) as 1.
+   */
+  readonly microBatches?: MicroBatchCount;
+}
+
+export interface EngineOptions extends ModelLoadOptions, Partial<SchedulerLimits>, KvCacheOptions, StepOptions {}
 
 /** Prefix-cache counters since start (prompt tokens looked up and found; cached blocks reused for others). */
 export interface PrefixCacheStats {
@@ -74,17 +85,21 @@ export class Engine {
   private readonly scheduler: Scheduler;
   private readonly queued: SchedulerChange[] = [];
   private executing = 0;
+  /** Micro-batches per step; may change between steps. */
+  microBatches: MicroBatchCount;
 
   constructor(
     readonly model: DeepseekV3Model,
-    options: Partial<SchedulerLimits> & KvCacheOptions = {},
+    options: Partial<SchedulerLimits> & KvCacheOptions & StepOptions = {},
   ) {
+    this.microBatches = checkMicroBatches(options.microBatches ?? 1);
     this.cache = LatentKvCache.forModel(model.config, options.kvCacheTokens ?? 8192);
     this.blocks = new KvBlockManager(this.cache.numBlocks, this.cache.blockSize, options.prefixCaching ?? true);
     this.scheduler = new Scheduler(this.blocks, { maxBatchSize: options.maxBatchSize ?? 64, maxBatchedTokens: options.maxBatchedTokens ?? 512 }, options.kvAdmission ?? 'on-demand');
   }
 
   static async load(modelDir: string, options: EngineOptions): Promise<Engine> {
+    checkMicroBatches(options.microBatches ?? 1);
     return new Engine(await DeepseekV3Model.load(modelDir, options), options);
   }
 
@@ -236,7 +251,15 @@ export class Engine {
     );
     this.executing++;
     try {
-      return await context.with(trace.setSpan(traced[0] ?? ROOT_CONTEXT, span), () => this.model.forward(scheduled.map(toForwardSegment), this.cache));
+      const parts = splitMicroBatches(scheduled, this.microBatches);
+      span.setAttribute('expertmesh.micro_batches', parts.length);
+      const results = await context.with(trace.setSpan(traced[0] ?? ROOT_CONTEXT, span), () =>
+        this.model.forwardMicroBatches(
+          parts.map((p) => p.map((i) => toForwardSegment(scheduled[i]!))),
+          this.cache,
+        ),
+      );
+      return inPlanOrder(scheduled, parts, results);
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
       throw e;
@@ -290,6 +313,29 @@ export class Engine {
     if (seq.stopTokenIds.has(token)) seq.finishReason = 'stop';
     else if (seq.outputTokenIds.length >= seq.request.maxTokens) seq.finishReason = 'length';
   }
+}
+
+function checkMicroBatches(n: number): MicroBatchCount {
+  if (n !== 1 && n !== 2) throw new RangeError(`micro-batches must be 1 or 2, got ${String(n)}`);
+  return n;
+}
+
+/** The logits (and greedy tokens) of the sampling segments in plan order, from each micro-batch's (in its own order). */
+function inPlanOrder(segments: readonly ScheduledSegment[], parts: readonly number[][], results: readonly ForwardResult[]): ForwardResult {
+  if (parts.length === 1) return results[0]!;
+  const partOf = new Int32Array(segments.length);
+  parts.forEach((p, k) => p.forEach((i) => (partOf[i] = k)));
+  const next = new Array<number>(parts.length).fill(0);
+  const logits: Float32Array[] = [];
+  const argmax: number[] = [];
+  segments.forEach((s, i) => {
+    if (!s.samples) return;
+    const k = partOf[i]!;
+    const row = next[k]!++;
+    logits.push(results[k]!.logits[row]!);
+    argmax.push(results[k]!.argmax[row]!);
+  });
+  return { logits, argmax: Int32Array.from(argmax) };
 }
 
 function toForwardSegment(seg: ScheduledSegment): ForwardSegment {

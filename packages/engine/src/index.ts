@@ -1,5 +1,7 @@
 export { Engine, InvalidRequestError } from './engine.js';
-export type { EngineOptions, GenerationResult, PrefixCacheStats } from './engine.js';
+export { splitMicroBatches } from './micro-batches.js';
+export type { MicroBatchCount } from './micro-batches.js';
+export type { StepOptions, EngineOptions, GenerationResult, PrefixCacheStats } from './engine.js';
 export { Scheduler } from './scheduler.js';
 export type { SchedulerLimits, ScheduledSegment, StepPlan, KvAdmission } from './scheduler.js';
 export { KvBlockManager, BlockTable, extendBlockHashes } from './kv-block-manager.js';

@@ -1,3 +1,4 @@
+import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { DEFAULT_EXECUTION, releaseLoadBuffers, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
@@ -12,6 +13,7 @@ import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
+import { tracer } from './tracer.js';
 
 /** What a forward pass returns for the segments that wanted logits, in segment order. */
 export interface ForwardResult {
@@ -116,6 +118,38 @@ export class DeepseekV3Model {
    * any read: the caller can retry the batch as long as it commits nothing of a failed one.
    */
   async forward(segments: readonly ForwardSegment[], cache: LatentKvCache): Promise<ForwardResult> {
+    return (await this.forwardMicroBatches([segments], cache))[0]!;
+  }
+
+  /**
+   * Runs several micro-batches (disjoint sequences) of one step as a ping-pong pipeline: each goes
+   * through the layers on its own, so while one micro-batch's routed experts are away (on shards),
+   * this process computes another's attention and gate. Every row's math is what `forward` does
+   * for it; returns each micro-batch's logits as `forward` would. Same contract on the cache.
+   */
+  async forwardMicroBatches(microBatches: readonly (readonly ForwardSegment[])[], cache: LatentKvCache): Promise<ForwardResult[]> {
+    const live = microBatches.map((segments, index) => ({ segments, index })).filter((m) => m.segments.length > 0);
+    const results: ForwardResult[] = microBatches.map(() => ({ logits: [], argmax: new Int32Array(0) }));
+    const parent = context.active();
+    const pipelined = live.length > 1;
+    await Promise.all(
+      live.map(async ({ segments, index }) => {
+        const span = pipelined ? tracer().startSpan('expertmesh.model.micro_batch', { attributes: { 'expertmesh.micro_batch': index, 'expertmesh.tokens': segments.reduce((a, s) => a + s.length, 0) } }, parent) : null;
+        try {
+          results[index] = await context.with(span ? trace.setSpan(parent, span) : parent, () => this.runPipeline(segments, cache, pipelined));
+        } catch (e) {
+          span?.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+          throw e;
+        } finally {
+          span?.end();
+        }
+      }),
+    );
+    return results;
+  }
+
+  /** One micro-batch through every layer: embed, per layer attention then FFN, LM head. */
+  private async runPipeline(segments: readonly ForwardSegment[], cache: LatentKvCache, traced: boolean): Promise<ForwardResult> {
     const { hiddenSize: H, numHeads: nH, kvLoraRank: R } = this.config;
     // Decode tokens first: they form one attention group.
     const order = segments.map((_, i) => i).sort((a, b) => Number(segments[a]!.length !== 1) - Number(segments[b]!.length !== 1));
@@ -141,6 +175,8 @@ export class DeepseekV3Model {
     let x = await this.embed(tokens);
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l]!;
+      // A span over this process's own work of the layer, so a waterfall shows micro-batches interleave.
+      const span = traced ? tracer().startSpan('expertmesh.model.attention', { attributes: { 'expertmesh.layer': l } }) : null;
       const a = await layer.attentionInput.run({ x: f32(x, [T, H]), cos: cosT, sin: sinT });
       const q = floatData(a.q, layer.attentionInput.name, 'q');
       cache.write(l, slots, floatData(a.kv, layer.attentionInput.name, 'kv'));
@@ -159,6 +195,7 @@ export class DeepseekV3Model {
         oLatent.set(floatData(out.o_latent, this.attentionCore.name, 'o_latent'), g.tokenOffset * nH * R);
       }
       const o = await layer.attentionOutput.run({ o_latent: f32(oLatent, [T, nH, R]), x: f32(x, [T, H]) });
+      span?.end();
       x = layer.moe ? await this.moe(l, layer.moe.shared, layer.attentionOutput.name, o, T) : floatData(o.x_out, layer.attentionOutput.name, 'x_out');
     }
     return this.logits(ordered, order, x);

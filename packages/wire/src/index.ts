@@ -1,4 +1,5 @@
 export { expertmeshV1, CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, PROTO_ROOT, channelOptions, maxCallMessageBytes, DEFAULT_MAX_TOKENS_PER_CALL } from './proto.js';
+export { raiseServerReceiveWindow, ReceiveWindowError, SERVER_RECEIVE_WINDOW_BYTES } from './server-receive-window.js';
 export type { CallLimits } from './proto.js';
 export { encodeTensor, decodeTensor, addTensorRows, gatherRows, wireBytes, asBuffer, WireFormatError, WIRE_DTYPE_ENUM } from './tensor-codec.js';
 export type { WireDtype } from './tensor-codec.js';

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { channelOptions, expertmeshV1, maxCallMessageBytes, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
+import { channelOptions, expertmeshV1, maxCallMessageBytes, raiseServerReceiveWindow, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
 import { serverCredentials, type TlsMaterial } from '@expertmesh/security';
@@ -66,6 +66,8 @@ export class ShardServer {
     const bound = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(this.options.tls ?? null), (err, p) => (err ? reject(err) : resolve(p))),
     );
+    // Requests of a batch's hidden states must not wait for a WINDOW_UPDATE (64 KiB by default).
+    raiseServerReceiveWindow(this.server);
     if (options.serving ?? true) this.setServing(true);
     return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
   }

@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { Engine, type KvAdmission } from '@expertmesh/engine';
+import { Engine, type KvAdmission, type MicroBatchCount } from '@expertmesh/engine';
 import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
@@ -44,6 +44,8 @@ export interface RouterOptions {
   readonly prefixCaching?: boolean;
   /** KV cache on demand with preemption (default), or reserved up front for prompt + max_tokens. */
   readonly kvAdmission?: KvAdmission;
+  /** Micro-batches per step (ping-pong overlap of attention and expert calls); auto (default): 2 with shards, 1 in-process. */
+  readonly microBatches?: MicroBatchCount | 'auto';
   readonly maxModelLen?: number;
   readonly defaultMaxTokens: number;
   readonly reasoningParser: 'deepseek-r1' | 'none';
@@ -156,6 +158,7 @@ export class Router {
         maxBatchedTokens: o.maxBatchedTokens,
         prefixCaching: o.prefixCaching ?? true,
         kvAdmission: o.kvAdmission ?? 'on-demand',
+        microBatches: resolveMicroBatches(o.microBatches ?? 'auto', o.experts),
       });
     } catch (e) {
       await experts.close();
@@ -242,4 +245,10 @@ export class Router {
     await this.promptTokenizer.close();
     await this.tracing.shutdown();
   }
+}
+
+/** auto: two micro-batches when the experts are elsewhere (there is a wait to hide), one when they run here. */
+export function resolveMicroBatches(choice: MicroBatchCount | 'auto', experts: ExpertsPlacement): MicroBatchCount {
+  if (choice !== 'auto') return choice;
+  return experts.kind === 'in-process' ? 1 : 2;
 }

@@ -13,7 +13,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
     [--combine-dtype bfloat16|float32] [--dispatch-deadline-ms 30000] [--dispatch-deadline-min-ms 200] [--dispatch-deadline-p99-multiple 4]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
-    [--no-prefix-caching] [--kv-admission on-demand|reserve]
+    [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches auto|1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
@@ -31,7 +31,9 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   it stores a re-plan that balances the measured load, moving as few experts as it can; shards switch with no pause.
   A shard call that fails, or takes longer than --dispatch-deadline-p99-multiple times the shard's recent p99 round
   trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
-  its work goes to replicas in the same step, and it gets none until its gRPC health check passes.`;
+  its work goes to replicas in the same step, and it gets none until its gRPC health check passes.
+  --micro-batches 2 splits each step in two micro-batches that overlap one's expert calls with the other's attention
+  (auto: 2 when experts run on shards, 1 in-process; results are the same either way).`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   const env = process.env;
@@ -55,6 +57,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'kv-cache-tokens': { type: 'string' },
       'no-prefix-caching': { type: 'boolean' },
       'kv-admission': { type: 'string' },
+      'micro-batches': { type: 'string' },
       'max-model-len': { type: 'string' },
       'default-max-tokens': { type: 'string' },
       'reasoning-parser': { type: 'string' },
@@ -90,6 +93,10 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'kv-cache-tokens': numberFlag((n) => n.int().positive()).default(65536),
       'no-prefix-caching': z.boolean().default(false),
       'kv-admission': z.enum(['on-demand', 'reserve']).default('on-demand'),
+      'micro-batches': z
+        .enum(['auto', '1', '2'])
+        .default('auto')
+        .transform((v) => (v === 'auto' ? ('auto' as const) : (Number(v) as 1 | 2))),
       'max-model-len': numberFlag((n) => n.int().positive()).optional(),
       'default-max-tokens': numberFlag((n) => n.int().positive()).default(1024),
       'reasoning-parser': z.enum(['deepseek-r1', 'none']).default('deepseek-r1'),
@@ -157,6 +164,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       kvCacheTokens: flags['kv-cache-tokens'],
       prefixCaching: !flags['no-prefix-caching'],
       kvAdmission: flags['kv-admission'],
+      microBatches: flags['micro-batches'],
       ...(flags['max-model-len'] ? { maxModelLen: flags['max-model-len'] } : {}),
       defaultMaxTokens: flags['default-max-tokens'],
       reasoningParser: flags['reasoning-parser'],
