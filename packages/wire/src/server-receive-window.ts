@@ -1,4 +1,5 @@
 import type { Http2Session } from 'node:http2';
+import type { Socket } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 
 /**
@@ -15,7 +16,8 @@ export class ReceiveWindowError extends Error {
 
 /**
  * grpc-js lets a client raise its own receive window (`grpc-node.flow_control_window`) but not a
- * server: its HTTP/2 sessions open with Node's 64 KiB. This raises the window of every session of
+ * server: its HTTP/2 sessions open with Node's 64 KiB (and its sockets without TCP_NODELAY, which
+ * its client sets). This raises the window of every session of
  * `server` from now on (call it after bindAsync, before clients connect): SETTINGS_INITIAL_WINDOW_SIZE
  * for each stream and a connection-level WINDOW_UPDATE. It reaches into grpc-js's listener map and
  * throws ReceiveWindowError if that is not there (a grpc-js upgrade changed it: tests catch this).
@@ -25,7 +27,9 @@ export function raiseServerReceiveWindow(server: grpc.Server, bytes = SERVER_REC
   if (!(listeners instanceof Map) || listeners.size === 0) {
     throw new ReceiveWindowError('cannot raise the receive window: grpc-js has no bound HTTP/2 server here (call after bindAsync; a grpc-js upgrade may have moved it)');
   }
-  for (const http2Server of listeners.keys() as Iterable<{ on(event: 'session', listener: (session: Http2Session) => void): void }>) {
+  for (const http2Server of listeners.keys() as Iterable<{ on(event: 'session', listener: (session: Http2Session) => void): void; on(event: 'connection', listener: (socket: Socket) => void): void }>) {
+    // Answers go out whole at once: without TCP_NODELAY the tail of a response waits for the ACK of its head.
+    http2Server.on('connection', (socket) => socket.setNoDelay(true));
     http2Server.on('session', (session) => {
       const apply = (): void => {
         if (session.destroyed) return;
