@@ -13,7 +13,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
     [--combine-dtype bfloat16|float32] [--dispatch-deadline-ms 30000] [--dispatch-deadline-min-ms 200] [--dispatch-deadline-p99-multiple 4]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
-    [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches auto|1|2]
+    [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
     [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
@@ -33,7 +33,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
   its work goes to replicas in the same step, and it gets none until its gRPC health check passes.
   --micro-batches 2 splits each step in two micro-batches that overlap one's expert calls with the other's attention
-  (auto: 2 when experts run on shards, 1 in-process; results are the same either way).`;
+  (same results; default 1, which measures faster on CPU shards: docs/benchmarks.md).`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   const env = process.env;
@@ -94,9 +94,9 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'no-prefix-caching': z.boolean().default(false),
       'kv-admission': z.enum(['on-demand', 'reserve']).default('on-demand'),
       'micro-batches': z
-        .enum(['auto', '1', '2'])
-        .default('auto')
-        .transform((v) => (v === 'auto' ? ('auto' as const) : (Number(v) as 1 | 2))),
+        .enum(['1', '2'])
+        .default('1')
+        .transform((v) => Number(v) as 1 | 2),
       'max-model-len': numberFlag((n) => n.int().positive()).optional(),
       'default-max-tokens': numberFlag((n) => n.int().positive()).default(1024),
       'reasoning-parser': z.enum(['deepseek-r1', 'none']).default('deepseek-r1'),
