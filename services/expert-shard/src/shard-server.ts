@@ -5,6 +5,7 @@ import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opent
 import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
 import { serverCredentials, type TlsMaterial } from '@expertmesh/security';
 import type { RunExpertsResponse } from '@expertmesh/wire';
+import { ComputeTurns } from './compute-turns.js';
 import type { RunStats, ShardCompute } from './shard-compute.js';
 import { ShardRequestError, toShardError } from './shard-request-error.js';
 
@@ -32,6 +33,8 @@ export class ShardServer {
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SHARD_SERVICE_NAME]: 'NOT_SERVING' });
   private readonly openStreams = new Set<grpc.ServerDuplexStream<RunExpertsRequest__Output, RunExpertsStreamResponse>>();
   private inFlight = 0;
+  /** Computes run one at a time, each answer out before the next compute blocks the event loop. */
+  private readonly turns = new ComputeTurns();
   private idle: (() => void) | null = null;
   private draining = false;
   private healthServer: grpc.Server | null = null;
@@ -173,7 +176,7 @@ export class ShardServer {
     const span = tracer().startSpan('expertmesh.shard.run_experts', { kind: SpanKind.SERVER, attributes: { 'expertmesh.shard': this.shardId, 'expertmesh.layer': request.layer } }, parent);
     this.inFlight++;
     try {
-      const { response, stats } = await this.compute.run(request, receivedAt);
+      const { response, stats } = await this.turns.run(() => this.compute.run(request, receivedAt));
       this.record(stats, span, parent);
       this.metrics.requests.inc({ outcome: 'ok' });
       return response;
