@@ -81,6 +81,11 @@ export class ShardCompute {
     return [...all].sort((a, b) => a[0] - b[0]).map(([layer, experts]) => ({ layer, experts: [...experts].sort((a, b) => a - b) }));
   }
 
+  /** Whether this shard runs any expert of `layer` now (per request: no allocation, unlike servingLayers). */
+  holdsLayer(layer: number): boolean {
+    return this.held.heldExperts(layer).length > 0 || (this.retiring?.heldExperts(layer).length ?? 0) > 0;
+  }
+
   /** The weighted sums of `pairs`, each on the set that holds its expert (the current one first). */
   private async computeHeld(layer: number, hidden: Float32Array, rows: number, pairs: ExpertPairs): Promise<Float32Array> {
     const old = this.retiring;
@@ -109,7 +114,7 @@ export class ShardCompute {
     }
     const layer = req.layer;
     if (!this.config.moeLayers.includes(layer)) throw failedPrecondition(`layer ${layer} is not an MoE layer of this model (MoE layers: ${this.config.moeLayers[0]}-${this.config.moeLayers.at(-1)})`);
-    if (this.servingLayers().every((l) => l.layer !== layer)) throw failedPrecondition(`this shard holds no experts of layer ${layer}`);
+    if (!this.holdsLayer(layer)) throw failedPrecondition(`this shard holds no experts of layer ${layer}`);
     // Bounds first, before anything is decoded: the work a call may cause is tokens × top-k expert rows.
     const claimedRows = req.hidden?.shape[0] ?? 0;
     if (claimedRows > this.maxTokensPerCall) throw invalidArgument(`${claimedRows} tokens in one call exceed this shard's limit of ${this.maxTokensPerCall} (--max-tokens-per-call): split the batch`);

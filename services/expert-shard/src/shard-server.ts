@@ -152,10 +152,16 @@ export class ShardServer {
     return this.metrics.registry;
   }
 
-  /** The weight-bytes gauge, current after a plan change swapped the experts. */
+  /** The expert set the weight-bytes gauge was last set for. */
+  private weightsRecordedFor: ShardCompute['experts'] | null = null;
+
+  /** The weight-bytes gauge, current after a plan change swapped the experts (set again only then). */
   private recordWeights(): void {
+    const experts = this.compute.experts;
+    if (experts === this.weightsRecordedFor) return;
+    this.weightsRecordedFor = experts;
     this.metrics.weightBytes.reset();
-    this.metrics.weightBytes.set({ format: this.compute.experts.weightFormat }, this.compute.experts.weightBytes);
+    this.metrics.weightBytes.set({ format: experts.weightFormat }, experts.weightBytes);
   }
 
   private setServing(serving: boolean): void {
@@ -177,16 +183,21 @@ export class ShardServer {
     this.inFlight++;
     try {
       const { response, stats } = await this.turns.run(() => this.compute.run(request, receivedAt));
-      this.record(stats, span, parent);
-      this.metrics.requests.inc({ outcome: 'ok' });
+      // Metrics and spans once the answer is handed to the transport (the caller does that in this
+      // turn of the loop, before any immediate runs): they are no part of the call's round trip.
+      setImmediate(() => {
+        this.record(stats, span, parent);
+        this.metrics.requests.inc({ outcome: 'ok' });
+        span.end();
+      });
       return response;
     } catch (e) {
       const err = toShardError(e);
       span.setStatus({ code: SpanStatusCode.ERROR, message: err.message });
       this.metrics.requests.inc({ outcome: err.code === grpc.status.INTERNAL ? 'error' : 'refused' });
+      span.end();
       throw err;
     } finally {
-      span.end();
       if (--this.inFlight === 0 && this.idle) {
         this.idle();
         this.idle = null;

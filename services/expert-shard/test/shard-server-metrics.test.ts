@@ -1,0 +1,86 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { ShardMetrics } from '@expertmesh/telemetry';
+import { CHANNEL_OPTIONS, encodePairs, encodeTensor, expertmeshV1, type RunExpertsResponse__Output } from '@expertmesh/wire';
+import { loadShardCompute, parseExpertSpec, ShardServer, type ShardCompute } from '../src/index.js';
+import { loadExperts } from '../src/load-shard.js';
+
+const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
+
+type Unary = (req: unknown, cb: (e: grpc.ServiceError | null, r?: RunExpertsResponse__Output) => void) => void;
+
+function call(client: grpc.Client, compute: ShardCompute, layer: number, experts: number[]): Promise<RunExpertsResponse__Output> {
+  const H = compute.config.hiddenSize;
+  const hidden = Float32Array.from({ length: 2 * H }, (_, i) => Math.cos(i * 0.21) * 0.5);
+  const pairs = encodePairs({ tokenRows: Int32Array.from(experts, (_, i) => i % 2), expertIds: Int32Array.from(experts), weights: Float32Array.from(experts, () => 0.25) });
+  const run = (client as unknown as { RunExperts: Unary }).RunExperts.bind(client);
+  return new Promise((resolve, reject) =>
+    run({ modelFingerprint: compute.fingerprint, layer, hidden: encodeTensor(hidden, 2, H, 'bfloat16'), ...pairs, outputDtype: 'TENSOR_DTYPE_BFLOAT16', traceContext: {} }, (e, r) => (e ? reject(e) : resolve(r!))),
+  );
+}
+
+async function metric(metrics: ShardMetrics, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const found = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name);
+  // A histogram's values are its buckets, sum and count (metricName says which): take the count.
+  const value = found?.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l) && (!name.endsWith('_seconds') || (v as { metricName?: string }).metricName === `${name}_count`));
+  return value?.value ?? 0;
+}
+
+/**
+ * The shard records its metrics after an answer is handed to gRPC (off the call's path): every
+ * answered call is still counted, and the weight gauge follows a plan switch without being set on
+ * every request.
+ */
+describe('shard server metrics, recorded after the answer', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'expertmesh-shard-metrics-'));
+    await makeCheckpoint({ preset: 'tiny', outDir: dir, seed: 5 });
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it('counts every answered call and its compute, and the weight gauge follows a plan switch', async () => {
+    const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const metrics = new ShardMetrics();
+    const server = new ShardServer(compute, 'metrics-test', metrics);
+    const address = await server.listen('127.0.0.1', 0);
+    const client = new (expertmeshV1().ExpertShardService)(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    try {
+      const layer = compute.config.moeLayers[0]!;
+      const before = compute.experts.weightBytes;
+      for (let i = 0; i < 5; i++) expect((await call(client, compute, layer, [0, 3, 7])).output!.shape).toEqual([2, compute.config.hiddenSize]);
+      await expect(call(client, compute, layer, [12])).rejects.toThrow(/expert 12 of layer \d+ is not held/);
+      // Recorded in the turn after each answer: wait for that turn, never for a fixed time.
+      await new Promise((r) => setImmediate(r));
+      expect(await metric(metrics, 'expertmesh_shard_requests_total', { outcome: 'ok' })).toBe(5);
+      expect(await metric(metrics, 'expertmesh_shard_requests_total', { outcome: 'refused' })).toBe(1);
+      expect(await metric(metrics, 'expertmesh_shard_compute_seconds')).toBe(5);
+      expect(await metric(metrics, 'expertmesh_shard_weight_bytes', { format: compute.experts.weightFormat })).toBe(before);
+
+      compute.beginSwitch(await loadExperts(dir, compute, parseExpertSpec('0-15'), load));
+      expect(compute.experts.weightBytes).toBe(2 * before);
+      await call(client, compute, layer, [12]);
+      await new Promise((r) => setImmediate(r));
+      expect(await metric(metrics, 'expertmesh_shard_weight_bytes', { format: compute.experts.weightFormat })).toBe(2 * before);
+      expect(await metric(metrics, 'expertmesh_shard_requests_total', { outcome: 'ok' })).toBe(6);
+    } finally {
+      client.close();
+      await server.shutdown(2000);
+    }
+  });
+
+  it('knows which layers it holds experts of, during a switch too', async () => {
+    const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const moe = compute.config.moeLayers[0]!;
+    const dense = compute.config.moeLayers[0]! - 1; // the first layers are dense (first_k_dense_replace)
+    expect(compute.holdsLayer(moe)).toBe(true);
+    expect(compute.holdsLayer(dense)).toBe(false);
+    compute.beginSwitch(await loadExperts(dir, compute, parseExpertSpec('8-15'), load));
+    expect(compute.holdsLayer(moe)).toBe(true);
+    await compute.experts.close();
+  });
+});
