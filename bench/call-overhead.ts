@@ -13,6 +13,7 @@ import type { DispatchCall, ExpertRouting } from '@expertmesh/routed-experts';
 import { connectToShards } from '@expertmesh/router';
 import type { WireDtype } from '@expertmesh/wire';
 import { ensureBenchModel } from './bench-model.js';
+import { machineDescription } from './machine.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, calls: { type: 'string' }, out: { type: 'string' }, 'weight-dtype': { type: 'string' } } });
@@ -89,7 +90,7 @@ try {
   await cluster.stop();
 }
 
-const report = { date: new Date().toISOString(), machine: 'AMD EPYC, 2 cores, 24 GiB, no GPU', model: 'bench preset', weightDtype, pinned: 'router core 0, one shard core 1, --intra-op-threads 1', rows };
+const report = { date: new Date().toISOString(), machine: machineDescription(), model: 'bench preset', weightDtype, pinned: 'router core 0, one shard core 1, --intra-op-threads 1', rows };
 const out = values.out ?? join('bench', 'results', `call-overhead-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);

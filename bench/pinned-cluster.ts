@@ -21,6 +21,7 @@ import { startTracing } from '@expertmesh/telemetry';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { ensureBenchModel } from './bench-model.js';
 import { runDecode } from './decode-run.js';
+import { machineDescription } from './machine.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
 import { TraceCollector, type CollectedSpan } from './trace-collector.js';
 
@@ -182,7 +183,7 @@ function decodeStepTrace(spans: readonly CollectedSpan[]): CollectedSpan[] {
     .sort((a, b) => a.startMs - b.startMs);
 }
 
-const report = { date, machine: 'AMD EPYC, 2 cores, 24 GiB, no GPU', model: 'bench preset', weightDtype, lengths, shards: shardCount, rows, trace };
+const report = { date, machine: machineDescription(), model: 'bench preset', weightDtype, lengths, shards: shardCount, rows, trace };
 const out = values.out ?? join('bench', 'results', `pinned-cluster-${date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
