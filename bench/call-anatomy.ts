@@ -22,6 +22,7 @@ import { connectToShards } from '@expertmesh/router';
 import type { WireDtype } from '@expertmesh/wire';
 import { ensureBenchModel } from './bench-model.js';
 import { machineDescription } from './machine.js';
+import { randomRouting, seededRandom } from './random-routing.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, calls: { type: 'string' }, batches: { type: 'string' }, out: { type: 'string' } } });
@@ -46,22 +47,8 @@ const cluster = await LocalCluster.start({
 });
 for (const s of cluster.shards) pinProcess(s.process.pid!, layout.shards);
 
-let seed = 1;
-const random = (): number => (seed = (seed * 48271) % 2147483647) / 2147483647;
-function routing(tokens: number): ExpertRouting {
-  const k = config.numExpertsPerTok;
-  const expertIds = new Int32Array(tokens * k);
-  const weights = new Float32Array(tokens * k);
-  for (let t = 0; t < tokens; t++) {
-    const chosen = new Set<number>();
-    while (chosen.size < k) chosen.add(Math.floor(random() * config.nRoutedExperts));
-    [...chosen].forEach((e, j) => {
-      expertIds[t * k + j] = e;
-      weights[t * k + j] = 0.05 + random() / 4;
-    });
-  }
-  return { numTokens: tokens, topK: k, expertIds, weights };
-}
+const random = seededRandom(1);
+const routing = (tokens: number): ExpertRouting => randomRouting(random, tokens, config.numExpertsPerTok, config.nRoutedExperts);
 
 const now = (): number => Number(process.hrtime.bigint()) / 1e6;
 interface Mark {
