@@ -6,6 +6,7 @@ import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { EtcdServer } from '../helpers/etcd-server.js';
 import { startServeProcess } from '../helpers/serve-process.js';
 import { startShardProcess } from '../helpers/shard-process.js';
+import { completeGreedy, firstLogprobOff, switchedPlan, until, type GreedyCompletion } from '../helpers/rebalance-cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 const cluster = 'elastic';
@@ -14,29 +15,21 @@ const HOT = [0, 3, 6, 9];
 const PROMPTS = ['The cluster', 'Experts move while', 'No request fails when', 'Tokens keep flowing', 'Shards join and leave', 'Load is skewed'];
 const MAX_TOKENS = 12;
 
-interface Completion {
-  readonly status: number;
-  readonly text: string | null;
-  readonly tokens: number;
-}
+/** Log-probabilities of the chosen tokens may differ from the run without moves by this much (float32 rounding, see below). */
+const LOGPROB_TOLERANCE = 1e-4;
 
-async function complete(url: string, prompt: string): Promise<Completion> {
-  const res = await fetch(`${url}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'demo', prompt, max_tokens: MAX_TOKENS, temperature: 0, ignore_eos: true }),
-  }).catch(() => null);
-  if (!res) return { status: 0, text: null, tokens: 0 };
-  const body = (await res.json().catch(() => ({}))) as { choices?: { text: string }[]; usage?: { completion_tokens: number } };
-  return { status: res.status, text: body.choices?.[0]?.text ?? null, tokens: body.usage?.completion_tokens ?? 0 };
-}
+type Completion = GreedyCompletion;
+const complete = (url: string, prompt: string): Promise<Completion> => completeGreedy(url, 'demo', prompt, MAX_TOKENS);
 
 /**
  * The closed loop, an elastic join and a leave, against a real etcd with real shard processes and a
- * real router process, under steady load: no request fails and /ready never drops (every expert always
- * has a holder). Texts are not compared here: under concurrent load they vary between any two runs of
- * this random model (onnxruntime rounds by batch shape, and shards return bfloat16 sums), moves or not;
- * that a switching shard computes the same sums is tested in services/expert-shard/test/plan-switch.
+ * real router process, under steady load: no request fails, /ready never drops (every expert always
+ * has a holder), and every request gets the greedy tokens of a run without rebalancing (a router
+ * without the loop, same load, before any move), float32 on the wire both ways. Log-probabilities
+ * are compared within LOGPROB_TOLERANCE, not bit for bit: the router adds each token's experts in
+ * groups made by the plan in force (one group per shard holding them), so a new plan changes the
+ * order of the float32 additions; and onnxruntime rounds a one-row product differently from a
+ * batched one, so the batch shapes of concurrent load change the last bits too.
  */
 describe('rebalancing and elastic membership under load', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -45,30 +38,16 @@ describe('rebalancing and elastic membership under load', () => {
   let router: Awaited<ReturnType<typeof startServeProcess>>;
   const shards = new Map<string, { address: string; process: ChildProcess; stop: () => Promise<void> }>();
   const results: { prompt: string; out: Completion }[] = [];
+  /** Per prompt, its completion by a router without rebalancing, under the same concurrent load. */
+  const baseline = new Map<string, Completion>();
   const notReady: number[] = [];
   let loading = true;
   let load: Promise<void>;
 
-  const until = async (what: string, check: () => Promise<boolean>, timeoutMs = 90_000): Promise<void> => {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
   const metricLines = async (name: string): Promise<string[]> => (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(name));
   const metric = async (name: string): Promise<number> => (await metricLines(`${name} `)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
   const gauge = async (name: string, phase: string): Promise<number[]> => (await metricLines(`${name}{`)).filter((l) => l.includes(`phase="${phase}"`)).map((l) => Number(l.split(' ').at(-1)));
-  /** Every slot of the stored plan has a live shard that reports it and advertises exactly its experts. */
-  const switched = async (): Promise<PlacementPlan | null> => {
-    const plan = (await registry.getPlan())!;
-    const records = await registry.listShards();
-    const ok = Object.entries(plan.shards).every(([slot, layers]) => {
-      const r = records.find((x) => x.slot === slot);
-      return r !== undefined && r.planVersion === plan.version && JSON.stringify(r.layers) === JSON.stringify(layers);
-    });
-    return ok ? plan : null;
-  };
+  const switched = (): Promise<PlacementPlan | null> => switchedPlan(registry);
   /** A shard started without --slot: it claims a free slot, or joins as a new one. */
   const startShard = async (): Promise<string> => {
     const s = await startShardProcess(['--model', dir.path, '--cluster', cluster, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '3', '--retire-grace', '2']);
@@ -85,10 +64,18 @@ describe('rebalancing and elastic membership under load', () => {
     registry = new EtcdRegistry([etcd.url], cluster);
     await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2'], bytesPerExpert: 1 }));
     await Promise.all([0, 1, 2].map(() => startShard()));
-    router = await startServeProcess([
-      '--model', dir.path, '--served-model-name', 'demo', '--cluster', cluster, '--etcd', etcd.url, '--wire-dtype', 'float32',
-      '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '3000', '--load-window', '30s',
-    ]);
+    const routerArgs = ['--model', dir.path, '--served-model-name', 'demo', '--cluster', cluster, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32'];
+    // The run without rebalancing: a router without the loop, three requests at a time, on the first plan.
+    const still = await startServeProcess(routerArgs);
+    try {
+      await until('router ready', async () => (await fetch(`${still.url}/ready`)).status === 200);
+      await Promise.all([0, 1, 2].map(async (w) => {
+        for (let i = w; i < PROMPTS.length; i += 3) baseline.set(PROMPTS[i]!, await complete(still.url, PROMPTS[i]!));
+      }));
+    } finally {
+      await still.stop();
+    }
+    router = await startServeProcess([...routerArgs, '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '3000', '--load-window', '30s']);
     await until('router ready', async () => (await fetch(`${router.url}/ready`)).status === 200);
     // Steady load: three requests at a time, prompt after prompt, until the test says stop.
     load = Promise.all(
@@ -153,13 +140,21 @@ describe('rebalancing and elastic membership under load', () => {
     expect((await fetch(`${router.url}/ready`)).status).toBe(200);
   });
 
-  it('under all of it: no request failed and /ready never dropped (every expert always had a holder)', async () => {
+  it('under all of it: no request failed, /ready never dropped, and every output is the run without rebalancing\'s', async () => {
     const seen = results.length;
     await until('requests on the final placement', async () => results.length >= seen + 6);
     loading = false;
     await load;
     expect(results.length).toBeGreaterThan(20);
-    for (const { prompt, out } of results) expect({ prompt, status: out.status, tokens: out.tokens }).toEqual({ prompt, status: 200, tokens: MAX_TOKENS });
+    for (const p of PROMPTS) expect({ p, status: baseline.get(p)?.status, tokens: baseline.get(p)?.tokens.length }).toEqual({ p, status: 200, tokens: MAX_TOKENS });
+    for (const { prompt, out } of results) {
+      const want = baseline.get(prompt)!;
+      expect({ prompt, status: out.status, text: out.text, tokens: out.tokens }).toEqual({ prompt, status: 200, text: want.text, tokens: want.tokens });
+      const off = firstLogprobOff(out, want, LOGPROB_TOLERANCE);
+      expect({ prompt, off, got: out.logprobs[off], want: want.logprobs[off] }).toEqual({ prompt, off: -1, got: undefined, want: undefined });
+    }
+    const worst = Math.max(...results.flatMap(({ prompt, out }) => out.logprobs.map((lp, i) => Math.abs(lp - baseline.get(prompt)!.logprobs[i]!))));
+    process.stderr.write(`[elastic-rebalance] ${results.length} requests, largest log-probability difference to the run without moves: ${worst}\n`);
     expect(notReady).toEqual([]);
   });
 });
