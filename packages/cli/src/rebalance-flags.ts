@@ -11,13 +11,14 @@ export const durationFlag = z
   })
   .pipe(z.number().positive());
 
-export const REBALANCE_USAGE = '[--load-window 60s] [--rebalance-interval 60s [--rebalance-threshold 1.25] [--rebalance-min-tokens 2000]]';
+export const REBALANCE_USAGE = '[--load-window 60s] [--rebalance-interval 60s [--rebalance-threshold 1.25] [--rebalance-min-tokens 2000] [--dead-slot-grace 60s]]';
 
 export const rebalanceFlagSpec = {
   'load-window': { type: 'string' },
   'rebalance-interval': { type: 'string' },
   'rebalance-threshold': { type: 'string' },
   'rebalance-min-tokens': { type: 'string' },
+  'dead-slot-grace': { type: 'string' },
 } satisfies FlagSpec;
 
 export const rebalanceFlagSchema = {
@@ -25,15 +26,18 @@ export const rebalanceFlagSchema = {
   'rebalance-interval': durationFlag.optional(),
   'rebalance-threshold': z.coerce.number().pipe(z.number().min(1)).default(1.25),
   'rebalance-min-tokens': z.coerce.number().pipe(z.number().int().nonnegative()).default(2000),
+  'dead-slot-grace': durationFlag.default('60s'),
 };
 
 /** The router options these flags give. */
-export function rebalanceOptions(flags: { 'load-window': number; 'rebalance-interval'?: number | undefined; 'rebalance-threshold': number; 'rebalance-min-tokens': number }): {
+export function rebalanceOptions(flags: { 'load-window': number; 'rebalance-interval'?: number | undefined; 'rebalance-threshold': number; 'rebalance-min-tokens': number; 'dead-slot-grace': number }): {
   loadWindowMs: number;
-  rebalance?: { intervalMs: number; threshold: number; minTokens: number };
+  rebalance?: { intervalMs: number; threshold: number; minTokens: number; deadSlotGraceMs: number };
 } {
   return {
     loadWindowMs: flags['load-window'],
-    ...(flags['rebalance-interval'] !== undefined ? { rebalance: { intervalMs: flags['rebalance-interval'], threshold: flags['rebalance-threshold'], minTokens: flags['rebalance-min-tokens'] } } : {}),
+    ...(flags['rebalance-interval'] !== undefined
+      ? { rebalance: { intervalMs: flags['rebalance-interval'], threshold: flags['rebalance-threshold'], minTokens: flags['rebalance-min-tokens'], deadSlotGraceMs: flags['dead-slot-grace'] } }
+      : {}),
   };
 }

@@ -11,6 +11,7 @@ export class RebalanceMetrics {
   readonly bytesMoved: Counter;
   readonly expertsMoved: Counter;
   readonly switchSeconds: Histogram;
+  readonly deadSlotsDropped: Counter;
 
   /** `windowLoad`: tokens per expert of each layer over the load window, read at every scrape. */
   constructor(registry: Registry, windowLoad: () => ReadonlyMap<number, readonly number[]>) {
@@ -34,6 +35,7 @@ export class RebalanceMetrics {
     this.rebalances = new Counter({ name: 'expertmesh_rebalances_total', help: 'New plans stored by this router because the measured imbalance passed --rebalance-threshold.', registers });
     this.bytesMoved = new Counter({ name: 'expertmesh_rebalance_bytes_moved_total', help: 'Bytes of experts shards had to load for the plans this router stored (in the format shards hold them).', registers });
     this.expertsMoved = new Counter({ name: 'expertmesh_rebalance_experts_moved_total', help: 'Expert copies shards had to load for the plans this router stored.', registers });
+    this.deadSlotsDropped = new Counter({ name: 'expertmesh_dead_slots_dropped_total', help: 'Plan slots this router dropped because no live shard claimed them for longer than --dead-slot-grace (their experts re-homed on live shards).', registers });
     this.switchSeconds = new Histogram({
       name: 'expertmesh_rebalance_switch_seconds',
       help: 'Time from storing a plan to every shard of it reporting that plan (new experts loaded, old ones handed over).',

@@ -2,6 +2,7 @@ import {
   planProblem,
   RegistryConflictError,
   replanMembers,
+  replanWithout,
   SlotTakenError,
   updatePlan,
   type ClusterRegistry,
@@ -248,8 +249,8 @@ export class ClusterMembership {
     const draining = new Set(records.filter((r) => r.draining).map((r) => r.slot));
     const change = await updatePlan(this.registry, (current) => {
       if (!current?.shards[slot]) return null;
-      const rest = Object.keys(current.shards).filter((s) => s !== slot && !draining.has(s));
-      return rest.length === 0 ? null : replanMembers(this.compute.config, current, rest, records);
+      const gone = Object.keys(current.shards).filter((s) => s === slot || draining.has(s));
+      return gone.length === Object.keys(current.shards).length ? null : replanWithout(this.compute.config, current, gone, records);
     });
     if (change) this.log(`leaving: stored plan v${change.plan.version} without slot ${slot} (${change.movedExperts} experts moved, ${change.movedBytes} bytes)`);
     const serving = this.compute.servingLayers();

@@ -24,5 +24,6 @@ export { GrammarError } from './structured/xgrammar.js';
 export { ExpertLoadWindow } from './rebalance/expert-load-window.js';
 export { expertLoadFromMetrics, ExpertLoadTextError } from './rebalance/expert-load-text.js';
 export { Rebalancer } from './rebalance/rebalancer.js';
+export { DeadSlots, type DeadSlotsDropped } from './rebalance/dead-slots.js';
 export type { RebalanceOptions, RebalanceEvent } from './rebalance/rebalancer.js';
 export { RebalanceConfigError } from './rebalance/router-load.js';

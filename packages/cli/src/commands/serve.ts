@@ -29,6 +29,8 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   \`expertmesh plan --load-from\`). With a registry, --rebalance-interval runs the closed loop: each interval, when some
   layer's max over mean tokens per shard passes --rebalance-threshold (and the window holds --rebalance-min-tokens),
   it stores a re-plan that balances the measured load, moving as few experts as it can; shards switch with no pause.
+  A plan slot that no live shard claims for --dead-slot-grace (a shard killed for good: its lease ran out and nothing
+  took its slot again) is dropped: the loop stores a plan without it, its experts re-homed on the live shards.
   A shard call that fails, or takes longer than --dispatch-deadline-p99-multiple times the shard's recent p99 round
   trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
   its work goes to replicas in the same step, and it gets none until its gRPC health check passes.

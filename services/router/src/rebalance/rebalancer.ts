@@ -2,6 +2,7 @@ import { measuredExpertBytes, planImbalance, replan, updatePlan, type ClusterReg
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertLoadWindow } from './expert-load-window.js';
 import type { RebalanceMetrics } from '@expertmesh/telemetry';
+import { DeadSlots, type DeadSlotsDropped } from './dead-slots.js';
 
 export interface RebalanceOptions {
   /** How often the load is checked. */
@@ -12,7 +13,11 @@ export interface RebalanceOptions {
   readonly minTokens: number;
   /** Longest wait for shards to switch to a new plan before the rebalancer checks again anyway. */
   readonly switchTimeoutMs?: number;
+  /** How long a plan slot may stay without a live shard before a plan without it is stored (default 60 s). */
+  readonly deadSlotGraceMs?: number;
 }
+
+export const DEFAULT_DEAD_SLOT_GRACE_MS = 60_000;
 
 /** What one check found and did: for logs and tests. */
 export interface RebalanceEvent {
@@ -38,6 +43,7 @@ export class Rebalancer {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
+  private readonly deadSlots: DeadSlots;
 
   constructor(
     private readonly registry: ClusterRegistry,
@@ -46,12 +52,16 @@ export class Rebalancer {
     private readonly metrics: RebalanceMetrics,
     private readonly options: RebalanceOptions,
     private readonly onEvent: (e: RebalanceEvent) => void = () => undefined,
-  ) {}
+    private readonly onDeadSlots: (e: DeadSlotsDropped) => void = () => undefined,
+  ) {
+    this.deadSlots = new DeadSlots(registry, model.config, options.deadSlotGraceMs ?? DEFAULT_DEAD_SLOT_GRACE_MS);
+  }
 
   start(): void {
     this.timer = setInterval(() => {
       if (this.running || this.stopped) return;
-      this.running = this.check()
+      this.running = this.checkDeadSlots()
+        .then(() => this.check())
         .then(() => undefined)
         .catch((e: Error) => void process.stderr.write(`[rebalance] ${e.message.slice(0, 500)}\n`))
         .finally(() => (this.running = null));
@@ -63,6 +73,17 @@ export class Rebalancer {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.running;
+  }
+
+  /** Drops plan slots that have had no live shard for longer than the grace (a shard killed for good), restoring every expert's holders. */
+  async checkDeadSlots(): Promise<DeadSlotsDropped | null> {
+    const dropped = await this.deadSlots.check();
+    if (!dropped) return null;
+    this.metrics.deadSlotsDropped.inc(dropped.slots.length);
+    this.metrics.bytesMoved.inc(dropped.movedBytes);
+    this.metrics.expertsMoved.inc(dropped.movedExperts);
+    this.onDeadSlots(dropped);
+    return dropped;
   }
 
   /** One look at the load; stores a new plan when it pays. */

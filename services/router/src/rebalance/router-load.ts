@@ -2,6 +2,7 @@ import type { ClusterRegistry } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { RebalanceMetrics, type RouterMetrics } from '@expertmesh/telemetry';
 import { ExpertLoadWindow } from './expert-load-window.js';
+import type { DeadSlotsDropped } from './dead-slots.js';
 import { Rebalancer, type RebalanceEvent, type RebalanceOptions } from './rebalancer.js';
 
 /** What a router measures of expert load, and the rebalancer it may run on it. */
@@ -31,6 +32,7 @@ export function routerLoad(
   const window = new ExpertLoadWindow(config.moeLayers, config.nRoutedExperts, windowMs);
   const metrics = new RebalanceMetrics(metricsRegistry, () => window.snapshot());
   const log = (e: RebalanceEvent): void => void process.stderr.write(`[rebalance] ${JSON.stringify({ event: 'rebalanced', ...e })}\n`);
-  const rebalancer = rebalance && registry ? new Rebalancer(registry, { config, fingerprint }, window, metrics, rebalance, log) : null;
+  const logDead = (e: DeadSlotsDropped): void => void process.stderr.write(`[rebalance] ${JSON.stringify({ event: 'dead_slots_dropped', ...e })}\n`);
+  const rebalancer = rebalance && registry ? new Rebalancer(registry, { config, fingerprint }, window, metrics, rebalance, log, logDead) : null;
   return { window, rebalancer };
 }
