@@ -14,11 +14,16 @@ export class ExpertNotHeldError extends Error {
   }
 }
 
-/** One graph over some of a layer's held experts: slots [first, first + count) of the layer's held list. */
+/**
+ * One graph over some experts of a layer, in its input order. After a plan change a graph may be
+ * shared by the old and the new set, and may hold experts the new set no longer serves: those are
+ * fed no rows (free: each expert's work is guarded by "has rows").
+ */
 interface ExpertGroup {
   readonly graph: Graph;
-  readonly first: number;
-  readonly count: number;
+  readonly experts: readonly number[];
+  /** Bytes of each expert's weights as held, in `experts` order. */
+  readonly bytes: readonly number[];
 }
 
 /**
@@ -29,17 +34,58 @@ interface ExpertGroup {
  */
 export const EXPERT_GROUP_BYTES = 256 << 20;
 
+/**
+ * Graphs a layer may have beyond what a fresh load makes before a plan change rebuilds it whole:
+ * each change that keeps graphs adds one for the experts gained, and every graph is one more
+ * onnxruntime run per call.
+ */
+const EXTRA_GROUPS = 2;
+
 interface LayerExperts {
   readonly groups: readonly ExpertGroup[];
+  /** The experts served, ascending. */
   readonly held: readonly number[];
   readonly slotOf: Map<number, number>;
-  /** Bytes of these experts' weights as held (stored codes and scales, or float32). */
+  /** Bytes of the served experts' weights as held (stored codes and scales, or float32). */
   readonly weightBytes: number;
+}
+
+function layerOf(groups: readonly ExpertGroup[], held: readonly number[]): LayerExperts {
+  const served = new Set(held);
+  const weightBytes = groups.reduce((a, g) => a + g.bytes.reduce((b, x, i) => b + (served.has(g.experts[i]!) ? x : 0), 0), 0);
+  return { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes };
+}
+
+/** Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them. */
+async function loadGroups(config: ModelConfig, reader: WeightReader, execution: ExecutionOptions, layer: number, ids: readonly number[], named: () => string): Promise<{ groups: ExpertGroup[]; format: string }> {
+  const groups: ExpertGroup[] = [];
+  let format = '';
+  let group: { id: number; weights: Awaited<ReturnType<WeightReader['routedExpert']>>; bytes: number }[] = [];
+  let groupBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (group.length === 0) return;
+    const name = named();
+    const graph = await Graph.create(name, buildRoutedExpertsGraph(group, config.hiddenSize, name), execution);
+    groups.push({ graph, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
+    group = [];
+    groupBytes = 0;
+  };
+  for (const id of ids) {
+    const w = await reader.routedExpert(layer, id);
+    const bytes = weightBytes(w.gate) + weightBytes(w.up) + weightBytes(w.down);
+    if (groupBytes + bytes > EXPERT_GROUP_BYTES) await flush();
+    groupBytes += bytes;
+    format ||= weightFormat(w.gate);
+    group.push({ id, weights: w, bytes });
+  }
+  await flush();
+  return { groups, format };
 }
 
 /** Runs routed experts on this machine with onnxruntime: per MoE layer, one graph per group of experts (EXPERT_GROUP_BYTES). */
 export class LocalRoutedExperts implements RoutedExpertsBackend {
   private readonly observers = new DispatchObservers();
+  private static graphNames = 0;
 
   private constructor(
     private readonly config: ModelConfig,
@@ -58,36 +104,42 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     execution: ExecutionOptions,
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
+    return LocalRoutedExperts.empty(config, reader).reshaped(reader, execution, experts);
+  }
+
+  private static empty(config: ModelConfig, reader: WeightReader): LocalRoutedExperts {
+    return new LocalRoutedExperts(config, new Map(), reader.dtype === 'float32' ? 'float32' : '');
+  }
+
+  /**
+   * Another set of experts (a new placement plan) built from this one: the graphs of experts it
+   * keeps are shared, not loaded again, and only the experts it gains are read from the checkpoint
+   * and compiled. A graph is shared while at least half its experts are kept (the others stay in
+   * memory, fed no rows, until no set uses the graph); a layer whose graphs would pass what a fresh
+   * load makes by EXTRA_GROUPS is rebuilt whole. Release this set with `close([next])` so the shared
+   * graphs stay.
+   */
+  async reshaped(reader: WeightReader, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<LocalRoutedExperts> {
     const layers = new Map<number, LayerExperts>();
-    let format = reader.dtype === 'float32' ? 'float32' : '';
-    for (const layer of config.moeLayers) {
-      const held = [...experts(layer)].sort((a, b) => a - b);
+    let format = this.weightFormat;
+    for (const layer of this.config.moeLayers) {
+      const held = [...new Set(experts(layer))].sort((a, b) => a - b);
       if (held.length === 0) continue;
-      let bytes = 0;
-      const groups: ExpertGroup[] = [];
-      let group: { id: number; weights: Awaited<ReturnType<WeightReader['routedExpert']>> }[] = [];
-      let groupBytes = 0;
-      const flush = async (): Promise<void> => {
-        if (group.length === 0) return;
-        const name = `layer${layer}_routed_experts_${groups.length}`;
-        groups.push({ graph: await Graph.create(name, buildRoutedExpertsGraph(group, config.hiddenSize, name), execution), first: groups.reduce((a, g) => a + g.count, 0), count: group.length });
-        group = [];
-        groupBytes = 0;
-      };
-      for (const id of held) {
-        const w = await reader.routedExpert(layer, id);
-        const expertBytes = weightBytes(w.gate) + weightBytes(w.up) + weightBytes(w.down);
-        if (groupBytes + expertBytes > EXPERT_GROUP_BYTES) await flush();
-        bytes += expertBytes;
-        groupBytes += expertBytes;
-        format ||= weightFormat(w.gate);
-        group.push({ id, weights: w });
-      }
-      await flush();
-      layers.set(layer, { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes: bytes });
+      const wanted = new Set(held);
+      const before = this.layers.get(layer)?.groups ?? [];
+      let kept = before.filter((g) => 2 * g.experts.filter((e) => wanted.has(e)).length >= g.experts.length);
+      const perExpert = Math.max(0, ...before.flatMap((g) => g.bytes));
+      const freshGroups = Math.max(1, Math.ceil((held.length * perExpert) / EXPERT_GROUP_BYTES));
+      const inKept = (groups: readonly ExpertGroup[]): Set<number> => new Set(groups.flatMap((g) => g.experts));
+      const missing = held.filter((e) => !inKept(kept).has(e));
+      if (missing.length > 0 && kept.length + Math.ceil((missing.length * perExpert) / EXPERT_GROUP_BYTES || 1) > freshGroups + EXTRA_GROUPS) kept = [];
+      const toLoad = held.filter((e) => !inKept(kept).has(e));
+      const loaded = await loadGroups(this.config, reader, execution, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`);
+      format ||= loaded.format;
+      layers.set(layer, layerOf([...kept, ...loaded.groups], held));
     }
     await releaseLoadBuffers();
-    return new LocalRoutedExperts(config, layers, format || 'none');
+    return new LocalRoutedExperts(this.config, layers, format || 'none');
   }
 
   heldExperts(layer: number): readonly number[] {
@@ -157,29 +209,40 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       rows[s]![k] = BigInt(pairs.tokenRows[i]!);
       weights[s]![k] = pairs.weights[i]!;
     }
-    // Add each weighted expert output into its token, experts in held order (deterministic).
-    const out = new Float32Array(numTokens * H);
+    // Each graph's weighted expert outputs, then added into their tokens expert by expert in ascending
+    // id (as one graph holding them all would): a token's sum never depends on how graphs split.
+    const outputs = new Array<{ y: Float32Array; at: number } | undefined>(entry.held.length);
     const x = f32(hidden, [numTokens, H]);
+    const none = { rows: new BigInt64Array(0), weights: new Float32Array(0) };
     for (const group of entry.groups) {
-      const slotsOfGroup = Array.from({ length: group.count }, (_, i) => group.first + i);
-      if (slotsOfGroup.every((s) => rows[s]!.length === 0)) continue; // no token chose these experts
+      const slotsOfGroup = group.experts.map((id) => entry.slotOf.get(id));
+      if (slotsOfGroup.every((s) => s === undefined || rows[s]!.length === 0)) continue; // no token chose these experts
       const feeds: Record<string, Tensor> = { x };
-      for (const s of slotsOfGroup) {
-        const id = entry.held[s]!;
-        feeds[`rows_${id}`] = i64(rows[s]!, [rows[s]!.length]);
-        feeds[`weights_${id}`] = f32(weights[s]!, [weights[s]!.length, 1]);
-      }
+      group.experts.forEach((id, i) => {
+        const s = slotsOfGroup[i];
+        const r = s === undefined ? none.rows : rows[s]!;
+        feeds[`rows_${id}`] = i64(r, [r.length]);
+        feeds[`weights_${id}`] = f32(s === undefined ? none.weights : weights[s]!, [r.length, 1]);
+      });
       const y = floatData((await group.graph.run(feeds)).y, group.graph.name, 'y');
-      let row = 0;
+      let at = 0;
       for (const s of slotsOfGroup) {
-        const tokenRows = rows[s]!;
-        for (let k = 0; k < tokenRows.length; k++, row++) {
-          const dst = Number(tokenRows[k]!) * H;
-          const src = row * H;
-          for (let c = 0; c < H; c++) out[dst + c] += y[src + c]!;
-        }
+        if (s === undefined) continue;
+        outputs[s] = { y, at };
+        at += rows[s]!.length;
       }
     }
+    const out = new Float32Array(numTokens * H);
+    entry.held.forEach((_, s) => {
+      const o = outputs[s];
+      if (!o) return;
+      const tokenRows = rows[s]!;
+      for (let k = 0; k < tokenRows.length; k++) {
+        const dst = Number(tokenRows[k]!) * H;
+        const src = (o.at + k) * H;
+        for (let c = 0; c < H; c++) out[dst + c] += o.y[src + c]!;
+      }
+    });
     return out;
   }
 
@@ -190,13 +253,20 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return bytes;
   }
 
+  /** The onnxruntime graphs serving `layer` (one run each per call that uses them). */
+  graphsOf(layer: number): number {
+    return this.layers.get(layer)?.groups.length ?? 0;
+  }
+
   /** Held experts per MoE layer. */
   heldLayers(): { layer: number; experts: readonly number[] }[] {
     return [...this.layers.entries()].map(([layer, e]) => ({ layer, experts: e.held }));
   }
 
-  async close(): Promise<void> {
-    for (const { groups } of this.layers.values()) for (const { graph } of groups) await graph.release();
+  /** Releases this set's graphs, except those that a set in `keep` shares (it was reshaped from this one, or this one from it). */
+  async close(keep: readonly LocalRoutedExperts[] = []): Promise<void> {
+    const shared = new Set(keep.flatMap((k) => [...k.layers.values()].flatMap((l) => l.groups.map((g) => g.graph))));
+    for (const { groups } of this.layers.values()) for (const { graph } of groups) if (!shared.has(graph)) await graph.release();
     this.layers.clear();
   }
 }

@@ -31,12 +31,16 @@ export async function loadShardCompute(
   }
 }
 
-/** Loads another set of experts for a running shard (after a placement change). */
+/**
+ * The set of experts a running shard switches to (after a placement change): the experts it already
+ * holds are kept as they are (their graphs shared with the set serving now), only those it gains are
+ * read from the checkpoint and compiled.
+ */
 export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions): Promise<LocalRoutedExperts> {
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
     const config = compute.config;
-    return await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
+    return await compute.experts.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
   } finally {
     await checkpoint.close();
   }

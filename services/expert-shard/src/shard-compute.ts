@@ -50,21 +50,24 @@ export class ShardCompute {
    */
   beginSwitch(next: LocalRoutedExperts): void {
     if (this.retiring) {
-      // A switch over a switch: whatever the retiring set held beyond the current is released now.
+      // A switch over a switch: whatever the retiring set held beyond the current and the next is released now.
       if (this.retireTimer) clearTimeout(this.retireTimer);
-      void this.retiring.close();
+      void this.retiring.close([this.held, next]);
     }
     this.retiring = this.held;
     this.held = next;
   }
 
-  /** Releases the previous set after `graceMs` (requests routed before routers saw the new records finish on it). */
+  /**
+   * Releases the previous set after `graceMs` (requests routed before routers saw the new records
+   * finish on it): the graphs it shares with the current set stay.
+   */
   retire(graceMs: number): void {
     const old = this.retiring;
     if (!old) return;
     this.retireTimer = setTimeout(() => {
       if (this.retiring === old) this.retiring = null;
-      void old.close();
+      void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]);
     }, graceMs);
     this.retireTimer.unref();
   }
