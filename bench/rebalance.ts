@@ -70,7 +70,7 @@ try {
   const four = await Promise.all([0, 1, 2, 3].map(() => startShardProcess(shardArgs)));
   for (const s of four) stops.push(s.stop);
   const router = await startBenchServer([
-    '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32',
+    '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
     '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
   ]);
   stops.push(router.stop);
