@@ -47,3 +47,18 @@ export async function switchedPlan(registry: ClusterRegistry): Promise<Placement
   });
   return ok ? plan : null;
 }
+
+/** Stops what a cluster test started, router first, each part only if it was started. */
+export async function stopAll(parts: {
+  readonly router?: { stop(): Promise<void> } | undefined;
+  readonly shards: Iterable<{ stop(): Promise<void> }>;
+  readonly registry?: { close(): Promise<void> } | undefined;
+  readonly etcd?: { stop(): Promise<void> } | undefined;
+  readonly dir?: { remove(): Promise<void> } | undefined;
+}): Promise<void> {
+  await parts.router?.stop();
+  await Promise.all([...parts.shards].map((s) => s.stop()));
+  await parts.registry?.close();
+  await parts.etcd?.stop();
+  await parts.dir?.remove();
+}

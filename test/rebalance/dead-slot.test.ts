@@ -4,7 +4,7 @@ import { EtcdRegistry, measuredExpertBytes, planPlacement, redundantCopies } fro
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { EtcdServer } from '../helpers/etcd-server.js';
-import { completeGreedy, switchedPlan, until, type GreedyCompletion } from '../helpers/rebalance-cluster.js';
+import { completeGreedy, stopAll, switchedPlan, until, type GreedyCompletion } from '../helpers/rebalance-cluster.js';
 import { startServeProcess } from '../helpers/serve-process.js';
 import { startShardProcess, type ShardProcess } from '../helpers/shard-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
@@ -61,11 +61,7 @@ describe('a dead shard is dropped from the plan', () => {
   afterAll(async () => {
     loading = false;
     await load.catch(() => undefined);
-    await router?.stop();
-    await Promise.all([...shards.values()].map((s) => s.kill()));
-    await registry?.close();
-    await etcd?.stop();
-    await dir?.remove();
+    await stopAll({ router, shards: shards.values(), registry, etcd, dir });
   });
 
   it('kill -9 of a shard under load: after its lease and the grace, a plan without its slot; the others hold its experts, every expert twice', async () => {

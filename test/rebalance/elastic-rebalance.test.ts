@@ -6,7 +6,7 @@ import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { EtcdServer } from '../helpers/etcd-server.js';
 import { startServeProcess } from '../helpers/serve-process.js';
 import { startShardProcess } from '../helpers/shard-process.js';
-import { completeGreedy, firstLogprobOff, switchedPlan, until, type GreedyCompletion } from '../helpers/rebalance-cluster.js';
+import { completeGreedy, stopAll, firstLogprobOff, switchedPlan, until, type GreedyCompletion } from '../helpers/rebalance-cluster.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 const cluster = 'elastic';
@@ -92,11 +92,7 @@ describe('rebalancing and elastic membership under load', () => {
   afterAll(async () => {
     loading = false;
     await load?.catch(() => undefined);
-    await router?.stop();
-    await Promise.all([...shards.values()].map((s) => s.stop()));
-    await registry?.close();
-    await etcd?.stop();
-    await dir?.remove();
+    await stopAll({ router, shards: shards.values(), registry, etcd, dir });
   });
 
   it('the closed loop sees the skew, stores a balanced plan, and every shard switches to it', async () => {
