@@ -16,7 +16,7 @@ const PROMPTS = ['The cluster', 'Experts move while', 'No request fails when', '
 const MAX_TOKENS = 12;
 
 /** Log-probabilities of the chosen tokens may differ from the run without moves by this much (float32 rounding, see below). */
-const LOGPROB_TOLERANCE = 1e-4;
+const LOGPROB_TOLERANCE = 1e-5;
 
 type Completion = GreedyCompletion;
 const complete = (url: string, prompt: string): Promise<Completion> => completeGreedy(url, 'demo', prompt, MAX_TOKENS);
