@@ -130,6 +130,23 @@ describe('a layer dispatch', () => {
     expect(moved.every((m) => !m.part)).toBe(true);
   });
 
+  it('says whether a shard\'s rows could move: every expert with another usable holder', () => {
+    const halves = [0, 1].map((s) => ({ address: `s${s}`, layers: config.moeLayers.map((l) => ({ layer: l, experts: Array.from({ length: 8 }, (_, i) => i + 8 * s) })) }));
+    const low = { address: 's2', layers: config.moeLayers.map((l) => ({ layer: l, experts: Array.from({ length: 8 }, (_, i) => i) })) };
+    const v: ShardView = { connections: [0, 1, 2].map(() => ({}) as ShardConnection), placement: ExpertPlacement.fromShards(config, [...halves, low]) };
+    const down = new Set<number>();
+    const d = LayerDispatch.plan(v, layer, routing(16), (s) => !down.has(s));
+    const rowsOf = (s: number): RowTask[] => d.rows().filter((row) => row.shard === s);
+    // Experts 8-15 live on s1 alone; 0-7 on s0 and s2.
+    expect(rowsOf(1).length).toBeGreaterThan(0);
+    expect(d.movable(rowsOf(1), 1)).toBe(false);
+    const low0 = rowsOf(0).length ? { rows: rowsOf(0), shard: 0 } : { rows: rowsOf(2), shard: 2 };
+    expect(d.movable(low0.rows, low0.shard)).toBe(true);
+    // The other holder unusable: nowhere to go.
+    down.add(2 - low0.shard);
+    expect(d.movable(low0.rows, low0.shard)).toBe(false);
+  });
+
   it('throws NoHolderError when an expert has no usable holder left', () => {
     const v = view(3, 1);
     const r = routing(8);

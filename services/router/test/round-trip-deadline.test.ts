@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RoundTripDeadline } from '../src/experts/round-trip-deadline.js';
+import { LONE_HOLDER_FACTOR, RoundTripDeadline } from '../src/experts/round-trip-deadline.js';
 
 const policy = { minMs: 50, maxMs: 10_000, p99Multiple: 4 };
 
@@ -26,6 +26,16 @@ describe('the adaptive dispatch deadline', () => {
     const slow = new RoundTripDeadline(policy);
     for (let i = 0; i < 100; i++) slow.record(9000, 8);
     expect(slow.forCall(8)).toBe(10_000);
+  });
+
+  it('gives a call whose rows no other holder could take ten times the time, within the ceiling', () => {
+    const d = new RoundTripDeadline(policy);
+    for (let i = 0; i < 100; i++) d.record(0.2, 8);
+    expect(d.forCall(8, true)).toBe(50);
+    expect(d.forCall(8, false)).toBe(LONE_HOLDER_FACTOR * 50);
+    const slow = new RoundTripDeadline(policy);
+    for (let i = 0; i < 100; i++) slow.record(500, 8);
+    expect(slow.forCall(8, false)).toBe(10_000);
   });
 
   it('adapts when a shard gets slower', () => {

@@ -33,7 +33,8 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   took its slot again) is dropped: the loop stores a plan without it, its experts re-homed on the live shards.
   A shard call that fails, or takes longer than --dispatch-deadline-p99-multiple times the shard's recent p99 round
   trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
-  its work goes to replicas in the same step, and it gets none until its gRPC health check passes.
+  its work goes to replicas in the same step, and it gets none until its gRPC health check passes. A call whose rows
+  no replica could take waits ten times as long (within --dispatch-deadline-ms): suspecting the only holder cannot help.
   --micro-batches 2 splits each step in two micro-batches that overlap one's expert calls with the other's attention
   (same results; default 1, which measures faster on CPU shards: docs/benchmarks.md).`;
 

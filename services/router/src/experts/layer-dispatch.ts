@@ -109,6 +109,12 @@ export class LayerDispatch {
     return moved;
   }
 
+  /** Whether, if `shard` failed, every expert of `rows` would have another usable holder to go to. */
+  movable(rows: readonly RowTask[], shard: number): boolean {
+    const placement = this.view.placement;
+    return rows.every((r) => r.experts.every((e) => placement.holdersOf(this.layer, e).some((h) => h !== shard && this.usable(h))));
+  }
+
   /**
    * Σ over each token's groups, in group order, of the group's weighted sum; with a bfloat16 combine
    * every group sum is rounded as the shard would round it.

@@ -163,7 +163,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
       [...byShard].map(async ([shard, shardRows]) => {
         const connection = view.connections[shard]!;
         try {
-          await this.send(connection, layer, hidden, shardRows, resent, ctx);
+          await this.send(connection, layer, hidden, shardRows, resent, ctx, dispatch.movable(shardRows, shard));
         } catch (e) {
           if (e instanceof InputNotFiniteError) throw e;
           this.healthOf(connection).markSuspect(suspicionReason(e), e as Error);
@@ -183,9 +183,10 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
 
 /**
    * One shard's rows of a layer, as a client span whose context travels in the request. Fills each
-   * row's result; throws on a failed, late, malformed or non-finite answer.
+   * row's result; throws on a failed, late (past its deadline, longer when `movable` is false: no other
+   * holder could take the rows), malformed or non-finite answer.
    */
-  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, rows: readonly RowTask[], resent: boolean, parent: Context): Promise<void> {
+  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, rows: readonly RowTask[], resent: boolean, parent: Context, movable: boolean): Promise<void> {
     const H = this.config.hiddenSize;
     const n = rows.length;
     const x = gatherRows(hidden, Int32Array.from(rows, (r) => r.token), H);
@@ -228,7 +229,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     try {
       response = await connection.run(
         { modelFingerprint: this.fingerprint, layer, hidden: tensor, ...pairs, outputDtype: WIRE_DTYPE_ENUM[outputDtype], traceContext: injectContext(trace.setSpan(parent, span)) },
-        deadline.forCall(n),
+        deadline.forCall(n, movable),
       );
     } catch (e) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });

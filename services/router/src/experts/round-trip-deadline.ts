@@ -20,6 +20,9 @@ const MIN_SAMPLES = 8;
  */
 const FIXED_COST_TOKENS = 32;
 
+/** How many times the adaptive deadline a call gets whose rows no other usable holder could take. */
+export const LONE_HOLDER_FACTOR = 10;
+
 /**
  * One shard's deadline: `p99Multiple` × its recent p99 round trip scaled to the call's size,
  * clamped to [minMs, maxMs]. Recording is O(1); the p99 is recomputed at most every 16 samples.
@@ -40,8 +43,13 @@ export class RoundTripDeadline {
     if (++this.sinceSort >= 16 || this.p99 === null) this.p99 = null;
   }
 
-  /** The deadline in ms for a call carrying `tokens` token rows. */
-  forCall(tokens: number): number {
+  /**
+   * The deadline in ms for a call carrying `tokens` token rows. `movable` says whether other holders
+   * could take the call's rows: when none could, suspecting the shard early cannot help (it would only
+   * turn a slow answer, e.g. a shard compiling the experts of a new plan, into a failed step and a
+   * retry), so such a call gets LONE_HOLDER_FACTOR times the time.
+   */
+  forCall(tokens: number, movable = true): number {
     const { minMs, maxMs, p99Multiple } = this.policy;
     if (this.count < MIN_SAMPLES) return maxMs;
     if (this.p99 === null) {
@@ -49,6 +57,7 @@ export class RoundTripDeadline {
       this.p99 = sorted[Math.min(this.count - 1, Math.floor(this.count * 0.99))]!;
       this.sinceSort = 0;
     }
-    return Math.min(maxMs, Math.max(minMs, p99Multiple * this.p99 * (tokens + FIXED_COST_TOKENS)));
+    const adaptive = Math.max(minMs, p99Multiple * this.p99 * (tokens + FIXED_COST_TOKENS));
+    return Math.min(maxMs, movable ? adaptive : LONE_HOLDER_FACTOR * adaptive);
   }
 }
