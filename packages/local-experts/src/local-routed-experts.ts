@@ -69,6 +69,8 @@ async function loadGroups(config: ModelConfig, reader: WeightReader, execution: 
     groups.push({ graph, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
     group = [];
     groupBytes = 0;
+    // onnxruntime-node compiles on the calling thread: let a serving shard answer calls between graphs.
+    await new Promise<void>((resolve) => setImmediate(resolve));
   };
   for (const id of ids) {
     const w = await reader.routedExpert(layer, id);
