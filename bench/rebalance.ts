@@ -144,15 +144,15 @@ interface Window {
   readonly mismatched: number;
 }
 const quantile = (xs: number[], q: number): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]! : 0);
+/** Tokens arriving in [from, to); the gaps between two tokens of a stream that overlap it (a stall spanning a switch counts in its window). */
 function stats(from: number, to: number): Window {
   const gaps: number[] = [];
   let tokens = 0;
   for (const r of records) {
     const times = r.timing?.tokenTimes ?? [];
     times.forEach((t, i) => {
-      if (t < from || t >= to) return;
-      tokens++;
-      if (i > 0) gaps.push(t - times[i - 1]!);
+      if (t >= from && t < to) tokens++;
+      if (i > 0 && t >= from && times[i - 1]! < to) gaps.push(t - times[i - 1]!);
     });
   }
   const touching = records.filter((r) => r.endedAt >= from && r.startedAt < to);
