@@ -41,6 +41,9 @@ export const EXPERT_GROUP_BYTES = 256 << 20;
  */
 const EXTRA_GROUPS = 2;
 
+/** Bytes of experts loaded by a plan change past which the load buffers are collected at once (see `reshaped`). */
+const RELEASE_AFTER_BYTES = 256 << 20;
+
 interface LayerExperts {
   readonly groups: readonly ExpertGroup[];
   /** The experts served, ascending. */
@@ -106,7 +109,9 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     execution: ExecutionOptions,
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
-    return LocalRoutedExperts.empty(config, reader).reshaped(reader, execution, experts);
+    const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts);
+    await releaseLoadBuffers();
+    return set;
   }
 
   private static empty(config: ModelConfig, reader: WeightReader): LocalRoutedExperts {
@@ -122,7 +127,16 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
    * graphs stay.
    */
   async reshaped(reader: WeightReader, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<LocalRoutedExperts> {
+    const { set, loadedBytes } = await this.build(reader, execution, experts);
+    // Two forced full collections block a serving shard (~25 ms for a 23 MiB heap, more on a busy CPU):
+    // worth it after a large load, not for a few experts, whose buffers V8 collects in its own time.
+    if (loadedBytes >= RELEASE_AFTER_BYTES) await releaseLoadBuffers();
+    return set;
+  }
+
+  private async build(reader: WeightReader, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
     const layers = new Map<number, LayerExperts>();
+    let loadedBytes = 0;
     let format = this.weightFormat;
     for (const layer of this.config.moeLayers) {
       const held = [...new Set(experts(layer))].sort((a, b) => a - b);
@@ -138,10 +152,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const toLoad = held.filter((e) => !inKept(kept).has(e));
       const loaded = await loadGroups(this.config, reader, execution, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`);
       format ||= loaded.format;
+      loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
       layers.set(layer, layerOf([...kept, ...loaded.groups], held));
     }
-    await releaseLoadBuffers();
-    return new LocalRoutedExperts(this.config, layers, format || 'none');
+    return { set: new LocalRoutedExperts(this.config, layers, format || 'none'), loadedBytes };
   }
 
   heldExperts(layer: number): readonly number[] {
