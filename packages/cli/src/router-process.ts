@@ -10,9 +10,16 @@ export class RouterExitError extends Error {
 }
 
 /**
+ * What `serve` may still need after its drain time before it has exited: stopping the router (bounded
+ * at 15 s in serve), closing its registry client (3 s), and some slack.
+ */
+export const ROUTER_STOP_MARGIN_MS = 20_000;
+
+/**
  * `expertmesh serve` as a child of `up`: tied to it (it exits when `up` dies), started again on the
- * same port if it crashes, stopped (drained) by stop(). Its stderr goes to ours, and the tail of it
- * explains a failed start.
+ * same port if it crashes, stopped (drained) by stop(). It is given `--drain-seconds` here, and stop()
+ * waits that long plus ROUTER_STOP_MARGIN_MS before a SIGKILL, so the requests it accepted can finish.
+ * Its stderr goes to ours, and the tail of it explains a failed start.
  */
 export class RouterProcess {
   private child: ChildProcess | null = null;
@@ -23,11 +30,19 @@ export class RouterProcess {
   constructor(
     private readonly args: (port: number | null) => readonly string[],
     private readonly env: NodeJS.ProcessEnv,
+    private readonly drainSeconds: number,
+    /** The program run with `args` (the expertmesh CLI; another only in tests). */
+    private readonly entry: string = CLI,
   ) {}
+
+  /** How long stop() waits for the router to exit by itself before it kills it. */
+  get stopGraceMs(): number {
+    return this.drainSeconds * 1000 + ROUTER_STOP_MARGIN_MS;
+  }
 
   /** Starts the router; resolves with its URL once it listens, rejects with its error if it exits first. */
   start(): Promise<string> {
-    const child = spawnTied(process.execPath, [CLI, ...this.args(this.port)], { node: true, env: this.env });
+    const child = spawnTied(process.execPath, [this.entry, ...this.args(this.port), '--drain-seconds', String(this.drainSeconds)], { node: true, env: this.env });
     this.child = child;
     let tail = '';
     child.stderr!.on('data', (d: Buffer) => {
@@ -75,8 +90,8 @@ export class RouterProcess {
     }
   }
 
-  async stop(graceMs = 15_000): Promise<void> {
+  async stop(): Promise<void> {
     this.stopping = true;
-    if (this.child) await stopGroup(this.child, graceMs);
+    if (this.child) await stopGroup(this.child, this.stopGraceMs);
   }
 }

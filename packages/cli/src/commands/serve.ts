@@ -187,8 +187,10 @@ export async function serve(argv: readonly string[]): Promise<number> {
     throw e;
   }
   cluster?.keepRunning((m) => void process.stderr.write(`[serve] ${m}\n`));
+  // Handlers first: a SIGTERM sent as soon as the listening line is read must drain, not kill.
+  const shutdown = untilShutdownSignal();
   process.stdout.write(`${JSON.stringify({ event: 'listening', url: router.url, startup_ms: router.startupMs })}\n`);
-  await untilShutdownSignal();
+  await shutdown;
   const unfinished = await router.drain(flags['drain-seconds'] * 1000);
   if (unfinished > 0) process.stderr.write(`[serve] ${unfinished} requests had not finished after --drain-seconds ${flags['drain-seconds']}: stopping them\n`);
   await withTimeout(router.stop(), 15_000, 'stopping the router').catch((e: Error) => void process.stderr.write(`[serve] ${e.message}\n`));

@@ -27,7 +27,7 @@ import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.j
 import { RouterProcess } from '../router-process.js';
 
 export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--redundant-experts R] [--port 8000] [--host 127.0.0.1] [--etcd URL [etcd security flags]] [--cluster local]
-    [--embedded-registry] [--api-key KEY]… [--insecure]
+    [--embedded-registry] [--api-key KEY]… [--insecure] [--drain-seconds 30]
   Runs a whole local cluster: makes the demo checkpoint if the --model folder does not exist yet (it never writes
   into an existing folder), starts etcd (from the etcd binary) unless --etcd is given, stores a placement plan (or
   follows the one the cluster has), starts the shards and a router as separate processes, and serves the
@@ -38,7 +38,11 @@ export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--redu
   EXPERTMESH_API_KEY) unless --insecure. --redundant-experts R gives R extra expert copies per layer in the plan it
   stores (the number of experts holds every expert twice), so a shard can fail without a pause. A shard or router
   that crashes is started again. Ctrl-C (or SIGTERM, at any time, also while starting) stops all and removes etcd's
-  data; a child that cannot start (a port in use) stops up with its error; if up is killed, its children exit too.`;
+  data, after the router has drained (it answers the requests it accepted for up to --drain-seconds, then is
+  stopped); a child that cannot start (a port in use) stops up with its error; if up is killed, its children exit too.`;
+
+/** How long stopping one part of the cluster (etcd, the shards…) may take before up moves on. */
+const STOP_TIMEOUT_MS = 20_000;
 
 /** `up` was asked to stop (a signal) before the cluster was ready. */
 class StopRequested extends Error {
@@ -73,6 +77,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       'embedded-registry': { type: 'boolean' },
       'api-key': { type: 'string', multiple: true },
       insecure: { type: 'boolean' },
+      'drain-seconds': { type: 'string' },
       ...etcdFlagSpec,
     },
     z.object({
@@ -86,6 +91,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       'embedded-registry': z.boolean().default(false),
       'api-key': z.array(z.string().min(1)).default([]),
       insecure: z.boolean().default(false),
+      'drain-seconds': numberFlag((n) => n.nonnegative()).default(30),
       ...etcdFlagSchema,
     }),
   );
@@ -97,7 +103,8 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
     if (e instanceof InsecureExposureError) throw new UsageError(e.message);
     throw e;
   }
-  const stops: { what: string; stop: () => Promise<void> }[] = [];
+  /** What to stop at the end, in reverse order, each bounded (by `timeoutMs`, else STOP_TIMEOUT_MS). */
+  const stops: { what: string; stop: () => Promise<void>; timeoutMs?: number }[] = [];
   const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new StopRequested('stop requested')), { once: true }));
   aborted.catch(() => undefined);
   /** A start-up step, cut short by a signal. */
@@ -170,8 +177,10 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
         ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl, ...etcdSecurityArgs] : ['--registry', embedded!.url]),
       ],
       { ...process.env, ...roleEnv('router'), ...secretEnv },
+      flags['drain-seconds'],
     );
-    stops.push({ what: 'the router', stop: () => router.stop() });
+    // The router drains first; the shards it calls are stopped only after it has.
+    stops.push({ what: 'the router', stop: () => router.stop(), timeoutMs: router.stopGraceMs + 5000 });
     const url = await step(router.start());
     // Wait until every expert has a live holder.
     for (let i = 0; i < 600 && !(await isReady(url)); i++) await step(new Promise((r) => setTimeout(r, 100)));
@@ -185,7 +194,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
     log('stopped before the cluster was ready');
     return 0;
   } finally {
-    for (const { what, stop } of stops.reverse()) await withTimeout(stop(), 20_000, `stopping ${what}`).catch((e: Error) => log(e.message));
+    for (const { what, stop, timeoutMs } of stops.reverse()) await withTimeout(stop(), timeoutMs ?? STOP_TIMEOUT_MS, `stopping ${what}`).catch((e: Error) => log(e.message));
   }
 }
 
