@@ -8,6 +8,8 @@
  * shard, and recovery times. Faults: kill -9, SIGSTOP and network partition of a shard, with every
  * expert held twice and with no replicas; kill -9 and restart of the router.
  *   npm run bench:failover [-- --concurrency 6 --max-tokens 48 --phase-seconds 20 --fault-at 6 --heal-at 14]
+ *     [--faults kill,sigstop,partition,router] [--replicas both|yes|no] [--router-log FILE]
+ * (--faults and --replicas run a part, for a closer look; the fault-free reference always runs first.)
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -32,8 +34,16 @@ const { values } = parseArgs({
     out: { type: 'string' },
     /** Where to write the routers' log lines, with the phase and the time in it (for a closer look). */
     'router-log': { type: 'string' },
+    /** Which faults to inject (default all): kill, sigstop, partition, router. */
+    faults: { type: 'string', default: 'kill,sigstop,partition,router' },
+    /** The cluster with replicas, the one without, or both (default). */
+    replicas: { type: 'string', default: 'both' },
   },
 });
+const FAULT_NAMES = { kill: 'kill -9', sigstop: 'SIGSTOP', partition: 'partition' } as const;
+const chosen = new Set(values.faults.split(',').map((f) => f.trim()));
+for (const f of chosen) if (!(f in FAULT_NAMES) && f !== 'router') throw new Error(`--faults: unknown fault ${f} (kill, sigstop, partition, router)`);
+if (!['both', 'yes', 'no'].includes(values.replicas)) throw new Error(`--replicas: both, yes or no, not ${values.replicas}`);
 const CONCURRENCY = Number(values.concurrency);
 const MAX_TOKENS = Number(values['max-tokens']);
 const PHASE_MS = Number(values['phase-seconds']) * 1000;
@@ -194,10 +204,14 @@ async function routerRestart(cluster: FailoverCluster): Promise<void> {
     await new Promise((r) => cluster.router!.process.once('exit', r));
     const restarted = performance.now();
     cluster.router = await startServeProcess([...cluster.routerArgs(), '--port', port]);
-    startup = cluster.router.startupMs ?? {};
+    const listeningAt = performance.now();
     watchRouterLog(cluster);
     await cluster.untilReady();
     restartMs = performance.now() - restarted;
+    // Phases up to listening as the router measured them, then what this side saw around them.
+    const measured = cluster.router.startupMs ?? {};
+    const inRouter = Object.values(measured).reduce((a, b) => a + b, 0);
+    startup = { ...measured, spawn_and_pipes: Math.max(0, Math.round(listeningAt - restarted - inRouter)), listening_to_ready: Math.round(performance.now() - listeningAt) };
   });
   const records = await loadDone;
   summarize('kill -9 of the router, then restart', true, records, {
@@ -227,7 +241,7 @@ try {
   netnsNote = `partition phases not run: ${(e as Error).message}`;
   process.stderr.write(`${netnsNote}\n`);
 }
-const faults: Fault[] = ns ? ['kill -9', 'SIGSTOP', 'partition'] : ['kill -9', 'SIGSTOP'];
+const faults = (Object.entries(FAULT_NAMES) as [string, Fault][]).filter(([key, f]) => chosen.has(key) && (ns || f !== 'partition')).map(([, f]) => f);
 try {
   const withReplicas = await cluster(true, ns);
   try {
@@ -237,16 +251,20 @@ try {
     for (const r of records) if (r.done && !r.error && !references.has(r.prompt)) references.set(r.prompt, r.tokens);
     summarize('no fault (reference)', true, records, {});
     phaseName = 'between phases';
-    for (const fault of faults) await shardFault(withReplicas, true, fault, ns);
-    await routerRestart(withReplicas);
+    if (values.replicas !== 'no') {
+      for (const fault of faults) await shardFault(withReplicas, true, fault, ns);
+      if (chosen.has('router')) await routerRestart(withReplicas);
+    }
   } finally {
     await withReplicas.stop();
   }
-  const noReplicas = await cluster(false, ns);
-  try {
-    for (const fault of faults) await shardFault(noReplicas, false, fault, ns);
-  } finally {
-    await noReplicas.stop();
+  if (values.replicas !== 'yes' && faults.length) {
+    const noReplicas = await cluster(false, ns);
+    try {
+      for (const fault of faults) await shardFault(noReplicas, false, fault, ns);
+    } finally {
+      await noReplicas.stop();
+    }
   }
 } finally {
   ns?.remove();
