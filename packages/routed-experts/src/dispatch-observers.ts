@@ -38,6 +38,11 @@ export interface DispatchObserver {
   readonly onCall?: (call: DispatchCall) => void;
   /** A remote holder becoming suspect or healthy again. */
   readonly onHolderHealth?: (change: HolderHealthChange) => void;
+  /**
+   * Holders may have been added: a shard joined or came back, or passed its health check. A step that
+   * failed for want of a holder can be tried again now rather than after its back-off.
+   */
+  readonly onHoldersAdded?: () => void;
 }
 
 /** The observers of one backend. */
@@ -65,5 +70,10 @@ export class DispatchObservers {
 
   holderHealth(change: HolderHealthChange): void {
     for (const o of this.observers) o.onHolderHealth?.(change);
+    if (!change.suspect) this.holdersAdded();
+  }
+
+  holdersAdded(): void {
+    for (const o of this.observers) o.onHoldersAdded?.();
   }
 }

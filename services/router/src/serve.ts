@@ -172,6 +172,8 @@ export class Router {
     const promptTokenizer = await PromptTokenizer.start(o.modelDir, (text, addBos) => tokenizer.encode(text, addBos === undefined ? {} : { addBos }));
     const tracing = startTracing('router');
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
+    // A step waiting for a holder goes on as soon as one is back, not at the end of its back-off.
+    experts.observe({ onHoldersAdded: () => loop.retryNow() });
     const modelName = o.servedModelName ?? basename(o.modelDir.replace(/\/+$/, ''));
     const lifecycle = { draining: false };
     const server = createApiServer({

@@ -44,7 +44,10 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     private readonly fingerprint: string,
     private readonly source: ShardSource,
     private readonly options: DispatchOptions = DEFAULT_DISPATCH,
-  ) {}
+  ) {
+    // A shard joining or coming back may be the holder a waiting step needs.
+    source.onChange?.(() => this.observers.holdersAdded());
+  }
 
   observe(observer: DispatchObserver): () => void {
     return this.observers.add(observer);

@@ -19,6 +19,8 @@ export interface ShardSource {
   notReadyReason(): Promise<string | null>;
   /** The placement plan's version and the shards not yet on it (registry sources only). */
   planStatus?(): { version: number; lagging: string[] };
+  /** Called after every change of the view (sources whose view changes live). */
+  onChange?(listener: (view: ShardView) => void): () => void;
   close(): Promise<void>;
 }
 

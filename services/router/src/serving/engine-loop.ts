@@ -80,6 +80,8 @@ export class EngineLoop {
   stepsRun = 0;
   /** Steps that failed and were retried (shards restarting, plan changes). */
   stepFailures = 0;
+  /** Ends the back-off after a failed step early (set while it lasts). */
+  private endPause: (() => void) | null = null;
 
   constructor(
     readonly engine: Engine,
@@ -112,7 +114,16 @@ export class EngineLoop {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.retryNow();
     while (this.looping) await sleep(5);
+  }
+
+  /**
+   * Tries a failed step again now instead of at the end of its back-off: what it lacked (a holder of
+   * some expert) may be there now. Nothing happens when no step is waiting.
+   */
+  retryNow(): void {
+    this.endPause?.();
   }
 
   private abortStream(stream: GenerationStream): void {
@@ -160,9 +171,22 @@ export class EngineLoop {
         const pause = Math.min(2000, 50 * 2 ** attempt);
         // Every running stream waits meanwhile: say why (at most one line per pause).
         process.stderr.write(`[router] step failed (attempt ${attempt + 1}, retrying in ${pause} ms): ${(e as Error).message}\n`);
-        await sleep(pause);
+        await this.pauseBeforeRetry(pause);
       }
     }
+  }
+
+  /** Waits `ms`, or less if retryNow() is called meanwhile. */
+  private pauseBeforeRetry(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const end = (): void => {
+        clearTimeout(timer);
+        this.endPause = null;
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      this.endPause = end;
+    });
   }
 
   private publish(): void {
