@@ -78,4 +78,29 @@ describe('a shard cut off by the network', () => {
     while ((await cluster!.metric('expertmesh_shard_suspect', { shard: shard.address })) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     expect(await cluster!.metric('expertmesh_shard_suspect', { shard: shard.address })).toBe(0);
   });
+
+  // The namespaced shard holds the other copy of some experts of every loopback shard: were it refused
+  // (a plaintext record beyond loopback without --insecure, as once in bench:failover), stopping a
+  // loopback shard would leave those experts without a holder, and every stream would wait for it.
+  it('SIGSTOP of a loopback shard: every stream completes, with the fault-free tokens, while the shard is still stopped', async (test) => {
+    if (unavailable) test.skip(unavailable);
+    const victim = cluster!.shards.get('s1')!;
+    let results: StreamedCompletion[];
+    try {
+      results = await streamThroughFault(
+        cluster!.url,
+        PROMPTS.map((prompt) => ({ model: 'demo', prompt, max_tokens: MAX_TOKENS })),
+        () => victim.signal('SIGSTOP'),
+      );
+      // Still stopped now, and still listed in the registry (its 60 s lease lives).
+      expect(await cluster!.metric('expertmesh_shard_suspect', { shard: victim.address })).toBe(1);
+      expect((await cluster!.registry.listShards()).map((r) => r.shardId)).toContain('s1');
+    } finally {
+      victim.signal('SIGCONT');
+    }
+    results.forEach((r, i) => {
+      expect({ error: r.error, done: r.done }).toEqual({ error: null, done: true });
+      expect(r.tokens).toEqual(baseline[i]!.tokens);
+    });
+  });
 });

@@ -42,6 +42,8 @@ export class FailoverCluster {
       await Promise.all(o.slots.map((s) => c.startShard(s)));
       c.router = await startServeProcess(c.routerArgs());
       await c.untilReady();
+      // Ready is not enough: a refused shard (a record the router ignores) silently costs its replicas.
+      await c.untilRoutingToAll();
       return c;
     } catch (e) {
       await c.stop();
@@ -82,6 +84,21 @@ export class FailoverCluster {
     const deadline = Date.now() + timeoutMs;
     while ((await fetch(`${this.url}/ready`).catch(() => null))?.status !== 200) {
       if (Date.now() > deadline) throw new Error(`router not ready within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * Waits until the router routes to every shard started (each is in its view, healthy); names the
+   * missing ones when it does not (a refused record: see the router's log).
+   */
+  async untilRoutingToAll(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const state = (await (await fetch(`${this.url}/dashboard/state`)).json()) as { shards: { address: string; healthy: boolean }[] };
+      const missing = [...this.shards].filter(([, s]) => !state.shards.some((h) => h.address === s.address && h.healthy)).map(([slot, s]) => `${slot} (${s.address})`);
+      if (missing.length === 0) return;
+      if (Date.now() > deadline) throw new Error(`the router does not route to ${missing.join(', ')} within ${timeoutMs} ms: refused or unreachable`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
