@@ -142,10 +142,15 @@ function summarize(phase: string, replicas: boolean, records: readonly RequestRe
 }
 
 const at = (ms: number, f: () => void | Promise<void>): Promise<void> => new Promise((r) => setTimeout(() => void Promise.resolve(f()).then(r), ms));
-const untilHealthy = async (cluster: FailoverCluster, address: string, since: number): Promise<number | null> => {
+/**
+ * Until the router routes to the shard again: in its view and healthy (its health check passed, or,
+ * when its lease ran out meanwhile, it registered again and answered GetShardInfo).
+ */
+const untilRoutedAgain = async (cluster: FailoverCluster, address: string, since: number): Promise<number | null> => {
   const deadline = performance.now() + 60_000;
   while (performance.now() < deadline) {
-    if ((await cluster.metric('expertmesh_shard_suspect', { shard: address })) === 0) return performance.now() - since;
+    const state = (await (await fetch(`${cluster.url}/dashboard/state`)).json()) as { shards: { address: string; healthy: boolean }[] };
+    if (state.shards.some((s) => s.address === address && s.healthy)) return performance.now() - since;
     await new Promise((r) => setTimeout(r, 50));
   }
   return null;
@@ -179,7 +184,7 @@ async function shardFault(cluster: FailoverCluster, replicas: boolean, fault: Fa
     } else {
       if (fault === 'SIGSTOP') shard.signal('SIGCONT');
       else ns!.heal();
-      recoveryMs = await untilHealthy(cluster, address, healAt);
+      recoveryMs = await untilRoutedAgain(cluster, address, healAt);
     }
   });
   const records = await loadDone;
@@ -187,7 +192,7 @@ async function shardFault(cluster: FailoverCluster, replicas: boolean, fault: Fa
     faultAt,
     suspectPattern: new RegExp(`shard ${address.replace(/[.[\]]/g, '\\$&')} is suspect`),
     recoveryMs,
-    note: fault === 'kill -9' ? 'recovery: restart of the shard until the router is ready again' : 'recovery: from lifting the fault until its health check passed',
+    note: fault === 'kill -9' ? 'recovery: restart of the shard until the router is ready again' : 'recovery: from lifting the fault until the router routes to the shard again',
   });
 }
 

@@ -28,6 +28,11 @@ export interface HolderHealthChange {
   readonly error: Error | null;
   /** For a recovery: how long the holder was suspect. */
   readonly suspectMs: number;
+  /**
+   * The holder left the router's view while suspect (its registry record went, e.g. its lease ran
+   * out): it is no longer judged. If it registers again it is a new holder, not suspect.
+   */
+  readonly gone?: boolean;
 }
 
 /** What a backend reports to those watching it. Both callbacks run synchronously on the hot path: keep them cheap. */
@@ -70,7 +75,7 @@ export class DispatchObservers {
 
   holderHealth(change: HolderHealthChange): void {
     for (const o of this.observers) o.onHolderHealth?.(change);
-    if (!change.suspect) this.holdersAdded();
+    if (!change.suspect && !change.gone) this.holdersAdded();
   }
 
   holdersAdded(): void {

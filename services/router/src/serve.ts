@@ -140,6 +140,12 @@ export class Router {
         if (c.resent) metrics.resentCalls.inc({ shard: c.shard });
       },
       onHolderHealth: (h) => {
+        if (h.gone) {
+          // Not a recovery: the router no longer knows this shard (if it registers again, it starts afresh).
+          metrics.shardSuspect.remove({ shard: h.shard });
+          process.stderr.write(`[router] shard ${h.shard} left the registry while suspect (after ${Math.round(h.suspectMs)} ms)\n`);
+          return;
+        }
         metrics.shardSuspect.set({ shard: h.shard }, h.suspect ? 1 : 0);
         if (h.suspect) metrics.shardSuspicions.inc({ shard: h.shard, reason: h.reason! });
         process.stderr.write(

@@ -53,7 +53,10 @@ export class ShardHealth {
   private async probeUntilHealthy(): Promise<void> {
     while (this.suspectSince !== null && !this.connection.closed) {
       await new Promise((r) => setTimeout(r, this.probe.intervalMs));
-      if (this.connection.closed) return;
+      if (this.connection.closed) {
+        this.onChange({ shard: this.connection.address, suspect: false, reason: null, error: null, suspectMs: performance.now() - this.suspectSince, gone: true });
+        return;
+      }
       if (await this.connection.checkHealth(this.probe.timeoutMs)) {
         const since = this.suspectSince;
         this.suspectSince = null;
