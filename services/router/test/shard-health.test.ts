@@ -33,4 +33,13 @@ describe('a suspect shard whose connection the router drops', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(probe.mock.calls.length).toBe(probes);
   });
+
+  it('a call failing because the router closed the connection itself makes nobody suspect', async () => {
+    const connection = new ShardConnection(`127.0.0.1:${await freePort()}`);
+    const changes: HolderHealthChange[] = [];
+    const health = new ShardHealth(connection, DEFAULT_DEADLINE, { intervalMs: 20, timeoutMs: 200 }, (c) => changes.push(c));
+    connection.close();
+    health.markSuspect('failed', new ShardUnavailableError(connection.address, 'connection closed by the router'));
+    expect({ suspect: health.suspect, changes }).toEqual({ suspect: false, changes: [] });
+  });
 });

@@ -133,7 +133,8 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
    */
   private plan(view: ShardView, layer: number, routing: ExpertRouting): LayerDispatch {
     try {
-      return LayerDispatch.plan(view, layer, routing, (s) => !this.healthOf(view.connections[s]!).suspect);
+      // A connection closed since the view was taken (its shard left the registry) is not usable either.
+      return LayerDispatch.plan(view, layer, routing, (s) => !view.connections[s]!.closed && !this.healthOf(view.connections[s]!).suspect);
     } catch (e) {
       if (!(e instanceof NoHolderError) || e.cause) throw e;
       const suspected = view.placement.holdersOf(layer, e.expert).map((h) => this.healthOf(view.connections[h]!).suspectBecause).find((c) => c !== null);

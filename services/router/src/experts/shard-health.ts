@@ -43,7 +43,8 @@ export class ShardHealth {
   /** Marks the shard suspect, fails whatever it still has outstanding, and starts probing its health. */
   markSuspect(reason: SuspicionReason, error: Error): void {
     this.connection.failPending(error);
-    if (this.suspectSince !== null) return;
+    // A connection the router closed (the shard left the registry) is not the shard's fault: nothing to judge.
+    if (this.suspectSince !== null || this.connection.closed) return;
     this.suspectSince = performance.now();
     this.suspicion = error;
     this.onChange({ shard: this.connection.address, suspect: true, reason, error, suspectMs: 0 });
@@ -53,10 +54,7 @@ export class ShardHealth {
   private async probeUntilHealthy(): Promise<void> {
     while (this.suspectSince !== null && !this.connection.closed) {
       await new Promise((r) => setTimeout(r, this.probe.intervalMs));
-      if (this.connection.closed) {
-        this.onChange({ shard: this.connection.address, suspect: false, reason: null, error: null, suspectMs: performance.now() - this.suspectSince, gone: true });
-        return;
-      }
+      if (this.connection.closed) break;
       if (await this.connection.checkHealth(this.probe.timeoutMs)) {
         const since = this.suspectSince;
         this.suspectSince = null;
@@ -64,5 +62,7 @@ export class ShardHealth {
         this.onChange({ shard: this.connection.address, suspect: false, reason: null, error: null, suspectMs: performance.now() - since });
       }
     }
+    // Closed while suspect: the shard left the router's view; no longer judged.
+    if (this.suspectSince !== null) this.onChange({ shard: this.connection.address, suspect: false, reason: null, error: null, suspectMs: performance.now() - this.suspectSince, gone: true });
   }
 }
