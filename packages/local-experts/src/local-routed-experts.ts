@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, releaseLoadBuffers, i64, weightBytes, weightFormat, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 import type { WeightReader } from '@expertmesh/model-weights';
@@ -17,7 +17,7 @@ export class ExpertNotHeldError extends Error {
 /**
  * One graph over some experts of a layer, in its input order. After a plan change a graph may be
  * shared by the old and the new set, and may hold experts the new set no longer serves: those are
- * fed no rows (free: each expert's work is guarded by "has rows").
+ * fed no rows (nearly free: a stored expert is guarded by "has rows", the others multiply zero rows).
  */
 interface ExpertGroup {
   readonly graph: Graph;
@@ -44,6 +44,9 @@ const EXTRA_GROUPS = 2;
 /** Bytes of experts loaded by a plan change past which the load buffers are collected at once (see `reshaped`). */
 const RELEASE_AFTER_BYTES = 256 << 20;
 
+/** Where the experts' weights come from: a checkpoint's WeightReader, or a benchmark's synthetic ones. */
+export type ExpertWeightSource = Pick<WeightReader, 'dtype' | 'routedExpert'>;
+
 interface LayerExperts {
   readonly groups: readonly ExpertGroup[];
   /** The experts served, ascending. */
@@ -60,10 +63,10 @@ function layerOf(groups: readonly ExpertGroup[], held: readonly number[]): Layer
 }
 
 /** Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them. */
-async function loadGroups(config: ModelConfig, reader: WeightReader, execution: ExecutionOptions, layer: number, ids: readonly number[], named: () => string): Promise<{ groups: ExpertGroup[]; format: string }> {
+async function loadGroups(config: ModelConfig, reader: ExpertWeightSource, execution: ExecutionOptions, layer: number, ids: readonly number[], named: () => string): Promise<{ groups: ExpertGroup[]; format: string }> {
   const groups: ExpertGroup[] = [];
   let format = '';
-  let group: { id: number; weights: Awaited<ReturnType<WeightReader['routedExpert']>>; bytes: number }[] = [];
+  let group: { id: number; weights: Awaited<ReturnType<ExpertWeightSource['routedExpert']>>; bytes: number }[] = [];
   let groupBytes = 0;
   const flush = async (): Promise<void> => {
     if (group.length === 0) return;
@@ -105,7 +108,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
    */
   static async load(
     config: ModelConfig,
-    reader: WeightReader,
+    reader: ExpertWeightSource,
     execution: ExecutionOptions,
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
@@ -114,7 +117,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return set;
   }
 
-  private static empty(config: ModelConfig, reader: WeightReader): LocalRoutedExperts {
+  private static empty(config: ModelConfig, reader: ExpertWeightSource): LocalRoutedExperts {
     return new LocalRoutedExperts(config, new Map(), reader.dtype === 'float32' ? 'float32' : '');
   }
 
@@ -126,7 +129,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
    * load makes by EXTRA_GROUPS is rebuilt whole. Release this set with `close([next])` so the shared
    * graphs stay.
    */
-  async reshaped(reader: WeightReader, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<LocalRoutedExperts> {
+  async reshaped(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<LocalRoutedExperts> {
     const { set, loadedBytes } = await this.build(reader, execution, experts);
     // Two forced full collections block a serving shard (~25 ms for a 23 MiB heap, more on a busy CPU):
     // worth it after a large load, not for a few experts, whose buffers V8 collects in its own time.
@@ -134,7 +137,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return set;
   }
 
-  private async build(reader: WeightReader, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
+  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
     const layers = new Map<number, LayerExperts>();
     let loadedBytes = 0;
     let format = this.weightFormat;
@@ -216,29 +219,33 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       slots[i] = slot;
       counts[slot]!++;
     }
-    const rows = entry.held.map((_, s) => new BigInt64Array(counts[s]!));
+    // Each expert's input rows, gathered here (a copy of Σ M_e rows: cheaper than a Gather operator per expert).
+    const inputs = entry.held.map((_, s) => new Float32Array(counts[s]! * H));
+    const rows = entry.held.map((_, s) => new Int32Array(counts[s]!));
     const weights = entry.held.map((_, s) => new Float32Array(counts[s]!));
     counts.fill(0);
     for (let i = 0; i < n; i++) {
       const s = slots[i]!;
       const k = counts[s]!++;
-      rows[s]![k] = BigInt(pairs.tokenRows[i]!);
+      const row = pairs.tokenRows[i]!;
+      if (row < 0 || row >= numTokens) throw new RangeError(`pair ${i} names token row ${row} of ${numTokens}`);
+      rows[s]![k] = row;
       weights[s]![k] = pairs.weights[i]!;
+      inputs[s]!.set(hidden.subarray(row * H, (row + 1) * H), k * H);
     }
-    // Each graph's weighted expert outputs, then added into their tokens expert by expert in ascending
-    // id (as one graph holding them all would): a token's sum never depends on how graphs split.
+    // Each graph's unweighted expert outputs, then weighted and added into their tokens expert by expert
+    // in ascending id (as one graph holding them all would): a token's sum never depends on how graphs
+    // split. The product is rounded to float32 before the sum, as a float32 Mul would (the sum of two
+    // float32 in a double rounds to the float32 sum).
     const outputs = new Array<{ y: Float32Array; at: number } | undefined>(entry.held.length);
-    const x = f32(hidden, [numTokens, H]);
-    const none = { rows: new BigInt64Array(0), weights: new Float32Array(0) };
+    const none = f32(new Float32Array(0), [0, H]);
     for (const group of entry.groups) {
       const slotsOfGroup = group.experts.map((id) => entry.slotOf.get(id));
       if (slotsOfGroup.every((s) => s === undefined || rows[s]!.length === 0)) continue; // no token chose these experts
-      const feeds: Record<string, Tensor> = { x };
+      const feeds: Record<string, Tensor> = {};
       group.experts.forEach((id, i) => {
         const s = slotsOfGroup[i];
-        const r = s === undefined ? none.rows : rows[s]!;
-        feeds[`rows_${id}`] = i64(r, [r.length]);
-        feeds[`weights_${id}`] = f32(s === undefined ? none.weights : weights[s]!, [r.length, 1]);
+        feeds[`x_${id}`] = s === undefined ? none : f32(inputs[s]!, [rows[s]!.length, H]);
       });
       const y = floatData((await group.graph.run(feeds)).y, group.graph.name, 'y');
       let at = 0;
@@ -253,10 +260,11 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const o = outputs[s];
       if (!o) return;
       const tokenRows = rows[s]!;
-      for (let k = 0; k < tokenRows.length; k++) {
-        const dst = Number(tokenRows[k]!) * H;
-        const src = (o.at + k) * H;
-        for (let c = 0; c < H; c++) out[dst + c] += o.y[src + c]!;
+      const tokenWeights = weights[s]!;
+      for (let k = 0, src = o.at * H; k < tokenRows.length; k++, src += H) {
+        const dst = tokenRows[k]! * H;
+        const w = tokenWeights[k]!;
+        for (let c = 0; c < H; c++) out[dst + c] += Math.fround(w * o.y[src + c]!);
       }
     });
     return out;

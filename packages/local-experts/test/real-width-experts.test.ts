@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, i64, memoryWeight, type SwigluWeights } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, memoryWeight, type SwigluWeights } from '@expertmesh/tensor-ops';
 import { buildRoutedExpertsGraph } from '../src/routed-experts-graph.js';
 
 /**
@@ -25,23 +25,20 @@ describe('a MoE layer of 32 real-size float32 experts (5.6 GB of weights)', () =
     const experts = Array.from({ length: 32 }, (_, id) => ({ id, weights }));
     const graph = await Graph.create('experts', buildRoutedExpertsGraph(experts, H, 'experts'));
     try {
-      const feeds: Record<string, ReturnType<typeof f32>> = { x: f32(input, [1, H]) };
-      for (let e = 0; e < 32; e++) {
-        const used = e % 8 === 3;
-        feeds[`rows_${e}`] = i64(new BigInt64Array(used ? [0n] : []), [used ? 1 : 0]);
-        feeds[`weights_${e}`] = f32(new Float32Array(used ? [e / 32] : []), [used ? 1 : 0, 1]);
-      }
+      const used = (e: number): boolean => e % 8 === 3;
+      const feeds: Record<string, ReturnType<typeof f32>> = {};
+      for (let e = 0; e < 32; e++) feeds[`x_${e}`] = f32(used(e) ? input : new Float32Array(0), [used(e) ? 1 : 0, H]);
       const y = floatData((await graph.run(feeds)).y, 'experts', 'y');
       expect(y.length).toBe(4 * H);
       // Expected SwiGLU in float64: down · (silu(g) ⊙ g) with g = gate · x (gate and up share values here).
       const g = new Float64Array(I);
       for (let r = 0; r < I; r++) for (let c = 0; c < H; c++) g[r]! += pattern(r, c) * input[c]!;
       const act = g.map((v) => (v / (1 + Math.exp(-v))) * v);
-      for (const [k, e] of [3, 11, 19, 27].entries()) {
+      for (let k = 0; k < 4; k++) {
         for (const row of [0, 1, 5000, H - 1]) {
           let out = 0;
           for (let c = 0; c < I; c++) out += pattern(row + 7, c) * act[c]!;
-          expect(Math.abs(y[k * H + row]! - (e / 32) * out)).toBeLessThan(1e-4 * Math.max(1, Math.abs(out)));
+          expect(Math.abs(y[k * H + row]! - out)).toBeLessThan(1e-4 * Math.max(1, Math.abs(out)));
         }
       }
     } finally {
