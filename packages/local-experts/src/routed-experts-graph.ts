@@ -12,19 +12,18 @@ import { OnnxModelBuilder, swiglu, type BuiltModel, type SwigluWeights } from '@
  * Gathering the rows and weighting the outputs outside the graph saves two operators per expert and
  * half the inputs per run (each operator is dispatched even over zero rows, ~1.5 µs each; measured
  * with bench/expert-layer.ts: a batch-1 layer of 64 experts spends 0.55 ms on dispatch, 0.85 before).
- * Stored (BF16, FP8) and quantised (int8, int4) experts each sit in an If on "has rows", so an expert
- * no token chose costs three small operators (Size, Greater, If), not its SwiGLU's, and a stored one is
- * not widened for nothing. Float32 experts are not guarded: onnxruntime folds each weight's Transpose
- * into a copy inside the branch and keeps the original too (measured: the bench preset's resident
- * memory after load 1.41× → 2.25× its weights). Quantised codes are constants of the root graph for
- * the same reason (inside the branch they were held twice: 1.52× → 2.81× in int8).
+ * Experts whose weights stay stored (BF16, FP8) are widened on every run that uses them, so each sits
+ * in an If on "has rows": an expert no token chose costs nothing. Float32 and int8/int4 experts are
+ * not guarded: onnxruntime keeps a second copy of weights used inside an If's branch (measured: the
+ * bench preset's resident memory after load 1.4× → 2.3× its weights in float32), against ~0.3 ms per
+ * batch-1 layer that the If would save.
  */
 export function buildRoutedExpertsGraph(experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, name: string): BuiltModel {
   const b = new OnnxModelBuilder(name);
   const outputs: string[] = [];
   for (const { id, weights } of experts) {
     const x = b.input(`x_${id}`, 'float32', [`M${id}`, hidden]);
-    if (![weights.gate, weights.up, weights.down].some((w) => w.kind === 'file' || w.kind === 'quantized')) {
+    if (![weights.gate, weights.up, weights.down].some((w) => w.kind === 'file')) {
       outputs.push(swiglu(b, x, weights, `expert${id}`));
       continue;
     }

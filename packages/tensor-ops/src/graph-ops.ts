@@ -68,15 +68,11 @@ export function embeddingRows(b: OnnxModelBuilder, ids: string, w: WeightData, h
  */
 export const MATMUL_NBITS_ACCURACY_LEVEL = 4;
 
-/**
- * y = x · Wᵀ with W as blockwise codes [N, K]: the codes stay compact and are read by the fused kernel.
- * The codes are root-graph constants even when the product sits in an If branch: onnxruntime holds a
- * branch's own constants twice (packed and not), the root's once.
- */
+/** y = x · Wᵀ with W as blockwise codes [N, K]: the codes stay compact and are read by the fused kernel. */
 function matMulNBits(b: OnnxModelBuilder, x: string, q: BlockwiseQuantized, hint: string): string {
   const kBlocks = Math.ceil(q.cols / q.block);
-  const codes = b.rootConstant({ type: 'uint8', dims: [q.rows, kBlocks, (q.block * q.bits) / 8], bytes: q.codes }, hint);
-  const scales = b.rootConstant({ type: 'float32', dims: [q.rows * kBlocks], bytes: new Uint8Array(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength) }, `${hint}_scales`);
+  const codes = b.constant({ type: 'uint8', dims: [q.rows, kBlocks, (q.block * q.bits) / 8], bytes: q.codes }, hint);
+  const scales = b.constant({ type: 'float32', dims: [q.rows * kBlocks], bytes: new Uint8Array(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength) }, `${hint}_scales`);
   return b.op('MatMulNBits', [x, codes, scales], { K: q.cols, N: q.rows, bits: q.bits, block_size: q.block, accuracy_level: MATMUL_NBITS_ACCURACY_LEVEL }, { domain: 'com.microsoft' });
 }
 

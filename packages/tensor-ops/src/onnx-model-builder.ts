@@ -129,11 +129,6 @@ export class OnnxModelBuilder {
     return name;
   }
 
-  /** A constant on the root graph, so every branch sees it (and onnxruntime treats it as the root's). */
-  rootConstant(tensor: ConstantTensor, hint: string): string {
-    return this.root.constant(tensor, hint);
-  }
-
   /** A weight held outside the graph, in a file range (on the root graph, so every branch sees it). */
   fileWeight(type: OnnxElementType, dims: readonly number[], file: FileRange, hint: string, options: { overridable?: boolean } = {}): string {
     return this.root.constant({ type, dims, file }, hint, options);
