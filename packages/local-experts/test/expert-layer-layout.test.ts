@@ -5,9 +5,10 @@ import { f32, floatData, Graph, i64, memoryWeight, OnnxModelBuilder, quantizeBlo
 import { ExpertNotHeldError, LocalRoutedExperts, type ExpertWeightSource } from '../src/index.js';
 
 /**
- * The layer graph (rows gathered outside, every expert behind an If, outputs weighted outside) must
- * give bit for bit what the per-expert path gave: Gather the expert's rows, SwiGLU, multiply by the
- * routing weights in float32, add into the token. Float32 weights are also held to float64 math.
+ * The layer graph (each expert's rows gathered and its outputs weighted outside the graph) must give
+ * bit for bit what the per-expert path gave: Gather the expert's rows, SwiGLU, multiply by the routing
+ * weights in float32, add into the token. Float32 weights are also held to float64 math. (Stored FP8
+ * experts, behind an If, are held to the reference in test/correctness.)
  */
 const config = parseModelConfig({ ...getPreset('bench').config, hidden_size: 64, moe_intermediate_size: 32 });
 const H = config.hiddenSize;
