@@ -108,6 +108,16 @@ describe('rebalancer (closed loop)', () => {
     for (const r of few.regs) await r.close();
   });
 
+  it('one interval: a dead-slot check that fails is logged, and the load is still weighed', async () => {
+    const { registry, regs, rebalancer } = await setUp(1.2);
+    rebalancer.checkDeadSlots = () => Promise.reject(new Error('a plan without d: the shards left cannot hold its experts'));
+    const lines: string[] = [];
+    await rebalancer.tick((line) => lines.push(line));
+    expect(lines.join('')).toMatch(/^\[rebalance\] a plan without d: the shards left cannot hold its experts/);
+    expect((await registry.getPlan())!.version).toBe(2);
+    for (const r of regs) await r.close();
+  });
+
   it('times the switch: done once every slot of the new plan reports it', async () => {
     const { registry, regs, rebalancer, prom } = await setUp(1.2);
     const checking = rebalancer.check();

@@ -60,11 +60,7 @@ export class Rebalancer {
   start(): void {
     this.timer = setInterval(() => {
       if (this.running || this.stopped) return;
-      this.running = this.checkDeadSlots()
-        .then(() => this.check())
-        .then(() => undefined)
-        .catch((e: Error) => void process.stderr.write(`[rebalance] ${e.message.slice(0, 500)}\n`))
-        .finally(() => (this.running = null));
+      this.running = this.tick().finally(() => (this.running = null));
     }, this.options.intervalMs);
     this.timer.unref();
   }
@@ -73,6 +69,20 @@ export class Rebalancer {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.running;
+  }
+
+  /**
+   * One interval's work: dead slots first, then the load. Each failure is logged on its own, so a dead
+   * slot that cannot be dropped (the shards left cannot hold its experts) never stops load rebalancing.
+   */
+  async tick(log: (line: string) => void = (line) => void process.stderr.write(line)): Promise<void> {
+    for (const step of [() => this.checkDeadSlots(), () => this.check()]) {
+      try {
+        await step();
+      } catch (e) {
+        log(`[rebalance] ${(e as Error).message.slice(0, 500)}\n`);
+      }
+    }
   }
 
   /** Drops plan slots that have had no live shard for longer than the grace (a shard killed for good), restoring every expert's holders. */
