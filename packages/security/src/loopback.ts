@@ -14,3 +14,8 @@ export function hostOf(address: string): string {
   const m = /^\[([^\]]+)\]:\d+$/.exec(address) ?? /^([^:]+):\d+$/.exec(address);
   return m ? m[1]! : address;
 }
+
+/** HOST:PORT, an IPv6 host in brackets ([V6]:PORT): the inverse of hostOf. */
+export function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

@@ -3,7 +3,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { channelOptions, expertmeshV1, maxCallMessageBytes, raiseServerReceiveWindow, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
-import { serverCredentials, type TlsMaterial } from '@expertmesh/security';
+import { hostPort, serverCredentials, type TlsMaterial } from '@expertmesh/security';
 import type { RunExpertsResponse } from '@expertmesh/wire';
 import { ComputeTurns } from './compute-turns.js';
 import type { RunStats, ShardCompute } from './shard-compute.js';
@@ -67,12 +67,12 @@ export class ShardServer {
   /** Binds (port 0 picks a free one) and starts serving; returns the bound address. */
   async listen(host: string, port: number, options: { serving?: boolean } = {}): Promise<string> {
     const bound = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(this.options.tls ?? null), (err, p) => (err ? reject(err) : resolve(p))),
+      this.server.bindAsync(hostPort(host, port), serverCredentials(this.options.tls ?? null), (err, p) => (err ? reject(err) : resolve(p))),
     );
     // Requests of a batch's hidden states must not wait for a WINDOW_UPDATE (64 KiB by default).
     raiseServerReceiveWindow(this.server);
     if (options.serving ?? true) this.setServing(true);
-    return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
+    return hostPort(host, bound);
   }
 
   /** Health turns SERVING (a shard that listened before it had loaded its slot's experts). */
@@ -88,10 +88,10 @@ export class ShardServer {
     const server = new grpc.Server({ 'grpc.max_concurrent_streams': 16, 'grpc.max_receive_message_length': 4096 });
     this.health.addToServer(server);
     const bound = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(hostPort(host, port), grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.healthServer = server;
-    return `${host.includes(':') ? `[${host}]` : host}:${bound}`;
+    return hostPort(host, bound);
   }
 
   info(): GetShardInfoResponse {
