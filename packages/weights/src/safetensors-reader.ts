@@ -72,11 +72,14 @@ export class SafetensorsCheckpoint {
     return info;
   }
 
-  /** The tensor's bytes exactly as stored (little-endian), read from its byte range only. */
-  async readRaw(name: string): Promise<Uint8Array> {
+  /**
+   * The tensor's bytes exactly as stored (little-endian), read from its byte range only; with
+   * `maxBytes`, only its first `maxBytes` bytes (a sample of a tensor of gigabytes costs no more).
+   */
+  async readRaw(name: string, maxBytes = Infinity): Promise<Uint8Array> {
     const info = this.info(name);
     const handle = await this.handle(info.file, name);
-    const out = new Uint8Array(info.byteLength);
+    const out = new Uint8Array(Math.min(info.byteLength, Math.max(0, maxBytes)));
     let done = 0;
     while (done < out.length) {
       const { bytesRead } = await handle.read(out, done, out.length - done, info.byteOffset + done);

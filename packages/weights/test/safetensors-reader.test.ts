@@ -51,6 +51,17 @@ describe('SafetensorsCheckpoint', () => {
     }
   });
 
+  it('reads only the first maxBytes of a tensor when asked (a sample of a huge tensor), all of it when it is shorter', async () => {
+    for (const shards of [1, 3]) {
+      const ck = await SafetensorsCheckpoint.open(join(dir.path, `rt${shards}`));
+      expect(Array.from(await ck.readRaw('a.weight', 8))).toEqual(Array.from(f32([1, 2])));
+      expect(Array.from(await ck.readRaw('b.weight', 3))).toEqual([0x80, 0x3f, 0x00]);
+      expect(Array.from(await ck.readRaw('b.weight', 1000))).toEqual([0x80, 0x3f, 0x00, 0xc0]);
+      expect((await ck.readRaw('a.weight', 0)).length).toBe(0);
+      await ck.close();
+    }
+  });
+
   it('refuses to read a non-float dtype as float, naming the file and the tensor', async () => {
     const ck = await SafetensorsCheckpoint.open(join(dir.path, 'rt1'));
     await expectCheckpointError(ck.readFloat32('e.ids'), /model\.safetensors$/, 'e.ids', /dtype I64 cannot be read as float/);
