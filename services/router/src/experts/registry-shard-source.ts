@@ -144,22 +144,26 @@ export class RegistryShardSource implements ShardSource {
   private rebuild(): void {
     if (this.closed) return;
     this.refused.clear();
-    const usable = this.records.filter((r) => {
-      if (r.health !== 'SERVING') return false;
+    // Shards of this model are connected to and verified as soon as they register, before they serve:
+    // a shard taking over experts is confirmed by the time it advertises them, so the shard handing
+    // them over (which waits only for the registry to show the taker) never leaves them without a
+    // holder this router can route to.
+    const known = this.records.filter((r) => {
       if (r.modelFingerprint !== this.fingerprint) {
-        this.refused.set(r.shardId, r.modelFingerprint.slice(0, 64));
+        if (r.health === 'SERVING') this.refused.set(r.shardId, r.modelFingerprint.slice(0, 64));
         return false;
       }
       const problem = this.recordProblem(r);
       if (problem) {
-        this.reject('shard_record', r.shardId, problem);
+        if (r.health === 'SERVING') this.reject('shard_record', r.shardId, problem);
         return false;
       }
       return true;
     });
+    const usable = known.filter((r) => r.health === 'SERVING');
     usable.sort((a, b) => a.shardId.localeCompare(b.shardId));
     this.shardPlanVersions = new Map(usable.filter((r) => r.slot).map((r) => [r.shardId, r.planVersion]));
-    const live = new Set(usable.map((r) => r.address));
+    const live = new Set(known.map((r) => r.address));
     for (const [address, c] of this.connections) {
       if (!live.has(address)) {
         c.close();
@@ -167,18 +171,17 @@ export class RegistryShardSource implements ShardSource {
       }
     }
     for (const [key, v] of this.verifications) {
-      if (!usable.some((r) => verificationKey(r) === key)) {
+      if (!known.some((r) => verificationKey(r) === key)) {
         if (v.retry) clearTimeout(v.retry);
         this.verifications.delete(key);
       }
     }
-    const confirmed = usable.filter((r) => {
+    for (const r of known) {
       let c = this.connections.get(r.address);
       if (!c) this.connections.set(r.address, (c = new ShardConnection(r.address, this.options.transport ?? 'stream', this.options.channel ?? {})));
-      const v = this.verifications.get(verificationKey(r));
-      if (!v) this.verify(r, c);
-      return v?.state === 'ok';
-    });
+      if (!this.verifications.has(verificationKey(r))) this.verify(r, c);
+    }
+    const confirmed = usable.filter((r) => this.verifications.get(verificationKey(r))?.state === 'ok');
     const connections = confirmed.map((r) => this.connections.get(r.address)!);
     const placement = ExpertPlacement.fromShards(
       this.config,
