@@ -17,6 +17,8 @@ export interface ShardProcess {
   kill(): Promise<void>;
   /** The same as kill(). */
   stop(): Promise<void>;
+  /** The last 4000 characters the shard wrote to stderr (its log). */
+  stderr(): string;
 }
 
 export interface ShardProcessOptions {
@@ -65,7 +67,7 @@ export async function startShardProcess(args: readonly string[], options: ShardP
         reject(new Error(`shard exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr}`));
       });
     });
-    return { address, process: child, pid: child.pid!, exited, signal, kill, stop: kill };
+    return { address, process: child, pid: child.pid!, exited, signal, kill, stop: kill, stderr: () => stderr };
   } catch (e) {
     signal('SIGKILL');
     throw e;

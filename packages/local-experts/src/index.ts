@@ -1,3 +1,4 @@
-export { LocalRoutedExperts, ExpertNotHeldError } from './local-routed-experts.js';
+export { LocalRoutedExperts, ExpertNotHeldError, restAfterBuild, yieldTurn } from './local-routed-experts.js';
+export type { AfterGraphBuilt } from './local-routed-experts.js';
 export type { ExpertWeightSource } from './local-routed-experts.js';
 export { loadLocalExperts } from './load-local-experts.js';

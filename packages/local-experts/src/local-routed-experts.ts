@@ -62,8 +62,37 @@ function layerOf(groups: readonly ExpertGroup[], held: readonly number[]): Layer
   return { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes };
 }
 
+/**
+ * What a load does after each graph it builds, given how long the build held the thread (ms):
+ * onnxruntime-node compiles on the calling thread, so a serving process must at least let its event
+ * loop answer calls between graphs (`yieldTurn`), and may rest longer so that the load takes only a
+ * share of the CPU from serving (`restAfterBuild`).
+ */
+export type AfterGraphBuilt = (buildMs: number) => Promise<void>;
+
+/** One turn of the event loop: calls already received are answered before the next graph is built. */
+export const yieldTurn: AfterGraphBuilt = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Rests `factor` times as long as each graph took to build, so the load uses at most 1 / (1 + factor)
+ * of one core while the process serves: on cores shared with the processes that serve (the router,
+ * the other shards of the host), a load that builds graph after graph takes the CPU they need.
+ */
+export function restAfterBuild(factor: number): AfterGraphBuilt {
+  if (!(factor >= 0)) throw new RangeError(`rest factor ${factor} is not a number ≥ 0`);
+  return (buildMs) => (factor === 0 ? yieldTurn(buildMs) : new Promise<void>((resolve) => setTimeout(resolve, Math.ceil(factor * buildMs))));
+}
+
 /** Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them. */
-async function loadGroups(config: ModelConfig, reader: ExpertWeightSource, execution: ExecutionOptions, layer: number, ids: readonly number[], named: () => string): Promise<{ groups: ExpertGroup[]; format: string }> {
+async function loadGroups(
+  config: ModelConfig,
+  reader: ExpertWeightSource,
+  execution: ExecutionOptions,
+  layer: number,
+  ids: readonly number[],
+  named: () => string,
+  afterGraph: AfterGraphBuilt,
+): Promise<{ groups: ExpertGroup[]; format: string }> {
   const groups: ExpertGroup[] = [];
   let format = '';
   let group: { id: number; weights: Awaited<ReturnType<ExpertWeightSource['routedExpert']>>; bytes: number }[] = [];
@@ -71,12 +100,13 @@ async function loadGroups(config: ModelConfig, reader: ExpertWeightSource, execu
   const flush = async (): Promise<void> => {
     if (group.length === 0) return;
     const name = named();
+    const started = performance.now();
     const graph = await Graph.create(name, buildRoutedExpertsGraph(group, config.hiddenSize, name), execution);
+    const buildMs = performance.now() - started;
     groups.push({ graph, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
     group = [];
     groupBytes = 0;
-    // onnxruntime-node compiles on the calling thread: let a serving shard answer calls between graphs.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await afterGraph(buildMs);
   };
   for (const id of ids) {
     const w = await reader.routedExpert(layer, id);
@@ -127,17 +157,18 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
    * and compiled. A graph is shared while at least half its experts are kept (the others stay in
    * memory, fed no rows, until no set uses the graph); a layer whose graphs would pass what a fresh
    * load makes by EXTRA_GROUPS is rebuilt whole. Release this set with `close([next])` so the shared
-   * graphs stay.
+   * graphs stay. `afterGraph` runs after each graph is built (by default one turn of the event loop;
+   * a serving shard rests longer, see restAfterBuild).
    */
-  async reshaped(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<LocalRoutedExperts> {
-    const { set, loadedBytes } = await this.build(reader, execution, experts);
+  async reshaped(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<LocalRoutedExperts> {
+    const { set, loadedBytes } = await this.build(reader, execution, experts, afterGraph);
     // Two forced full collections block a serving shard (~25 ms for a 23 MiB heap, more on a busy CPU):
     // worth it after a large load, not for a few experts, whose buffers V8 collects in its own time.
     if (loadedBytes >= RELEASE_AFTER_BYTES) await releaseLoadBuffers();
     return set;
   }
 
-  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[]): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
+  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
     const layers = new Map<number, LayerExperts>();
     let loadedBytes = 0;
     let format = this.weightFormat;
@@ -153,7 +184,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const missing = held.filter((e) => !inKept(kept).has(e));
       if (missing.length > 0 && kept.length + Math.ceil((missing.length * perExpert) / EXPERT_GROUP_BYTES || 1) > freshGroups + EXTRA_GROUPS) kept = [];
       const toLoad = held.filter((e) => !inKept(kept).has(e));
-      const loaded = await loadGroups(this.config, reader, execution, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`);
+      const loaded = await loadGroups(this.config, reader, execution, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
       format ||= loaded.format;
       loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
       layers.set(layer, layerOf([...kept, ...loaded.groups], held));

@@ -1,11 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { WeightReader } from '@expertmesh/model-weights';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { tempDir } from '../../../test/helpers/temp-dir.js';
-import { LocalRoutedExperts } from '../src/index.js';
+import { LocalRoutedExperts, restAfterBuild } from '../src/index.js';
 
 /** A reader that remembers which experts were read from the checkpoint. */
 class CountingReader extends WeightReader {
@@ -95,5 +95,52 @@ describe('reshaping a set of experts', () => {
     const experts = [13, 5, 10, 7, 12, 9];
     expect(await run(set, layer, experts)).toEqual(await run(fresh, layer, experts));
     await Promise.all([set.close(), fresh.close()]);
+  });
+
+  it('hands each graph\'s build time to afterGraph and builds nothing more until it resolves', async () => {
+    const now = await LocalRoutedExperts.load(config, reader(), DEFAULT_EXECUTION, () => range(0, 7));
+    const r = reader();
+    const rests: { buildMs: number; readSoFar: number }[] = [];
+    let release: () => void = () => undefined;
+    let resting: Promise<void> = Promise.resolve();
+    const afterGraph = (buildMs: number): Promise<void> => {
+      rests.push({ buildMs, readSoFar: r.read.length });
+      resting = new Promise<void>((resolve) => (release = resolve));
+      return resting;
+    };
+    const building = now.reshaped(r, DEFAULT_EXECUTION, () => range(2, 11), afterGraph);
+    // One graph per MoE layer (its 4 gained experts); while a rest lasts, no further expert is read.
+    for (let i = 0; i < config.moeLayers.length; i++) {
+      await vi.waitFor(() => expect(rests.length).toBe(i + 1));
+      const readAtRest = r.read.length;
+      for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(r.read.length).toBe(readAtRest);
+      release();
+    }
+    const next = await building;
+    expect(rests.map((x) => x.readSoFar)).toEqual(config.moeLayers.map((_, i) => 4 * (i + 1)));
+    expect(rests.every((x) => x.buildMs > 0)).toBe(true);
+    await now.close([next]);
+    await next.close();
+  });
+});
+
+describe('restAfterBuild', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('rests factor times the build time before the next graph, one loop turn with factor 0, and refuses a bad factor', async () => {
+    vi.useFakeTimers();
+    let done = false;
+    void restAfterBuild(3)(10).then(() => (done = true));
+    await vi.advanceTimersByTimeAsync(29);
+    expect(done).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(done).toBe(true);
+    vi.useRealTimers();
+    await expect(restAfterBuild(0)(50)).resolves.toBeUndefined();
+    expect(() => restAfterBuild(-1)).toThrow(RangeError);
+    expect(() => restAfterBuild(Number.NaN)).toThrow(RangeError);
   });
 });

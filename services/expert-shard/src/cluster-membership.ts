@@ -11,8 +11,10 @@ import {
   type ShardRegistration,
   type StaleHolderCheck,
 } from '@expertmesh/discovery';
+import { restAfterBuild } from '@expertmesh/local-experts';
 import { selectionFromPlan } from './expert-spec.js';
 import { loadExperts, type ShardLoadOptions } from './load-shard.js';
+import { loadingBefore } from './load-turn.js';
 import type { ShardCompute } from './shard-compute.js';
 
 export class PlanWaitError extends Error {
@@ -28,9 +30,17 @@ export interface MembershipTimings {
   readonly handoffTimeoutMs: number;
   /** Whether leaving hands the slot's experts over first (off for a cluster stopped as a whole). */
   readonly handOverOnLeave?: boolean;
+  /**
+   * While it serves, a shard loading a new plan's experts rests this many times as long as each graph
+   * took to build (restAfterBuild): the load takes at most 1 / (1 + factor) of a core from serving.
+   */
+  readonly loadRestFactor?: number;
 }
 
-export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handoffTimeoutMs: 120_000 };
+/** Loading a new plan takes at most a quarter of one core: a 16-expert graph of the demo model builds in ~16 ms. */
+export const DEFAULT_LOAD_REST_FACTOR = 3;
+
+export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handoffTimeoutMs: 120_000, loadRestFactor: DEFAULT_LOAD_REST_FACTOR };
 
 /** How long a leaving shard waits for others stopped at the same moment to say they are leaving too. */
 const LEAVE_SETTLE_MS = 500;
@@ -229,9 +239,13 @@ export class ClusterMembership {
     if (!target || !this.reload || this.leaving) return;
     const now = sameLayers(this.compute.experts.heldLayers(), target);
     if (!now) {
-      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load));
+      await this.untilTurnToLoad(plan);
+      const started = performance.now();
+      const rest = restAfterBuild(this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR);
+      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest));
       await this.publish({ layers: this.compute.servingLayers(), health: 'SERVING' });
       const givenUp = minus(this.compute.servingLayers(), target);
+      this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; serving old and new, handing over ${count(givenUp)} experts`);
       if (!(await this.untilHeldElsewhere(givenUp))) {
         this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
         await this.publish({ planVersion: plan.version });
@@ -239,7 +253,26 @@ export class ClusterMembership {
       }
     }
     await this.publish({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
+    if (!now) this.log(`plan ${plan.version}: switched`);
     this.compute.retire(this.timings.retireGraceMs);
+  }
+
+  /**
+   * Waits until no shard on this host with an earlier slot is still loading its experts of `plan`
+   * (see loadingBefore), bounded by the hand-over timeout: a shard that never finishes is not waited
+   * for longer than a hand-over would be.
+   */
+  private async untilTurnToLoad(plan: PlacementPlan): Promise<void> {
+    const deadline = Date.now() + this.timings.handoffTimeoutMs;
+    let waited = false;
+    while (Date.now() < deadline && !this.leaving) {
+      const records = await this.registry.listShards().catch(() => null);
+      const before = records ? loadingBefore(this.record, plan, records) : [];
+      if (before.length === 0) break;
+      if (!waited) this.log(`plan ${plan.version}: waiting for ${before.map((r) => r.slot).join(', ')} on this host to load first`);
+      waited = true;
+      await sleep(50);
+    }
   }
 
   /** Stores a plan without this slot, then waits until other shards advertise every expert this one serves. */

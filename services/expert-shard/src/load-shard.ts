@@ -1,5 +1,5 @@
 import { loadModelConfig } from '@expertmesh/model-config';
-import { LocalRoutedExperts } from '@expertmesh/local-experts';
+import { LocalRoutedExperts, yieldTurn, type AfterGraphBuilt } from '@expertmesh/local-experts';
 import { modelFingerprint, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
@@ -34,13 +34,13 @@ export async function loadShardCompute(
 /**
  * The set of experts a running shard switches to (after a placement change): the experts it already
  * holds are kept as they are (their graphs shared with the set serving now), only those it gains are
- * read from the checkpoint and compiled.
+ * read from the checkpoint and compiled; `afterGraph` runs after each graph built (see restAfterBuild).
  */
-export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions): Promise<LocalRoutedExperts> {
+export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, afterGraph: AfterGraphBuilt = yieldTurn): Promise<LocalRoutedExperts> {
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
     const config = compute.config;
-    return await compute.experts.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts));
+    return await compute.experts.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
   } finally {
     await checkpoint.close();
   }

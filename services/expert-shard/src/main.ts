@@ -18,14 +18,16 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
     [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4]
-    [--handoff-timeout 120] [--retire-grace 5] [--handoff | --no-handoff]
+    [--handoff-timeout 120] [--retire-grace 5] [--load-rest 3] [--handoff | --no-handoff]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan and follows plan changes: it claims slot --slot, or the first free one, atomically
   (an etcd transaction under its lease); with every slot taken (or a --slot the plan lacks) it joins as a new slot and
   stores a re-plan that gives it work. A new plan is applied with no pause: new experts load while the old serve, and
   an old one is given up only once another shard holds it (kept --retire-grace seconds more for requests in flight;
-  at most --handoff-timeout seconds of waiting, then it keeps serving it). SIGTERM first hands this slot's experts to
+  at most --handoff-timeout seconds of waiting, then it keeps serving it). While it serves, the load rests --load-rest
+  times as long as each expert graph took to build (0: as fast as it can), and shards on one host load one at a time, so a
+  switch takes little CPU from serving. SIGTERM first hands this slot's experts to
   the other shards through a plan change when it took its slot by itself (no --slot: an elastic member) or with
   --handoff; a --slot shard (a StatefulSet pod, a systemd unit: it comes back in that slot) keeps its slot in the plan
   unless --handoff, and --no-handoff never hands over. Shards all stopping together leave the plan as it is.
@@ -86,6 +88,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'weight-dtype': { type: 'string', default: process.env.EXPERTMESH_WEIGHT_DTYPE ?? 'auto' },
         'handoff-timeout': { type: 'string', default: '120' },
         'retire-grace': { type: 'string', default: '5' },
+        'load-rest': { type: 'string', default: '3' },
         handoff: { type: 'boolean', default: false },
         'no-handoff': { type: 'boolean', default: false },
       },
@@ -112,6 +115,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!(handoffTimeout >= 0)) throw new ShardUsageError('--handoff-timeout must be a number of seconds ≥ 0');
   const retireGrace = Number(values['retire-grace']);
   if (!(retireGrace >= 0)) throw new ShardUsageError('--retire-grace must be a number of seconds ≥ 0');
+  const loadRest = Number(values['load-rest']);
+  if (!(loadRest >= 0 && loadRest <= 100)) throw new ShardUsageError('--load-rest must be a number from 0 to 100 (rest per unit of load time while serving)');
   const maxTokensPerCall = Number(values['max-tokens-per-call']);
   if (!Number.isInteger(maxTokensPerCall) || maxTokensPerCall < 1) throw new ShardUsageError('--max-tokens-per-call must be a whole number ≥ 1');
   const maxInFlight = Number(values['max-in-flight-per-stream']);
@@ -159,6 +164,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
     ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address }, expertSpec ? null : { modelDir: values.model, load }, onPlanRejected, {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
+        loadRestFactor: loadRest,
         handOverOnLeave: values.handoff! || (!values['no-handoff'] && values.slot === undefined),
       })
     : null;

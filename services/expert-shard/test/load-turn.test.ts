@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import type { PlacementPlan, ShardRecord } from '@expertmesh/discovery';
+import { loadingBefore } from '../src/load-turn.js';
+
+const plan: PlacementPlan = {
+  version: 2,
+  modelFingerprint: 'fp',
+  shards: {
+    a: [{ layer: 1, experts: [0, 1] }],
+    b: [{ layer: 1, experts: [2, 3] }],
+    c: [{ layer: 1, experts: [4, 5] }],
+  },
+} as PlacementPlan;
+
+const record = (slot: string, address: string, experts: number[], extra: Partial<ShardRecord> = {}): ShardRecord => ({
+  shardId: `shard-${slot}`,
+  address,
+  modelFingerprint: 'fp',
+  layers: [{ layer: 1, experts }],
+  computeDtype: 'float32',
+  weightBytes: 1,
+  health: 'SERVING',
+  planVersion: 1,
+  slot,
+  ...extra,
+});
+
+describe('co-located shards load a new plan one at a time', () => {
+  it('waits for earlier slots on the same host that do not yet advertise their experts of the plan', () => {
+    const a = record('a', '127.0.0.1:7001', [9]);
+    const b = record('b', '127.0.0.1:7002', [9]);
+    const c = record('c', '127.0.0.1:7003', [9]);
+    const all = [a, b, c];
+    expect(loadingBefore(a, plan, all)).toEqual([]);
+    expect(loadingBefore(b, plan, all).map((r) => r.slot)).toEqual(['a']);
+    expect(loadingBefore(c, plan, all).map((r) => r.slot)).toEqual(['a', 'b']);
+  });
+
+  it("goes on once they advertise the plan's experts (old ones beside them), and never waits for a later slot", () => {
+    const a = record('a', '127.0.0.1:7001', [0, 1, 9]);
+    const b = record('b', '127.0.0.1:7002', [9]);
+    const c = record('c', '127.0.0.1:7003', [9]);
+    expect(loadingBefore(b, plan, [a, b, c])).toEqual([]);
+    expect(loadingBefore(c, plan, [a, b, c]).map((r) => r.slot)).toEqual(['b']);
+  });
+
+  it('does not wait for shards on other hosts, of another model, draining, not serving, or without a slot in the plan', () => {
+    const self = record('c', '10.0.0.3:7003', [9]);
+    const others = [
+      record('a', '10.0.0.1:7001', [9]),
+      record('b', '10.0.0.3:7002', [9], { modelFingerprint: 'other' }),
+      record('a', '10.0.0.3:7004', [9], { shardId: 'x', draining: true }),
+      record('b', '10.0.0.3:7005', [9], { shardId: 'y', health: 'NOT_SERVING' }),
+      record('', '10.0.0.3:7006', [9], { shardId: 'z' }),
+      record('0', '10.0.0.3:7007', [9], { shardId: 'w' }),
+    ];
+    expect(loadingBefore(self, plan, [self, ...others])).toEqual([]);
+  });
+});
