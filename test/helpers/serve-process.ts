@@ -6,7 +6,7 @@ import { CLI } from './cli.js';
 export async function startServeProcess(
   args: readonly string[],
   env: Readonly<Record<string, string>> = {},
-): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void>; startupMs: Record<string, number> }> {
+): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void>; startupMs: Record<string, number>; stderr: () => string }> {
   const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -36,7 +36,7 @@ export async function startServeProcess(
       });
       child.kill('SIGTERM');
     });
-  return { url, process: child, stop, startupMs };
+  return { url, process: child, stop, startupMs, stderr: () => stderr };
 }
 
 /** Polls GET /health until `check` holds (bounded). */

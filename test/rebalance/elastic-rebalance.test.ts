@@ -136,7 +136,7 @@ describe('rebalancing and elastic membership under load', () => {
     expect((await fetch(`${router.url}/ready`)).status).toBe(200);
   });
 
-  it('under all of it: no request failed, /ready never dropped, and every output is the run without rebalancing\'s', async () => {
+  it('under all of it: no request failed, no step was retried, /ready never dropped, and every output is the run without rebalancing\'s', async () => {
     const seen = results.length;
     await until('requests on the final placement', async () => results.length >= seen + 6);
     loading = false;
@@ -152,5 +152,7 @@ describe('rebalancing and elastic membership under load', () => {
     const worst = Math.max(...results.flatMap(({ prompt, out }) => out.logprobs.map((lp, i) => Math.abs(lp - baseline.get(prompt)!.logprobs[i]!))));
     process.stderr.write(`[elastic-rebalance] ${results.length} requests, largest log-probability difference to the run without moves: ${worst}\n`);
     expect(notReady).toEqual([]);
+    // No step was retried either: no instant in which the router had no holder it could use for an expert.
+    expect(router.stderr().split('\n').filter((l) => l.includes('step failed'))).toEqual([]);
   });
 });
