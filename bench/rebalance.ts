@@ -7,13 +7,15 @@
  * re-plans); that shard is sent SIGTERM and leaves (it hands its experts back first). For each event,
  * the windows before it, during it (until every shard reports the new plan) and after it: tokens/s,
  * time per output token p50/p99, the longest gap between two tokens of any stream, failed requests,
- * and outputs that differ from the first ones.
- *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10]
+ * and outputs that differ from the first ones. The join is shown twice: from starting the new process, and from
+ * the re-plan it stores (without its process start-up). --trace-dir loads bench/switch-trace.mjs into the router
+ * and the shards and adds the longest gaps and the events, in epoch ms, to the JSON.
+ *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdProcess, EtcdRegistry, planPlacement } from '@expertmesh/discovery';
@@ -27,6 +29,9 @@ const { values } = parseArgs({
     'max-tokens': { type: 'string', default: '32' },
     'window-seconds': { type: 'string', default: '10' },
     out: { type: 'string' },
+    // Loads bench/switch-trace.mjs into the router and every shard: their event-loop stalls, onnxruntime
+    // session creations and first runs, and their log lines, as JSON lines under this directory.
+    'trace-dir': { type: 'string' },
   },
 });
 const CONCURRENCY = Number(values.concurrency);
@@ -36,6 +41,12 @@ const HOT = [0, 4, 8, 12];
 const PROMPTS = Array.from({ length: 12 }, (_, i) => `Request ${i}: the load is skewed towards a few experts, number ${i * 7 + 3}`);
 const CLUSTER = 'rebalance';
 
+if (values['trace-dir']) {
+  const dir = resolve(values['trace-dir']);
+  await mkdir(dir, { recursive: true });
+  process.env.EXPERTMESH_SWITCH_TRACE_DIR = dir;
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import=${join(import.meta.dirname, 'switch-trace.mjs')}`.trim();
+}
 const modelDir = join(process.cwd(), '.tmp', 'models', 'demo-hot');
 if (!existsSync(join(modelDir, 'config.json'))) await makeCheckpoint({ preset: 'demo', outDir: modelDir, seed: 0, hotExperts: HOT, hotBias: 1 });
 
@@ -111,10 +122,15 @@ try {
   await sleep(WINDOW_MS);
   // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
   const joinAt = performance.now();
+  // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
+  const replanned = until('join', async () => 'shard-4' in (await registry.getPlan())!.shards).then(() => performance.now());
   const fifth = await startShardProcess(shardArgs);
   stops.push(fifth.stop);
-  await until('join', async () => 'shard-4' in (await registry.getPlan())!.shards);
-  events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: await untilSwitched(), detail: 'from starting its process' });
+  const replannedAt = await replanned;
+  const joinSwitched = await untilSwitched();
+  events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process' });
+  // The same switch from the re-plan the new shard stores: without its process start-up (~2 s of CPU on this machine).
+  events.push({ name: 'a fifth shard joins, from its re-plan', at: replannedAt, switchedAt: joinSwitched, detail: 'its slot in the plan' });
   await sleep(WINDOW_MS);
   // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
   const leaveAt = performance.now();
@@ -176,13 +192,21 @@ const results = events.map((e) => ({
   during: stats(e.at, e.switchedAt),
   after: stats(e.switchedAt, e.switchedAt + WINDOW_MS),
 }));
+/** The ten longest gaps between two tokens of a stream, in epoch ms (to match the trace's `at`). */
+const epoch = (t: number): number => Math.round(performance.timeOrigin + t);
+const longestGaps = records
+  .flatMap((r) => (r.timing?.tokenTimes ?? []).slice(1).map((t, i) => ({ from: r.timing!.tokenTimes[i]!, to: t })))
+  .sort((a, b) => b.to - b.from - (a.to - a.from))
+  .slice(0, 20)
+  .map((g) => ({ fromEpochMs: epoch(g.from), ms: Math.round(g.to - g.from) }));
+const eventTimes = events.map((e) => ({ event: e.name, atEpochMs: epoch(e.at), switchedEpochMs: epoch(e.switchedAt) }));
 const totals = { requests: records.length, failed: records.filter((r) => r.error !== null).length };
 
 const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results }, null, 2)}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
   [

@@ -1,0 +1,49 @@
+// Measurement preload for bench:rebalance (`--trace-dir DIR`): loaded into the router and every shard with
+// NODE_OPTIONS=--import, it appends JSON lines to DIR/<pid>.jsonl, each with `at` in epoch ms (shared by all
+// processes): event-loop stalls over 15 ms, onnxruntime session creations and runs (the first of each session
+// apart), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+
+const dir = process.env.EXPERTMESH_SWITCH_TRACE_DIR;
+if (dir) {
+  const file = join(dir, `${process.pid}.jsonl`);
+  const now = () => performance.timeOrigin + performance.now();
+  const emit = (rec) => appendFileSync(file, `${JSON.stringify({ pid: process.pid, ...rec })}\n`);
+  emit({ kind: 'start', at: now(), argv: process.argv.slice(2, 6).join(' ') });
+
+  const stderrWrite = process.stderr.write.bind(process.stderr);
+  process.stderr.write = (chunk, ...rest) => {
+    emit({ kind: 'log', at: now(), line: String(chunk).slice(0, 300).trimEnd() });
+    return stderrWrite(chunk, ...rest);
+  };
+
+  // Event-loop stalls: a 5 ms timer that fires late by more than 15 ms.
+  let expected = now() + 5;
+  setInterval(() => {
+    const t = now();
+    if (t - expected > 15) emit({ kind: 'stall', at: expected, ms: Math.round(t - expected) });
+    expected = t + 5;
+  }, 5).unref();
+
+  const S = ort.InferenceSession;
+  const create = S.create.bind(S);
+  S.create = async (...args) => {
+    const started = now();
+    const session = await create(...args);
+    // The binding's loadModel runs synchronously inside create(); the wall time includes its setImmediate hop.
+    emit({ kind: 'create', at: started, ms: Math.round(now() - started), outputs: session.outputNames.join(',') });
+    const run = session.run.bind(session);
+    let runs = 0;
+    session.run = async (...a) => {
+      const t0 = now();
+      const out = await run(...a);
+      const ms = now() - t0;
+      runs++;
+      if (runs <= 3 || ms > 20) emit({ kind: runs === 1 ? 'first-run' : 'run', n: runs, at: t0, ms: Math.round(ms * 10) / 10 });
+      return out;
+    };
+    return session;
+  };
+}
