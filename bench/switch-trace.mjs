@@ -1,7 +1,7 @@
 // Measurement preload for bench:rebalance (`--trace-dir DIR`): loaded into the router and every shard with
 // NODE_OPTIONS=--import, it appends JSON lines to DIR/<pid>.jsonl, each with `at` in epoch ms (shared by all
-// processes): event-loop stalls over 15 ms, onnxruntime session creations and runs (the first of each session
-// apart), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
+// processes): event-loop stalls over 15 ms, CPU time per 50 ms, onnxruntime session creations and runs (the first
+// of each session apart), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -26,6 +26,17 @@ if (dir) {
     if (t - expected > 15) emit({ kind: 'stall', at: expected, ms: Math.round(t - expected) });
     expected = t + 5;
   }, 5).unref();
+
+  // CPU time of the whole process (every thread) per 50 ms, to see who takes the cores during a switch.
+  let cpuAt = now();
+  let cpu = process.cpuUsage();
+  setInterval(() => {
+    const t = now();
+    const used = process.cpuUsage(cpu);
+    cpu = process.cpuUsage();
+    emit({ kind: 'cpu', at: cpuAt, ms: Math.round((used.user + used.system) / 100) / 10, span: Math.round(t - cpuAt) });
+    cpuAt = t;
+  }, 50).unref();
 
   const S = ort.InferenceSession;
   const create = S.create.bind(S);
