@@ -69,7 +69,7 @@ describe('co-located shards load a new plan one at a time', () => {
 
   it('a shard refuses a --load-rest that is not a number from 0 to 100, saying so', async () => {
     for (const bad of ['-1', 'fast', '101']) {
-      const r = await runShardToExit(['--model', dir.path, '--listen', '127.0.0.1:0', '--load-rest', bad]);
+      const r = await runShardToExit(['--model', dir.path, '--listen', '127.0.0.1:0', `--load-rest=${bad}`]);
       expect({ bad, code: r.code === 0 }).toEqual({ bad, code: false });
       expect(r.stderr).toContain('--load-rest must be a number from 0 to 100');
     }
