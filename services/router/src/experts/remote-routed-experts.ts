@@ -223,6 +223,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
           'expertmesh.experts': new Set(expertIds).size,
           'expertmesh.bytes_sent': hiddenBytes,
           'expertmesh.resent': resent,
+          'expertmesh.transport': connection.framesAddress ? 'frames' : 'grpc',
         },
       },
       parent,

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import {
+  channelOptions,
   CHANNEL_OPTIONS,
   expertmeshV1,
   type ExpertShardServiceClient,
@@ -9,14 +10,36 @@ import {
   type RunExpertsResponse__Output,
   type RunExpertsStreamResponse__Output,
 } from '@expertmesh/wire';
+import { channelCredentials, type TlsMaterial } from '@expertmesh/security';
 import { ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
+import { FrameConnection } from './frame-connection.js';
 
 export type DispatchTransport = 'stream' | 'unary';
+
+/** `--expert-transport`: expert calls over gRPC, or over the shards' frames endpoints where they advertise one. */
+export type ExpertTransport = 'grpc' | 'frames';
 
 /** How to reach shards: TLS credentials (plaintext by default) and channel options (message limits from the model). */
 export interface ShardChannel {
   readonly credentials?: grpc.ChannelCredentials;
   readonly options?: grpc.ChannelOptions;
+  /**
+   * Expert calls over a shard's frames endpoint (when it has one; gRPC otherwise): the same TLS
+   * material as `credentials`, and the largest frame (the channel's message limit).
+   */
+  readonly frames?: { readonly tls: TlsMaterial | null; readonly maxFrameBytes: number };
+}
+
+/**
+ * The channel to shards for messages of at most `maxMessageBytes`: mutual TLS with `tls` (plaintext
+ * when null), and with `transport` frames the same material and limit for the frames hot path.
+ */
+export function shardChannel(tls: TlsMaterial | null, maxMessageBytes: number, transport: ExpertTransport = 'grpc'): ShardChannel {
+  return {
+    credentials: channelCredentials(tls),
+    options: channelOptions(maxMessageBytes),
+    ...(transport === 'frames' ? { frames: { tls, maxFrameBytes: maxMessageBytes } } : {}),
+  };
 }
 
 /** The standard grpc.health.v1 client, on the same channel as the dispatch calls. */
@@ -47,15 +70,33 @@ export class ShardConnection {
   private readonly healthClient: grpc.Client;
   private nextRequestId = 1;
   private isClosed = false;
+  /** The frames link expert calls take instead of gRPC, once the shard's frames endpoint is known. */
+  private frames: FrameConnection | null = null;
 
   constructor(
     readonly address: string,
     readonly transport: DispatchTransport = 'stream',
-    channel: ShardChannel = {},
+    private readonly channel: ShardChannel = {},
   ) {
     const credentials = channel.credentials ?? grpc.credentials.createInsecure();
     this.client = new (expertmeshV1().ExpertShardService)(address, credentials, channel.options ?? CHANNEL_OPTIONS);
     this.healthClient = new HealthClient(address, credentials, { channelOverride: this.client.getChannel() });
+  }
+
+  /** Where expert calls go: the frames endpoint in use, or null for gRPC. */
+  get framesAddress(): string | null {
+    return this.frames?.address ?? null;
+  }
+
+  /**
+   * Sends expert calls to the shard's frames endpoint `framesAddress` (HOST:PORT; '' or null: gRPC)
+   * when this router asked for frames (`channel.frames`); health and GetShardInfo stay on gRPC.
+   */
+  useFrames(framesAddress: string | null | undefined): void {
+    const want = this.channel.frames && framesAddress ? framesAddress : null;
+    if ((this.frames?.address ?? null) === want) return;
+    this.frames?.close();
+    this.frames = want ? new FrameConnection(want, this.address, this.channel.frames!.tls, this.channel.frames!.maxFrameBytes) : null;
   }
 
   get closed(): boolean {
@@ -77,6 +118,7 @@ export class ShardConnection {
    */
   failPending(error: Error): void {
     this.failAll(error);
+    this.frames?.failPending(error);
     for (const call of this.unaryCalls) call.cancel();
     this.unaryCalls.clear();
     const stream = this.stream;
@@ -85,6 +127,7 @@ export class ShardConnection {
   }
 
   run(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
+    if (this.frames) return this.frames.run(request, deadlineMs);
     return this.transport === 'unary' ? this.runUnary(request, deadlineMs) : this.runOnStream(request, deadlineMs);
   }
 
@@ -98,6 +141,7 @@ export class ShardConnection {
 
   close(): void {
     this.isClosed = true;
+    this.frames?.close();
     this.failAll(new ShardUnavailableError(this.address, 'connection closed by the router'));
     this.stream?.end();
     this.stream = null;
