@@ -3,7 +3,8 @@
  * time, per call, at batch 1, 8 and 32, with bfloat16 and fp8 hidden states on the wire, over each
  * transport: gRPC and frames (--expert-transport), each with mutual TLS and in plaintext. One shard
  * holds every expert of the `bench` preset; router (this process) and shard pinned to a core each.
- * A shard with TLS and one without run one after the other, each serving gRPC and frames.
+ * A shard with TLS and one without run one after the other, each serving gRPC and frames; the
+ * transports' calls alternate, one call each in turn.
  *   node --import tsx bench/call-overhead.ts [--model DIR] [--calls 60] [--transports grpc,frames] [--security plaintext,tls] [--out FILE]
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -51,24 +52,35 @@ for (const security of securities) {
   });
   for (const s of cluster.shards) pinProcess(s.process.pid!, layout.shards);
   try {
-    for (const transport of transports) {
-      for (const wireDtype of ['bfloat16', 'fp8'] as WireDtype[]) {
-        const experts = await connectToShards(cluster.addresses, identity, { wireDtype, combineDtype: 'bfloat16', channel: shardChannel(tls, MAX_MESSAGE_BYTES, transport) });
-        if ((experts.connections()[0]!.framesAddress !== null) !== (transport === 'frames')) throw new Error(`the ${transport} run does not use ${transport}`);
-        const calls: DispatchCall[] = [];
-        experts.observe({ onCall: (c) => calls.push(c) });
-        for (const batch of [1, 8, 32]) {
-          const hidden = Float32Array.from({ length: batch * config.hiddenSize }, () => random() * 2 - 1);
-          const r = routing(batch);
-          const layer = config.moeLayers[0]!;
-          for (let i = 0; i < 5; i++) await experts.compute(layer, hidden, r); // warm-up
-          calls.length = 0;
-          const layerMs: number[] = [];
-          for (let i = 0; i < callsPerCase; i++) {
+    for (const wireDtype of ['bfloat16', 'fp8'] as WireDtype[]) {
+      // Every transport's router connects to the same shard and their calls alternate, so what the
+      // machine does meanwhile (other processes, the host) falls on each transport alike.
+      const byTransport = await Promise.all(
+        transports.map(async (transport) => {
+          const experts = await connectToShards(cluster.addresses, identity, { wireDtype, combineDtype: 'bfloat16', channel: shardChannel(tls, MAX_MESSAGE_BYTES, transport) });
+          if ((experts.connections()[0]!.framesAddress !== null) !== (transport === 'frames')) throw new Error(`the ${transport} run does not use ${transport}`);
+          const calls: DispatchCall[] = [];
+          experts.observe({ onCall: (c) => calls.push(c) });
+          return { transport, experts, calls, layerMs: [] as number[] };
+        }),
+      );
+      for (const batch of [1, 8, 32]) {
+        const hidden = Float32Array.from({ length: batch * config.hiddenSize }, () => random() * 2 - 1);
+        const r = routing(batch);
+        const layer = config.moeLayers[0]!;
+        for (const t of byTransport) {
+          for (let i = 0; i < 5; i++) await t.experts.compute(layer, hidden, r); // warm-up
+          t.calls.length = 0;
+          t.layerMs.length = 0;
+        }
+        for (let i = 0; i < callsPerCase; i++) {
+          for (const t of byTransport) {
             const t0 = performance.now();
-            await experts.compute(layer, hidden, r);
-            layerMs.push(performance.now() - t0);
+            await t.experts.compute(layer, hidden, r);
+            t.layerMs.push(performance.now() - t0);
           }
+        }
+        for (const { transport, calls, layerMs } of byTransport) {
           const overhead = calls.map((c) => c.roundTripMs - c.computeMicros / 1000);
           const row = {
             transport,
@@ -90,8 +102,8 @@ for (const security of securities) {
           rows.push(row);
           console.error(row);
         }
-        await experts.close();
       }
+      for (const t of byTransport) await t.experts.close();
     }
   } finally {
     await cluster.stop();

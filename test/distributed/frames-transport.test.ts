@@ -10,7 +10,8 @@ import { connectToShards, DEFAULT_DISPATCH, RegistryShardSource, RemoteRoutedExp
 import { EtcdServer } from '../helpers/etcd-server.js';
 import { loadTls, type TlsMaterial } from '@expertmesh/security';
 import { decodeErrorPayload, encodeFrameHeader, encodePairs, encodeRequestMessage, encodeTensor, FrameKind, FrameReader, maxCallMessageBytes, type WireDtype } from '@expertmesh/wire';
-import { startShardProcess, type ShardProcess } from '../helpers/shard-process.js';
+import { runCli } from '../helpers/cli.js';
+import { runShardToExit, startShardProcess, type ShardProcess } from '../helpers/shard-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { makeTlsFixtures } from '../helpers/tls-fixtures.js';
 
@@ -240,4 +241,17 @@ describe('frames transport (the expert call without HTTP/2)', () => {
       await etcd.stop();
     }
   }, 120_000);
+
+  it('checks --frames-listen and --expert-transport at start-up: plaintext frames beyond loopback need --insecure, as gRPC does', async () => {
+    const model = join(dir.path, 'tiny');
+    const exposed = await runShardToExit(['--model', model, '--listen', '127.0.0.1:0', '--frames-listen', '0.0.0.0:0']);
+    expect(exposed.code).toBe(2);
+    expect(exposed.stderr).toMatch(/refusing to expose the expert shard \(frames\) on 0\.0\.0\.0 without authentication/);
+    const malformed = await runShardToExit(['--model', model, '--frames-listen', 'banana']);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/--frames-listen banana is not HOST:PORT/);
+    const router = await runCli(['serve', '--model', model, '--expert-transport', 'http3']);
+    expect(router.code).toBe(2);
+    expect(router.stderr).toMatch(/--expert-transport/);
+  }, 60_000);
 });
