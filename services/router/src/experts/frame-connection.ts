@@ -14,7 +14,9 @@ import {
   type RunExpertsRequest,
   type RunExpertsResponse__Output,
 } from '@expertmesh/wire';
-import { ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
+import { shardAnswerError, ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
+import { lateAnswerTimer } from './late-answer-timer.js';
+import { PendingCalls } from './pending-calls.js';
 
 /**
  * The frames endpoint to dial for a shard reached at `grpcAddress` whose GetShardInfo says its
@@ -27,12 +29,6 @@ export function framesEndpointOf(grpcAddress: string, bound: string): string | n
   return hostPort(hostOf(grpcAddress), Number(port));
 }
 
-interface Pending {
-  readonly resolve: (r: RunExpertsResponse__Output) => void;
-  readonly reject: (e: Error) => void;
-  readonly timer: NodeJS.Timeout;
-  readonly socket: Socket;
-}
 
 /**
  * The router's frames link to one shard's hot path (see @expertmesh/wire frames.ts): one socket
@@ -44,7 +40,7 @@ interface Pending {
  */
 export class FrameConnection {
   private socket: Socket | null = null;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingCalls<Socket>();
   private nextRequestId = 1;
   private isClosed = false;
 
@@ -69,18 +65,13 @@ export class FrameConnection {
     }
     const socket = this.open();
     return new Promise((resolve, reject) => {
-      // As on the gRPC stream: one more poll phase before the shard is blamed, so an answer that
-      // arrived while this process was busy is read first.
-      const timer = setTimeout(
-        () =>
-          setImmediate(() => {
-            if (!this.pending.delete(requestId)) return;
-            this.write(socket, FrameKind.cancel, requestId, null);
-            reject(new ShardTimeoutError(this.shard, request.layer ?? -1, deadlineMs));
-          }),
-        deadlineMs,
-      );
-      this.pending.set(requestId, { resolve, reject, timer, socket });
+      const timer = lateAnswerTimer(deadlineMs, () => {
+        if (!this.pending.expire(requestId)) return;
+        // The shard drops it if it has not started it yet.
+        this.write(socket, FrameKind.cancel, requestId, null);
+        reject(new ShardTimeoutError(this.shard, request.layer ?? -1, deadlineMs));
+      });
+      this.pending.add(requestId, { resolve, reject, timer, carrier: socket });
       this.write(socket, FrameKind.request, requestId, payload, traceparent ?? '');
     });
   }
@@ -89,7 +80,7 @@ export class FrameConnection {
   failPending(error: Error): void {
     const socket = this.socket;
     this.socket = null;
-    this.failAll(error);
+    this.pending.failAll(error);
     socket?.destroy();
   }
 
@@ -114,7 +105,7 @@ export class FrameConnection {
     socket.setNoDelay(true);
     const broken = (detail: string): void => {
       if (this.socket === socket) this.socket = null;
-      this.failAll(new ShardUnavailableError(this.shard, `frames connection to ${this.address}: ${detail}`), socket);
+      this.pending.failAll(new ShardUnavailableError(this.shard, `frames connection to ${this.address}: ${detail}`), socket);
       socket.destroy();
     };
     const reader = new FrameReader(this.maxFrameBytes, (header, payload) => this.settle(header, payload, socket));
@@ -135,13 +126,11 @@ export class FrameConnection {
     if (header.kind === FrameKind.error && header.requestId === 0) {
       // The shard refused the connection's byte stream itself; it closes it next.
       const { code, message } = decodeErrorPayload(payload);
-      this.failAll(new ShardCallError(this.shard, code, message), socket);
+      this.pending.failAll(new ShardCallError(this.shard, code, message), socket);
       return;
     }
-    const p = this.pending.get(header.requestId);
-    if (!p || p.socket !== socket) return; // Timed out or failed already.
-    this.pending.delete(header.requestId);
-    clearTimeout(p.timer);
+    const p = this.pending.take(header.requestId, socket);
+    if (!p) return; // Timed out or failed already.
     if (header.kind === FrameKind.response) {
       try {
         p.resolve(decodeResponseMessage(payload, header.requestId));
@@ -150,16 +139,7 @@ export class FrameConnection {
       }
     } else if (header.kind === FrameKind.error) {
       const { code, message } = decodeErrorPayload(payload);
-      p.reject(code === status.UNAVAILABLE ? new ShardUnavailableError(this.shard, message) : new ShardCallError(this.shard, code, message));
+      p.reject(shardAnswerError(this.shard, code, message));
     } else p.reject(new ShardCallError(this.shard, status.INTERNAL, `unexpected frame kind ${header.kind} from the shard`));
-  }
-
-  private failAll(error: Error, socket?: Socket): void {
-    for (const [id, p] of this.pending) {
-      if (socket && p.socket !== socket) continue;
-      this.pending.delete(id);
-      clearTimeout(p.timer);
-      p.reject(error);
-    }
   }
 }

@@ -11,8 +11,10 @@ import {
   type RunExpertsStreamResponse__Output,
 } from '@expertmesh/wire';
 import { channelCredentials, type TlsMaterial } from '@expertmesh/security';
-import { ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
+import { shardAnswerError, ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
 import { FrameConnection } from './frame-connection.js';
+import { lateAnswerTimer } from './late-answer-timer.js';
+import { PendingCalls } from './pending-calls.js';
 
 export type DispatchTransport = 'stream' | 'unary';
 
@@ -48,13 +50,6 @@ type HealthCheck = (request: { service: string }, options: grpc.CallOptions, cal
 
 type DispatchStream = grpc.ClientDuplexStream<RunExpertsRequest, RunExpertsStreamResponse__Output>;
 
-interface Pending {
-  readonly resolve: (r: RunExpertsResponse__Output) => void;
-  readonly reject: (e: Error) => void;
-  readonly timer: NodeJS.Timeout;
-  /** The stream the request went out on (null for unary calls). */
-  readonly stream: DispatchStream | null;
-}
 
 /**
  * The router's link to one shard. By default every request goes over one long-lived bidirectional
@@ -65,7 +60,7 @@ interface Pending {
 export class ShardConnection {
   private readonly client: ExpertShardServiceClient;
   private stream: DispatchStream | null = null;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingCalls<DispatchStream>();
   private readonly unaryCalls = new Set<grpc.ClientUnaryCall>();
   private readonly healthClient: grpc.Client;
   private nextRequestId = 1;
@@ -117,7 +112,7 @@ export class ShardConnection {
    * gets a fresh one when it is used again, never a backlog of stale requests).
    */
   failPending(error: Error): void {
-    this.failAll(error);
+    this.pending.failAll(error);
     this.frames?.failPending(error);
     for (const call of this.unaryCalls) call.cancel();
     this.unaryCalls.clear();
@@ -142,7 +137,7 @@ export class ShardConnection {
   close(): void {
     this.isClosed = true;
     this.frames?.close();
-    this.failAll(new ShardUnavailableError(this.address, 'connection closed by the router'));
+    this.pending.failAll(new ShardUnavailableError(this.address, 'connection closed by the router'));
     this.stream?.end();
     this.stream = null;
     this.client.close();
@@ -166,17 +161,10 @@ export class ShardConnection {
     const requestId = this.nextRequestId++;
     const stream = this.openStream();
     return new Promise((resolve, reject) => {
-      // The timeout waits for one more poll phase, so an answer that arrived while this process was
-      // busy is read before the shard is blamed for being late.
-      const timer = setTimeout(
-        () =>
-          setImmediate(() => {
-            if (!this.pending.delete(requestId)) return;
-            reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
-          }),
-        deadlineMs,
-      );
-      this.pending.set(requestId, { resolve, reject, timer, stream });
+      const timer = lateAnswerTimer(deadlineMs, () => {
+        if (this.pending.expire(requestId)) reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
+      });
+      this.pending.add(requestId, { resolve, reject, timer, carrier: stream });
       stream.write({ ...request, requestId });
     });
   }
@@ -188,7 +176,7 @@ export class ShardConnection {
     // A broken stream fails the requests it carried, not those of a newer stream.
     const broken = (detail: string): void => {
       if (this.stream === stream) this.stream = null;
-      this.failAll(new ShardUnavailableError(this.address, detail), stream);
+      this.pending.failAll(new ShardUnavailableError(this.address, detail), stream);
     };
     stream.on('error', (e: grpc.ServiceError) => broken(e.details || e.message));
     stream.on('end', () => broken('the shard ended the stream (shutting down?)'));
@@ -197,23 +185,10 @@ export class ShardConnection {
   }
 
   private settle(msg: RunExpertsStreamResponse__Output, stream: DispatchStream): void {
-    const p = this.pending.get(msg.requestId);
-    if (!p || p.stream !== stream) return; // Timed out or failed already.
-    this.pending.delete(msg.requestId);
-    clearTimeout(p.timer);
-    if (msg.error) {
-      if (msg.error.code === grpc.status.UNAVAILABLE) p.reject(new ShardUnavailableError(this.address, msg.error.message));
-      else p.reject(new ShardCallError(this.address, msg.error.code, msg.error.message));
-    } else if (msg.response) p.resolve(msg.response);
+    const p = this.pending.take(msg.requestId, stream);
+    if (!p) return; // Timed out or failed already.
+    if (msg.error) p.reject(shardAnswerError(this.address, msg.error.code, msg.error.message));
+    else if (msg.response) p.resolve(msg.response);
     else p.reject(new ShardCallError(this.address, grpc.status.INTERNAL, 'empty stream response'));
-  }
-
-  private failAll(error: Error, stream?: DispatchStream): void {
-    for (const [id, p] of this.pending) {
-      if (stream && p.stream !== stream) continue;
-      this.pending.delete(id);
-      clearTimeout(p.timer);
-      p.reject(error);
-    }
   }
 }
