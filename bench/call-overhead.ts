@@ -93,6 +93,8 @@ for (const security of securities) {
             shardComputeMsMedian: quantile(calls.map((c) => c.computeMicros / 1000), 0.5),
             overheadMsMedian: quantile(overhead, 0.5),
             overheadMsP90: quantile(overhead, 0.9),
+            /** The shard's time from taking the request to starting its experts (its checks and decoding). */
+            shardBeforeComputeMsMedian: quantile(calls.map((c) => c.queueMicros / 1000), 0.5),
             /** compute() wall (gather, encode, call, decode, combine) minus the round trip. */
             routerSideMsMedian: quantile(
               layerMs.map((m, i) => m - calls[i]!.roundTripMs),
@@ -116,10 +118,10 @@ const report = { date: new Date().toISOString(), machine: machineDescription(), 
 const out = values.out ?? join('bench', 'results', `call-overhead-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
-console.log('| transport | security | wire | batch | request bytes | response bytes | round trip ms | shard compute ms | overhead ms (median) | overhead ms (p90) | router encode+combine ms |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| transport | security | wire | batch | request bytes | response bytes | round trip ms | shard compute ms | overhead ms (median) | overhead ms (p90) | shard before compute ms | router encode+combine ms |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   console.log(
-    `| ${r.transport} | ${r.security} | ${r.wireDtype} | ${r.batch} | ${r.requestBytes} | ${r.responseBytes} | ${r.roundTripMsMedian.toFixed(2)} | ${r.shardComputeMsMedian.toFixed(2)} | ${r.overheadMsMedian.toFixed(2)} | ${r.overheadMsP90.toFixed(2)} | ${r.routerSideMsMedian.toFixed(2)} |`,
+    `| ${r.transport} | ${r.security} | ${r.wireDtype} | ${r.batch} | ${r.requestBytes} | ${r.responseBytes} | ${r.roundTripMsMedian.toFixed(2)} | ${r.shardComputeMsMedian.toFixed(2)} | ${r.overheadMsMedian.toFixed(2)} | ${r.overheadMsP90.toFixed(2)} | ${r.shardBeforeComputeMsMedian.toFixed(2)} | ${r.routerSideMsMedian.toFixed(2)} |`,
   );
 }

@@ -262,6 +262,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         pairBytes: pairs.pairTokenRows.length + pairs.pairExpertIds.length + pairs.pairWeights.length,
         responseBytes: response.output!.data.length,
         computeMicros: response.computeMicros,
+        queueMicros: response.queueMicros,
         roundTripMs,
         resent,
       };
