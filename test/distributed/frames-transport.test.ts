@@ -206,6 +206,40 @@ describe('frames transport (the expert call without HTTP/2)', () => {
     await Promise.all([a.kill(), b.kill()]);
   }, 120_000);
 
+  it.each(['grpc', 'frames'] as const)('a hung shard over %s: past its deadline it is suspect, its rows go to the replicas; once its health check passes it gets work again', async (transport) => {
+    const model = join(dir.path, 'tiny');
+    const start = (experts: string) => startShardProcess(['--model', model, '--experts', experts, '--listen', '127.0.0.1:0', '--frames-listen', '127.0.0.1:0']).then((p) => (started.push(p), p));
+    const [a, b, c] = await Promise.all([start('0-7'), start('8-15'), start('all')]);
+    const { config } = identity;
+    // Until a shard has a history its deadline is the ceiling: 1 s here, so the hung call is given up quickly.
+    const experts = await connect([a.address, b.address, c.address], transport, null, { wireDtype: 'float32', combineDtype: 'float32', deadline: { minMs: 150, maxMs: 1000, p99Multiple: 4 } });
+    const health: HolderHealthChange[] = [];
+    const served: string[] = [];
+    experts.observe({ onHolderHealth: (h) => health.push(h), onCall: (call) => served.push(call.shard) });
+    const layer = config.moeLayers[0]!;
+    const hidden = hiddenStates(16, config.hiddenSize, 6);
+    const r = routing(16, config.numExpertsPerTok, config.nRoutedExperts, 2);
+    const healthy = await experts.compute(layer, hidden, r);
+    c.signal('SIGSTOP');
+    const late = await experts.compute(layer, hidden, r);
+    expect(health.filter((h) => h.suspect).map((h) => [h.shard, h.reason])).toEqual([[c.address, 'deadline']]);
+    expect(health[0]!.error!.name).toBe('ShardTimeoutError');
+    const worst = late.reduce((m, v, i) => Math.max(m, Math.abs(v - healthy[i]!) / Math.max(1, Math.abs(healthy[i]!))), 0);
+    expect(worst).toBeLessThan(1e-5);
+    c.signal('SIGCONT');
+    const third = experts.connections()[2]!;
+    const deadline = Date.now() + 30_000;
+    while (experts.isSuspect(third) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(experts.isSuspect(third)).toBe(false);
+    // Back in use over the same transport (a fresh frames connection: the hung one was dropped).
+    expect(third.framesAddress !== null).toBe(transport === 'frames');
+    served.length = 0;
+    for (let i = 0; i < 4 && !served.includes(c.address); i++) await experts.compute(layer, hiddenStates(16, config.hiddenSize, 10 + i), routing(16, config.numExpertsPerTok, config.nRoutedExperts, 7 + i));
+    expect(served).toContain(c.address);
+    await experts.close();
+    await Promise.all([a.kill(), b.kill(), c.kill()]);
+  }, 120_000);
+
   it('a shard advertises its frames endpoint in its registry record; routers use it, and gRPC for shards whose record has none', async () => {
     const etcd = await EtcdServer.start();
     const registry = new EtcdRegistry([etcd.url], 'frames');
