@@ -92,6 +92,15 @@ describe('frames transport (the expert call without HTTP/2)', () => {
     return Buffer.concat([encodeFrameHeader(FrameKind.request, requestId, payload.length), payload]);
   };
 
+  /** Plaintext shards on loopback, every expert held twice (a: 0-7, b: 8-15, c: all), and a float32 router over `transport`. */
+  const replicatedShards = async (transport: ExpertTransport, deadlineMaxMs: number) => {
+    const start = (experts: string) =>
+      startShardProcess(['--model', join(dir.path, 'tiny'), '--experts', experts, '--listen', '127.0.0.1:0', '--frames-listen', '127.0.0.1:0']).then((p) => (started.push(p), p));
+    const [a, b, c] = await Promise.all([start('0-7'), start('8-15'), start('all')]);
+    const experts = await connect([a.address, b.address, c.address], transport, null, { wireDtype: 'float32', combineDtype: 'float32', deadline: { minMs: 150, maxMs: deadlineMaxMs, p99Multiple: 4 } });
+    return { a, b, c, experts };
+  };
+
   beforeAll(async () => {
     dir = await tempDir('frames');
     await makeCheckpoint({ preset: 'tiny', outDir: join(dir.path, 'tiny'), seed: 21 });
@@ -176,11 +185,8 @@ describe('frames transport (the expert call without HTTP/2)', () => {
   }, 60_000);
 
   it.each(['grpc', 'frames'] as const)('a shard killed mid-call over %s: suspect at once, its rows go to the replicas in the same call', async (transport) => {
-    const model = join(dir.path, 'tiny');
-    const start = (experts: string) => startShardProcess(['--model', model, '--experts', experts, '--listen', '127.0.0.1:0', '--frames-listen', '127.0.0.1:0']).then((p) => (started.push(p), p));
-    const [a, b, c] = await Promise.all([start('0-7'), start('8-15'), start('all')]);
+    const { a, b, c, experts } = await replicatedShards(transport, 30_000);
     const { config } = identity;
-    const experts = await connect([a.address, b.address, c.address], transport, null, { wireDtype: 'float32', combineDtype: 'float32', deadline: { minMs: 150, maxMs: 30_000, p99Multiple: 4 } });
     expect(experts.connections().map((x) => x.framesAddress !== null)).toEqual([transport === 'frames', transport === 'frames', transport === 'frames']);
     const health: HolderHealthChange[] = [];
     const resent: string[] = [];
@@ -207,12 +213,9 @@ describe('frames transport (the expert call without HTTP/2)', () => {
   }, 120_000);
 
   it.each(['grpc', 'frames'] as const)('a hung shard over %s: past its deadline it is suspect, its rows go to the replicas; once its health check passes it gets work again', async (transport) => {
-    const model = join(dir.path, 'tiny');
-    const start = (experts: string) => startShardProcess(['--model', model, '--experts', experts, '--listen', '127.0.0.1:0', '--frames-listen', '127.0.0.1:0']).then((p) => (started.push(p), p));
-    const [a, b, c] = await Promise.all([start('0-7'), start('8-15'), start('all')]);
-    const { config } = identity;
     // Until a shard has a history its deadline is the ceiling: 1 s here, so the hung call is given up quickly.
-    const experts = await connect([a.address, b.address, c.address], transport, null, { wireDtype: 'float32', combineDtype: 'float32', deadline: { minMs: 150, maxMs: 1000, p99Multiple: 4 } });
+    const { a, b, c, experts } = await replicatedShards(transport, 1000);
+    const { config } = identity;
     const health: HolderHealthChange[] = [];
     const served: string[] = [];
     experts.observe({ onHolderHealth: (h) => health.push(h), onCall: (call) => served.push(call.shard) });
