@@ -7,7 +7,9 @@
  * thread, so the loop is idle only while nothing but shard answers can come), and the shards' idle
  * time (step wall time the shards did not spend computing). Ends with the OpenTelemetry trace of one
  * overlapped decode step, router and shard spans, as JSON and a text waterfall.
- *   npm run bench:pinned [-- --model DIR] [--batches 8,32,64] [--shards 1] [--prompt 64] [--steps 16]
+ * --expert-transports grpc,frames measures the pinned cluster once per transport (the shards serve both;
+ * the trace is of the last); --in-process off leaves out the in-process runs.
+ *   npm run bench:pinned [-- --model DIR] [--batches 8,32,64] [--shards 1] [--prompt 64] [--steps 16] [--expert-transports grpc] [--in-process on|off]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +18,8 @@ import { Engine, GREEDY, type MicroBatchCount } from '@expertmesh/engine';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { ForwardingExperts, type DispatchCall, type ExpertRouting, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { openExperts } from '@expertmesh/router';
+import { openExperts, shardChannel, type ExpertTransport } from '@expertmesh/router';
+import { MAX_MESSAGE_BYTES } from '@expertmesh/wire';
 import { startTracing } from '@expertmesh/telemetry';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { ensureBenchModel } from './bench-model.js';
@@ -25,7 +28,21 @@ import { machineDescription } from './machine.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
 import { TraceCollector, type CollectedSpan } from './trace-collector.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, batches: { type: 'string' }, shards: { type: 'string' }, prompt: { type: 'string' }, steps: { type: 'string' }, out: { type: 'string' }, 'weight-dtype': { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    batches: { type: 'string' },
+    shards: { type: 'string' },
+    prompt: { type: 'string' },
+    steps: { type: 'string' },
+    out: { type: 'string' },
+    'weight-dtype': { type: 'string' },
+    'expert-transports': { type: 'string' },
+    'in-process': { type: 'string' },
+  },
+});
+const transports = (values['expert-transports'] ?? 'grpc').split(',') as ExpertTransport[];
+const inProcess = (values['in-process'] ?? 'on') !== 'off';
 /** float32 by default, as the earlier cluster figures: bfloat16 held weights widen per run, which would dwarf everything else here. */
 const weightDtype = (values['weight-dtype'] ?? 'float32') as 'auto' | 'float32';
 const modelDir = await ensureBenchModel(values.model);
@@ -134,22 +151,28 @@ let trace: CollectedSpan[] = [];
 try {
   // 1. In-process on both cores (the colocated baseline), before this process is pinned.
   pinProcess(process.pid, layout.all);
-  await (await measure('in-process, 2 cores', await openExperts({ kind: 'in-process' }, { ...identity, modelDir }, { executionProvider: 'cpu', intraOpThreads: 2 }, undefined, weightDtype), { executionProvider: 'cpu', intraOpThreads: 2 }, [1])).close();
+  if (inProcess) await (await measure('in-process, 2 cores', await openExperts({ kind: 'in-process' }, { ...identity, modelDir }, { executionProvider: 'cpu', intraOpThreads: 2 }, undefined, weightDtype), { executionProvider: 'cpu', intraOpThreads: 2 }, [1])).close();
   // 2. In-process on one core.
   pinProcess(process.pid, layout.router);
   const oneCore: ExecutionOptions = { executionProvider: 'cpu', intraOpThreads: 1 };
-  await (await measure('in-process, 1 core', await openExperts({ kind: 'in-process' }, { ...identity, modelDir }, oneCore, undefined, weightDtype), oneCore, [1, 2])).close();
+  if (inProcess) await (await measure('in-process, 1 core', await openExperts({ kind: 'in-process' }, { ...identity, modelDir }, oneCore, undefined, weightDtype), oneCore, [1, 2])).close();
   // 3. Router on core 0, shards on core 1. Shards trace only what a traced router call asks for.
   cluster = await LocalCluster.start({
     modelDir,
     shards: shardCount,
     nRoutedExperts: config.nRoutedExperts,
-    shardArgs: ['--intra-op-threads', '1', '--weight-dtype', weightDtype],
+    shardArgs: ['--intra-op-threads', '1', '--weight-dtype', weightDtype, '--frames-listen', '127.0.0.1:0'],
     env: { OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_TRACES_SAMPLER: 'parentbased_always_off' },
   });
   for (const s of cluster.shards) pinProcess(s.process.pid!, layout.shards);
-  const remote = await openExperts({ kind: 'shards', addresses: cluster.addresses }, { ...identity, modelDir }, oneCore, { wireDtype: 'bfloat16', combineDtype: 'bfloat16' });
-  const engine = await measure(`pinned: router core 0, ${shardCount} shard${shardCount > 1 ? 's' : ''} core 1`, remote, oneCore, [1, 2]);
+  let engine: Engine | null = null;
+  for (const transport of transports) {
+    await engine?.close();
+    const remote = await openExperts({ kind: 'shards', addresses: cluster.addresses }, { ...identity, modelDir }, oneCore, { wireDtype: 'bfloat16', combineDtype: 'bfloat16', channel: shardChannel(null, MAX_MESSAGE_BYTES, transport) });
+    const transportLabel = transports.length > 1 || transport !== 'grpc' ? `, ${transport}` : '';
+    engine = await measure(`pinned: router core 0, ${shardCount} shard${shardCount > 1 ? 's' : ''} core 1${transportLabel}`, remote, oneCore, [1, 2]);
+  }
+  if (!engine) throw new Error('--expert-transports names no transport');
   // 4. One overlapped decode step at batch 32, traced on the router and the shards.
   process.env.OTEL_EXPORTER_OTLP_ENDPOINT = collector.endpoint;
   process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'http/json';
@@ -196,12 +219,14 @@ for (const r of rows) {
     `| ${r.setup} | ${r.microBatches} | ${r.batch} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeStepMs.toFixed(1)} | ${r.moeLayerMs.toFixed(2)} | ${pct(r.routerIdlePct)} | ${pct(r.shardIdlePct)} | ${r.shardComputeMsPerStep?.toFixed(1) ?? '–'} |`,
   );
 }
-const pinned = rows.filter((r) => r.setup.startsWith('pinned'));
-for (const batch of batches) {
-  const off = pinned.find((r) => r.batch === batch && r.microBatches === 1);
-  const on = pinned.find((r) => r.batch === batch && r.microBatches === 2);
-  const colocated = rows.find((r) => r.setup === 'in-process, 2 cores' && r.batch === batch);
-  if (off && on && colocated) console.log(`batch ${batch}: overlap on/off ${(on.decodeTokensPerSecond / off.decodeTokensPerSecond).toFixed(2)}x; pinned+overlap vs in-process on 2 cores ${(on.decodeTokensPerSecond / colocated.decodeTokensPerSecond).toFixed(2)}x`);
+for (const setup of new Set(rows.filter((r) => r.setup.startsWith('pinned')).map((r) => r.setup))) {
+  const pinned = rows.filter((r) => r.setup === setup);
+  for (const batch of batches) {
+    const off = pinned.find((r) => r.batch === batch && r.microBatches === 1);
+    const on = pinned.find((r) => r.batch === batch && r.microBatches === 2);
+    const colocated = rows.find((r) => r.setup === 'in-process, 2 cores' && r.batch === batch);
+    if (off && on) console.log(`${setup}, batch ${batch}: overlap on/off ${(on.decodeTokensPerSecond / off.decodeTokensPerSecond).toFixed(2)}x${colocated ? `; pinned+overlap vs in-process on 2 cores ${(on.decodeTokensPerSecond / colocated.decodeTokensPerSecond).toFixed(2)}x` : ''}`);
+  }
 }
 
 // The traced step as a waterfall: one line per span, a bar over the step's duration.

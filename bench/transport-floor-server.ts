@@ -5,11 +5,15 @@
  * its core for --busy-ms, as an onnxruntime run would. Prints its ports as one JSON line.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
+import { socketServerTls } from '@expertmesh/security';
 import { parseArgs } from 'node:util';
 import { channelOptions, expertmeshV1, raiseServerReceiveWindow, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
 
-const { values } = parseArgs({ options: { 'busy-ms': { type: 'string' }, hidden: { type: 'string' } } });
+const { values } = parseArgs({ options: { 'busy-ms': { type: 'string' }, hidden: { type: 'string' }, 'tls-dir': { type: 'string' } } });
 const busyMs = Number(values['busy-ms'] ?? 0);
 const hidden = Number(values.hidden ?? 1024);
 const holdCore = (): void => {
@@ -36,7 +40,8 @@ server.addService(expertmeshV1().ExpertShardService.service, {
 const grpcPort = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
 raiseServerReceiveWindow(server);
 
-const tcp = createServer((socket) => {
+/** The raw echo: over TCP, and over mutual TLS (node:tls, as the frames transport) when --tls-dir holds shard.{crt,key} and ca.crt. */
+const echo = (socket: Socket): void => {
   socket.setNoDelay(true);
   let pending = Buffer.alloc(0);
   socket.on('data', (d: Buffer) => {
@@ -52,8 +57,14 @@ const tcp = createServer((socket) => {
       socket.write(answer);
     }
   });
-});
+};
+const tcp = createServer(echo);
 await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
-console.log(JSON.stringify({ grpc: grpcPort, tcp: (tcp.address() as { port: number }).port }));
+const tlsDir = values['tls-dir'];
+const tlsEcho = tlsDir
+  ? createTlsServer({ ...socketServerTls({ cert: readFileSync(join(tlsDir, 'shard.crt')), key: readFileSync(join(tlsDir, 'shard.key')), ca: readFileSync(join(tlsDir, 'ca.crt')) }) }, echo)
+  : null;
+if (tlsEcho) await new Promise<void>((resolve) => tlsEcho.listen(0, '127.0.0.1', resolve));
+console.log(JSON.stringify({ grpc: grpcPort, tcp: (tcp.address() as { port: number }).port, tls: tlsEcho ? (tlsEcho.address() as { port: number }).port : null }));
 process.on('SIGTERM', () => process.exit(0));
 process.on('disconnect', () => process.exit(0)); // the parent went away (ipc channel closed)

@@ -3,11 +3,15 @@
  * batch 1, 8 and 32 (bfloat16 hidden states of the `bench` preset, 1024 wide) against a peer that
  * answers at once, over raw TCP and over grpc-js with the shard's proto and options; each with the peer
  * answering at once and with the peer first holding its core for 40 ms (as a shard's compute does,
- * which lets this process's core go idle that long). Client (this process) on core 0, peer on core 1.
+ * which lets this process's core go idle that long). Raw TCP also over mutual TLS (node:tls, what
+ * the frames transport uses). Client (this process) on core 0, peer on core 1.
  * Reports median round trip minus the peer's hold.
  *   node --import tsx bench/transport-floor.ts [--calls 100] [--out FILE]
  */
 import { connect, type Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { connect as connectTls } from 'node:tls';
+import { loadTls, makeLoopbackTlsBundle, socketClientTls, type TlsMaterial } from '@expertmesh/security';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -27,10 +31,10 @@ pinProcess(process.pid, layout.router);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function tcpRoundTrips(port: number, rows: number, busyMs: number): Promise<number> {
-  const socket: Socket = connect(port, '127.0.0.1');
+async function tcpRoundTrips(port: number, rows: number, busyMs: number, tls: TlsMaterial | null = null): Promise<number> {
+  const socket: Socket = tls ? connectTls({ ...socketClientTls(tls, '127.0.0.1'), port }) : connect(port, '127.0.0.1');
   socket.setNoDelay(true);
-  await new Promise((resolve) => socket.once('connect', resolve));
+  await new Promise((resolve) => socket.once(tls ? 'secureConnect' : 'connect', resolve));
   const requestBytes = rows * HIDDEN * 2 + rows * TOP_K * 12 + 128;
   const answerBytes = rows * HIDDEN * 2 + 32;
   const times: number[] = [];
@@ -88,14 +92,17 @@ async function grpcRoundTrips(port: number, rows: number, busyMs: number): Promi
   return median(times);
 }
 
-const rows: { busyMs: number; batch: number; tcpMs: number; grpcMs: number }[] = [];
+const rows: { busyMs: number; batch: number; tcpMs: number; tlsMs: number; grpcMs: number }[] = [];
+// The raw echo over mutual TLS too (node:tls, as the frames transport), with throwaway certificates.
+const certificates = await makeLoopbackTlsBundle(['router', 'shard']);
+const clientTls = (await loadTls(certificates.files.get('router')!))!;
 for (const busyMs of [0, 40]) {
-  const peer = spawnTied(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'transport-floor-server.ts'), '--busy-ms', String(busyMs), '--hidden', String(HIDDEN)], { node: true });
+  const peer = spawnTied(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'transport-floor-server.ts'), '--busy-ms', String(busyMs), '--hidden', String(HIDDEN), '--tls-dir', certificates.dir], { node: true });
   try {
     pinProcess(peer.pid!, layout.shards);
-    const ports = JSON.parse(await new Promise<string>((resolve) => createInterface({ input: peer.stdout! }).once('line', resolve))) as { grpc: number; tcp: number };
+    const ports = JSON.parse(await new Promise<string>((resolve) => createInterface({ input: peer.stdout! }).once('line', resolve))) as { grpc: number; tcp: number; tls: number };
     for (const batch of [1, 8, 32]) {
-      const row = { busyMs, batch, tcpMs: await tcpRoundTrips(ports.tcp, batch, busyMs), grpcMs: await grpcRoundTrips(ports.grpc, batch, busyMs) };
+      const row = { busyMs, batch, tcpMs: await tcpRoundTrips(ports.tcp, batch, busyMs), tlsMs: await tcpRoundTrips(ports.tls, batch, busyMs, clientTls), grpcMs: await grpcRoundTrips(ports.grpc, batch, busyMs) };
       rows.push(row);
       console.error(row);
     }
@@ -104,10 +111,12 @@ for (const busyMs of [0, 40]) {
   }
 }
 
+await rm(certificates.dir, { recursive: true, force: true });
+
 const report = { date: new Date().toISOString(), machine: machineDescription(), pinned: 'client core 0, peer core 1', calls, rows };
 const out = values.out ?? join('bench', 'results', `transport-floor-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
-console.log('| peer holds its core | batch | raw TCP round trip ms | grpc-js stream round trip ms |');
-console.log('|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.busyMs} ms | ${r.batch} | ${r.tcpMs.toFixed(3)} | ${r.grpcMs.toFixed(3)} |`);
+console.log('| peer holds its core | batch | raw TCP round trip ms | raw mutual TLS round trip ms | grpc-js stream round trip ms |');
+console.log('|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.busyMs} ms | ${r.batch} | ${r.tcpMs.toFixed(3)} | ${r.tlsMs.toFixed(3)} | ${r.grpcMs.toFixed(3)} |`);

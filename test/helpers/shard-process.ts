@@ -7,6 +7,8 @@ export const SHARD_MAIN = join(import.meta.dirname, '..', '..', 'services', 'exp
 /** An `expertmesh shard` process in a process group of its own. */
 export interface ShardProcess {
   readonly address: string;
+  /** Its frames endpoint (--frames-listen), null when it serves gRPC only. */
+  readonly frames: string | null;
   readonly process: ChildProcess;
   readonly pid: number;
   /** Resolves when the process has exited. */
@@ -49,12 +51,14 @@ export async function startShardProcess(args: readonly string[], options: ShardP
     await exited;
   };
   try {
+    let frames: string | null = null;
     const address = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`shard did not start within ${options.timeoutMs ?? 120_000} ms: ${stderr}`)), options.timeoutMs ?? 120_000);
       createInterface({ input: child.stdout! }).on('line', (line) => {
         try {
-          const m = JSON.parse(line) as { event?: string; address?: string };
+          const m = JSON.parse(line) as { event?: string; address?: string; frames?: string | null };
           if (m.event === 'listening' && m.address) {
+            frames = m.frames ?? null;
             clearTimeout(timer);
             resolve(m.address);
           }
@@ -67,7 +71,7 @@ export async function startShardProcess(args: readonly string[], options: ShardP
         reject(new Error(`shard exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr}`));
       });
     });
-    return { address, process: child, pid: child.pid!, exited, signal, kill, stop: kill, stderr: () => stderr };
+    return { address, frames, process: child, pid: child.pid!, exited, signal, kill, stop: kill, stderr: () => stderr };
   } catch (e) {
     signal('SIGKILL');
     throw e;

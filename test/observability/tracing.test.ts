@@ -19,14 +19,18 @@ describe('distributed tracing', () => {
     await dir?.remove();
   });
 
-  it('continues the incoming traceparent through the router into every shard, with correct parents', async () => {
+  // Over frames the call span's traceparent travels in the frame header instead of the message: the same tree.
+  it.each([
+    ['grpc', '4bf92f3577b34da6a3ce929d0e0e4736'],
+    ['frames', '5cf92f3577b34da6a3ce929d0e0e4737'],
+  ] as const)('continues the incoming traceparent through the router into every shard, with correct parents (expert calls over %s)', async (transport, traceId) => {
     const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_TRACES_SAMPLER: 'parentbased_always_on' };
-    const cluster = await LocalCluster.start({ modelDir: `${dir.path}/demo`, shards: 2, nRoutedExperts: 64, env, shardArgs: ['--intra-op-threads', '1'] });
-    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const framesArgs = transport === 'frames' ? ['--frames-listen', '127.0.0.1:0'] : [];
+    const cluster = await LocalCluster.start({ modelDir: `${dir.path}/demo`, shards: 2, nRoutedExperts: 64, env, shardArgs: ['--intra-op-threads', '1', ...framesArgs] });
     const callerSpan = '00f067aa0ba902b7';
     let router: Awaited<ReturnType<typeof startServeProcess>> | undefined;
     try {
-      router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(',')], env);
+      router = await startServeProcess(['--model', `${dir.path}/demo`, '--shard-addresses', cluster.addresses.join(','), '--expert-transport', transport], env);
       const res = await fetch(`${router.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpan}-01` },
@@ -61,6 +65,7 @@ describe('distributed tracing', () => {
     for (const c of calls) {
       expect(parentOf(c)!.name).toBe('expertmesh.moe.dispatch');
       expect(c.attributes['expertmesh.bytes_sent']).toBeGreaterThan(0);
+      expect(c.attributes['expertmesh.transport']).toBe(transport);
     }
     const served = named('expertmesh.shard.run_experts');
     expect(served.length).toBe(calls.length);

@@ -9,6 +9,10 @@ const name = (max: number) => z.string().min(1).max(max).regex(/^[\x21-\x7e]+$/,
 export const shardRecordSchema = z.object({
   shardId: name(128),
   address: name(300),
+  /** The expert-compute hot path without HTTP/2 (HOST:PORT), when the shard serves it (absent from older shards). */
+  framesAddress: name(300)
+    .regex(/^(?:\[[0-9A-Fa-f:.]+\]|[^:[\]]+):\d{1,5}$/, 'HOST:PORT')
+    .optional(),
   modelFingerprint: z.string().max(128),
   layers: layerExperts,
   computeDtype: z.string().max(32),

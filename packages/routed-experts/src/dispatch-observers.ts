@@ -12,6 +12,8 @@ export interface DispatchCall {
   readonly pairBytes: number;
   readonly responseBytes: number;
   readonly computeMicros: number;
+  /** What the holder reports between taking the request and starting its experts: checks, decoding, waiting its turn. */
+  readonly queueMicros: number;
   readonly roundTripMs: number;
   /** Whether the call carried rows another holder failed in the same step. */
   readonly resent: boolean;

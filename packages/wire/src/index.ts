@@ -11,3 +11,5 @@ export type { GetShardInfoResponse, GetShardInfoResponse__Output } from './gener
 export type { ExpertShardServiceClient, ExpertShardServiceHandlers } from './generated/expertmesh/v1/ExpertShardService.js';
 export type { Tensor, Tensor__Output } from './generated/expertmesh/v1/Tensor.js';
 export { firstNonFiniteRow } from './finite.js';
+export { FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION, FrameKind, FrameError, FrameReader, encodeFrameHeader, encodeRequestMessage, encodeResponseMessage, decodeRequestMessage, decodeResponseMessage, encodeErrorPayload, decodeErrorPayload } from './frames.js';
+export type { FrameHeader } from './frames.js';

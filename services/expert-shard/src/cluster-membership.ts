@@ -79,7 +79,7 @@ export class ClusterMembership {
   constructor(
     private readonly registry: ClusterRegistry,
     private readonly compute: ShardCompute,
-    base: { shardId: string; address: string },
+    base: { shardId: string; address: string; framesAddress?: string },
     private readonly reload: { modelDir: string; load: ShardLoadOptions } | null,
     private readonly onPlanRejected: (problem: string) => void = (problem) => void process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`),
     private readonly timings: MembershipTimings = DEFAULT_TIMINGS,
@@ -88,6 +88,7 @@ export class ClusterMembership {
     this.record = {
       shardId: base.shardId,
       address: base.address,
+      ...(base.framesAddress ? { framesAddress: base.framesAddress } : {}),
       slot: '',
       planVersion: 0,
       modelFingerprint: compute.fingerprint,

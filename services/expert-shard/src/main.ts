@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { ExecutionProvider } from '@expertmesh/tensor-ops';
 import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
-import { checkExposure, loadTls } from '@expertmesh/security';
+import { checkExposure, hostOf, hostPort, loadTls } from '@expertmesh/security';
 import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
 import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
 import { ClusterMembership } from './cluster-membership.js';
@@ -14,7 +14,7 @@ import { requireModelDir } from '@expertmesh/weights';
 import { staleHolderProbe } from './holder-probe.js';
 import { exitWithParent, untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle';
 
-export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--shard-id ID]
+export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--frames-listen HOST:PORT|off] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
     [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4]
@@ -33,6 +33,9 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   unless --handoff, and --no-handoff never hands over. Shards all stopping together leave the plan as it is.
   --tls-* serve mutual TLS: routers must present a certificate of --tls-ca. A non-loopback --listen without TLS refuses
   to start unless --insecure. The embedded registry's token comes from EXPERTMESH_REGISTRY_TOKEN.
+  --frames-listen also serves the expert-compute call as length-prefixed frames without HTTP/2 (the hot path routers use
+  with --expert-transport frames), with the same TLS and the same plaintext rules as --listen; it is advertised in the
+  shard's record (on --advertise's host when given). Off by default.
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
   client certificate (kubelet's gRPC probe). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
@@ -44,11 +47,11 @@ export class ShardUsageError extends Error {
   override readonly name = 'ShardUsageError';
 }
 
-function parseListen(listen: string): { host: string; port: number } {
+function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
-  if (!m) throw new ShardUsageError(`--listen ${listen} is not HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:0)`);
+  if (!m) throw new ShardUsageError(`${flag} ${listen} is not HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:0)`);
   const port = Number(m[3]);
-  if (port > 65535) throw new ShardUsageError(`--listen port ${port} is above 65535`);
+  if (port > 65535) throw new ShardUsageError(`${flag} port ${port} is above 65535`);
   return { host: m[1] ?? m[2]!, port };
 }
 
@@ -71,6 +74,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'metrics-listen': { type: 'string' },
         'health-listen': { type: 'string' },
         listen: { type: 'string', default: '127.0.0.1:50051' },
+        'frames-listen': { type: 'string', default: process.env.EXPERTMESH_FRAMES_LISTEN ?? 'off' },
         'shard-id': { type: 'string' },
         'execution-provider': { type: 'string', default: process.env.EXPERTMESH_EXECUTION_PROVIDER ?? 'cpu' },
         'intra-op-threads': { type: 'string', default: '0' },
@@ -122,6 +126,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const maxInFlight = Number(values['max-in-flight-per-stream']);
   if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw new ShardUsageError('--max-in-flight-per-stream must be a whole number ≥ 1');
   const { host, port } = parseListen(values.listen!);
+  const framesAt = values['frames-listen'] === 'off' ? null : parseListen(values['frames-listen']!, '--frames-listen');
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
   const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads };
   // Everything a mistake in the security set-up can break is checked before the model loads.
@@ -130,6 +135,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   });
   try {
     checkExposure({ endpoint: 'expert shard (gRPC)', host, secured: tls !== null, insecure: values.insecure!, howToSecure: 'give --tls-cert, --tls-key and --tls-ca' });
+    if (framesAt) checkExposure({ endpoint: 'expert shard (frames)', host: framesAt.host, secured: tls !== null, insecure: values.insecure!, howToSecure: 'give --tls-cert, --tls-key and --tls-ca' });
   } catch (e) {
     throw new ShardUsageError((e as Error).message);
   }
@@ -156,12 +162,15 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const server = new ShardServer(compute, shardId, metricsRegistry, { tls, maxInFlightPerStream: maxInFlight });
   // A shard following the plan listens before it loads (its record needs the address), but is not healthy until it serves its slot.
   const address = await server.listen(host, port, { serving: Boolean(expertSpec) || !registry });
+  const framesAddress = framesAt ? await server.listenFrames(framesAt.host, framesAt.port) : null;
+  // Routers dial the frames port on the host they reach the shard at (--advertise's when given).
+  const framesAdvertised = framesAddress ? hostPort(hostOf(values.advertise ?? address), Number(framesAddress.slice(framesAddress.lastIndexOf(':') + 1))) : undefined;
   const healthAt = values['health-listen'] === undefined ? null : parseListen(values['health-listen']);
   const healthAddress = healthAt ? await server.listenHealth(healthAt.host, healthAt.port) : null;
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
-    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address }, expertSpec ? null : { modelDir: values.model, load }, onPlanRejected, {
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load }, onPlanRejected, {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
         loadRestFactor: loadRest,
@@ -172,7 +181,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (expertSpec) await membership?.join(ttl, keepAlive, isStale);
   else await membership?.joinPlan(ttl, keepAlive, isStale, values.slot, 120_000);
   server.startServing();
-  process.stdout.write(`${JSON.stringify({ event: 'listening', address, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'listening', address, frames: framesAddress, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await untilShutdownSignal();
   // Hand over and leave the cluster first (routers stop sending here), but never wait long on a

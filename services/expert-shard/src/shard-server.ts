@@ -8,6 +8,7 @@ import type { RunExpertsResponse } from '@expertmesh/wire';
 import { ComputeTurns } from './compute-turns.js';
 import type { RunStats, ShardCompute } from './shard-compute.js';
 import { ShardRequestError, toShardError } from './shard-request-error.js';
+import { FrameListener } from './frame-listener.js';
 
 export const SHARD_SERVICE_NAME = 'expertmesh.v1.ExpertShardService';
 
@@ -38,6 +39,9 @@ export class ShardServer {
   private idle: (() => void) | null = null;
   private draining = false;
   private healthServer: grpc.Server | null = null;
+  private frames: FrameListener | null = null;
+  /** Where the frames listener is bound ('' when there is none). */
+  private framesAddress = '';
 
   constructor(
     private readonly compute: ShardCompute,
@@ -75,6 +79,22 @@ export class ShardServer {
     return hostPort(host, bound);
   }
 
+  /**
+   * Serves the expert-compute call also as length-prefixed frames on a second port (the hot path
+   * that skips HTTP/2), under the gRPC server's TLS and limits and through the same accept path.
+   */
+  async listenFrames(host: string, port: number): Promise<string> {
+    const listener = new FrameListener((request, signal) => this.accept(request, signal), {
+      tls: this.options.tls ?? null,
+      maxFrameBytes: maxCallMessageBytes(this.compute.limits),
+      maxInFlightPerConnection: this.options.maxInFlightPerStream ?? DEFAULT_MAX_IN_FLIGHT_PER_STREAM,
+    });
+    const address = await listener.listen(host, port);
+    this.frames = listener;
+    this.framesAddress = address;
+    return address;
+  }
+
   /** Health turns SERVING (a shard that listened before it had loaded its slot's experts). */
   startServing(): void {
     if (!this.draining) this.setServing(true);
@@ -105,6 +125,7 @@ export class ShardServer {
       weightFormat: experts.weightFormat,
       residentBytes: process.memoryUsage().rss,
       hiddenSize: config.hiddenSize,
+      framesAddress: this.framesAddress,
     };
   }
 
@@ -117,6 +138,7 @@ export class ShardServer {
     this.setServing(false);
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
     for (const s of this.openStreams) s.end();
+    await this.frames?.close();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -174,7 +196,7 @@ export class ShardServer {
    * Runs one request inside a server span that continues the router's trace (its context travels in
    * the request), with child spans for the queue wait and the expert compute.
    */
-  private async accept(request: RunExpertsRequest__Output): Promise<RunExpertsResponse> {
+  private async accept(request: RunExpertsRequest__Output, signal?: AbortSignal): Promise<RunExpertsResponse> {
     if (this.draining) throw new ShardRequestError(grpc.status.UNAVAILABLE, `shard ${this.shardId} is shutting down: send to another holder`);
     const receivedAt = performance.now();
     this.recordWeights();
@@ -182,7 +204,11 @@ export class ShardServer {
     const span = tracer().startSpan('expertmesh.shard.run_experts', { kind: SpanKind.SERVER, attributes: { 'expertmesh.shard': this.shardId, 'expertmesh.layer': request.layer } }, parent);
     this.inFlight++;
     try {
-      const { response, stats } = await this.turns.run(() => this.compute.run(request, receivedAt));
+      const { response, stats } = await this.turns.run(() => {
+        // The caller gave up (a frames CANCEL, or its connection closed) before its turn: nothing to compute.
+        if (signal?.aborted) throw new ShardRequestError(grpc.status.CANCELLED, 'the caller cancelled the request before it ran');
+        return this.compute.run(request, receivedAt);
+      });
       // Metrics and spans once the answer is handed to the transport (the caller does that in this
       // turn of the loop, before any immediate runs): they are no part of the call's round trip.
       setImmediate(() => {

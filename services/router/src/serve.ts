@@ -5,14 +5,15 @@ import { Engine, type KvAdmission, type MicroBatchCount } from '@expertmesh/engi
 import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
-import { channelOptions, DEFAULT_MAX_TOKENS_PER_CALL, maxCallMessageBytes, type WireDtype } from '@expertmesh/wire';
-import { channelCredentials, checkExposure, type TlsMaterial } from '@expertmesh/security';
+import { DEFAULT_MAX_TOKENS_PER_CALL, maxCallMessageBytes, type WireDtype } from '@expertmesh/wire';
+import { checkExposure, type TlsMaterial } from '@expertmesh/security';
 import { requireModelDir } from '@expertmesh/weights';
 import { RouterMetrics, startTracing, type TracingHandle } from '@expertmesh/telemetry';
 import { createApiServer } from './api/api-server.js';
 import { clusterState } from './dashboard/cluster-state.js';
 import { checkExpertsPlacement, openExperts, type ExpertsPlacement } from './experts/open-experts.js';
 import type { DispatchOptions } from './experts/remote-routed-experts.js';
+import { shardChannel, type ExpertTransport } from './experts/shard-connection.js';
 import { EngineLoop } from './serving/engine-loop.js';
 import { OutputConstraints } from './structured/output-constraints.js';
 import { PromptTokenizer } from './text/prompt-tokenizer.js';
@@ -27,6 +28,8 @@ export interface RouterOptions {
   /** Where the routed experts run: in this process, on shards by address, or on shards a registry lists. */
   readonly experts: ExpertsPlacement;
   readonly wireDtype: WireDtype;
+  /** Expert calls over gRPC (default) or over the shards' frames endpoints where they advertise one (`--expert-transport`). */
+  readonly expertTransport?: ExpertTransport;
   /** Dtype of the sums shards return (bfloat16 unless given). */
   readonly combineDtype?: DispatchOptions['combineDtype'];
   /** Adaptive dispatch deadline (DEFAULT_DEADLINE unless given). */
@@ -108,15 +111,13 @@ export class Router {
     const identity = await readCheckpointIdentity(o.modelDir);
     phase('checkpoint_identity');
     const config = identity.config;
+    const maxMessageBytes = maxCallMessageBytes({ hiddenSize: config.hiddenSize, maxTokensPerCall: Math.max(DEFAULT_MAX_TOKENS_PER_CALL, o.maxBatchedTokens + o.maxBatchSize), expertsPerToken: config.numExpertsPerTok });
     const experts = await openExperts(placement, { ...identity, modelDir: o.modelDir }, o.execution, {
       wireDtype: o.wireDtype,
       ...(o.combineDtype ? { combineDtype: o.combineDtype } : {}),
       ...(o.dispatchDeadline ? { deadline: o.dispatchDeadline } : {}),
       // Messages to and from shards are bounded by what one step can carry for this model.
-      channel: {
-        credentials: channelCredentials(o.tls ?? null),
-        options: channelOptions(maxCallMessageBytes({ hiddenSize: config.hiddenSize, maxTokensPerCall: Math.max(DEFAULT_MAX_TOKENS_PER_CALL, o.maxBatchedTokens + o.maxBatchSize), expertsPerToken: config.numExpertsPerTok })),
-      },
+      channel: shardChannel(o.tls ?? null, maxMessageBytes, o.expertTransport ?? 'grpc'),
       secured: Boolean(o.tls),
       insecure: o.insecure ?? false,
       onRejected: (kind, source, reason) => {

@@ -11,6 +11,7 @@ import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, n
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
+    [--expert-transport grpc|frames]
     [--combine-dtype bfloat16|float32] [--dispatch-deadline-ms 30000] [--dispatch-deadline-min-ms 200] [--dispatch-deadline-p99-multiple 4]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
@@ -35,6 +36,9 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
   its work goes to replicas in the same step, and it gets none until its gRPC health check passes. A call whose rows
   no replica could take waits ten times as long (within --dispatch-deadline-ms): suspecting the only holder cannot help.
+  --expert-transport frames sends expert calls as length-prefixed frames over one TLS socket per shard (no HTTP/2;
+  the same messages, mutual TLS and failover) to shards that advertise a frames endpoint (\`expertmesh shard
+  --frames-listen\`; --shards N starts them so), and over gRPC to those that do not. Default grpc.
   --micro-batches 2 splits each step in two micro-batches that overlap one's expert calls with the other's attention
   (same results; default 1, which measures faster on CPU shards: docs/benchmarks.md).`;
 
@@ -52,6 +56,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       shards: { type: 'string' },
       'shard-addresses': { type: 'string' },
       'wire-dtype': { type: 'string' },
+      'expert-transport': { type: 'string' },
       'combine-dtype': { type: 'string' },
       'dispatch-deadline-ms': { type: 'string' },
       'dispatch-deadline-min-ms': { type: 'string' },
@@ -88,6 +93,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       shards: numberFlag((n) => n.int().nonnegative()).default(0),
       'shard-addresses': z.string().regex(/^[^,]+(,[^,]+)*$/, 'comma-separated HOST:PORT list').optional(),
       'wire-dtype': z.enum(['bfloat16', 'float32', 'fp8']).default('bfloat16'),
+      'expert-transport': z.enum(['grpc', 'frames']).default((env.EXPERTMESH_EXPERT_TRANSPORT as 'grpc' | 'frames' | undefined) ?? 'grpc'),
       'combine-dtype': z.enum(['bfloat16', 'float32']).default('bfloat16'),
       'dispatch-deadline-ms': numberFlag((n) => n.positive()).default(DEFAULT_DEADLINE.maxMs),
       'dispatch-deadline-min-ms': numberFlag((n) => n.positive()).default(DEFAULT_DEADLINE.minMs),
@@ -147,7 +153,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
   }
   // Shards this command starts get the router's certificates too, so the channel to them is the same mutual TLS.
   const shardTls = flags['tls-cert'] ? ['--tls-cert', flags['tls-cert'], '--tls-key', flags['tls-key'], '--tls-ca', flags['tls-ca']] : [];
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', expertWeightDtype(flags)] }) : null;
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', expertWeightDtype(flags), ...(flags['expert-transport'] === 'frames' ? ['--frames-listen', '127.0.0.1:0'] : [])] }) : null;
   const shardAddresses = cluster?.addresses ?? flags['shard-addresses']?.split(',');
   const beforeRouterMs = performance.now();
   let router: Router;
@@ -159,6 +165,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       ...(flags['served-model-name'] ? { servedModelName: flags['served-model-name'] } : {}),
       experts: shardAddresses ? { kind: 'shards', addresses: shardAddresses } : registry ? { kind: 'registry', registry } : { kind: 'in-process' },
       wireDtype: flags['wire-dtype'],
+      expertTransport: flags['expert-transport'],
       combineDtype: flags['combine-dtype'],
       dispatchDeadline: { minMs: flags['dispatch-deadline-min-ms'], maxMs: flags['dispatch-deadline-ms'], p99Multiple: flags['dispatch-deadline-p99-multiple'] },
       execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },

@@ -27,7 +27,7 @@ import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.j
 import { RouterProcess } from '../router-process.js';
 
 export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--redundant-experts R] [--port 8000] [--host 127.0.0.1] [--etcd URL [etcd security flags]] [--cluster local]
-    [--embedded-registry] [--api-key KEY]… [--insecure] [--drain-seconds 30]
+    [--embedded-registry] [--api-key KEY]… [--insecure] [--drain-seconds 30] [--expert-transport grpc|frames]
   Runs a whole local cluster: makes the demo checkpoint if the --model folder does not exist yet (it never writes
   into an existing folder), starts etcd (from the etcd binary) unless --etcd is given, stores a placement plan (or
   follows the one the cluster has), starts the shards and a router as separate processes, and serves the
@@ -39,7 +39,9 @@ export const upUsage = `expertmesh up [--model models/demo] [--shards 4] [--redu
   stores (the number of experts holds every expert twice), so a shard can fail without a pause. A shard or router
   that crashes is started again. Ctrl-C (or SIGTERM, at any time, also while starting) stops all and removes etcd's
   data, after the router has drained (it answers the requests it accepted for up to --drain-seconds, then is
-  stopped); a child that cannot start (a port in use) stops up with its error; if up is killed, its children exit too.`;
+  stopped); a child that cannot start (a port in use) stops up with its error; if up is killed, its children exit too.
+  --expert-transport frames: the shards also serve the expert call as frames without HTTP/2 (same mutual TLS) and
+  the router uses them (see \`expertmesh serve --expert-transport\`).`;
 
 /** How long stopping one part of the cluster (etcd, the shards…) may take before up moves on. */
 const STOP_TIMEOUT_MS = 20_000;
@@ -78,6 +80,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       'api-key': { type: 'string', multiple: true },
       insecure: { type: 'boolean' },
       'drain-seconds': { type: 'string' },
+      'expert-transport': { type: 'string' },
       ...etcdFlagSpec,
     },
     z.object({
@@ -92,6 +95,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       'api-key': z.array(z.string().min(1)).default([]),
       insecure: z.boolean().default(false),
       'drain-seconds': numberFlag((n) => n.nonnegative()).default(30),
+      'expert-transport': z.enum(['grpc', 'frames']).default('grpc'),
       ...etcdFlagSchema,
     }),
   );
@@ -149,6 +153,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
     // Each process keeps its own service.name when the user names the service.
     const serviceName = process.env.OTEL_SERVICE_NAME;
     const roleEnv = (role: string): Record<string, string> => (serviceName ? { OTEL_SERVICE_NAME: `${serviceName}-${role}` } : {});
+    const frames = flags['expert-transport'] === 'frames';
     const cluster = await LocalCluster.start({
       env: { ...roleEnv('shard'), ...secretEnv },
       modelDir: flags.model,
@@ -157,7 +162,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       registry: etcdUrl ? { cluster: flags.cluster, etcd: etcdUrl } : { url: embedded!.url },
       // One certificate for the shards, valid for the loopback addresses they register.
       // up stops its shards together: they leave the plan as it is (it may not be up's to change).
-      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : []), '--no-handoff'],
+      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : []), '--no-handoff', ...(frames ? ['--frames-listen', '127.0.0.1:0'] : [])],
       signal,
     });
     stops.push({ what: 'the shards', stop: () => cluster.stop() });
@@ -174,6 +179,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
         String(port ?? flags.port),
         ...tlsArgs('router'),
         ...(flags.insecure ? ['--insecure'] : []),
+        ...(frames ? ['--expert-transport', 'frames'] : []),
         ...(etcdUrl ? ['--cluster', flags.cluster, '--etcd', etcdUrl, ...etcdSecurityArgs] : ['--registry', embedded!.url]),
       ],
       { ...process.env, ...roleEnv('router'), ...secretEnv },

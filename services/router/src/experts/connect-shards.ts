@@ -3,6 +3,7 @@ import { PlacementError } from './dispatch-errors.js';
 import { ExpertPlacement } from './expert-placement.js';
 import { RemoteRoutedExperts, DEFAULT_DISPATCH, type DispatchOptions } from './remote-routed-experts.js';
 import { ShardConnection, type DispatchTransport, type ShardChannel } from './shard-connection.js';
+import { framesEndpointOf } from './frame-connection.js';
 import { StaticShardSource } from './shard-source.js';
 
 /**
@@ -23,6 +24,8 @@ export async function connectToShards(
       }
       if (info.hiddenSize !== model.config.hiddenSize) throw new PlacementError(`shard ${addresses[i]} has hidden size ${info.hiddenSize}, the model ${model.config.hiddenSize}`);
     });
+    // Expert calls take a shard's frames endpoint when the router asked for frames and the shard has one.
+    connections.forEach((c, i) => c.useFrames(framesEndpointOf(addresses[i]!, infos[i]!.framesAddress)));
     const placement = ExpertPlacement.fromShards(
       model.config,
       infos.map((info, i) => ({ address: addresses[i]!, layers: info.layers.map((l) => ({ layer: l.layer, experts: l.experts })) })),

@@ -53,6 +53,11 @@ export class ShardUnavailableError extends Error {
   }
 }
 
+/** A shard's error answer to one call, whatever carried it: UNAVAILABLE (draining) as ShardUnavailableError, the rest as ShardCallError. */
+export function shardAnswerError(shard: string, code: number, message: string): Error {
+  return code === status.UNAVAILABLE ? new ShardUnavailableError(shard, message) : new ShardCallError(shard, code, message);
+}
+
 /** Shards that cannot serve this router: another model, or experts nobody holds. */
 export class PlacementError extends Error {
   override readonly name = 'PlacementError';

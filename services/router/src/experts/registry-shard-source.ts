@@ -128,8 +128,10 @@ export class RegistryShardSource implements ShardSource {
   private recordProblem(r: ShardRecord): string | null {
     const problem = shardRecordProblem(r, this.config);
     if (problem) return problem;
-    if (!this.options.secured && !this.options.insecure && !isLoopbackHost(hostOf(r.address))) {
-      return `address ${r.address} is beyond loopback and this router has no TLS: give the router --tls-cert, --tls-key and --tls-ca (or --insecure)`;
+    for (const address of [r.address, ...(r.framesAddress ? [r.framesAddress] : [])]) {
+      if (!this.options.secured && !this.options.insecure && !isLoopbackHost(hostOf(address))) {
+        return `address ${address} is beyond loopback and this router has no TLS: give the router --tls-cert, --tls-key and --tls-ca (or --insecure)`;
+      }
     }
     return null;
   }
@@ -179,6 +181,8 @@ export class RegistryShardSource implements ShardSource {
     for (const r of known) {
       let c = this.connections.get(r.address);
       if (!c) this.connections.set(r.address, (c = new ShardConnection(r.address, this.options.transport ?? 'stream', this.options.channel ?? {})));
+      // Older shards advertise no frames endpoint: their calls stay on gRPC.
+      c.useFrames(r.framesAddress);
       if (!this.verifications.has(verificationKey(r))) this.verify(r, c);
     }
     const confirmed = usable.filter((r) => this.verifications.get(verificationKey(r))?.state === 'ok');

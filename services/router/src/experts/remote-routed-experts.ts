@@ -223,6 +223,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
           'expertmesh.experts': new Set(expertIds).size,
           'expertmesh.bytes_sent': hiddenBytes,
           'expertmesh.resent': resent,
+          'expertmesh.transport': connection.framesAddress ? 'frames' : 'grpc',
         },
       },
       parent,
@@ -261,6 +262,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         pairBytes: pairs.pairTokenRows.length + pairs.pairExpertIds.length + pairs.pairWeights.length,
         responseBytes: response.output!.data.length,
         computeMicros: response.computeMicros,
+        queueMicros: response.queueMicros,
         roundTripMs,
         resent,
       };

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import {
+  channelOptions,
   CHANNEL_OPTIONS,
   expertmeshV1,
   type ExpertShardServiceClient,
@@ -9,14 +10,38 @@ import {
   type RunExpertsResponse__Output,
   type RunExpertsStreamResponse__Output,
 } from '@expertmesh/wire';
-import { ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
+import { channelCredentials, type TlsMaterial } from '@expertmesh/security';
+import { shardAnswerError, ShardCallError, ShardTimeoutError, ShardUnavailableError } from './dispatch-errors.js';
+import { FrameConnection } from './frame-connection.js';
+import { lateAnswerTimer } from './late-answer-timer.js';
+import { PendingCalls } from './pending-calls.js';
 
 export type DispatchTransport = 'stream' | 'unary';
+
+/** `--expert-transport`: expert calls over gRPC, or over the shards' frames endpoints where they advertise one. */
+export type ExpertTransport = 'grpc' | 'frames';
 
 /** How to reach shards: TLS credentials (plaintext by default) and channel options (message limits from the model). */
 export interface ShardChannel {
   readonly credentials?: grpc.ChannelCredentials;
   readonly options?: grpc.ChannelOptions;
+  /**
+   * Expert calls over a shard's frames endpoint (when it has one; gRPC otherwise): the same TLS
+   * material as `credentials`, and the largest frame (the channel's message limit).
+   */
+  readonly frames?: { readonly tls: TlsMaterial | null; readonly maxFrameBytes: number };
+}
+
+/**
+ * The channel to shards for messages of at most `maxMessageBytes`: mutual TLS with `tls` (plaintext
+ * when null), and with `transport` frames the same material and limit for the frames hot path.
+ */
+export function shardChannel(tls: TlsMaterial | null, maxMessageBytes: number, transport: ExpertTransport = 'grpc'): ShardChannel {
+  return {
+    credentials: channelCredentials(tls),
+    options: channelOptions(maxMessageBytes),
+    ...(transport === 'frames' ? { frames: { tls, maxFrameBytes: maxMessageBytes } } : {}),
+  };
 }
 
 /** The standard grpc.health.v1 client, on the same channel as the dispatch calls. */
@@ -25,13 +50,6 @@ type HealthCheck = (request: { service: string }, options: grpc.CallOptions, cal
 
 type DispatchStream = grpc.ClientDuplexStream<RunExpertsRequest, RunExpertsStreamResponse__Output>;
 
-interface Pending {
-  readonly resolve: (r: RunExpertsResponse__Output) => void;
-  readonly reject: (e: Error) => void;
-  readonly timer: NodeJS.Timeout;
-  /** The stream the request went out on (null for unary calls). */
-  readonly stream: DispatchStream | null;
-}
 
 /**
  * The router's link to one shard. By default every request goes over one long-lived bidirectional
@@ -42,20 +60,38 @@ interface Pending {
 export class ShardConnection {
   private readonly client: ExpertShardServiceClient;
   private stream: DispatchStream | null = null;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingCalls<DispatchStream>();
   private readonly unaryCalls = new Set<grpc.ClientUnaryCall>();
   private readonly healthClient: grpc.Client;
   private nextRequestId = 1;
   private isClosed = false;
+  /** The frames link expert calls take instead of gRPC, once the shard's frames endpoint is known. */
+  private frames: FrameConnection | null = null;
 
   constructor(
     readonly address: string,
     readonly transport: DispatchTransport = 'stream',
-    channel: ShardChannel = {},
+    private readonly channel: ShardChannel = {},
   ) {
     const credentials = channel.credentials ?? grpc.credentials.createInsecure();
     this.client = new (expertmeshV1().ExpertShardService)(address, credentials, channel.options ?? CHANNEL_OPTIONS);
     this.healthClient = new HealthClient(address, credentials, { channelOverride: this.client.getChannel() });
+  }
+
+  /** Where expert calls go: the frames endpoint in use, or null for gRPC. */
+  get framesAddress(): string | null {
+    return this.frames?.address ?? null;
+  }
+
+  /**
+   * Sends expert calls to the shard's frames endpoint `framesAddress` (HOST:PORT; '' or null: gRPC)
+   * when this router asked for frames (`channel.frames`); health and GetShardInfo stay on gRPC.
+   */
+  useFrames(framesAddress: string | null | undefined): void {
+    const want = this.channel.frames && framesAddress ? framesAddress : null;
+    if ((this.frames?.address ?? null) === want) return;
+    this.frames?.close();
+    this.frames = want ? new FrameConnection(want, this.address, this.channel.frames!.tls, this.channel.frames!.maxFrameBytes) : null;
   }
 
   get closed(): boolean {
@@ -76,7 +112,8 @@ export class ShardConnection {
    * gets a fresh one when it is used again, never a backlog of stale requests).
    */
   failPending(error: Error): void {
-    this.failAll(error);
+    this.pending.failAll(error);
+    this.frames?.failPending(error);
     for (const call of this.unaryCalls) call.cancel();
     this.unaryCalls.clear();
     const stream = this.stream;
@@ -85,6 +122,7 @@ export class ShardConnection {
   }
 
   run(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
+    if (this.frames) return this.frames.run(request, deadlineMs);
     return this.transport === 'unary' ? this.runUnary(request, deadlineMs) : this.runOnStream(request, deadlineMs);
   }
 
@@ -98,7 +136,8 @@ export class ShardConnection {
 
   close(): void {
     this.isClosed = true;
-    this.failAll(new ShardUnavailableError(this.address, 'connection closed by the router'));
+    this.frames?.close();
+    this.pending.failAll(new ShardUnavailableError(this.address, 'connection closed by the router'));
     this.stream?.end();
     this.stream = null;
     this.client.close();
@@ -122,17 +161,10 @@ export class ShardConnection {
     const requestId = this.nextRequestId++;
     const stream = this.openStream();
     return new Promise((resolve, reject) => {
-      // The timeout waits for one more poll phase, so an answer that arrived while this process was
-      // busy is read before the shard is blamed for being late.
-      const timer = setTimeout(
-        () =>
-          setImmediate(() => {
-            if (!this.pending.delete(requestId)) return;
-            reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
-          }),
-        deadlineMs,
-      );
-      this.pending.set(requestId, { resolve, reject, timer, stream });
+      const timer = lateAnswerTimer(deadlineMs, () => {
+        if (this.pending.expire(requestId)) reject(new ShardTimeoutError(this.address, request.layer ?? -1, deadlineMs));
+      });
+      this.pending.add(requestId, { resolve, reject, timer, carrier: stream });
       stream.write({ ...request, requestId });
     });
   }
@@ -144,7 +176,7 @@ export class ShardConnection {
     // A broken stream fails the requests it carried, not those of a newer stream.
     const broken = (detail: string): void => {
       if (this.stream === stream) this.stream = null;
-      this.failAll(new ShardUnavailableError(this.address, detail), stream);
+      this.pending.failAll(new ShardUnavailableError(this.address, detail), stream);
     };
     stream.on('error', (e: grpc.ServiceError) => broken(e.details || e.message));
     stream.on('end', () => broken('the shard ended the stream (shutting down?)'));
@@ -153,23 +185,10 @@ export class ShardConnection {
   }
 
   private settle(msg: RunExpertsStreamResponse__Output, stream: DispatchStream): void {
-    const p = this.pending.get(msg.requestId);
-    if (!p || p.stream !== stream) return; // Timed out or failed already.
-    this.pending.delete(msg.requestId);
-    clearTimeout(p.timer);
-    if (msg.error) {
-      if (msg.error.code === grpc.status.UNAVAILABLE) p.reject(new ShardUnavailableError(this.address, msg.error.message));
-      else p.reject(new ShardCallError(this.address, msg.error.code, msg.error.message));
-    } else if (msg.response) p.resolve(msg.response);
+    const p = this.pending.take(msg.requestId, stream);
+    if (!p) return; // Timed out or failed already.
+    if (msg.error) p.reject(shardAnswerError(this.address, msg.error.code, msg.error.message));
+    else if (msg.response) p.resolve(msg.response);
     else p.reject(new ShardCallError(this.address, grpc.status.INTERNAL, 'empty stream response'));
-  }
-
-  private failAll(error: Error, stream?: DispatchStream): void {
-    for (const [id, p] of this.pending) {
-      if (stream && p.stream !== stream) continue;
-      this.pending.delete(id);
-      clearTimeout(p.timer);
-      p.reject(error);
-    }
   }
 }

@@ -21,6 +21,11 @@ export interface GetShardInfoResponse {
    * The format the expert weights are held in: "float8e4m3fn+block128x128", "bfloat16", "float32".
    */
   'weightFormat'?: (string);
+  /**
+   * The shard's frames endpoint (the expert-compute hot path without HTTP/2), as it is bound; empty
+   * when it serves gRPC only. A router dials its port on the host it reached this shard at.
+   */
+  'framesAddress'?: (string);
 }
 
 export interface GetShardInfoResponse__Output {
@@ -41,4 +46,9 @@ export interface GetShardInfoResponse__Output {
    * The format the expert weights are held in: "float8e4m3fn+block128x128", "bfloat16", "float32".
    */
   'weightFormat': (string);
+  /**
+   * The shard's frames endpoint (the expert-compute hot path without HTTP/2), as it is bound; empty
+   * when it serves gRPC only. A router dials its port on the host it reached this shard at.
+   */
+  'framesAddress': (string);
 }
