@@ -219,7 +219,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       slots[i] = slot;
       counts[slot]!++;
     }
-    // Each pair's place among its expert's rows, and each expert's rows' weights.
+    // Each expert's token rows and their routing weights, in pair order.
     const tokenRowsOf = entry.held.map((_, s) => new Int32Array(counts[s]!));
     const weights = entry.held.map((_, s) => new Float32Array(counts[s]!));
     const filled = new Int32Array(entry.held.length);
