@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions, type Tensor } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, i64, releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 import type { WeightReader } from '@expertmesh/model-weights';
@@ -250,47 +250,46 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       slots[i] = slot;
       counts[slot]!++;
     }
-    // Each expert's input rows, gathered here (a copy of Σ M_e rows: cheaper than a Gather operator per expert).
-    const inputs = entry.held.map((_, s) => new Float32Array(counts[s]! * H));
-    const rows = entry.held.map((_, s) => new Int32Array(counts[s]!));
+    // Each expert's token rows and their routing weights, in pair order.
+    const tokenRowsOf = entry.held.map((_, s) => new Int32Array(counts[s]!));
     const weights = entry.held.map((_, s) => new Float32Array(counts[s]!));
-    counts.fill(0);
+    const filled = new Int32Array(entry.held.length);
     for (let i = 0; i < n; i++) {
       const s = slots[i]!;
-      const k = counts[s]!++;
+      const k = filled[s]!++;
       const row = pairs.tokenRows[i]!;
       if (row < 0 || row >= numTokens) throw new RangeError(`pair ${i} names token row ${row} of ${numTokens}`);
-      rows[s]![k] = row;
+      tokenRowsOf[s]![k] = row;
       weights[s]![k] = pairs.weights[i]!;
-      inputs[s]!.set(hidden.subarray(row * H, (row + 1) * H), k * H);
     }
     // Each graph's unweighted expert outputs, then weighted and added into their tokens expert by expert
     // in ascending id (as one graph holding them all would): a token's sum never depends on how graphs
     // split. The product is rounded to float32 before the sum, as a float32 Mul would (the sum of two
     // float32 in a double rounds to the float32 sum).
     const outputs = new Array<{ y: Float32Array; at: number } | undefined>(entry.held.length);
-    const none = f32(new Float32Array(0), [0, H]);
     for (const group of entry.groups) {
       const slotsOfGroup = group.experts.map((id) => entry.slotOf.get(id));
-      if (slotsOfGroup.every((s) => s === undefined || rows[s]!.length === 0)) continue; // no token chose these experts
-      const feeds: Record<string, Tensor> = {};
-      group.experts.forEach((id, i) => {
-        const s = slotsOfGroup[i];
-        feeds[`x_${id}`] = s === undefined ? none : f32(inputs[s]!, [rows[s]!.length, H]);
-      });
-      const y = floatData((await group.graph.run(feeds)).y, group.graph.name, 'y');
+      const sizes = slotsOfGroup.map((s) => (s === undefined ? 0 : counts[s]!));
+      const total = sizes.reduce((a, m) => a + m, 0);
+      if (total === 0) continue; // no token chose these experts
+      // The group's input rows, expert after expert in graph order, gathered here (a copy of Σ M_e rows:
+      // cheaper than a Gather operator per expert).
+      const x = new Float32Array(total * H);
+      let row = 0;
+      for (const s of slotsOfGroup) if (s !== undefined) for (const token of tokenRowsOf[s]!) x.set(hidden.subarray(token * H, (token + 1) * H), row++ * H);
+      const y = floatData((await group.graph.run({ x: f32(x, [total, H]), rows: i64(BigInt64Array.from(sizes, BigInt), [sizes.length]) })).y, group.graph.name, 'y');
       let at = 0;
       for (const s of slotsOfGroup) {
         if (s === undefined) continue;
         outputs[s] = { y, at };
-        at += rows[s]!.length;
+        at += counts[s]!;
       }
     }
     const out = new Float32Array(numTokens * H);
     entry.held.forEach((_, s) => {
       const o = outputs[s];
       if (!o) return;
-      const tokenRows = rows[s]!;
+      const tokenRows = tokenRowsOf[s]!;
       const tokenWeights = weights[s]!;
       for (let k = 0, src = o.at * H; k < tokenRows.length; k++, src += H) {
         const dst = tokenRows[k]! * H;

@@ -79,6 +79,19 @@ describe('the MoE layer graph against the per-expert path', () => {
     }
   }
 
+  it('a layer holding one expert (a graph without the Split of its rows) gives the per-expert path bit for bit', async () => {
+    const one = await LocalRoutedExperts.load(config, source('int8'), { executionProvider: 'cpu', intraOpThreads: 0 }, (layer) => (layer === LAYER ? [5] : []));
+    try {
+      const T = 3;
+      const p: ExpertPairs = { tokenRows: Int32Array.of(2, 0), expertIds: Int32Array.of(5, 5), weights: Float32Array.of(0.75, 0.3) };
+      const got = await one.computePairs(LAYER, hidden(T), T, p);
+      expect(got).toEqual(await perExpert('int8', hidden(T), T, p));
+      expect(got.subarray(H, 2 * H).every((v) => v === 0)).toBe(true);
+    } finally {
+      await one.close();
+    }
+  });
+
   it('float32 keeps the float64 reference within 1e-4', async () => {
     const T = 8;
     const x = hidden(T);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, memoryWeight, type SwigluWeights } from '@expertmesh/tensor-ops';
+import { f32, floatData, Graph, i64, memoryWeight, type SwigluWeights } from '@expertmesh/tensor-ops';
 import { buildRoutedExpertsGraph } from '../src/routed-experts-graph.js';
 
 /**
@@ -26,9 +26,11 @@ describe('a MoE layer of 32 real-size float32 experts (5.6 GB of weights)', () =
     const graph = await Graph.create('experts', buildRoutedExpertsGraph(experts, H, 'experts'));
     try {
       const used = (e: number): boolean => e % 8 === 3;
-      const feeds: Record<string, ReturnType<typeof f32>> = {};
-      for (let e = 0; e < 32; e++) feeds[`x_${e}`] = f32(used(e) ? input : new Float32Array(0), [used(e) ? 1 : 0, H]);
-      const y = floatData((await graph.run(feeds)).y, 'experts', 'y');
+      // The used experts' rows, one after another, and each expert's row count.
+      const x = new Float32Array(4 * H);
+      for (let k = 0; k < 4; k++) x.set(input, k * H);
+      const rows = i64(BigInt64Array.from({ length: 32 }, (_, e) => (used(e) ? 1n : 0n)), [32]);
+      const y = floatData((await graph.run({ x: f32(x, [4, H]), rows })).y, 'experts', 'y');
       expect(y.length).toBe(4 * H);
       // Expected SwiGLU in float64: down · (silu(g) ⊙ g) with g = gate · x (gate and up share values here).
       const g = new Float64Array(I);

@@ -80,8 +80,8 @@ export function predictRouterMemory(config: ModelConfig, layout: StorageLayout, 
   const c = config;
   const H = c.hiddenSize;
   const proj = (rows: number, cols: number): number => matrixBytes(rows, cols, layout.projections, dtype, layout.block);
-  // Matrices also read as values stay exact under a quantised dtype (see WeightDtype): kv_b and the
-  // embedding table as stored, the router gates in float32.
+  // Matrices also read as values stay exact under a quantised dtype (see WeightDtype): the embedding
+  // table as stored, the router gates and kv_b in float32.
   const quantized = dtype === 'int8' || dtype === 'int4';
   const asStored: WeightDtype = quantized ? 'auto' : dtype;
   const gateDtype: WeightDtype = quantized ? 'float32' : dtype;
@@ -90,7 +90,7 @@ export function predictRouterMemory(config: ModelConfig, layout: StorageLayout, 
   const perLayerAttention =
     (c.qLoraRank === null ? proj(qOut, H) : proj(c.qLoraRank, H) + proj(qOut, c.qLoraRank)) +
     proj(c.kvLoraRank + c.qkRopeHeadDim, H) +
-    matrixBytes(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, layout.projections, asStored, layout.block) +
+    matrixBytes(c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, layout.projections, gateDtype, layout.block) +
     proj(H, c.numHeads * c.vHeadDim);
   const moe = c.moeLayers.length;
   const dense = c.numLayers - moe;

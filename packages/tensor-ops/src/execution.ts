@@ -25,7 +25,8 @@ export class GraphRuntimeError extends Error {
   }
 }
 
-function sessionOptions(options: ExecutionOptions, externalFolder: string | null): ort.InferenceSession.SessionOptions {
+/** onnxruntime's options for one of our sessions (exported for its test). */
+export function sessionOptions(options: ExecutionOptions, externalFolder: string | null): ort.InferenceSession.SessionOptions {
   return {
     // Warnings would name every overridable initializer (each stored weight is one, on purpose).
     logSeverityLevel: 3,
@@ -38,13 +39,18 @@ function sessionOptions(options: ExecutionOptions, externalFolder: string | null
     // (a 1024-token prefill) for the life of the process: measured on the demo preset, resident memory
     // after a batch-32 prefill 599 → 406 MiB (int8) and 741 → 578 MiB (float32) without, at the same speed.
     enableCpuMemArena: false,
-    // The engine owns dozens of sessions that run one after another; spinning thread pools of idle
-    // sessions steal the cores from the running one (measured: 40x slower with spinning on).
+    // The engine owns dozens of sessions that run one after another. Spinning thread pools of idle
+    // sessions would steal the cores from the running one (measured: 40x slower with spinning left on),
+    // while a pool that never spins wakes its threads for every parallel operator (~40 µs each here, where
+    // a 1 MB int8 product takes ~100). So a session's threads spin during its runs only: onnxruntime turns
+    // spinning on when a run starts and, with force_spinning_stop, off when it ends (measured on the
+    // bench preset, int8 decode at batch 8: 151 → 185 tokens/s; docs/benchmarks.md).
     // External data (weights left in the checkpoint's files) resolves against this folder; onnxruntime
     // maps those ranges into memory instead of copying them.
     extra: {
       session: {
-        intra_op: { allow_spinning: '0' },
+        intra_op: { allow_spinning: '1' },
+        force_spinning_stop: '1',
         inter_op: { allow_spinning: '0' },
         ...(externalFolder ? { model_external_initializers_file_folder_path: externalFolder } : {}),
       },

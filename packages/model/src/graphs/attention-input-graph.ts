@@ -18,11 +18,8 @@ export function buildAttentionInputGraph(config: ModelConfig, w: AttentionWeight
   const { hiddenSize: H, numHeads: nH, qkNopeHeadDim: nope, qkRopeHeadDim: rope, qkHeadDim, kvLoraRank: R, rmsNormEps: eps } = config;
   const b = new OnnxModelBuilder(`layer${layer}_attention_input`);
   const x = b.input('x', 'float32', ['T', H]);
-  const cosIn = b.input('cos', 'float32', ['T', rope / 2]);
-  const sinIn = b.input('sin', 'float32', ['T', rope / 2]);
-  const ropeShape = b.int64s([-1, 1, rope / 2, 1]);
-  const cos = b.op('Reshape', [cosIn, ropeShape]);
-  const sin = b.op('Reshape', [sinIn, ropeShape]);
+  const cos = b.input('cos', 'float32', ['T', rope / 2]);
+  const sin = b.input('sin', 'float32', ['T', rope / 2]);
 
   const xn = rmsNorm(b, x, w.inputNorm, eps, 'input_norm');
   const qFlat =
