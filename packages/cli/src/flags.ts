@@ -31,11 +31,13 @@ export const numberFlag = (check: (n: z.ZodNumber) => z.ZodNumber = (n) => n) =>
 export const executionFlagSpec = {
   'execution-provider': { type: 'string' },
   'intra-op-threads': { type: 'string' },
+  'intra-op-spin': { type: 'string' },
 } satisfies FlagSpec;
 
 export const executionFlagSchema = {
   'execution-provider': z.enum(['cpu', 'cuda']).default((process.env.EXPERTMESH_EXECUTION_PROVIDER as 'cpu' | 'cuda' | undefined) ?? 'cpu'),
   'intra-op-threads': numberFlag((n) => n.int().nonnegative()).default(0),
+  'intra-op-spin': z.enum(['run', 'off']).default((process.env.EXPERTMESH_INTRA_OP_SPIN as 'run' | 'off' | undefined) ?? 'run'),
 };
 
 /** Mutual TLS flags (shards and routers); the files are checked at start-up. */

@@ -10,7 +10,16 @@ export interface ExecutionOptions {
   readonly executionProvider: ExecutionProvider;
   /** Threads for one operator; 0 lets onnxruntime pick (one per core). */
   readonly intraOpThreads: number;
+  /**
+   * Whether a session's intra-op threads spin between its operators while it runs ('run', the default) or
+   * sleep ('off'). Spinning saves a thread wake-up per parallel operator; on a host whose other cores are
+   * busy with other processes (shards beside a router), the spinning thread takes a core from them.
+   */
+  readonly intraOpSpin?: IntraOpSpin;
 }
+
+export const INTRA_OP_SPIN = ['run', 'off'] as const;
+export type IntraOpSpin = (typeof INTRA_OP_SPIN)[number];
 
 export const DEFAULT_EXECUTION: ExecutionOptions = { executionProvider: 'cpu', intraOpThreads: 0 };
 
@@ -49,7 +58,7 @@ export function sessionOptions(options: ExecutionOptions, externalFolder: string
     // maps those ranges into memory instead of copying them.
     extra: {
       session: {
-        intra_op: { allow_spinning: '1' },
+        intra_op: { allow_spinning: options.intraOpSpin === 'off' ? '0' : '1' },
         force_spinning_stop: '1',
         inter_op: { allow_spinning: '0' },
         ...(externalFolder ? { model_external_initializers_file_folder_path: externalFolder } : {}),

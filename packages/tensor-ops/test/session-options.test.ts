@@ -17,6 +17,12 @@ describe('session options', () => {
     }
   });
 
+  it('--intra-op-spin off: intra-op threads never spin', () => {
+    const session = (sessionOptions({ ...DEFAULT_EXECUTION, intraOpSpin: 'off' }, null).extra as { session: Record<string, unknown> }).session;
+    expect(session.intra_op).toEqual({ allow_spinning: '0' });
+    expect(session.inter_op).toEqual({ allow_spinning: '0' });
+  });
+
   it('onnxruntime accepts them: a graph with a parallel product runs, and several sessions run one after another', async () => {
     const graphs: Graph[] = [];
     try {

@@ -10,7 +10,7 @@ import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, weightD
 
 export const generateUsage = `expertmesh generate --model DIR (--prompt TEXT | --prompt-token-ids 1,2,3) --max-tokens N
     [--temperature T] [--top-p P] [--top-k K] [--seed N] [--top-logprobs K] [--ignore-eos] [--json]
-    [--execution-provider cpu|cuda] [--intra-op-threads N] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8] [--combine-dtype bfloat16|float32]
   Generates with the routed experts in this process, in N local shard processes (--shards), or on shards
   started by hand (--shard-addresses). --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;
@@ -78,7 +78,7 @@ export async function generate(argv: readonly string[]): Promise<number> {
   const identity = await readCheckpointIdentity(flags.model);
   const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--weight-dtype', expertWeightDtype(flags)] }) : null;
   const addresses = cluster?.addresses ?? flags['shard-addresses']?.split(',') ?? null;
-  const execution = { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] };
+  const execution = { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'] };
   let engine: Engine;
   try {
     const experts = await openExperts(addresses ? { kind: 'shards', addresses } : { kind: 'in-process' }, { ...identity, modelDir: flags.model }, execution, {

@@ -16,7 +16,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
-    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
     ${REBALANCE_USAGE}
@@ -168,7 +168,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       expertTransport: flags['expert-transport'],
       combineDtype: flags['combine-dtype'],
       dispatchDeadline: { minMs: flags['dispatch-deadline-min-ms'], maxMs: flags['dispatch-deadline-ms'], p99Multiple: flags['dispatch-deadline-p99-multiple'] },
-      execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'] },
+      execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'] },
       weightDtype: flags['weight-dtype'],
       expertWeightDtype: expertWeightDtype(flags),
       maxBatchSize: flags['max-batch-size'],

@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../../../test/helpers/cli.js';
+import { runShardToExit } from '../../../test/helpers/shard-process.js';
+import { serveUsage } from '../src/commands/serve.js';
+
+describe('execution flags', () => {
+  it('serve names --intra-op-spin in its usage and refuses a value other than run or off', async () => {
+    expect(serveUsage).toContain('[--intra-op-spin run|off]');
+    const r = await runCli(['serve', '--model', 'unused', '--intra-op-spin', 'always']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--intra-op-spin');
+  });
+
+  it('a shard refuses --intra-op-spin other than run or off before it loads anything', async () => {
+    const r = await runShardToExit(['--model', 'unused', '--intra-op-spin', 'always']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--intra-op-spin must be run or off, not always');
+  });
+});
