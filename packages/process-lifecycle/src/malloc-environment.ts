@@ -4,19 +4,15 @@
  * local cluster set them for the routers and shards they start, and the container image and systemd
  * units for theirs.
  *
- * Why (bench/resident-memory.ts, docs/benchmarks.md "Resident memory"): onnxruntime allocates each
- * run's activations with malloc (its arena is off), and a 1024-token prefill step frees megabytes of
- * them at once. glibc's default raises its mmap threshold after such frees, so later large blocks come
- * from the heap, and freed heap in the middle of it stays resident for the life of the process: after
- * the `bench:engine` runs that was ~60 % of the int8 engine's weight bytes. A fixed threshold puts
- * blocks of 1 MiB and more in mappings of their own, returned to the kernel when freed; decode-step
- * activations are smaller and keep the heap's speed. Two arenas instead of 8 per core: onnxruntime's
- * per-session thread pools (dozens of threads) would otherwise each keep freed memory in an arena.
+ * Why (bench/resident-memory.ts, docs/benchmarks.md "Resident memory"): onnxruntime runs dozens of
+ * sessions, each with its own thread pool, and glibc gives threads arenas of their own (up to 8 per
+ * core), each keeping the memory freed in it. Two arenas hold less freed memory at the same speed.
+ * A fixed mmap threshold (MALLOC_MMAP_THRESHOLD_) would return large freed activations to the kernel
+ * too, but it costs a fifth to a third of decode speed in page faults: it is not a default, and a
+ * user who wants it sets it in the environment (a user's own values win here).
  */
 export const MALLOC_ENVIRONMENT: Readonly<Record<string, string>> = {
   MALLOC_ARENA_MAX: '2',
-  MALLOC_MMAP_THRESHOLD_: String(1 << 20),
-  MALLOC_TRIM_THRESHOLD_: String(1 << 20),
 };
 
 /** Set to `off` to start children with glibc's defaults (for comparison). */
