@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { withMallocEnvironment } from './malloc-environment.js';
 
 /** Children started here that are still running, by process group (the child's pid). */
 const live = new Set<ChildProcess>();
@@ -19,6 +20,7 @@ export interface TiedChildOptions {
   /**
    * A Node child that calls exitWithParent(): it gets an IPC channel and drains when this process
    * goes. Other programs (etcd) get a parent-death signal (SIGKILL) through setpriv where it exists.
+   * Node children (routers, shards: the processes that hold weights) also get MALLOC_ENVIRONMENT.
    */
   readonly node?: boolean;
 }
@@ -31,7 +33,8 @@ export interface TiedChildOptions {
 export function spawnTied(command: string, args: readonly string[], options: TiedChildOptions = {}): ChildProcess {
   const stdio: StdioOptions = [...(options.stdio ?? ['ignore', 'pipe', 'pipe']), ...(options.node ? ['ipc' as const] : [])];
   const [cmd, argv] = !options.node && canSetParentDeathSignal() ? ['setpriv', ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, [...args]];
-  const child = spawn(cmd, argv, { stdio, detached: true, ...(options.env ? { env: options.env } : {}), ...(options.cwd ? { cwd: options.cwd } : {}) });
+  const env = options.node ? withMallocEnvironment(options.env ?? process.env) : options.env;
+  const child = spawn(cmd, argv, { stdio, detached: true, ...(env ? { env } : {}), ...(options.cwd ? { cwd: options.cwd } : {}) });
   // The IPC channel is only a lifeline: it must not keep this process alive.
   child.channel?.unref();
   live.add(child);

@@ -48,6 +48,10 @@ export function sessionOptions(options: ExecutionOptions, externalFolder: string
     // (a 1024-token prefill) for the life of the process: measured on the demo preset, resident memory
     // after a batch-32 prefill 599 → 406 MiB (int8) and 741 → 578 MiB (float32) without, at the same speed.
     enableCpuMemArena: false,
+    // Memory patterns plan one block per input shape, and the engine's shapes change every step (sequence
+    // lengths): measured on the demo and bench presets, 1–7 % less resident after the bench runs without, never
+    // more, at the same prefill and decode speed (docs/benchmarks.md, "Where the rest goes").
+    enableMemPattern: false,
     // The engine owns dozens of sessions that run one after another. Spinning thread pools of idle
     // sessions would steal the cores from the running one (measured: 40x slower with spinning left on),
     // while a pool that never spins wakes its threads for every parallel operator (~40 µs each here, where

@@ -1,0 +1,44 @@
+/**
+ * One process of the resident-memory breakdown (bench/resident-memory.ts starts it once per variant):
+ * the process baseline, then the in-process engine loaded in one format, then the bench runs
+ * (prefill + decode at batch 1, 8 and 32, as `bench:engine`), measuring resident memory by kind of
+ * mapping at each point, printed as `probe <phase> <json>` on stdout.
+ *   node --import tsx bench/memory-probe.ts --model DIR --weight-dtype int8
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { Engine } from '@expertmesh/engine';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
+import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
+import { DEFAULT_EXECUTION, releaseLoadBuffers } from '@expertmesh/tensor-ops';
+import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
+import { residentByKind } from './resident-by-kind.js';
+
+const { values } = parseArgs({ options: { model: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'int8' }, batches: { type: 'string', default: '1,8,32' } } });
+const weightDtype = values['weight-dtype'] as WeightDtype;
+if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
+if (!values.model) throw new Error('--model DIR is required');
+const batches = values.batches.split(',').map(Number);
+
+async function point(phase: string, extra: Record<string, unknown> = {}): Promise<void> {
+  await releaseLoadBuffers();
+  const usage = process.memoryUsage();
+  const threads = Number(/Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
+  console.log(`probe ${phase} ${JSON.stringify({ rss: usage.rss, v8Heap: usage.heapTotal, arrayBuffers: usage.arrayBuffers, threads, byKind: residentByKind(), ...extra })}`);
+}
+
+await point('baseline-imports');
+const config = await loadModelConfig(values.model);
+const checkpoint = await SafetensorsCheckpoint.open(values.model);
+const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), DEFAULT_EXECUTION);
+await checkpoint.close();
+const maxBatch = Math.max(...batches);
+const engine = await Engine.load(values.model, { experts: local, weightDtype, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+const held = { weightBytes: engine.model.denseWeightBytes + local.weightBytes, kvCacheBytes: engine.kvCacheBytes };
+await point('after-load', held);
+const runs = [];
+for (const batch of batches) runs.push(await runDecode(engine, batch, batch));
+await point('after-runs', { ...held, runs });
+await engine.close();

@@ -1,0 +1,55 @@
+/**
+ * Resident memory of expert-shard processes against the expert bytes each reports holding, after load
+ * and after the `bench:engine` runs (prefill + decode at batch 1, 8 and 32) driven through them, with
+ * glibc's default malloc settings and with MALLOC_ENVIRONMENT (what `up` and the local cluster set).
+ *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--out FILE]
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Engine } from '@expertmesh/engine';
+import { LocalCluster } from '@expertmesh/local-cluster';
+import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
+import { MALLOC_ENVIRONMENT_SWITCH } from '@expertmesh/process-lifecycle';
+import { openExperts } from '@expertmesh/router';
+import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
+import { ensureBenchModel } from './bench-model.js';
+import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
+
+const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,on' }, out: { type: 'string' } } });
+const modelDir = await ensureBenchModel(values.model);
+const identity = await readCheckpointIdentity(modelDir);
+const batches = values.batches.split(',').map(Number);
+const maxBatch = Math.max(...batches);
+const shards = Number(values.shards);
+const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
+
+const results = [];
+for (const format of values.formats.split(',') as WeightDtype[]) {
+  for (const malloc of values.malloc.split(',')) {
+    const cluster = await LocalCluster.start({ modelDir, shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--intra-op-threads', '1', '--weight-dtype', format], env: { [MALLOC_ENVIRONMENT_SWITCH]: malloc } });
+    try {
+      const experts = await openExperts({ kind: 'shards', addresses: cluster.addresses }, { ...identity, modelDir }, DEFAULT_EXECUTION, { wireDtype: 'float32', combineDtype: 'float32' });
+      const engine = await Engine.load(modelDir, { experts, weightDtype: format, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+      const held = async (): Promise<{ shardId: string; weightBytes: number; residentBytes: number; ratio: number }[]> =>
+        (await experts.holders(10_000)).map((h) => ({ shardId: h.shardId, weightBytes: h.weightBytes, residentBytes: h.residentBytes, ratio: h.residentBytes / h.weightBytes }));
+      const afterLoad = await held();
+      const runs = [];
+      for (const batch of batches) runs.push(await runDecode(engine, batch, batch));
+      const afterRuns = await held();
+      await engine.close();
+      for (const [phase, hs] of [['after load', afterLoad], ['after runs', afterRuns]] as const) {
+        console.error(`${format} malloc-env ${malloc} ${phase}: ${hs.map((h) => `${h.shardId} ${mib(h.residentBytes)} MiB for ${mib(h.weightBytes)} MiB (${h.ratio.toFixed(2)}×)`).join(', ')}`);
+      }
+      for (const r of runs) console.error(`  batch ${r.batch}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`);
+      results.push({ format, mallocEnvironment: malloc, shards, afterLoad, afterRuns, runs });
+    } finally {
+      await cluster.stop();
+    }
+  }
+}
+const report = { date: new Date().toISOString(), model: modelDir, results };
+const out = values.out ?? join('bench', 'results', `shard-memory-${report.date.slice(0, 10)}.json`);
+await mkdir(join(out, '..'), { recursive: true });
+await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
+console.error(`wrote ${out}`);
