@@ -44,6 +44,13 @@ describe('co-located shards load a new plan one at a time', () => {
     expect(loadingBefore(c, plan, [a, b, c]).map((r) => r.slot)).toEqual(['b']);
   });
 
+  it('does not wait for an earlier slot that already published this plan version without its experts (it finished, or gave up)', () => {
+    const a = record('a', '127.0.0.1:7001', [9], { planVersion: plan.version });
+    const b = record('b', '127.0.0.1:7002', [9]);
+    expect(loadingBefore(b, plan, [a, b])).toEqual([]);
+    expect(loadingBefore(b, plan, [{ ...a, planVersion: plan.version - 1 }, b]).map((r) => r.slot)).toEqual(['a']);
+  });
+
   it('does not wait for shards on other hosts, of another model, draining, not serving, or without a slot in the plan', () => {
     const self = record('c', '10.0.0.3:7003', [9]);
     const others = [
