@@ -14,7 +14,7 @@
  * router alone on core 0 (`taskset`, one onnxruntime thread), and on core 1 every shard (one onnxruntime
  * thread each), etcd and this process's client loops, so what shards do while they switch cannot take the
  * router's core.
- *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned]
+ *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -38,6 +38,8 @@ const { values } = parseArgs({
     // session creations and first runs, and their log lines, as JSON lines under this directory.
     'trace-dir': { type: 'string' },
     pinned: { type: 'boolean', default: false },
+    // Passed to every shard (`--load-rest`): how long a shard rests after each graph it builds, in build times.
+    'load-rest': { type: 'string' },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -83,7 +85,7 @@ let running = true;
 const etcd = await EtcdProcess.start();
 const registry = new EtcdRegistry([etcd.url], CLUSTER);
 const stops: (() => Promise<void>)[] = [async () => etcd.stop(), async () => registry.close()];
-const shardArgs = ['--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10'];
+const shardArgs = ['--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10', ...(values['load-rest'] ? ['--load-rest', values['load-rest']] : [])];
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
   await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
@@ -217,7 +219,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
   [
