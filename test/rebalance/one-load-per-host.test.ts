@@ -103,6 +103,7 @@ describe('co-located shards load a new plan one at a time, waiting on etcd watch
       expect(first).toBeGreaterThanOrEqual(0);
       expect(holds(views[first]!.find((r) => r.slot === 'shard-0'), plan2.shards['shard-0']!)).toBe(true);
     } finally {
+      shards.get('shard-0')!.signal('SIGCONT');
       await stopWatch();
     }
   });
@@ -114,14 +115,18 @@ describe('co-located shards load a new plan one at a time, waiting on etcd watch
     const plan3: PlacementPlan = { ...plan2, version: 3, shards: { 'shard-0': withoutExperts(plan1.shards['shard-0']!, moved), 'shard-1': withExperts(plan2.shards['shard-1']!, moved) } };
     const handingOver = (): boolean => shards.get('shard-0')!.stderr().includes('plan 3: loaded in');
     shards.get('shard-1')!.signal('SIGSTOP');
-    await registry.putPlan(plan3, { replaces: 2 });
-    await until('shard-0 hands over and waits', async () => handingOver(), 30_000);
-    expect(await readsOver(etcd.url)).toBeLessThanOrEqual(READS_TO_START_A_WATCH);
-    expect((await registry.listShards()).find((r) => r.slot === 'shard-0')!.planVersion).toBe(2);
-    shards.get('shard-1')!.signal('SIGCONT');
+    try {
+      await registry.putPlan(plan3, { replaces: 2 });
+      await until('shard-0 hands over and waits', async () => handingOver(), 30_000);
+      expect(await readsOver(etcd.url)).toBeLessThanOrEqual(READS_TO_START_A_WATCH);
+      expect((await registry.listShards()).find((r) => r.slot === 'shard-0')!.planVersion).toBe(2);
+    } finally {
+      shards.get('shard-1')!.signal('SIGCONT');
+    }
     await until('both shards on plan 3', async () => (await switchedPlan(registry))?.version === 3, 60_000);
     expect(shards.get('shard-0')!.stderr()).toContain('plan 3: switched');
   });
+
   it('a shard refuses a --load-rest that is not a number from 0 to 100, saying so', async () => {
     for (const bad of ['-1', 'fast', '101']) {
       const r = await runShardToExit(['--model', dir.path, '--listen', '127.0.0.1:0', `--load-rest=${bad}`]);
