@@ -100,15 +100,9 @@ async function loadGroups(
   const flush = async (): Promise<void> => {
     if (group.length === 0) return;
     const name = named();
-    let started = performance.now();
-    const model = buildRoutedExpertsGraph(group, config.hiddenSize, name);
-    const writeMs = performance.now() - started;
-    // Writing the model (its weights into one protobuf) and compiling it each hold the thread (~10 ms
-    // apiece for 16 demo experts on a busy core): calls received in between are answered first.
-    await yieldTurn(writeMs);
-    started = performance.now();
-    const graph = await Graph.create(name, model, execution);
-    const buildMs = writeMs + performance.now() - started;
+    const started = performance.now();
+    const graph = await Graph.create(name, buildRoutedExpertsGraph(group, config.hiddenSize, name), execution);
+    const buildMs = performance.now() - started;
     groups.push({ graph, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
     group = [];
     groupBytes = 0;
