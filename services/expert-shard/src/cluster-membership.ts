@@ -318,9 +318,9 @@ export class ClusterMembership {
 
   /**
    * The first answer `decide` gives (not undefined) on the live shard records, judged now and after
-   * every change to them: an etcd watch, so nothing is read while nothing changes (a shard waiting
-   * for its turn or for a hand-over polled the registry every 50–100 ms before, taking CPU from
-   * serving). `otherwise` once the hand-over timeout passes or `stop` aborts.
+   * every change to them: an etcd watch, so nothing is read while nothing changes (polling would read
+   * the registry every few tens of ms for as long as a wait lasts, taking CPU from serving and load
+   * from etcd). `otherwise` once the hand-over timeout passes or `stop` aborts.
    */
   private async whenShards<T>(decide: (records: ShardRecord[]) => T | undefined, otherwise: T, stop?: AbortSignal): Promise<T> {
     let open = true;
