@@ -10,7 +10,11 @@
  * and outputs that differ from the first ones. The join is shown twice: from starting the new process, and from
  * the re-plan it stores (without its process start-up). --trace-dir loads bench/switch-trace.mjs into the router
  * and the shards and adds the longest gaps and the events, in epoch ms, to the JSON.
- *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace]
+ * --pinned lays the cluster out as separate machines would see it (as bench/pinned-cluster.ts does): the
+ * router alone on core 0 (`taskset`, one onnxruntime thread), and on core 1 every shard (one onnxruntime
+ * thread each), etcd and this process's client loops, so what shards do while they switch cannot take the
+ * router's core.
+ *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -22,6 +26,7 @@ import { EtcdProcess, EtcdRegistry, planPlacement } from '@expertmesh/discovery'
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { startShardProcess } from '../test/helpers/shard-process.js';
 import { startBenchServer, timedStream, type StreamTiming } from './bench-server.js';
+import { pinnedLayout, pinProcess } from './pin-cores.js';
 
 const { values } = parseArgs({
   options: {
@@ -32,8 +37,14 @@ const { values } = parseArgs({
     // Loads bench/switch-trace.mjs into the router and every shard: their event-loop stalls, onnxruntime
     // session creations and first runs, and their log lines, as JSON lines under this directory.
     'trace-dir': { type: 'string' },
+    pinned: { type: 'boolean', default: false },
+    // Passed to every shard (`--load-rest`): how long a shard rests after each graph it builds, in build times.
+    'load-rest': { type: 'string' },
   },
 });
+const layout = values.pinned ? pinnedLayout() : null;
+// Everything this process starts from here on (etcd, the shards) inherits core 1; the router is moved to core 0 once it runs.
+if (layout) pinProcess(process.pid, layout.shards);
 const CONCURRENCY = Number(values.concurrency);
 const MAX_TOKENS = Number(values['max-tokens']);
 const WINDOW_MS = Number(values['window-seconds']) * 1000;
@@ -74,7 +85,7 @@ let running = true;
 const etcd = await EtcdProcess.start();
 const registry = new EtcdRegistry([etcd.url], CLUSTER);
 const stops: (() => Promise<void>)[] = [async () => etcd.stop(), async () => registry.close()];
-const shardArgs = ['--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10'];
+const shardArgs = ['--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10', ...(values['load-rest'] ? ['--load-rest', values['load-rest']] : [])];
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
   await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
@@ -83,8 +94,10 @@ try {
   const router = await startBenchServer([
     '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
     '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
+    ...(layout ? ['--intra-op-threads', '1'] : []),
   ]);
   stops.push(router.stop);
+  if (layout) pinProcess(router.process.pid!, layout.router);
   await until('ready router', async () => (await fetch(`${router.url}/ready`)).status === 200);
   let next = 0;
   const load = Promise.all(
@@ -206,7 +219,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
   [

@@ -74,6 +74,8 @@ export class ClusterMembership {
   private record: ShardRecord;
   private reloading: Promise<void> = Promise.resolve();
   private leaving = false;
+  /** Aborted when this shard starts leaving: a wait for its turn to load ends then. */
+  private readonly leavingSignal = new AbortController();
   private readonly planSeen: ((plan: PlacementPlan) => void)[] = [];
 
   constructor(
@@ -153,6 +155,7 @@ export class ClusterMembership {
    */
   async handOver(): Promise<void> {
     this.leaving = true;
+    this.leavingSignal.abort();
     if (!this.record.slot || !this.reload || !this.registration || this.timings.handOverOnLeave === false) return;
     try {
       // A registry that does not answer cannot take a hand-over: leave as before, at once.
@@ -170,13 +173,18 @@ export class ClusterMembership {
   /** Leaves the registry (after handOver): the lease goes, and with it the record and the slot claim. */
   async leave(): Promise<void> {
     this.leaving = true;
+    this.leavingSignal.abort();
     await this.stopPlanWatch?.();
     await this.registration?.close();
   }
 
   /** Other live shards of this model that serve and are not leaving: those that can take experts over. */
   private async takers(): Promise<ShardRecord[]> {
-    return (await this.registry.listShards()).filter((r) => r.shardId !== this.record.shardId && r.health === 'SERVING' && !r.draining && r.modelFingerprint === this.record.modelFingerprint);
+    return this.takersAmong(await this.registry.listShards());
+  }
+
+  private takersAmong(records: readonly ShardRecord[]): ShardRecord[] {
+    return records.filter((r) => r.shardId !== this.record.shardId && r.health === 'SERVING' && !r.draining && r.modelFingerprint === this.record.modelFingerprint);
   }
 
   private async register(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<void> {
@@ -261,19 +269,22 @@ export class ClusterMembership {
   /**
    * Waits until no shard on this host with an earlier slot is still loading its experts of `plan`
    * (see loadingBefore), bounded by the hand-over timeout: a shard that never finishes is not waited
-   * for longer than a hand-over would be.
+   * for longer than a hand-over would be. Leaving ends the wait.
    */
   private async untilTurnToLoad(plan: PlacementPlan): Promise<void> {
-    const deadline = Date.now() + this.timings.handoffTimeoutMs;
+    if (this.leaving) return;
     let waited = false;
-    while (Date.now() < deadline && !this.leaving) {
-      const records = await this.registry.listShards().catch(() => null);
-      const before = records ? loadingBefore(this.record, plan, records) : [];
-      if (before.length === 0) break;
-      if (!waited) this.log(`plan ${plan.version}: waiting for ${before.map((r) => r.slot).join(', ')} on this host to load first`);
-      waited = true;
-      await sleep(50);
-    }
+    await this.whenShards(
+      (records) => {
+        const before = loadingBefore(this.record, plan, records);
+        if (before.length === 0) return true;
+        if (!waited) this.log(`plan ${plan.version}: waiting for ${before.map((r) => r.slot).join(', ')} on this host to load first`);
+        waited = true;
+        return undefined;
+      },
+      false,
+      this.leavingSignal.signal,
+    ).catch(() => false); // A registry that cannot be watched holds no turn back: load now.
   }
 
   /** Stores a plan without this slot, then waits until other shards advertise every expert this one serves. */
@@ -296,16 +307,42 @@ export class ClusterMembership {
 
   /** Whether, within the hand-over timeout, every expert of `layers` is advertised by another live, serving shard of this model. */
   private async untilHeldElsewhere(layers: Layers): Promise<boolean> {
-    const deadline = Date.now() + this.timings.handoffTimeoutMs;
-    while (count(layers) > 0) {
-      const others = await this.takers();
+    if (count(layers) === 0) return true;
+    return this.whenShards((records) => {
+      const others = this.takersAmong(records);
       if (others.length === 0) return false;
       const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
-      if (layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`)))) return true;
-      if (Date.now() > deadline) return false;
-      await sleep(100);
+      return layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`))) ? true : undefined;
+    }, false);
+  }
+
+  /**
+   * The first answer `decide` gives (not undefined) on the live shard records, judged now and after
+   * every change to them: an etcd watch, so nothing is read while nothing changes (polling would read
+   * the registry every few tens of ms for as long as a wait lasts, taking CPU from serving and load
+   * from etcd). `otherwise` once the hand-over timeout passes or `stop` aborts.
+   */
+  private async whenShards<T>(decide: (records: ShardRecord[]) => T | undefined, otherwise: T, stop?: AbortSignal): Promise<T> {
+    let open = true;
+    let settle!: (value: T) => void;
+    const decided = new Promise<T>((resolve) => (settle = (value) => ((open = false), resolve(value))));
+    const timer = setTimeout(() => settle(otherwise), this.timings.handoffTimeoutMs);
+    const onStop = (): void => settle(otherwise);
+    stop?.addEventListener('abort', onStop, { once: true });
+    let unwatch: (() => Promise<void>) | null = null;
+    try {
+      unwatch = await this.registry.watchShards((records) => {
+        if (!open) return;
+        const answer = decide(records);
+        if (answer !== undefined) settle(answer);
+      });
+      return await decided;
+    } finally {
+      clearTimeout(timer);
+      stop?.removeEventListener('abort', onStop);
+      // Cancelled in the background: the decision does not wait for etcd to confirm it.
+      void unwatch?.().catch(() => undefined);
     }
-    return true;
   }
 
   private async publish(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health' | 'draining'>>): Promise<void> {
