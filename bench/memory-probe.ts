@@ -2,7 +2,7 @@
  * One process of the resident-memory breakdown (bench/resident-memory.ts starts it once per variant):
  * the process baseline, then the in-process engine loaded in one format, then the bench runs
  * (prefill + decode at batch 1, 8 and 32, as `bench:engine`), measuring resident memory by kind of
- * mapping at each point, printed as `probe <phase> <json>` on stdout.
+ * mapping at each point (and once more after a few seconds idle), printed as `probe <phase> <json>` on stdout.
  *   node --import tsx bench/memory-probe.ts --model DIR --weight-dtype int8
  */
 import { readFileSync } from 'node:fs';
@@ -16,7 +16,7 @@ import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 import { residentByKind } from './resident-by-kind.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'int8' }, batches: { type: 'string', default: '1,8,32' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'int8' }, batches: { type: 'string', default: '1,8,32' }, 'idle-ms': { type: 'string', default: '3000' } } });
 const weightDtype = values['weight-dtype'] as WeightDtype;
 if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
 if (!values.model) throw new Error('--model DIR is required');
@@ -25,8 +25,11 @@ const batches = values.batches.split(',').map(Number);
 async function point(phase: string, extra: Record<string, unknown> = {}): Promise<void> {
   await releaseLoadBuffers();
   const usage = process.memoryUsage();
+  // Which allocator this process really runs (a preload that failed leaves glibc's).
+  const maps = readFileSync('/proc/self/maps', 'utf8');
+  const allocator = /libjemalloc/.test(maps) ? 'jemalloc' : /libtcmalloc/.test(maps) ? 'tcmalloc' : 'glibc';
   const threads = Number(/Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
-  console.log(`probe ${phase} ${JSON.stringify({ rss: usage.rss, v8Heap: usage.heapTotal, arrayBuffers: usage.arrayBuffers, threads, byKind: residentByKind(), ...extra })}`);
+  console.log(`probe ${phase} ${JSON.stringify({ rss: usage.rss, v8Heap: usage.heapTotal, arrayBuffers: usage.arrayBuffers, threads, allocator, byKind: residentByKind(), ...extra })}`);
 }
 
 await point('baseline-imports');
@@ -41,4 +44,7 @@ await point('after-load', held);
 const runs = [];
 for (const batch of batches) runs.push(await runDecode(engine, batch, batch));
 await point('after-runs', { ...held, runs });
+// An allocator that returns freed memory on a timer (jemalloc's background thread) gets a moment idle.
+await new Promise((r) => setTimeout(r, Number(values['idle-ms'])));
+await point('after-idle', { ...held, runs, idleMs: Number(values['idle-ms']) });
 await engine.close();

@@ -1,6 +1,6 @@
 /**
  * Where the in-process engine's resident memory goes, one contributor at a time: each variant (an
- * environment for glibc's malloc) runs bench/memory-probe.ts in a
+ * environment for glibc's malloc, or another allocator preloaded) runs bench/memory-probe.ts in a
  * process of its own, for each format. At each point (baseline, after load, after the bench runs)
  * the probe reports resident memory by kind of mapping, and the runs' prefill and decode speed.
  *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--out FILE]
@@ -12,6 +12,9 @@ import { parseArgs } from 'node:util';
 import { signalGroup, spawnTied } from '@expertmesh/process-lifecycle';
 import { ensureBenchModel } from './bench-model.js';
 
+const JEMALLOC = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
+const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
+
 const VARIANTS: Record<string, NodeJS.ProcessEnv> = {
   default: {},
   'arena-max-2': { MALLOC_ARENA_MAX: '2' },
@@ -21,13 +24,32 @@ const VARIANTS: Record<string, NodeJS.ProcessEnv> = {
   'mmap-threshold-16m': { MALLOC_MMAP_THRESHOLD_: String(16 << 20) },
   'trim-threshold-1m': { MALLOC_TRIM_THRESHOLD_: String(1 << 20) },
   'malloc-all': { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: String(1 << 20), MALLOC_TRIM_THRESHOLD_: String(1 << 20) },
+  // Other allocators, preloaded (Debian's libjemalloc2 and libtcmalloc-minimal4): onnxruntime and V8 allocate
+  // through malloc, so the preload covers both. The probe reports which allocator its process mapped.
+  jemalloc: { LD_PRELOAD: JEMALLOC },
+  'jemalloc-bg-1s': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0' },
+  'jemalloc-bg-0': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0' },
+  'jemalloc-bg-1s-narenas-2': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2' },
+  'jemalloc-bg-5s': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0' },
+  // Without jemalloc's dedicated arena for blocks of 8 MiB and more, which it purges at once when freed
+  // (page faults on every large activation, as glibc's fixed mmap threshold).
+  'jemalloc-bg-1s-no-oversize': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,oversize_threshold:0' },
+  'jemalloc-bg-5s-no-oversize': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0,oversize_threshold:0' },
+  'jemalloc-no-oversize': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'oversize_threshold:0' },
+  // Fewer arenas: onnxruntime-node runs sessions on libuv's pool threads, each of which jemalloc would give
+  // an arena of its own (8 per core), so an activation freed by one is not reused by the next.
+  'jemalloc-bg-5s-no-oversize-narenas-1': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0,oversize_threshold:0,narenas:1' },
+  'jemalloc-bg-5s-no-oversize-narenas-2': { LD_PRELOAD: JEMALLOC, MALLOC_CONF: 'background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0,oversize_threshold:0,narenas:2' },
+  tcmalloc: { LD_PRELOAD: TCMALLOC },
+  'tcmalloc-release-10': { LD_PRELOAD: TCMALLOC, TCMALLOC_RELEASE_RATE: '10' },
 };
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'float32,int8,int4' }, variants: { type: 'string', default: 'default,arena-max-2,malloc-all' }, batches: { type: 'string', default: '1,8,32' }, out: { type: 'string' } } });
 const modelDir = await ensureBenchModel(values.model);
 
 /** This process's environment without malloc settings of its own: the baseline every variant starts from. */
-const glibcDefaults = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MALLOC_')));
+const ALLOCATOR_VARIABLE = /^(MALLOC_|TCMALLOC_|LD_PRELOAD$)/;
+const glibcDefaults = Object.fromEntries(Object.entries(process.env).filter(([k]) => !ALLOCATOR_VARIABLE.test(k)));
 
 const results = [];
 for (const format of values.formats.split(',')) {
@@ -47,7 +69,7 @@ for (const format of values.formats.split(',')) {
       const data = JSON.parse(m[2] as string) as Record<string, unknown>;
       points.push({ phase, ...data });
       const mib = (b: unknown): string => (Number(b) / 2 ** 20).toFixed(0);
-      console.error(`${format} ${variant} ${phase}: rss ${mib(data.rss)} MiB, anon ${mib((data.byKind as Record<string, number>).anonymous)}, libs ${mib((data.byKind as Record<string, number>).libraries)}, ckpt ${mib((data.byKind as Record<string, number>).checkpointFiles)}, v8 ${mib(data.v8Heap)}, threads ${String(data.threads)}${data.weightBytes ? `, weights ${mib(data.weightBytes)} + kv ${mib(data.kvCacheBytes)}` : ''}`);
+      console.error(`${format} ${variant} ${phase}: rss ${mib(data.rss)} MiB, anon ${mib((data.byKind as Record<string, number>).anonymous)}, libs ${mib((data.byKind as Record<string, number>).libraries)}, ckpt ${mib((data.byKind as Record<string, number>).checkpointFiles)}, v8 ${mib(data.v8Heap)}, threads ${String(data.threads)}, allocator ${String(data.allocator)}${data.weightBytes ? `, weights ${mib(data.weightBytes)} + kv ${mib(data.kvCacheBytes)}` : ''}`);
     }
     const code = await new Promise((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', r)));
     clearTimeout(watchdog);

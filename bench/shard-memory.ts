@@ -1,8 +1,10 @@
 /**
  * Resident memory of expert-shard processes against the expert bytes each reports holding, after load
  * and after the `bench:engine` runs (prefill + decode at batch 1, 8 and 32) driven through them, with
- * glibc's default malloc settings and with MALLOC_ENVIRONMENT (what `up` and the local cluster set).
- *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--out FILE]
+ * each EXPERTMESH_MALLOC_ENV given: off (glibc's defaults), glibc (two arenas: what `up` and the
+ * local cluster set by default), jemalloc (preloaded). Measured again after a few seconds idle (jemalloc's
+ * background thread returns freed pages on a timer).
+ *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--malloc off,glibc,jemalloc] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +18,7 @@ import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { ensureBenchModel } from './bench-model.js';
 import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,on' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,glibc,jemalloc' }, out: { type: 'string' } } });
 const modelDir = await ensureBenchModel(values.model);
 const identity = await readCheckpointIdentity(modelDir);
 const batches = values.batches.split(',').map(Number);
@@ -37,12 +39,14 @@ for (const format of values.formats.split(',') as WeightDtype[]) {
       const runs = [];
       for (const batch of batches) runs.push(await runDecode(engine, batch, batch));
       const afterRuns = await held();
+      await new Promise((r) => setTimeout(r, 3000));
+      const afterIdle = await held();
       await engine.close();
-      for (const [phase, hs] of [['after load', afterLoad], ['after runs', afterRuns]] as const) {
+      for (const [phase, hs] of [['after load', afterLoad], ['after runs', afterRuns], ['after 3 s idle', afterIdle]] as const) {
         console.error(`${format} malloc-env ${malloc} ${phase}: ${hs.map((h) => `${h.shardId} ${mib(h.residentBytes)} MiB for ${mib(h.weightBytes)} MiB (${h.ratio.toFixed(2)}×)`).join(', ')}`);
       }
       for (const r of runs) console.error(`  batch ${r.batch}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`);
-      results.push({ format, mallocEnvironment: malloc, shards, afterLoad, afterRuns, runs });
+      results.push({ format, mallocEnvironment: malloc, shards, afterLoad, afterRuns, afterIdle, runs });
     } finally {
       await cluster.stop();
     }

@@ -3,4 +3,5 @@ export { exitWithParent } from './parent-watch.js';
 export { spawnTied, signalGroup, stopGroup, liveTiedChildren } from './tied-child.js';
 export type { TiedChildOptions } from './tied-child.js';
 export { withTimeout, TimeoutError } from './with-timeout.js';
-export { MALLOC_ENVIRONMENT, MALLOC_ENVIRONMENT_SWITCH, withMallocEnvironment } from './malloc-environment.js';
+export { JEMALLOC_CONF, JEMALLOC_LIBRARY, MALLOC_ENVIRONMENT, MALLOC_ENVIRONMENT_SWITCH, MallocEnvironmentError, findJemalloc, jemallocCandidates, withMallocEnvironment } from './malloc-environment.js';
+export type { MallocEnvironmentOptions } from './malloc-environment.js';

@@ -20,7 +20,8 @@ export interface TiedChildOptions {
   /**
    * A Node child that calls exitWithParent(): it gets an IPC channel and drains when this process
    * goes. Other programs (etcd) get a parent-death signal (SIGKILL) through setpriv where it exists.
-   * Node children (routers, shards: the processes that hold weights) also get MALLOC_ENVIRONMENT.
+   * Node children (routers, shards: the processes that hold weights) also get the allocator settings
+   * (withMallocEnvironment: jemalloc where installed, else glibc with MALLOC_ENVIRONMENT).
    */
   readonly node?: boolean;
 }
