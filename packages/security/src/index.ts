@@ -1,4 +1,4 @@
-export { isLoopbackHost, hostOf, hostPort } from './loopback.js';
+export { isLoopbackHost, hostOf, hostPort, portOf } from './loopback.js';
 export { checkExposure, InsecureExposureError } from './exposure-policy.js';
 export { loadTls, checkTls, TlsConfigError } from './tls-material.js';
 export type { TlsFiles, TlsMaterial } from './tls-material.js';

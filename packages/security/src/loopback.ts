@@ -15,6 +15,12 @@ export function hostOf(address: string): string {
   return m ? m[1]! : address;
 }
 
+/** The port of HOST:PORT or [V6]:PORT; null when `address` ends in no port. */
+export function portOf(address: string): number | null {
+  const m = /:(\d+)$/.exec(address);
+  return m ? Number(m[1]) : null;
+}
+
 /** HOST:PORT, an IPv6 host in brackets ([V6]:PORT): the inverse of hostOf. */
 export function hostPort(host: string, port: number): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { INTRA_OP_SPIN, type ExecutionProvider, type IntraOpSpin } from '@expertmesh/tensor-ops';
 import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
-import { checkExposure, hostOf, hostPort, loadTls } from '@expertmesh/security';
+import { checkExposure, hostOf, hostPort, loadTls, portOf } from '@expertmesh/security';
 import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
 import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
 import { ClusterMembership } from './cluster-membership.js';
@@ -167,7 +167,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const address = await server.listen(host, port, { serving: Boolean(expertSpec) || !registry });
   const framesAddress = framesAt ? await server.listenFrames(framesAt.host, framesAt.port) : null;
   // Routers dial the frames port on the host they reach the shard at (--advertise's when given).
-  const framesAdvertised = framesAddress ? hostPort(hostOf(values.advertise ?? address), Number(framesAddress.slice(framesAddress.lastIndexOf(':') + 1))) : undefined;
+  const framesAdvertised = framesAddress ? hostPort(hostOf(values.advertise ?? address), Number(portOf(framesAddress))) : undefined;
   const healthAt = values['health-listen'] === undefined ? null : parseListen(values['health-listen']);
   const healthAddress = healthAt ? await server.listenHealth(healthAt.host, healthAt.port) : null;
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);

@@ -1,7 +1,7 @@
 import { connect as connectTcp, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { status } from '@grpc/grpc-js';
-import { hostOf, hostPort, socketClientTls, type TlsMaterial } from '@expertmesh/security';
+import { hostOf, hostPort, portOf, socketClientTls, type TlsMaterial } from '@expertmesh/security';
 import {
   decodeErrorPayload,
   decodeResponseMessage,
@@ -24,9 +24,8 @@ import { PendingCalls } from './pending-calls.js';
  * bound to 0.0.0.0 reports that, which is no address to dial).
  */
 export function framesEndpointOf(grpcAddress: string, bound: string): string | null {
-  const port = /:(\d+)$/.exec(bound)?.[1];
-  if (!port) return null;
-  return hostPort(hostOf(grpcAddress), Number(port));
+  const port = portOf(bound);
+  return port === null ? null : hostPort(hostOf(grpcAddress), port);
 }
 
 
@@ -99,8 +98,8 @@ export class FrameConnection {
 
   private open(): Socket {
     if (this.socket) return this.socket;
-    const host = hostOf(this.address).replace(/^\[|\]$/g, '');
-    const port = Number(this.address.slice(this.address.lastIndexOf(':') + 1));
+    const host = hostOf(this.address);
+    const port = Number(portOf(this.address));
     const socket = this.tls ? connectTls({ ...socketClientTls(this.tls, host), port }) : connectTcp({ host, port });
     socket.setNoDelay(true);
     const broken = (detail: string): void => {
