@@ -180,10 +180,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       let kept = before.filter((g) => 2 * g.experts.filter((e) => wanted.has(e)).length >= g.experts.length);
       const perExpert = Math.max(0, ...before.flatMap((g) => g.bytes));
       const freshGroups = Math.max(1, Math.ceil((held.length * perExpert) / EXPERT_GROUP_BYTES));
-      const inKept = (groups: readonly ExpertGroup[]): Set<number> => new Set(groups.flatMap((g) => g.experts));
-      const missing = held.filter((e) => !inKept(kept).has(e));
+      const inKept = new Set(kept.flatMap((g) => g.experts));
+      const missing = held.filter((e) => !inKept.has(e));
       if (missing.length > 0 && kept.length + Math.ceil((missing.length * perExpert) / EXPERT_GROUP_BYTES || 1) > freshGroups + EXTRA_GROUPS) kept = [];
-      const toLoad = held.filter((e) => !inKept(kept).has(e));
+      const toLoad = kept.length === 0 ? held : missing;
       const loaded = await loadGroups(this.config, reader, execution, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
       format ||= loaded.format;
       loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
