@@ -98,6 +98,8 @@ describe('co-located shards load a new plan one at a time, waiting on etcd watch
       expect(advertisesAGain(await registry.listShards())).toBe(false);
       shards.get('shard-0')!.signal('SIGCONT');
       await until('both shards on plan 2', async () => (await switchedPlan(registry))?.version === 2, 60_000);
+      // The watch's events arrive after the read that saw plan 2 switched: wait until it has seen shard-1's gain.
+      await until('the watch saw shard-1 advertise an expert it gained', async () => views.some(advertisesAGain), 30_000);
       // In every registry state seen: shard-1 advertised an expert it gained only once shard-0 advertised all of its plan-2 experts.
       const first = views.findIndex(advertisesAGain);
       expect(first).toBeGreaterThanOrEqual(0);
