@@ -1,19 +1,29 @@
 import type { LatentKvCache } from './kv-cache.js';
 
 /**
- * How one step's tokens attend to the cache, computed once per step and shared by every layer:
- * decode tokens of all sequences form one group [B, 1]; each longer chunk (prefill) is a group of
- * its own [1, Tq]. For each group: the cache slot of every key, and a 0/-inf mask for causality
- * and for padding to the longest context in the group.
+ * How one step's tokens attend, computed once per step and shared by every layer. The step's
+ * sequences fall into two rectangles of query rows: the decode tokens [B, 1], and the prefill chunks
+ * [C, Tq] padded to the longest chunk. Each sequence's keys are its cached rows (positions below
+ * its start, read from the pool) followed by this step's own new rows (read from the graph).
  */
-export interface AttentionGroup {
-  /** First row of the group in the step's flat token order. */
-  readonly tokenOffset: number;
-  readonly batch: number;
+export interface AttentionSet {
+  readonly groups: number;
   readonly queryLength: number;
-  readonly keyLength: number;
-  readonly slots: Int32Array;
+  /** Cached keys per group, padded to the longest cached context in the set. */
+  readonly cachedLength: number;
+  /** [groups, queryLength]: the step row of each query (a padded query repeats its group's last row). */
+  readonly rows: Int32Array;
+  /** [groups, cachedLength]: the pool slot of each cached key (padding: slot 0, masked). */
+  readonly cachedSlots: Int32Array;
+  /** [groups, queryLength, 1, cachedLength + queryLength]: 0 where a query sees the key, -inf elsewhere. */
   readonly mask: Float32Array;
+}
+
+export interface AttentionPlan {
+  readonly decode: AttentionSet;
+  readonly chunks: AttentionSet;
+  /** [T]: where each step row's output sits among the sets' outputs, decode's flattened first. */
+  readonly outputRows: Int32Array;
 }
 
 export interface StepSegment {
@@ -23,35 +33,48 @@ export interface StepSegment {
   readonly length: number;
 }
 
-export function planAttentionGroups(cache: LatentKvCache, segments: readonly StepSegment[]): AttentionGroup[] {
-  const groups: AttentionGroup[] = [];
-  let offset = 0;
-  let i = 0;
-  while (i < segments.length) {
-    // Consecutive single-token segments share one group.
-    let j = i;
-    if (segments[i]!.length === 1) while (j + 1 < segments.length && segments[j + 1]!.length === 1) j++;
-    const members = segments.slice(i, j + 1);
-    groups.push(buildGroup(cache, members, offset));
-    for (const s of members) offset += s.length;
-    i = j + 1;
-  }
-  return groups;
+interface Member {
+  readonly segment: StepSegment;
+  /** First row of the segment in the step's flat token order. */
+  readonly offset: number;
 }
 
-function buildGroup(cache: LatentKvCache, members: readonly StepSegment[], tokenOffset: number): AttentionGroup {
-  const batch = members.length;
-  const queryLength = members[0]!.length;
-  const keyLength = Math.max(...members.map((s) => s.startPosition + s.length));
-  const slots = new Int32Array(batch * keyLength);
-  const mask = new Float32Array(batch * queryLength * keyLength).fill(-Infinity);
-  members.forEach((s, b) => {
-    const context = s.startPosition + s.length;
-    for (let p = 0; p < context; p++) slots[b * keyLength + p] = cache.slotOf(s.blocks, p);
-    for (let q = 0; q < queryLength; q++) {
-      const row = (b * queryLength + q) * keyLength;
-      mask.fill(0, row, row + s.startPosition + q + 1);
+export function planAttention(cache: LatentKvCache, segments: readonly StepSegment[]): AttentionPlan {
+  const decode: Member[] = [];
+  const chunks: Member[] = [];
+  let offset = 0;
+  for (const segment of segments) {
+    (segment.length === 1 ? decode : chunks).push({ segment, offset });
+    offset += segment.length;
+  }
+  const decodeSet = buildSet(cache, decode);
+  const chunkSet = buildSet(cache, chunks);
+  const outputRows = new Int32Array(offset);
+  decode.forEach((m, g) => (outputRows[m.offset] = g));
+  const chunkBase = decodeSet.groups * decodeSet.queryLength;
+  chunks.forEach((m, g) => {
+    for (let i = 0; i < m.segment.length; i++) outputRows[m.offset + i] = chunkBase + g * chunkSet.queryLength + i;
+  });
+  return { decode: decodeSet, chunks: chunkSet, outputRows };
+}
+
+function buildSet(cache: LatentKvCache, members: readonly Member[]): AttentionSet {
+  const groups = members.length;
+  const queryLength = Math.max(0, ...members.map((m) => m.segment.length));
+  const cachedLength = Math.max(0, ...members.map((m) => m.segment.startPosition));
+  const keyLength = cachedLength + queryLength;
+  const rows = new Int32Array(groups * queryLength);
+  const cachedSlots = new Int32Array(groups * cachedLength);
+  const mask = new Float32Array(groups * queryLength * keyLength).fill(-Infinity);
+  members.forEach(({ segment: s, offset }, g) => {
+    for (let p = 0; p < s.startPosition; p++) cachedSlots[g * cachedLength + p] = cache.slotOf(s.blocks, p);
+    for (let i = 0; i < queryLength; i++) {
+      const last = Math.min(i, s.length - 1);
+      rows[g * queryLength + i] = offset + last;
+      const row = (g * queryLength + i) * keyLength;
+      mask.fill(0, row, row + s.startPosition);
+      mask.fill(0, row + cachedLength, row + cachedLength + last + 1);
     }
   });
-  return { tokenOffset, batch, queryLength, keyLength, slots, mask };
+  return { groups, queryLength, cachedLength, rows, cachedSlots, mask };
 }

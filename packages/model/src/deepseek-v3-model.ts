@@ -2,12 +2,11 @@ import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { DEFAULT_EXECUTION, releaseLoadBuffers, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
-import { planAttentionGroups, type StepSegment } from './attention-batch.js';
+import { planAttention, type AttentionPlan, type StepSegment } from './attention-batch.js';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { buildAttentionCoreGraph } from './graphs/attention-core-graph.js';
-import { buildAttentionInputGraph } from './graphs/attention-input-graph.js';
-import { buildAttentionOutputGraph } from './graphs/attention-output-graph.js';
+import { ATTENTION_SETS } from './graphs/attention-core-graph.js';
 import { buildEmbeddingGraph } from './graphs/embedding-graph.js';
+import { buildLayerGraph } from './graphs/layer-graph.js';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
@@ -38,8 +37,8 @@ export interface ModelLoadOptions {
 }
 
 interface LayerGraphs {
-  readonly attentionInput: Graph;
-  readonly attentionOutput: Graph;
+  /** Attention (input, core over the cache, output) and the dense MLP or the gate: one run a layer. */
+  readonly layer: Graph;
   /** MoE layers only: the shared expert, if the model has one. */
   readonly moe: { readonly shared: Graph | null } | null;
 }
@@ -55,7 +54,6 @@ export class DeepseekV3Model {
     readonly config: ModelConfig,
     private readonly embedding: Graph,
     private readonly layers: readonly LayerGraphs[],
-    private readonly attentionCore: Graph,
     private readonly lmHead: Graph,
     private readonly rotary: RotaryTable,
     readonly experts: RoutedExpertsBackend,
@@ -83,8 +81,7 @@ export class DeepseekV3Model {
         const w = await reader.layer(l);
         denseBytes += layerWeightBytes(w);
         layers.push({
-          attentionInput: await Graph.create(`layer${l}_attention_input`, buildAttentionInputGraph(config, w.attention, scale, l), execution),
-          attentionOutput: await Graph.create(`layer${l}_attention_output`, buildAttentionOutputGraph(config, w, l), execution),
+          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l), execution),
           moe:
             w.ffn.kind === 'moe'
               ? {
@@ -99,8 +96,7 @@ export class DeepseekV3Model {
       denseBytes += finalNorm.byteLength + weightBytes(lmHeadWeight) + weightBytes(embeddingWeight);
       const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, finalNorm, lmHeadWeight), execution);
       const embedding = await Graph.create('embedding', buildEmbeddingGraph(embeddingWeight), execution);
-      const core = await Graph.create('attention_core', buildAttentionCoreGraph(config), execution);
-      return new DeepseekV3Model(config, embedding, layers, core, lmHead, new RotaryTable(config), options.experts, denseBytes);
+      return new DeepseekV3Model(config, embedding, layers, lmHead, new RotaryTable(config), options.experts, denseBytes);
     } finally {
       await checkpoint.close();
     }
@@ -150,8 +146,8 @@ export class DeepseekV3Model {
 
   /** One micro-batch through every layer: embed, per layer attention then FFN, LM head. */
   private async runPipeline(segments: readonly ForwardSegment[], cache: LatentKvCache, traced: boolean): Promise<ForwardResult> {
-    const { hiddenSize: H, numHeads: nH, kvLoraRank: R } = this.config;
-    // Decode tokens first: they form one attention group.
+    const H = this.config.hiddenSize;
+    // Decode tokens first (the attention plan's decode set).
     const order = segments.map((_, i) => i).sort((a, b) => Number(segments[a]!.length !== 1) - Number(segments[b]!.length !== 1));
     const ordered = order.map((i) => segments[i]!);
     const T = ordered.reduce((n, s) => n + s.length, 0);
@@ -166,37 +162,20 @@ export class DeepseekV3Model {
         slots[t] = cache.slotOf(s.blocks, s.startPosition + i);
       }
     }
-    const groups = planAttentionGroups(cache, ordered);
     const { cos, sin } = this.rotary.forPositions(positions);
-    const cosT = f32(cos, [T, this.rotary.pairs]);
-    const sinT = f32(sin, [T, this.rotary.pairs]);
-    const qWidth = nH * (R + this.config.qkRopeHeadDim);
+    const stepFeeds = { cos: f32(cos, [T, this.rotary.pairs]), sin: f32(sin, [T, this.rotary.pairs]), ...attentionFeeds(planAttention(cache, ordered)) };
 
     let x = await this.embed(tokens);
     for (let l = 0; l < this.layers.length; l++) {
-      const layer = this.layers[l]!;
+      const { layer, moe } = this.layers[l]!;
       // A span over this process's own work of the layer, so a waterfall shows micro-batches interleave.
       const span = traced ? tracer().startSpan('expertmesh.model.attention', { attributes: { 'expertmesh.layer': l } }) : null;
-      const a = await layer.attentionInput.run({ x: f32(x, [T, H]), cos: cosT, sin: sinT });
-      const q = floatData(a.q, layer.attentionInput.name, 'q');
-      cache.write(l, slots, floatData(a.kv, layer.attentionInput.name, 'kv'));
-      const oLatent = new Float32Array(T * nH * R);
       const pool = cache.pools[l]!;
-      const poolT = f32(pool, [pool.length / cache.rowSize, cache.rowSize]);
-      for (const g of groups) {
-        const rows = g.batch * g.queryLength;
-        const qGroup = q.subarray(g.tokenOffset * qWidth, (g.tokenOffset + rows) * qWidth);
-        const out = await this.attentionCore.run({
-          q: f32(qGroup, [g.batch, g.queryLength, nH, R + this.config.qkRopeHeadDim]),
-          pool: poolT,
-          slots: i32(g.slots, [g.batch, g.keyLength]),
-          mask: f32(g.mask, [g.batch, g.queryLength, 1, g.keyLength]),
-        });
-        oLatent.set(floatData(out.o_latent, this.attentionCore.name, 'o_latent'), g.tokenOffset * nH * R);
-      }
-      const o = await layer.attentionOutput.run({ o_latent: f32(oLatent, [T, nH, R]), x: f32(x, [T, H]) });
+      // The pool holds earlier steps' rows only; the graph reads this step's from itself, then they are stored.
+      const o = await layer.run({ ...stepFeeds, x: f32(x, [T, H]), pool: f32(pool, [pool.length / cache.rowSize, cache.rowSize]) });
+      cache.write(l, slots, floatData(o.kv, layer.name, 'kv'));
       span?.end();
-      x = layer.moe ? await this.moe(l, layer.moe.shared, layer.attentionOutput.name, o, T) : floatData(o.x_out, layer.attentionOutput.name, 'x_out');
+      x = moe ? await this.moe(l, moe.shared, layer.name, o, T) : floatData(o.x_out, layer.name, 'x_out');
     }
     return this.logits(ordered, order, x);
   }
@@ -251,15 +230,26 @@ export class DeepseekV3Model {
 
   async close(): Promise<void> {
     for (const l of this.layers) {
-      await l.attentionInput.release();
-      await l.attentionOutput.release();
+      await l.layer.release();
       await l.moe?.shared?.release();
     }
-    await this.attentionCore.release();
     await this.lmHead.release();
     await this.embedding.release();
     await this.experts.close();
   }
+}
+
+/** The plan as the layer graph's inputs (see attention-core-graph). */
+function attentionFeeds(plan: AttentionPlan): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = { output_rows: i32(plan.outputRows, [plan.outputRows.length]) };
+  for (const name of ATTENTION_SETS) {
+    const set = plan[name];
+    const { groups: G, queryLength: Tq, cachedLength: Lc } = set;
+    feeds[`${name}_rows`] = i32(set.rows, [G, Tq]);
+    feeds[`${name}_cached_slots`] = i32(set.cachedSlots, [G, Lc]);
+    feeds[`${name}_mask`] = f32(set.mask, [G, Tq, 1, Lc + Tq]);
+  }
+  return feeds;
 }
 
 function swigluBytes(w: { gate: WeightData; up: WeightData; down: WeightData }): number {

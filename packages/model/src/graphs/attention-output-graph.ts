@@ -1,23 +1,20 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { linear, OnnxModelBuilder, rmsNorm, swiglu, type BuiltModel } from '@expertmesh/tensor-ops';
+import { linear, rmsNorm, swiglu, type OnnxModelBuilder } from '@expertmesh/tensor-ops';
 import type { LayerWeights } from '@expertmesh/model-weights';
-import { splitKvB } from './kv-b-split.js';
 import { appendNoauxTcRouting } from './routing-graph.js';
 
 /**
  * The rest of a layer after attention scores:
  *   o = W_o · concat_h(o_latent[h] · W_vb[h]ᵀ);  h = x + o;  hn = RMSNorm(h)
- * Dense layers finish here:  x' = h + MLP(hn)                       → output "x"
+ * Dense layers finish here:  x' = h + MLP(hn)                       → output "x_out"
  * MoE layers hand over:      h, hn and the routing (noaux_tc on the gate's sigmoid scores)
  *                            → outputs "h", "hn", "expert_ids" [T, k] int32, "expert_weights" [T, k]
  * (the experts and the shared expert run outside, so they can run on other machines).
+ * valueUp from `splitKvB`.
  */
-export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, layer: number): BuiltModel {
-  const { hiddenSize: H, numHeads: nH, vHeadDim: v, kvLoraRank: R, rmsNormEps: eps } = config;
-  const b = new OnnxModelBuilder(`layer${layer}_attention_output`);
-  const oLatent = b.input('o_latent', 'float32', ['T', nH, R]);
-  const x = b.input('x', 'float32', ['T', H]);
-  const { valueUp } = splitKvB(b, config, w.attention.kvB);
+export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, w: LayerWeights, valueUp: string, inputs: { oLatent: string; x: string }): void {
+  const { hiddenSize: H, numHeads: nH, vHeadDim: v, rmsNormEps: eps } = config;
+  const { oLatent, x } = inputs;
   const byHead = b.op('MatMul', [b.op('Transpose', [oLatent], { perm: [1, 0, 2] }), b.op('Transpose', [valueUp], { perm: [0, 2, 1] })]);
   const heads = b.op('Reshape', [b.op('Transpose', [byHead], { perm: [1, 0, 2] }), b.int64s([-1, nH * v])]);
   const h = b.op('Add', [x, linear(b, heads, w.attention.o, 'o_proj')]);
@@ -37,5 +34,4 @@ export function buildAttentionOutputGraph(config: ModelConfig, w: LayerWeights, 
     b.output('expert_ids', 'int32', ['T', config.numExpertsPerTok]);
     b.output('expert_weights', 'float32', ['T', config.numExpertsPerTok]);
   }
-  return b.build();
 }
