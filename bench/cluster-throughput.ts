@@ -36,7 +36,7 @@ for (const shards of shardCounts) {
   const counting = new CountingExperts(await openExperts(placement, { ...identity, modelDir }, DEFAULT_EXECUTION, { wireDtype, combineDtype: 'bfloat16' }));
   const calls: DispatchCall[] = [];
   counting.observe({ onCall: (c) => calls.push(c) });
-  const engine = await Engine.load(modelDir, { experts: counting, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+  const engine = await Engine.load(modelDir, { experts: counting, sharedExperts: cluster ? 'beside-routed' : 'in-layer', kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
   for (const batch of batches) {
     const run = await runDecode(engine, batch, batch, () => {
       counting.reset();

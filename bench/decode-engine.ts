@@ -11,7 +11,7 @@ export async function openDecodeEngine(modelDir: string, shards: number, kvCache
   const identity = await readCheckpointIdentity(modelDir);
   const cluster = shards > 0 ? await LocalCluster.start({ modelDir, shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--intra-op-threads', '1'] }) : null;
   const experts = await openExperts(cluster ? { kind: 'shards', addresses: cluster.addresses } : { kind: 'in-process' }, { ...identity, modelDir }, DEFAULT_EXECUTION);
-  const engine = await Engine.load(modelDir, { experts, kvCacheTokens, maxBatchSize: 64, maxBatchedTokens: 4096 });
+  const engine = await Engine.load(modelDir, { experts, sharedExperts: cluster ? 'beside-routed' : 'in-layer', kvCacheTokens, maxBatchSize: 64, maxBatchedTokens: 4096 });
   return {
     submit: (r) => engine.submit(r),
     step: () => engine.step(),

@@ -102,7 +102,7 @@ async function measure(setup: string, experts: RoutedExpertsBackend, execution: 
   const timeline = new ExpertsTimeline(experts);
   const calls: DispatchCall[] = [];
   timeline.observe({ onCall: (c) => calls.push(c) });
-  const engine = await Engine.load(modelDir, { experts: timeline, execution, weightDtype, kvCacheTokens: maxBatch * (lengths.promptTokens + lengths.decodeSteps + 24), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+  const engine = await Engine.load(modelDir, { experts: timeline, execution, weightDtype, sharedExperts: setup.startsWith('in-process') ? 'in-layer' : 'beside-routed', kvCacheTokens: maxBatch * (lengths.promptTokens + lengths.decodeSteps + 24), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
   for (const batch of batches) {
     for (const microBatches of microBatchCounts) {
       engine.microBatches = microBatches;

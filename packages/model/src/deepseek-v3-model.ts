@@ -34,12 +34,21 @@ export interface ModelLoadOptions {
   readonly experts: RoutedExpertsBackend;
   /** The format weights are held in: the checkpoint's own (`auto`, the default) or float32. */
   readonly weightDtype?: WeightDtype;
+  /**
+   * Where a MoE layer's shared expert runs: in the layer's own run (`in-layer`, the default: one run
+   * less per layer, and no second session contending for the cores with in-process routed experts), or
+   * in a run of its own while the routed experts compute (`beside-routed`: for routed experts on other
+   * machines, whose round trip it then hides).
+   */
+  readonly sharedExperts?: SharedExpertsPlacement;
 }
+
+export type SharedExpertsPlacement = 'in-layer' | 'beside-routed';
 
 interface LayerGraphs {
   /** Attention (input, core over the cache, output) and the dense MLP or the gate: one run a layer. */
   readonly layer: Graph;
-  /** MoE layers only: the shared expert, if the model has one. */
+  /** MoE layers only: the shared expert, if the model has one and it runs beside the routed experts. */
   readonly moe: { readonly shared: Graph | null } | null;
 }
 
@@ -75,17 +84,18 @@ export class DeepseekV3Model {
     try {
       const reader = new WeightReader(checkpoint, config, options.weightDtype ?? 'auto');
       const scale = attentionSoftmaxScale(config);
+      const sharedInLayer = (options.sharedExperts ?? 'in-layer') === 'in-layer';
       const layers: LayerGraphs[] = [];
       let denseBytes = 0;
       for (let l = 0; l < config.numLayers; l++) {
         const w = await reader.layer(l);
         denseBytes += layerWeightBytes(w);
         layers.push({
-          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l), execution),
+          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, sharedInLayer), execution),
           moe:
             w.ffn.kind === 'moe'
               ? {
-                  shared: w.ffn.shared ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
+                  shared: w.ffn.shared && !sharedInLayer ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
                 }
               : null,
         });
@@ -182,7 +192,7 @@ export class DeepseekV3Model {
 
   /**
    * x' = h + Σ routed experts + shared experts, with the routing the layer's graph chose; the shared
-   * expert runs while the routed ones are away.
+   * expert is in h already, or (`beside-routed`) runs while the routed ones are away.
    */
   private async moe(layerIndex: number, shared: Graph | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
     const h = floatData(o.h, name, 'h');
@@ -192,7 +202,8 @@ export class DeepseekV3Model {
       this.experts.compute(layerIndex, hn, routing),
       shared ? shared.run({ x: f32(hn, [T, this.config.hiddenSize]) }).then((r) => floatData(r.y, shared.name, 'y')) : null,
     ]);
-    if (sharedOut) for (let i = 0; i < h.length; i++) h[i]! += routed[i]! + sharedOut[i]!;
+    // (h + shared) rounded to float32 first, as the layer's graph adds them in `in-layer`: both placements give the same bits.
+    if (sharedOut) for (let i = 0; i < h.length; i++) h[i] = Math.fround(h[i]! + sharedOut[i]!) + routed[i]!;
     else for (let i = 0; i < h.length; i++) h[i]! += routed[i]!;
     return h;
   }

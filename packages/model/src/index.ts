@@ -1,3 +1,3 @@
 export { DeepseekV3Model } from './deepseek-v3-model.js';
-export type { ForwardResult, ForwardSegment, ModelLoadOptions } from './deepseek-v3-model.js';
+export type { ForwardResult, ForwardSegment, ModelLoadOptions, SharedExpertsPlacement } from './deepseek-v3-model.js';
 export { LatentKvCache } from './kv-cache.js';

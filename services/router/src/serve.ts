@@ -166,6 +166,8 @@ export class Router {
         prefixCaching: o.prefixCaching ?? true,
         kvAdmission: o.kvAdmission ?? 'on-demand',
         microBatches: o.microBatches ?? 1,
+        // Routed experts on shards: the shared expert's run hides part of their round trip.
+        sharedExperts: placement.kind === 'in-process' ? 'in-layer' : 'beside-routed',
       });
     } catch (e) {
       await experts.close();

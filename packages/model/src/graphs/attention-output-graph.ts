@@ -9,10 +9,11 @@ import { appendNoauxTcRouting } from './routing-graph.js';
  * Dense layers finish here:  x' = h + MLP(hn)                       → output "x_out"
  * MoE layers hand over:      h, hn and the routing (noaux_tc on the gate's sigmoid scores)
  *                            → outputs "h", "hn", "expert_ids" [T, k] int32, "expert_weights" [T, k]
- * (the experts and the shared expert run outside, so they can run on other machines).
+ * (the routed experts run outside, so they can run on other machines). With `sharedExperts`, the
+ * shared expert runs here too and "h" is h + shared(hn); otherwise the caller runs it beside the routed ones.
  * valueUp from `splitKvB`.
  */
-export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, w: LayerWeights, valueUp: string, inputs: { oLatent: string; x: string }): void {
+export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, w: LayerWeights, valueUp: string, inputs: { oLatent: string; x: string }, sharedExperts: boolean): void {
   const { hiddenSize: H, numHeads: nH, vHeadDim: v, rmsNormEps: eps } = config;
   const { oLatent, x } = inputs;
   const byHead = b.op('MatMul', [b.op('Transpose', [oLatent], { perm: [1, 0, 2] }), b.op('Transpose', [valueUp], { perm: [0, 2, 1] })]);
@@ -23,7 +24,7 @@ export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, 
     b.alias(b.op('Add', [h, swiglu(b, hn, w.ffn.mlp, 'mlp')]), 'x_out');
     b.output('x_out', 'float32', ['T', H]);
   } else {
-    b.alias(h, 'h');
+    b.alias(sharedExperts && w.ffn.shared ? b.op('Add', [h, swiglu(b, hn, w.ffn.shared, 'shared_experts')]) : h, 'h');
     b.alias(hn, 'hn');
     const scores = b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, 'gate')]);
     const routing = appendNoauxTcRouting(b, scores, w.ffn.router.scoreCorrectionBias, config);
