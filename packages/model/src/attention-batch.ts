@@ -2,9 +2,12 @@ import type { LatentKvCache } from './kv-cache.js';
 
 /**
  * How one step's tokens attend, computed once per step and shared by every layer. The step's
- * sequences fall into two rectangles of query rows: the decode tokens [B, 1], and the prefill chunks
- * [C, Tq] padded to the longest chunk. Each sequence's keys are its cached rows (positions below
- * its start, read from the pool) followed by this step's own new rows (read from the graph).
+ * sequences fall into three rectangles of query rows: the decode tokens [B, 1]; the prompts' first
+ * chunks [C, Tq] (nothing cached yet), padded to the longest; and chunks that continue a prompt,
+ * padded alike. Each sequence's keys are its cached rows (positions below its start, read from the
+ * pool) followed by this step's own new rows (read from the graph). Keeping first and continued
+ * chunks apart keeps a continued chunk's context from padding every first chunk's keys (a step of
+ * 7 new prompts and the rest of an 8th would otherwise attend over twice the keys).
  */
 export interface AttentionSet {
   readonly groups: number;
@@ -19,10 +22,12 @@ export interface AttentionSet {
   readonly mask: Float32Array;
 }
 
+export const ATTENTION_SETS = ['decode', 'first_chunks', 'continued_chunks'] as const;
+export type AttentionSetName = (typeof ATTENTION_SETS)[number];
+
 export interface AttentionPlan {
-  readonly decode: AttentionSet;
-  readonly chunks: AttentionSet;
-  /** [T]: where each step row's output sits among the sets' outputs, decode's flattened first. */
+  readonly sets: Readonly<Record<AttentionSetName, AttentionSet>>;
+  /** [T]: where each step row's output sits among the sets' outputs, flattened in ATTENTION_SETS order. */
   readonly outputRows: Int32Array;
 }
 
@@ -40,22 +45,28 @@ interface Member {
 }
 
 export function planAttention(cache: LatentKvCache, segments: readonly StepSegment[]): AttentionPlan {
-  const decode: Member[] = [];
-  const chunks: Member[] = [];
+  const members: Record<AttentionSetName, Member[]> = { decode: [], first_chunks: [], continued_chunks: [] };
   let offset = 0;
   for (const segment of segments) {
-    (segment.length === 1 ? decode : chunks).push({ segment, offset });
+    members[setOf(segment)].push({ segment, offset });
     offset += segment.length;
   }
-  const decodeSet = buildSet(cache, decode);
-  const chunkSet = buildSet(cache, chunks);
   const outputRows = new Int32Array(offset);
-  decode.forEach((m, g) => (outputRows[m.offset] = g));
-  const chunkBase = decodeSet.groups * decodeSet.queryLength;
-  chunks.forEach((m, g) => {
-    for (let i = 0; i < m.segment.length; i++) outputRows[m.offset + i] = chunkBase + g * chunkSet.queryLength + i;
-  });
-  return { decode: decodeSet, chunks: chunkSet, outputRows };
+  let base = 0;
+  const sets = {} as Record<AttentionSetName, AttentionSet>;
+  for (const name of ATTENTION_SETS) {
+    const set = (sets[name] = buildSet(cache, members[name]));
+    members[name].forEach((m, g) => {
+      for (let i = 0; i < m.segment.length; i++) outputRows[m.offset + i] = base + g * set.queryLength + i;
+    });
+    base += set.groups * set.queryLength;
+  }
+  return { sets, outputRows };
+}
+
+function setOf(s: StepSegment): AttentionSetName {
+  if (s.length === 1) return 'decode';
+  return s.startPosition === 0 ? 'first_chunks' : 'continued_chunks';
 }
 
 function buildSet(cache: LatentKvCache, members: readonly Member[]): AttentionSet {

@@ -2,9 +2,8 @@ import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { DEFAULT_EXECUTION, releaseLoadBuffers, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
-import { planAttention, type AttentionPlan, type StepSegment } from './attention-batch.js';
+import { ATTENTION_SETS, planAttention, type AttentionPlan, type StepSegment } from './attention-batch.js';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { ATTENTION_SETS } from './graphs/attention-core-graph.js';
 import { buildEmbeddingGraph } from './graphs/embedding-graph.js';
 import { buildLayerGraph } from './graphs/layer-graph.js';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
@@ -254,7 +253,7 @@ export class DeepseekV3Model {
 function attentionFeeds(plan: AttentionPlan): Record<string, Tensor> {
   const feeds: Record<string, Tensor> = { output_rows: i32(plan.outputRows, [plan.outputRows.length]) };
   for (const name of ATTENTION_SETS) {
-    const set = plan[name];
+    const set = plan.sets[name];
     const { groups: G, queryLength: Tq, cachedLength: Lc } = set;
     feeds[`${name}_rows`] = i32(set.rows, [G, Tq]);
     feeds[`${name}_cached_slots`] = i32(set.cachedSlots, [G, Lc]);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planAttention, type AttentionSet, type StepSegment } from '../src/attention-batch.js';
+import { ATTENTION_SETS, planAttention, type AttentionSet, type StepSegment } from '../src/attention-batch.js';
 import { LatentKvCache } from '../src/kv-cache.js';
 
 /**
@@ -9,16 +9,18 @@ import { LatentKvCache } from '../src/kv-cache.js';
  */
 describe('the attention plan of a step', () => {
   const cache = new LatentKvCache(1, 4, 16, 4);
-  // Two decode tokens at different depths, then two prefill chunks of different lengths (one from 0).
+  // Two decode tokens at different depths, a chunk continuing a prompt, two first chunks of different lengths.
   const segments: StepSegment[] = [
     { blocks: [3, 1], startPosition: 5, length: 1 },
     { blocks: [0], startPosition: 2, length: 1 },
     { blocks: [7, 2, 9], startPosition: 6, length: 4 },
     { blocks: [4], startPosition: 0, length: 2 },
+    { blocks: [5], startPosition: 0, length: 3 },
   ];
   const plan = planAttention(cache, segments);
+  const T = segments.reduce((n, s) => n + s.length, 0);
 
-  /** Every (pool slot | step row) a query row sees, as strings, with the set row it computes. */
+  /** Every (pool slot | step row) a query row sees, as strings. */
   const visible = (set: AttentionSet, g: number, i: number): string[] => {
     const L = set.cachedLength + set.queryLength;
     const seen: string[] = [];
@@ -27,6 +29,17 @@ describe('the attention plan of a step', () => {
       seen.push(k < set.cachedLength ? `slot ${set.cachedSlots[g * set.cachedLength + k]}` : `row ${set.rows[g * set.queryLength + k - set.cachedLength]}`);
     }
     return seen.sort();
+  };
+  /** The set and its local row holding a flat output row. */
+  const locate = (flat: number): { set: AttentionSet; local: number } => {
+    let base = 0;
+    for (const name of ATTENTION_SETS) {
+      const set = plan.sets[name];
+      const size = set.groups * set.queryLength;
+      if (flat < base + size) return { set, local: flat - base };
+      base += size;
+    }
+    throw new Error(`output row ${flat} is past every set`);
   };
 
   it('lets each step row see exactly its own sequence up to its position', () => {
@@ -37,30 +50,27 @@ describe('the attention plan of a step', () => {
           ...Array.from({ length: s.startPosition }, (_, p) => `slot ${cache.slotOf(s.blocks, p)}`),
           ...Array.from({ length: i + 1 }, (_, j) => `row ${stepRow - i + j}`),
         ].sort();
-        const flat = plan.outputRows[stepRow]!;
-        const decodeRows = plan.decode.groups * plan.decode.queryLength;
-        const set = flat < decodeRows ? plan.decode : plan.chunks;
-        const local = flat < decodeRows ? flat : flat - decodeRows;
-        const g = Math.floor(local / set.queryLength);
-        const q = local % set.queryLength;
+        const { set, local } = locate(plan.outputRows[stepRow]!);
         expect(set.rows[local]).toBe(stepRow);
-        expect(visible(set, g, q)).toEqual(expected);
+        expect(visible(set, Math.floor(local / set.queryLength), local % set.queryLength)).toEqual(expected);
       }
     }
   });
 
-  it('pads only the chunks: decode tokens are one row each', () => {
-    expect([plan.decode.groups, plan.decode.queryLength, plan.decode.cachedLength]).toEqual([2, 1, 5]);
-    expect([plan.chunks.groups, plan.chunks.queryLength, plan.chunks.cachedLength]).toEqual([2, 4, 6]);
-    // A padded query of the short chunk sees something (no all -inf row, so no NaN), and is never output.
-    expect(visible(plan.chunks, 1, 3).length).toBeGreaterThan(0);
-    expect(new Set(plan.outputRows).size).toBe(8);
-    expect(Array.from(plan.outputRows)).not.toContain(2 + 4 + 2);
+  it('pads decode rows to nothing, and first chunks neither to a continued chunk’s context', () => {
+    const shape = (s: AttentionSet) => [s.groups, s.queryLength, s.cachedLength];
+    expect(shape(plan.sets.decode)).toEqual([2, 1, 5]);
+    expect(shape(plan.sets.continued_chunks)).toEqual([1, 4, 6]);
+    expect(shape(plan.sets.first_chunks)).toEqual([2, 3, 0]);
+    // The short first chunk's padded query sees something (no all -inf row, so no NaN), and is never output.
+    expect(visible(plan.sets.first_chunks, 0, 2).length).toBeGreaterThan(0);
+    expect(new Set(plan.outputRows).size).toBe(T);
+    expect(Array.from(plan.outputRows)).not.toContain(2 + 2);
   });
 
   it('leaves a set empty when the step has none of its kind', () => {
     const decodeOnly = planAttention(cache, [segments[0]!, segments[1]!]);
-    expect([decodeOnly.chunks.groups, decodeOnly.chunks.queryLength, decodeOnly.chunks.rows.length]).toEqual([0, 0, 0]);
+    for (const name of ['first_chunks', 'continued_chunks'] as const) expect(decodeOnly.sets[name].rows.length).toBe(0);
     expect(Array.from(decodeOnly.outputRows)).toEqual([0, 1]);
   });
 });

@@ -1,8 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { OnnxModelBuilder } from '@expertmesh/tensor-ops';
-
-/** The two rectangles of query rows a step's attention runs as (see `planAttention`). */
-export const ATTENTION_SETS = ['decode', 'chunks'] as const;
+import { ATTENTION_SETS } from '../attention-batch.js';
 
 /**
  * Attention over the latent cache and this step's own new rows, in the layer's graph:
@@ -10,11 +8,11 @@ export const ATTENTION_SETS = ['decode', 'chunks'] as const;
  *     K = V' = [pool[cached_slots], kv[rows]]   [G, Lc + Tq, rank + rope]  (V' = its first `rank` columns)
  *     p = softmax(q[rows] · Kᵀ + mask)          [G, Tq, heads, Lc + Tq]    (q arrives pre-scaled)
  *     o = p · V'                                [G·Tq, heads, rank]
- *   o_latent = [o_decode, o_chunks][output_rows] [T, heads, rank]
+ *   o_latent = [o per set…][output_rows]        [T, heads, rank]
  * The pool is passed whole and read in place, holding only rows of earlier steps: this step's rows
  * (kv [T, rank + rope]) are read from the graph itself and written to the cache after the run.
  * The mask (0 or -inf) holds causality and the padding. Decode tokens are one set (Tq = 1), prefill
- * chunks the other, so a mixed step pads only chunks to the longest chunk, never a decode row.
+ * chunks the others (see `planAttention`), so a mixed step never pads a decode row to a chunk.
  */
 export function appendAttentionCore(b: OnnxModelBuilder, config: ModelConfig, q: string, kv: string): string {
   const { numHeads: nH, kvLoraRank: R, qkRopeHeadDim: rope } = config;
