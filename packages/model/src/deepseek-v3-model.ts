@@ -45,7 +45,7 @@ export interface ModelLoadOptions {
 export type SharedExpertsPlacement = 'in-layer' | 'beside-routed';
 
 interface LayerGraphs {
-  /** Attention (input, core over the cache, output) and the dense MLP or the gate: one run a layer. */
+  /** Attention (input, core over the cache, output), the dense MLP or the gate (and `in-layer`, the shared expert): one run a layer. */
   readonly layer: Graph;
   /** MoE layers only: the shared expert, if the model has one and it runs beside the routed experts. */
   readonly moe: { readonly shared: Graph | null } | null;
