@@ -1,4 +1,4 @@
-import { OnnxModelBuilder, swiglu, type BuiltModel, type SwigluWeights } from '@expertmesh/tensor-ops';
+import { gatedActivation, gateUpStackable, linear, OnnxModelBuilder, stackedGateUp, swiglu, type BuiltModel, type SwigluWeights } from '@expertmesh/tensor-ops';
 
 /**
  * All the experts one process holds for one MoE layer, as one graph, so a whole layer's expert work
@@ -19,9 +19,11 @@ import { OnnxModelBuilder, swiglu, type BuiltModel, type SwigluWeights } from '@
  * in an If on "has rows": an expert no token chose costs nothing. Float32 and int8/int4 experts are
  * not guarded: onnxruntime keeps a second copy of weights used inside an If's branch (measured: the
  * bench preset's resident memory after load 1.4× → 2.3× its weights in float32), against ~0.3 ms per
- * batch-1 layer that the If would save.
+ * batch-1 layer that the If would save; they take the shared-activation layout below (two operators per
+ * expert instead of six).
  */
 export function buildRoutedExpertsGraph(experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, name: string): BuiltModel {
+  if (experts.every(({ weights }) => gateUpStackable(weights) && weights.intermediate === experts[0]!.weights.intermediate)) return sharedActivationGraph(experts, hidden, name);
   const b = new OnnxModelBuilder(name);
   const outputs: string[] = [];
   const all = b.input('x', 'float32', ['P', hidden]);
@@ -41,6 +43,30 @@ export function buildRoutedExpertsGraph(experts: readonly { id: number; weights:
     outputs.push(b.op('If', [hasRows], { then_branch: { graph: run }, else_branch: { graph: unused } }));
   });
   b.alias(outputs.length === 1 ? outputs[0]! : b.op('Concat', outputs, { axis: 0 }), 'y');
+  b.output('y', 'float32', ['P', hidden]);
+  return b.build();
+}
+
+/**
+ * The layer with one activation for all experts, for experts whose gate and up stack (float32 in memory,
+ * int8/int4 codes; stored BF16/FP8 experts keep the per-expert layout above, each behind its If):
+ *   g = Concat_e( x_e · [gate_e; up_e]ᵀ )      [Σ M_e, 2I], experts in graph order
+ *   h = silu(g[:, :I]) ⊙ g[:, I:]               one Split, Sigmoid and two Muls for the whole layer
+ *   y = Concat_e( h_e · down_eᵀ )               h split by the same `rows`
+ * Each operator is dispatched on every run, over zero rows too: per expert this is two operators
+ * instead of six (measured in docs/benchmarks.md, "One MoE layer against its floor"), for the cost of
+ * copying the layer's [Σ M_e, 2I] product once more.
+ */
+function sharedActivationGraph(experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, name: string): BuiltModel {
+  const b = new OnnxModelBuilder(name);
+  const all = b.input('x', 'float32', ['P', hidden]);
+  const rows = b.input('rows', 'int64', [experts.length]);
+  const byExpert = (t: string): string[] => (experts.length === 1 ? [t] : b.opMulti('Split', [t, rows], { axis: 0 }, { outputs: experts.length }));
+  const joined = (parts: string[]): string => (parts.length === 1 ? parts[0]! : b.op('Concat', parts, { axis: 0 }));
+  const x = byExpert(all);
+  const gateUp = joined(experts.map(({ id, weights }, i) => stackedGateUp(b, x[i]!, weights, `expert${id}`)!));
+  const h = byExpert(gatedActivation(b, gateUp, experts[0]!.weights.intermediate));
+  b.alias(joined(experts.map(({ id, weights }, i) => linear(b, h[i]!, weights.down, `expert${id}_down`))), 'y');
   b.output('y', 'float32', ['P', hidden]);
   return b.build();
 }

@@ -149,20 +149,36 @@ export interface SwigluWeights {
  * products.
  */
 export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string {
+  const gateUp = stackedGateUp(b, x, w, hint);
+  const h = gateUp ? gatedActivation(b, gateUp, w.intermediate) : b.op('Mul', [silu(b, linear(b, x, w.gate, `${hint}_gate`)), linear(b, x, w.up, `${hint}_up`)]);
+  return linear(b, h, w.down, `${hint}_down`);
+}
+
+/**
+ * x · [gate; up]ᵀ as one product [M, 2I] when gate and up can be stacked into one weight (float32 in
+ * memory, or quantised alike); null for stored weights, which stay two products.
+ */
+export function stackedGateUp(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string | null {
   const I = w.intermediate;
-  let gate: string;
-  let up: string;
+  if (!gateUpStackable(w)) return null;
   if (w.gate.kind === 'memory' && w.up.kind === 'memory') {
     const gateUp = new Float32Array(2 * I * w.hidden);
     gateUp.set(w.gate.data);
     gateUp.set(w.up.data, I * w.hidden);
-    [gate, up] = b.opMulti('Split', [linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: gateUp }, `${hint}_gate_up`), b.int64s([I, I])], { axis: -1 }, { outputs: 2 }) as [string, string];
-  } else if (w.gate.kind === 'quantized' && w.up.kind === 'quantized' && w.gate.q.bits === w.up.q.bits && w.gate.q.block === w.up.q.block) {
-    const gateUp = stackQuantizedRows([w.gate.q, w.up.q]);
-    [gate, up] = b.opMulti('Split', [matMulNBits(b, x, gateUp, `${hint}_gate_up`), b.int64s([I, I])], { axis: -1 }, { outputs: 2 }) as [string, string];
-  } else {
-    gate = linear(b, x, w.gate, `${hint}_gate`);
-    up = linear(b, x, w.up, `${hint}_up`);
+    return linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: gateUp }, `${hint}_gate_up`);
   }
-  return linear(b, b.op('Mul', [silu(b, gate), up]), w.down, `${hint}_down`);
+  if (w.gate.kind === 'quantized' && w.up.kind === 'quantized') return matMulNBits(b, x, stackQuantizedRows([w.gate.q, w.up.q]), `${hint}_gate_up`);
+  return null;
+}
+
+/** Whether gate and up can be held as one stacked weight (see stackedGateUp). */
+export function gateUpStackable(w: SwigluWeights): boolean {
+  if (w.gate.kind === 'memory' && w.up.kind === 'memory') return true;
+  return w.gate.kind === 'quantized' && w.up.kind === 'quantized' && w.gate.q.bits === w.up.q.bits && w.gate.q.block === w.up.q.block;
+}
+
+/** silu(gate) ⊙ up for a stacked product [M, 2I] (gate columns first) → [M, I]. */
+export function gatedActivation(b: OnnxModelBuilder, gateUp: string, intermediate: number): string {
+  const [gate, up] = b.opMulti('Split', [gateUp, b.int64s([intermediate, intermediate])], { axis: -1 }, { outputs: 2 }) as [string, string];
+  return b.op('Mul', [silu(b, gate), up]);
 }
