@@ -150,7 +150,7 @@ export class ShardServer {
       });
     });
     this.healthServer?.forceShutdown();
-    await this.compute.experts.close();
+    await this.compute.close();
   }
 
   private record(stats: RunStats, span: Span, parent: Context): void {
