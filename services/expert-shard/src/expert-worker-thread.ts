@@ -1,9 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadModelConfig } from '@expertmesh/model-config';
-import { LocalRoutedExperts, restAfterBuild, type ExpertWeightSource } from '@expertmesh/local-experts';
-import { WeightReader } from '@expertmesh/model-weights';
-import { releaseLoadBuffers, weightFormat } from '@expertmesh/tensor-ops';
-import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import type { LocalRoutedExperts } from '@expertmesh/local-experts';
 import type { FromWorker, ToWorker, WorkerLoad } from './expert-worker-protocol.js';
 import { lowerPriorityWhile } from './thread-priority.js';
 
@@ -16,49 +12,12 @@ const port = parentPort!;
 const load = workerData as WorkerLoad;
 const send = (msg: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(msg, transfer);
 
-/** Waits at the test gate, if any, the first time only (see WorkerLoad.gate). */
-function passGate(): void {
-  if (!load.gate) return;
-  const gate = new Int32Array(load.gate);
-  if (Atomics.compareExchange(gate, 0, 0, 1) !== 0) return;
-  Atomics.notify(gate, 0);
-  while (Atomics.load(gate, 0) !== 2) Atomics.wait(gate, 0, 1);
-}
-
-/** The format the experts are held in, from the first one read (a set reshaped from an empty one reports "none"). */
-let format = '';
-
-async function loadSet(): Promise<LocalRoutedExperts> {
-  const config = await loadModelConfig(load.modelDir);
-  const checkpoint = await SafetensorsCheckpoint.open(load.modelDir);
-  try {
-    const reader = new WeightReader(checkpoint, config, load.weightDtype);
-    const gated: ExpertWeightSource = {
-      dtype: reader.dtype,
-      routedExpert: async (layer, expert) => {
-        passGate();
-        const w = await reader.routedExpert(layer, expert);
-        format ||= weightFormat(w.gate);
-        return w;
-      },
-    };
-    const wanted = new Map(load.layers.map((l) => [l.layer, l.experts]));
-    // An empty set reshaped into the wanted one: the load rests between graphs as a serving shard's does.
-    const empty = await LocalRoutedExperts.load(config, gated, load.execution, () => []);
-    const set = await empty.reshaped(gated, load.execution, (layer) => wanted.get(layer) ?? [], restAfterBuild(load.restFactor));
-    // The weights' JavaScript copies are garbage now: collected on this thread, not the serving one.
-    await releaseLoadBuffers();
-    return set;
-  } finally {
-    await checkpoint.close();
-  }
-}
-
 let set: LocalRoutedExperts | null = null;
-lowerPriorityWhile(load.loadNice, loadSet).then(
+// Lowered first: the load's modules (onnxruntime, the weight readers) are compiled at that priority too.
+lowerPriorityWhile(load.loadNice, async () => (await import('./expert-worker-load.js')).loadSet(load)).then(
   (loaded) => {
-    set = loaded;
-    send({ op: 'loaded', layers: loaded.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })), weightBytes: loaded.weightBytes, weightFormat: format || loaded.weightFormat });
+    set = loaded.set;
+    send({ op: 'loaded', layers: loaded.set.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })), weightBytes: loaded.set.weightBytes, weightFormat: loaded.format });
   },
   (e: Error) => send({ op: 'load-failed', message: e.message }),
 );
