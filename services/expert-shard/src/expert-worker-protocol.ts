@@ -3,7 +3,14 @@ import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 
 /** Messages between a shard's serving thread and one of its expert worker threads (structured clone). */
 
-/** What a worker loads once, when it starts: a set of experts, built on its own thread. */
+/** What a worker is started with: the nice level its idle start-up (compiling the load's modules) runs at. */
+export interface WorkerStart {
+  readonly warmNice: number;
+  /** Set when the shard runs from TypeScript sources: the module expert-worker-boot.mjs imports after registering tsx. */
+  readonly tsEntry?: string;
+}
+
+/** What a worker loads once: a set of experts, built on its own thread. */
 export interface WorkerLoad {
   readonly modelDir: string;
   readonly execution: ExecutionOptions;
@@ -22,6 +29,7 @@ export interface WorkerLoad {
 }
 
 export type ToWorker =
+  | { readonly op: 'load'; readonly load: WorkerLoad }
   | { readonly op: 'run'; readonly id: number; readonly layer: number; readonly rows: number; readonly hidden: Float32Array; readonly tokenRows: Int32Array; readonly expertIds: Int32Array; readonly weights: Float32Array }
   | { readonly op: 'close' };
 

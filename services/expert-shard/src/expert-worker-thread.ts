@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LocalRoutedExperts } from '@expertmesh/local-experts';
-import type { FromWorker, ToWorker, WorkerLoad } from './expert-worker-protocol.js';
+import type { FromWorker, ToWorker, WorkerLoad, WorkerStart } from './expert-worker-protocol.js';
 import { lowerPriorityWhile } from './thread-priority.js';
 
 /**
@@ -9,20 +9,26 @@ import { lowerPriorityWhile } from './thread-priority.js';
  * then runs them for the serving thread, one call at a time, until it is closed.
  */
 const port = parentPort!;
-const load = workerData as WorkerLoad;
+const started = workerData as WorkerStart;
 const send = (msg: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(msg, transfer);
 
+// Started ahead of need (a spare), at low priority: the load's modules (onnxruntime, the weight readers)
+// are compiled while nothing waits for them, so a plan change starts building at once.
+const modules = lowerPriorityWhile(started.warmNice, () => import('./expert-worker-load.js'));
 let set: LocalRoutedExperts | null = null;
-// Lowered first: the load's modules (onnxruntime, the weight readers) are compiled at that priority too.
-lowerPriorityWhile(load.loadNice, async () => (await import('./expert-worker-load.js')).loadSet(load)).then(
-  (loaded) => {
-    set = loaded.set;
-    send({ op: 'loaded', layers: loaded.set.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })), weightBytes: loaded.set.weightBytes, weightFormat: loaded.format });
-  },
-  (e: Error) => send({ op: 'load-failed', message: e.message }),
-);
+
+function load(what: WorkerLoad): void {
+  lowerPriorityWhile(what.loadNice, async () => (await modules).loadSet(what)).then(
+    (loaded) => {
+      set = loaded.set;
+      send({ op: 'loaded', layers: loaded.set.heldLayers().map((l) => ({ layer: l.layer, experts: [...l.experts] })), weightBytes: loaded.set.weightBytes, weightFormat: loaded.format });
+    },
+    (e: Error) => send({ op: 'load-failed', message: e.message }),
+  );
+}
 
 port.on('message', (msg: ToWorker) => {
+  if (msg.op === 'load') return load(msg.load);
   if (msg.op === 'close') {
     void (set?.close() ?? Promise.resolve()).finally(() => {
       send({ op: 'closed' });

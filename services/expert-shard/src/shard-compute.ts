@@ -113,6 +113,7 @@ export class ShardCompute {
     const sets = [this.held, ...(this.retiring ? [this.retiring] : [])];
     this.retiring = null;
     for (const set of sets) await set.close();
+    await WorkerExperts.closeSpare();
   }
 
   /**

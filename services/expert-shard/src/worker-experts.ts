@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { status } from '@grpc/grpc-js';
-import type { FromWorker, ToWorker, WorkerLoad } from './expert-worker-protocol.js';
+import type { FromWorker, ToWorker, WorkerLoad, WorkerStart } from './expert-worker-protocol.js';
 import { ShardRequestError } from './shard-request-error.js';
 import type { ExpertPairs, HeldExperts } from './held-experts.js';
 
@@ -24,6 +24,44 @@ const CLOSE_BOUND_MS = 5_000;
 const FROM_SOURCES = import.meta.url.endsWith('.ts');
 const WORKER_ENTRY = new URL(FROM_SOURCES ? './expert-worker-boot.mjs' : './expert-worker-thread.js', import.meta.url);
 const TS_ENTRY = new URL('./expert-worker-thread.ts', import.meta.url).href;
+
+function spawn(warmNice: number): Worker {
+  const start: WorkerStart = { warmNice, ...(FROM_SOURCES ? { tsEntry: TS_ENTRY } : {}) };
+  const worker = new Worker(WORKER_ENTRY, { workerData: start, stdout: false, stderr: false });
+  worker.unref(); // the shard's own life decides when the process ends; closing ends the thread
+  return worker;
+}
+
+/** At most one idle worker, started ahead of the next load. */
+class SpareWorker {
+  private spare: Worker | null = null;
+
+  /** The spare (a new worker when there is none, or it died). */
+  take(warmNice: number): Worker {
+    const worker = this.spare ?? spawn(warmNice);
+    this.spare = null;
+    return worker;
+  }
+
+  /** Starts a spare in the background if there is none. */
+  prepare(warmNice: number): void {
+    if (this.spare) return;
+    const worker = spawn(warmNice);
+    worker.once('exit', () => {
+      if (this.spare === worker) this.spare = null;
+    });
+    worker.on('error', () => undefined); // a spare that fails is replaced when taken (take() sees it gone)
+    this.spare = worker;
+  }
+
+  async close(): Promise<void> {
+    const worker = this.spare;
+    this.spare = null;
+    if (worker) await worker.terminate();
+  }
+}
+
+const spares = new SpareWorker();
 
 /** A copy of `a` in a buffer of its own, unless it already covers one whole: what can be transferred, not cloned whole. */
 function own<T extends Float32Array | Int32Array>(a: T): T {
@@ -74,10 +112,14 @@ export class WorkerExperts implements HeldExperts {
   }
 
   /** Starts a worker that loads `load.layers`; resolves once they are built and can run. */
+  /**
+   * Loads `load.layers` in a worker (the spare, when one is ready; then a new spare starts, niced, for
+   * the next plan); resolves once they are built and can run.
+   */
   static async start(load: WorkerLoad): Promise<WorkerExperts> {
     if (load.layers.every((l) => l.experts.length === 0)) return new WorkerExperts(null, [], 0, 'none');
-    const worker = new Worker(WORKER_ENTRY, { workerData: FROM_SOURCES ? { ...load, tsEntry: TS_ENTRY } : load, stdout: false, stderr: false });
-    worker.unref(); // the shard's own life decides when the process ends; closing ends the thread
+    const worker = spares.take(load.loadNice);
+    worker.postMessage({ op: 'load', load } satisfies ToWorker);
     const loaded = await new Promise<Extract<FromWorker, { op: 'loaded' }>>((resolve, reject) => {
       const onMessage = (msg: FromWorker): void => {
         if (msg.op === 'loaded') done(() => resolve(msg));
@@ -94,7 +136,13 @@ export class WorkerExperts implements HeldExperts {
       await worker.terminate();
       throw e;
     });
+    spares.prepare(load.loadNice);
     return new WorkerExperts(worker, loaded.layers, loaded.weightBytes, loaded.weightFormat);
+  }
+
+  /** Ends the spare worker (shutdown): with the sets closed, no thread of the shard's remains. */
+  static closeSpare(): Promise<void> {
+    return spares.close();
   }
 
   /** Called once if the thread dies while this set is open. */
