@@ -1,7 +1,7 @@
 import { loadModelConfig } from '@expertmesh/model-config';
 import { LocalRoutedExperts, restAfterBuild, type ExpertWeightSource } from '@expertmesh/local-experts';
 import { WeightReader } from '@expertmesh/model-weights';
-import { releaseLoadBuffers, weightFormat } from '@expertmesh/tensor-ops';
+import { weightFormat } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import type { WorkerLoad } from './expert-worker-protocol.js';
 
@@ -38,8 +38,7 @@ export async function loadSet(load: WorkerLoad): Promise<{ set: LocalRoutedExper
     // An empty set reshaped into the wanted one: the load rests between graphs as a serving shard's does.
     const empty = await LocalRoutedExperts.load(config, gated, load.execution, () => []);
     const set = await empty.reshaped(gated, load.execution, (layer) => wanted.get(layer) ?? [], restAfterBuild(load.restFactor));
-    // The weights' JavaScript copies are garbage now: collected on this thread, not the serving one.
-    await releaseLoadBuffers();
+    // A large load's buffers are collected by reshaped() (forced, past 256 MiB); a small one's by V8 in its own time.
     return { set, format: format || set.weightFormat };
   } finally {
     await checkpoint.close();

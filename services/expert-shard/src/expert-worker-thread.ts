@@ -1,7 +1,7 @@
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import type { LocalRoutedExperts } from '@expertmesh/local-experts';
-import type { FromWorker, ToWorker, WorkerLoad, WorkerStart } from './expert-worker-protocol.js';
-import { lowerPriorityWhile } from './thread-priority.js';
+import type { FromWorker, ToWorker, WorkerLoad } from './expert-worker-protocol.js';
+import { lowerPriorityWhile, restoreStartPriority } from './thread-priority.js';
 
 /**
  * One expert worker of a shard: loads one set of experts on its own thread (onnxruntime-node builds
@@ -9,12 +9,12 @@ import { lowerPriorityWhile } from './thread-priority.js';
  * then runs them for the serving thread, one call at a time, until it is closed.
  */
 const port = parentPort!;
-const started = workerData as WorkerStart;
 const send = (msg: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(msg, transfer);
 
 // Started ahead of need (a spare), at low priority: the load's modules (onnxruntime, the weight readers)
 // are compiled while nothing waits for them, so a plan change starts building at once.
-const modules = lowerPriorityWhile(started.warmNice, () => import('./expert-worker-load.js'));
+// The entry (expert-worker-boot.mjs) lowered the thread first; it comes back once they are in.
+const modules = import('./expert-worker-load.js').finally(() => restoreStartPriority());
 let set: LocalRoutedExperts | null = null;
 
 function load(what: WorkerLoad): void {

@@ -28,6 +28,8 @@ export class ShardCompute {
     readonly fingerprint: string,
     private held: HeldExperts,
     readonly maxTokensPerCall = DEFAULT_MAX_TOKENS_PER_CALL,
+    /** The nice level a spare expert worker starts at (see WorkerExperts.prepareSpare). */
+    private readonly spareNice = 19,
   ) {}
 
   /** The bounds of one call, from the model: they size the gRPC message limit too. */
@@ -67,7 +69,10 @@ export class ShardCompute {
     if (!old) return;
     this.retireTimer = setTimeout(() => {
       if (this.retiring === old) this.retiring = null;
-      void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]);
+      void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]).then(() => {
+        // The next plan's set loads in a worker started now, while nothing changes.
+        if (this.held instanceof WorkerExperts) WorkerExperts.prepareSpare(this.spareNice);
+      });
     }, graceMs);
     this.retireTimer.unref();
   }
@@ -110,9 +115,11 @@ export class ShardCompute {
   /** Releases every set this shard holds (shutdown): their worker threads end with them. */
   async close(): Promise<void> {
     if (this.retireTimer) clearTimeout(this.retireTimer);
-    const sets = [this.held, ...(this.retiring ? [this.retiring] : [])];
+    const retiring = this.retiring;
     this.retiring = null;
-    for (const set of sets) await set.close();
+    // The retiring set first, keeping what it shares with the current one (on the serving thread they share graphs).
+    await retiring?.close([this.held]);
+    await this.held.close();
     await WorkerExperts.closeSpare();
   }
 

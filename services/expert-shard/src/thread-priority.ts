@@ -62,3 +62,13 @@ export async function lowerPriorityWhile<T>(levels: number, work: () => Promise<
     }
   }
 }
+
+/** The nice value an expert worker's entry (expert-worker-boot.mjs) lowered its thread from, if it did. */
+const BASE_NICE = Symbol.for('expertmesh.expertWorker.baseNice');
+
+/** Puts the calling thread back to the priority its worker entry lowered it from (nothing if it did not). */
+export function restoreStartPriority(): void {
+  const base = (globalThis as Record<symbol, unknown>)[BASE_NICE];
+  const tid = threadId();
+  if (typeof base === 'number' && tid !== null) trySet(tid, base);
+}

@@ -20,9 +20,9 @@ export class ExpertLoadError extends Error {
 /** How long closing waits for a worker to release its sessions before it is terminated. */
 const CLOSE_BOUND_MS = 5_000;
 
-/** Run from TypeScript sources (through tsx, or vitest), the worker starts from a script that registers tsx first. */
+/** Run from TypeScript sources (through tsx, or vitest), the worker's entry registers tsx before it imports the thread's module. */
 const FROM_SOURCES = import.meta.url.endsWith('.ts');
-const WORKER_ENTRY = new URL(FROM_SOURCES ? './expert-worker-boot.mjs' : './expert-worker-thread.js', import.meta.url);
+const WORKER_ENTRY = new URL('./expert-worker-boot.mjs', import.meta.url);
 const TS_ENTRY = new URL('./expert-worker-thread.ts', import.meta.url).href;
 
 function spawn(warmNice: number): Worker {
@@ -113,8 +113,8 @@ export class WorkerExperts implements HeldExperts {
 
   /** Starts a worker that loads `load.layers`; resolves once they are built and can run. */
   /**
-   * Loads `load.layers` in a worker (the spare, when one is ready; then a new spare starts, niced, for
-   * the next plan); resolves once they are built and can run.
+   * Loads `load.layers` in a worker (the spare, when one is ready: see prepareSpare); resolves once
+   * they are built and can run.
    */
   static async start(load: WorkerLoad): Promise<WorkerExperts> {
     if (load.layers.every((l) => l.experts.length === 0)) return new WorkerExperts(null, [], 0, 'none');
@@ -136,8 +136,15 @@ export class WorkerExperts implements HeldExperts {
       await worker.terminate();
       throw e;
     });
-    spares.prepare(load.loadNice);
     return new WorkerExperts(worker, loaded.layers, loaded.weightBytes, loaded.weightFormat);
+  }
+
+  /**
+   * Starts a spare worker in the background, if there is none, for the next load to take: called once
+   * a switch is over (the old set released), so that its start-up falls in a quiet moment.
+   */
+  static prepareSpare(warmNice: number): void {
+    spares.prepare(warmNice);
   }
 
   /** Ends the spare worker (shutdown): with the sets closed, no thread of the shard's remains. */
