@@ -36,9 +36,10 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   --frames-listen also serves the expert-compute call as length-prefixed frames without HTTP/2 (the hot path routers use
   with --expert-transport frames), with the same TLS and the same plaintext rules as --listen; it is advertised in the
   shard's record (on --advertise's host when given). Off by default.
-  --expert-worker on (the default) holds and runs the experts in worker threads: a new plan's experts are built in a new
-  worker at the lowest CPU priority while the current one serves, so the thread that answers routers never builds a
-  graph; if a worker thread dies the shard exits (code 1) and its lease lapses. off: experts run on the serving thread.
+  --expert-worker on holds and runs the experts in worker threads: a new plan's experts are built in a new worker at the
+  lowest CPU priority while the current one serves, so the thread that answers routers never builds a graph (~0.2 ms
+  more per call); if a worker thread dies the shard exits (code 1) and its lease lapses. off (the default): experts
+  run on the serving thread, and a switch reuses the graphs of the experts it keeps.
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
   client certificate (kubelet's gRPC probe). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
@@ -99,7 +100,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'load-rest': { type: 'string', default: '3' },
         handoff: { type: 'boolean', default: false },
         'no-handoff': { type: 'boolean', default: false },
-        'expert-worker': { type: 'string', default: process.env.EXPERTMESH_EXPERT_WORKER ?? 'on' },
+        'expert-worker': { type: 'string', default: process.env.EXPERTMESH_EXPERT_WORKER ?? 'off' },
       },
       strict: true,
     }));
