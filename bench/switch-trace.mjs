@@ -4,13 +4,15 @@
 // of each session apart), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { threadId } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 
 const dir = process.env.EXPERTMESH_SWITCH_TRACE_DIR;
 if (dir) {
   const file = join(dir, `${process.pid}.jsonl`);
   const now = () => performance.timeOrigin + performance.now();
-  const emit = (rec) => appendFileSync(file, `${JSON.stringify({ pid: process.pid, ...rec })}\n`);
+  // `thread` 0 is the process's main thread; a shard's expert worker threads (which load this too) have their own ids.
+  const emit = (rec) => appendFileSync(file, `${JSON.stringify({ pid: process.pid, thread: threadId, ...rec })}\n`);
   emit({ kind: 'start', at: now(), argv: process.argv.slice(2, 6).join(' ') });
 
   const stderrWrite = process.stderr.write.bind(process.stderr);
@@ -27,10 +29,10 @@ if (dir) {
     expected = t + 5;
   }, 5).unref();
 
-  // CPU time of the whole process (every thread) per 50 ms, to see who takes the cores during a switch.
+  // CPU time of the whole process (every thread) per 50 ms, to see who takes the cores during a switch (main thread only: it counts the workers too).
   let cpuAt = now();
   let cpu = process.cpuUsage();
-  setInterval(() => {
+  if (threadId === 0) setInterval(() => {
     const t = now();
     const used = process.cpuUsage(cpu);
     cpu = process.cpuUsage();

@@ -11,7 +11,6 @@ import {
   type ShardRegistration,
   type StaleHolderCheck,
 } from '@expertmesh/discovery';
-import { restAfterBuild } from '@expertmesh/local-experts';
 import { selectionFromPlan } from './expert-spec.js';
 import { loadExperts, type ShardLoadOptions } from './load-shard.js';
 import { loadingBefore } from './load-turn.js';
@@ -250,8 +249,7 @@ export class ClusterMembership {
     if (!now) {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
-      const rest = restAfterBuild(this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR);
-      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest));
+      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR));
       await this.publish({ layers: this.compute.servingLayers(), health: 'SERVING' });
       const givenUp = minus(this.compute.servingLayers(), target);
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; serving old and new, handing over ${count(givenUp)} experts`);

@@ -1,18 +1,38 @@
-import { loadModelConfig } from '@expertmesh/model-config';
-import { LocalRoutedExperts, yieldTurn, type AfterGraphBuilt } from '@expertmesh/local-experts';
+import { loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
+import { LocalRoutedExperts, restAfterBuild } from '@expertmesh/local-experts';
 import { modelFingerprint, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { selectedExperts, type ExpertSelection } from './expert-spec.js';
+import type { HeldExperts } from './held-experts.js';
 import { ShardCompute } from './shard-compute.js';
+import { WorkerExperts } from './worker-experts.js';
 
-/** Loads only the selected experts from the checkpoint: a shard's memory grows with what it holds. */
 /** How a shard loads its experts: where they run and the format they are held in. */
 export interface ShardLoadOptions {
   readonly execution: ExecutionOptions;
   readonly weightDtype: WeightDtype;
+  /**
+   * Each set of experts in a worker thread of its own (`--expert-worker on`, the shard's default): a
+   * new plan's graphs are built off the thread that answers the router. Off: on the serving thread.
+   */
+  readonly inWorkers?: boolean;
+  /** Nice levels a worker's thread is lowered by while it loads (so that it yields to serving); 0 by default. */
+  readonly loadNice?: number;
 }
 
+/** A worker's load lowers its thread to this nice level above the shard's (19 is the lowest priority). */
+export const DEFAULT_LOAD_NICE = 19;
+
+function layersOf(config: ModelConfig, selection: ExpertSelection): { layer: number; experts: number[] }[] {
+  return config.moeLayers.map((layer) => ({ layer, experts: selectedExperts(selection, layer, config.nRoutedExperts) })).filter((l) => l.experts.length > 0);
+}
+
+function startWorker(modelDir: string, config: ModelConfig, selection: ExpertSelection, load: ShardLoadOptions, restFactor: number): Promise<WorkerExperts> {
+  return WorkerExperts.start({ modelDir, execution: load.execution, weightDtype: load.weightDtype, layers: layersOf(config, selection), restFactor, loadNice: load.loadNice ?? 0 });
+}
+
+/** Loads only the selected experts from the checkpoint: a shard's memory grows with what it holds. */
 export async function loadShardCompute(
   modelDir: string,
   selection: ExpertSelection | ((fingerprint: string) => Promise<ExpertSelection>),
@@ -24,7 +44,9 @@ export async function loadShardCompute(
   try {
     const fingerprint = await modelFingerprint(config, checkpoint);
     const chosen = typeof selection === 'function' ? await selection(fingerprint) : selection;
-    const experts = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
+    const experts = load.inWorkers
+      ? await startWorker(modelDir, config, chosen, load, 0)
+      : await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
     return new ShardCompute(config, fingerprint, experts, maxTokensPerCall);
   } finally {
     await checkpoint.close();
@@ -32,15 +54,20 @@ export async function loadShardCompute(
 }
 
 /**
- * The set of experts a running shard switches to (after a placement change): the experts it already
- * holds are kept as they are (their graphs shared with the set serving now), only those it gains are
- * read from the checkpoint and compiled; `afterGraph` runs after each graph built (see restAfterBuild).
+ * The set of experts a running shard switches to (after a placement change). In a worker (see
+ * ShardLoadOptions.inWorkers) the whole set is built in a new worker while the current one serves.
+ * On the serving thread, the experts it already holds are kept as they are (their graphs shared
+ * with the set serving now), only those it gains are read from the checkpoint and compiled, and the
+ * load yields one turn of the event loop after each graph. Either way it rests `restFactor` times
+ * as long as each graph took to build (restAfterBuild; 0: no rest).
  */
-export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, afterGraph: AfterGraphBuilt = yieldTurn): Promise<LocalRoutedExperts> {
+export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0): Promise<HeldExperts> {
+  const config = compute.config;
+  const current = compute.experts;
+  if (!(current instanceof LocalRoutedExperts)) return startWorker(modelDir, config, selection, load, restFactor);
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
-    const config = compute.config;
-    return await compute.experts.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
+    return await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), restAfterBuild(restFactor));
   } finally {
     await checkpoint.close();
   }

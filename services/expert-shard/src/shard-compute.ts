@@ -1,7 +1,6 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import type { LocalRoutedExperts } from '@expertmesh/local-experts';
-
-type ExpertPairs = Parameters<LocalRoutedExperts['computePairs']>[3];
+import type { ExpertPairs, HeldExperts } from './held-experts.js';
+import { WorkerExperts, type ExpertWorkerCrashedError } from './worker-experts.js';
 import { decodePairs, decodeTensor, DEFAULT_MAX_TOKENS_PER_CALL, encodeTensor, firstNonFiniteRow, WireFormatError, type CallLimits, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
 
@@ -27,8 +26,10 @@ export class ShardCompute {
   constructor(
     readonly config: ModelConfig,
     readonly fingerprint: string,
-    private held: LocalRoutedExperts,
+    private held: HeldExperts,
     readonly maxTokensPerCall = DEFAULT_MAX_TOKENS_PER_CALL,
+    /** The nice level a spare expert worker starts at (see WorkerExperts.prepareSpare). */
+    private readonly spareNice = 19,
   ) {}
 
   /** The bounds of one call, from the model: they size the gRPC message limit too. */
@@ -36,19 +37,20 @@ export class ShardCompute {
     return { hiddenSize: this.config.hiddenSize, maxTokensPerCall: this.maxTokensPerCall, expertsPerToken: this.config.numExpertsPerTok };
   }
 
-  get experts(): LocalRoutedExperts {
+  get experts(): HeldExperts {
     return this.held;
   }
 
   /** Experts of the previous plan still served (handed over to other shards, then released); null when none. */
-  private retiring: LocalRoutedExperts | null = null;
+  private retiring: HeldExperts | null = null;
   private retireTimer: NodeJS.Timeout | null = null;
 
   /**
    * Switches to another set of experts (a new placement plan) without letting go of the old: both
    * serve until `retire` (routers may still route to the old set until they see the new records).
    */
-  beginSwitch(next: LocalRoutedExperts): void {
+  beginSwitch(next: HeldExperts): void {
+    this.watchCrash(next);
     if (this.retiring) {
       // A switch over a switch: whatever the retiring set held beyond the current and the next is released now.
       if (this.retireTimer) clearTimeout(this.retireTimer);
@@ -67,7 +69,10 @@ export class ShardCompute {
     if (!old) return;
     this.retireTimer = setTimeout(() => {
       if (this.retiring === old) this.retiring = null;
-      void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]);
+      void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]).then(() => {
+        // The next plan's set loads in a worker started now, while nothing changes.
+        if (this.held instanceof WorkerExperts) WorkerExperts.prepareSpare(this.spareNice);
+      });
     }, graceMs);
     this.retireTimer.unref();
   }
@@ -89,13 +94,45 @@ export class ShardCompute {
     return this.held.heldExperts(layer).length > 0 || (this.retiring?.heldExperts(layer).length ?? 0) > 0;
   }
 
-  /** The weighted sums of `pairs`, each on the set that holds its expert (the current one first). */
-  private async computeHeld(layer: number, hidden: Float32Array, rows: number, pairs: ExpertPairs): Promise<Float32Array> {
+  private readonly crashListeners: ((e: ExpertWorkerCrashedError) => void)[] = [];
+  private readonly watched = new WeakSet<HeldExperts>();
+
+  /** `listener` is called (once per set) when the worker thread of a set this shard serves dies. */
+  onWorkerCrash(listener: (e: ExpertWorkerCrashedError) => void): void {
+    this.crashListeners.push(listener);
+    this.watchCrash(this.held);
+    if (this.retiring) this.watchCrash(this.retiring);
+  }
+
+  private watchCrash(set: HeldExperts): void {
+    if (!(set instanceof WorkerExperts) || this.watched.has(set)) return;
+    this.watched.add(set);
+    set.onCrash((e) => {
+      if (set === this.held || set === this.retiring) for (const listener of this.crashListeners) listener(e);
+    });
+  }
+
+  /** Releases every set this shard holds (shutdown): their worker threads end with them. */
+  async close(): Promise<void> {
+    if (this.retireTimer) clearTimeout(this.retireTimer);
+    const retiring = this.retiring;
+    this.retiring = null;
+    // The retiring set first, keeping what it shares with the current one (on the serving thread they share graphs).
+    await retiring?.close([this.held]);
+    await this.held.close();
+    await WorkerExperts.closeSpare();
+  }
+
+  /**
+   * The weighted sums of `pairs`, each on the set that holds its expert (the current one first).
+   * `hiddenIsOwned`: `hidden` is this call's own copy (a set in a worker may take its buffer).
+   */
+  private async computeHeld(layer: number, hidden: Float32Array, rows: number, pairs: ExpertPairs, hiddenIsOwned: boolean): Promise<Float32Array> {
     const old = this.retiring;
     const current = this.held;
     const elsewhere: number[] = [];
     for (let i = 0; i < pairs.expertIds.length; i++) if (!current.holds(layer, pairs.expertIds[i]!)) elsewhere.push(i);
-    if (!old || elsewhere.length === 0) return current.computePairs(layer, hidden, rows, pairs);
+    if (!old || elsewhere.length === 0) return current.computePairs(layer, hidden, rows, pairs, hiddenIsOwned);
     const pick = (indices: readonly number[]): ExpertPairs => ({
       tokenRows: Int32Array.from(indices, (i) => pairs.tokenRows[i]!),
       expertIds: Int32Array.from(indices, (i) => pairs.expertIds[i]!),
@@ -144,7 +181,9 @@ export class ShardCompute {
     const outputDtype = req.outputDtype === 'TENSOR_DTYPE_FLOAT32' ? 'float32' : req.outputDtype === 'TENSOR_DTYPE_BFLOAT16' || req.outputDtype === 'TENSOR_DTYPE_UNSPECIFIED' ? 'bfloat16' : null;
     if (!outputDtype) throw invalidArgument(`output_dtype ${req.outputDtype} is not FLOAT32 or BFLOAT16`);
     const started = performance.now();
-    const out = await this.computeHeld(layer, hidden, rows, pairs);
+    // A decoded copy (bfloat16 and fp8 on the wire) is the call's own; float32 is a view of the request.
+    const hiddenIsOwned = hidden.buffer !== req.hidden!.data.buffer;
+    const out = await this.computeHeld(layer, hidden, rows, pairs, hiddenIsOwned);
     const finished = performance.now();
     const output = encodeTensor(out, rows, this.config.hiddenSize, outputDtype);
     const expertTokens = new Map<number, number>();

@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 
 /** A request the shard refuses, with the gRPC status it answers with. */
 export class ShardRequestError extends Error {
-  override readonly name = 'ShardRequestError';
+  override readonly name: string = 'ShardRequestError';
   constructor(
     readonly code: status,
     message: string,

@@ -25,9 +25,10 @@ export const DEFAULT_MAX_IN_FLIGHT_PER_STREAM = 16;
 
 /**
  * gRPC transport of an expert shard: the unary and streaming RunExperts, GetShardInfo and the
- * standard health service. onnxruntime-node runs each graph on the main thread (its threads work
- * inside the call, which blocks the event loop; see docs/benchmarks.md), so calls that arrive while
- * experts run wait in gRPC's buffers. On shutdown it drains: refuses new work, finishes what it accepted.
+ * standard health service. onnxruntime-node runs each graph on the calling thread: with the experts on
+ * this thread (--expert-worker off) that blocks the event loop, and calls that arrive meanwhile wait in
+ * gRPC's buffers; with them in a worker thread (WorkerExperts) this thread only decodes and encodes.
+ * On shutdown it drains: refuses new work, finishes what it accepted.
  */
 export class ShardServer {
   private readonly server: grpc.Server;
@@ -150,7 +151,7 @@ export class ShardServer {
       });
     });
     this.healthServer?.forceShutdown();
-    await this.compute.experts.close();
+    await this.compute.close();
   }
 
   private record(stats: RunStats, span: Span, parent: Context): void {
