@@ -1,4 +1,4 @@
-import type { PlacementPlan, ShardRecord } from '@expertmesh/discovery';
+import { loadingPlan, type PlacementPlan, type ShardRecord } from '@expertmesh/discovery';
 import { hostOf } from '@expertmesh/security';
 
 /**
@@ -15,13 +15,6 @@ export function loadingBefore(self: ShardRecord, plan: PlacementPlan, records: r
   return records.filter((r) => {
     if (!r.slot || !self.slot || r.slot >= self.slot) return false;
     if (r.shardId === self.shardId || r.modelFingerprint !== self.modelFingerprint || r.health !== 'SERVING' || r.draining) return false;
-    if (hostOf(r.address) !== host || r.planVersion >= plan.version) return false;
-    const target = plan.shards[r.slot];
-    return target !== undefined && !advertisesAll(r, target);
+    return hostOf(r.address) === host && loadingPlan(r, plan);
   });
-}
-
-function advertisesAll(record: ShardRecord, target: readonly { layer: number; experts: readonly number[] }[]): boolean {
-  const held = new Map(record.layers.map((l) => [l.layer, new Set(l.experts)]));
-  return target.every((l) => l.experts.every((e) => held.get(l.layer)?.has(e) ?? false));
 }
