@@ -1,13 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { EtcdRegistry, type PlacementPlan, type ShardRecord } from '@expertmesh/discovery';
-import { readCheckpointIdentity } from '@expertmesh/model-weights';
-import type { ModelConfig } from '@expertmesh/model-config';
+import { describe, expect, it } from 'vitest';
+import type { PlacementPlan, ShardRecord } from '@expertmesh/discovery';
 import { RegistryShardSource, type ShardView } from '@expertmesh/router';
-import { EtcdServer } from '../helpers/etcd-server.js';
 import { startFakeShard } from '../helpers/fake-shard.js';
 import { until } from '../helpers/rebalance-cluster.js';
-import { tempDir } from '../helpers/temp-dir.js';
+import { tinyModelRegistry } from '../helpers/registry-fixture.js';
 
 /**
  * During a rebalance a shard loads the experts a new plan gives it while it serves its old ones, on
@@ -16,26 +12,10 @@ import { tempDir } from '../helpers/temp-dir.js';
  * sends its rows to the one that is not loading. Real etcd, real gRPC servers speaking the shard protocol.
  */
 describe('the router knows which shards are loading a new plan', () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let etcd: EtcdServer;
-  let registry: EtcdRegistry;
-  let config: ModelConfig;
-  let fingerprint: string;
-
-  beforeAll(async () => {
-    dir = await tempDir('switching-holders');
-    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, seed: 4 });
-    ({ config, fingerprint } = await readCheckpointIdentity(dir.path));
-    etcd = await EtcdServer.start();
-    registry = new EtcdRegistry([etcd.url], 'switching');
-  });
-  afterAll(async () => {
-    await registry?.close();
-    await etcd?.stop();
-    await dir?.remove();
-  });
+  const model = tinyModelRegistry('switching', 4);
 
   it('a shard on an older plan that does not yet advertise its new experts is switching; once it advertises them, or is on the plan, it is not', async () => {
+    const { config, fingerprint, registry } = model;
     const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
     const layersOf = (experts: number[]): ShardRecord['layers'] => config.moeLayers.map((layer) => ({ layer, experts }));
     const plan = (version: number, a: number[], b: number[]): PlacementPlan => ({ version, modelFingerprint: fingerprint, shards: { 'shard-0': layersOf(a), 'shard-1': layersOf(b) } });
