@@ -7,14 +7,14 @@ import { tinyModelRegistry } from '../helpers/registry-fixture.js';
 
 /**
  * During a rebalance a shard loads the experts a new plan gives it while it serves its old ones, on
- * the thread that answers calls. The router tells such a shard from its record (an older plan
- * version, not yet advertising all the new plan gives its slot) and, when an expert has two holders,
- * sends its rows to the one that is not loading. Real etcd, real gRPC servers speaking the shard protocol.
+ * the thread that answers calls. The router tells such a shard from the records (an older plan
+ * version, not yet advertising all the new plan gives its slot, and its host's turn to load) and, when
+ * an expert has two holders, sends its rows to the one that is not loading. Real etcd, real gRPC servers speaking the shard protocol.
  */
 describe('the router knows which shards are loading a new plan', () => {
   const model = tinyModelRegistry('switching', 4);
 
-  it('a shard on an older plan that does not yet advertise its new experts is switching; once it advertises them, or is on the plan, it is not', async () => {
+  it('a shard on an older plan that does not yet advertise its new experts is loading in its host\'s turn; once it advertises them, or is on the plan, it is not', async () => {
     const { config, fingerprint, registry } = model;
     const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
     const layersOf = (experts: number[]): ShardRecord['layers'] => config.moeLayers.map((layer) => ({ layer, experts }));
@@ -49,6 +49,14 @@ describe('the router knows which shards are loading a new plan', () => {
       expect(switching(source.current())).toEqual([fakes[0]!.address]);
       await a.update(record('a', 'shard-0', fakes[0]!.address, range(0, 10), 3));
       await until('shard-0 on plan 3', async () => switching(source.current()).length === 0, 20_000);
+      // Both shards gain experts in plan 4; on one host they load one at a time, in slot order: only the one
+      // whose turn it is counts as loading (the other serves as usual while it waits).
+      await registry.putPlan(plan(4, range(0, 12), range(2, 16)), { replaces: 3 });
+      await until('a shard seen loading plan 4', async () => switching(source.current()).length > 0, 20_000);
+      expect(switching(source.current())).toEqual([fakes[0]!.address]);
+      await a.update(record('a', 'shard-0', fakes[0]!.address, range(0, 12), 3));
+      await until('shard-1 loading plan 4 in its turn', async () => switching(source.current()).includes(fakes[1]!.address), 20_000);
+      expect(switching(source.current())).toEqual([fakes[1]!.address]);
     } finally {
       await a.close();
       await b.close();

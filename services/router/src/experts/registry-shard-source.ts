@@ -1,4 +1,4 @@
-import { loadingPlan, planProblem, shardRecordProblem, type ClusterRegistry, type PlacementPlan, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
+import { loadingNow, planProblem, shardRecordProblem, type ClusterRegistry, type PlacementPlan, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { hostOf, isLoopbackHost } from '@expertmesh/security';
 import { ExpertPlacement } from './expert-placement.js';
@@ -195,7 +195,8 @@ export class RegistryShardSource implements ShardSource {
       { allowMissing: true },
     );
     const plan = this.plan;
-    const switching = plan ? new Set(confirmed.flatMap((r, i) => (loadingPlan(r, plan) ? [i] : []))) : null;
+    const loading = plan ? new Set(loadingNow(plan, usable)) : null;
+    const switching = loading ? new Set(confirmed.flatMap((r, i) => (loading.has(r) ? [i] : []))) : null;
     this.view = { connections, placement, ...(this.reference ? { reference: this.reference } : {}), ...(switching?.size ? { switching } : {}) };
     for (const l of this.listeners) l(this.view);
   }

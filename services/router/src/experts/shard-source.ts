@@ -11,8 +11,8 @@ export interface ShardView {
    */
   readonly reference?: ExpertPlacement;
   /**
-   * Indices of connections whose shard is loading the experts of a newer plan (registry sources): a
-   * row whose experts another holder also serves goes there instead.
+   * Indices of connections whose shard is loading the experts of a newer plan right now, in its host's
+   * turn (registry sources): a row whose experts another holder also serves goes there instead.
    */
   readonly switching?: ReadonlySet<number>;
 }
