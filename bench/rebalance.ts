@@ -14,6 +14,7 @@
  * router alone on core 0 (`taskset`, one onnxruntime thread), and on core 1 every shard (one onnxruntime
  * thread each), etcd and this process's client loops, so what shards do while they switch cannot take the
  * router's core.
+ * --cpu-profile-seconds N (with --trace-dir) also writes a V8 CPU profile of each traced process's first N seconds there.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3]
  */
 import { existsSync } from 'node:fs';
@@ -38,6 +39,8 @@ const { values } = parseArgs({
     // session creations and first runs, and their log lines, as JSON lines under this directory.
     'trace-dir': { type: 'string' },
     pinned: { type: 'boolean', default: false },
+    // With --trace-dir: a V8 CPU profile of each traced process's first N seconds, in the trace directory.
+    'cpu-profile-seconds': { type: 'string' },
     // Passed to every shard (`--load-rest`): how long a shard rests after each graph it builds, in build times.
     'load-rest': { type: 'string' },
   },
@@ -56,6 +59,7 @@ if (values['trace-dir']) {
   const dir = resolve(values['trace-dir']);
   await mkdir(dir, { recursive: true });
   process.env.EXPERTMESH_SWITCH_TRACE_DIR = dir;
+  if (values['cpu-profile-seconds']) process.env.EXPERTMESH_SWITCH_PROFILE_SECONDS = values['cpu-profile-seconds'];
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import=${join(import.meta.dirname, 'switch-trace.mjs')}`.trim();
 }
 const modelDir = join(process.cwd(), '.tmp', 'models', 'demo-hot');
@@ -80,7 +84,10 @@ const until = async (what: string, check: () => Promise<boolean>): Promise<void>
 };
 
 const records: RequestRecord[] = [];
-const events: { name: string; at: number; switchedAt: number; detail: string }[] = [];
+const events: { name: string; at: number; switchedAt: number; detail: string; hedges?: HedgeCounts }[] = [];
+/** The router's hedged calls so far (expertmesh_dispatch_hedges_total by outcome, summed over shards). */
+type HedgeCounts = Record<'sent' | 'won' | 'wasted' | 'failed', number>;
+let hedgesAtEnd: HedgeCounts | null = null;
 let running = true;
 const etcd = await EtcdProcess.start();
 const registry = new EtcdRegistry([etcd.url], CLUSTER);
@@ -127,11 +134,16 @@ try {
   };
   const metric = async (name: string): Promise<number> =>
     (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(`${name} `)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
+  const hedges = async (): Promise<HedgeCounts> => {
+    const lines = (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith('expertmesh_dispatch_hedges_total{'));
+    const sum = (outcome: string): number => lines.filter((l) => l.includes(`outcome="${outcome}"`)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
+    return { sent: sum('sent'), won: sum('won'), wasted: sum('wasted'), failed: sum('failed') };
+  };
   // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
   await until('rebalance', async () => (await registry.getPlan())!.version > 1);
   const rebalancedAt = performance.now();
   const rebalanceSwitched = await untilSwitched();
-  events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved` });
+  events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
   await sleep(WINDOW_MS);
   // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
   const joinAt = performance.now();
@@ -141,7 +153,7 @@ try {
   stops.push(fifth.stop);
   const replannedAt = await replanned;
   const joinSwitched = await untilSwitched();
-  events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process' });
+  events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process', hedges: await hedges() });
   // The same switch from the re-plan the new shard stores: without its process start-up (~2 s of CPU on this machine).
   events.push({ name: 'a fifth shard joins, from its re-plan', at: replannedAt, switchedAt: joinSwitched, detail: 'its slot in the plan' });
   await sleep(WINDOW_MS);
@@ -150,8 +162,9 @@ try {
   const exited = new Promise<number | null>((resolve) => fifth.process.once('exit', (code) => resolve(code)));
   fifth.process.kill('SIGTERM');
   const code = await exited;
-  events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}` });
+  events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
   await sleep(WINDOW_MS);
+  hedgesAtEnd = await hedges();
   running = false;
   await load;
 } finally {
@@ -201,6 +214,8 @@ const results = events.map((e) => ({
   event: e.name,
   detail: e.detail,
   switchMs: Math.round(e.switchedAt - e.at),
+  // Cumulative since the router started, read once the event's switch was done.
+  hedgesSoFar: e.hedges ?? null,
   before: stats(e.at - WINDOW_MS, e.at),
   during: stats(e.at, e.switchedAt),
   after: stats(e.switchedAt, e.switchedAt + WINDOW_MS),
@@ -213,7 +228,7 @@ const longestGaps = records
   .slice(0, 20)
   .map((g) => ({ fromEpochMs: epoch(g.from), ms: Math.round(g.to - g.from) }));
 const eventTimes = events.map((e) => ({ event: e.name, atEpochMs: epoch(e.at), switchedEpochMs: epoch(e.switchedAt) }));
-const totals = { requests: records.length, failed: records.filter((r) => r.error !== null).length };
+const totals = { requests: records.length, failed: records.filter((r) => r.error !== null).length, hedges: hedgesAtEnd };
 
 const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
@@ -226,5 +241,5 @@ process.stdout.write(
     '| event | window | tokens/s | TPOT p50 / p99 (ms) | longest token gap (ms) | failed | outputs ≠ first |',
     '|---|---|---|---|---|---|---|',
     ...results.flatMap((r) => [`| ${r.event} (${r.detail}; switch ${r.switchMs} ms) | before | ${cell(r.before)} |`, `| | during | ${cell(r.during)} |`, `| | after | ${cell(r.after)} |`]),
-  ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; written to ${out}\n`,
+  ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; hedges ${JSON.stringify(totals.hedges)}; written to ${out}\n`,
 );

@@ -40,6 +40,27 @@ if (dir) {
     cpuAt = t;
   }, 50).unref();
 
+  // EXPERTMESH_SWITCH_PROFILE_SECONDS=N: a V8 CPU profile of the first N seconds, written to DIR/<pid>.cpuprofile
+  // (the bench's shards are killed, so the profile is written when the time is up, not at exit). The 'profile'
+  // record gives the epoch ms at which it started, to map its samples onto the other records.
+  const profileSeconds = Number(process.env.EXPERTMESH_SWITCH_PROFILE_SECONDS ?? 0);
+  if (profileSeconds > 0) {
+    const { Session } = await import('node:inspector');
+    const { writeFileSync } = await import('node:fs');
+    const session = new Session();
+    session.connect();
+    const post = (method, params = {}) => new Promise((resolve, reject) => session.post(method, params, (e, r) => (e ? reject(e) : resolve(r))));
+    await post('Profiler.enable');
+    await post('Profiler.setSamplingInterval', { interval: 500 });
+    await post('Profiler.start');
+    emit({ kind: 'profile', at: now() });
+    setTimeout(async () => {
+      const { profile } = await post('Profiler.stop');
+      writeFileSync(join(dir, `${process.pid}.cpuprofile`), JSON.stringify(profile));
+      emit({ kind: 'profile-written', at: now() });
+    }, profileSeconds * 1000).unref();
+  }
+
   const S = ort.InferenceSession;
   const create = S.create.bind(S);
   S.create = async (...args) => {

@@ -3,7 +3,7 @@ import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { GREEDY, type Engine, type GenerationRequest } from '@expertmesh/engine';
 import { loadShardCompute, parseExpertSpec, ShardCompute, ShardServer } from '@expertmesh/expert-shard';
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
-import type { DispatchCall, HolderHealthChange } from '@expertmesh/routed-experts';
+import type { DispatchCall, DispatchHedge, HolderHealthChange } from '@expertmesh/routed-experts';
 import { connectToShards, type RemoteRoutedExperts } from '@expertmesh/router';
 import type { RunExpertsRequest__Output } from '@expertmesh/wire';
 import { loadEngineWith } from '../helpers/engine.js';
@@ -35,6 +35,7 @@ interface Run {
   readonly logits: Float32Array[][];
   readonly calls: { step: number; call: DispatchCall }[];
   readonly health: HolderHealthChange[];
+  readonly hedges: DispatchHedge[];
   readonly failedSteps: number;
 }
 
@@ -54,12 +55,13 @@ describe('failover to replicas in the same step', () => {
   const generate = async (
     third: string,
     fault?: { before?: () => Promise<void> | void; during?: () => void; after?: (engine: Engine, experts: RemoteRoutedExperts, step: () => Promise<void>, run: Run) => Promise<void> },
+    dispatch: { deadline?: typeof DEADLINE } = {},
   ): Promise<Run> => {
-    const experts = await connectToShards([a.address, b.address, third], await readCheckpointIdentity(dir.path), { wireDtype: 'float32', combineDtype: 'float32', deadline: DEADLINE });
+    const experts = await connectToShards([a.address, b.address, third], await readCheckpointIdentity(dir.path), { wireDtype: 'float32', combineDtype: 'float32', deadline: DEADLINE, ...dispatch });
     const engine = await loadEngineWith(dir.path, experts, { kvCacheTokens: 2048, maxBatchedTokens: 16 });
-    const run = { tokens: [] as number[][], logits: [] as Float32Array[][], calls: [] as Run['calls'], health: [] as HolderHealthChange[], failedSteps: 0 };
+    const run = { tokens: [] as number[][], logits: [] as Float32Array[][], calls: [] as Run['calls'], health: [] as HolderHealthChange[], hedges: [] as DispatchHedge[], failedSteps: 0 };
     let step = 0;
-    experts.observe({ onCall: (call) => run.calls.push({ step, call }), onHolderHealth: (h) => run.health.push(h) });
+    experts.observe({ onCall: (call) => run.calls.push({ step, call }), onHolderHealth: (h) => run.health.push(h), onHedge: (h) => run.hedges.push(h) });
     const sequences = requests.map((r) => engine.submit(r));
     const doStep = async (): Promise<void> => {
       await engine.step().catch((e: unknown) => {
@@ -173,6 +175,63 @@ describe('failover to replicas in the same step', () => {
     expect(run.calls.slice(0, callsBeforeResume).filter((x) => x.step >= FAULT_STEP && x.call.shard === c.address)).toEqual([]);
     expect(run.calls.filter((x) => x.step === FAULT_STEP && x.call.resent).length).toBeGreaterThan(0);
     expect(run.calls.slice(callsBeforeResume).some((x) => x.step > stepsBeforeResume && x.call.shard === c.address)).toBe(true);
+    expectSameOutputs(run);
+  });
+
+  /** A deadline far beyond the test: a stopped shard is never suspected, so only a hedge can keep a step from waiting for it. */
+  const PATIENT = { deadline: { minMs: 120_000, maxMs: 120_000, p99Multiple: 4 } };
+
+  it('SIGSTOP of a shard whose experts all have another holder: its late calls are hedged on them, no step waits for it, the same tokens and logits', async () => {
+    const c = await shard('all');
+    let resumed = false;
+    // Bounded: the shard runs again after 60 s whatever happens (a step that waited for it ends then, and the test fails).
+    let safety: NodeJS.Timeout | undefined;
+    let stoppedThroughout = false;
+    const run = await generate(
+      c.address,
+      {
+        before: () => {
+          c.signal('SIGSTOP');
+          safety = setTimeout(() => ((resumed = true), c.signal('SIGCONT')), 60_000);
+        },
+        after: async () => {
+          // Every step after the stop completed with the shard still stopped.
+          stoppedThroughout = !resumed;
+          clearTimeout(safety);
+          c.signal('SIGCONT');
+        },
+      },
+      PATIENT,
+    );
+    expect(stoppedThroughout).toBe(true);
+    expect(run.failedSteps).toBe(0);
+    expect(run.health).toEqual([]);
+    const won = run.hedges.filter((h) => h.outcome === 'won');
+    expect(won.length).toBeGreaterThan(0);
+    expect(new Set(won.map((h) => h.shard))).toEqual(new Set([c.address]));
+    // Nothing the stopped shard computed after the stop was used: it answered no call.
+    expect(run.calls.filter((x) => x.step >= FAULT_STEP && x.call.shard === c.address)).toEqual([]);
+    expectSameOutputs(run);
+  });
+
+  it('SIGSTOP of the only holder of some experts: no hedge, the step waits for it as before, the same tokens and logits', async () => {
+    // Experts 8-15 live on B alone; A's 0-7 also on the third shard.
+    const low = await shard('0-7');
+    const run = await generate(
+      low.address,
+      {
+        before: () => {
+          b.signal('SIGSTOP');
+          setTimeout(() => b.signal('SIGCONT'), 1500);
+        },
+      },
+      PATIENT,
+    );
+    // B answered its call of the stalled step (it was waited for, not routed around).
+    expect(run.calls.some((x) => x.step === FAULT_STEP && x.call.shard === b.address)).toBe(true);
+    expect(run.hedges.filter((h) => h.shard === b.address)).toEqual([]);
+    expect(run.health).toEqual([]);
+    expect(run.failedSteps).toBe(0);
     expectSameOutputs(run);
   });
 

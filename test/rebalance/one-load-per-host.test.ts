@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdRegistry, planPlacement, type PlacementPlan, type ShardRecord } from '@expertmesh/discovery';
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
-import { EtcdServer } from '../helpers/etcd-server.js';
+import { EtcdServer, etcdReads } from '../helpers/etcd-server.js';
 import { stopAll, switchedPlan, until } from '../helpers/rebalance-cluster.js';
 import { runShardToExit, startShardProcess, type ShardProcess } from '../helpers/shard-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
@@ -19,14 +19,6 @@ const OBSERVE_MS = 2000;
 const READS_TO_START_A_WATCH = 2;
 
 type Layers = PlacementPlan['shards'][string];
-
-/** Range requests etcd has served so far (every registry read is one): its own counter on /metrics. */
-async function etcdReads(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('etcd_mvcc_range_total '));
-  if (!line) throw new Error('etcd /metrics has no etcd_mvcc_range_total');
-  return Number(line.split(' ')[1]);
-}
 
 /** Registry reads during OBSERVE_MS from now. */
 async function readsOver(url: string): Promise<number> {

@@ -1,14 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { EtcdRegistry, type ShardRecord } from '@expertmesh/discovery';
-import { readCheckpointIdentity } from '@expertmesh/model-weights';
-import type { ModelConfig } from '@expertmesh/model-config';
+import { describe, expect, it } from 'vitest';
+import type { ShardRecord } from '@expertmesh/discovery';
 import { RegistryShardSource } from '@expertmesh/router';
 import type { GetShardInfoResponse } from '@expertmesh/wire';
-import { EtcdServer } from '../helpers/etcd-server.js';
 import { startFakeShard } from '../helpers/fake-shard.js';
 import { until } from '../helpers/rebalance-cluster.js';
-import { tempDir } from '../helpers/temp-dir.js';
+import { tinyModelRegistry } from '../helpers/registry-fixture.js';
 
 /**
  * A shard joining a cluster registers NOT_SERVING (its slot claimed, nothing loaded), loads its
@@ -20,26 +16,10 @@ import { tempDir } from '../helpers/temp-dir.js';
  * a real gRPC server speaking the shard protocol.
  */
 describe('a shard is verified when it registers, before it serves', () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let etcd: EtcdServer;
-  let registry: EtcdRegistry;
-  let config: ModelConfig;
-  let fingerprint: string;
-
-  beforeAll(async () => {
-    dir = await tempDir('taker-verified');
-    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, seed: 4 });
-    ({ config, fingerprint } = await readCheckpointIdentity(dir.path));
-    etcd = await EtcdServer.start();
-    registry = new EtcdRegistry([etcd.url], 'verified-early');
-  });
-  afterAll(async () => {
-    await registry?.close();
-    await etcd?.stop();
-    await dir?.remove();
-  });
+  const model = tinyModelRegistry('verified-early', 4);
 
   it('a record that turns SERVING is routed to in the same view change, with no GetShardInfo left to wait for', async () => {
+    const { config, fingerprint, registry } = model;
     const layers = config.moeLayers.map((layer) => ({ layer, experts: Array.from({ length: config.nRoutedExperts }, (_, e) => e) }));
     const info: GetShardInfoResponse = { shardId: 'joiner', modelFingerprint: fingerprint, layers, computeDtype: 'float32', weightBytes: 1, residentBytes: 1, hiddenSize: config.hiddenSize };
     // GetShardInfo answers the first time; any later call hangs until the test ends.

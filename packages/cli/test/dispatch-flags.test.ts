@@ -16,4 +16,12 @@ describe('dispatch deadline flags', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--dispatch-deadline-min-ms must not exceed --dispatch-deadline-ms');
   });
+
+  it('serve documents the hedging flags and refuses a negative multiple, naming the flag', async () => {
+    expect(serveUsage).toContain('[--dispatch-hedge-p99-multiple ');
+    expect(serveUsage).toContain('[--dispatch-hedge-min-ms ');
+    const r = await runCli(['serve', '--model', 'unused', '--dispatch-hedge-p99-multiple=-1']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--dispatch-hedge-p99-multiple');
+  });
 });

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { Etcd3, type IOptions, type Lease, type WatchBuilder } from 'etcd3';
+import { Etcd3, type IKeyValue, type IOptions, type Lease, type Watcher, type WatchBuilder } from 'etcd3';
 import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
 import { createIfAbsent, putAllIf, replaceIfOwned, replaceIfUnchanged, type KeyCondition } from './etcd-transactions.js';
 import { checkPlanReplacement } from './plan-version-check.js';
@@ -190,23 +190,62 @@ export class EtcdRegistry implements ClusterRegistry {
 
   /** Every shard key, valid records apart from the rest: one bad record never hides the others. */
   private async readShards(): Promise<{ shards: ShardRecord[]; invalid: RecordProblem[] }> {
-    const all = await this.client.getAll().prefix(keys.shards(this.cluster)).strings();
-    const shards: ShardRecord[] = [];
-    const invalid: RecordProblem[] = [];
-    for (const [key, text] of Object.entries(all)) {
-      const r = parseValue(text, shardRecordSchema);
-      if ('value' in r) shards.push(r.value);
-      else invalid.push({ source: key.slice(0, 300), reason: r.problem });
-    }
-    return { shards, invalid };
+    const res = await this.client.getAll().prefix(keys.shards(this.cluster)).exec();
+    const records = new ShardRecordSet();
+    records.reset(res.kvs, BigInt(res.header.revision));
+    return records.current();
   }
 
-  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
-    return this.watchAndRead(
-      this.client.watch().prefix(keys.shards(this.cluster)),
-      () => this.readShards(),
-      (r) => listener(r.shards, r.invalid),
-    );
+  /**
+   * The shard records now and after every change. The records are read once when the watch starts
+   * (and again whenever it reconnects); each change then applies the event's own key and value, parsing
+   * that one record: a burst of record updates (a rebalance publishes a few per shard, every shard and
+   * router watches) costs no read of the whole prefix per event per watcher. Changes that arrive together
+   * reach the listener once.
+   */
+  async watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
+    const prefix = keys.shards(this.cluster);
+    const watcher = await this.client.watch().prefix(prefix).create();
+    const records = new ShardRecordSet();
+    let stopped = false;
+    let synced = false;
+    let queued = false;
+    const deliver = (): void => {
+      queued = false;
+      if (stopped || !synced) return;
+      const { shards, invalid } = records.current();
+      try {
+        listener(shards, invalid);
+      } catch (e) {
+        process.stderr.write(`expertmesh: registry watch listener failed: ${(e as Error).message}\n`);
+      }
+    };
+    const changed = (): void => {
+      if (queued) return;
+      queued = true;
+      queueMicrotask(deliver);
+    };
+    const resync = (): void => {
+      this.client
+        .getAll()
+        .prefix(prefix)
+        .exec()
+        .then(
+          (res) => {
+            if (stopped) return;
+            records.reset(res.kvs, BigInt(res.header.revision));
+            synced = true;
+            changed();
+          },
+          (e: Error) => !stopped && process.stderr.write(`expertmesh: registry read failed: ${e.message}\n`),
+        );
+    };
+    return this.follow(watcher, {
+      put: (kv) => records.put(kv.key.toString(), kv.value.toString(), BigInt(kv.mod_revision)) && changed(),
+      delete: (kv) => records.delete(kv.key.toString(), BigInt(kv.mod_revision)) && changed(),
+      connected: resync,
+      stop: () => (stopped = true),
+    });
   }
 
   async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
@@ -253,13 +292,18 @@ export class EtcdRegistry implements ClusterRegistry {
         (e: Error) => !stopped && process.stderr.write(`expertmesh: registry read failed: ${e.message}\n`),
       );
     };
-    watcher.on('put', refresh);
-    watcher.on('delete', refresh);
-    watcher.on('connected', refresh);
+    return this.follow(watcher, { put: refresh, delete: refresh, connected: refresh, stop: () => (stopped = true) });
+  }
+
+  /** Wires a watcher's events, runs `connected` once now, and returns what cancels it. */
+  private follow(watcher: Watcher, on: { put: (kv: IKeyValue) => void; delete: (kv: IKeyValue) => void; connected: () => void; stop: () => void }): () => Promise<void> {
+    watcher.on('put', on.put);
+    watcher.on('delete', on.delete);
+    watcher.on('connected', on.connected);
     watcher.on('error', () => undefined);
-    refresh();
+    on.connected();
     return async () => {
-      stopped = true;
+      on.stop();
       await withTimeout(watcher.cancel(), CLOSE_DEADLINE_MS, 'cancelling an etcd watch').catch(() => undefined);
     };
   }
@@ -268,5 +312,48 @@ export class EtcdRegistry implements ClusterRegistry {
     this.closed = true;
     this.client.close();
     this.channels.close();
+  }
+}
+
+/**
+ * The shard records a watch has seen, by key, each parsed once when it changes. Every entry keeps the
+ * revision it is from (deleted keys too, until the next full read), so an event older than what a full
+ * read already returned (the read and the watch's first events may cross) never brings a stale value back.
+ */
+class ShardRecordSet {
+  private readonly entries = new Map<string, { revision: bigint; parsed: { value: ShardRecord } | { problem: string } | null }>();
+
+  /** Replaces everything with a full read made at `revision`, keeping entries the watch brought that are newer. */
+  reset(kvs: readonly { key: Buffer; value: Buffer; mod_revision: string }[], revision: bigint): void {
+    const read = new Map(kvs.map((kv) => [kv.key.toString(), kv]));
+    for (const [key, entry] of this.entries) if (entry.revision <= revision && !read.has(key)) this.entries.delete(key);
+    for (const [key, kv] of read) this.put(key, kv.value.toString(), BigInt(kv.mod_revision));
+  }
+
+  /** Whether the value changed what the set holds. */
+  put(key: string, text: string, revision: bigint): boolean {
+    const held = this.entries.get(key);
+    if (held && held.revision >= revision) return false;
+    this.entries.set(key, { revision, parsed: parseValue(text, shardRecordSchema) });
+    return true;
+  }
+
+  delete(key: string, revision: bigint): boolean {
+    const held = this.entries.get(key);
+    if (held && held.revision >= revision) return false;
+    this.entries.set(key, { revision, parsed: null });
+    return true;
+  }
+
+  /** Valid records apart from the rest, as a full read gives them: one bad record never hides the others. */
+  current(): { shards: ShardRecord[]; invalid: RecordProblem[] } {
+    const shards: ShardRecord[] = [];
+    const invalid: RecordProblem[] = [];
+    for (const [key, { parsed }] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (parsed === null) continue;
+      if ('value' in parsed) shards.push(parsed.value);
+      else invalid.push({ source: key.slice(0, 300), reason: parsed.problem });
+    }
+    return { shards, invalid };
   }
 }

@@ -19,4 +19,5 @@ export { openRegistry, etcdSecurityFromFlags, RegistryConfigError, REGISTRY_SECU
 export type { RegistryOptions, EtcdSecurityFlags } from './open-registry.js';
 export { enableEtcdAuth } from './etcd-auth-setup.js';
 export { updatePlan } from './plan-update.js';
+export { advertisesAll, loadingPlan, loadingBefore, loadingNow } from './plan-progress.js';
 export { measuredExpertBytes, loadFromBasis, replanMembers, replanWithout } from './plan-basis.js';

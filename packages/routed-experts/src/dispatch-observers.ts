@@ -19,6 +19,20 @@ export interface DispatchCall {
   readonly resent: boolean;
 }
 
+/**
+ * A hedge: a call to `shard` was late (no answer after `afterMs`), so its rows were sent to their other
+ * holders too. `sent` when that happens, then one of: `won` (the hedge answered first; the late
+ * answer is discarded), `wasted` (the late shard answered first; the hedge's answers are discarded),
+ * `failed` (a hedge call failed; the late call's answer is used).
+ */
+export interface DispatchHedge {
+  readonly layer: number;
+  readonly shard: string;
+  readonly rows: number;
+  readonly afterMs: number;
+  readonly outcome: 'sent' | 'won' | 'wasted' | 'failed';
+}
+
 /** Why a holder became suspect: a failed call or broken connection, a call past its deadline, or a non-finite result. */
 export type SuspicionReason = 'failed' | 'deadline' | 'non_finite';
 
@@ -45,6 +59,8 @@ export interface DispatchObserver {
   readonly onCall?: (call: DispatchCall) => void;
   /** A remote holder becoming suspect or healthy again. */
   readonly onHolderHealth?: (change: HolderHealthChange) => void;
+  /** A late call hedged on other holders, and how the hedge came out. */
+  readonly onHedge?: (hedge: DispatchHedge) => void;
   /**
    * Holders may have been added: a shard joined or came back, or passed its health check. A step that
    * failed for want of a holder can be tried again now rather than after its back-off.
@@ -73,6 +89,10 @@ export class DispatchObservers {
 
   call(call: DispatchCall): void {
     for (const o of this.observers) o.onCall?.(call);
+  }
+
+  hedge(hedge: DispatchHedge): void {
+    for (const o of this.observers) o.onHedge?.(hedge);
   }
 
   holderHealth(change: HolderHealthChange): void {

@@ -35,6 +35,12 @@ export class RouterMetrics {
   });
   readonly shardSuspect = new Gauge({ name: 'expertmesh_shard_suspect', help: '1 while the router routes around a shard (until its health check passes), else 0.', labelNames: ['shard'], registers: [this.registry] });
   readonly resentCalls = new Counter({ name: 'expertmesh_dispatch_resent_calls_total', help: 'Shard calls carrying rows another shard failed in the same step.', labelNames: ['shard'], registers: [this.registry] });
+  readonly hedges = new Counter({
+    name: 'expertmesh_dispatch_hedges_total',
+    help: 'Late shard calls hedged on other holders of their experts (outcome=sent), and how each came out: won (the hedge answered first, the late answer was discarded), wasted (the late shard answered first), failed (a hedge call failed).',
+    labelNames: ['shard', 'outcome'],
+    registers: [this.registry],
+  });
   readonly expertTokens = new Counter({ name: 'expertmesh_expert_tokens_total', help: 'Tokens routed to each expert of each MoE layer (the load placement balances).', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

@@ -8,7 +8,8 @@ export type { DispatchTransport, ShardChannel, ExpertTransport } from './experts
 export { shardChannel } from './experts/shard-connection.js';
 export { ExpertPlacement } from './experts/expert-placement.js';
 export { ShardCallError, ShardTimeoutError, ShardUnavailableError, PlacementError, NoHolderError, NonFiniteResultError } from './experts/dispatch-errors.js';
-export { DEFAULT_DEADLINE, RoundTripDeadline } from './experts/round-trip-deadline.js';
+export { DEFAULT_DEADLINE, DEFAULT_HEDGE, RoundTripDeadline } from './experts/round-trip-deadline.js';
+export type { HedgePolicy } from './experts/round-trip-deadline.js';
 export type { DeadlinePolicy } from './experts/round-trip-deadline.js';
 export type { HealthProbe } from './experts/shard-health.js';
 export { LayerDispatch } from './experts/layer-dispatch.js';

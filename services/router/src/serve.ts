@@ -34,6 +34,8 @@ export interface RouterOptions {
   readonly combineDtype?: DispatchOptions['combineDtype'];
   /** Adaptive dispatch deadline (DEFAULT_DEADLINE unless given). */
   readonly dispatchDeadline?: DispatchOptions['deadline'];
+  /** When late calls are hedged on other holders (DEFAULT_HEDGE unless given). */
+  readonly dispatchHedge?: DispatchOptions['hedge'];
   readonly execution: ExecutionOptions;
   /** The format weights are held in, here and in the local shards started (`auto`: the checkpoint's). */
   readonly weightDtype?: WeightDtype;
@@ -116,6 +118,7 @@ export class Router {
       wireDtype: o.wireDtype,
       ...(o.combineDtype ? { combineDtype: o.combineDtype } : {}),
       ...(o.dispatchDeadline ? { deadline: o.dispatchDeadline } : {}),
+      ...(o.dispatchHedge ? { hedge: o.dispatchHedge } : {}),
       // Messages to and from shards are bounded by what one step can carry for this model.
       channel: shardChannel(o.tls ?? null, maxMessageBytes, o.expertTransport ?? 'grpc'),
       secured: Boolean(o.tls),
@@ -140,6 +143,7 @@ export class Router {
         metrics.dispatchBytes.inc({ shard: c.shard, direction: 'received' }, c.responseBytes);
         if (c.resent) metrics.resentCalls.inc({ shard: c.shard });
       },
+      onHedge: (h) => metrics.hedges.inc({ shard: h.shard, outcome: h.outcome }),
       onHolderHealth: (h) => {
         if (h.gone) {
           // Not a recovery: the router no longer knows this shard (if it registers again, it starts afresh).

@@ -147,6 +147,50 @@ describe('a layer dispatch', () => {
     expect(d.movable(low0.rows, low0.shard)).toBe(false);
   });
 
+  it('sends rows of experts with two holders to the one not loading a new plan', () => {
+    // s0 and s1 split the experts, s2 holds all: each group has two holders.
+    const halves = [0, 1].map((s) => ({ address: `s${s}`, layers: config.moeLayers.map((l) => ({ layer: l, experts: Array.from({ length: 8 }, (_, i) => i + 8 * s) })) }));
+    const all = { address: 's2', layers: config.moeLayers.map((l) => ({ layer: l, experts: Array.from({ length: 16 }, (_, i) => i) })) };
+    const placement = ExpertPlacement.fromShards(config, [...halves, all]);
+    const reference = ExpertPlacement.fromShards(config, halves);
+    const connections = [0, 1, 2].map(() => ({}) as ShardConnection);
+    const r = routing(32);
+    const shardsUsed = (switching?: ReadonlySet<number>): Set<number> => new Set(LayerDispatch.plan({ connections, placement, reference, ...(switching ? { switching } : {}) }, layer, r, () => true).rows().map((row) => row.shard));
+    // Balanced over all three when none is loading.
+    expect(shardsUsed()).toEqual(new Set([0, 1, 2]));
+    expect(shardsUsed(new Set([2]))).toEqual(new Set([0, 1]));
+    expect(shardsUsed(new Set([0]))).toEqual(new Set([1, 2]));
+    // Both holders loading: the rows still go somewhere.
+    expect(shardsUsed(new Set([0, 2])).has(1)).toBe(true);
+  });
+
+  for (const adopted of [true, false]) {
+    it(`a hedge's alternatives avoid the late shard, and the sums are bit-identical whether they are adopted or not (${adopted ? 'adopted' : 'discarded'})`, () => {
+      let compared = 0;
+      for (let trial = 0; trial < 20; trial++) {
+        const n = 3 + (trial % 4);
+        const v = view(n, 2);
+        const r = routing(48);
+        const baseline = run(v, r, false, new Set(), new Set());
+        for (let late = 0; late < n; late++) {
+          const d = LayerDispatch.plan(v, layer, r, () => true);
+          const rows = d.rows();
+          const lateRows = rows.filter((row) => row.shard === late);
+          if (!lateRows.length || !d.movable(lateRows, late)) continue;
+          for (const row of rows) answer(row, false);
+          const alternatives = d.alternatives(lateRows, late);
+          const hedge = [...alternatives.values()].flat();
+          expect(hedge.some((row) => row.shard === late)).toBe(false);
+          for (const row of hedge) answer(row, false);
+          if (adopted) d.adopt(alternatives);
+          expect(d.combine(r.numTokens, H, 'float32')).toEqual(baseline);
+          compared++;
+        }
+      }
+      expect(compared).toBeGreaterThan(20);
+    });
+  }
+
   it('throws NoHolderError when an expert has no usable holder left', () => {
     const v = view(3, 1);
     const r = routing(8);

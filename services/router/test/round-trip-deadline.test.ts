@@ -19,6 +19,21 @@ describe('the adaptive dispatch deadline', () => {
     expect(d.forCall(4 * (8 + 32) - 32)).toBeCloseTo(4 * 4 * 40, 5);
   });
 
+  it('hedges a call after a multiple of the recent p99 round trip for its size, not before the shard has a history, never with multiple 0', () => {
+    const hedge = { p99Multiple: 1.5, minMs: 10 };
+    const d = new RoundTripDeadline(policy);
+    for (let i = 0; i < 7; i++) d.record(20, 8);
+    expect(d.hedgeAfter(8, hedge)).toBeNull();
+    // 200 calls in all, two of them of 40 ms: the p99 is 40 ms per 8 tokens.
+    for (let i = 0; i < 193; i++) d.record(i % 100 === 0 ? 40 : 20, 8);
+    expect(d.hedgeAfter(8, hedge)).toBeCloseTo(1.5 * 40, 5);
+    expect(d.hedgeAfter(4 * (8 + 32) - 32, hedge)).toBeCloseTo(4 * 1.5 * 40, 5);
+    expect(d.hedgeAfter(8, { p99Multiple: 0, minMs: 10 })).toBeNull();
+    const fast = new RoundTripDeadline(policy);
+    for (let i = 0; i < 100; i++) fast.record(0.2, 8);
+    expect(fast.hedgeAfter(8, hedge)).toBe(10);
+  });
+
   it('never goes below the floor nor above the ceiling', () => {
     const fast = new RoundTripDeadline(policy);
     for (let i = 0; i < 100; i++) fast.record(0.2, 8);

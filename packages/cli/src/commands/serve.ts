@@ -4,7 +4,7 @@ import { InsecureExposureError, loadTls } from '@expertmesh/security';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle';
-import { DEFAULT_DEADLINE, Router } from '@expertmesh/router';
+import { DEFAULT_DEADLINE, DEFAULT_HEDGE, Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { REBALANCE_USAGE, rebalanceFlagSchema, rebalanceFlagSpec, rebalanceOptions } from '../rebalance-flags.js';
 import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
@@ -13,6 +13,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
     [--expert-transport grpc|frames]
     [--combine-dtype bfloat16|float32] [--dispatch-deadline-ms 30000] [--dispatch-deadline-min-ms 200] [--dispatch-deadline-p99-multiple 4]
+    [--dispatch-hedge-p99-multiple 1.5] [--dispatch-hedge-min-ms 10]
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
@@ -36,6 +37,11 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   trip (never less than --dispatch-deadline-min-ms, never more than --dispatch-deadline-ms), makes the shard suspect:
   its work goes to replicas in the same step, and it gets none until its gRPC health check passes. A call whose rows
   no replica could take waits ten times as long (within --dispatch-deadline-ms): suspecting the only holder cannot help.
+  A call not answered after --dispatch-hedge-p99-multiple times the shard's recent p99 round trip (at least
+  --dispatch-hedge-min-ms) whose every row another holder also serves (e.g. experts moving in a rebalance, replicas)
+  is hedged: its rows go to those holders too and the first answer is used (metric expertmesh_dispatch_hedges_total);
+  the shard is not suspected for it. 0 turns hedging off. Rows of experts with two holders go first to the one not
+  loading a new plan.
   --expert-transport frames sends expert calls as length-prefixed frames over one TLS socket per shard (no HTTP/2;
   the same messages, mutual TLS and failover) to shards that advertise a frames endpoint (\`expertmesh shard
   --frames-listen\`; --shards N starts them so), and over gRPC to those that do not. Default grpc.
@@ -61,6 +67,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'dispatch-deadline-ms': { type: 'string' },
       'dispatch-deadline-min-ms': { type: 'string' },
       'dispatch-deadline-p99-multiple': { type: 'string' },
+      'dispatch-hedge-p99-multiple': { type: 'string' },
+      'dispatch-hedge-min-ms': { type: 'string' },
       'max-batch-size': { type: 'string' },
       'max-batched-tokens': { type: 'string' },
       'max-waiting': { type: 'string' },
@@ -98,6 +106,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
       'dispatch-deadline-ms': numberFlag((n) => n.positive()).default(DEFAULT_DEADLINE.maxMs),
       'dispatch-deadline-min-ms': numberFlag((n) => n.positive()).default(DEFAULT_DEADLINE.minMs),
       'dispatch-deadline-p99-multiple': numberFlag((n) => n.min(1)).default(DEFAULT_DEADLINE.p99Multiple),
+      'dispatch-hedge-p99-multiple': numberFlag((n) => n.min(0)).default(DEFAULT_HEDGE.p99Multiple),
+      'dispatch-hedge-min-ms': numberFlag((n) => n.min(0)).default(DEFAULT_HEDGE.minMs),
       'max-batch-size': numberFlag((n) => n.int().positive()).default(64),
       'max-batched-tokens': numberFlag((n) => n.int().positive()).default(512),
       'max-waiting': numberFlag((n) => n.int().nonnegative()).default(256),
@@ -168,6 +178,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       expertTransport: flags['expert-transport'],
       combineDtype: flags['combine-dtype'],
       dispatchDeadline: { minMs: flags['dispatch-deadline-min-ms'], maxMs: flags['dispatch-deadline-ms'], p99Multiple: flags['dispatch-deadline-p99-multiple'] },
+      dispatchHedge: { p99Multiple: flags['dispatch-hedge-p99-multiple'], minMs: flags['dispatch-hedge-min-ms'] },
       execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'] },
       weightDtype: flags['weight-dtype'],
       expertWeightDtype: expertWeightDtype(flags),

@@ -32,7 +32,7 @@ interface Term {
  * The work of one MoE layer in one step. Each token's experts are split into groups by the reference
  * placement (fixed: the plan, or the shard list), so that the sum of every group, and the order in
  * which the groups are added, never depend on load or on which shards are up. Each group goes to the
- * least-loaded usable shard holding all of it. When a shard fails, its rows move to other holders and
+ * least-loaded usable shard holding all of it (one not loading a new plan first). When a shard fails, its rows move to other holders and
  * are summed in the same order. The sums are then those of the fault-free run up to the last float32
  * bits: onnxruntime's product kernel for a single row adds in another order than its batched one, and
  * moving rows changes how many rows an expert gets in a call.
@@ -95,18 +95,26 @@ export class LayerDispatch {
    * shard holding all of it, else one row per expert. Returns the new rows to send.
    */
   replace(failed: readonly RowTask[]): RowTask[] {
-    const gone = new Set(failed);
-    const moved: RowTask[] = [];
+    const moved = this.alternatives(failed);
+    this.adopt(moved);
+    return [...moved.values()].flat();
+  }
+
+  /**
+   * Where each of `rows` would go on other usable holders (never on `exclude`): a whole group to a
+   * shard holding all of it, else one row per expert. Nothing changes until `adopt`: a hedge sends
+   * these while the late call is still out, and only the answer that comes first is used.
+   */
+  alternatives(rows: readonly RowTask[], exclude = -1): Map<RowTask, RowTask[]> {
+    return new Map(rows.map((r) => [r, this.place(r.token, r.experts, r.weights, [], r.part, exclude)]));
+  }
+
+  /** Makes each row's alternatives the ones whose results are combined (a row's result then comes from them alone). */
+  adopt(alternatives: ReadonlyMap<RowTask, readonly RowTask[]>): void {
     for (const term of this.terms) {
-      if (!term.rows.some((r) => gone.has(r))) continue;
-      term.rows = term.rows.flatMap((r) => {
-        if (!gone.has(r)) return [r];
-        const rows = this.place(r.token, r.experts, r.weights, [], r.part);
-        moved.push(...rows);
-        return rows;
-      });
+      if (!term.rows.some((r) => alternatives.has(r))) continue;
+      term.rows = term.rows.flatMap((r) => alternatives.get(r) ?? [r]);
     }
-    return moved;
   }
 
   /** Whether, if `shard` failed, every expert of `rows` would have another usable holder to go to. */
@@ -146,24 +154,34 @@ export class LayerDispatch {
    * Rows for these experts of `token`: one on the least-loaded usable shard holding them all
    * (preferring one the token does not use yet), else one row per expert.
    */
-  private place(token: number, experts: readonly number[], weights: readonly number[], used: number[], part: boolean): RowTask[] {
+  private place(token: number, experts: readonly number[], weights: readonly number[], used: number[], part: boolean, exclude = -1): RowTask[] {
     const placement = this.view.placement;
     let best = -1;
     for (const h of placement.holdersOf(this.layer, experts[0]!)) {
-      if (!this.usable(h)) continue;
+      if (h === exclude || !this.usable(h)) continue;
       if (experts.length > 1 && !experts.every((e) => placement.holdersOf(this.layer, e).includes(h))) continue;
       if (best < 0 || this.better(h, best, used)) best = h;
     }
     if (best < 0) {
       if (experts.length === 1) throw new NoHolderError(this.layer, experts[0]!);
-      return experts.flatMap((e, i) => this.place(token, [e], [weights[i]!], used, true));
+      return experts.flatMap((e, i) => this.place(token, [e], [weights[i]!], used, true, exclude));
     }
     this.load[best]!++;
     if (!used.includes(best)) used.push(best);
     return [{ token, experts, weights, shard: best, part: part || false, result: null, roundedToBf16: false }];
   }
 
+  /**
+   * Whether holder `a` should take a row before `b`: first one that is not loading a new plan (its
+   * builds and record updates can hold its answers up; the other holder serves the same experts),
+   * then one the token does not use yet, then the less loaded.
+   */
   private better(a: number, b: number, used: readonly number[]): boolean {
+    const switching = this.view.switching;
+    if (switching) {
+      const sa = switching.has(a);
+      if (sa !== switching.has(b)) return !sa;
+    }
     const ua = used.includes(a);
     const ub = used.includes(b);
     if (ua !== ub) return ub;

@@ -1,4 +1,4 @@
-import { planProblem, shardRecordProblem, type ClusterRegistry, type PlacementPlan, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
+import { loadingNow, planProblem, shardRecordProblem, type ClusterRegistry, type PlacementPlan, type RecordProblem, type ShardRecord } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { hostOf, isLoopbackHost } from '@expertmesh/security';
 import { ExpertPlacement } from './expert-placement.js';
@@ -53,6 +53,8 @@ export class RegistryShardSource implements ShardSource {
   private listeners = new Set<(view: ShardView) => void>();
   /** The stored plan's placement (for grouping experts), when a plan of this model exists. */
   private reference: ExpertPlacement | null = null;
+  /** The stored plan of this model, if any (to tell which shards are still loading it). */
+  private plan: PlacementPlan | null = null;
 
   private constructor(
     private readonly config: ModelConfig,
@@ -192,22 +194,27 @@ export class RegistryShardSource implements ShardSource {
       confirmed.map((r) => ({ address: r.address, layers: r.layers })),
       { allowMissing: true },
     );
-    this.view = { connections, placement, ...(this.reference ? { reference: this.reference } : {}) };
+    const plan = this.plan;
+    const loading = plan ? new Set(loadingNow(plan, usable)) : null;
+    const switching = loading ? new Set(confirmed.flatMap((r, i) => (loading.has(r) ? [i] : []))) : null;
+    this.view = { connections, placement, ...(this.reference ? { reference: this.reference } : {}), ...(switching?.size ? { switching } : {}) };
     for (const l of this.listeners) l(this.view);
   }
 
   /** The plan's version, and its placement as the reference that groups each token's experts. */
   private applyPlan(plan: PlacementPlan | null): void {
     this.planVersion = plan?.version ?? 0;
+    this.plan = plan && plan.modelFingerprint === this.fingerprint ? plan : null;
     this.reference =
-      plan && plan.modelFingerprint === this.fingerprint
+      this.plan
         ? ExpertPlacement.fromShards(
             this.config,
-            Object.entries(plan.shards).map(([slot, layers]) => ({ address: slot, layers: layers.filter((l) => this.config.moeLayers.includes(l.layer)) })),
+            Object.entries(this.plan.shards).map(([slot, layers]) => ({ address: slot, layers: layers.filter((l) => this.config.moeLayers.includes(l.layer)) })),
             { allowMissing: true },
           )
         : null;
-    this.view = { connections: this.view.connections, placement: this.view.placement, ...(this.reference ? { reference: this.reference } : {}) };
+    // Which shards are loading depends on the plan too.
+    this.rebuild();
   }
 
   /** Asks the shard itself who it is; the record is used only once the answer matches it. */

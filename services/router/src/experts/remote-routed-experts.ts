@@ -1,12 +1,12 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { DispatchObservers, type DispatchCall, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend, type SuspicionReason } from '@expertmesh/routed-experts';
+import { DispatchObservers, type DispatchCall, type DispatchHedge, type DispatchObserver, type ExpertHolderState, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend, type SuspicionReason } from '@expertmesh/routed-experts';
 import { decodeTensor, encodePairs, encodeTensor, gatherRows, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';
 import { NoHolderError, NonFiniteResultError, ShardTimeoutError } from './dispatch-errors.js';
 import { checkFiniteAnswer, InputNotFiniteError } from './finite-results.js';
 import { LayerDispatch, type RowTask } from './layer-dispatch.js';
-import { DEFAULT_DEADLINE, type DeadlinePolicy } from './round-trip-deadline.js';
+import { DEFAULT_DEADLINE, DEFAULT_HEDGE, type DeadlinePolicy, type HedgePolicy } from './round-trip-deadline.js';
 import type { ShardConnection } from './shard-connection.js';
 import { DEFAULT_PROBE, ShardHealth, type HealthProbe } from './shard-health.js';
 import type { ShardSource, ShardView } from './shard-source.js';
@@ -20,9 +20,11 @@ export interface DispatchOptions {
   readonly deadline: DeadlinePolicy;
   /** How a suspect shard's health is checked before it gets work again. */
   readonly probe: HealthProbe;
+  /** When a late call's rows are also sent to their other holders. */
+  readonly hedge: HedgePolicy;
 }
 
-export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadline: DEFAULT_DEADLINE, probe: DEFAULT_PROBE };
+export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combineDtype: 'bfloat16', deadline: DEFAULT_DEADLINE, probe: DEFAULT_PROBE, hedge: DEFAULT_HEDGE };
 
 /**
  * Routed experts on expert shards. Per MoE layer and step: group each token's experts by the
@@ -34,6 +36,12 @@ export const DEFAULT_DISPATCH: DispatchOptions = { wireDtype: 'bfloat16', combin
  * weights, same summation order; equal up to onnxruntime's single-row kernel rounding differently, see
  * LayerDispatch), and it gets no work until its gRPC health check
  * passes again.
+ *
+ * A call that is only late (past a multiple of the shard's recent p99, well before its deadline) and
+ * whose every row has another usable holder is hedged: the rows go to those holders too, and the first
+ * complete answer is used; the other is discarded. A row's result always comes from one answer, so the
+ * sums are those of either placement. During a rebalance most moving experts have two holders for a
+ * while, and a shard building the graphs of its new experts is late for a few tens of ms.
  */
 export class RemoteRoutedExperts implements RoutedExpertsBackend {
   private readonly observers = new DispatchObservers();
@@ -157,17 +165,14 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
    * expert is left without a usable holder. Settles only when every call has.
    */
   private async sendRows(view: ShardView, dispatch: LayerDispatch, layer: number, hidden: Float32Array, rows: readonly RowTask[], resent: boolean, ctx: Context): Promise<void> {
-    const byShard = new Map<number, RowTask[]>();
-    for (const r of rows) {
-      const list = byShard.get(r.shard);
-      if (list) list.push(r);
-      else byShard.set(r.shard, [r]);
-    }
     const settled = await Promise.allSettled(
-      [...byShard].map(async ([shard, shardRows]) => {
+      [...byShard(rows)].map(async ([shard, shardRows]) => {
         const connection = view.connections[shard]!;
         try {
-          await this.send(connection, layer, hidden, shardRows, resent, ctx, dispatch.movable(shardRows, shard));
+          const movable = dispatch.movable(shardRows, shard);
+          const call = this.send(connection, layer, hidden, shardRows, resent, ctx, movable);
+          const hedgeAfter = movable ? this.healthOf(connection).deadline.hedgeAfter(shardRows.length, this.options.hedge) : null;
+          await (hedgeAfter === null ? call : this.hedged(view, dispatch, layer, hidden, shard, shardRows, call, hedgeAfter, ctx));
         } catch (e) {
           if (e instanceof InputNotFiniteError) throw e;
           this.healthOf(connection).markSuspect(suspicionReason(e), e as Error);
@@ -185,7 +190,55 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     if (failed) throw failed.reason;
   }
 
-/**
+  /**
+   * Waits for `call` (shard `shard`'s rows); if it has not answered after `afterMs`, sends the same
+   * rows to their other usable holders and uses whichever complete answer comes first. Throws only
+   * when the call failed and the hedge could not stand in for it (the caller then moves its rows as
+   * for any failed call).
+   */
+  private async hedged(view: ShardView, dispatch: LayerDispatch, layer: number, hidden: Float32Array, shard: number, rows: readonly RowTask[], call: Promise<void>, afterMs: number, ctx: Context): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([call.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), afterMs)))]).finally(() => clearTimeout(timer));
+    if (!late) return;
+    let alternatives: Map<RowTask, RowTask[]>;
+    try {
+      alternatives = dispatch.alternatives(rows, shard);
+    } catch (e) {
+      // Another holder became suspect meanwhile: nothing to hedge with.
+      if (e instanceof NoHolderError) return call;
+      throw e;
+    }
+    const connection = view.connections[shard]!;
+    const report = (outcome: DispatchHedge['outcome']): void => this.observers.hedge({ layer, shard: connection.address, rows: rows.length, afterMs, outcome });
+    report('sent');
+    const hedge = Promise.all([...byShard([...alternatives.values()].flat())].map(([s, r]) => this.send(view.connections[s]!, layer, hidden, r, true, ctx, true)));
+    const callError = call.then(() => null, (e: unknown) => e as Error);
+    const hedgeError = hedge.then(() => null, (e: unknown) => e as Error);
+    const first = await Promise.race([callError.then((error) => ({ hedge: false, error })), hedgeError.then((error) => ({ hedge: true, error }))]);
+    if (!first.hedge && first.error === null) return report('wasted');
+    if (first.hedge && first.error === null) {
+      dispatch.adopt(alternatives);
+      report('won');
+      // The late answer is discarded; a late failure still makes the shard suspect.
+      void callError.then((error) => error && !(error instanceof InputNotFiniteError) && this.healthOf(connection).markSuspect(suspicionReason(error), error));
+      return;
+    }
+    if (!first.hedge) {
+      // The call failed: the hedge stands in for it if it answers.
+      if ((await hedgeError) !== null) {
+        report('failed');
+        throw first.error;
+      }
+      dispatch.adopt(alternatives);
+      report('won');
+      if (!(first.error instanceof InputNotFiniteError)) this.healthOf(connection).markSuspect(suspicionReason(first.error), first.error!);
+      return;
+    }
+    report('failed');
+    return call;
+  }
+
+  /**
    * One shard's rows of a layer, as a client span whose context travels in the request. Fills each
    * row's result; throws on a failed, late (past its deadline, longer when `movable` is false: no other
    * holder could take the rows), malformed or non-finite answer.
@@ -269,6 +322,17 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
       this.observers.call(call);
     }
   }
+}
+
+/** Rows by the index of the shard they go to, in first-seen order. */
+function byShard(rows: readonly RowTask[]): Map<number, RowTask[]> {
+  const groups = new Map<number, RowTask[]>();
+  for (const r of rows) {
+    const list = groups.get(r.shard);
+    if (list) list.push(r);
+    else groups.set(r.shard, [r]);
+  }
+  return groups;
 }
 
 function suspicionReason(e: unknown): SuspicionReason {

@@ -10,6 +10,19 @@ export interface DeadlinePolicy {
 
 export const DEFAULT_DEADLINE: DeadlinePolicy = { minMs: 200, maxMs: 30_000, p99Multiple: 4 };
 
+/**
+ * When the router hedges a late call: a call whose every row has another usable holder and which has
+ * not answered after `p99Multiple` × the shard's recent p99 round trip (at least `minMs`) is sent to
+ * those holders too, and the first answer is used (--dispatch-hedge-p99-multiple, 0 = never;
+ * --dispatch-hedge-min-ms).
+ */
+export interface HedgePolicy {
+  readonly p99Multiple: number;
+  readonly minMs: number;
+}
+
+export const DEFAULT_HEDGE: HedgePolicy = { p99Multiple: 1.5, minMs: 10 };
+
 /** Round trips remembered per shard, and how many are needed before the deadline adapts. */
 const WINDOW = 256;
 const MIN_SAMPLES = 8;
@@ -51,13 +64,31 @@ export class RoundTripDeadline {
    */
   forCall(tokens: number, movable = true): number {
     const { minMs, maxMs, p99Multiple } = this.policy;
-    if (this.count < MIN_SAMPLES) return maxMs;
+    const p99 = this.recentP99(tokens);
+    if (p99 === null) return maxMs;
+    const adaptive = Math.max(minMs, p99Multiple * p99);
+    return Math.min(maxMs, movable ? adaptive : LONE_HOLDER_FACTOR * adaptive);
+  }
+
+  /**
+   * When a call carrying `tokens` rows counts as late, so that its rows are sent to their other
+   * holders too: `hedge.p99Multiple` × the recent p99 round trip for its size, at least `hedge.minMs`;
+   * null (no hedge) while the shard has too short a history, or with hedging off (multiple 0).
+   */
+  hedgeAfter(tokens: number, hedge: HedgePolicy): number | null {
+    if (hedge.p99Multiple <= 0) return null;
+    const p99 = this.recentP99(tokens);
+    return p99 === null ? null : Math.max(hedge.minMs, hedge.p99Multiple * p99);
+  }
+
+  /** The recent p99 round trip scaled to a call of `tokens` rows; null before MIN_SAMPLES calls. */
+  private recentP99(tokens: number): number | null {
+    if (this.count < MIN_SAMPLES) return null;
     if (this.p99 === null) {
       const sorted = this.perCost.slice(0, this.count).sort();
       this.p99 = sorted[Math.min(this.count - 1, Math.floor(this.count * 0.99))]!;
       this.sinceSort = 0;
     }
-    const adaptive = Math.max(minMs, p99Multiple * this.p99 * (tokens + FIXED_COST_TOKENS));
-    return Math.min(maxMs, movable ? adaptive : LONE_HOLDER_FACTOR * adaptive);
+    return this.p99 * (tokens + FIXED_COST_TOKENS);
   }
 }

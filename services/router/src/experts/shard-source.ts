@@ -10,6 +10,11 @@ export interface ShardView {
    * one): it does not change when a shard dies, so neither do the numbers. `placement` when absent.
    */
   readonly reference?: ExpertPlacement;
+  /**
+   * Indices of connections whose shard is loading the experts of a newer plan right now, in its host's
+   * turn (registry sources): a row whose experts another holder also serves goes there instead.
+   */
+  readonly switching?: ReadonlySet<number>;
 }
 
 /** Where the view comes from: a fixed list, or a registry that changes it live. */

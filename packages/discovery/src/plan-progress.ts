@@ -1,0 +1,48 @@
+import { hostOf } from '@expertmesh/security';
+import type { PlacementPlan, ShardRecord } from './records.js';
+
+type Layers = readonly { readonly layer: number; readonly experts: readonly number[] }[];
+
+/** Whether the record advertises every expert of `target`. */
+export function advertisesAll(record: ShardRecord, target: Layers): boolean {
+  const held = new Map(record.layers.map((l) => [l.layer, new Set(l.experts)]));
+  return target.every((l) => l.experts.every((e) => held.get(l.layer)?.has(e) ?? false));
+}
+
+/**
+ * Whether the shard is still loading (or waiting its turn to load) its experts of `plan`: on an
+ * earlier plan version and not yet advertising everything the plan gives its slot. Such a shard
+ * builds graphs and updates its record on the thread that answers calls.
+ */
+export function loadingPlan(record: ShardRecord, plan: PlacementPlan): boolean {
+  if (!record.slot || record.planVersion >= plan.version) return false;
+  const target = plan.shards[record.slot];
+  return target !== undefined && !advertisesAll(record, target);
+}
+
+/**
+ * The shards `self` waits for before it loads its experts of `plan`: live shards of the same model on
+ * the same host (they share its cores) whose slot comes first and which do not yet advertise every
+ * expert the plan gives them while still on an earlier plan version (still loading). A shard that
+ * already published this plan's version has finished with it (switched, or kept its old experts when
+ * the hand-over timed out) and is not waited for, whatever it advertises. So co-located shards compile one at a time, in slot
+ * order, and a host's serving never waits on several compiles at once; shards on other hosts load in
+ * parallel. Slot order is total, so no two shards wait for each other.
+ */
+export function loadingBefore(self: ShardRecord, plan: PlacementPlan, records: readonly ShardRecord[]): ShardRecord[] {
+  const host = hostOf(self.address);
+  return records.filter((r) => {
+    if (!r.slot || !self.slot || r.slot >= self.slot) return false;
+    if (r.shardId === self.shardId || r.modelFingerprint !== self.modelFingerprint || r.health !== 'SERVING' || r.draining) return false;
+    return hostOf(r.address) === host && loadingPlan(r, plan);
+  });
+}
+
+/**
+ * The shards loading their experts of `plan` right now: each loading (see loadingPlan) and first in
+ * its host's turn (no earlier slot on its host still loading, as loadingBefore decides for the shard
+ * itself). A shard waiting for its turn serves as usual; the one compiling stalls its answers.
+ */
+export function loadingNow(plan: PlacementPlan, records: readonly ShardRecord[]): ShardRecord[] {
+  return records.filter((r) => loadingPlan(r, plan) && loadingBefore(r, plan, records).length === 0);
+}

@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EtcdRegistry, type ShardRecord } from '@expertmesh/discovery';
+import { EtcdServer, etcdReads } from '../helpers/etcd-server.js';
+
+const record = (id: string, planVersion: number): ShardRecord => ({
+  shardId: id,
+  address: `127.0.0.1:${6000 + id.length}`,
+  modelFingerprint: 'f00',
+  layers: [{ layer: 1, experts: [planVersion % 8, 8 + id.length] }],
+  computeDtype: 'float32',
+  weightBytes: 10,
+  health: 'SERVING',
+  planVersion,
+  slot: '',
+});
+
+const until = async (what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+/**
+ * During a rebalance every shard publishes its record a few times, and every shard waiting on the
+ * others and every router watches the records. A watch applies each change from the event itself:
+ * a burst of updates costs etcd no read of the whole prefix per change per watcher, and the watcher
+ * still ends with exactly the records a fresh read gives. Real etcd.
+ */
+describe('an etcd shard watch', () => {
+  let etcd: EtcdServer;
+  let writer: EtcdRegistry;
+  let watching: EtcdRegistry;
+
+  beforeAll(async () => {
+    etcd = await EtcdServer.start();
+    writer = new EtcdRegistry([etcd.url], 'burst');
+    watching = new EtcdRegistry([etcd.url], 'burst');
+  });
+  afterAll(async () => {
+    await watching?.close();
+    await writer?.close();
+    await etcd?.stop();
+  });
+
+  it('applies a burst of record changes without reading the records again, and ends where a fresh read does', async () => {
+    const a = await writer.registerShard(record('a', 0), 30);
+    const b = await writer.registerShard(record('bb', 0), 30);
+    /** etcd reads during 20 updates of each record (the writer's own conditional writes count as reads too). */
+    const burst = async (from: number): Promise<number> => {
+      const before = await etcdReads(etcd.url);
+      for (let v = from; v < from + 20; v++) await Promise.all([a.update(record('a', v)), b.update(record('bb', v))]);
+      return (await etcdReads(etcd.url)) - before;
+    };
+    const unwatched = await burst(1);
+    const views: ShardRecord[][] = [];
+    const stop = await watching.watchShards((shards) => views.push(shards));
+    await until('the watch sees both shards', () => views.at(-1)?.length === 2);
+    const watched = await burst(21);
+    await b.close();
+    const c = await writer.registerShard(record('ccc', 7), 30);
+    await until('the watch sees the last change', () => {
+      const last = views.at(-1) ?? [];
+      return last.length === 2 && last.some((r) => r.shardId === 'ccc') && last.find((r) => r.shardId === 'a')?.planVersion === 40;
+    });
+    // Re-reading on every event would add one read per change (40 here); the watch's confirmation by etcd may still add its one.
+    expect(watched).toBeLessThanOrEqual(unwatched + 1);
+    const fresh = await writer.listShards();
+    expect(views.at(-1)).toEqual(fresh);
+    // Never a stale view after a newer one: plan versions of "a" only grow.
+    const versions = views.map((v) => v.find((r) => r.shardId === 'a')?.planVersion ?? -1);
+    expect(versions).toEqual([...versions].sort((x, y) => x - y));
+    await stop();
+    await a.close();
+    await c.close();
+  });
+});
