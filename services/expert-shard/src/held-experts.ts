@@ -1,4 +1,5 @@
 import type { LocalRoutedExperts } from '@expertmesh/local-experts';
+import type { ExpertWorkerCrashedError } from './worker-experts.js';
 
 export type ExpertPairs = Parameters<LocalRoutedExperts['computePairs']>[3];
 
@@ -14,6 +15,8 @@ export interface HeldExperts {
   readonly weightFormat: string;
   /** `hiddenIsOwned`: the caller no longer needs `hidden` (a worker may take its buffer instead of a copy). */
   computePairs(layer: number, hidden: Float32Array, numTokens: number, pairs: ExpertPairs, hiddenIsOwned?: boolean): Promise<Float32Array>;
+  /** Sets held in a worker thread: `listener` is called once if that thread dies while the set is open. */
+  onCrash?(listener: (e: ExpertWorkerCrashedError) => void): void;
   /** Releases the set, except what a set in `keep` shares with it. */
   close(keep?: readonly HeldExperts[]): Promise<void>;
 }

@@ -13,7 +13,7 @@ export interface ShardLoadOptions {
   readonly execution: ExecutionOptions;
   readonly weightDtype: WeightDtype;
   /**
-   * Each set of experts in a worker thread of its own (`--expert-worker on`, the shard's default): a
+   * Each set of experts in a worker thread of its own (`--expert-worker on`; off by default): a
    * new plan's graphs are built off the thread that answers the router. Off: on the serving thread.
    */
   readonly inWorkers?: boolean;
@@ -47,7 +47,7 @@ export async function loadShardCompute(
     const experts = load.inWorkers
       ? await startWorker(modelDir, config, chosen, load, 0)
       : await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(chosen, layer, config.nRoutedExperts));
-    return new ShardCompute(config, fingerprint, experts, maxTokensPerCall);
+    return new ShardCompute(config, fingerprint, experts, maxTokensPerCall, load.inWorkers ? DEFAULT_LOAD_NICE : null);
   } finally {
     await checkpoint.close();
   }
@@ -63,8 +63,9 @@ export async function loadShardCompute(
  */
 export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0): Promise<HeldExperts> {
   const config = compute.config;
-  const current = compute.experts;
-  if (!(current instanceof LocalRoutedExperts)) return startWorker(modelDir, config, selection, load, restFactor);
+  if (load.inWorkers) return startWorker(modelDir, config, selection, load, restFactor);
+  // inWorkers is fixed for a shard's life: without it every set it holds was built on this thread.
+  const current = compute.experts as LocalRoutedExperts;
   const checkpoint = await SafetensorsCheckpoint.open(modelDir);
   try {
     return await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), restAfterBuild(restFactor));

@@ -28,8 +28,8 @@ export class ShardCompute {
     readonly fingerprint: string,
     private held: HeldExperts,
     readonly maxTokensPerCall = DEFAULT_MAX_TOKENS_PER_CALL,
-    /** The nice level a spare expert worker starts at (see WorkerExperts.prepareSpare). */
-    private readonly spareNice = 19,
+    /** The nice level a spare expert worker starts at (see WorkerExperts.prepareSpare); null: sets are not built in workers. */
+    private readonly spareNice: number | null = null,
   ) {}
 
   /** The bounds of one call, from the model: they size the gRPC message limit too. */
@@ -71,7 +71,7 @@ export class ShardCompute {
       if (this.retiring === old) this.retiring = null;
       void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]).then(() => {
         // The next plan's set loads in a worker started now, while nothing changes.
-        if (this.held instanceof WorkerExperts) WorkerExperts.prepareSpare(this.spareNice);
+        if (this.spareNice !== null) WorkerExperts.prepareSpare(this.spareNice);
       });
     }, graceMs);
     this.retireTimer.unref();
@@ -105,7 +105,7 @@ export class ShardCompute {
   }
 
   private watchCrash(set: HeldExperts): void {
-    if (!(set instanceof WorkerExperts) || this.watched.has(set)) return;
+    if (!set.onCrash || this.watched.has(set)) return;
     this.watched.add(set);
     set.onCrash((e) => {
       if (set === this.held || set === this.retiring) for (const listener of this.crashListeners) listener(e);
