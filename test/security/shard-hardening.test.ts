@@ -113,12 +113,14 @@ describe('shard hardening', () => {
       message.copy(frame, 5);
       stream.write(frame);
     }
-    // Give the shard time to do whatever it would do with 300 requests (300 MiB of answers). What it may
-    // hold is the requests one HTTP/2 receive window (64 MiB) lets through, and a few answers.
+    // Give the shard time to do whatever it would do with 300 requests (300 MiB of answers, and as much
+    // again decoded). What it may hold is the requests one HTTP/2 receive window (64 MiB) lets through,
+    // the 4 answers in flight, and what its allocator keeps of the runs' activations (measured 96–116 MiB
+    // in all): far under the 300 MiB of answers alone a shard without back-pressure would hold.
     for (let i = 0; i < 20; i++) await info(client);
     await new Promise((r) => setTimeout(r, 3000));
     const after = await residentBytes(shard.process.pid!);
-    expect(after - before).toBeLessThan(110 * 2 ** 20);
+    expect(after - before).toBeLessThan(150 * 2 ** 20);
     expect((await unary(client, request(2))).code).toBe(grpc.status.OK);
     stream.close();
     session.destroy();
