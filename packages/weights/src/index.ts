@@ -20,8 +20,12 @@ export {
 export type { FloatDtype, SafetensorsDtype } from './dtypes.js';
 export { CheckpointError } from './errors.js';
 export { INDEX_FILE, SINGLE_FILE } from './checkpoint-files.js';
+export { readSafetensorsHeader } from './safetensors-header.js';
 export type { TensorInfo } from './safetensors-header.js';
 export { SafetensorsCheckpoint } from './safetensors-reader.js';
+export { CheckpointLayouts, readCheckpointLayout } from './checkpoint-layout.js';
+export type { CheckpointLayout, HeaderReader } from './checkpoint-layout.js';
+export type { SafetensorsHeader } from './safetensors-header.js';
 export { dequantizeBlockFp8, quantizeBlockFp8, readLinearWeight, scaleInvName, fp8BlockLayout } from './fp8-block.js';
 export type { Fp8BlockLayout } from './fp8-block.js';
 export { writeSafetensors, writeShardedCheckpoint, shardFileName } from './safetensors-writer.js';

@@ -1,9 +1,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { relative } from 'node:path';
 import { bytesToFloat32, isFloatDtype } from './dtypes.js';
 import { CheckpointError } from './errors.js';
-import { resolveCheckpointFiles } from './checkpoint-files.js';
-import { readSafetensorsHeader, type TensorInfo } from './safetensors-header.js';
+import { readCheckpointLayout, type CheckpointLayout, type CheckpointLayouts } from './checkpoint-layout.js';
+import type { TensorInfo } from './safetensors-header.js';
 
 /**
  * Reads tensors from a Hugging Face safetensors checkpoint (one file, or shards listed by
@@ -15,59 +14,41 @@ export class SafetensorsCheckpoint {
   private readonly handles = new Map<string, Promise<FileHandle>>();
   private closed = false;
 
-  private constructor(
-    /** The checkpoint's folder. */
-    readonly dir: string,
-    /** The index file, or the single .safetensors file: named in errors about the whole checkpoint. */
-    readonly source: string,
-    private readonly tensors: ReadonlyMap<string, TensorInfo>,
-    private readonly meta: Readonly<Record<string, string>>,
-  ) {}
+  private constructor(private readonly layout: CheckpointLayout) {}
 
-  /** Opens a checkpoint folder (index or single file) or one .safetensors file, validating every header. */
-  static async open(path: string): Promise<SafetensorsCheckpoint> {
-    const { dir, source, files, weightMap } = await resolveCheckpointFiles(path);
-    const tensors = new Map<string, TensorInfo>();
-    const metadata: Record<string, string> = {};
-    const checkpoint = new SafetensorsCheckpoint(dir, source, tensors, metadata);
-    try {
-      for (const file of files) {
-        const header = await readSafetensorsHeader(await checkpoint.handle(file), file);
-        Object.assign(metadata, header.metadata);
-        for (const info of header.tensors) {
-          const earlier = tensors.get(info.name);
-          if (earlier) throw new CheckpointError(`tensor is also in ${earlier.file}: the shards are from different downloads`, file, info.name);
-          tensors.set(info.name, info);
-        }
-      }
-      // The index and the headers must agree, or the download is mixed up.
-      for (const [name, file] of weightMap ?? []) {
-        if (tensors.get(name)?.file !== file) {
-          throw new CheckpointError(`the index places this tensor in ${relative(dir, file)} but that file's header does not hold it: re-download the checkpoint`, file, name);
-        }
-      }
-    } catch (err) {
-      await checkpoint.close();
-      throw err;
-    }
-    return checkpoint;
+  /** The checkpoint's folder. */
+  get dir(): string {
+    return this.layout.dir;
+  }
+
+  /** The index file, or the single .safetensors file: named in errors about the whole checkpoint. */
+  get source(): string {
+    return this.layout.source;
+  }
+
+  /**
+   * Opens a checkpoint folder (index or single file) or one .safetensors file, validating every header.
+   * With `layouts`, a checkpoint opened before through them is not parsed again while its files are unchanged.
+   */
+  static async open(path: string, layouts?: CheckpointLayouts): Promise<SafetensorsCheckpoint> {
+    return new SafetensorsCheckpoint(layouts ? await layouts.get(path) : await readCheckpointLayout(path));
   }
 
   names(): string[] {
-    return [...this.tensors.keys()];
+    return [...this.layout.tensors.keys()];
   }
 
   has(name: string): boolean {
-    return this.tensors.has(name);
+    return this.layout.tensors.has(name);
   }
 
   /** The union of the files' `__metadata__` (e.g. {format: 'pt'}). */
   metadata(): Readonly<Record<string, string>> {
-    return this.meta;
+    return this.layout.metadata;
   }
 
   info(name: string): TensorInfo {
-    const info = this.tensors.get(name);
+    const info = this.layout.tensors.get(name);
     if (!info) throw new CheckpointError('tensor not found in the checkpoint; is it the right model or a complete download?', this.source, name);
     return info;
   }

@@ -10,7 +10,7 @@ import { parseExpertSpec } from './expert-spec.js';
 import { DEFAULT_LOAD_NICE, loadShardCompute } from './load-shard.js';
 import { DEFAULT_MAX_TOKENS_PER_CALL } from '@expertmesh/wire';
 import { DEFAULT_MAX_IN_FLIGHT_PER_STREAM, ShardServer } from './shard-server.js';
-import { requireModelDir } from '@expertmesh/weights';
+import { CheckpointLayouts, requireModelDir } from '@expertmesh/weights';
 import { staleHolderProbe } from './holder-probe.js';
 import { exitWithParent, untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle';
 
@@ -150,7 +150,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
     throw new ShardUsageError((e as Error).message);
   }
   await requireModelDir(values.model);
-  const load = { execution, weightDtype: weightDtype as WeightDtype, inWorkers: expertWorker === 'on', loadNice: DEFAULT_LOAD_NICE };
+  const load = { execution, weightDtype: weightDtype as WeightDtype, inWorkers: expertWorker === 'on', loadNice: DEFAULT_LOAD_NICE, checkpointLayouts: new CheckpointLayouts() };
   const registry = openRegistry({
     etcd: values.etcd,
     registry: values.registry,

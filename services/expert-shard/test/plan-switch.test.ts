@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
 import { loadShardCompute, parseExpertSpec, type ShardCompute } from '../src/index.js';
+import { CheckpointLayouts, readSafetensorsHeader, type SafetensorsHeader } from '@expertmesh/weights';
+import type { FileHandle } from 'node:fs/promises';
 import { loadExperts } from '../src/load-shard.js';
 
 const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
@@ -49,5 +51,26 @@ describe('a shard between two plans', () => {
     expect(switching.holds(layer, 0)).toBe(false);
     await expect(switching.run(request(switching, layer, 3, [0, 9]), performance.now())).rejects.toThrow(/expert 0 of layer \d+ is not held/);
     expect((await switching.run(request(switching, layer, 3, [6, 9]), performance.now())).stats.pairs).toBe(2);
+  });
+
+  it('parses the checkpoint headers once, at start: later plan switches read none and serve the same sums', async () => {
+    const headerReads: string[] = [];
+    const counted = (handle: FileHandle, path: string): Promise<SafetensorsHeader> => (headerReads.push(path), readSafetensorsHeader(handle, path));
+    const cached = { ...load, checkpointLayouts: new CheckpointLayouts(counted) };
+    const shard = await loadShardCompute(dir, parseExpertSpec('0-3'), cached);
+    const atStart = headerReads.length;
+    expect(atStart).toBeGreaterThan(0);
+    for (const spec of ['2-9', '8-15', '0-15']) {
+      shard.beginSwitch(await loadExperts(dir, shard, parseExpertSpec(spec), cached));
+      shard.retire(0);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(headerReads).toHaveLength(atStart);
+    const fresh = await loadShardCompute(dir, parseExpertSpec('0-15'), load);
+    const layer = shard.config.moeLayers[0]!;
+    const experts = [0, 9, 7, 12, 3, 6, 15, 1];
+    const a = (await shard.run(request(shard, layer, 3, experts), performance.now())).response.output!.data as Buffer;
+    const b = (await fresh.run(request(fresh, layer, 3, experts), performance.now())).response.output!.data as Buffer;
+    expect(Buffer.compare(Buffer.from(a), Buffer.from(b))).toBe(0);
   });
 });
