@@ -38,7 +38,7 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   shard's record (on --advertise's host when given). Off by default.
   --expert-worker on holds and runs the experts in worker threads: a new plan's experts are built in a new worker at the
   lowest CPU priority while the current one serves, so the thread that answers routers never builds a graph (~0.2 ms
-  more per call); if a worker thread dies the shard exits (code 1) and its lease lapses. off (the default): experts
+  more per call; the experts a switch keeps are held twice until the old set is released); if a worker thread dies the shard exits (code 1) and its lease lapses. off (the default): experts
   run on the serving thread, and a switch reuses the graphs of the experts it keeps.
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
   client certificate (kubelet's gRPC probe). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
