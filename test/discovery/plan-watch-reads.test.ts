@@ -2,17 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { EtcdRegistry, keys, type PlacementPlan } from '@expertmesh/discovery';
 import { EtcdServer, etcdReads } from '../helpers/etcd-server.js';
+import { until } from '../helpers/rebalance-cluster.js';
 
 const cluster = 'planwatch';
 const plan = (version: number): PlacementPlan => ({ version, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [version % 8] }], s1: [{ layer: 1, experts: [8 + (version % 8)] }] } });
-
-const until = async (what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 /**
  * Every shard and router watches the plan, and a plan change reaches them all at once: the watch
@@ -49,9 +42,9 @@ describe('an etcd plan watch', () => {
     const unwatched = await store(2);
     const seen: (PlacementPlan | null)[] = [];
     const stops = await Promise.all([0, 1, 2].map(() => watching.watchPlan((p) => seen.push(p))));
-    await until('the watches see the stored plan', () => seen.filter((p) => p?.version === 11).length === 3);
+    await until('the watches see the stored plan', async () => seen.filter((p) => p?.version === 11).length === 3);
     const watched = await store(12);
-    await until('the watches see the last plan', () => seen.filter((p) => p?.version === 21).length === 3);
+    await until('the watches see the last plan', async () => seen.filter((p) => p?.version === 21).length === 3);
     // Re-reading the key at each event would add 3 reads per plan (30 here); the watches' confirmations by etcd may add their few.
     expect(watched).toBeLessThanOrEqual(unwatched + 3);
     expect(seen.at(-1)).toEqual(await writer.getPlan());
@@ -63,7 +56,7 @@ describe('an etcd plan watch', () => {
   it('rejects a stored value that is not a valid plan as a read does, and goes on with the next', async () => {
     const versions: (number | null)[] = [];
     const stop = await watching.watchPlan((p) => versions.push(p?.version ?? null));
-    await until('the watch sees the stored plan', () => versions.length === 1);
+    await until('the watch sees the stored plan', async () => versions.length === 1);
     const key = keys.plan(cluster);
     await raw.put(key).value('{"version": 30, "modelFingerprint": "f00"}');
     await raw.put(key).value('not json');
@@ -72,7 +65,7 @@ describe('an etcd plan watch', () => {
     await raw.put(key).value(JSON.stringify(plan(31)));
     await raw.delete().key(key);
     await raw.put(key).value(JSON.stringify(plan(32)));
-    await until('the watch sees the last plan', () => versions.at(-1) === 32);
+    await until('the watch sees the last plan', async () => versions.at(-1) === 32);
     // Neither invalid value reached the listener; the deletion did, as null.
     expect(versions.slice(1)).toEqual([31, null, 32]);
     await stop();
