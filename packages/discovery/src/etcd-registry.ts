@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { Etcd3, type IKeyValue, type IOptions, type Lease, type Watcher, type WatchBuilder } from 'etcd3';
+import { Etcd3, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
 import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
 import { createIfAbsent, putAllIf, replaceIfOwned, replaceIfUnchanged, type KeyCondition } from './etcd-transactions.js';
 import { checkPlanReplacement } from './plan-version-check.js';
@@ -261,38 +261,67 @@ export class EtcdRegistry implements ClusterRegistry {
 
   async getPlan(): Promise<PlacementPlan | null> {
     const text = await this.client.get(keys.plan(this.cluster)).string();
-    if (text === null) return null;
+    return text === null ? null : this.planFrom(text);
+  }
+
+  /** The stored plan's text parsed and validated; an error saying what to do when it is not valid. */
+  private planFrom(text: string): PlacementPlan {
     const r = parseValue(text, placementPlanSchema);
     if ('problem' in r) throw new Error(`the stored plan at ${keys.plan(this.cluster)} is not valid (${r.problem}): store a new one with \`expertmesh plan --store\``);
     return r.value;
   }
 
-  watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
-    return this.watchAndRead(this.client.watch().key(keys.plan(this.cluster)), () => this.getPlan(), listener);
-  }
-
   /**
-   * Calls `listener` with a fresh read now and after every change the watch reports. Re-reading the
-   * whole value on each event is simple, and stays correct after the watch reconnects. A listener
-   * that throws is reported and the watch goes on: one bad value never stops a process.
+   * The plan now (read when the watch starts, and again whenever it reconnects) and after every
+   * change, taken from the event's own value: a plan change costs a watcher no read of the key (every
+   * shard and router watches it, and all would read at once). Each new value is validated as a read
+   * is; the same bytes again reuse the last verdict. A value older than one already delivered (a read
+   * and the watch's first events may cross) is skipped. An invalid plan is reported and not delivered,
+   * and a listener that throws is reported: the watch goes on either way.
    */
-  private async watchAndRead<T>(builder: WatchBuilder, read: () => Promise<T>, listener: (value: T) => void): Promise<() => Promise<void>> {
-    const watcher = await builder.create();
+  async watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
+    const key = keys.plan(this.cluster);
+    const watcher = await this.client.watch().key(key).create();
     let stopped = false;
-    const refresh = (): void => {
-      read().then(
-        (v) => {
-          if (stopped) return;
+    let delivered = -1n;
+    let last: { text: string; verdict: { plan: PlacementPlan } | { error: Error } } | null = null;
+    const apply = (text: string | null, revision: bigint): void => {
+      if (stopped || revision <= delivered) return;
+      delivered = revision;
+      let plan: PlacementPlan | null = null;
+      if (text !== null) {
+        if (last?.text !== text) {
           try {
-            listener(v);
+            last = { text, verdict: { plan: this.planFrom(text) } };
           } catch (e) {
-            process.stderr.write(`expertmesh: registry watch listener failed: ${(e as Error).message}\n`);
+            last = { text, verdict: { error: e as Error } };
           }
-        },
-        (e: Error) => !stopped && process.stderr.write(`expertmesh: registry read failed: ${e.message}\n`),
-      );
+        }
+        const verdict = last.verdict;
+        if ('error' in verdict) return void process.stderr.write(`expertmesh: registry read failed: ${verdict.error.message}\n`);
+        plan = verdict.plan;
+      }
+      try {
+        listener(plan);
+      } catch (e) {
+        process.stderr.write(`expertmesh: registry watch listener failed: ${(e as Error).message}\n`);
+      }
     };
-    return this.follow(watcher, { put: refresh, delete: refresh, connected: refresh, stop: () => (stopped = true) });
+    const read = (): void => {
+      this.client
+        .get(key)
+        .exec()
+        .then(
+          (res) => apply(res.kvs[0]?.value.toString() ?? null, BigInt(res.header.revision)),
+          (e: Error) => !stopped && process.stderr.write(`expertmesh: registry read failed: ${e.message}\n`),
+        );
+    };
+    return this.follow(watcher, {
+      put: (kv) => apply(kv.value.toString(), BigInt(kv.mod_revision)),
+      delete: (kv) => apply(null, BigInt(kv.mod_revision)),
+      connected: read,
+      stop: () => (stopped = true),
+    });
   }
 
   /** Wires a watcher's events, runs `connected` once now, and returns what cancels it. */

@@ -22,6 +22,12 @@ export class PlanWaitError extends Error {
 
 type Layers = { layer: number; experts: number[] }[];
 
+/** The live shard records one watch keeps current, and the waits judging each change. */
+interface ShardRecordsView {
+  records: ShardRecord[] | null;
+  readonly waiters: Set<(records: ShardRecord[]) => void>;
+}
+
 export interface MembershipTimings {
   /** How long requests routed before routers saw a switch may still use the experts handed over. */
   readonly retireGraceMs: number;
@@ -76,6 +82,9 @@ export class ClusterMembership {
   /** Aborted when this shard starts leaving: a wait for its turn to load ends then. */
   private readonly leavingSignal = new AbortController();
   private readonly planSeen: ((plan: PlacementPlan) => void)[] = [];
+  private recordsView: Promise<ShardRecordsView> | null = null;
+  /** The records watch's cancel, once it exists. */
+  private recordsWatch: Promise<() => Promise<void>> | null = null;
 
   constructor(
     private readonly registry: ClusterRegistry,
@@ -174,6 +183,10 @@ export class ClusterMembership {
     this.leaving = true;
     this.leavingSignal.abort();
     await this.stopPlanWatch?.();
+    // A watch still being created (etcd unreachable) does not hold the departure: it is cancelled once it exists.
+    const recordsWatch = this.recordsWatch;
+    this.recordsWatch = null;
+    if (recordsWatch) await within(REGISTRY_CALL_BOUND_MS, recordsWatch.then((stop) => stop()), 'cancelling the shard records watch').catch(() => undefined);
     await this.registration?.close();
   }
 
@@ -201,6 +214,8 @@ export class ClusterMembership {
 
   /** Watches the plan; adds this slot to it when it is new; resolves once the slot's experts serve. */
   private async follow(deadline: number): Promise<void> {
+    // The records watch every wait of a plan switch answers from, started now rather than at the first switch.
+    this.shardRecords().catch(() => undefined);
     const served = new Promise<void>((resolve) => this.planSeen.push(() => this.record.health === 'SERVING' && resolve()));
     this.stopPlanWatch = await this.registry.watchPlan((plan) => {
       if (!plan || this.leaving) return;
@@ -316,31 +331,63 @@ export class ClusterMembership {
 
   /**
    * The first answer `decide` gives (not undefined) on the live shard records, judged now and after
-   * every change to them: an etcd watch, so nothing is read while nothing changes (polling would read
-   * the registry every few tens of ms for as long as a wait lasts, taking CPU from serving and load
-   * from etcd). `otherwise` once the hand-over timeout passes or `stop` aborts.
+   * every change to them. The records come from one etcd watch kept for the membership's life
+   * (shardRecords): a wait creates no watch and reads nothing, and while nothing changes nothing is
+   * read (polling would read the registry every few tens of ms for as long as a wait lasts, taking
+   * CPU from serving and load from etcd). `otherwise` once the hand-over timeout passes or `stop`
+   * aborts; a registry that cannot be watched rejects.
    */
   private async whenShards<T>(decide: (records: ShardRecord[]) => T | undefined, otherwise: T, stop?: AbortSignal): Promise<T> {
     let open = true;
     let settle!: (value: T) => void;
-    const decided = new Promise<T>((resolve) => (settle = (value) => ((open = false), resolve(value))));
+    const decided = new Promise<T>((resolve) => (settle = (value) => open && ((open = false), resolve(value))));
+    const judge = (records: ShardRecord[]): void => {
+      if (!open) return;
+      const answer = decide(records);
+      if (answer !== undefined) settle(answer);
+    };
     const timer = setTimeout(() => settle(otherwise), this.timings.handoffTimeoutMs);
     const onStop = (): void => settle(otherwise);
     stop?.addEventListener('abort', onStop, { once: true });
-    let unwatch: (() => Promise<void>) | null = null;
+    let view: ShardRecordsView | null = null;
     try {
-      unwatch = await this.registry.watchShards((records) => {
-        if (!open) return;
-        const answer = decide(records);
-        if (answer !== undefined) settle(answer);
-      });
+      view = await Promise.race([this.shardRecords(), decided.then(() => null)]);
+      if (view) {
+        view.waiters.add(judge);
+        if (view.records) judge(view.records);
+      }
       return await decided;
     } finally {
+      view?.waiters.delete(judge);
       clearTimeout(timer);
       stop?.removeEventListener('abort', onStop);
-      // Cancelled in the background: the decision does not wait for etcd to confirm it.
-      void unwatch?.().catch(() => undefined);
     }
+  }
+
+  /**
+   * The shard records as one watch keeps them, started on first use (at joining a plan) and stopped
+   * when the shard leaves; resolves once the watch holds its first full read. Its first events (the
+   * shard's own record at join) also make the etcd client build its watch-event decoders then, not at
+   * the first plan switch. A watch that cannot be created is tried again at the next wait.
+   */
+  private shardRecords(): Promise<ShardRecordsView> {
+    if (!this.recordsView) {
+      const view: ShardRecordsView = { records: null, waiters: new Set() };
+      let synced!: () => void;
+      const first = new Promise<void>((resolve) => (synced = resolve));
+      const watch = this.registry.watchShards((records) => {
+        view.records = records;
+        synced();
+        for (const judge of [...view.waiters]) judge(records);
+      });
+      this.recordsWatch = watch;
+      this.recordsView = watch.then(() => first.then(() => view));
+      this.recordsView.catch(() => {
+        this.recordsView = null;
+        this.recordsWatch = null;
+      });
+    }
+    return this.recordsView;
   }
 
   private async publish(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health' | 'draining'>>): Promise<void> {

@@ -1,0 +1,89 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { EtcdRegistry, planPlacement, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
+import { EtcdServer } from '../../../test/helpers/etcd-server.js';
+import { ClusterMembership } from '../src/cluster-membership.js';
+import { loadShardCompute } from '../src/index.js';
+
+const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
+const timings = { retireGraceMs: 0, handoffTimeoutMs: 60_000, loadRestFactor: 0 };
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** The real etcd registry, counting the shard-record watches it is asked for. */
+function counting(registry: EtcdRegistry): { registry: ClusterRegistry; watches: () => number } {
+  let watches = 0;
+  const counted = Object.create(registry) as EtcdRegistry;
+  counted.watchShards = (listener) => {
+    watches++;
+    return registry.watchShards(listener);
+  };
+  return { registry: counted, watches: () => watches };
+}
+
+/**
+ * During a plan switch a shard waits twice on the other shards' records (its turn to load on its
+ * host, then the hand-over). Both waits answer from one records watch the membership keeps from its
+ * join to its departure: a switch creates no watch. Two shards on one host, real etcd, real loads.
+ */
+describe('a shard following the plan', () => {
+  let dir: string;
+  let etcd: EtcdServer;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'expertmesh-watches-'));
+    await makeCheckpoint({ preset: 'tiny', outDir: dir, seed: 5 });
+    etcd = await EtcdServer.start();
+  });
+  afterAll(async () => {
+    await etcd?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('waits for its turn and for the hand-over from one records watch kept for its life', async () => {
+    const store = new EtcdRegistry([etcd.url], 'watches');
+    const members: { membership: ClusterMembership; watches: () => number; registry: EtcdRegistry }[] = [];
+    try {
+      const computes = await Promise.all([0, 1].map(() => loadShardCompute(dir, { experts: new Set(), layers: null }, load)));
+      const { config, fingerprint } = computes[0]!;
+      const plan = (version: number, split: number): PlacementPlan => {
+        const first = planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+        const all = config.moeLayers.map((layer) => ({ layer, experts: Array.from({ length: config.nRoutedExperts }, (_, e) => e) }));
+        // Experts below `split` on shard-0, the rest on shard-1: each change of `split` moves experts between them.
+        return { ...first, shards: { 'shard-0': all.map((l) => ({ layer: l.layer, experts: l.experts.filter((e) => e < split) })), 'shard-1': all.map((l) => ({ layer: l.layer, experts: l.experts.filter((e) => e >= split) })) } };
+      };
+      await store.putPlan(plan(1, 8));
+      for (const [i, compute] of computes.entries()) {
+        const registry = new EtcdRegistry([etcd.url], 'watches');
+        const { registry: counted, watches } = counting(registry);
+        const membership = new ClusterMembership(counted, compute, { shardId: `s${i}`, address: `127.0.0.1:${7100 + i}` }, { modelDir: dir, load }, () => undefined, timings, () => undefined);
+        members.push({ membership, watches, registry });
+        await membership.joinPlan(10, undefined, undefined, `shard-${i}`, 60_000);
+      }
+      const atJoin = members.map((m) => m.watches());
+      expect(atJoin).toEqual([1, 1]);
+      for (const [version, split] of [[2, 4], [3, 12], [4, 8]] as const) {
+        await store.putPlan(plan(version, split));
+        await until(`plan v${version} switched`, async () => members.every((m) => m.membership.planVersion === version) && (await store.listShards()).every((r) => r.planVersion === version));
+        const records = await store.listShards();
+        for (const slot of ['shard-0', 'shard-1']) expect(records.find((r) => r.slot === slot)!.layers).toEqual(plan(version, split).shards[slot]);
+      }
+      // Three switches, each with a turn and a hand-over wait on both shards: still the watch of the join.
+      expect(members.map((m) => m.watches())).toEqual(atJoin);
+    } finally {
+      for (const m of members) {
+        await m.membership.leave();
+        await m.registry.close();
+      }
+      await store.close();
+    }
+  });
+});

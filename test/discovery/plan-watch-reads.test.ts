@@ -1,0 +1,73 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3 } from 'etcd3';
+import { EtcdRegistry, keys, type PlacementPlan } from '@expertmesh/discovery';
+import { EtcdServer, etcdReads } from '../helpers/etcd-server.js';
+import { until } from '../helpers/rebalance-cluster.js';
+
+const cluster = 'planwatch';
+const plan = (version: number): PlacementPlan => ({ version, modelFingerprint: 'f00', shards: { s0: [{ layer: 1, experts: [version % 8] }], s1: [{ layer: 1, experts: [8 + (version % 8)] }] } });
+
+/**
+ * Every shard and router watches the plan, and a plan change reaches them all at once: the watch
+ * takes the new plan from the event itself, so a change costs no watcher a read of the key, and the
+ * plan is still validated as a read validates it (a plan is untrusted input). Real etcd.
+ */
+describe('an etcd plan watch', () => {
+  let etcd: EtcdServer;
+  let writer: EtcdRegistry;
+  let watching: EtcdRegistry;
+  let raw: Etcd3;
+
+  beforeAll(async () => {
+    etcd = await EtcdServer.start();
+    writer = new EtcdRegistry([etcd.url], cluster);
+    watching = new EtcdRegistry([etcd.url], cluster);
+    raw = new Etcd3({ hosts: [etcd.url] });
+  });
+  afterAll(async () => {
+    raw?.close();
+    await watching?.close();
+    await writer?.close();
+    await etcd?.stop();
+  });
+
+  it('delivers each new plan from its event without reading the key again', async () => {
+    await writer.putPlan(plan(1));
+    /** etcd reads while 10 plans are stored (the writer's own check of the stored version counts too). */
+    const store = async (from: number): Promise<number> => {
+      const before = await etcdReads(etcd.url);
+      for (let v = from; v < from + 10; v++) await writer.putPlan(plan(v));
+      return (await etcdReads(etcd.url)) - before;
+    };
+    const unwatched = await store(2);
+    const seen: (PlacementPlan | null)[] = [];
+    const stops = await Promise.all([0, 1, 2].map(() => watching.watchPlan((p) => seen.push(p))));
+    await until('the watches see the stored plan', async () => seen.filter((p) => p?.version === 11).length === 3);
+    const watched = await store(12);
+    await until('the watches see the last plan', async () => seen.filter((p) => p?.version === 21).length === 3);
+    // Re-reading the key at each event would add 3 reads per plan (30 here); the watches' confirmations by etcd may add their few.
+    expect(watched).toBeLessThanOrEqual(unwatched + 3);
+    expect(seen.at(-1)).toEqual(await writer.getPlan());
+    // Each watch saw every plan, in order.
+    expect(seen.filter((p) => p !== null && p.version >= 12).map((p) => p!.version)).toEqual(Array.from({ length: 10 }, (_, i) => 12 + i).flatMap((v) => [v, v, v]));
+    for (const stop of stops) await stop();
+  });
+
+  it('rejects a stored value that is not a valid plan as a read does, and goes on with the next', async () => {
+    const versions: (number | null)[] = [];
+    const stop = await watching.watchPlan((p) => versions.push(p?.version ?? null));
+    await until('the watch sees the stored plan', async () => versions.length === 1);
+    const key = keys.plan(cluster);
+    await raw.put(key).value('{"version": 30, "modelFingerprint": "f00"}');
+    await raw.put(key).value('not json');
+    await raw.put(key).value('not json');
+    await expect(writer.getPlan()).rejects.toThrow(/is not valid \(not JSON/);
+    await raw.put(key).value(JSON.stringify(plan(31)));
+    await raw.delete().key(key);
+    await raw.put(key).value(JSON.stringify(plan(32)));
+    await until('the watch sees the last plan', async () => versions.at(-1) === 32);
+    // Neither invalid value reached the listener; the deletion did, as null.
+    expect(versions.slice(1)).toEqual([31, null, 32]);
+    await stop();
+  });
+});
