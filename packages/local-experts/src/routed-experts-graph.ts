@@ -35,17 +35,31 @@ export function buildRoutedExpertsGraph(experts: readonly { id: number; weights:
       outputs.push(swiglu(b, x, weights, `expert${id}`));
       return;
     }
+    // Branch outputs keep the names of the values they are (no Identity to rename them): an unoptimised
+    // graph (see STORED_EXPERTS_OPTIMIZATION) would run every Identity as a copy.
     const run = b.subgraph(`expert${id}_used`);
-    run.output(run.alias(swiglu(run, x, weights, `expert${id}`), `expert${id}_y`), 'float32', [`M${id}`, hidden]);
+    run.output(swiglu(run, x, weights, `expert${id}`), 'float32', [`M${id}`, hidden]);
     const unused = b.subgraph(`expert${id}_unused`);
-    unused.output(unused.alias(unused.constant({ type: 'float32', dims: [0, hidden], bytes: new Uint8Array(0) }, 'empty'), `expert${id}_none`), 'float32', [`M${id}`, hidden]);
+    unused.output(unused.constant({ type: 'float32', dims: [0, hidden], bytes: new Uint8Array(0) }, `expert${id}_none`), 'float32', [`M${id}`, hidden]);
     const hasRows = b.op('Greater', [b.op('Size', [x]), b.scalarInt64(0)]);
     outputs.push(b.op('If', [hasRows], { then_branch: { graph: run }, else_branch: { graph: unused } }));
   });
-  b.alias(outputs.length === 1 ? outputs[0]! : b.op('Concat', outputs, { axis: 0 }), 'y');
-  b.output('y', 'float32', ['P', hidden]);
-  return b.build();
+  b.output(outputs.length === 1 ? b.alias(outputs[0]!, 'y') : b.op('Concat', outputs, { axis: 0 }, { name: 'y' }), 'float32', ['P', hidden]);
+  const widenedPerRun = experts.every(({ weights }) => [weights.gate, weights.up, weights.down].every((w) => w.kind === 'file' && w.dtype !== 'float32'));
+  return widenedPerRun ? { ...b.build(), optimization: STORED_EXPERTS_OPTIMIZATION } : b.build();
 }
+
+/**
+ * Graphs of stored experts (FP8 or BF16, widened at every run) are built without onnxruntime's graph
+ * optimisation: a plan switch builds them
+ * on the shard's serving thread, and for this layout optimisation is half the build (16 FP8 experts of
+ * the demo preset, one core: 14 → 7.6 ms) for runs as fast and outputs equal bit for bit (measured in
+ * docs/benchmarks.md, "Expert graphs built without graph optimisation"). Not for the shared-activation
+ * layout below: its float32 runs are several times slower unoptimised (the inlined weights' Transpose is
+ * folded only by the optimiser), and its outputs change; nor for float32 weights left in the file (their
+ * Transpose too).
+ */
+const STORED_EXPERTS_OPTIMIZATION = 'disabled';
 
 /**
  * The layer with one activation for all experts, for experts whose gate and up stack (float32 in memory,

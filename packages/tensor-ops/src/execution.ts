@@ -1,7 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as ort from 'onnxruntime-node';
-import type { BuiltModel } from './onnx-model-builder.js';
+import type { BuiltModel, GraphOptimization } from './onnx-model-builder.js';
 
 /** Where onnxruntime runs the graphs: the bundled CPU build here, CUDA on GPU nodes. */
 export type ExecutionProvider = 'cpu' | 'cuda';
@@ -35,7 +35,7 @@ export class GraphRuntimeError extends Error {
 }
 
 /** onnxruntime's options for one of our sessions (exported for its test). */
-export function sessionOptions(options: ExecutionOptions, externalFolder: string | null): ort.InferenceSession.SessionOptions {
+export function sessionOptions(options: ExecutionOptions, externalFolder: string | null, optimization: GraphOptimization = 'all'): ort.InferenceSession.SessionOptions {
   return {
     // Warnings would name every overridable initializer (each stored weight is one, on purpose).
     logSeverityLevel: 3,
@@ -43,7 +43,7 @@ export function sessionOptions(options: ExecutionOptions, externalFolder: string
     intraOpNumThreads: options.intraOpThreads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: optimization,
     // Each of the engine's dozens of sessions would keep its own arena at the peak of its largest run
     // (a 1024-token prefill) for the life of the process: measured on the demo preset, resident memory
     // after a batch-32 prefill 599 → 406 MiB (int8) and 741 → 578 MiB (float32) without, at the same speed.
@@ -97,7 +97,7 @@ export class Graph {
     const built: BuiltModel = model instanceof Uint8Array ? { bytes: model, externalFolder: null, fedWeights: {} } : model;
     const weightFeeds = Object.fromEntries(Object.entries(built.fedWeights).map(([k, w]) => [k, new ort.Tensor('float32', w.data, w.dims)]));
     try {
-      return new Graph(name, await ort.InferenceSession.create(built.bytes, sessionOptions(options, built.externalFolder)), weightFeeds);
+      return new Graph(name, await ort.InferenceSession.create(built.bytes, sessionOptions(options, built.externalFolder, built.optimization)), weightFeeds);
     } catch (cause) {
       throw new GraphRuntimeError(`onnxruntime could not load it: ${(cause as Error).message}`, name, { cause });
     }

@@ -1,5 +1,5 @@
 export { OnnxModelBuilder, DEFAULT_INLINE_WEIGHT_BYTES } from './onnx-model-builder.js';
-export type { OnnxElementType, Dim, AttributeValue, ConstantTensor, FileRange, BuiltModel, FedWeight } from './onnx-model-builder.js';
+export type { OnnxElementType, Dim, AttributeValue, ConstantTensor, FileRange, BuiltModel, FedWeight, GraphOptimization } from './onnx-model-builder.js';
 export { weightBytes, weightFormat, memoryWeight, STORED_DTYPE_BYTES } from './weight-data.js';
 export type { WeightData, StoredDtype, BlockScales } from './weight-data.js';
 export { Graph, GraphRuntimeError, DEFAULT_EXECUTION, INTRA_OP_SPIN, f32, i32, i64, floatData, int32Data, releaseLoadBuffers } from './execution.js';

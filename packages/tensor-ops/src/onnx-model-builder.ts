@@ -54,7 +54,15 @@ export interface BuiltModel {
   /** Folder the external data locations are relative to (null when there is none). */
   readonly externalFolder: string | null;
   readonly fedWeights: Readonly<Record<string, FedWeight>>;
+  /**
+   * How much onnxruntime optimises the graph when it builds a session for it ('all' when absent): a graph
+   * that measurably gains nothing from optimisation may say so, and is then built faster.
+   */
+  readonly optimization?: GraphOptimization;
 }
+
+/** onnxruntime's graph optimisation levels. */
+export type GraphOptimization = 'all' | 'extended' | 'basic' | 'disabled';
 
 interface NodeSpec {
   readonly opType: string;
