@@ -54,6 +54,8 @@ const VARIANTS: readonly Variant[] = [
   { name: '8 experts per graph', perGraph: 8, change: same, served: true },
   { name: '4 experts per graph', perGraph: 4, change: same, served: true },
   { name: '1 expert per graph', perGraph: 1, change: same, served: true },
+  { name: '4 experts per graph, level all', perGraph: 4, change: same },
+  { name: '1 expert per graph, level all', perGraph: 1, change: same },
 ];
 
 /** onnxruntime-node passes `extra` as flattened config keys: `optimization.*` keys sit beside `session`. */

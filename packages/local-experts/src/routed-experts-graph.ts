@@ -51,10 +51,9 @@ export function buildRoutedExpertsGraph(experts: readonly { id: number; weights:
 
 /**
  * Graphs of stored experts (FP8 or BF16, widened at every run) are built without onnxruntime's graph
- * optimisation: a plan switch builds them
- * on the shard's serving thread, and for this layout optimisation is half the build (16 FP8 experts of
- * the demo preset, one core: 14 → 7.6 ms) for runs as fast and outputs equal bit for bit (measured in
- * docs/benchmarks.md, "Expert graphs built without graph optimisation"). Not for the shared-activation
+ * optimisation: a plan switch builds them on the shard's serving thread, and for this layout optimisation
+ * is half the build (16 BF16 experts of the demo preset, one core: 12–14 → 6.5 ms) for runs as fast and
+ * outputs equal bit for bit (docs/benchmarks.md, "Expert graphs built without graph optimisation"). Not for the shared-activation
  * layout below: its float32 runs are several times slower unoptimised (the inlined weights' Transpose is
  * folded only by the optimiser), and its outputs change; nor for float32 weights left in the file (their
  * Transpose too).
