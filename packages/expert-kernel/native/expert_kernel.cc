@@ -75,12 +75,13 @@ struct Matrix {
 struct Activations {
   std::vector<int8_t> q;
   std::vector<float> scale;
+  std::vector<int32_t> sum;  // [rows, kb]: Σ q per block, for the zero point (Σ (code − zero) · q = Σ code · q − zero · Σ q)
   int rows = 0, kb = 0, block = 0, stride = 0;
 };
 
 inline int roundHalfEven(float v) { return static_cast<int>(std::nearbyint(v)); }
 
-void quantizeRows(const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
+void quantizeRowsScalar(const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
   const int group = block < 32 ? block : 32;
   for (int r = row0; r < row1; r++) {
     const float* src = a + static_cast<size_t>(r) * cols;
@@ -97,6 +98,7 @@ void quantizeRows(const float* a, int cols, int bits, int block, int row0, int r
       out.scale[static_cast<size_t>(r) * out.kb + j] = s;
       const float inv = s != 0.0f ? 1.0f / s : 0.0f;
       int8_t* blk = dst + static_cast<size_t>(j) * block;
+      int32_t sum = 0;
       for (int i = 0; i < block; i++) {
         const int c = c0 + i;
         int q = 0;
@@ -112,7 +114,9 @@ void quantizeRows(const float* a, int cols, int bits, int block, int row0, int r
           at = g * group + ((p & 1) == 0 ? p / 2 : group / 2 + p / 2);
         }
         blk[at] = static_cast<int8_t>(q);
+        sum += q;
       }
+      out.sum[static_cast<size_t>(r) * out.kb + j] = sum;
     }
   }
 }
@@ -124,6 +128,59 @@ void shapeActivations(Activations& a, int rows, int cols, int block) {
   a.stride = a.kb * block;
   a.q.resize(static_cast<size_t>(rows) * a.stride);
   a.scale.resize(static_cast<size_t>(rows) * a.kb);
+  a.sum.resize(static_cast<size_t>(rows) * a.kb);
+}
+
+#if EK_X86
+// The same quantisation, 16 values at a time: max is exact in any order, the product is the same float32
+// multiply, and vcvtps2dq rounds half to even (the default MXCSR mode), as nearbyint does.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void quantizeRowsAvx512(const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
+  const int group = block < 32 ? block : 32;
+  alignas(64) int8_t tmp[64];
+  for (int r = row0; r < row1; r++) {
+    const float* src = a + static_cast<size_t>(r) * cols;
+    int8_t* dst = out.q.data() + static_cast<size_t>(r) * out.stride;
+    for (int j = 0; j < out.kb; j++) {
+      const int c0 = j * block;
+      const int len = c0 + block < cols ? block : cols - c0;
+      __m512 vmax = _mm512_setzero_ps();
+      for (int i = 0; i < len; i += 16) {
+        const __mmask16 k = len - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (len - i)) - 1);
+        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, src + c0 + i)));
+      }
+      const float amax = _mm512_reduce_max_ps(vmax);
+      const float s = amax / 127.0f;
+      out.scale[static_cast<size_t>(r) * out.kb + j] = s;
+      const float inv = s != 0.0f ? 1.0f / s : 0.0f;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+      int8_t* blk = dst + static_cast<size_t>(j) * block;
+      __m512i vsum = _mm512_setzero_si512();
+      for (int i = 0; i < block; i += 16) {
+        const int left = len - i;
+        const __mmask16 k = left >= 16 ? static_cast<__mmask16>(0xffff) : left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1);
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, src + c0 + (left > 0 ? i : 0)), vinv));
+        q = _mm512_maskz_mov_epi32(k, _mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
+        vsum = _mm512_add_epi32(vsum, q);
+        const __m128i bytes = _mm512_cvtepi32_epi8(q);
+        if (bits == 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + i), bytes);
+        else _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp + (i % group)), bytes);
+        if (bits == 4 && (i + 16) % group == 0) {
+          int8_t* g = blk + (i + 16 - group);
+          for (int p = 0; p < group; p++) g[(p & 1) == 0 ? p / 2 : group / 2 + p / 2] = tmp[p];
+        }
+      }
+      out.sum[static_cast<size_t>(r) * out.kb + j] = _mm512_reduce_add_epi32(vsum);
+    }
+  }
+}
+#endif
+
+void quantizeRows(Isa isa, const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
+#if EK_X86
+  if (isa == Isa::Avx512Vnni) return quantizeRowsAvx512(a, cols, bits, block, row0, row1, out);
+#endif
+  quantizeRowsScalar(a, cols, bits, block, row0, row1, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +332,103 @@ void tileScalar(const Matrix& w, int n0, int n1, const Activations& a, int r0, i
 
 #if EK_X86
 __attribute__((target("avx2,fma"))) void tileAvx2(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) { EK_TILE_BODY(blockDotAvx2) }
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) { EK_TILE_BODY(blockDotAvx512) }
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512Rows(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) { EK_TILE_BODY(blockDotAvx512) }
+
+#define EK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) inline
+
+/**
+ * Sixteen vectors of 16 int32 lanes → z0, z1 with, in 128-bit lane L, the sums of lanes {4L'..} of four rows:
+ * z0 = [rows 0-3 lanes 0-7, rows 0-3 lanes 8-15, rows 4-7 lanes 0-7, rows 4-7 lanes 8-15], z1 the same for rows 8-15.
+ * Integer adds: exact in any order.
+ */
+EK_AVX512 void transposeSum16(const __m512i* v, __m512i& z0, __m512i& z1) {
+  __m512i x[8], y[4];
+  for (int k = 0; k < 8; k++) x[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; k++) y[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(x[2 * k], x[2 * k + 1]), _mm512_unpackhi_epi64(x[2 * k], x[2 * k + 1]));
+  z0 = _mm512_add_epi32(_mm512_shuffle_i32x4(y[0], y[1], 0x88), _mm512_shuffle_i32x4(y[0], y[1], 0xdd));
+  z1 = _mm512_add_epi32(_mm512_shuffle_i32x4(y[2], y[3], 0x88), _mm512_shuffle_i32x4(y[2], y[3], 0xdd));
+}
+
+/** 32 bytes of 4-bit codes (64 codes) → [low nibbles 0-15 | high 0-15 | low 16-31 | high 16-31], the activations' order. */
+EK_AVX512 __m512i unpackNibbles(const uint8_t* p) {
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, low)), _mm256_and_si256(_mm256_srli_epi16(b, 4), low), 1);
+  return _mm512_shuffle_i32x4(z, z, 0xd8);
+}
+
+/** acc[r] += float(isum[r] − zero · Σq) · (s_a · s_w[r]) for the 16 weight rows of one block j. */
+EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, float sa, const float* scales, __m512i scaleIndex) {
+  const __m512i exact = _mm512_sub_epi32(isum, _mm512_set1_epi32(zero * qsum));
+  const __m512 t = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_i32gather_ps(scaleIndex, scales, 4));
+  return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(exact), t));
+}
+
+/**
+ * Sixteen weight rows at a time: each row's block product in its own vector of int32 lanes, the sixteen summed
+ * across lanes together (transposeSum16), so the float32 scale and accumulation run 16 outputs wide, each lane
+ * doing exactly the scalar operations in the same block order. Remaining rows and narrow blocks: tileAvx512Rows.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
+  const int block = a.block;
+  int n = n0;
+  if ((bits == 8 && block % 64 == 0) || (bits == 4 && block % 32 == 0)) {
+    const int zero = bits == 8 ? 128 : 8;
+    const size_t rowBytes = static_cast<size_t>(w.kb) * w.blob;
+    const __m512i scaleIndex = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(w.kb));
+    for (; n + 16 <= n1; n += 16) {
+      const uint8_t* codes = w.codes + static_cast<size_t>(n) * rowBytes;
+      const float* scales = w.scales + static_cast<size_t>(n) * w.kb;
+      for (int i = 0; i < m; i++) {
+        const size_t row = static_cast<size_t>(r0 + i);
+        const int8_t* q = a.q.data() + row * a.stride;
+        const float* sa = a.scale.data() + row * a.kb;
+        const int32_t* qsum = a.sum.data() + row * a.kb;
+        __m512 acc = _mm512_setzero_ps();
+        __m512i v[16], z0, z1;
+        for (int j = 0; j < w.kb;) {
+          const size_t at = static_cast<size_t>(j) * w.blob;
+          if (bits == 4 && block == 32 && j + 1 < w.kb) {
+            // Two 32-code blocks per vector: lanes 0-7 hold block j, lanes 8-15 block j + 1.
+            const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * 32);
+            for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), unpackNibbles(codes + r * rowBytes + at), av);
+            transposeSum16(v, z0, z1);
+            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0x88), zero, qsum[j], sa[j], scales + j, scaleIndex);
+            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0xdd), zero, qsum[j + 1], sa[j + 1], scales + j + 1, scaleIndex);
+            j += 2;
+            continue;
+          }
+          for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
+          if (bits == 8) {
+            for (int c = 0; c < block; c += 64) {
+              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
+              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(codes + r * rowBytes + at + c), av);
+            }
+          } else if (block == 32) {
+            // A last, unpaired 32-code block: 16 bytes, the upper half of the vector zero.
+            const __m512i av = _mm512_maskz_loadu_epi8(0xffffffffULL, q + static_cast<size_t>(j) * 32);
+            const __m128i low = _mm_set1_epi8(0x0f);
+            for (int r = 0; r < 16; r++) {
+              const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * rowBytes + at));
+              const __m256i wz = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
+              v[r] = _mm512_dpbusd_epi32(v[r], _mm512_castsi256_si512(wz), av);
+            }
+          } else {
+            for (int c = 0; c < block; c += 64) {
+              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
+              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], unpackNibbles(codes + r * rowBytes + at + c / 2), av);
+            }
+          }
+          transposeSum16(v, z0, z1);
+          acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), zero, qsum[j], sa[j], scales + j, scaleIndex);
+          j++;
+        }
+        _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo + (n - n0), acc);
+      }
+    }
+  }
+  if (n < n1) tileAvx512Rows(w, n, n1, a, r0, m, bits, out + (n - n0), ldo);
+}
 #endif
 
 void tile(Isa isa, const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
@@ -435,7 +588,7 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
   shapeActivations(p.xq, total, H, p.block);
   parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
     const int r0 = t * kQuantRows;
-    quantizeRows(x, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, p.xq);
+    quantizeRows(p.isa, x, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, p.xq);
   });
 
   p.h.resize(static_cast<size_t>(total) * I);
@@ -457,7 +610,7 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
   shapeActivations(p.hq, total, I, p.block);
   parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
     const int r0 = t * kQuantRows;
-    quantizeRows(p.h.data(), I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, p.hq);
+    quantizeRows(p.isa, p.h.data(), I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, p.hq);
   });
 
   tasks.clear();
