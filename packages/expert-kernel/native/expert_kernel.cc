@@ -524,9 +524,26 @@ class Pool {
   bool stop_ = false;
 };
 
-/** Per Node-API environment (main thread or a worker thread): its pool, started at the first run. */
+/**
+ * A run's intermediate buffers: the quantised input, h, the quantised h. Runs of one environment never overlap
+ * (they hold its JavaScript thread), so its programs share one set, kept while runs are decode-sized and freed
+ * after a larger one (a prefill's rows would otherwise stay resident in every program of every layer).
+ */
+struct Scratch {
+  Activations xq, hq;
+  std::vector<float> h;
+  void release() {
+    xq = Activations();
+    hq = Activations();
+    h = std::vector<float>();
+  }
+};
+constexpr int kKeepScratchRows = 512;
+
+/** Per Node-API environment (main thread or a worker thread): its pool, started at the first run, and the run buffers. */
 struct EnvState {
   Pool* pool = nullptr;
+  Scratch scratch;
   int livePrograms = 0;
   void stopPool() {
     delete pool;
@@ -552,8 +569,6 @@ struct Program {
   std::vector<Expert> experts;
   std::vector<napi_ref> refs;
   bool released = false;
-  Activations xq, hq;
-  std::vector<float> h;
 };
 
 void silu_mul(const float* g, const float* u, float* h, int n) {
@@ -584,14 +599,15 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
   };
   struct Task { int expert, n0; };
   std::vector<Task> tasks;
+  Scratch& sc = p.env->scratch;
 
-  shapeActivations(p.xq, total, H, p.block);
+  shapeActivations(sc.xq, total, H, p.block);
   parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
     const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, x, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, p.xq);
+    quantizeRows(p.isa, x, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.xq);
   });
 
-  p.h.resize(static_cast<size_t>(total) * I);
+  sc.h.resize(static_cast<size_t>(total) * I);
   for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTile) tasks.push_back({e, n});
   parallel(static_cast<int>(tasks.size()), [&](int t) {
     const Task task = tasks[t];
@@ -602,15 +618,15 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
     g.resize(static_cast<size_t>(m) * width);
     u.resize(static_cast<size_t>(m) * width);
     const Expert& ex = p.experts[task.expert];
-    tile(p.isa, ex.gate, task.n0, n1, p.xq, r0, m, p.bits, g.data(), width);
-    tile(p.isa, ex.up, task.n0, n1, p.xq, r0, m, p.bits, u.data(), width);
-    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, p.h.data() + static_cast<size_t>(r0 + i) * I + task.n0, width);
+    tile(p.isa, ex.gate, task.n0, n1, sc.xq, r0, m, p.bits, g.data(), width);
+    tile(p.isa, ex.up, task.n0, n1, sc.xq, r0, m, p.bits, u.data(), width);
+    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, sc.h.data() + static_cast<size_t>(r0 + i) * I + task.n0, width);
   });
 
-  shapeActivations(p.hq, total, I, p.block);
+  shapeActivations(sc.hq, total, I, p.block);
   parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
     const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, p.h.data(), I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, p.hq);
+    quantizeRows(p.isa, sc.h.data(), I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.hq);
   });
 
   tasks.clear();
@@ -619,8 +635,9 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
     const Task task = tasks[t];
     const int m = rows[task.expert], r0 = start[task.expert];
     const int n1 = task.n0 + kDownTile < H ? task.n0 + kDownTile : H;
-    tile(p.isa, p.experts[task.expert].down, task.n0, n1, p.hq, r0, m, p.bits, y + static_cast<size_t>(r0) * H + task.n0, H);
+    tile(p.isa, p.experts[task.expert].down, task.n0, n1, sc.hq, r0, m, p.bits, y + static_cast<size_t>(r0) * H + task.n0, H);
   });
+  if (total > kKeepScratchRows) sc.release();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,10 +720,10 @@ void releaseProgram(napi_env env, Program* p) {
   for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
   p->refs.clear();
   p->experts.clear();
-  p->xq = Activations();
-  p->hq = Activations();
-  p->h = std::vector<float>();
-  if (--p->env->livePrograms == 0) p->env->stopPool();
+  if (--p->env->livePrograms == 0) {
+    p->env->stopPool();
+    p->env->scratch.release();
+  }
 }
 
 void finalizeProgram(napi_env env, void* data, void*) {

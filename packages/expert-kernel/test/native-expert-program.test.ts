@@ -98,6 +98,19 @@ describe('native expert kernel', () => {
     }
   });
 
+  it('a prefill-sized run (its buffers freed after it) between decode-sized runs: every run gives the reference bits', () => {
+    const weights = experts(3, 64, 32, 8, 32, 21);
+    const program = NativeExpertProgram.create('sizes', weights, { threads: 2 });
+    try {
+      for (const rows of [[2, 1, 0], [300, 0, 260], [1, 3, 2], [0, 600, 1]]) {
+        const x = seeded(rows.reduce((a, m) => a + m, 0) * 64, rows[0]! + 1);
+        expect(bitsOf(program.run(x, rows)), `rows ${rows}`).toEqual(bitsOf(reference(weights, x, rows)));
+      }
+    } finally {
+      program.release();
+    }
+  });
+
   it('rejects malformed inputs with a typed error, never a crash', () => {
     const weights = experts(2, 64, 32, 8, 32, 11);
     const program = NativeExpertProgram.create('bad', weights, { threads: 2 });
