@@ -42,12 +42,11 @@ export class ExpertKernelNotBuiltError extends Error {
 /** Bad input at the kernel's boundary (wrong lengths, a released program, weights it cannot run); `code` says which. */
 export class ExpertKernelError extends Error {
   override readonly name = 'ExpertKernelError';
-  constructor(
-    message: string,
-    readonly code: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`expert kernel: ${message}`, options);
+  /** ERR_EXPERT_KERNEL_SHAPE, _ARGUMENT, _FORMAT, _RELEASED, _ISA, _MEMORY or _NAPI. */
+  readonly code: string;
+  constructor(message: string, code: string, cause?: unknown) {
+    super(`expert kernel: ${message}`, cause === undefined ? undefined : { cause });
+    this.code = code;
   }
 }
 
@@ -73,7 +72,7 @@ function native<T>(call: () => T): T {
     return call();
   } catch (cause) {
     const code = (cause as { code?: unknown }).code;
-    if (typeof code === 'string' && code.startsWith('ERR_EXPERT_KERNEL')) throw new ExpertKernelError((cause as Error).message, code, { cause });
+    if (typeof code === 'string' && code.startsWith('ERR_EXPERT_KERNEL')) throw new ExpertKernelError((cause as Error).message, code, cause);
     throw cause;
   }
 }

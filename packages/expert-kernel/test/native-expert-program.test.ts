@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeBlockwise, type QuantizedBits, type SwigluWeights } from '@expertmesh/tensor-ops';
-import { ExpertKernelError, NativeExpertProgram, nativeKernelIsas } from '@expertmesh/expert-kernel';
+import { ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
 import { referenceExpert } from './reference-experts.js';
 
 /** xorshift32 values in [-scale, scale). */
@@ -40,6 +40,16 @@ function reference(weights: readonly SwigluWeights[], x: Float32Array, rows: rea
 
 const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
+/** Runs `use` with a program over `weights`, released after. */
+function withProgram(weights: readonly SwigluWeights[], options: NativeProgramOptions, use: (program: NativeExpertProgram) => void): void {
+  const program = NativeExpertProgram.create('test', weights, options);
+  try {
+    use(program);
+  } finally {
+    program.release();
+  }
+}
+
 // Shapes: K a multiple of the block and not (hidden 200 with 128-column blocks, intermediate 72 with 32),
 // experts without rows, more rows than one task's tile, both formats and their blocks.
 const SHAPES = [
@@ -67,21 +77,14 @@ describe('native expert kernel', () => {
     expect(isas).toContain('scalar');
     for (const isa of isas) {
       for (const threads of [1, 2]) {
-        const program = NativeExpertProgram.create(`t_${isa}_${threads}`, weights, { threads, isa });
-        try {
-          const y = program.run(x, rows);
-          expect(bitsOf(y), `${isa}, ${threads} thread(s)`).toEqual(expected);
-        } finally {
-          program.release();
-        }
+        withProgram(weights, { threads, isa }, (program) => expect(bitsOf(program.run(x, rows)), `${isa}, ${threads} thread(s)`).toEqual(expected));
       }
     }
   });
 
   it('reads the quantiser\'s own buffers: a code changed after creation changes the output; the bytes held are the codes and scales', () => {
     const weights = experts(2, 64, 32, 8, 32, 5);
-    const program = NativeExpertProgram.create('shared', weights, { threads: 2 });
-    try {
+    withProgram(weights, { threads: 2 }, (program) => {
       const x = seeded(3 * 64, 9);
       const before = program.run(x, [1, 2]);
       const down = weights[1]!.down;
@@ -93,22 +96,17 @@ describe('native expert kernel', () => {
       expect(bitsOf(after)).not.toEqual(bitsOf(before));
       const held = weights.flatMap((w) => [w.gate, w.up, w.down]).reduce((a, w) => a + (w.kind === 'quantized' ? w.q.codes.byteLength + w.q.scales.byteLength : 0), 0);
       expect(program.weightBytes).toBe(held);
-    } finally {
-      program.release();
-    }
+    });
   });
 
   it('a prefill-sized run (its buffers freed after it) between decode-sized runs: every run gives the reference bits', () => {
     const weights = experts(3, 64, 32, 8, 32, 21);
-    const program = NativeExpertProgram.create('sizes', weights, { threads: 2 });
-    try {
+    withProgram(weights, { threads: 2 }, (program) => {
       for (const rows of [[2, 1, 0], [300, 0, 260], [1, 3, 2], [0, 600, 1]]) {
         const x = seeded(rows.reduce((a, m) => a + m, 0) * 64, rows[0]! + 1);
         expect(bitsOf(program.run(x, rows)), `rows ${rows}`).toEqual(bitsOf(reference(weights, x, rows)));
       }
-    } finally {
-      program.release();
-    }
+    });
   });
 
   it('rejects malformed inputs with a typed error, never a crash', () => {
