@@ -376,9 +376,32 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
     const int zero = bits == 8 ? 128 : 8;
     const size_t rowBytes = static_cast<size_t>(w.kb) * w.blob;
     const __m512i scaleIndex = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(w.kb));
+    // With several rows, 4-bit codes are unpacked once per 16 weight rows into a byte per code (in the
+    // activations' order), instead of once per row: then they run as 8-bit codes do.
+    const bool bytewise = bits == 8 || m >= 2;
+    const size_t byteStride = static_cast<size_t>(w.kb) * block;
+    thread_local std::vector<uint8_t> unpacked;
+    if (bits == 4 && bytewise) unpacked.resize(16 * byteStride);
     for (; n + 16 <= n1; n += 16) {
       const uint8_t* codes = w.codes + static_cast<size_t>(n) * rowBytes;
       const float* scales = w.scales + static_cast<size_t>(n) * w.kb;
+      const uint8_t* src = codes;
+      size_t stride = rowBytes;
+      if (bits == 4 && bytewise) {
+        for (int r = 0; r < 16; r++) {
+          const uint8_t* from = codes + r * rowBytes;
+          uint8_t* to = unpacked.data() + r * byteStride;
+          size_t c = 0;
+          for (; c + 32 <= rowBytes; c += 32) _mm512_storeu_si512(to + 2 * c, unpackNibbles(from + c));
+          if (c < rowBytes) {  // a last 16 bytes (an odd number of 32-code blocks)
+            const __m128i low = _mm_set1_epi8(0x0f);
+            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + c));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + 2 * c), _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low)));
+          }
+        }
+        src = unpacked.data();
+        stride = byteStride;
+      }
       for (int i = 0; i < m; i++) {
         const size_t row = static_cast<size_t>(r0 + i);
         const int8_t* q = a.q.data() + row * a.stride;
@@ -391,7 +414,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
           if (bits == 4 && block == 32 && j + 1 < w.kb) {
             // Two 32-code blocks per vector: lanes 0-7 hold block j, lanes 8-15 block j + 1.
             const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * 32);
-            for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), unpackNibbles(codes + r * rowBytes + at), av);
+            for (int r = 0; r < 16; r++) {
+              const __m512i wv = bytewise ? _mm512_loadu_si512(src + r * stride + static_cast<size_t>(j) * 32) : unpackNibbles(codes + r * rowBytes + at);
+              v[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av);
+            }
             transposeSum16(v, z0, z1);
             acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0x88), zero, qsum[j], sa[j], scales + j, scaleIndex);
             acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0xdd), zero, qsum[j + 1], sa[j + 1], scales + j + 1, scaleIndex);
@@ -399,19 +425,24 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
             continue;
           }
           for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
-          if (bits == 8) {
-            for (int c = 0; c < block; c += 64) {
-              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
-              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(codes + r * rowBytes + at + c), av);
-            }
-          } else if (block == 32) {
-            // A last, unpaired 32-code block: 16 bytes, the upper half of the vector zero.
+          if (block == 32) {
+            // A last, unpaired 32-code block (4-bit): the upper half of the vectors zero.
             const __m512i av = _mm512_maskz_loadu_epi8(0xffffffffULL, q + static_cast<size_t>(j) * 32);
             const __m128i low = _mm_set1_epi8(0x0f);
             for (int r = 0; r < 16; r++) {
-              const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * rowBytes + at));
-              const __m256i wz = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
-              v[r] = _mm512_dpbusd_epi32(v[r], _mm512_castsi256_si512(wz), av);
+              __m512i wv;
+              if (bytewise) {
+                wv = _mm512_maskz_loadu_epi8(0xffffffffULL, src + r * stride + static_cast<size_t>(j) * 32);
+              } else {
+                const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * rowBytes + at));
+                wv = _mm512_castsi256_si512(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low)));
+              }
+              v[r] = _mm512_dpbusd_epi32(v[r], wv, av);
+            }
+          } else if (bytewise) {
+            for (int c = 0; c < block; c += 64) {
+              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
+              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(src + r * stride + static_cast<size_t>(j) * block + c), av);
             }
           } else {
             for (int c = 0; c < block; c += 64) {
