@@ -357,10 +357,10 @@ EK_AVX512 __m512i unpackNibbles(const uint8_t* p) {
   return _mm512_shuffle_i32x4(z, z, 0xd8);
 }
 
-/** acc[r] += float(isum[r] − zero · Σq) · (s_a · s_w[r]) for the 16 weight rows of one block j. */
-EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, float sa, const float* scales, __m512i scaleIndex) {
+/** acc[r] += float(isum[r] − zero · Σq) · (s_a · s_w[r]) for the 16 weight rows of one block j (their 16 scales contiguous). */
+EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, float sa, const float* weightScales) {
   const __m512i exact = _mm512_sub_epi32(isum, _mm512_set1_epi32(zero * qsum));
-  const __m512 t = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_i32gather_ps(scaleIndex, scales, 4));
+  const __m512 t = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_loadu_ps(weightScales));
   return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(exact), t));
 }
 
@@ -382,9 +382,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
     const size_t byteStride = static_cast<size_t>(w.kb) * block;
     thread_local std::vector<uint8_t> unpacked;
     if (bits == 4 && bytewise) unpacked.resize(16 * byteStride);
+    // The 16 rows' scales block by block ([kb][16]), gathered once per 16 rows rather than once per row and block.
+    thread_local std::vector<float> blockScales;
+    blockScales.resize(static_cast<size_t>(w.kb) * 16);
     for (; n + 16 <= n1; n += 16) {
       const uint8_t* codes = w.codes + static_cast<size_t>(n) * rowBytes;
-      const float* scales = w.scales + static_cast<size_t>(n) * w.kb;
+      float* scales = blockScales.data();
+      for (int j = 0; j < w.kb; j++) _mm512_storeu_ps(scales + 16 * j, _mm512_i32gather_ps(scaleIndex, w.scales + static_cast<size_t>(n) * w.kb + j, 4));
       const uint8_t* src = codes;
       size_t stride = rowBytes;
       if (bits == 4 && bytewise) {
@@ -419,8 +423,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
               v[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av);
             }
             transposeSum16(v, z0, z1);
-            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0x88), zero, qsum[j], sa[j], scales + j, scaleIndex);
-            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0xdd), zero, qsum[j + 1], sa[j + 1], scales + j + 1, scaleIndex);
+            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0x88), zero, qsum[j], sa[j], scales + 16 * j);
+            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0xdd), zero, qsum[j + 1], sa[j + 1], scales + 16 * (j + 1));
             j += 2;
             continue;
           }
@@ -451,7 +455,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
             }
           }
           transposeSum16(v, z0, z1);
-          acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), zero, qsum[j], sa[j], scales + j, scaleIndex);
+          acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), zero, qsum[j], sa[j], scales + 16 * j);
           j++;
         }
         _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo + (n - n0), acc);
