@@ -3,7 +3,8 @@
  * against its floor: max(FLOPs / matmul rate, bytes / memory bandwidth) measured on this machine,
  * the bytes counted in the format the weights are held in. Also resident memory after load and
  * after the runs, against the weight bytes held plus the KV cache.
- *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--out FILE]
+ * --expert-kernel native runs the int8/int4 routed experts on the native grouped kernel (packages/expert-kernel).
+ *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--expert-kernel onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { matrixBytes, WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, EXPERT_KERNELS, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { ensureBenchModel } from './bench-model.js';
 import { CountingExperts } from './counting-experts.js';
@@ -20,7 +21,9 @@ import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 import { measureMachineRates } from './machine-rates.js';
 import { decodeStepCost } from './model-cost.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'float32' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'float32' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' } } });
+const expertKernel = values['expert-kernel'] as ExpertKernel;
+if (!EXPERT_KERNELS.includes(expertKernel)) throw new Error(`--expert-kernel must be one of ${EXPERT_KERNELS.join(', ')}`);
 const weightDtype = values['weight-dtype'] as WeightDtype;
 if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
 const modelDir = await ensureBenchModel(values.model);
@@ -32,7 +35,7 @@ const config = await loadModelConfig(modelDir);
 
 const checkpoint = await SafetensorsCheckpoint.open(modelDir);
 const loadStart = performance.now();
-const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), DEFAULT_EXECUTION);
+const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), { ...DEFAULT_EXECUTION, expertKernel });
 const experts = new CountingExperts(local);
 await checkpoint.close();
 const maxBatch = Math.max(...batches);
@@ -71,12 +74,12 @@ for (const batch of batches) {
 const memoryAfterRuns = memory();
 await engine.close();
 
-const report = { date: new Date().toISOString(), machine: rates, model: `bench preset (bfloat16 checkpoint), weights held as ${weightDtype} (${local.weightFormat})`, weightDtype, bytesPerParameter, promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, memoryAfterLoad, memoryAfterRuns, rows };
+const report = { date: new Date().toISOString(), machine: rates, model: `bench preset (bfloat16 checkpoint), weights held as ${weightDtype} (${local.weightFormat}), experts on ${expertKernel}`, weightDtype, expertKernel, bytesPerParameter, promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, memoryAfterLoad, memoryAfterRuns, rows };
 const out = values.out ?? join('bench', 'results', `engine-throughput-${weightDtype}-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
 const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
-console.log(`${weightDtype}: weights ${mib(memoryAfterRuns.weightBytes)} MiB + KV ${mib(memoryAfterRuns.kvCacheBytes)} MiB; resident ${mib(memoryAfterLoad.rssBytes)} MiB after load (${memoryAfterLoad.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterRuns.rssBytes)} MiB after the runs (${memoryAfterRuns.rssOverWeightsAndKv.toFixed(2)}×)`);
+console.log(`${weightDtype} (${expertKernel} experts): weights ${mib(memoryAfterRuns.weightBytes)} MiB + KV ${mib(memoryAfterRuns.kvCacheBytes)} MiB; resident ${mib(memoryAfterLoad.rssBytes)} MiB after load (${memoryAfterLoad.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterRuns.rssBytes)} MiB after the runs (${memoryAfterRuns.rssOverWeightsAndKv.toFixed(2)}×)`);
 console.log('| batch | prefill tok/s | decode tok/s | step ms | floor ms (compute / memory) | bound | % of floor |');
 console.log('|---|---|---|---|---|---|---|');
 for (const r of rows) {

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint, type MakeCheckpointOptions } from '@expertmesh/checkpoint-maker';
 import { Engine, GREEDY } from '@expertmesh/engine';
-import { loadLocalExperts } from '@expertmesh/local-experts';
+import { ExpertKernelConfigError, loadLocalExperts } from '@expertmesh/local-experts';
 import { layoutFromCheckpoint, predictExpertBytes, predictRouterMemory, readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, EXPERT_KERNELS, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { loadReferenceModel, referenceGreedy } from '../reference/index.js';
 import { relativeError } from '../helpers/numerics.js';
@@ -14,6 +14,9 @@ import { tempDir } from '../helpers/temp-dir.js';
  * checkpoint (dequantised with its block scales first) and from a BF16 one. Their error is bounded
  * and not zero (the weights really are held as codes); the process reports holding exactly the
  * bytes `expertmesh plan` predicts for the format. The exact formats' 1e-4 is engine-vs-reference.
+ * Both expert kernels are held to the same bounds: onnxruntime's MatMulNBits graphs and the native
+ * grouped kernel (packages/expert-kernel, same activation quantisation; its own test holds it to the bits
+ * of a JavaScript reference).
  */
 const sources: { name: string; options: Omit<MakeCheckpointOptions, 'outDir' | 'preset'> }[] = [
   { name: 'FP8 128x128 blocks', options: { dtype: 'bfloat16', fp8: true, seed: 21 } },
@@ -47,9 +50,9 @@ for (const source of sources) {
     });
     afterAll(async () => dir?.remove());
 
-    const run = async (dtype: WeightDtype) => {
+    const run = async (dtype: WeightDtype, expertKernel: ExpertKernel) => {
       const identity = await readCheckpointIdentity(dir.path);
-      const experts = await loadLocalExperts(dir.path, identity.config, DEFAULT_EXECUTION, dtype);
+      const experts = await loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel }, dtype);
       const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 1024 });
       try {
         const ps = prompts(engine.config.vocabSize);
@@ -60,9 +63,9 @@ for (const source of sources) {
       }
     };
 
-    for (const dtype of ['int8', 'int4'] as const) {
-      it(`${dtype}: logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
-        const { ps, results, weightBytes, format, config } = await run(dtype);
+    for (const [dtype, expertKernel] of (['int8', 'int4'] as const).flatMap((d) => EXPERT_KERNELS.map((k) => [d, k] as const))) {
+      it(`${dtype}, ${expertKernel} expert kernel: logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
+        const { ps, results, weightBytes, format, config } = await run(dtype, expertKernel);
         let worst = 0;
         const errs: number[] = [];
         let agree = 0;
@@ -78,7 +81,7 @@ for (const source of sources) {
             if (r.tokenIds[0] === results[i]!.tokenIds[step]) agree++;
           });
         });
-        console.log(`${source.name} ${dtype}: worst logit error ${worst.toExponential(2)}, top-1 agreement ${agree}/${total}`, errs.map((e) => e.toExponential(1)).join(' '));
+        console.log(`${source.name} ${dtype} ${expertKernel}: worst logit error ${worst.toExponential(2)}, top-1 agreement ${agree}/${total}`, errs.map((e) => e.toExponential(1)).join(' '));
         const median = [...errs].sort((a, b) => a - b)[Math.floor(errs.length / 2)]!;
         expect(median).toBeLessThan(MEDIAN_BOUND[dtype]);
         expect(worst).toBeGreaterThan(1e-3);
@@ -92,5 +95,14 @@ for (const source of sources) {
         expect(weightBytes.dense).toBe(predictRouterMemory(config, layout, dtype, 0).weights);
       });
     }
+
+    it('the native expert kernel refuses expert weights that are not int8/int4, naming the flags to change', async () => {
+      const identity = await readCheckpointIdentity(dir.path);
+      for (const dtype of ['auto', 'float32'] as const) {
+        const loading = loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, dtype);
+        await expect(loading).rejects.toThrow(ExpertKernelConfigError);
+        await expect(loading).rejects.toThrow(/--expert-kernel native runs int8\/int4 .*--expert-weight-dtype int8/);
+      }
+    });
   });
 }

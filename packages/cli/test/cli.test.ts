@@ -64,8 +64,9 @@ describe('expertmesh CLI', () => {
     expect(bad.stderr).toMatch(/--weight-dtype/);
   });
 
-  it('generate --weight-dtype int8 runs quantised in process and in shard processes alike; --expert-weight-dtype is checked', async () => {
-    const args = ['generate', '--model', tiny, '--prompt-token-ids', '2,7,1,8', '--max-tokens', '4', '--ignore-eos', '--json', '--wire-dtype', 'float32', '--combine-dtype', 'float32', '--top-logprobs', '2'];
+  // Both expert kernels (--expert-kernel): onnxruntime's MatMulNBits graphs and the native grouped kernel, passed on to the shards.
+  it.each(['onnxruntime', 'native'])('generate --weight-dtype int8 runs quantised in process and in shard processes alike (%s experts); --expert-weight-dtype is checked', async (kernel) => {
+    const args = ['generate', '--model', tiny, '--prompt-token-ids', '2,7,1,8', '--max-tokens', '4', '--ignore-eos', '--json', '--wire-dtype', 'float32', '--combine-dtype', 'float32', '--top-logprobs', '2', '--expert-kernel', kernel];
     const [local, remote, mixed, bad] = await Promise.all([
       runCli([...args, '--weight-dtype', 'int8']),
       runCli([...args, '--weight-dtype', 'int8', '--shards', '2']),
@@ -83,6 +84,15 @@ describe('expertmesh CLI', () => {
     expect((JSON.parse(mixed.stdout) as GenerateJson).token_ids).toHaveLength(4);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--expert-weight-dtype/);
+  });
+
+  it('generate --expert-kernel native refuses routed experts that are not int8/int4, at start-up, naming the flags', async () => {
+    const args = ['generate', '--model', tiny, '--prompt-token-ids', '2,7', '--max-tokens', '1', '--json', '--expert-kernel', 'native'];
+    const [plain, bad] = await Promise.all([runCli(args), runCli([...args, '--expert-kernel', 'cuda-graphs'])]);
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toMatch(/--expert-kernel native runs int8\/int4 routed experts, not auto: add --expert-weight-dtype int8/);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--expert-kernel/);
   });
 
   it('sampling with a seed is reproducible', async () => {

@@ -2,3 +2,5 @@ export { LocalRoutedExperts, ExpertNotHeldError, restAfterBuild, yieldTurn } fro
 export type { AfterGraphBuilt } from './local-routed-experts.js';
 export type { ExpertWeightSource } from './local-routed-experts.js';
 export { loadLocalExperts } from './load-local-experts.js';
+export { checkExpertKernel, ExpertKernelConfigError } from './expert-program.js';
+export type { ExpertProgram } from './expert-program.js';

@@ -1,7 +1,7 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { f32, floatData, Graph, i64, releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions } from '@expertmesh/tensor-ops';
+import { releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
-import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
+import { checkExpertKernel, createExpertProgram, type ExpertProgram } from './expert-program.js';
 import type { WeightReader } from '@expertmesh/model-weights';
 
 export class ExpertNotHeldError extends Error {
@@ -15,12 +15,13 @@ export class ExpertNotHeldError extends Error {
 }
 
 /**
- * One graph over some experts of a layer, in its input order. After a plan change a graph may be
- * shared by the old and the new set, and may hold experts the new set no longer serves: those are
- * fed no rows (nearly free: a stored expert is guarded by "has rows", the others multiply zero rows).
+ * One program (an onnxruntime graph, or the native kernel) over some experts of a layer, in its input
+ * order. After a plan change a program may be shared by the old and the new set, and may hold experts
+ * the new set no longer serves: those are fed no rows (nearly free: a stored expert is guarded by "has
+ * rows", the others multiply zero rows; the native kernel skips them).
  */
 interface ExpertGroup {
-  readonly graph: Graph;
+  readonly program: ExpertProgram;
   readonly experts: readonly number[];
   /** Bytes of each expert's weights as held, in `experts` order. */
   readonly bytes: readonly number[];
@@ -101,9 +102,9 @@ async function loadGroups(
     if (group.length === 0) return;
     const name = named();
     const started = performance.now();
-    const graph = await Graph.create(name, buildRoutedExpertsGraph(group, config.hiddenSize, name), execution);
+    const program = await createExpertProgram(name, group, config.hiddenSize, execution);
     const buildMs = performance.now() - started;
-    groups.push({ graph, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
+    groups.push({ program, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
     group = [];
     groupBytes = 0;
     await afterGraph(buildMs);
@@ -120,7 +121,7 @@ async function loadGroups(
   return { groups, format };
 }
 
-/** Runs routed experts on this machine with onnxruntime: per MoE layer, one graph per group of experts (EXPERT_GROUP_BYTES). */
+/** Runs routed experts on this machine: per MoE layer, one program (an onnxruntime graph, or the native kernel with `--expert-kernel native`) per group of experts (EXPERT_GROUP_BYTES). */
 export class LocalRoutedExperts implements RoutedExpertsBackend {
   private readonly observers = new DispatchObservers();
   private static graphNames = 0;
@@ -169,6 +170,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   }
 
   private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
+    checkExpertKernel(execution, 'expertDtype' in reader && typeof reader.expertDtype === 'string' ? reader.expertDtype : reader.dtype);
     const layers = new Map<number, LayerExperts>();
     let loadedBytes = 0;
     let format = this.weightFormat;
@@ -277,7 +279,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const x = new Float32Array(total * H);
       let row = 0;
       for (const s of slotsOfGroup) if (s !== undefined) for (const token of tokenRowsOf[s]!) x.set(hidden.subarray(token * H, (token + 1) * H), row++ * H);
-      const y = floatData((await group.graph.run({ x: f32(x, [total, H]), rows: i64(BigInt64Array.from(sizes, BigInt), [sizes.length]) })).y, group.graph.name, 'y');
+      const y = await group.program.run(x, sizes);
       let at = 0;
       for (const s of slotsOfGroup) {
         if (s === undefined) continue;
@@ -307,7 +309,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return bytes;
   }
 
-  /** The onnxruntime graphs serving `layer` (one run each per call that uses them). */
+  /** The programs (onnxruntime graphs, or native kernel programs) serving `layer` (one run each per call that uses them). */
   graphsOf(layer: number): number {
     return this.layers.get(layer)?.groups.length ?? 0;
   }
@@ -317,10 +319,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return [...this.layers.entries()].map(([layer, e]) => ({ layer, experts: e.held }));
   }
 
-  /** Releases this set's graphs, except those that a set in `keep` shares (it was reshaped from this one, or this one from it). */
+  /** Releases this set's programs, except those that a set in `keep` shares (it was reshaped from this one, or this one from it). */
   async close(keep: readonly LocalRoutedExperts[] = []): Promise<void> {
-    const shared = new Set(keep.flatMap((k) => [...k.layers.values()].flatMap((l) => l.groups.map((g) => g.graph))));
-    for (const { groups } of this.layers.values()) for (const { graph } of groups) if (!shared.has(graph)) await graph.release();
+    const shared = new Set(keep.flatMap((k) => [...k.layers.values()].flatMap((l) => l.groups.map((g) => g.program))));
+    for (const { groups } of this.layers.values()) for (const { program } of groups) if (!shared.has(program)) await program.release();
     this.layers.clear();
   }
 }

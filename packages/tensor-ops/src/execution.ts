@@ -16,7 +16,15 @@ export interface ExecutionOptions {
    * busy with other processes (shards beside a router), the spinning thread takes a core from them.
    */
   readonly intraOpSpin?: IntraOpSpin;
+  /**
+   * What runs the routed experts' int8/int4 products: onnxruntime's MatMulNBits graphs ('onnxruntime', the
+   * default) or the native grouped kernel of packages/expert-kernel ('native', `npm run build:native`).
+   */
+  readonly expertKernel?: ExpertKernel;
 }
+
+export const EXPERT_KERNELS = ['onnxruntime', 'native'] as const;
+export type ExpertKernel = (typeof EXPERT_KERNELS)[number];
 
 export const INTRA_OP_SPIN = ['run', 'off'] as const;
 export type IntraOpSpin = (typeof INTRA_OP_SPIN)[number];

@@ -2,8 +2,8 @@ export { OnnxModelBuilder, DEFAULT_INLINE_WEIGHT_BYTES } from './onnx-model-buil
 export type { OnnxElementType, Dim, AttributeValue, ConstantTensor, FileRange, BuiltModel, FedWeight, GraphOptimization } from './onnx-model-builder.js';
 export { weightBytes, weightFormat, memoryWeight, STORED_DTYPE_BYTES } from './weight-data.js';
 export type { WeightData, StoredDtype, BlockScales } from './weight-data.js';
-export { Graph, GraphRuntimeError, DEFAULT_EXECUTION, INTRA_OP_SPIN, f32, i32, i64, floatData, int32Data, releaseLoadBuffers } from './execution.js';
-export type { ExecutionOptions, ExecutionProvider, IntraOpSpin, Tensor } from './execution.js';
+export { Graph, GraphRuntimeError, DEFAULT_EXECUTION, INTRA_OP_SPIN, EXPERT_KERNELS, f32, i32, i64, floatData, int32Data, releaseLoadBuffers } from './execution.js';
+export type { ExecutionOptions, ExecutionProvider, IntraOpSpin, ExpertKernel, Tensor } from './execution.js';
 export { weight, linear, widened, embeddingRows, rmsNorm, silu, swiglu, stackedGateUp, gateUpStackable, gatedActivation, WIDEN_CHUNK_BYTES, MATMUL_NBITS_ACCURACY_LEVEL } from './graph-ops.js';
 export { quantizeBlockwise, dequantizeBlockwise, stackQuantizedRows } from './blockwise-quantizer.js';
 export type { BlockwiseQuantized, QuantizedBits } from './blockwise-quantizer.js';

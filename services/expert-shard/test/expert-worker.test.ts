@@ -44,13 +44,21 @@ describe('experts in worker threads', () => {
   });
   afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-  it('answers what experts on the serving thread answer, bit for bit, before, during and after a switch', async () => {
-    const threaded = await loadShardCompute(dir, parseExpertSpec('0-7'), inWorkers);
-    const onThread = await loadShardCompute(dir, parseExpertSpec('0-7'), inline);
+  // Both expert kernels: onnxruntime graphs on the checkpoint's format, and the native int8 kernel (its addon
+  // loaded in each worker thread as in the serving thread, its threads ended with each set).
+  const kernels = [
+    { kernel: 'onnxruntime', weightDtype: 'auto' },
+    { kernel: 'native', weightDtype: 'int8' },
+  ] as const;
+  it.each(kernels)('answers what experts on the serving thread answer, bit for bit, before, during and after a switch ($kernel experts, $weightDtype)', async ({ kernel, weightDtype }) => {
+    const options = { execution: { ...execution, expertKernel: kernel }, weightDtype };
+    const threaded = await loadShardCompute(dir, parseExpertSpec('0-7'), { ...inWorkers, ...options });
+    const onThread = await loadShardCompute(dir, parseExpertSpec('0-7'), { ...inline, ...options });
     try {
       expect(threaded.experts).toBeInstanceOf(WorkerExperts);
       expect(threaded.experts.weightBytes).toBe(onThread.experts.weightBytes);
       expect(threaded.experts.weightFormat).toBe(onThread.experts.weightFormat);
+      expect(threaded.experts.weightFormat).toMatch(weightDtype === 'int8' ? /^int8\+block/ : /^bfloat16|^float32|^float8/);
       expect(threaded.servingLayers()).toEqual(onThread.servingLayers());
       const layers = threaded.config.moeLayers;
       for (const layer of layers) {
@@ -59,8 +67,8 @@ describe('experts in worker threads', () => {
         }
       }
       const before = threaded.experts as WorkerExperts;
-      threaded.beginSwitch(await loadExperts(dir, threaded, parseExpertSpec('6-15'), inWorkers));
-      onThread.beginSwitch(await loadExperts(dir, onThread, parseExpertSpec('6-15'), inline));
+      threaded.beginSwitch(await loadExperts(dir, threaded, parseExpertSpec('6-15'), { ...inWorkers, ...options }));
+      onThread.beginSwitch(await loadExperts(dir, onThread, parseExpertSpec('6-15'), { ...inline, ...options }));
       expect(threaded.experts).not.toBe(before);
       expect(threaded.servingLayers()).toEqual(onThread.servingLayers());
       const mixed = [0, 9, 7, 12, 3, 6, 15, 1];

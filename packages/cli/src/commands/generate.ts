@@ -6,11 +6,11 @@ import { openExperts } from '@expertmesh/router';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { requireModelDir } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
-import { executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
+import { executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag, parseFlags, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
 
 export const generateUsage = `expertmesh generate --model DIR (--prompt TEXT | --prompt-token-ids 1,2,3) --max-tokens N
     [--temperature T] [--top-p P] [--top-k K] [--seed N] [--top-logprobs K] [--ignore-eos] [--json]
-    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel onnxruntime|native] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8] [--combine-dtype bfloat16|float32]
   Generates with the routed experts in this process, in N local shard processes (--shards), or on shards
   started by hand (--shard-addresses). --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;
@@ -76,9 +76,9 @@ export async function generate(argv: readonly string[]): Promise<number> {
   const maxTokens = flags['max-tokens'];
   if (flags.shards > 0 && flags['shard-addresses']) throw new UsageError('give --shards or --shard-addresses, not both');
   const identity = await readCheckpointIdentity(flags.model);
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--weight-dtype', expertWeightDtype(flags)] }) : null;
+  const execution = executionFromFlags(flags, expertWeightDtype(flags));
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--weight-dtype', expertWeightDtype(flags), '--expert-kernel', flags['expert-kernel']] }) : null;
   const addresses = cluster?.addresses ?? flags['shard-addresses']?.split(',') ?? null;
-  const execution = { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'] };
   let engine: Engine;
   try {
     const experts = await openExperts(addresses ? { kind: 'shards', addresses } : { kind: 'in-process' }, { ...identity, modelDir: flags.model }, execution, {

@@ -7,7 +7,7 @@ import { untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle'
 import { DEFAULT_DEADLINE, DEFAULT_HEDGE, Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { REBALANCE_USAGE, rebalanceFlagSchema, rebalanceFlagSpec, rebalanceOptions } from '../rebalance-flags.js';
-import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
+import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
@@ -17,7 +17,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
-    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel onnxruntime|native] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
     ${REBALANCE_USAGE}
@@ -163,7 +163,8 @@ export async function serve(argv: readonly string[]): Promise<number> {
   }
   // Shards this command starts get the router's certificates too, so the channel to them is the same mutual TLS.
   const shardTls = flags['tls-cert'] ? ['--tls-cert', flags['tls-cert'], '--tls-key', flags['tls-key'], '--tls-ca', flags['tls-ca']] : [];
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', expertWeightDtype(flags), ...(flags['expert-transport'] === 'frames' ? ['--frames-listen', '127.0.0.1:0'] : [])] }) : null;
+  const execution = executionFromFlags(flags, expertWeightDtype(flags));
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', expertWeightDtype(flags), '--expert-kernel', flags['expert-kernel'], ...(flags['expert-transport'] === 'frames' ? ['--frames-listen', '127.0.0.1:0'] : [])] }) : null;
   const shardAddresses = cluster?.addresses ?? flags['shard-addresses']?.split(',');
   const beforeRouterMs = performance.now();
   let router: Router;
@@ -179,7 +180,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       combineDtype: flags['combine-dtype'],
       dispatchDeadline: { minMs: flags['dispatch-deadline-min-ms'], maxMs: flags['dispatch-deadline-ms'], p99Multiple: flags['dispatch-deadline-p99-multiple'] },
       dispatchHedge: { p99Multiple: flags['dispatch-hedge-p99-multiple'], minMs: flags['dispatch-hedge-min-ms'] },
-      execution: { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'] },
+      execution,
       weightDtype: flags['weight-dtype'],
       expertWeightDtype: expertWeightDtype(flags),
       maxBatchSize: flags['max-batch-size'],

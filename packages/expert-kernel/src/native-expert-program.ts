@@ -1,0 +1,157 @@
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import type { SwigluWeights, WeightData } from '@expertmesh/tensor-ops';
+
+/** The addon's entry points (native/expert_kernel.cc). */
+interface ExpertKernelAddon {
+  createProgram(spec: ProgramSpec): object;
+  run(program: object, x: Float32Array, rows: Int32Array, y: Float32Array): void;
+  release(program: object): void;
+  isas(): NativeIsa[];
+}
+
+interface CodesAndScales {
+  readonly codes: Uint8Array;
+  readonly scales: Float32Array;
+}
+
+interface ProgramSpec {
+  readonly hidden: number;
+  readonly intermediate: number;
+  readonly bits: number;
+  readonly block: number;
+  readonly threads: number;
+  /** -1: the best this CPU runs; else 0 scalar, 1 AVX2, 2 AVX512-VNNI. */
+  readonly isa: number;
+  readonly experts: readonly { gate: CodesAndScales; up: CodesAndScales; down: CodesAndScales }[];
+}
+
+export type NativeIsa = 'scalar' | 'avx2' | 'avx512vnni';
+const ISA_CODES: Record<NativeIsa, number> = { scalar: 0, avx2: 1, avx512vnni: 2 };
+
+const BUILD_PATH = '../build/expert_kernel.node';
+
+/** The addon is not built: the message says how to build it. */
+export class ExpertKernelNotBuiltError extends Error {
+  override readonly name = 'ExpertKernelNotBuiltError';
+  constructor(options?: { cause?: unknown }) {
+    super(`the native expert kernel is not built (packages/expert-kernel/build/expert_kernel.node): run \`npm run build:native\` (needs g++), or use --expert-kernel onnxruntime`, options);
+  }
+}
+
+/** Bad input at the kernel's boundary (wrong lengths, a released program, weights it cannot run); `code` says which. */
+export class ExpertKernelError extends Error {
+  override readonly name = 'ExpertKernelError';
+  /** ERR_EXPERT_KERNEL_SHAPE, _ARGUMENT, _FORMAT, _RELEASED, _ISA, _MEMORY or _NAPI. */
+  readonly code: string;
+  constructor(message: string, code: string, cause?: unknown) {
+    super(`expert kernel: ${message}`, cause === undefined ? undefined : { cause });
+    this.code = code;
+  }
+}
+
+let addon: ExpertKernelAddon | null = null;
+
+function loadAddon(): ExpertKernelAddon {
+  if (addon) return addon;
+  try {
+    addon = createRequire(import.meta.url)(BUILD_PATH) as ExpertKernelAddon;
+  } catch (cause) {
+    throw new ExpertKernelNotBuiltError({ cause });
+  }
+  return addon;
+}
+
+/** The instruction sets this CPU can run the kernel with, slowest first (throws ExpertKernelNotBuiltError). */
+export function nativeKernelIsas(): NativeIsa[] {
+  return loadAddon().isas();
+}
+
+function native<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (cause) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_EXPERT_KERNEL')) throw new ExpertKernelError((cause as Error).message, code, cause);
+    throw cause;
+  }
+}
+
+export interface NativeProgramOptions {
+  /** Threads per run, the calling thread included; 0 = one per core (as onnxruntime's intra-op count). */
+  readonly threads: number;
+  /** Force an instruction set (tests); by default the best this CPU has. */
+  readonly isa?: NativeIsa;
+}
+
+function quantized(w: WeightData, what: string): Extract<WeightData, { kind: 'quantized' }>['q'] {
+  if (w.kind !== 'quantized') throw new ExpertKernelError(`${what} is held as ${w.kind} weights; the native kernel runs int8/int4 (--weight-dtype int8|int4)`, 'ERR_EXPERT_KERNEL_FORMAT');
+  return w.q;
+}
+
+/**
+ * A group of SwiGLU experts over blockwise int8/int4 codes, run by the native kernel: for each expert e
+ * with M_e rows of x, y_e = down(silu(gate(x_e)) ⊙ up(x_e)), activations quantised per block to int8 as
+ * MatMulNBits' accuracy level 4 does (native/expert_kernel.cc states the numerics exactly). The kernel
+ * holds references to the weights' own code and scale arrays: nothing is copied or re-packed, so the
+ * bytes held are the quantiser's.
+ */
+export class NativeExpertProgram {
+  private program: object | null;
+
+  private constructor(
+    readonly name: string,
+    program: object,
+    private readonly hidden: number,
+    private readonly experts: number,
+    /** Bytes of codes and scales referenced (held alive) by this program. */
+    readonly weightBytes: number,
+  ) {
+    this.program = program;
+  }
+
+  static create(name: string, experts: readonly SwigluWeights[], options: NativeProgramOptions): NativeExpertProgram {
+    const kernel = loadAddon();
+    const first = experts[0];
+    if (!first) throw new ExpertKernelError('a program needs at least one expert', 'ERR_EXPERT_KERNEL_ARGUMENT');
+    const spec = experts.map((w, e) => ({ gate: quantized(w.gate, `expert ${e} gate`), up: quantized(w.up, `expert ${e} up`), down: quantized(w.down, `expert ${e} down`) }));
+    const { bits, block } = spec[0]!.gate;
+    for (const [e, m] of spec.entries()) {
+      for (const q of [m.gate, m.up, m.down]) if (q.bits !== bits || q.block !== block) throw new ExpertKernelError(`expert ${e} mixes formats (int${q.bits}/block ${q.block} beside int${bits}/block ${block})`, 'ERR_EXPERT_KERNEL_FORMAT');
+      const w = experts[e]!;
+      if (w.hidden !== first.hidden || w.intermediate !== first.intermediate) throw new ExpertKernelError(`expert ${e} is ${w.intermediate}×${w.hidden}, expert 0 ${first.intermediate}×${first.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
+      if (m.gate.rows !== w.intermediate || m.gate.cols !== w.hidden || m.up.rows !== w.intermediate || m.up.cols !== w.hidden || m.down.rows !== w.hidden || m.down.cols !== w.intermediate) {
+        throw new ExpertKernelError(`expert ${e}'s matrices do not match hidden ${w.hidden} and intermediate ${w.intermediate}`, 'ERR_EXPERT_KERNEL_SHAPE');
+      }
+    }
+    const threads = options.threads > 0 ? options.threads : availableParallelism();
+    const program = native(() => kernel.createProgram({ hidden: first.hidden, intermediate: first.intermediate, bits, block, threads, isa: options.isa ? ISA_CODES[options.isa] : -1, experts: spec }));
+    const bytes = spec.reduce((a, m) => a + [m.gate, m.up, m.down].reduce((b, q) => b + q.codes.byteLength + q.scales.byteLength, 0), 0);
+    return new NativeExpertProgram(name, program, first.hidden, experts.length, bytes);
+  }
+
+  /** x [Σ rows, hidden], experts' rows one after another → y [Σ rows, hidden], unweighted, same order. */
+  run(x: Float32Array, rows: ArrayLike<number>): Float32Array {
+    const program = this.program;
+    if (!program) throw new ExpertKernelError(`program "${this.name}" was released`, 'ERR_EXPERT_KERNEL_RELEASED');
+    if (rows.length !== this.experts) throw new ExpertKernelError(`rows names ${rows.length} experts, the program holds ${this.experts}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    const counts = Int32Array.from(rows);
+    let total = 0;
+    for (let e = 0; e < counts.length; e++) {
+      if (!(counts[e]! >= 0) || counts[e] !== rows[e]) throw new ExpertKernelError(`rows[${e}] = ${rows[e]} is not a row count`, 'ERR_EXPERT_KERNEL_SHAPE');
+      total += counts[e]!;
+    }
+    if (x.length !== total * this.hidden) throw new ExpertKernelError(`x has ${x.length} floats, expected ${total}×${this.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    const y = new Float32Array(total * this.hidden);
+    native(() => loadAddon().run(program, x, counts, y));
+    return y;
+  }
+
+  /** Drops the references to the weights; the kernel's threads stop once no program is left. */
+  release(): void {
+    const program = this.program;
+    if (!program) return;
+    this.program = null;
+    native(() => loadAddon().release(program));
+  }
+}

@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest';
+import { quantizeBlockwise, type QuantizedBits, type SwigluWeights } from '@expertmesh/tensor-ops';
+import { ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
+import { referenceExpert } from './reference-experts.js';
+
+/** xorshift32 values in [-scale, scale). */
+function seeded(n: number, seed: number, scale = 1): Float32Array {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale;
+  }
+  return out;
+}
+
+function experts(count: number, hidden: number, intermediate: number, bits: QuantizedBits, block: number, seed: number): SwigluWeights[] {
+  const matrix = (rows: number, cols: number, s: number) => ({ kind: 'quantized' as const, dims: [rows, cols], q: quantizeBlockwise(seeded(rows * cols, s, 0.1), rows, cols, bits, block) });
+  return Array.from({ length: count }, (_, e) => ({
+    gate: matrix(intermediate, hidden, seed + 3 * e),
+    up: matrix(intermediate, hidden, seed + 3 * e + 1),
+    down: matrix(hidden, intermediate, seed + 3 * e + 2),
+    hidden,
+    intermediate,
+  }));
+}
+
+function reference(weights: readonly SwigluWeights[], x: Float32Array, rows: readonly number[]): Float32Array {
+  const H = weights[0]!.hidden;
+  const y = new Float32Array(x.length);
+  let at = 0;
+  rows.forEach((m, e) => {
+    if (m > 0) y.set(referenceExpert(x.subarray(at * H, (at + m) * H), m, weights[e]!), at * H);
+    at += m;
+  });
+  return y;
+}
+
+const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+/** Runs `use` with a program over `weights`, released after. */
+function withProgram(weights: readonly SwigluWeights[], options: NativeProgramOptions, use: (program: NativeExpertProgram) => void): void {
+  const program = NativeExpertProgram.create('test', weights, options);
+  try {
+    use(program);
+  } finally {
+    program.release();
+  }
+}
+
+// Shapes: K a multiple of the block and not (hidden 200 with 128-column blocks, intermediate 72 with 32),
+// experts without rows, more rows than one task's tile, both formats and their blocks.
+const SHAPES = [
+  { bits: 8, block: 128, hidden: 256, intermediate: 128, rows: [1, 0, 3] },
+  { bits: 8, block: 128, hidden: 200, intermediate: 72, rows: [0, 5, 0, 12] },
+  { bits: 8, block: 32, hidden: 100, intermediate: 40, rows: [2, 19] },
+  { bits: 8, block: 16, hidden: 48, intermediate: 24, rows: [3, 0] },
+  { bits: 4, block: 32, hidden: 256, intermediate: 96, rows: [1, 0, 9] },
+  { bits: 4, block: 32, hidden: 100, intermediate: 72, rows: [4, 0, 0, 7] },
+  { bits: 4, block: 64, hidden: 160, intermediate: 48, rows: [18] },
+  { bits: 4, block: 16, hidden: 40, intermediate: 24, rows: [2, 3] },
+] as const;
+
+describe('native expert kernel', () => {
+  // Integer sums are exact, every float32 operation is the reference's in the same order (no FMA, -ffp-contract=off),
+  // so the outputs are held to the same bits. The one non-elementary function is exp (glibc's in the kernel, V8's
+  // here), evaluated in double and rounded to float32: the two agree to the last bit of a double, which rounding
+  // to float32 hides unless a value sits within 2^-29 of a rounding boundary; none of these inputs does.
+  it.each(SHAPES)('int$bits, block $block, hidden $hidden, intermediate $intermediate, rows $rows: every ISA path and 1 or 2 threads give the reference bits', ({ bits, block, hidden, intermediate, rows }) => {
+    const weights = experts(rows.length, hidden, intermediate, bits, block, 17 * hidden + intermediate);
+    const total = rows.reduce((a: number, m: number) => a + m, 0);
+    const x = seeded(total * hidden, 7 * total + bits);
+    const expected = bitsOf(reference(weights, x, rows));
+    const isas = nativeKernelIsas();
+    expect(isas).toContain('scalar');
+    for (const isa of isas) {
+      for (const threads of [1, 2]) {
+        withProgram(weights, { threads, isa }, (program) => expect(bitsOf(program.run(x, rows)), `${isa}, ${threads} thread(s)`).toEqual(expected));
+      }
+    }
+  });
+
+  it('reads the quantiser\'s own buffers: a code changed after creation changes the output; the bytes held are the codes and scales', () => {
+    const weights = experts(2, 64, 32, 8, 32, 5);
+    withProgram(weights, { threads: 2 }, (program) => {
+      const x = seeded(3 * 64, 9);
+      const before = program.run(x, [1, 2]);
+      const down = weights[1]!.down;
+      if (down.kind !== 'quantized') throw new Error('quantised');
+      down.q.codes[0] = 255;
+      down.q.scales[0] = 1;
+      const after = program.run(x, [1, 2]);
+      expect(bitsOf(after)).toEqual(bitsOf(reference(weights, x, [1, 2])));
+      expect(bitsOf(after)).not.toEqual(bitsOf(before));
+      const held = weights.flatMap((w) => [w.gate, w.up, w.down]).reduce((a, w) => a + (w.kind === 'quantized' ? w.q.codes.byteLength + w.q.scales.byteLength : 0), 0);
+      expect(program.weightBytes).toBe(held);
+    });
+  });
+
+  it('a prefill-sized run (its buffers freed after it) between decode-sized runs: every run gives the reference bits', () => {
+    const weights = experts(3, 64, 32, 8, 32, 21);
+    withProgram(weights, { threads: 2 }, (program) => {
+      for (const rows of [[2, 1, 0], [300, 0, 260], [1, 3, 2], [0, 600, 1]]) {
+        const x = seeded(rows.reduce((a, m) => a + m, 0) * 64, rows[0]! + 1);
+        expect(bitsOf(program.run(x, rows)), `rows ${rows}`).toEqual(bitsOf(reference(weights, x, rows)));
+      }
+    });
+  });
+
+  it('rejects malformed inputs with a typed error, never a crash', () => {
+    const weights = experts(2, 64, 32, 8, 32, 11);
+    const program = NativeExpertProgram.create('bad', weights, { threads: 2 });
+    const code = (f: () => unknown): string => {
+      try {
+        f();
+      } catch (error) {
+        expect(error).toBeInstanceOf(ExpertKernelError);
+        return (error as ExpertKernelError).code;
+      }
+      throw new Error('expected an ExpertKernelError');
+    };
+    expect(code(() => program.run(new Float32Array(3 * 64 - 1), [1, 2]))).toBe('ERR_EXPERT_KERNEL_SHAPE');
+    expect(code(() => program.run(new Float32Array(3 * 64), [3]))).toBe('ERR_EXPERT_KERNEL_SHAPE');
+    expect(code(() => program.run(new Float32Array(0), [-1, 1]))).toBe('ERR_EXPERT_KERNEL_SHAPE');
+    expect(code(() => program.run(new Float32Array(64), [0.5, 0.5]))).toBe('ERR_EXPERT_KERNEL_SHAPE');
+    program.release();
+    expect(code(() => program.run(new Float32Array(64), [1, 0]))).toBe('ERR_EXPERT_KERNEL_RELEASED');
+    // Codes shorter than the shape needs: the addon itself checks every length.
+    const short = experts(1, 64, 32, 8, 32, 12)[0]!;
+    if (short.up.kind !== 'quantized') throw new Error('quantised');
+    const truncated = { ...short, up: { ...short.up, q: { ...short.up.q, codes: short.up.q.codes.subarray(1) } } };
+    expect(code(() => NativeExpertProgram.create('short', [truncated], { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_SHAPE');
+    const float32 = { ...short, gate: { kind: 'memory' as const, dims: [32, 64], data: new Float32Array(32 * 64) } };
+    expect(code(() => NativeExpertProgram.create('float', [float32], { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_FORMAT');
+    const mixed = [short, experts(1, 64, 32, 4, 32, 13)[0]!];
+    expect(code(() => NativeExpertProgram.create('mixed', mixed, { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_FORMAT');
+  });
+});

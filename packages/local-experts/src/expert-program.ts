@@ -1,0 +1,66 @@
+import { f32, floatData, Graph, i64, type ExecutionOptions, type SwigluWeights } from '@expertmesh/tensor-ops';
+import { ExpertKernelError, NativeExpertProgram, nativeKernelIsas } from '@expertmesh/expert-kernel';
+import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
+
+/**
+ * What runs one group of a layer's experts: x [Σ M_e, hidden], the rows of each expert one after another
+ * (`rows` [experts] = M_e, in the group's order) → y [Σ M_e, hidden], the unweighted expert outputs in the
+ * same order. The caller gathers the rows and weights and adds the outputs (LocalRoutedExperts).
+ */
+export interface ExpertProgram {
+  readonly name: string;
+  run(x: Float32Array, rows: readonly number[]): Promise<Float32Array> | Float32Array;
+  release(): Promise<void> | void;
+}
+
+/** The group as one onnxruntime graph (buildRoutedExpertsGraph): every weight format. */
+class OnnxExpertProgram implements ExpertProgram {
+  constructor(
+    private readonly graph: Graph,
+    private readonly hidden: number,
+  ) {}
+
+  get name(): string {
+    return this.graph.name;
+  }
+
+  async run(x: Float32Array, rows: readonly number[]): Promise<Float32Array> {
+    return floatData((await this.graph.run({ x: f32(x, [x.length / this.hidden, this.hidden]), rows: i64(BigInt64Array.from(rows, BigInt), [rows.length]) })).y, this.graph.name, 'y');
+  }
+
+  release(): Promise<void> {
+    return this.graph.release();
+  }
+}
+
+/** `--expert-kernel native` with weights it cannot run, or without the addon built. */
+export class ExpertKernelConfigError extends Error {
+  override readonly name = 'ExpertKernelConfigError';
+}
+
+const QUANTIZED = new Set(['int8', 'int4']);
+
+/**
+ * Checks at start-up that the experts' kernel can run their format: the native kernel runs only int8/int4
+ * expert weights, and only once built (throws ExpertKernelNotBuiltError naming `npm run build:native`).
+ */
+export function checkExpertKernel(execution: ExecutionOptions, expertDtype: string): void {
+  if (execution.expertKernel !== 'native') return;
+  if (!QUANTIZED.has(expertDtype)) {
+    throw new ExpertKernelConfigError(`--expert-kernel native runs int8/int4 expert weights, not ${expertDtype}: add --expert-weight-dtype int8 (or int4), or use --expert-kernel onnxruntime`);
+  }
+  nativeKernelIsas();
+}
+
+/** The program for one group of experts, by the execution options' expert kernel. */
+export async function createExpertProgram(name: string, experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, execution: ExecutionOptions): Promise<ExpertProgram> {
+  if (execution.expertKernel === 'native') {
+    try {
+      return NativeExpertProgram.create(name, experts.map((e) => e.weights), { threads: execution.intraOpThreads });
+    } catch (error) {
+      if (error instanceof ExpertKernelError && error.code === 'ERR_EXPERT_KERNEL_FORMAT') throw new ExpertKernelConfigError(`${error.message}: use --expert-kernel onnxruntime for these weights`, { cause: error });
+      throw error;
+    }
+  }
+  return new OnnxExpertProgram(await Graph.create(name, buildRoutedExpertsGraph(experts, hidden, name), execution), hidden);
+}
