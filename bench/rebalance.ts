@@ -9,12 +9,19 @@
  * time per output token p50/p99, the longest gap between two tokens of any stream, failed requests,
  * and outputs that differ from the first ones. The join is shown twice: from starting the new process, and from
  * the re-plan it stores (without its process start-up). --trace-dir loads bench/switch-trace.mjs into the router
- * and the shards and adds the longest gaps and the events, in epoch ms, to the JSON.
+ * and the shards and adds the longest gaps and the events, in epoch ms, to the JSON; bench/core-probe.ts adds each
+ * core's busy time, etcd's and the client loops' CPU, and the client loops' own stalls, in the same directory.
  * --pinned lays the cluster out as separate machines would see it (as bench/pinned-cluster.ts does): the
  * router alone on core 0 (`taskset`, one onnxruntime thread), and on core 1 every shard (one onnxruntime
  * thread each), etcd and this process's client loops, so what shards do while they switch cannot take the
  * router's core.
  * --cpu-profile-seconds N (with --trace-dir) also writes a V8 CPU profile of each traced process's first N seconds there.
+ * --router-arg=--flag=value and --shard-arg=--flag=value (repeatable) pass flags to the router (`serve`) and to every
+ * shard, e.g. --router-arg=--dispatch-hedge-p99-multiple=0 (no hedging) or --shard-arg=--expert-worker=on; --label
+ * names the variant in the JSON.
+ * Each event is also compared with steady state at its own length (bench/steady-windows.ts): the longest gaps of
+ * windows as long as its switch, slid over the steady periods before and after it; the JSON's `steadySameLength`
+ * and the second table give the steady p50 / p90 / max and the switch's percentile among them.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3]
  */
 import { existsSync } from 'node:fs';
@@ -23,11 +30,13 @@ import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { EtcdProcess, EtcdRegistry, planPlacement } from '@expertmesh/discovery';
+import { EtcdProcess, EtcdRegistry, planPlacement, type PlacementPlan, type ShardRecord } from '@expertmesh/discovery';
 import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { startShardProcess } from '../test/helpers/shard-process.js';
 import { startBenchServer, timedStream, type StreamTiming } from './bench-server.js';
+import { startCoreProbe } from './core-probe.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
+import { compareWithSteady, longestGap, steadyWindowGaps, type SteadyComparison } from './steady-windows.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,6 +52,11 @@ const { values } = parseArgs({
     'cpu-profile-seconds': { type: 'string' },
     // Passed to every shard (`--load-rest`): how long a shard rests after each graph it builds, in build times.
     'load-rest': { type: 'string' },
+    // Extra flags, one per option, as --router-arg=--flag=value: for `serve` and for every shard.
+    'router-arg': { type: 'string', multiple: true, default: [] },
+    'shard-arg': { type: 'string', multiple: true, default: [] },
+    // Names the variant (code or flags) in the JSON.
+    label: { type: 'string' },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -90,9 +104,18 @@ type HedgeCounts = Record<'sent' | 'won' | 'wasted' | 'failed', number>;
 let hedgesAtEnd: HedgeCounts | null = null;
 let running = true;
 const etcd = await EtcdProcess.start();
+// With --trace-dir, also each core's busy time, etcd's and this process's CPU, and this process's stalls (bench/core-probe.ts).
+const stopCoreProbe = values['trace-dir'] ? startCoreProbe(join(resolve(values['trace-dir']), 'bench-probe.jsonl'), etcd.clientPort) : (): void => undefined;
 const registry = new EtcdRegistry([etcd.url], CLUSTER);
-const stops: (() => Promise<void>)[] = [async () => etcd.stop(), async () => registry.close()];
-const shardArgs = ['--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10', ...(values['load-rest'] ? ['--load-rest', values['load-rest']] : [])];
+const stops: (() => Promise<void>)[] = [async () => etcd.stop(), async () => registry.close(), async () => stopCoreProbe()];
+const shardArgs = [
+  '--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10',
+  ...(values['load-rest'] ? ['--load-rest', values['load-rest']] : []),
+  ...values['shard-arg'],
+];
+/** When the client loops started and when they were told to stop: the ends of the steady periods. */
+let loadStartedAt = 0;
+let loadStoppedAt = 0;
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
   await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
@@ -102,11 +125,40 @@ try {
     '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
     '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
     ...(layout ? ['--intra-op-threads', '1'] : []),
+    ...values['router-arg'],
   ]);
   stops.push(router.stop);
   if (layout) pinProcess(router.process.pid!, layout.router);
   await until('ready router', async () => (await fetch(`${router.url}/ready`)).status === 200);
+  // The bench follows the plan and the shard records by watches, as the router and the shards do, rather than
+  // polling etcd every 50 ms: polling only while a switch is awaited put work on the shards' core (etcd's reads,
+  // this process's parsing) in the "during" windows that the steady windows do not have.
+  let plan: PlacementPlan | null = null;
+  let live: ShardRecord[] = [];
+  let wake: (() => void)[] = [];
+  const changed = (): void => {
+    const waiting = wake;
+    wake = [];
+    for (const w of waiting) w();
+  };
+  stops.push(await registry.watchPlan((p) => ((plan = p), changed())));
+  stops.push(await registry.watchShards((records) => ((live = records), changed())));
+  /** Resolves once `check` holds on the watched plan and records; the bench fails after two minutes without it. */
+  const when = async (what: string, check: () => boolean): Promise<void> => {
+    const deadline = performance.now() + 120_000;
+    while (!check()) {
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`bench: no ${what} within 2 minutes`);
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        wake.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  };
   let next = 0;
+  loadStartedAt = performance.now();
   const load = Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       while (running) {
@@ -120,16 +172,18 @@ try {
       }
     }),
   );
-  const switched = async (): Promise<boolean> => {
-    const plan = (await registry.getPlan())!;
-    const live = await registry.listShards();
-    return Object.entries(plan.shards).every(([slot, layers]) => {
-      const r = live.find((x) => x.slot === slot);
-      return r !== undefined && r.planVersion === plan.version && JSON.stringify(r.layers) === JSON.stringify(layers);
-    });
+  const switched = (): boolean => {
+    const current = plan;
+    return (
+      current !== null &&
+      Object.entries(current.shards).every(([slot, layers]) => {
+        const r = live.find((x) => x.slot === slot);
+        return r !== undefined && r.planVersion === current.version && JSON.stringify(r.layers) === JSON.stringify(layers);
+      })
+    );
   };
   const untilSwitched = async (): Promise<number> => {
-    await until('switch', switched);
+    await when('switch', switched);
     return performance.now();
   };
   const metric = async (name: string): Promise<number> =>
@@ -140,7 +194,7 @@ try {
     return { sent: sum('sent'), won: sum('won'), wasted: sum('wasted'), failed: sum('failed') };
   };
   // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
-  await until('rebalance', async () => (await registry.getPlan())!.version > 1);
+  await when('rebalance', () => (plan?.version ?? 0) > 1);
   const rebalancedAt = performance.now();
   const rebalanceSwitched = await untilSwitched();
   events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
@@ -148,7 +202,7 @@ try {
   // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
   const joinAt = performance.now();
   // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
-  const replanned = until('join', async () => 'shard-4' in (await registry.getPlan())!.shards).then(() => performance.now());
+  const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(() => performance.now());
   const fifth = await startShardProcess(shardArgs);
   stops.push(fifth.stop);
   const replannedAt = await replanned;
@@ -165,6 +219,7 @@ try {
   events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
   await sleep(WINDOW_MS);
   hedgesAtEnd = await hedges();
+  loadStoppedAt = performance.now();
   running = false;
   await load;
 } finally {
@@ -210,6 +265,32 @@ function stats(from: number, to: number): Window {
     mismatched: mismatched.length,
   };
 }
+/**
+ * Steady state: the load's time outside every event's switch (the join from its process start), after a warm-up.
+ * Each event is compared with windows of its own switch's length slid over the steady period just before it and
+ * the one just after it.
+ */
+const WARMUP_MS = 5000;
+const STEADY_STEP_MS = 50;
+const STEADY_MARGIN_MS = 250;
+const steadyPeriods: [number, number][] = [];
+let steadyFrom = loadStartedAt + WARMUP_MS;
+for (const e of [...events].sort((a, b) => a.at - b.at)) {
+  if (e.at > steadyFrom) steadyPeriods.push([steadyFrom, e.at]);
+  steadyFrom = Math.max(steadyFrom, e.switchedAt);
+}
+if (loadStoppedAt > steadyFrom) steadyPeriods.push([steadyFrom, loadStoppedAt]);
+const streams = records.map((r) => r.timing?.tokenTimes ?? []);
+const sameLength = (e: (typeof events)[number]): SteadyComparison & { periodsMs: [number, number][] } => {
+  const around = [steadyPeriods.filter(([, end]) => end <= e.at).at(-1), steadyPeriods.find(([start]) => start >= e.switchedAt)].filter((p) => p !== undefined);
+  const length = e.switchedAt - e.at;
+  const steady = steadyWindowGaps(streams, around, length, STEADY_STEP_MS, STEADY_MARGIN_MS);
+  return {
+    ...compareWithSteady(longestGap(streams, e.at, e.switchedAt), steady, length, STEADY_STEP_MS, STEADY_MARGIN_MS),
+    // The periods the windows were slid over, in ms from the event.
+    periodsMs: around.map(([from, to]) => [Math.round(from - e.at), Math.round(to - e.at)]),
+  };
+};
 const results = events.map((e) => ({
   event: e.name,
   detail: e.detail,
@@ -219,6 +300,7 @@ const results = events.map((e) => ({
   before: stats(e.at - WINDOW_MS, e.at),
   during: stats(e.at, e.switchedAt),
   after: stats(e.switchedAt, e.switchedAt + WINDOW_MS),
+  steadySameLength: sameLength(e),
 }));
 /** The ten longest gaps between two tokens of a stream, in epoch ms (to match the trace's `at`). */
 const epoch = (t: number): number => Math.round(performance.timeOrigin + t);
@@ -234,12 +316,16 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
   [
     '| event | window | tokens/s | TPOT p50 / p99 (ms) | longest token gap (ms) | failed | outputs ≠ first |',
     '|---|---|---|---|---|---|---|',
     ...results.flatMap((r) => [`| ${r.event} (${r.detail}; switch ${r.switchMs} ms) | before | ${cell(r.before)} |`, `| | during | ${cell(r.during)} |`, `| | after | ${cell(r.after)} |`]),
+    '',
+    '| event | switch (ms) | longest gap during (ms) | steady windows as long: count, p50 / p90 / max (ms) | during\'s percentile | during ≤ p90 |',
+    '|---|---|---|---|---|---|',
+    ...results.map(({ event, switchMs, steadySameLength: c }) => `| ${event} | ${switchMs} | ${c.duringMs} | ${c.windows}, ${c.p50Ms} / ${c.p90Ms} / ${c.maxMs} | ${c.duringPercentile ?? '–'} | ${c.duringWithinP90 === null ? '–' : c.duringWithinP90 ? 'yes' : 'no'} |`),
   ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; hedges ${JSON.stringify(totals.hedges)}; written to ${out}\n`,
 );
