@@ -3,9 +3,8 @@
  * the process baseline, then the in-process engine loaded in one format, then the bench runs
  * (prefill + decode at batch 1, 8 and 32, as `bench:engine`), measuring resident memory by kind of
  * mapping at each point (and once more after a few seconds idle), printed as `probe <phase> <json>` on stdout.
- * With --trim, each point is followed by one malloc_trim(0) (returnFreedHeap) and a point "<phase>-trimmed";
- * --mallopt name=value,… sets glibc's malloc options (setMallocOption) before anything is loaded.
- *   node --import tsx bench/memory-probe.ts --model DIR --weight-dtype int8 [--expert-kernel native] [--trim] [--mallopt trimThreshold=1048576]
+ * With --trim, each point is followed by one malloc_trim(0) (returnFreedHeap) and a point "<phase>-trimmed".
+ *   node --import tsx bench/memory-probe.ts --model DIR --weight-dtype int8 [--expert-kernel native] [--trim]
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -13,19 +12,15 @@ import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
-import { mallocHeapStats, returnFreedHeap, setMallocOption, type MallocOptionName } from '@expertmesh/expert-kernel';
+import { mallocHeapStats, returnFreedHeap } from '@expertmesh/expert-kernel';
 import { DEFAULT_EXECUTION, EXPERT_KERNELS, releaseLoadBuffers, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 import { residentByKind } from './resident-by-kind.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'int8' }, batches: { type: 'string', default: '1,8,32' }, 'idle-ms': { type: 'string', default: '3000' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, trim: { type: 'boolean', default: false }, mallopt: { type: 'string', default: '' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'int8' }, batches: { type: 'string', default: '1,8,32' }, 'idle-ms': { type: 'string', default: '3000' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, trim: { type: 'boolean', default: false } } });
 const expertKernel = values['expert-kernel'] as ExpertKernel;
 if (!EXPERT_KERNELS.includes(expertKernel)) throw new Error(`--expert-kernel must be one of ${EXPERT_KERNELS.join(', ')}`);
-for (const setting of values.mallopt.split(',').filter(Boolean)) {
-  const [name, value] = setting.split('=');
-  if (!setMallocOption(name as MallocOptionName, Number(value))) throw new Error(`mallopt ${setting} refused`);
-}
 const weightDtype = values['weight-dtype'] as WeightDtype;
 if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
 if (!values.model) throw new Error('--model DIR is required');

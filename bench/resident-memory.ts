@@ -3,8 +3,8 @@
  * environment for glibc's malloc, or another allocator preloaded) runs bench/memory-probe.ts in a
  * process of its own, for each format. At each point (baseline, after load, after the bench runs)
  * the probe reports resident memory by kind of mapping, and the runs' prefill and decode speed.
- * Variants of PROBE_VARIANTS run the probe with arguments instead (malloc_trim points, glibc's mallopt set from
- * inside the process through the native addon).
+ * Variants of PROBE_VARIANTS run the probe with arguments instead (`trim`: a malloc_trim(0) after each point, through
+ * the native addon).
  *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--expert-kernel onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -46,13 +46,8 @@ const VARIANTS: Record<string, NodeJS.ProcessEnv> = {
   'tcmalloc-release-10': { LD_PRELOAD: TCMALLOC, TCMALLOC_RELEASE_RATE: '10' },
 };
 
-/** Variants made inside the probe: a malloc_trim(0) after each point, mallopt before the load. */
-const PROBE_VARIANTS: Record<string, string[]> = {
-  trim: ['--trim'],
-  'trim-arena-max-2': ['--trim', '--mallopt', 'arenaMax=2'],
-  'mallopt-trim-threshold-1m': ['--trim', '--mallopt', `trimThreshold=${1 << 20}`],
-  'mallopt-mmap-threshold-4m': ['--trim', '--mallopt', `mmapThreshold=${4 << 20}`],
-};
+/** Variants made inside the probe: a malloc_trim(0) after each point. */
+const PROBE_VARIANTS: Record<string, string[]> = { trim: ['--trim'] };
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'float32,int8,int4' }, variants: { type: 'string', default: 'default,arena-max-2,malloc-all' }, batches: { type: 'string', default: '1,8,32' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, out: { type: 'string' } } });
 const modelDir = await ensureBenchModel(values.model);

@@ -979,32 +979,6 @@ napi_value MallocTrim(napi_env env, napi_callback_info) {
   return out;
 }
 
-// mallocOption(name, value) → bool: glibc's mallopt for 'mmapThreshold', 'trimThreshold' or 'arenaMax' (bytes / count).
-napi_value MallocOption(napi_env env, napi_callback_info info) {
-  try {
-    napi_value argv[2];
-    args(env, info, 2, argv);
-    char name[32] = {0};
-    size_t len = 0;
-    if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "mallocOption: name must be a string"};
-    int64_t value = 0;
-    if (napi_get_value_int64(env, argv[1], &value) != napi_ok || value < 0 || value > (int64_t{1} << 40)) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "mallocOption: value must be a non-negative integer"};
-    int ok = 0;
-#if EK_GLIBC_MALLOC
-    std::string n(name, len);
-    int param = n == "mmapThreshold" ? M_MMAP_THRESHOLD : n == "trimThreshold" ? M_TRIM_THRESHOLD : n == "arenaMax" ? M_ARENA_MAX : 0;
-    if (param == 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "mallocOption: unknown option " + n + " (mmapThreshold, trimThreshold, arenaMax)"};
-    ok = mallopt(param, static_cast<int>(value));
-#endif
-    napi_value out;
-    NAPI_OK(napi_get_boolean(env, ok == 1, &out));
-    return out;
-  } catch (const Bad& bad) {
-    throwError(env, bad.code.c_str(), bad.message);
-    return nullptr;
-  }
-}
-
 // Joins the pool when the environment (the process, or a worker thread) shuts down. The small state itself is
 // left allocated: programs' finalizers may still run after this hook and read it.
 void cleanupEnv(void* data) { static_cast<EnvState*>(data)->stopPool(); }
@@ -1020,7 +994,6 @@ napi_value Init(napi_env env, napi_value exports) {
       {"isas", nullptr, Isas, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocStats", nullptr, MallocStats, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocTrim", nullptr, MallocTrim, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"mallocOption", nullptr, MallocOption, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -29,10 +29,7 @@ export interface HeapTrim {
 interface MallocAddon {
   mallocStats(): MallocHeapStats;
   mallocTrim(): HeapTrim;
-  mallocOption(name: MallocOptionName, value: number): boolean;
 }
-
-export type MallocOptionName = 'mmapThreshold' | 'trimThreshold' | 'arenaMax';
 
 /** The addon's malloc entry points, or null where it is not built (the engine then runs without trimming). */
 function mallocAddon(): MallocAddon | null {
@@ -58,11 +55,6 @@ export function mallocHeapStats(): MallocHeapStats | null {
  */
 export function returnFreedHeap(): HeapTrim | null {
   return mallocAddon()?.mallocTrim() ?? null;
-}
-
-/** glibc's mallopt, for experiments (bench/memory-probe.ts); false where it was refused or malloc is not glibc's. */
-export function setMallocOption(name: MallocOptionName, value: number): boolean {
-  return mallocAddon()?.mallocOption(name, value) ?? false;
 }
 
 /**
