@@ -46,14 +46,22 @@ export function mallocHeapStats(): MallocHeapStats | null {
   return mallocAddon()?.mallocStats() ?? null;
 }
 
+/** `EXPERTMESH_HEAP_RETURN=off` turns every heap return off (`on`, the default, or unset: on); other values are refused. */
+export function heapReturnEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  const value = env.EXPERTMESH_HEAP_RETURN ?? 'on';
+  if (value !== 'on' && value !== 'off') throw new RangeError(`EXPERTMESH_HEAP_RETURN must be on or off, got "${value}"`);
+  return value === 'on';
+}
+
 /**
  * Hands the free pages inside glibc's heaps back to the kernel (malloc_trim(0): every arena, not only the
  * top). glibc keeps what was freed — a load's temporaries, a long prefill's activations — resident for
  * later mallocs; after a load, or when the engine falls idle, nothing needs it soon. It walks every free
  * block and costs page faults when the memory is used again, so it never runs between two steps of work.
- * null where the native addon is not built.
+ * null where the native addon is not built, or where EXPERTMESH_HEAP_RETURN=off.
  */
 export function returnFreedHeap(): HeapTrim | null {
+  if (!heapReturnEnabled()) return null;
   return mallocAddon()?.mallocTrim() ?? null;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mallocHeapStats, returnFreedHeap } from '@expertmesh/expert-kernel';
+import { heapReturnEnabled, mallocHeapStats, returnFreedHeap } from '@expertmesh/expert-kernel';
 import { releaseLoadBuffers } from '@expertmesh/tensor-ops';
 
 /**
@@ -28,5 +28,20 @@ describe('returnFreedHeap', () => {
     // A second trim finds nothing more to give back.
     expect(returnFreedHeap()!.releasedBytes).toBeLessThan(4 * 2 ** 20);
     expect(held.length).toBe(800);
+  });
+
+  it('is off with EXPERTMESH_HEAP_RETURN=off, on by default, and refuses other values', () => {
+    expect(heapReturnEnabled({})).toBe(true);
+    expect(heapReturnEnabled({ EXPERTMESH_HEAP_RETURN: 'on' })).toBe(true);
+    expect(heapReturnEnabled({ EXPERTMESH_HEAP_RETURN: 'off' })).toBe(false);
+    expect(() => heapReturnEnabled({ EXPERTMESH_HEAP_RETURN: 'yes' })).toThrow(/must be on or off/);
+    const saved = process.env.EXPERTMESH_HEAP_RETURN;
+    process.env.EXPERTMESH_HEAP_RETURN = 'off';
+    try {
+      expect(returnFreedHeap()).toBeNull();
+    } finally {
+      if (saved === undefined) delete process.env.EXPERTMESH_HEAP_RETURN;
+      else process.env.EXPERTMESH_HEAP_RETURN = saved;
+    }
   });
 });
