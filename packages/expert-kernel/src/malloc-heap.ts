@@ -74,7 +74,7 @@ export function returnFreedHeap(): HeapTrim | null {
 export class IdleHeapReturn {
   private timer: NodeJS.Timeout | null = null;
   private worked = false;
-  /** Idle returns done, and what the last one gave back (null: none yet, or the native addon is not built). */
+  /** Idle returns done, and what the last one gave back (null: none yet, the addon is not built, or the return is off). */
   returns = 0;
   last: HeapTrim | null = null;
 
