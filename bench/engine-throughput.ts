@@ -9,6 +9,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { returnFreedHeap } from '@expertmesh/expert-kernel';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
@@ -72,14 +73,17 @@ for (const batch of batches) {
   console.error(rows.at(-1));
 }
 const memoryAfterRuns = memory();
+// What a serving router does once idle (EngineLoop's idle heap return): freed activations' pages back to the kernel.
+const idleHeapReturn = returnFreedHeap();
+const memoryAfterIdleReturn = memory();
 await engine.close();
 
-const report = { date: new Date().toISOString(), machine: rates, model: `bench preset (bfloat16 checkpoint), weights held as ${weightDtype} (${local.weightFormat}), experts on ${expertKernel}`, weightDtype, expertKernel, bytesPerParameter, promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, memoryAfterLoad, memoryAfterRuns, rows };
+const report = { date: new Date().toISOString(), machine: rates, model: `bench preset (bfloat16 checkpoint), weights held as ${weightDtype} (${local.weightFormat}), experts on ${expertKernel}`, weightDtype, expertKernel, bytesPerParameter, promptTokens: PROMPT_TOKENS, decodeSteps: DECODE_STEPS, memoryAfterLoad, memoryAfterRuns, idleHeapReturn, memoryAfterIdleReturn, rows };
 const out = values.out ?? join('bench', 'results', `engine-throughput-${weightDtype}-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
 const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
-console.log(`${weightDtype} (${expertKernel} experts): weights ${mib(memoryAfterRuns.weightBytes)} MiB + KV ${mib(memoryAfterRuns.kvCacheBytes)} MiB; resident ${mib(memoryAfterLoad.rssBytes)} MiB after load (${memoryAfterLoad.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterRuns.rssBytes)} MiB after the runs (${memoryAfterRuns.rssOverWeightsAndKv.toFixed(2)}×)`);
+console.log(`${weightDtype} (${expertKernel} experts): weights ${mib(memoryAfterRuns.weightBytes)} MiB + KV ${mib(memoryAfterRuns.kvCacheBytes)} MiB; resident ${mib(memoryAfterLoad.rssBytes)} MiB after load (${memoryAfterLoad.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterRuns.rssBytes)} MiB after the runs (${memoryAfterRuns.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterIdleReturn.rssBytes)} MiB after the idle heap return (${memoryAfterIdleReturn.rssOverWeightsAndKv.toFixed(2)}×, ${((idleHeapReturn?.microseconds ?? 0) / 1000).toFixed(1)} ms)`);
 console.log('| batch | prefill tok/s | decode tok/s | step ms | floor ms (compute / memory) | bound | % of floor |');
 console.log('|---|---|---|---|---|---|---|');
 for (const r of rows) {

@@ -3,7 +3,9 @@
  * environment for glibc's malloc, or another allocator preloaded) runs bench/memory-probe.ts in a
  * process of its own, for each format. At each point (baseline, after load, after the bench runs)
  * the probe reports resident memory by kind of mapping, and the runs' prefill and decode speed.
- *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--out FILE]
+ * Variants of PROBE_VARIANTS run the probe with arguments instead (`trim`: a malloc_trim(0) after each point, through
+ * the native addon).
+ *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--expert-kernel onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -44,7 +46,10 @@ const VARIANTS: Record<string, NodeJS.ProcessEnv> = {
   'tcmalloc-release-10': { LD_PRELOAD: TCMALLOC, TCMALLOC_RELEASE_RATE: '10' },
 };
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'float32,int8,int4' }, variants: { type: 'string', default: 'default,arena-max-2,malloc-all' }, batches: { type: 'string', default: '1,8,32' }, out: { type: 'string' } } });
+/** Variants made inside the probe: a malloc_trim(0) after each point. */
+const PROBE_VARIANTS: Record<string, string[]> = { trim: ['--trim'] };
+
+const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'float32,int8,int4' }, variants: { type: 'string', default: 'default,arena-max-2,malloc-all' }, batches: { type: 'string', default: '1,8,32' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, out: { type: 'string' } } });
 const modelDir = await ensureBenchModel(values.model);
 
 /** This process's environment without malloc settings of its own: the baseline every variant starts from. */
@@ -54,10 +59,11 @@ const glibcDefaults = Object.fromEntries(Object.entries(process.env).filter(([k]
 const results = [];
 for (const format of values.formats.split(',')) {
   for (const variant of values.variants.split(',')) {
-    const env = VARIANTS[variant];
-    if (!env) throw new Error(`unknown variant ${variant}; one of ${Object.keys(VARIANTS).join(', ')}`);
+    const probeArgs = PROBE_VARIANTS[variant] ?? [];
+    const env = PROBE_VARIANTS[variant] ? {} : VARIANTS[variant];
+    if (!env) throw new Error(`unknown variant ${variant}; one of ${[...Object.keys(VARIANTS), ...Object.keys(PROBE_VARIANTS)].join(', ')}`);
     // Not a Node child to spawnTied, which would add the malloc settings to every variant.
-    const child = spawnTied(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'memory-probe.ts'), '--model', modelDir, '--weight-dtype', format, '--batches', values.batches], { env: { ...glibcDefaults, ...env } });
+    const child = spawnTied(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'memory-probe.ts'), '--model', modelDir, '--weight-dtype', format, '--batches', values.batches, '--expert-kernel', values['expert-kernel'], ...probeArgs], { env: { ...glibcDefaults, ...env } });
     const watchdog = setTimeout(() => signalGroup(child, 'SIGKILL'), 8 * 60_000);
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -69,14 +75,14 @@ for (const format of values.formats.split(',')) {
       const data = JSON.parse(m[2] as string) as Record<string, unknown>;
       points.push({ phase, ...data });
       const mib = (b: unknown): string => (Number(b) / 2 ** 20).toFixed(0);
-      console.error(`${format} ${variant} ${phase}: rss ${mib(data.rss)} MiB, anon ${mib((data.byKind as Record<string, number>).anonymous)}, libs ${mib((data.byKind as Record<string, number>).libraries)}, ckpt ${mib((data.byKind as Record<string, number>).checkpointFiles)}, v8 ${mib(data.v8Heap)}, threads ${String(data.threads)}, allocator ${String(data.allocator)}${data.weightBytes ? `, weights ${mib(data.weightBytes)} + kv ${mib(data.kvCacheBytes)}` : ''}`);
+      console.error(`${format} ${variant} ${phase}: rss ${mib(data.rss)} MiB, anon ${mib((data.byKind as Record<string, number>).anonymous)}, libs ${mib((data.byKind as Record<string, number>).libraries)}, ckpt ${mib((data.byKind as Record<string, number>).checkpointFiles)}, v8 ${mib(data.v8Heap)}, threads ${String(data.threads)}, allocator ${String(data.allocator)}${data.trim ? `, trim released ${mib((data.trim as Record<string, number>).releasedBytes)} MiB in ${((data.trim as Record<string, number>).microseconds / 1000).toFixed(1)} ms` : ''}${data.malloc ? `, glibc free ${mib((data.malloc as Record<string, number>).freeBytes)} of heap ${mib((data.malloc as Record<string, number>).heapBytes)}, mapped ${mib((data.malloc as Record<string, number>).mappedBytes)}` : ''}${data.weightBytes ? `, weights ${mib(data.weightBytes)} + kv ${mib(data.kvCacheBytes)}` : ''}`);
     }
     const code = await new Promise((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', r)));
     clearTimeout(watchdog);
     if (code !== 0) console.error(`probe exited ${String(code)}: ${stderr.slice(-2000)}`);
     const runs = (points.at(-1)?.runs ?? []) as { batch: number; decodeTokensPerSecond: number; prefillTokensPerSecond: number }[];
     for (const r of runs) console.error(`  batch ${r.batch}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`);
-    results.push({ format, variant, env, points });
+    results.push({ format, variant, expertKernel: values['expert-kernel'], env, probeArgs, points });
   }
 }
 const report = { date: new Date().toISOString(), model: modelDir, results };

@@ -12,7 +12,8 @@ const ARCHITECTURE: Architecture = {
     // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, process signals, TLS and
     // exposure checks, and the MoE seam (routing as pairs, the experts backend interface), which depends on nothing.
     ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'process-lifecycle', 'security', 'routed-experts'],
-    // The model's weights by name; the wire protocol; the cluster registry; test checkpoints; the native expert kernel.
+    // The model's weights by name; the wire protocol; the cluster registry; test checkpoints; the native addon (the
+    // grouped expert kernel, and glibc's heap returned to the kernel).
     ['model-weights', 'wire', 'discovery', 'checkpoint-maker', 'expert-kernel'],
     // The model (graphs, the forward pass of one batch); routed experts run in this process.
     ['model', 'local-experts'],

@@ -4,7 +4,8 @@ import { Engine } from '@expertmesh/engine';
 import { loadLocalExperts } from '@expertmesh/local-experts';
 import { loadModelConfig } from '@expertmesh/model-config';
 import type { WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
+import { returnFreedHeap } from '@expertmesh/expert-kernel';
+import { DEFAULT_EXECUTION, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /**
@@ -33,6 +34,23 @@ describe('after a load, JavaScript holds no copy of the weights', () => {
         // The KV cache (64 tokens) and rotary tables are all JavaScript should still hold.
         expect(grown).toBeLessThan(0.2 * weights);
         expect(weights).toBeGreaterThan(dtype === 'float32' ? 16 * 2 ** 20 : 4 * 2 ** 20);
+      } finally {
+        await engine.close();
+      }
+    });
+  }
+
+  // The load's freed temporaries (float32 copies, the quantiser's input, onnxruntime's pre-packing copies) are in
+  // glibc's heap; the loaders hand their pages back (malloc_trim), so a trim right after a load finds little left.
+  for (const [dtype, expertKernel] of [['float32', 'onnxruntime'], ['int8', 'onnxruntime'], ['int8', 'native'], ['int4', 'native']] as [WeightDtype, ExpertKernel][]) {
+    it(`${dtype}, ${expertKernel} experts: the freed heap of the load is already returned to the kernel`, async () => {
+      const experts = await loadLocalExperts(dir.path, await loadModelConfig(dir.path), { ...DEFAULT_EXECUTION, expertKernel }, dtype);
+      const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 64 });
+      try {
+        const weights = engine.model.denseWeightBytes + experts.weightBytes;
+        const left = returnFreedHeap();
+        expect(left?.glibc).toBe(true);
+        expect(left!.releasedBytes).toBeLessThan(0.05 * weights);
       } finally {
         await engine.close();
       }

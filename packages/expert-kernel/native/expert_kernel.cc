@@ -12,7 +12,13 @@
 
 #include <node_api.h>
 
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h>
+#endif
+
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -22,6 +28,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -899,6 +907,78 @@ napi_value Isas(napi_env env, napi_callback_info) {
   return out;
 }
 
+// ---- glibc's heap: what it holds free, and handing it back (not part of the kernel; here because this addon is our
+// one native module). glibc keeps freed blocks inside its heaps (the load's float32 temporaries, onnxruntime's
+// activations) resident; malloc_trim(0) madvises every free page of every arena back to the kernel.
+
+#if defined(__GLIBC__)
+#define EK_GLIBC_MALLOC 1
+#else
+#define EK_GLIBC_MALLOC 0
+#endif
+
+double residentBytes() {
+  // /proc/self/statm: size resident ... in pages.
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  unsigned long size = 0, resident = 0;
+  int n = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) : -1;
+}
+
+void setNumber(napi_env env, napi_value obj, const char* name, double value) {
+  napi_value v;
+  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, name, v);
+}
+
+void setBool(napi_env env, napi_value obj, const char* name, bool value) {
+  napi_value v;
+  if (napi_get_boolean(env, value, &v) == napi_ok) napi_set_named_property(env, obj, name, v);
+}
+
+// An answer object that says whether glibc's malloc is the one in use.
+napi_value mallocAnswer(napi_env env) {
+  napi_value out;
+  if (napi_create_object(env, &out) != napi_ok) return nullptr;
+  setBool(env, out, "glibc", EK_GLIBC_MALLOC);
+  return out;
+}
+
+// mallocStats() → { glibc, heapBytes, mappedBytes, inUseBytes, freeBytes, topFreeBytes, residentBytes }
+napi_value MallocStats(napi_env env, napi_callback_info) {
+  napi_value out = mallocAnswer(env);
+  if (!out) return nullptr;
+#if EK_GLIBC_MALLOC
+  struct mallinfo2 m = mallinfo2();
+  setNumber(env, out, "heapBytes", static_cast<double>(m.arena));
+  setNumber(env, out, "mappedBytes", static_cast<double>(m.hblkhd));
+  setNumber(env, out, "inUseBytes", static_cast<double>(m.uordblks));
+  setNumber(env, out, "freeBytes", static_cast<double>(m.fordblks));
+  setNumber(env, out, "topFreeBytes", static_cast<double>(m.keepcost));
+#endif
+  setNumber(env, out, "residentBytes", residentBytes());
+  return out;
+}
+
+// mallocTrim() → { glibc, trimmed, releasedBytes, microseconds }: malloc_trim(0), and the resident bytes it gave back.
+napi_value MallocTrim(napi_env env, napi_callback_info) {
+  napi_value out = mallocAnswer(env);
+  if (!out) return nullptr;
+  int trimmed = 0;
+  double before = residentBytes();
+  auto start = std::chrono::steady_clock::now();
+#if EK_GLIBC_MALLOC
+  trimmed = malloc_trim(0);
+#endif
+  double micros = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  double after = residentBytes();
+  setBool(env, out, "trimmed", trimmed != 0);
+  setNumber(env, out, "releasedBytes", before >= 0 && after >= 0 ? before - after : 0);
+  setNumber(env, out, "microseconds", micros);
+  return out;
+}
+
 // Joins the pool when the environment (the process, or a worker thread) shuts down. The small state itself is
 // left allocated: programs' finalizers may still run after this hook and read it.
 void cleanupEnv(void* data) { static_cast<EnvState*>(data)->stopPool(); }
@@ -912,6 +992,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"isas", nullptr, Isas, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"mallocStats", nullptr, MallocStats, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"mallocTrim", nullptr, MallocTrim, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

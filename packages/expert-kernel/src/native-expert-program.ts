@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import type { SwigluWeights, WeightData } from '@expertmesh/tensor-ops';
 
 /** The addon's entry points (native/expert_kernel.cc). */
-interface ExpertKernelAddon {
+export interface ExpertKernelAddon {
   createProgram(spec: ProgramSpec): object;
   run(program: object, x: Float32Array, rows: Int32Array, y: Float32Array): void;
   release(program: object): void;
@@ -52,7 +52,7 @@ export class ExpertKernelError extends Error {
 
 let addon: ExpertKernelAddon | null = null;
 
-function loadAddon(): ExpertKernelAddon {
+export function loadAddon(): ExpertKernelAddon {
   if (addon) return addon;
   try {
     addon = createRequire(import.meta.url)(BUILD_PATH) as ExpertKernelAddon;

@@ -1,3 +1,4 @@
+import { returnFreedHeap } from '@expertmesh/expert-kernel';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
@@ -144,7 +145,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
     const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts);
+    // The quantiser's float32 temporaries and onnxruntime's copies before packing, collected and then handed back
+    // to the kernel: glibc would keep their pages resident (docs/benchmarks.md, issue 13, "malloc_trim").
     await releaseLoadBuffers();
+    returnFreedHeap();
     return set;
   }
 
@@ -165,7 +169,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     const { set, loadedBytes } = await this.build(reader, execution, experts, afterGraph);
     // Two forced full collections block a serving shard (~25 ms for a 23 MiB heap, more on a busy CPU):
     // worth it after a large load, not for a few experts, whose buffers V8 collects in its own time.
-    if (loadedBytes >= RELEASE_AFTER_BYTES) await releaseLoadBuffers();
+    if (loadedBytes >= RELEASE_AFTER_BYTES) {
+      await releaseLoadBuffers();
+      returnFreedHeap();
+    }
     return set;
   }
 

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
+import { IdleHeapReturn } from '@expertmesh/expert-kernel';
 import { channelOptions, expertmeshV1, maxCallMessageBytes, raiseServerReceiveWindow, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
@@ -19,7 +20,12 @@ export interface ShardServerOptions {
   readonly maxInFlightPerStream?: number;
   /** Concurrent calls per connection (HTTP/2 streams). */
   readonly maxConcurrentCalls?: number;
+  /** After this long without calls, freed heap pages (large calls' activations) go back to the kernel; 0 never. */
+  readonly idleHeapReturnMs?: number;
 }
+
+/** As the router's engine loop: long enough that a stream of calls never waits for it. */
+export const SHARD_IDLE_HEAP_RETURN_MS = 1000;
 
 export const DEFAULT_MAX_IN_FLIGHT_PER_STREAM = 16;
 
@@ -43,6 +49,8 @@ export class ShardServer {
   private frames: FrameListener | null = null;
   /** Where the frames listener is bound ('' when there is none). */
   private framesAddress = '';
+  /** Returns the heap pages glibc keeps of freed activations once no call has come for a while. */
+  readonly heapReturn: IdleHeapReturn;
 
   constructor(
     private readonly compute: ShardCompute,
@@ -67,6 +75,7 @@ export class ShardServer {
     this.server.addService(expertmeshV1().ExpertShardService.service, handlers);
     this.recordWeights();
     this.health.addToServer(this.server);
+    this.heapReturn = new IdleHeapReturn(options.idleHeapReturnMs ?? SHARD_IDLE_HEAP_RETURN_MS, () => this.inFlight > 0);
   }
 
   /** Binds (port 0 picks a free one) and starts serving; returns the bound address. */
@@ -136,6 +145,7 @@ export class ShardServer {
    */
   async shutdown(graceMs = 10_000): Promise<void> {
     this.draining = true;
+    this.heapReturn.stop();
     this.setServing(false);
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
     for (const s of this.openStreams) s.end();
@@ -225,6 +235,7 @@ export class ShardServer {
       span.end();
       throw err;
     } finally {
+      this.heapReturn.workDone();
       if (--this.inFlight === 0 && this.idle) {
         this.idle();
         this.idle = null;

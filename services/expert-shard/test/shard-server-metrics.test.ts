@@ -73,6 +73,33 @@ describe('shard server metrics, recorded after the answer', () => {
     }
   });
 
+  it('returns freed heap pages to the kernel once idle after calls, once per idle spell (malloc_trim)', async () => {
+    const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const server = new ShardServer(compute, 'heap-test', new ShardMetrics(), { idleHeapReturnMs: 20 });
+    const address = await server.listen('127.0.0.1', 0);
+    const client = new (expertmeshV1().ExpertShardService)(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    const returns = async (n: number): Promise<void> => {
+      for (const end = Date.now() + 10_000; server.heapReturn.returns < n && Date.now() < end; ) await new Promise((r) => setTimeout(r, 5));
+    };
+    try {
+      const layer = compute.config.moeLayers[0]!;
+      expect(server.heapReturn.returns).toBe(0);
+      for (let i = 0; i < 3; i++) await call(client, compute, layer, [0, 3, 7]);
+      await returns(1);
+      expect(server.heapReturn.returns).toBe(1);
+      expect(server.heapReturn.last?.glibc).toBe(true);
+      expect(server.heapReturn.last!.microseconds).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 100)); // idle, no calls: no second trim
+      expect(server.heapReturn.returns).toBe(1);
+      await call(client, compute, layer, [1]);
+      await returns(2);
+      expect(server.heapReturn.returns).toBe(2);
+    } finally {
+      client.close();
+      await server.shutdown(2000);
+    }
+  });
+
   it('knows which layers it holds experts of, during a switch too', async () => {
     const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
     const moe = compute.config.moeLayers[0]!;

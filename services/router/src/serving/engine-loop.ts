@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Engine, GenerationRequest, Sequence, TokenLogprobs } from '@expertmesh/engine';
+import { IdleHeapReturn, type HeapTrim } from '@expertmesh/expert-kernel';
 
 /** What a request sees after each step: its new tokens, and the finish reason once done. */
 export interface GenerationEvent {
@@ -66,7 +67,15 @@ export interface EngineLoopOptions {
   readonly retryForMs: number;
   /** Sees the duration of every completed step. */
   readonly onStep?: (seconds: number) => void;
+  /**
+   * After this long without work (and after at least one step), the pages glibc keeps of freed activations (a
+   * long prefill's) go back to the kernel (returnFreedHeap, malloc_trim); 0 never. Default IDLE_HEAP_RETURN_MS.
+   */
+  readonly idleHeapReturnMs?: number;
 }
+
+/** Idle time before the loop returns freed heap pages: long enough that back-to-back requests never wait for it. */
+export const IDLE_HEAP_RETURN_MS = 1000;
 
 /**
  * Runs the engine's step loop in the background while there is work, and hands each request its
@@ -82,11 +91,23 @@ export class EngineLoop {
   stepFailures = 0;
   /** Ends the back-off after a failed step early (set while it lasts). */
   private endPause: (() => void) | null = null;
+  private readonly heapReturn: IdleHeapReturn;
 
   constructor(
     readonly engine: Engine,
     private readonly options: EngineLoopOptions,
-  ) {}
+  ) {
+    this.heapReturn = new IdleHeapReturn(options.idleHeapReturnMs ?? IDLE_HEAP_RETURN_MS, () => this.looping || this.engine.hasWork);
+  }
+
+  /** Idle heap returns done, and what the last one gave back (null: none yet, or the native addon is not built). */
+  get heapReturns(): number {
+    return this.heapReturn.returns;
+  }
+
+  get lastHeapReturn(): HeapTrim | null {
+    return this.heapReturn.last;
+  }
 
   get waiting(): number {
     return this.engine.numWaiting;
@@ -114,6 +135,7 @@ export class EngineLoop {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.heapReturn.stop();
     this.retryNow();
     while (this.looping) await sleep(5);
   }
@@ -161,6 +183,7 @@ export class EngineLoop {
         await this.engine.step();
         this.options.onStep?.((performance.now() - t0) / 1000);
         this.stepsRun++;
+        this.heapReturn.workDone();
         return;
       } catch (e) {
         if (Date.now() - started >= this.options.retryForMs || this.stopping) {

@@ -1,0 +1,106 @@
+import { ExpertKernelNotBuiltError, loadAddon } from './native-expert-program.js';
+
+/** glibc's malloc counters (mallinfo2, all arenas) and the process's resident bytes. */
+export interface MallocHeapStats {
+  /** false when another allocator (a preloaded jemalloc) serves malloc: the counters below are then absent. */
+  readonly glibc: boolean;
+  /** Bytes of glibc's heaps (main heap and thread arenas), in use or free. */
+  readonly heapBytes?: number;
+  /** Bytes of blocks glibc gave mappings of their own (above its mmap threshold). */
+  readonly mappedBytes?: number;
+  readonly inUseBytes?: number;
+  /** Bytes free inside the heaps: what glibc holds for later mallocs, resident once touched. */
+  readonly freeBytes?: number;
+  /** Free bytes at the top of the main heap (what an ordinary trim would return). */
+  readonly topFreeBytes?: number;
+  readonly residentBytes: number;
+}
+
+/** What one malloc_trim(0) did. */
+export interface HeapTrim {
+  readonly glibc: boolean;
+  /** glibc's answer: some memory was returned to the kernel. */
+  readonly trimmed: boolean;
+  /** Resident bytes before − after the call (another thread's allocations in between can only shrink it). */
+  readonly releasedBytes: number;
+  readonly microseconds: number;
+}
+
+interface MallocAddon {
+  mallocStats(): MallocHeapStats;
+  mallocTrim(): HeapTrim;
+}
+
+/** The addon's malloc entry points, or null where it is not built (the engine then runs without trimming). */
+function mallocAddon(): MallocAddon | null {
+  try {
+    return loadAddon() as unknown as MallocAddon;
+  } catch (error) {
+    if (error instanceof ExpertKernelNotBuiltError) return null;
+    throw error;
+  }
+}
+
+/** glibc's heap counters now; null where the native addon is not built. */
+export function mallocHeapStats(): MallocHeapStats | null {
+  return mallocAddon()?.mallocStats() ?? null;
+}
+
+/** `EXPERTMESH_HEAP_RETURN=off` turns every heap return off (`on`, the default, or unset: on); other values are refused. */
+export function heapReturnEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  const value = env.EXPERTMESH_HEAP_RETURN ?? 'on';
+  if (value !== 'on' && value !== 'off') throw new RangeError(`EXPERTMESH_HEAP_RETURN must be on or off, got "${value}"`);
+  return value === 'on';
+}
+
+/**
+ * Hands the free pages inside glibc's heaps back to the kernel (malloc_trim(0): every arena, not only the
+ * top). glibc keeps what was freed — a load's temporaries, a long prefill's activations — resident for
+ * later mallocs; after a load, or when the engine falls idle, nothing needs it soon. It walks every free
+ * block and costs page faults when the memory is used again, so it never runs between two steps of work.
+ * null where the native addon is not built, or where EXPERTMESH_HEAP_RETURN=off.
+ */
+export function returnFreedHeap(): HeapTrim | null {
+  if (!heapReturnEnabled()) return null;
+  return mallocAddon()?.mallocTrim() ?? null;
+}
+
+/**
+ * Returns freed heap pages once a server has been idle for `idleMs` after some work: a long prefill's activations
+ * (onnxruntime frees them; glibc keeps their pages) go back to the kernel between bursts of requests, never
+ * between two steps or calls (the trim walks every free block, and the next large allocation faults its pages
+ * in again). `workDone()` after each step or call; `isBusy()` is asked when the time is up.
+ */
+export class IdleHeapReturn {
+  private timer: NodeJS.Timeout | null = null;
+  private worked = false;
+  /** Idle returns done, and what the last one gave back (null: none yet, the addon is not built, or the return is off). */
+  returns = 0;
+  last: HeapTrim | null = null;
+
+  constructor(
+    private readonly idleMs: number,
+    private readonly isBusy: () => boolean,
+  ) {}
+
+  workDone(): void {
+    this.worked = true;
+    if (this.idleMs <= 0) return;
+    if (this.timer) this.timer.refresh();
+    else this.timer = setTimeout(() => this.fire(), this.idleMs).unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private fire(): void {
+    this.timer = null;
+    if (!this.worked) return;
+    if (this.isBusy()) return this.workDone();
+    this.worked = false;
+    this.last = returnFreedHeap();
+    this.returns++;
+  }
+}
