@@ -1,1 +1,1 @@
-export { NativeExpertProgram, ExpertKernelError, ExpertKernelNotBuiltError, nativeKernelIsas, type NativeIsa, type NativeProgramOptions } from './native-expert-program.js';
+export { NativeExpertProgram, addWeightedRows, ExpertKernelError, ExpertKernelNotBuiltError, nativeKernelIsas, type NativeIsa, type NativeProgramOptions } from './native-expert-program.js';
