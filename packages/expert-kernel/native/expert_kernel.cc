@@ -352,14 +352,6 @@ EK_AVX512 void transposeSum16(const __m512i* v, __m512i& z0, __m512i& z1) {
   z1 = _mm512_add_epi32(_mm512_shuffle_i32x4(y[2], y[3], 0x88), _mm512_shuffle_i32x4(y[2], y[3], 0xdd));
 }
 
-/** 32 bytes of 4-bit codes (64 codes) → [low nibbles 0-15 | high 0-15 | low 16-31 | high 16-31], the activations' order. */
-EK_AVX512 __m512i unpackNibbles(const uint8_t* p) {
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, low)), _mm256_and_si256(_mm256_srli_epi16(b, 4), low), 1);
-  return _mm512_shuffle_i32x4(z, z, 0xd8);
-}
-
 /** acc[r] += float(isum[r] − zero · Σq) · (s_a · s_w[r]) for the 16 weight rows of one block j (their 16 scales contiguous). */
 EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, float sa, const float* weightScales) {
   const __m512i exact = _mm512_sub_epi32(isum, _mm512_set1_epi32(zero * qsum));
@@ -445,120 +437,103 @@ EK_AVX512 void interleavedRows(const uint8_t* tileCodes, const float* scales, co
 }
 
 /**
- * Sixteen weight rows at a time: each row's block product in its own vector of int32 lanes, the sixteen summed
- * across lanes together (transposeSum16), so the float32 scale and accumulation run 16 outputs wide, each lane
- * doing exactly the scalar operations in the same block order. Remaining rows and narrow blocks: tileAvx512Rows.
+ * The same for 4-bit codes from a tile interleaved while still packed (two codes a byte): in each 32-code group the
+ * activations hold the even codes (low nibbles of the group's 16 bytes) then the odd ones (high nibbles), so packed
+ * dword t of the group, masked, is activation dword t, and shifted by 4 and masked, activation dword 4 + t.
+ */
+template <int MI>
+EK_AVX512 void interleavedRowsPacked(const uint8_t* tileCodes, const float* scales, const Activations& a, size_t row0, int kb, float* out, size_t ldo) {
+  const int block = a.block;
+  const int groups = block / 32;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const int8_t* q[MI];
+  __m512 acc[MI];
+  for (int i = 0; i < MI; i++) {
+    q[i] = a.q.data() + (row0 + i) * a.stride;
+    acc[i] = _mm512_setzero_ps();
+  }
+  for (int j = 0; j < kb; j++) {
+    __m512i s0[MI], s1[MI];
+    for (int i = 0; i < MI; i++) s0[i] = s1[i] = _mm512_setzero_si512();
+    for (int g = j * groups; g < (j + 1) * groups; g++) {
+      for (int t = 0; t < 4; t++) {
+        const __m512i v = _mm512_loadu_si512(tileCodes + 64 * static_cast<size_t>(4 * g + t));
+        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+        for (int i = 0; i < MI; i++) {
+          s0[i] = _mm512_dpbusd_epi32(s0[i], lo, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + t)));
+          s1[i] = _mm512_dpbusd_epi32(s1[i], hi, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + 4 + t)));
+        }
+      }
+    }
+    for (int i = 0; i < MI; i++) {
+      const size_t row = row0 + i;
+      acc[i] = addBlock(acc[i], _mm512_add_epi32(s0[i], s1[i]), 8, a.sum[row * a.kb + j], a.scale[row * a.kb + j], scales + 16 * j);
+    }
+  }
+  for (int i = 0; i < MI; i++) _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo, acc[i]);
+}
+
+/**
+ * Sixteen weight rows at a time, the float32 scale and accumulation 16 outputs wide, each lane doing exactly the
+ * scalar operations in the same block order; a block's exact int32 sums come from an interleaved tile (outputs in
+ * lanes) or, for a single 8-bit row, from per-row vectors summed across lanes together (transposeSum16).
+ * Remaining rows and narrow blocks: tileAvx512Rows.
  */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
   const int block = a.block;
   int n = n0;
-  // Interleaved tiles (interleaveRows) when the expert has several rows; a single row keeps the cross-lane sums below,
-  // which cost less than building the tile for one row (measured: int8 0.78 → 0.96 ms, int4 0.81 → 0.90 ms per layer
-  // at batch 1 with every tile interleaved).
-  const bool interleaved = m >= 2;
-  if ((bits == 8 && (block % 64 == 0 || interleaved)) || (bits == 4 && block % 32 == 0)) {
-    const int zero = bits == 8 ? 128 : 8;
+  // 4-bit codes: always a tile interleaved while packed (interleavedRowsPacked). 8-bit codes: an interleaved tile when
+  // the expert has several rows; a single row keeps the cross-lane sums, cheaper than building the tile for one row
+  // (measured: 0.78 → 0.96 ms per int8 layer at batch 1 with every tile interleaved).
+  const bool packed = bits == 4 && block % 32 == 0;
+  const bool interleaved = bits == 8 && m >= 2;
+  const bool crossLane = bits == 8 && m == 1 && block % 64 == 0;
+  if (packed || interleaved || crossLane) {
     const size_t rowBytes = static_cast<size_t>(w.kb) * w.blob;
     const __m512i scaleIndex = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(w.kb));
-    // With several rows, 4-bit codes are unpacked once per 16 weight rows into a byte per code (in the
-    // activations' order), instead of once per row: then they run as 8-bit codes do.
-    const bool bytewise = bits == 8 || interleaved;
-    const size_t byteStride = static_cast<size_t>(w.kb) * block;
-    thread_local std::vector<uint8_t> unpacked;
-    if (bits == 4 && bytewise) unpacked.resize(16 * byteStride);
     // The 16 rows' scales block by block ([kb][16]), gathered once per 16 rows rather than once per row and block.
     thread_local std::vector<float> blockScales;
     blockScales.resize(static_cast<size_t>(w.kb) * 16);
     thread_local std::vector<uint8_t> tileCodes;
-    if (interleaved) tileCodes.resize(16 * byteStride);
+    if (!crossLane) tileCodes.resize(16 * rowBytes);
     for (; n + 16 <= n1; n += 16) {
       const uint8_t* codes = w.codes + static_cast<size_t>(n) * rowBytes;
       float* scales = blockScales.data();
       for (int j = 0; j < w.kb; j++) _mm512_storeu_ps(scales + 16 * j, _mm512_i32gather_ps(scaleIndex, w.scales + static_cast<size_t>(n) * w.kb + j, 4));
-      const uint8_t* src = codes;
-      size_t stride = rowBytes;
-      if (bits == 4 && bytewise) {
-        for (int r = 0; r < 16; r++) {
-          const uint8_t* from = codes + r * rowBytes;
-          uint8_t* to = unpacked.data() + r * byteStride;
-          size_t c = 0;
-          for (; c + 32 <= rowBytes; c += 32) _mm512_storeu_si512(to + 2 * c, unpackNibbles(from + c));
-          if (c < rowBytes) {  // a last 16 bytes (an odd number of 32-code blocks)
-            const __m128i low = _mm_set1_epi8(0x0f);
-            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + c));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + 2 * c), _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low)));
-          }
-        }
-        src = unpacked.data();
-        stride = byteStride;
-      }
-      if (interleaved) {
-        interleaveRows(src, stride, static_cast<int>(byteStride / 4), tileCodes.data());
-        float* at = out + (n - n0);
+      float* at = out + (n - n0);
+      if (!crossLane) {
+        interleaveRows(codes, rowBytes, static_cast<int>(rowBytes / 4), tileCodes.data());
+        const uint8_t* t = tileCodes.data();
         int i = 0;
-        for (; i + 4 <= m; i += 4) interleavedRows<4>(tileCodes.data(), scales, a, static_cast<size_t>(r0 + i), w.kb, zero, at + static_cast<size_t>(i) * ldo, ldo);
+#define EK_ROWS(MI)                                                                                                           \
+  if (packed) interleavedRowsPacked<MI>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, at + static_cast<size_t>(i) * ldo, ldo); \
+  else interleavedRows<MI>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, 128, at + static_cast<size_t>(i) * ldo, ldo);
+        for (; i + 4 <= m; i += 4) { EK_ROWS(4) }
         switch (m - i) {
-          case 3: interleavedRows<3>(tileCodes.data(), scales, a, static_cast<size_t>(r0 + i), w.kb, zero, at + static_cast<size_t>(i) * ldo, ldo); break;
-          case 2: interleavedRows<2>(tileCodes.data(), scales, a, static_cast<size_t>(r0 + i), w.kb, zero, at + static_cast<size_t>(i) * ldo, ldo); break;
-          case 1: interleavedRows<1>(tileCodes.data(), scales, a, static_cast<size_t>(r0 + i), w.kb, zero, at + static_cast<size_t>(i) * ldo, ldo); break;
+          case 3: EK_ROWS(3) break;
+          case 2: EK_ROWS(2) break;
+          case 1: EK_ROWS(1) break;
           default: break;
         }
+#undef EK_ROWS
         continue;
       }
-      for (int i = 0; i < m; i++) {
-        const size_t row = static_cast<size_t>(r0 + i);
-        const int8_t* q = a.q.data() + row * a.stride;
-        const float* sa = a.scale.data() + row * a.kb;
-        const int32_t* qsum = a.sum.data() + row * a.kb;
-        __m512 acc = _mm512_setzero_ps();
-        __m512i v[16], z0, z1;
-        for (int j = 0; j < w.kb;) {
-          const size_t at = static_cast<size_t>(j) * w.blob;
-          if (bits == 4 && block == 32 && j + 1 < w.kb) {
-            // Two 32-code blocks per vector: lanes 0-7 hold block j, lanes 8-15 block j + 1.
-            const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * 32);
-            for (int r = 0; r < 16; r++) {
-              const __m512i wv = bytewise ? _mm512_loadu_si512(src + r * stride + static_cast<size_t>(j) * 32) : unpackNibbles(codes + r * rowBytes + at);
-              v[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av);
-            }
-            transposeSum16(v, z0, z1);
-            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0x88), zero, qsum[j], sa[j], scales + 16 * j);
-            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0xdd), zero, qsum[j + 1], sa[j + 1], scales + 16 * (j + 1));
-            j += 2;
-            continue;
-          }
-          for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
-          if (block == 32) {
-            // A last, unpaired 32-code block (4-bit): the upper half of the vectors zero.
-            const __m512i av = _mm512_maskz_loadu_epi8(0xffffffffULL, q + static_cast<size_t>(j) * 32);
-            const __m128i low = _mm_set1_epi8(0x0f);
-            for (int r = 0; r < 16; r++) {
-              __m512i wv;
-              if (bytewise) {
-                wv = _mm512_maskz_loadu_epi8(0xffffffffULL, src + r * stride + static_cast<size_t>(j) * 32);
-              } else {
-                const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * rowBytes + at));
-                wv = _mm512_castsi256_si512(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low)));
-              }
-              v[r] = _mm512_dpbusd_epi32(v[r], wv, av);
-            }
-          } else if (bytewise) {
-            for (int c = 0; c < block; c += 64) {
-              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
-              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(src + r * stride + static_cast<size_t>(j) * block + c), av);
-            }
-          } else {
-            for (int c = 0; c < block; c += 64) {
-              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
-              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], unpackNibbles(codes + r * rowBytes + at + c / 2), av);
-            }
-          }
-          transposeSum16(v, z0, z1);
-          acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), zero, qsum[j], sa[j], scales + 16 * j);
-          j++;
+      // One 8-bit row: each weight row's block product in its own vector, the sixteen summed across lanes together.
+      const int8_t* q = a.q.data() + static_cast<size_t>(r0) * a.stride;
+      const float* sa = a.scale.data() + static_cast<size_t>(r0) * a.kb;
+      const int32_t* qsum = a.sum.data() + static_cast<size_t>(r0) * a.kb;
+      __m512 acc = _mm512_setzero_ps();
+      __m512i v[16], z0, z1;
+      for (int j = 0; j < w.kb; j++) {
+        for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
+        for (int c = 0; c < block; c += 64) {
+          const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
+          for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(codes + r * rowBytes + static_cast<size_t>(j) * block + c), av);
         }
-        _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo + (n - n0), acc);
+        transposeSum16(v, z0, z1);
+        acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), 128, qsum[j], sa[j], scales + 16 * j);
       }
+      _mm512_storeu_ps(at, acc);
     }
   }
   if (n < n1) tileAvx512Rows(w, n, n1, a, r0, m, bits, out + (n - n0), ldo);
