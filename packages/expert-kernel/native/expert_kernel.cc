@@ -395,56 +395,22 @@ EK_AVX512 void interleaveRows(const uint8_t* src, size_t stride, int dwords, uin
   }
 }
 
-/**
- * MI activation rows against one interleaved tile: per block, two int32 chains per row (even and odd dwords; integer
- * adds, exact in any order), then the same float32 scale and accumulation as every other path, 16 outputs wide.
- */
 EK_AVX512 __m512i broadcastDword(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm512_set1_epi32(v);
 }
 
-template <int MI>
-EK_AVX512 void interleavedRows(const uint8_t* tileCodes, const float* scales, const Activations& a, size_t row0, int kb, int zero, float* out, size_t ldo) {
-  const int block = a.block;
-  const int per = block / 4;
-  const int8_t* q[MI];
-  __m512 acc[MI];
-  for (int i = 0; i < MI; i++) {
-    q[i] = a.q.data() + (row0 + i) * a.stride;
-    acc[i] = _mm512_setzero_ps();
-  }
-  for (int j = 0; j < kb; j++) {
-    __m512i s0[MI], s1[MI];
-    for (int i = 0; i < MI; i++) s0[i] = s1[i] = _mm512_setzero_si512();
-    const uint8_t* wt = tileCodes + 64 * static_cast<size_t>(j) * per;
-    const int base = j * per;
-    for (int d = 0; d < per; d += 2) {
-      const __m512i w0 = _mm512_loadu_si512(wt + 64 * static_cast<size_t>(d));
-      const __m512i w1 = _mm512_loadu_si512(wt + 64 * static_cast<size_t>(d + 1));
-      for (int i = 0; i < MI; i++) {
-        s0[i] = _mm512_dpbusd_epi32(s0[i], w0, broadcastDword(q[i] + 4 * static_cast<size_t>(base + d)));
-        s1[i] = _mm512_dpbusd_epi32(s1[i], w1, broadcastDword(q[i] + 4 * static_cast<size_t>(base + d + 1)));
-      }
-    }
-    for (int i = 0; i < MI; i++) {
-      const size_t row = row0 + i;
-      acc[i] = addBlock(acc[i], _mm512_add_epi32(s0[i], s1[i]), zero, a.sum[row * a.kb + j], a.scale[row * a.kb + j], scales + 16 * j);
-    }
-  }
-  for (int i = 0; i < MI; i++) _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo, acc[i]);
-}
-
 /**
- * The same for 4-bit codes from a tile interleaved while still packed (two codes a byte): in each 32-code group the
- * activations hold the even codes (low nibbles of the group's 16 bytes) then the odd ones (high nibbles), so packed
- * dword t of the group, masked, is activation dword t, and shifted by 4 and masked, activation dword 4 + t.
+ * MI activation rows against one interleaved tile: per block, two int32 chains per row (integer adds, exact in any
+ * order), then the same float32 scale and accumulation as every other path, 16 outputs wide. Packed: a 4-bit tile
+ * interleaved while still packed (two codes a byte): in each 32-code group the activations hold the even codes (low
+ * nibbles of the group's 16 bytes) then the odd ones (high nibbles), so packed dword t of the group, masked, meets
+ * activation dword t, and shifted by 4 and masked, activation dword 4 + t. Otherwise one byte per code (8-bit).
  */
-template <int MI>
-EK_AVX512 void interleavedRowsPacked(const uint8_t* tileCodes, const float* scales, const Activations& a, size_t row0, int kb, float* out, size_t ldo) {
+template <int MI, bool Packed>
+EK_AVX512 void interleavedRows(const uint8_t* tileCodes, const float* scales, const Activations& a, size_t row0, int kb, float* out, size_t ldo) {
   const int block = a.block;
-  const int groups = block / 32;
   const __m512i low = _mm512_set1_epi8(0x0f);
   const int8_t* q[MI];
   __m512 acc[MI];
@@ -452,22 +418,36 @@ EK_AVX512 void interleavedRowsPacked(const uint8_t* tileCodes, const float* scal
     q[i] = a.q.data() + (row0 + i) * a.stride;
     acc[i] = _mm512_setzero_ps();
   }
+  // Activation dwords per block; the tile holds one vector per dword (8-bit) or per two (4-bit, packed).
+  const int per = block / 4;
   for (int j = 0; j < kb; j++) {
     __m512i s0[MI], s1[MI];
     for (int i = 0; i < MI; i++) s0[i] = s1[i] = _mm512_setzero_si512();
-    for (int g = j * groups; g < (j + 1) * groups; g++) {
-      for (int t = 0; t < 4; t++) {
-        const __m512i v = _mm512_loadu_si512(tileCodes + 64 * static_cast<size_t>(4 * g + t));
-        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    if (Packed) {
+      for (int g = j * (block / 32); g < (j + 1) * (block / 32); g++) {
+        for (int t = 0; t < 4; t++) {
+          const __m512i v = _mm512_loadu_si512(tileCodes + 64 * static_cast<size_t>(4 * g + t));
+          const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+          for (int i = 0; i < MI; i++) {
+            s0[i] = _mm512_dpbusd_epi32(s0[i], lo, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + t)));
+            s1[i] = _mm512_dpbusd_epi32(s1[i], hi, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + 4 + t)));
+          }
+        }
+      }
+    } else {
+      const uint8_t* wt = tileCodes + 64 * static_cast<size_t>(j) * per;
+      for (int d = 0; d < per; d += 2) {
+        const __m512i w0 = _mm512_loadu_si512(wt + 64 * static_cast<size_t>(d));
+        const __m512i w1 = _mm512_loadu_si512(wt + 64 * static_cast<size_t>(d + 1));
         for (int i = 0; i < MI; i++) {
-          s0[i] = _mm512_dpbusd_epi32(s0[i], lo, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + t)));
-          s1[i] = _mm512_dpbusd_epi32(s1[i], hi, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + 4 + t)));
+          s0[i] = _mm512_dpbusd_epi32(s0[i], w0, broadcastDword(q[i] + 4 * static_cast<size_t>(j * per + d)));
+          s1[i] = _mm512_dpbusd_epi32(s1[i], w1, broadcastDword(q[i] + 4 * static_cast<size_t>(j * per + d + 1)));
         }
       }
     }
     for (int i = 0; i < MI; i++) {
       const size_t row = row0 + i;
-      acc[i] = addBlock(acc[i], _mm512_add_epi32(s0[i], s1[i]), 8, a.sum[row * a.kb + j], a.scale[row * a.kb + j], scales + 16 * j);
+      acc[i] = addBlock(acc[i], _mm512_add_epi32(s0[i], s1[i]), Packed ? 8 : 128, a.sum[row * a.kb + j], a.scale[row * a.kb + j], scales + 16 * j);
     }
   }
   for (int i = 0; i < MI; i++) _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo, acc[i]);
@@ -482,7 +462,7 @@ EK_AVX512 void interleavedRowsPacked(const uint8_t* tileCodes, const float* scal
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
   const int block = a.block;
   int n = n0;
-  // 4-bit codes: always a tile interleaved while packed (interleavedRowsPacked). 8-bit codes: an interleaved tile when
+  // 4-bit codes: always a tile interleaved while packed (interleavedRows<…, true>). 8-bit codes: an interleaved tile when
   // the expert has several rows; a single row keeps the cross-lane sums, cheaper than building the tile for one row
   // (measured: 0.78 → 0.96 ms per int8 layer at batch 1 with every tile interleaved).
   const bool packed = bits == 4 && block % 32 == 0;
@@ -505,9 +485,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
         interleaveRows(codes, rowBytes, static_cast<int>(rowBytes / 4), tileCodes.data());
         const uint8_t* t = tileCodes.data();
         int i = 0;
-#define EK_ROWS(MI)                                                                                                           \
-  if (packed) interleavedRowsPacked<MI>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, at + static_cast<size_t>(i) * ldo, ldo); \
-  else interleavedRows<MI>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, 128, at + static_cast<size_t>(i) * ldo, ldo);
+#define EK_ROWS(MI)                                                                                                     \
+  if (packed) interleavedRows<MI, true>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, at + static_cast<size_t>(i) * ldo, ldo); \
+  else interleavedRows<MI, false>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, at + static_cast<size_t>(i) * ldo, ldo);
         for (; i + 4 <= m; i += 4) { EK_ROWS(4) }
         switch (m - i) {
           case 3: EK_ROWS(3) break;
