@@ -8,6 +8,8 @@
 //   acc += float(isum) · (s_a · s_w) in float32, blocks in ascending order, one output element per task
 //   (so neither the thread count nor the vector width changes a bit; built with -ffp-contract=off);
 //   silu(g) = g · float(1 / (1 + exp(−g))) with exp in double.
+// The AVX512 paths differ only in where a block's exact int32 sum is formed (across lanes, or in an output's own
+// lane of an interleaved tile): integer sums, so the float32 operations and their order are the same everywhere.
 // The weights are the caller's buffers, referenced (never copied or re-packed) until release.
 
 #include <node_api.h>
@@ -89,10 +91,10 @@ struct Activations {
 
 inline int roundHalfEven(float v) { return static_cast<int>(std::nearbyint(v)); }
 
-void quantizeRowsScalar(const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
+void quantizeRowsScalar(const float* a, const int32_t* source, int cols, int bits, int block, int row0, int row1, Activations& out) {
   const int group = block < 32 ? block : 32;
   for (int r = row0; r < row1; r++) {
-    const float* src = a + static_cast<size_t>(r) * cols;
+    const float* src = a + static_cast<size_t>(source != nullptr ? source[r] : r) * cols;
     int8_t* dst = out.q.data() + static_cast<size_t>(r) * out.stride;
     for (int j = 0; j < out.kb; j++) {
       const int c0 = j * block;
@@ -142,11 +144,11 @@ void shapeActivations(Activations& a, int rows, int cols, int block) {
 #if EK_X86
 // The same quantisation, 16 values at a time: max is exact in any order, the product is the same float32
 // multiply, and vcvtps2dq rounds half to even (the default MXCSR mode), as nearbyint does.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void quantizeRowsAvx512(const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void quantizeRowsAvx512(const float* a, const int32_t* source, int cols, int bits, int block, int row0, int row1, Activations& out) {
   const int group = block < 32 ? block : 32;
   alignas(64) int8_t tmp[64];
   for (int r = row0; r < row1; r++) {
-    const float* src = a + static_cast<size_t>(r) * cols;
+    const float* src = a + static_cast<size_t>(source != nullptr ? source[r] : r) * cols;
     int8_t* dst = out.q.data() + static_cast<size_t>(r) * out.stride;
     for (int j = 0; j < out.kb; j++) {
       const int c0 = j * block;
@@ -184,11 +186,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void quantizeRow
 }
 #endif
 
-void quantizeRows(Isa isa, const float* a, int cols, int bits, int block, int row0, int row1, Activations& out) {
+/** Row r of the activations is row source[r] of `a` (the caller's token rows, gathered by reading), or row r without `source`. */
+void quantizeRows(Isa isa, const float* a, const int32_t* source, int cols, int bits, int block, int row0, int row1, Activations& out) {
 #if EK_X86
-  if (isa == Isa::Avx512Vnni) return quantizeRowsAvx512(a, cols, bits, block, row0, row1, out);
+  if (isa == Isa::Avx512Vnni) return quantizeRowsAvx512(a, source, cols, bits, block, row0, row1, out);
 #endif
-  quantizeRowsScalar(a, cols, bits, block, row0, row1, out);
+  quantizeRowsScalar(a, source, cols, bits, block, row0, row1, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,14 +360,6 @@ EK_AVX512 void transposeSum16(const __m512i* v, __m512i& z0, __m512i& z1) {
   z1 = _mm512_add_epi32(_mm512_shuffle_i32x4(y[2], y[3], 0x88), _mm512_shuffle_i32x4(y[2], y[3], 0xdd));
 }
 
-/** 32 bytes of 4-bit codes (64 codes) → [low nibbles 0-15 | high 0-15 | low 16-31 | high 16-31], the activations' order. */
-EK_AVX512 __m512i unpackNibbles(const uint8_t* p) {
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, low)), _mm256_and_si256(_mm256_srli_epi16(b, 4), low), 1);
-  return _mm512_shuffle_i32x4(z, z, 0xd8);
-}
-
 /** acc[r] += float(isum[r] − zero · Σq) · (s_a · s_w[r]) for the 16 weight rows of one block j (their 16 scales contiguous). */
 EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, float sa, const float* weightScales) {
   const __m512i exact = _mm512_sub_epi32(isum, _mm512_set1_epi32(zero * qsum));
@@ -373,101 +368,160 @@ EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, floa
 }
 
 /**
- * Sixteen weight rows at a time: each row's block product in its own vector of int32 lanes, the sixteen summed
- * across lanes together (transposeSum16), so the float32 scale and accumulation run 16 outputs wide, each lane
- * doing exactly the scalar operations in the same block order. Remaining rows and narrow blocks: tileAvx512Rows.
+ * A tile's 16 rows of codes (one byte per code, in the activations' order, `stride` bytes apart) interleaved four
+ * bytes at a time: vector d of `dst` holds in lane r bytes [4d, 4d + 4) of row r. vpdpbusd of such a vector with one
+ * broadcast dword of an activation row then adds each output's four products in that output's own lane, so a block's
+ * exact int32 sums for 16 outputs come out without any cross-lane sum (the layout MLAS and llama.cpp pack their
+ * weights into once; here it is built per tile and reused for every activation row of the expert).
+ */
+EK_AVX512 void interleaveRows(const uint8_t* src, size_t stride, int dwords, uint8_t* dst) {
+  // 16 dwords of the 16 rows at a time, a 16 × 16 dword transpose: pairs of rows (epi32), quads (epi64), then the
+  // 128-bit lanes of four quads; vector 4L + j of the result holds dword 4L + j of every row.
+  for (int d0 = 0; d0 < dwords; d0 += 16) {
+    const int left = dwords - d0 < 16 ? dwords - d0 : 16;
+    const __mmask16 k = left == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    __m512i r[16], t[16], u[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_epi32(k, src + i * stride + 4 * static_cast<size_t>(d0));
+    for (int i = 0; i < 8; i++) {
+      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + j]: in 128-bit lane L, dword 4L + j of rows 4g .. 4g + 3.
+    for (int g = 0; g < 4; g++) {
+      u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+      u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+      u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+      u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+      const __m512i a = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), b = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
+      const __m512i c = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88), e = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
+      const __m512i lanes[4] = {_mm512_shuffle_i32x4(a, c, 0x88), _mm512_shuffle_i32x4(b, e, 0x88), _mm512_shuffle_i32x4(a, c, 0xdd), _mm512_shuffle_i32x4(b, e, 0xdd)};
+      for (int L = 0; L < 4; L++)
+        if (4 * L + j < left) _mm512_storeu_si512(dst + 64 * static_cast<size_t>(d0 + 4 * L + j), lanes[L]);
+    }
+  }
+}
+
+EK_AVX512 __m512i broadcastDword(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+/**
+ * MI activation rows against one interleaved tile: per block, two int32 chains per row (integer adds, exact in any
+ * order), then the same float32 scale and accumulation as every other path, 16 outputs wide. Packed: a 4-bit tile
+ * interleaved while still packed (two codes a byte): in each 32-code group the activations hold the even codes (low
+ * nibbles of the group's 16 bytes) then the odd ones (high nibbles), so packed dword t of the group, masked, meets
+ * activation dword t, and shifted by 4 and masked, activation dword 4 + t. Otherwise one byte per code (8-bit).
+ */
+template <int MI, bool Packed>
+EK_AVX512 void interleavedRows(const uint8_t* tileCodes, const float* scales, const Activations& a, size_t row0, int kb, float* out, size_t ldo) {
+  const int block = a.block;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const int8_t* q[MI];
+  __m512 acc[MI];
+  for (int i = 0; i < MI; i++) {
+    q[i] = a.q.data() + (row0 + i) * a.stride;
+    acc[i] = _mm512_setzero_ps();
+  }
+  // Activation dwords per block; the tile holds one vector per dword (8-bit) or per two (4-bit, packed).
+  const int per = block / 4;
+  for (int j = 0; j < kb; j++) {
+    __m512i s0[MI], s1[MI];
+    for (int i = 0; i < MI; i++) s0[i] = s1[i] = _mm512_setzero_si512();
+    if (Packed) {
+      for (int g = j * (block / 32); g < (j + 1) * (block / 32); g++) {
+        for (int t = 0; t < 4; t++) {
+          const __m512i v = _mm512_loadu_si512(tileCodes + 64 * static_cast<size_t>(4 * g + t));
+          const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+          for (int i = 0; i < MI; i++) {
+            s0[i] = _mm512_dpbusd_epi32(s0[i], lo, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + t)));
+            s1[i] = _mm512_dpbusd_epi32(s1[i], hi, broadcastDword(q[i] + 4 * static_cast<size_t>(8 * g + 4 + t)));
+          }
+        }
+      }
+    } else {
+      const uint8_t* wt = tileCodes + 64 * static_cast<size_t>(j) * per;
+      for (int d = 0; d < per; d += 2) {
+        const __m512i w0 = _mm512_loadu_si512(wt + 64 * static_cast<size_t>(d));
+        const __m512i w1 = _mm512_loadu_si512(wt + 64 * static_cast<size_t>(d + 1));
+        for (int i = 0; i < MI; i++) {
+          s0[i] = _mm512_dpbusd_epi32(s0[i], w0, broadcastDword(q[i] + 4 * static_cast<size_t>(j * per + d)));
+          s1[i] = _mm512_dpbusd_epi32(s1[i], w1, broadcastDword(q[i] + 4 * static_cast<size_t>(j * per + d + 1)));
+        }
+      }
+    }
+    for (int i = 0; i < MI; i++) {
+      const size_t row = row0 + i;
+      acc[i] = addBlock(acc[i], _mm512_add_epi32(s0[i], s1[i]), Packed ? 8 : 128, a.sum[row * a.kb + j], a.scale[row * a.kb + j], scales + 16 * j);
+    }
+  }
+  for (int i = 0; i < MI; i++) _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo, acc[i]);
+}
+
+/**
+ * Sixteen weight rows at a time, the float32 scale and accumulation 16 outputs wide, each lane doing exactly the
+ * scalar operations in the same block order; a block's exact int32 sums come from an interleaved tile (outputs in
+ * lanes) or, for a single 8-bit row, from per-row vectors summed across lanes together (transposeSum16).
+ * Remaining rows and narrow blocks: tileAvx512Rows.
  */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
   const int block = a.block;
   int n = n0;
-  if ((bits == 8 && block % 64 == 0) || (bits == 4 && block % 32 == 0)) {
-    const int zero = bits == 8 ? 128 : 8;
+  // 4-bit codes: always a tile interleaved while packed (interleavedRows<…, true>). 8-bit codes: an interleaved tile when
+  // the expert has several rows; a single row keeps the cross-lane sums, cheaper than building the tile for one row
+  // (measured: 0.78 → 0.96 ms per int8 layer at batch 1 with every tile interleaved).
+  const bool packed = bits == 4 && block % 32 == 0;
+  const bool interleaved = bits == 8 && m >= 2;
+  const bool crossLane = bits == 8 && m == 1 && block % 64 == 0;
+  if (packed || interleaved || crossLane) {
     const size_t rowBytes = static_cast<size_t>(w.kb) * w.blob;
     const __m512i scaleIndex = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(w.kb));
-    // With several rows, 4-bit codes are unpacked once per 16 weight rows into a byte per code (in the
-    // activations' order), instead of once per row: then they run as 8-bit codes do.
-    const bool bytewise = bits == 8 || m >= 2;
-    const size_t byteStride = static_cast<size_t>(w.kb) * block;
-    thread_local std::vector<uint8_t> unpacked;
-    if (bits == 4 && bytewise) unpacked.resize(16 * byteStride);
     // The 16 rows' scales block by block ([kb][16]), gathered once per 16 rows rather than once per row and block.
     thread_local std::vector<float> blockScales;
     blockScales.resize(static_cast<size_t>(w.kb) * 16);
+    thread_local std::vector<uint8_t> tileCodes;
+    if (!crossLane) tileCodes.resize(16 * rowBytes);
     for (; n + 16 <= n1; n += 16) {
       const uint8_t* codes = w.codes + static_cast<size_t>(n) * rowBytes;
       float* scales = blockScales.data();
       for (int j = 0; j < w.kb; j++) _mm512_storeu_ps(scales + 16 * j, _mm512_i32gather_ps(scaleIndex, w.scales + static_cast<size_t>(n) * w.kb + j, 4));
-      const uint8_t* src = codes;
-      size_t stride = rowBytes;
-      if (bits == 4 && bytewise) {
-        for (int r = 0; r < 16; r++) {
-          const uint8_t* from = codes + r * rowBytes;
-          uint8_t* to = unpacked.data() + r * byteStride;
-          size_t c = 0;
-          for (; c + 32 <= rowBytes; c += 32) _mm512_storeu_si512(to + 2 * c, unpackNibbles(from + c));
-          if (c < rowBytes) {  // a last 16 bytes (an odd number of 32-code blocks)
-            const __m128i low = _mm_set1_epi8(0x0f);
-            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + c));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + 2 * c), _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low)));
-          }
+      float* at = out + (n - n0);
+      if (!crossLane) {
+        interleaveRows(codes, rowBytes, static_cast<int>(rowBytes / 4), tileCodes.data());
+        const uint8_t* t = tileCodes.data();
+        int i = 0;
+#define EK_ROWS(MI)                                                                                                     \
+  if (packed) interleavedRows<MI, true>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, at + static_cast<size_t>(i) * ldo, ldo); \
+  else interleavedRows<MI, false>(t, scales, a, static_cast<size_t>(r0 + i), w.kb, at + static_cast<size_t>(i) * ldo, ldo);
+        for (; i + 4 <= m; i += 4) { EK_ROWS(4) }
+        switch (m - i) {
+          case 3: EK_ROWS(3) break;
+          case 2: EK_ROWS(2) break;
+          case 1: EK_ROWS(1) break;
+          default: break;
         }
-        src = unpacked.data();
-        stride = byteStride;
+#undef EK_ROWS
+        continue;
       }
-      for (int i = 0; i < m; i++) {
-        const size_t row = static_cast<size_t>(r0 + i);
-        const int8_t* q = a.q.data() + row * a.stride;
-        const float* sa = a.scale.data() + row * a.kb;
-        const int32_t* qsum = a.sum.data() + row * a.kb;
-        __m512 acc = _mm512_setzero_ps();
-        __m512i v[16], z0, z1;
-        for (int j = 0; j < w.kb;) {
-          const size_t at = static_cast<size_t>(j) * w.blob;
-          if (bits == 4 && block == 32 && j + 1 < w.kb) {
-            // Two 32-code blocks per vector: lanes 0-7 hold block j, lanes 8-15 block j + 1.
-            const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * 32);
-            for (int r = 0; r < 16; r++) {
-              const __m512i wv = bytewise ? _mm512_loadu_si512(src + r * stride + static_cast<size_t>(j) * 32) : unpackNibbles(codes + r * rowBytes + at);
-              v[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av);
-            }
-            transposeSum16(v, z0, z1);
-            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0x88), zero, qsum[j], sa[j], scales + 16 * j);
-            acc = addBlock(acc, _mm512_shuffle_i32x4(z0, z1, 0xdd), zero, qsum[j + 1], sa[j + 1], scales + 16 * (j + 1));
-            j += 2;
-            continue;
-          }
-          for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
-          if (block == 32) {
-            // A last, unpaired 32-code block (4-bit): the upper half of the vectors zero.
-            const __m512i av = _mm512_maskz_loadu_epi8(0xffffffffULL, q + static_cast<size_t>(j) * 32);
-            const __m128i low = _mm_set1_epi8(0x0f);
-            for (int r = 0; r < 16; r++) {
-              __m512i wv;
-              if (bytewise) {
-                wv = _mm512_maskz_loadu_epi8(0xffffffffULL, src + r * stride + static_cast<size_t>(j) * 32);
-              } else {
-                const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * rowBytes + at));
-                wv = _mm512_castsi256_si512(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low)));
-              }
-              v[r] = _mm512_dpbusd_epi32(v[r], wv, av);
-            }
-          } else if (bytewise) {
-            for (int c = 0; c < block; c += 64) {
-              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
-              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(src + r * stride + static_cast<size_t>(j) * block + c), av);
-            }
-          } else {
-            for (int c = 0; c < block; c += 64) {
-              const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
-              for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], unpackNibbles(codes + r * rowBytes + at + c / 2), av);
-            }
-          }
-          transposeSum16(v, z0, z1);
-          acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), zero, qsum[j], sa[j], scales + 16 * j);
-          j++;
+      // One 8-bit row: each weight row's block product in its own vector, the sixteen summed across lanes together.
+      const int8_t* q = a.q.data() + static_cast<size_t>(r0) * a.stride;
+      const float* sa = a.scale.data() + static_cast<size_t>(r0) * a.kb;
+      const int32_t* qsum = a.sum.data() + static_cast<size_t>(r0) * a.kb;
+      __m512 acc = _mm512_setzero_ps();
+      __m512i v[16], z0, z1;
+      for (int j = 0; j < w.kb; j++) {
+        for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
+        for (int c = 0; c < block; c += 64) {
+          const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
+          for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(codes + r * rowBytes + static_cast<size_t>(j) * block + c), av);
         }
-        _mm512_storeu_ps(out + static_cast<size_t>(i) * ldo + (n - n0), acc);
+        transposeSum16(v, z0, z1);
+        acc = addBlock(acc, _mm512_add_epi32(_mm512_shuffle_i32x4(z0, z1, 0x88), _mm512_shuffle_i32x4(z0, z1, 0xdd)), 128, qsum[j], sa[j], scales + 16 * j);
       }
+      _mm512_storeu_ps(at, acc);
     }
   }
   if (n < n1) tileAvx512Rows(w, n, n1, a, r0, m, bits, out + (n - n0), ldo);
@@ -622,7 +676,7 @@ void silu_mul(const float* g, const float* u, float* h, int n) {
   }
 }
 
-void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
+void runProgram(Program& p, const float* x, const int32_t* source, const int32_t* rows, float* y) {
   const int E = static_cast<int>(p.experts.size());
   const int H = p.hidden, I = p.intermediate;
   std::vector<int> start(E + 1, 0);
@@ -647,7 +701,7 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
   shapeActivations(sc.xq, total, H, p.block);
   parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
     const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, x, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.xq);
+    quantizeRows(p.isa, x, source, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.xq);
   });
 
   sc.h.resize(static_cast<size_t>(total) * I);
@@ -669,7 +723,7 @@ void runProgram(Program& p, const float* x, const int32_t* rows, float* y) {
   shapeActivations(sc.hq, total, I, p.block);
   parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
     const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, sc.h.data(), I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.hq);
+    quantizeRows(p.isa, sc.h.data(), nullptr, I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.hq);
   });
 
   tasks.clear();
@@ -731,6 +785,16 @@ T* typedArray(napi_env env, napi_value v, napi_typedarray_type want, size_t expe
   if (length != expected) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", what + " has " + std::to_string(length) + " elements, expected " + std::to_string(expected)};
   if (length > 0 && data == nullptr) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", what + " is detached"};
   return static_cast<T*>(data);
+}
+
+size_t typedArrayLength(napi_env env, napi_value v, napi_typedarray_type want, const std::string& what) {
+  bool is = false;
+  napi_is_typedarray(env, v, &is);
+  if (!is) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", what + " must be a typed array"};
+  napi_typedarray_type type;
+  size_t length;
+  if (napi_get_typedarray_info(env, v, &type, &length, nullptr, nullptr, nullptr) != napi_ok || type != want) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", what + " has the wrong element type"};
+  return length;
 }
 
 Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, const std::string& what) {
@@ -849,11 +913,52 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// run(program, x Float32Array [total·H], rows Int32Array [experts], y Float32Array [total·H])
+// addWeightedRows(out Float32Array [tokens·H], y Float32Array, from (first row of y), tokenRows Int32Array [k], weights Float32Array [k], hidden):
+// out[tokenRows[i]] += float(weights[i] · y[from + i]) element by element, i ascending: the float32 product, then
+// the float32 sum, exactly what JavaScript's Math.fround(w · y) added into a Float32Array gives.
+napi_value AddWeightedRows(napi_env env, napi_callback_info info) {
+  try {
+    napi_value argv[6];
+    args(env, info, 6, argv);
+    double hd, fromd;
+    if (napi_get_value_double(env, argv[5], &hd) != napi_ok || !(hd >= 1 && hd <= (1 << 20)) || hd != std::floor(hd)) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "hidden must be an integer in [1, 2^20]"};
+    const size_t H = static_cast<size_t>(hd);
+    const size_t k = typedArrayLength(env, argv[3], napi_int32_array, "tokenRows");
+    const int32_t* tokenRows = typedArray<int32_t>(env, argv[3], napi_int32_array, k, "tokenRows");
+    const float* weights = typedArray<float>(env, argv[4], napi_float32_array, k, "weights");
+    const size_t outLength = typedArrayLength(env, argv[0], napi_float32_array, "out");
+    const size_t yLength = typedArrayLength(env, argv[1], napi_float32_array, "y");
+    if (napi_get_value_double(env, argv[2], &fromd) != napi_ok || !(fromd >= 0) || fromd != std::floor(fromd) || (fromd + static_cast<double>(k)) * static_cast<double>(H) > static_cast<double>(yLength))
+      throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "rows [from, from + " + std::to_string(k) + ") are not all in y"};
+    if (outLength % H != 0) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "out is not a whole number of rows of " + std::to_string(H)};
+    const size_t tokens = outLength / H;
+    for (size_t i = 0; i < k; i++)
+      if (tokenRows[i] < 0 || static_cast<size_t>(tokenRows[i]) >= tokens) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "tokenRows[" + std::to_string(i) + "] = " + std::to_string(tokenRows[i]) + " is not a row of out's " + std::to_string(tokens)};
+    float* out = typedArray<float>(env, argv[0], napi_float32_array, outLength, "out");
+    const float* y = typedArray<float>(env, argv[1], napi_float32_array, yLength, "y") + static_cast<size_t>(fromd) * H;
+    for (size_t i = 0; i < k; i++) {
+      float* dst = out + static_cast<size_t>(tokenRows[i]) * H;
+      const float* src = y + i * H;
+      const float w = weights[i];
+      for (size_t c = 0; c < H; c++) {
+        const float product = w * src[c];
+        dst[c] = dst[c] + product;
+      }
+    }
+  } catch (const Bad& bad) {
+    throwError(env, bad.code.c_str(), bad.message);
+  }
+  return nullptr;
+}
+
+// run(program, x Float32Array [total·H], rows Int32Array [experts], y Float32Array [total·H] [, source Int32Array [total]]):
+// with `source`, x is [tokens·H] and the program's row r is x's row source[r] (the gather done by the quantiser's reads).
 napi_value Run(napi_env env, napi_callback_info info) {
   try {
-    napi_value argv[4];
-    args(env, info, 4, argv);
+    napi_value argv[5];
+    size_t argc = 5;
+    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+    if (argc < 4) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "expected 4 or 5 arguments"};
     Program* p = unwrapProgram(env, argv[0]);
     const size_t E = p->experts.size();
     const int32_t* rows = typedArray<int32_t>(env, argv[2], napi_int32_array, E, "rows");
@@ -863,9 +968,21 @@ napi_value Run(napi_env env, napi_callback_info info) {
       total += rows[e];
     }
     if (total > (1 << 24)) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "too many rows: " + std::to_string(total)};
-    const float* x = typedArray<float>(env, argv[1], napi_float32_array, static_cast<size_t>(total) * p->hidden, "x");
+    const int32_t* source = nullptr;
+    const float* x;
+    if (argc >= 5) {
+      source = typedArray<int32_t>(env, argv[4], napi_int32_array, static_cast<size_t>(total), "source");
+      const size_t length = typedArrayLength(env, argv[1], napi_float32_array, "x");
+      if (length % p->hidden != 0) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "x has " + std::to_string(length) + " floats, not a multiple of hidden " + std::to_string(p->hidden)};
+      const int64_t tokens = static_cast<int64_t>(length / p->hidden);
+      for (int64_t r = 0; r < total; r++)
+        if (source[r] < 0 || source[r] >= tokens) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "source[" + std::to_string(r) + "] = " + std::to_string(source[r]) + " is not a row of x's " + std::to_string(tokens)};
+      x = typedArray<float>(env, argv[1], napi_float32_array, length, "x");
+    } else {
+      x = typedArray<float>(env, argv[1], napi_float32_array, static_cast<size_t>(total) * p->hidden, "x");
+    }
     float* y = typedArray<float>(env, argv[3], napi_float32_array, static_cast<size_t>(total) * p->hidden, "y");
-    runProgram(*p, x, rows, y);
+    runProgram(*p, x, source, rows, y);
   } catch (const Bad& bad) {
     throwError(env, bad.code.c_str(), bad.message);
   } catch (const std::bad_alloc&) {
@@ -994,6 +1111,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"isas", nullptr, Isas, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocStats", nullptr, MallocStats, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocTrim", nullptr, MallocTrim, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"addWeightedRows", nullptr, AddWeightedRows, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -5,7 +5,8 @@ import type { SwigluWeights, WeightData } from '@expertmesh/tensor-ops';
 /** The addon's entry points (native/expert_kernel.cc). */
 export interface ExpertKernelAddon {
   createProgram(spec: ProgramSpec): object;
-  run(program: object, x: Float32Array, rows: Int32Array, y: Float32Array): void;
+  run(program: object, x: Float32Array, rows: Int32Array, y: Float32Array, source?: Int32Array): void;
+  addWeightedRows(out: Float32Array, y: Float32Array, from: number, tokenRows: Int32Array, weights: Float32Array, hidden: number): void;
   release(program: object): void;
   isas(): NativeIsa[];
 }
@@ -60,6 +61,15 @@ export function loadAddon(): ExpertKernelAddon {
     throw new ExpertKernelNotBuiltError({ cause });
   }
   return addon;
+}
+
+/**
+ * out[tokenRows[i]] += float32(weights[i] · y[from + i]) for i ascending, row by row of `hidden` floats: the float32
+ * product, then the float32 sum, the bits of `out[j] += Math.fround(w * y[k])` on a Float32Array, natively.
+ */
+export function addWeightedRows(out: Float32Array, y: Float32Array, from: number, tokenRows: Int32Array, weights: Float32Array, hidden: number): void {
+  const kernel = loadAddon();
+  native(() => kernel.addWeightedRows(out, y, from, tokenRows, weights, hidden));
 }
 
 /** The instruction sets this CPU can run the kernel with, slowest first (throws ExpertKernelNotBuiltError). */
@@ -130,8 +140,12 @@ export class NativeExpertProgram {
     return new NativeExpertProgram(name, program, first.hidden, experts.length, bytes);
   }
 
-  /** x [Σ rows, hidden], experts' rows one after another → y [Σ rows, hidden], unweighted, same order. */
-  run(x: Float32Array, rows: ArrayLike<number>): Float32Array {
+  /**
+   * x [Σ rows, hidden], experts' rows one after another → y [Σ rows, hidden], unweighted, same order. With `source`
+   * ([Σ rows]), x is [tokens, hidden] and the program's row r is x's row source[r]: the rows are read where they are,
+   * not gathered into a copy first.
+   */
+  run(x: Float32Array, rows: ArrayLike<number>, source?: Int32Array): Float32Array {
     const program = this.program;
     if (!program) throw new ExpertKernelError(`program "${this.name}" was released`, 'ERR_EXPERT_KERNEL_RELEASED');
     if (rows.length !== this.experts) throw new ExpertKernelError(`rows names ${rows.length} experts, the program holds ${this.experts}`, 'ERR_EXPERT_KERNEL_SHAPE');
@@ -141,9 +155,14 @@ export class NativeExpertProgram {
       if (!(counts[e]! >= 0) || counts[e] !== rows[e]) throw new ExpertKernelError(`rows[${e}] = ${rows[e]} is not a row count`, 'ERR_EXPERT_KERNEL_SHAPE');
       total += counts[e]!;
     }
-    if (x.length !== total * this.hidden) throw new ExpertKernelError(`x has ${x.length} floats, expected ${total}×${this.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    if (source) {
+      if (source.length !== total) throw new ExpertKernelError(`source names ${source.length} rows, rows add up to ${total}`, 'ERR_EXPERT_KERNEL_SHAPE');
+      if (x.length % this.hidden !== 0) throw new ExpertKernelError(`x has ${x.length} floats, not a whole number of rows of ${this.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    } else if (x.length !== total * this.hidden) {
+      throw new ExpertKernelError(`x has ${x.length} floats, expected ${total}×${this.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    }
     const y = new Float32Array(total * this.hidden);
-    native(() => loadAddon().run(program, x, counts, y));
+    native(() => (source ? loadAddon().run(program, x, counts, y, source) : loadAddon().run(program, x, counts, y)));
     return y;
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeBlockwise, type QuantizedBits, type SwigluWeights } from '@expertmesh/tensor-ops';
-import { ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
+import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
 import { referenceExpert } from './reference-experts.js';
 
 /** xorshift32 values in [-scale, scale). */
@@ -107,6 +107,38 @@ describe('native expert kernel', () => {
         expect(bitsOf(program.run(x, rows)), `rows ${rows}`).toEqual(bitsOf(reference(weights, x, rows)));
       }
     });
+  });
+
+  it('rows read by index from the tokens give the bits of the same rows gathered first; bad indices are refused', () => {
+    for (const bits of [8, 4] as const) {
+      const weights = experts(3, 64, 32, bits, 32, 31 + bits);
+      const tokens = seeded(5 * 64, 41);
+      const source = Int32Array.of(4, 0, 2, 2, 1, 3, 0);
+      const gathered = new Float32Array(source.length * 64);
+      source.forEach((t, r) => gathered.set(tokens.subarray(t * 64, (t + 1) * 64), r * 64));
+      withProgram(weights, { threads: 2 }, (program) => {
+        expect(bitsOf(program.run(tokens, [2, 0, 5], source))).toEqual(bitsOf(reference(weights, gathered, [2, 0, 5])));
+        expect(() => program.run(tokens, [2, 0, 5], Int32Array.of(4, 0, 2, 2, 1, 5, 0))).toThrow(/not a row of x/);
+        expect(() => program.run(tokens, [2, 0, 5], Int32Array.of(4, 0, -1, 2, 1, 3, 0))).toThrow(ExpertKernelError);
+        expect(() => program.run(tokens, [2, 0, 4], source)).toThrow(ExpertKernelError);
+      });
+    }
+  });
+
+  it('addWeightedRows adds float32(w · y) into the named rows, the bits of the JavaScript loop; bad rows are refused', () => {
+    const H = 96;
+    const y = seeded(7 * H, 3, 5);
+    const tokenRows = Int32Array.of(2, 0, 2, 3);
+    const weights = Float32Array.of(0.3, 1.7, 0.0123, 0.9);
+    const start = seeded(4 * H, 8);
+    const want = start.slice();
+    for (let k = 0; k < tokenRows.length; k++) for (let c = 0; c < H; c++) want[tokenRows[k]! * H + c] += Math.fround(weights[k]! * y[(2 + k) * H + c]!);
+    const got = start.slice();
+    addWeightedRows(got, y, 2, tokenRows, weights, H);
+    expect(bitsOf(got)).toEqual(bitsOf(want));
+    expect(() => addWeightedRows(got, y, 4, tokenRows, weights, H)).toThrow(ExpertKernelError);
+    expect(() => addWeightedRows(got, y, 0, Int32Array.of(4), Float32Array.of(1), H)).toThrow(/not a row of out/);
+    expect(() => addWeightedRows(got, y, 0, tokenRows, Float32Array.of(1), H)).toThrow(ExpertKernelError);
   });
 
   it('rejects malformed inputs with a typed error, never a crash', () => {

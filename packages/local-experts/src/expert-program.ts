@@ -1,5 +1,5 @@
 import { f32, floatData, Graph, i64, type ExecutionOptions, type SwigluWeights } from '@expertmesh/tensor-ops';
-import { ExpertKernelError, NativeExpertProgram, nativeKernelIsas } from '@expertmesh/expert-kernel';
+import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas } from '@expertmesh/expert-kernel';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 
 /**
@@ -10,7 +10,42 @@ import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 export interface ExpertProgram {
   readonly name: string;
   run(x: Float32Array, rows: readonly number[]): Promise<Float32Array> | Float32Array;
+  /** The same with the rows read from `hidden` [tokens, hidden] by index (`source` [Σ M_e]), where the kernel can: no gathered copy. */
+  runRows?(hidden: Float32Array, source: Int32Array, rows: readonly number[]): Float32Array;
+  /**
+   * out[tokenRows[i]] += float32(weights[i] · y[from + i]), i ascending, natively where the kernel offers it; the
+   * bits of the JavaScript loop (LocalRoutedExperts.computePairs).
+   */
+  addWeightedRows?(out: Float32Array, y: Float32Array, from: number, tokenRows: Int32Array, weights: Float32Array): void;
   release(): Promise<void> | void;
+}
+
+/** The native program, with the rows gathered and the outputs weighted and added in the addon. */
+class NativeKernelProgram implements ExpertProgram {
+  constructor(
+    private readonly program: NativeExpertProgram,
+    private readonly hidden: number,
+  ) {}
+
+  get name(): string {
+    return this.program.name;
+  }
+
+  run(x: Float32Array, rows: readonly number[]): Float32Array {
+    return this.program.run(x, rows);
+  }
+
+  runRows(hidden: Float32Array, source: Int32Array, rows: readonly number[]): Float32Array {
+    return this.program.run(hidden, rows, source);
+  }
+
+  addWeightedRows(out: Float32Array, y: Float32Array, from: number, tokenRows: Int32Array, weights: Float32Array): void {
+    addWeightedRows(out, y, from, tokenRows, weights, this.hidden);
+  }
+
+  release(): void {
+    this.program.release();
+  }
 }
 
 /** The group as one onnxruntime graph (buildRoutedExpertsGraph): every weight format. */
@@ -56,7 +91,7 @@ export function checkExpertKernel(execution: ExecutionOptions, expertDtype: stri
 export async function createExpertProgram(name: string, experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, execution: ExecutionOptions): Promise<ExpertProgram> {
   if (execution.expertKernel === 'native') {
     try {
-      return NativeExpertProgram.create(name, experts.map((e) => e.weights), { threads: execution.intraOpThreads });
+      return new NativeKernelProgram(NativeExpertProgram.create(name, experts.map((e) => e.weights), { threads: execution.intraOpThreads }), hidden);
     } catch (error) {
       if (error instanceof ExpertKernelError && error.code === 'ERR_EXPERT_KERNEL_FORMAT') throw new ExpertKernelConfigError(`${error.message}: use --expert-kernel onnxruntime for these weights`, { cause: error });
       throw error;

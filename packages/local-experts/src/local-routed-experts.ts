@@ -275,22 +275,30 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     // in ascending id (as one graph holding them all would): a token's sum never depends on how graphs
     // split. The product is rounded to float32 before the sum, as a float32 Mul would (the sum of two
     // float32 in a double rounds to the float32 sum).
-    const outputs = new Array<{ y: Float32Array; at: number } | undefined>(entry.held.length);
+    const outputs = new Array<{ y: Float32Array; at: number; program: ExpertProgram } | undefined>(entry.held.length);
     for (const group of entry.groups) {
       const slotsOfGroup = group.experts.map((id) => entry.slotOf.get(id));
       const sizes = slotsOfGroup.map((s) => (s === undefined ? 0 : counts[s]!));
       const total = sizes.reduce((a, m) => a + m, 0);
       if (total === 0) continue; // no token chose these experts
-      // The group's input rows, expert after expert in graph order, gathered here (a copy of Σ M_e rows:
-      // cheaper than a Gather operator per expert).
-      const x = new Float32Array(total * H);
-      let row = 0;
-      for (const s of slotsOfGroup) if (s !== undefined) for (const token of tokenRowsOf[s]!) x.set(hidden.subarray(token * H, (token + 1) * H), row++ * H);
-      const y = await group.program.run(x, sizes);
+      // The group's input rows, expert after expert in graph order: read by index where the kernel can (native),
+      // else gathered here (a copy of Σ M_e rows: cheaper than a Gather operator per expert).
+      let y: Float32Array;
+      if (group.program.runRows) {
+        const source = new Int32Array(total);
+        let row = 0;
+        for (const s of slotsOfGroup) if (s !== undefined) for (const token of tokenRowsOf[s]!) source[row++] = token;
+        y = group.program.runRows(hidden, source, sizes);
+      } else {
+        const x = new Float32Array(total * H);
+        let row = 0;
+        for (const s of slotsOfGroup) if (s !== undefined) for (const token of tokenRowsOf[s]!) x.set(hidden.subarray(token * H, (token + 1) * H), row++ * H);
+        y = await group.program.run(x, sizes);
+      }
       let at = 0;
       for (const s of slotsOfGroup) {
         if (s === undefined) continue;
-        outputs[s] = { y, at };
+        outputs[s] = { y, at, program: group.program };
         at += counts[s]!;
       }
     }
@@ -300,6 +308,8 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       if (!o) return;
       const tokenRows = tokenRowsOf[s]!;
       const tokenWeights = weights[s]!;
+      // The addon's add gives the same bits; for a single row the JavaScript loop costs less than the call.
+      if (o.program.addWeightedRows && tokenRows.length > 1) return o.program.addWeightedRows(out, o.y, o.at, tokenRows, tokenWeights);
       for (let k = 0, src = o.at * H; k < tokenRows.length; k++, src += H) {
         const dst = tokenRows[k]! * H;
         const w = tokenWeights[k]!;

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
 import type { ExpertPairs } from '@expertmesh/routed-experts';
 import { f32, floatData, Graph, i64, memoryWeight, OnnxModelBuilder, quantizeBlockwise, swiglu, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
+import { NativeExpertProgram } from '@expertmesh/expert-kernel';
 import { ExpertNotHeldError, LocalRoutedExperts, type ExpertWeightSource } from '../src/index.js';
 
 /**
@@ -19,9 +20,9 @@ const LAYER = config.moeLayers[0]!;
 const pattern = (e: number, m: number, r: number, c: number): number => ((((e * 7 + m * 13 + r * 31 + c * 17) % 127) - 63) / 1024);
 const matrix = (e: number, m: number, rows: number, cols: number): Float32Array => Float32Array.from({ length: rows * cols }, (_, i) => pattern(e, m, Math.floor(i / cols), i % cols));
 
-function source(format: 'float32' | 'int8'): ExpertWeightSource {
+function source(format: 'float32' | 'int8' | 'int4'): ExpertWeightSource {
   const held = (w: Float32Array, rows: number, cols: number): WeightData =>
-    format === 'float32' ? memoryWeight(w, [rows, cols]) : { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(w, rows, cols, 8, 32) };
+    format === 'float32' ? memoryWeight(w, [rows, cols]) : { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(w, rows, cols, format === 'int8' ? 8 : 4, 32) };
   return {
     dtype: format,
     routedExpert: async (_layer, e): Promise<SwigluWeights> => ({ gate: held(matrix(e, 0, I, H), I, H), up: held(matrix(e, 1, I, H), I, H), down: held(matrix(e, 2, H, I), H, I), hidden: H, intermediate: I }),
@@ -57,6 +58,45 @@ async function perExpert(format: 'float32' | 'int8', x: Float32Array, T: number,
   }
   return out;
 }
+
+/**
+ * The per-expert path on the native kernel: one program per expert, its rows gathered here, its outputs weighted in
+ * float32 (Math.fround) and added in JavaScript in expert order, as computePairs did before the addon took both over.
+ */
+async function perExpertNative(format: 'int8' | 'int4', x: Float32Array, T: number, p: ExpertPairs): Promise<Float32Array> {
+  const out = new Float32Array(T * H);
+  for (const e of [...new Set(p.expertIds)].sort((a, b) => a - b)) {
+    const idx = [...p.expertIds.keys()].filter((i) => p.expertIds[i] === e);
+    const program = NativeExpertProgram.create(`expert${e}`, [await source(format).routedExpert(LAYER, e)], { threads: 1 });
+    const rows = new Float32Array(idx.length * H);
+    idx.forEach((i, k) => rows.set(x.subarray(p.tokenRows[i]! * H, (p.tokenRows[i]! + 1) * H), k * H));
+    const y = program.run(rows, [idx.length]);
+    program.release();
+    idx.forEach((i, k) => {
+      for (let c = 0; c < H; c++) out[p.tokenRows[i]! * H + c] += Math.fround(p.weights[i]! * y[k * H + c]!);
+    });
+  }
+  return out;
+}
+
+describe('the MoE layer on the native kernel (rows read by index, outputs weighted and added in the addon) against the per-expert path', () => {
+  for (const format of ['int8', 'int4'] as const) {
+    it(`${format}, 1, 8 and 32 tokens: bit for bit`, async () => {
+      const layer = await LocalRoutedExperts.load(config, source(format), { executionProvider: 'cpu', intraOpThreads: 2, expertKernel: 'native' }, (l) => (l === LAYER ? Array.from({ length: config.nRoutedExperts }, (_, e) => e) : []));
+      try {
+        for (const T of [1, 8, 32]) {
+          const x = hidden(T);
+          const p = pairs(T);
+          const got = await layer.computePairs(LAYER, x, T, p);
+          expect(got).toEqual(await perExpertNative(format, x, T, p));
+          expect(got.some((v) => v !== 0)).toBe(true);
+        }
+      } finally {
+        await layer.close();
+      }
+    });
+  }
+});
 
 describe('the MoE layer graph against the per-expert path', () => {
   const layers = new Map<string, LocalRoutedExperts>();
