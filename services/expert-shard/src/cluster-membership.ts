@@ -265,16 +265,20 @@ export class ClusterMembership {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
       this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR));
-      await this.publish({ layers: this.compute.servingLayers(), health: 'SERVING' });
       const givenUp = minus(this.compute.servingLayers(), target);
-      this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; serving old and new, handing over ${count(givenUp)} experts`);
-      if (!(await this.untilHeldElsewhere(givenUp))) {
-        this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
-        await this.publish({ planVersion: plan.version });
-        return;
+      this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
+      // Nothing given up: what this shard serves now is the plan's, and one record says so (every record
+      // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
+      if (count(givenUp) > 0) {
+        await this.publishAtStepEnd({ layers: this.compute.servingLayers(), health: 'SERVING' });
+        if (!(await this.untilHeldElsewhere(givenUp))) {
+          this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
+          await this.publishAtStepEnd({ planVersion: plan.version });
+          return;
+        }
       }
     }
-    await this.publish({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
+    await this.publishAtStepEnd({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
     if (!now) this.log(`plan ${plan.version}: switched`);
     this.compute.retire(this.timings.retireGraceMs);
   }
@@ -388,6 +392,15 @@ export class ClusterMembership {
       });
     }
     return this.recordsView;
+  }
+
+  /**
+   * A switch's record written in the quiet part of a step (StepEnds): the write, etcd's work and every
+   * watcher's handling of the event then fall while the router runs its own part, not on its calls.
+   */
+  private async publishAtStepEnd(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health'>>): Promise<void> {
+    await this.compute.stepEnds.next();
+    await this.publish(change);
   }
 
   private async publish(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health' | 'draining'>>): Promise<void> {

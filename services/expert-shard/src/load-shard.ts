@@ -64,16 +64,24 @@ export async function loadShardCompute(
  * On the serving thread, the experts it already holds are kept as they are (their graphs shared
  * with the set serving now), only those it gains are read from the checkpoint and compiled, and the
  * load yields one turn of the event loop after each graph. Either way it rests `restFactor` times
- * as long as each graph took to build (restAfterBuild; 0: no rest).
+ * as long as each graph took to build (restAfterBuild; 0: no rest); on the serving thread each graph
+ * is then built at the end of a step (compute.stepEnds), when the router is not waiting for this shard.
  */
 export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0): Promise<HeldExperts> {
   const config = compute.config;
   if (load.inWorkers) return startWorker(modelDir, config, selection, load, restFactor);
   // inWorkers is fixed for a shard's life: without it every set it holds was built on this thread.
   const current = compute.experts as LocalRoutedExperts;
+  // Each graph is built in the quiet part of a step (StepEnds): the first one too, not the instant the turn came.
+  await compute.stepEnds.next();
+  const rest = restAfterBuild(restFactor);
+  const afterGraph = async (buildMs: number): Promise<void> => {
+    await rest(buildMs);
+    await compute.stepEnds.next();
+  };
   const checkpoint = await SafetensorsCheckpoint.open(modelDir, load.checkpointLayouts);
   try {
-    return await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), restAfterBuild(restFactor));
+    return await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
   } finally {
     await checkpoint.close();
   }

@@ -3,6 +3,7 @@ import type { ExpertPairs, HeldExperts } from './held-experts.js';
 import { WorkerExperts, type ExpertWorkerCrashedError } from './worker-experts.js';
 import { decodePairs, decodeTensor, DEFAULT_MAX_TOKENS_PER_CALL, encodeTensor, firstNonFiniteRow, WireFormatError, type CallLimits, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
+import { StepEnds } from './step-ends.js';
 
 /** What one request was: sizes, experts used, and when its queue wait and compute began and ended. */
 export interface RunStats {
@@ -23,6 +24,9 @@ export interface RunStats {
  * decode it, run the experts, encode the weighted sums. Throws ShardRequestError for requests it refuses.
  */
 export class ShardCompute {
+  /** When a step's last MoE layer has been answered: the moments a switch builds graphs and writes its record in. */
+  readonly stepEnds: StepEnds;
+
   constructor(
     readonly config: ModelConfig,
     readonly fingerprint: string,
@@ -30,7 +34,9 @@ export class ShardCompute {
     readonly maxTokensPerCall = DEFAULT_MAX_TOKENS_PER_CALL,
     /** The nice level a spare expert worker starts at (see WorkerExperts.prepareSpare); null: sets are not built in workers. */
     private readonly spareNice: number | null = null,
-  ) {}
+  ) {
+    this.stepEnds = new StepEnds(config.moeLayers.at(-1) ?? -1);
+  }
 
   /** The bounds of one call, from the model: they size the gRPC message limit too. */
   get limits(): CallLimits {
@@ -186,6 +192,7 @@ export class ShardCompute {
     const out = await this.computeHeld(layer, hidden, rows, pairs, hiddenIsOwned);
     const finished = performance.now();
     const output = encodeTensor(out, rows, this.config.hiddenSize, outputDtype);
+    this.stepEnds.answered(layer);
     const expertTokens = new Map<number, number>();
     for (const e of pairs.expertIds) expertTokens.set(e, (expertTokens.get(e) ?? 0) + 1);
     return {

@@ -30,6 +30,19 @@ function counting(registry: EtcdRegistry): { registry: ClusterRegistry; watches:
   return { registry: counted, watches: () => watches };
 }
 
+/** The real etcd registry, counting each registered shard's record writes after its registration. */
+function countingWrites(registry: EtcdRegistry): { registry: ClusterRegistry; writes: () => number } {
+  let writes = 0;
+  const counted = Object.create(registry) as EtcdRegistry;
+  counted.registerShard = async (...args) => {
+    const registration = await registry.registerShard(...args);
+    const update = registration.update.bind(registration);
+    registration.update = (record) => (writes++, update(record));
+    return registration;
+  };
+  return { registry: counted, writes: () => writes };
+}
+
 /**
  * During a plan switch a shard waits twice on the other shards' records (its turn to load on its
  * host, then the hand-over). Both waits answer from one records watch the membership keeps from its
@@ -78,6 +91,52 @@ describe('a shard following the plan', () => {
       }
       // Three switches, each with a turn and a hand-over wait on both shards: still the watch of the join.
       expect(members.map((m) => m.watches())).toEqual(atJoin);
+    } finally {
+      for (const m of members) {
+        await m.membership.leave();
+        await m.registry.close();
+      }
+      await store.close();
+    }
+  });
+
+  it('writes its record once for a switch that gives nothing up, twice for one that hands experts over', async () => {
+    const cluster = 'writes';
+    const store = new EtcdRegistry([etcd.url], cluster);
+    const members: { membership: ClusterMembership; writes: () => number; registry: EtcdRegistry }[] = [];
+    try {
+      const computes = await Promise.all([0, 1].map(() => loadShardCompute(dir, { experts: new Set(), layers: null }, load)));
+      const { config, fingerprint } = computes[0]!;
+      const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, e) => from + e);
+      // shard-0 holds `first`, shard-1 always the upper half: a larger `first` gains replicas and gives nothing up.
+      const plan = (version: number, first: number[]): PlacementPlan => {
+        const base = planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+        const half = config.nRoutedExperts / 2;
+        return { ...base, shards: { 'shard-0': config.moeLayers.map((layer) => ({ layer, experts: first })), 'shard-1': config.moeLayers.map((layer) => ({ layer, experts: range(half, config.nRoutedExperts) })) } };
+      };
+      const half = config.nRoutedExperts / 2;
+      await store.putPlan(plan(1, range(0, half)));
+      for (const [i, compute] of computes.entries()) {
+        const registry = new EtcdRegistry([etcd.url], cluster);
+        const { registry: counted, writes } = countingWrites(registry);
+        const membership = new ClusterMembership(counted, compute, { shardId: `w${i}`, address: `127.0.0.1:${7200 + i}` }, { modelDir: dir, load }, () => undefined, timings, () => undefined);
+        members.push({ membership, writes, registry });
+        await membership.joinPlan(10, undefined, undefined, `shard-${i}`, 60_000);
+      }
+      const shard0 = members[0]!;
+      // v2: shard-0 also takes two experts of shard-1 (copies): it loads them and gives nothing up.
+      const gained = range(0, half + 2);
+      let before = shard0.writes();
+      await store.putPlan(plan(2, gained));
+      await until('plan v2 switched', async () => members.every((m) => m.membership.planVersion === 2) && (await store.listShards()).every((r) => r.planVersion === 2));
+      expect(shard0.writes() - before).toBe(1);
+      expect((await store.listShards()).find((r) => r.slot === 'shard-0')!.layers).toEqual(plan(2, gained).shards['shard-0']);
+      // v3: it gives the two copies up again (shard-1 still holds them): loaded, then switched once shard-1 advertises them.
+      before = shard0.writes();
+      await store.putPlan(plan(3, range(0, half)));
+      await until('plan v3 switched', async () => members.every((m) => m.membership.planVersion === 3) && (await store.listShards()).every((r) => r.planVersion === 3));
+      expect(shard0.writes() - before).toBe(2);
+      expect((await store.listShards()).find((r) => r.slot === 'shard-0')!.layers).toEqual(plan(3, range(0, half)).shards['shard-0']);
     } finally {
       for (const m of members) {
         await m.membership.leave();

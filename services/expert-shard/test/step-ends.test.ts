@@ -1,0 +1,129 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
+import { loadShardCompute, parseExpertSpec, type ShardCompute } from '../src/index.js';
+import { loadExperts } from '../src/load-shard.js';
+import { StepEnds } from '../src/step-ends.js';
+
+const LAST = 3;
+/** Resolves after `n` turns of the event loop. */
+const turns = async (n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+/** Whether `p` has settled after a few event-loop turns, and with what. */
+async function settled<T>(p: Promise<T>): Promise<{ value: T } | null> {
+  let out: { value: T } | null = null;
+  void p.then((value) => (out = { value }));
+  await turns(5);
+  return out;
+}
+
+describe('the end of a step, as a shard sees it', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('is the answer of a call for the last MoE layer; calls of other layers are not', async () => {
+    let now = 1000;
+    const ends = new StepEnds(LAST, 150, 150, 10, () => now);
+    ends.answered(1);
+    now += 1;
+    const wait = ends.next();
+    ends.answered(2);
+    expect(await settled(wait)).toBeNull();
+    now += 20;
+    ends.answered(LAST);
+    expect(await settled(wait)).toEqual({ value: 'step-end' });
+  });
+
+  it('resumes a waiter only two event-loop turns after the answer, once the answer is on its way', async () => {
+    let now = 0;
+    const ends = new StepEnds(LAST, 150, 150, 10, () => now);
+    ends.answered(1);
+    now = 30;
+    const order: string[] = [];
+    void ends.next().then(() => order.push('waiter'));
+    ends.answered(LAST);
+    setImmediate(() => order.push('first turn'));
+    await turns(5);
+    expect(order).toEqual(['first turn', 'waiter']);
+  });
+
+  it('does not wait on an idle shard, and waits at most maxWaitMs on a busy one', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    let now = 0;
+    const ends = new StepEnds(LAST, 150, 150, 10, () => now);
+    expect(await ends.next()).toBe('idle');
+    ends.answered(1);
+    now = 40;
+    const wait = ends.next();
+    vi.advanceTimersByTime(149);
+    expect(await settled(wait)).toBeNull();
+    vi.advanceTimersByTime(1);
+    expect(await settled(wait)).toEqual({ value: 'timeout' });
+    // The timed-out waiter is gone: a later step end resumes nobody twice.
+    ends.answered(LAST);
+    await turns(3);
+    now = 40 + 200;
+    expect(await ends.next()).toBe('idle');
+  });
+
+  it('lets a wait right after a step end share its quiet part, but not one a call later', async () => {
+    let now = 0;
+    const ends = new StepEnds(LAST, 150, 150, 10, () => now);
+    ends.answered(LAST);
+    now = 5;
+    expect(await ends.next()).toBe('step-end');
+    now = 20;
+    expect(await settled(ends.next())).toBeNull();
+    ends.answered(1);
+    now = 22;
+    expect(await settled(ends.next())).toBeNull();
+  });
+});
+
+/** A call naming (token, expert) pairs of one layer, float32 both ways. */
+function request(compute: ShardCompute, layer: number, experts: number[]): RunExpertsRequest__Output {
+  const H = compute.config.hiddenSize;
+  const hidden = Float32Array.from({ length: 2 * H }, (_, i) => Math.sin(i * 0.37) * 0.5);
+  const pairs = encodePairs({ tokenRows: Int32Array.from(experts.map((_, i) => i % 2)), expertIds: Int32Array.from(experts), weights: Float32Array.from(experts.map(() => 0.25)) });
+  return { requestId: '1', modelFingerprint: compute.fingerprint, layer, hidden: { rowScales: Buffer.alloc(0), ...encodeTensor(hidden, 2, H, 'float32') } as Tensor__Output, ...pairs, outputDtype: 'TENSOR_DTYPE_FLOAT32', traceContext: {} } as unknown as RunExpertsRequest__Output;
+}
+
+describe('a serving shard switching plans', () => {
+  let dir: string;
+  const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'expertmesh-step-ends-'));
+    await makeCheckpoint({ preset: 'tiny', outDir: dir, seed: 6 });
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it('tells its step ends the layer of every call it answers', async () => {
+    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const answered = vi.spyOn(shard.stepEnds, 'answered');
+    for (const layer of shard.config.moeLayers) await shard.run(request(shard, layer, [1, 2]), performance.now());
+    expect(answered.mock.calls.map((c) => c[0])).toEqual(shard.config.moeLayers);
+  });
+
+  it('builds its first graph, and each next one, only once a step has ended', async () => {
+    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const gates: (() => void)[] = [];
+    vi.spyOn(shard.stepEnds, 'next').mockImplementation(() => new Promise((resolve) => gates.push(() => resolve('step-end'))));
+    const loading = loadExperts(dir, shard, parseExpertSpec('4-11'), load);
+    // Held at the first wait, before anything is read or built: nothing moves until a step ends.
+    await turns(5);
+    expect(gates).toHaveLength(1);
+    expect(await settled(loading)).toBeNull();
+    let released = 0;
+    while ((await settled(loading)) === null) {
+      if (gates.length > released) gates[released++]!();
+      else await new Promise((r) => setTimeout(r, 5));
+    }
+    // One wait before the first graph and one after each graph: experts 8-11 of every MoE layer are new.
+    expect(released).toBe(1 + shard.config.moeLayers.length);
+    const next = (await loading)!;
+    expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
+  });
+});
