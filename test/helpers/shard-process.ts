@@ -79,9 +79,9 @@ export async function startShardProcess(args: readonly string[], options: ShardP
 }
 
 /** Runs a shard that is expected to refuse to start: its exit code and stderr. */
-export function runShardToExit(args: readonly string[], timeoutMs = 60_000): Promise<{ code: number | null; stderr: string }> {
+export function runShardToExit(args: readonly string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { UsageError } from './cli-error.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
+import { heapReturnEnabled } from '@expertmesh/expert-kernel';
 import { EXPERT_KERNELS, type ExecutionOptions, type ExpertKernel } from '@expertmesh/tensor-ops';
 
 export type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
@@ -53,6 +54,12 @@ export function executionFromFlags(
 ): ExecutionOptions {
   if (flags['expert-kernel'] === 'native' && expertDtype !== 'int8' && expertDtype !== 'int4') {
     throw new UsageError(`--expert-kernel native runs int8/int4 routed experts, not ${expertDtype}: add --expert-weight-dtype int8 (or int4), or use --expert-kernel onnxruntime`);
+  }
+  // Checked here, at start-up, rather than at the first heap return after the load.
+  try {
+    heapReturnEnabled();
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
   return { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'], expertKernel: flags['expert-kernel'] };
 }

@@ -16,4 +16,14 @@ describe('execution flags', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('--intra-op-spin must be run or off, not always');
   });
+
+  it('serve and a shard refuse EXPERTMESH_HEAP_RETURN other than on or off before they load anything', async () => {
+    const env = { EXPERTMESH_HEAP_RETURN: 'sometimes' };
+    const serve = await runCli(['serve', '--model', 'unused'], { env });
+    expect(serve.code).toBe(2);
+    expect(serve.stderr).toContain('EXPERTMESH_HEAP_RETURN must be on or off, got "sometimes"');
+    const shard = await runShardToExit(['--model', 'unused'], 60_000, env);
+    expect(shard.code).toBe(2);
+    expect(shard.stderr).toContain('EXPERTMESH_HEAP_RETURN must be on or off, got "sometimes"');
+  });
 });

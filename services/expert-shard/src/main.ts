@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
+import { heapReturnEnabled } from '@expertmesh/expert-kernel';
 import { EXPERT_KERNELS, INTRA_OP_SPIN, type ExecutionProvider, type ExpertKernel, type IntraOpSpin } from '@expertmesh/tensor-ops';
 import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
 import { checkExposure, hostOf, hostPort, loadTls, portOf } from '@expertmesh/security';
@@ -133,6 +134,11 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!(retireGrace >= 0)) throw new ShardUsageError('--retire-grace must be a number of seconds ≥ 0');
   const loadRest = Number(values['load-rest']);
   if (!(loadRest >= 0 && loadRest <= 100)) throw new ShardUsageError('--load-rest must be a number from 0 to 100 (rest per unit of load time while serving)');
+  try {
+    heapReturnEnabled(); // EXPERTMESH_HEAP_RETURN, checked at start-up rather than at the first heap return
+  } catch (e) {
+    throw new ShardUsageError((e as Error).message);
+  }
   const expertWorker = values['expert-worker'];
   if (expertWorker !== 'on' && expertWorker !== 'off') throw new ShardUsageError(`--expert-worker must be on or off, not ${expertWorker}`);
   const maxTokensPerCall = Number(values['max-tokens-per-call']);
