@@ -121,11 +121,11 @@ describe('co-located shards load a new plan one at a time, waiting on etcd watch
     expect(shards.get('shard-0')!.stderr()).toContain('plan 3: switched');
   });
 
-  it('a shard refuses a --load-rest that is not a number from 0 to 100, saying so', async () => {
+  it.each(['load-rest', 'join-load-rest'])('a shard refuses a --%s that is not a number from 0 to 100, saying so', async (flag) => {
     for (const bad of ['-1', 'fast', '101']) {
-      const r = await runShardToExit(['--model', dir.path, '--listen', '127.0.0.1:0', `--load-rest=${bad}`]);
+      const r = await runShardToExit(['--model', dir.path, '--listen', '127.0.0.1:0', `--${flag}=${bad}`]);
       expect({ bad, code: r.code === 0 }).toEqual({ bad, code: false });
-      expect(r.stderr).toContain('--load-rest must be a number from 0 to 100');
+      expect(r.stderr).toContain(`--${flag} must be a number from 0 to 100`);
     }
   });
 });

@@ -40,12 +40,22 @@ export interface MembershipTimings {
    * took to build (restAfterBuild): the load takes at most 1 / (1 + factor) of a core from serving.
    */
   readonly loadRestFactor?: number;
+  /**
+   * The same for a shard that has answered no call yet (joining): it has no step ends to build in
+   * (StepEnds finds it idle), so without a longer rest it builds its whole set at a quarter of a core,
+   * at moments unrelated to the router's steps, on a core it may share with the shards that serve.
+   * Nothing waits on it but its own start. Unset: loadRestFactor.
+   */
+  readonly joinLoadRestFactor?: number;
 }
 
 /** Loading a new plan takes at most a quarter of one core: a 16-expert graph of the demo model builds in ~16 ms. */
 export const DEFAULT_LOAD_REST_FACTOR = 3;
 
-export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handoffTimeoutMs: 120_000, loadRestFactor: DEFAULT_LOAD_REST_FACTOR };
+/** A joining shard's load takes at most 1/13 of a core: its join becomes ~3× as long as with DEFAULT_LOAD_REST_FACTOR. */
+export const DEFAULT_JOIN_LOAD_REST_FACTOR = 12;
+
+export const DEFAULT_TIMINGS: MembershipTimings = { retireGraceMs: 5_000, handoffTimeoutMs: 120_000, loadRestFactor: DEFAULT_LOAD_REST_FACTOR, joinLoadRestFactor: DEFAULT_JOIN_LOAD_REST_FACTOR };
 
 /** How long a leaving shard waits for others stopped at the same moment to say they are leaving too. */
 const LEAVE_SETTLE_MS = 500;
@@ -264,7 +274,8 @@ export class ClusterMembership {
     if (!now) {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
-      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR));
+      const rest = this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR;
+      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest, this.timings.joinLoadRestFactor ?? rest));
       const givenUp = minus(this.compute.servingLayers(), target);
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record

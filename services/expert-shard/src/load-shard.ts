@@ -66,17 +66,21 @@ export async function loadShardCompute(
  * load yields one turn of the event loop after each graph. Either way it rests `restFactor` times
  * as long as each graph took to build (restAfterBuild; 0: no rest); on the serving thread each graph
  * is then built at the end of a step (compute.stepEnds), when the router is not waiting for this shard.
+ * A shard that has answered no call yet (joining) has no step to build in: it rests
+ * `joiningRestFactor` times each build instead (see MembershipTimings.joinLoadRestFactor), until its
+ * first answered call.
  */
-export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0): Promise<HeldExperts> {
+export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0, joiningRestFactor = restFactor): Promise<HeldExperts> {
   const config = compute.config;
   if (load.inWorkers) return startWorker(modelDir, config, selection, load, restFactor);
   // inWorkers is fixed for a shard's life: without it every set it holds was built on this thread.
   const current = compute.experts as LocalRoutedExperts;
   // Each graph is built in the quiet part of a step (StepEnds): the first one too, not the instant the turn came.
   await compute.stepEnds.next();
-  const rest = restAfterBuild(restFactor);
+  const servingRest = restAfterBuild(restFactor);
+  const joiningRest = restAfterBuild(joiningRestFactor);
   const afterGraph = async (buildMs: number): Promise<void> => {
-    await rest(buildMs);
+    await (compute.stepEnds.answeredAny ? servingRest : joiningRest)(buildMs);
     await compute.stepEnds.next();
   };
   const checkpoint = await SafetensorsCheckpoint.open(modelDir, load.checkpointLayouts);

@@ -19,7 +19,7 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
     [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel onnxruntime|native] [--weight-dtype auto|float32|int8|int4]
-    [--handoff-timeout 120] [--retire-grace 5] [--load-rest 3] [--handoff | --no-handoff] [--expert-worker on|off]
+    [--handoff-timeout 120] [--retire-grace 5] [--load-rest 3] [--join-load-rest 12] [--handoff | --no-handoff] [--expert-worker on|off]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
   experts from the cluster's placement plan and follows plan changes: it claims slot --slot, or the first free one, atomically
@@ -27,8 +27,8 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   stores a re-plan that gives it work. A new plan is applied with no pause: new experts load while the old serve, and
   an old one is given up only once another shard holds it (kept --retire-grace seconds more for requests in flight;
   at most --handoff-timeout seconds of waiting, then it keeps serving it). While it serves, the load rests --load-rest
-  times as long as each expert graph took to build (0: as fast as it can), and shards on one host load one at a time, so a
-  switch takes little CPU from serving. SIGTERM first hands this slot's experts to
+  times as long as each expert graph took to build (0: as fast as it can); before it has answered any call (joining) it
+  rests --join-load-rest times as long instead; shards on one host load one at a time, so a switch takes little CPU from serving. SIGTERM first hands this slot's experts to
   the other shards through a plan change when it took its slot by itself (no --slot: an elastic member) or with
   --handoff; a --slot shard (a StatefulSet pod, a systemd unit: it comes back in that slot) keeps its slot in the plan
   unless --handoff, and --no-handoff never hands over. Shards all stopping together leave the plan as it is.
@@ -100,6 +100,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'handoff-timeout': { type: 'string', default: '120' },
         'retire-grace': { type: 'string', default: '5' },
         'load-rest': { type: 'string', default: '3' },
+        'join-load-rest': { type: 'string', default: '12' },
         handoff: { type: 'boolean', default: false },
         'no-handoff': { type: 'boolean', default: false },
         'expert-worker': { type: 'string', default: process.env.EXPERTMESH_EXPERT_WORKER ?? 'off' },
@@ -139,6 +140,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   } catch (e) {
     throw new ShardUsageError((e as Error).message);
   }
+  const joinLoadRest = Number(values['join-load-rest']);
+  if (!(joinLoadRest >= 0 && joinLoadRest <= 100)) throw new ShardUsageError('--join-load-rest must be a number from 0 to 100 (rest per unit of load time before the first call answered)');
   const expertWorker = values['expert-worker'];
   if (expertWorker !== 'on' && expertWorker !== 'off') throw new ShardUsageError(`--expert-worker must be on or off, not ${expertWorker}`);
   const maxTokensPerCall = Number(values['max-tokens-per-call']);
@@ -200,6 +203,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
         loadRestFactor: loadRest,
+        joinLoadRestFactor: joinLoadRest,
         handOverOnLeave: values.handoff! || (!values['no-handoff'] && values.slot === undefined),
       })
     : null;

@@ -25,6 +25,14 @@ export class StepEnds {
   ) {}
 
   /**
+   * Whether this shard has answered any call yet. One that has not (a shard joining the cluster, before
+   * its record says it serves) has no calls to delay and no steps to pace on: its StepEnds is "idle".
+   */
+  get answeredAny(): boolean {
+    return this.lastAnsweredAt > -Infinity;
+  }
+
+  /**
    * A call for `layer` has been answered (its result handed to the transport). At the end of a step
    * the waiters resume two event-loop turns later, once the answer's write is on the socket (see
    * ComputeTurns), so their work does not hold this answer back either.

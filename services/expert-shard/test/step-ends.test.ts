@@ -126,4 +126,26 @@ describe('a serving shard switching plans', () => {
     const next = (await loading)!;
     expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
   });
+
+  it('rests the joining factor after each graph while it has answered no call, and the serving factor once it has', async () => {
+    const shard = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
+    // No step to wait for in either load: only the rests after each graph arm timers.
+    vi.spyOn(shard.stepEnds, 'next').mockResolvedValue('idle');
+    const rests = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      // Joining: the serving factor 0 would only yield a turn (no timer); the joining factor rests once per graph built.
+      const joined = await loadExperts(dir, shard, parseExpertSpec('0-3'), load, 0, 12);
+      expect(shard.stepEnds.answeredAny).toBe(false);
+      expect(rests).toHaveBeenCalledTimes(shard.config.moeLayers.length);
+      shard.beginSwitch(joined);
+      await shard.run(request(shard, shard.config.moeLayers[0]!, [1, 2]), performance.now());
+      expect(shard.stepEnds.answeredAny).toBe(true);
+      rests.mockClear();
+      // Serving: the same load's graphs rest by the serving factor (0: one turn each, no timer).
+      await loadExperts(dir, shard, parseExpertSpec('0-7'), load, 0, 12);
+      expect(rests).not.toHaveBeenCalled();
+    } finally {
+      rests.mockRestore();
+    }
+  });
 });
