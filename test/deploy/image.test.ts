@@ -70,11 +70,31 @@ describe('deploy/image/Dockerfile', () => {
     expect(existsSync(join(REPO, 'packages', 'cli', 'bin', 'expertmesh.mjs'))).toBe(true);
   });
 
+  it('builds the native expert kernel strictly in the build stage and proves it loads in the runtime', () => {
+    const s = stages();
+    const build = s.get('build')!.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent());
+    // g++ is installed before the build, the build is strict (no --optional: a missing compiler fails the image).
+    const compilerAt = build.findIndex((t) => /apt-get install[^\n]*\bg\+\+/.test(t));
+    const kernelAt = build.findIndex((t) => /node packages\/expert-kernel\/scripts\/build\.mjs/.test(t));
+    expect(compilerAt).toBeGreaterThanOrEqual(0);
+    expect(kernelAt).toBeGreaterThan(compilerAt);
+    expect(build[kernelAt]).not.toMatch(/--optional/);
+    expect(existsSync(join(REPO, 'packages', 'expert-kernel', 'scripts', 'build.mjs'))).toBe(true);
+    // `npm ci --omit=dev` must install the Node-API headers the build reads.
+    const kernelPackage = JSON.parse(readFileSync(join(REPO, 'packages', 'expert-kernel', 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+    expect(kernelPackage.dependencies?.['node-api-headers']).toBeDefined();
+    expect(kernelPackage.devDependencies?.['node-api-headers']).toBeUndefined();
+    // The runtime stage loads the addon (its C++ runtime libraries must be there), and g++ is not in it.
+    const runtime = s.get('runtime')!.map((i) => i.getTextContent()).join('\n');
+    expect(runtime).toContain("require('/opt/expertmesh/packages/expert-kernel/build/expert_kernel.node').isas()");
+    expect(runtime).not.toMatch(/\bg\+\+/);
+  });
+
   it('the build context (.dockerignore) holds what the runtime needs and leaves out tests, models and node_modules', () => {
     const ignore = dockerignore().add(readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n'));
     for (const kept of ['package.json', 'package-lock.json', '.npmrc', 'tsconfig.json', 'proto/expertmesh/v1/expert_shard_service.proto', 'packages/cli/bin/expertmesh.mjs', 'packages/cli/src/main.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/main.ts'])
       expect({ kept, ignored: ignore.ignores(kept) }).toEqual({ kept, ignored: false });
-    for (const dropped of ['node_modules/zod/package.json', 'packages/cli/node_modules/x', '.git/HEAD', 'models/demo/config.json', 'test/api/drain.test.ts', 'packages/cli/test/cli.test.ts', '.tmp/x', 'deploy/kubernetes/overlays/gpu-r1/secrets/api-keys'])
+    for (const dropped of ['node_modules/zod/package.json', 'packages/cli/node_modules/x', '.git/HEAD', 'models/demo/config.json', 'test/api/drain.test.ts', 'packages/cli/test/cli.test.ts', '.tmp/x', 'deploy/kubernetes/overlays/gpu-r1/secrets/api-keys', 'packages/expert-kernel/build/expert_kernel.node'])
       expect({ dropped, ignored: ignore.ignores(dropped) }).toEqual({ dropped, ignored: true });
   });
 
