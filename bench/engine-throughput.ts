@@ -3,8 +3,8 @@
  * against its floor: max(FLOPs / matmul rate, bytes / memory bandwidth) measured on this machine,
  * the bytes counted in the format the weights are held in. Also resident memory after load and
  * after the runs, against the weight bytes held plus the KV cache.
- * --expert-kernel native runs the int8/int4 routed experts on the native grouped kernel (packages/expert-kernel).
- *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--expert-kernel onnxruntime|native] [--out FILE]
+ * --expert-kernel native runs the float32 or int8/int4 routed experts on the native grouped kernel (packages/expert-kernel).
+ *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--expert-kernel auto|onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
