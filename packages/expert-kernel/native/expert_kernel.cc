@@ -578,14 +578,20 @@ EK_AVX512F float sumLanes512(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
 }
 
-/** MI activation rows × NW weight rows: each weight vector loaded once for the MI rows, MI · NW accumulators. */
+/**
+ * MI activation rows × NW weight rows: each weight vector loaded once for the MI rows, MI · NW accumulators. `next`
+ * (the next NW weight rows, or null) is prefetched meanwhile: each weight row is a page of its own at R1's widths,
+ * where the hardware prefetcher starts over, and with several activation rows the loop leaves memory idle.
+ */
 template <int MI, int NW>
-EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ldw, int K, float* out, size_t ldo) {
+EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ldw, int K, float* out, size_t ldo, const float* next) {
   __m512 acc[MI][NW];
   for (int i = 0; i < MI; i++)
     for (int j = 0; j < NW; j++) acc[i][j] = _mm512_setzero_ps();
   int k = 0;
   for (; k + 16 <= K; k += 16) {
+    if (next != nullptr)
+      for (int j = 0; j < NW; j++) _mm_prefetch(reinterpret_cast<const char*>(next + j * ldw + k), _MM_HINT_T0);
     __m512 wv[NW];
     for (int j = 0; j < NW; j++) wv[j] = _mm512_loadu_ps(w + j * ldw + k);
     for (int i = 0; i < MI; i++) {
@@ -609,8 +615,9 @@ EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ld
 template <int MI>
 __attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
   int n = n0;
-  for (; n + 4 <= n1; n += 4) blockAvx512F32<MI, 4>(xr, w.values + static_cast<size_t>(n) * w.cols, w.cols, w.cols, out + (n - n0), ldo);
-  for (; n < n1; n++) blockAvx512F32<MI, 1>(xr, w.values + static_cast<size_t>(n) * w.cols, w.cols, w.cols, out + (n - n0), ldo);
+  const auto rowAt = [&](int r) { return w.values + static_cast<size_t>(r) * w.cols; };
+  for (; n + 4 <= n1; n += 4) blockAvx512F32<MI, 4>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 8 <= w.rows ? rowAt(n + 4) : nullptr);
+  for (; n < n1; n++) blockAvx512F32<MI, 1>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 <= w.rows ? rowAt(n + 1) : nullptr);
 }
 
 /** Up to 4 activation rows at a time share every weight vector loaded (the tile's rows stay in L1/L2 between them). */
