@@ -96,12 +96,17 @@ for (const source of sources) {
       });
     }
 
-    it('the native expert kernel refuses expert weights that are not int8/int4, naming the flags to change', async () => {
+    it('the native expert kernel refuses expert weights left in the checkpoint\'s format, naming the flags to change, and runs float32 ones', async () => {
       const identity = await readCheckpointIdentity(dir.path);
-      for (const dtype of ['auto', 'float32'] as const) {
-        const loading = loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, dtype);
-        await expect(loading).rejects.toThrow(ExpertKernelConfigError);
-        await expect(loading).rejects.toThrow(/--expert-kernel native runs int8\/int4 .*--expert-weight-dtype int8/);
+      const loading = loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, 'auto');
+      await expect(loading).rejects.toThrow(ExpertKernelConfigError);
+      await expect(loading).rejects.toThrow(/--expert-kernel native runs float32 and int8\/int4 .*--expert-weight-dtype float32/);
+      const float32 = await loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, 'float32');
+      try {
+        expect(float32.expertKernel).toBe('native');
+        expect(float32.weightFormat).toBe('float32');
+      } finally {
+        await float32.close();
       }
     });
   });
