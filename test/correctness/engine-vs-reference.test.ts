@@ -33,6 +33,17 @@ function prompts(vocab: number): number[][] {
 
 const MAX_TOKENS = 5;
 
+/** The prompts batched: the reference's greedy tokens, and its logits within 1e-4 relative. */
+async function expectReferenceGreedy(engine: Engine, reference: ReturnType<typeof loadReferenceModel>): Promise<void> {
+  const ps = prompts(engine.config.vocabSize);
+  const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: MAX_TOKENS, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
+  ps.forEach((p, i) => {
+    const ref = referenceGreedy(reference, p, MAX_TOKENS);
+    expect(results[i]!.tokenIds).toEqual(ref.tokenIds);
+    results[i]!.logits.forEach((l, step) => expect(relativeError(l, ref.logits[step]!)).toBeLessThan(1e-4));
+  });
+}
+
 for (const variant of variants) {
   describe(`engine matches the float64 reference: ${variant.name}`, () => {
     let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -50,15 +61,7 @@ for (const variant of variants) {
       await dir?.remove();
     });
 
-    it('gives the same greedy tokens and logits within 1e-4 relative, batched', async () => {
-      const ps = prompts(engine.config.vocabSize);
-      const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: MAX_TOKENS, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
-      ps.forEach((p, i) => {
-        const ref = referenceGreedy(reference, p, MAX_TOKENS);
-        expect(results[i]!.tokenIds).toEqual(ref.tokenIds);
-        results[i]!.logits.forEach((l, step) => expect(relativeError(l, ref.logits[step]!)).toBeLessThan(1e-4));
-      });
-    });
+    it('gives the same greedy tokens and logits within 1e-4 relative, batched', () => expectReferenceGreedy(engine, reference));
   });
 }
 
@@ -90,13 +93,7 @@ for (const variant of variants.filter((v) => v.name === 'float32' || v.name === 
       it('gives the same greedy tokens and logits within 1e-4 relative, batched', async () => {
         expect(experts.expertKernel).toBe(expertKernel);
         expect(experts.weightFormat).toBe('float32');
-        const ps = prompts(engine.config.vocabSize);
-        const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: MAX_TOKENS, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
-        ps.forEach((p, i) => {
-          const ref = referenceGreedy(reference, p, MAX_TOKENS);
-          expect(results[i]!.tokenIds).toEqual(ref.tokenIds);
-          results[i]!.logits.forEach((l, step) => expect(relativeError(l, ref.logits[step]!)).toBeLessThan(1e-4));
-        });
+        await expectReferenceGreedy(engine, reference);
       });
     });
   }

@@ -832,20 +832,16 @@ void silu_mul(const float* g, const float* u, float* h, int n) {
   }
 }
 
-/** Float32 weights: gate/up tiles straight from the caller's rows (no quantisation), h in float32, then down. */
-void runProgramF32(Program& p, const float* x, const int32_t* source, const int32_t* rows, const std::vector<int>& start, const std::function<void(int, const std::function<void(int)>&)>& parallel, float* y) {
+using Parallel = std::function<void(int, const std::function<void(int)>&)>;
+/** out[i · ldo + (n − n0)] for the m rows from r0 against weight rows [n0, n1) of w, in the run's format. */
+using Product = std::function<void(const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo)>;
+
+/** h[r] = silu(x_r · gateᵀ) ⊙ (x_r · upᵀ), tasks of (expert, 16 rows of the intermediate width). */
+void gateUpPhase(const Program& p, const int32_t* rows, const std::vector<int>& start, const Parallel& parallel, const Product& product, float* h) {
   const int E = static_cast<int>(p.experts.size());
-  const int H = p.hidden, I = p.intermediate;
-  const int total = start[E];
-  Scratch& sc = p.env->scratch;
-  sc.h.resize(static_cast<size_t>(total) * I);
+  const int I = p.intermediate;
   struct Task { int expert, n0; };
   std::vector<Task> tasks;
-  std::vector<const float*> xr(total), hr(total);
-  for (int r = 0; r < total; r++) {
-    xr[r] = x + static_cast<size_t>(source != nullptr ? source[r] : r) * H;
-    hr[r] = sc.h.data() + static_cast<size_t>(r) * I;
-  }
   for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTile) tasks.push_back({e, n});
   parallel(static_cast<int>(tasks.size()), [&](int t) {
     const Task task = tasks[t];
@@ -856,19 +852,25 @@ void runProgramF32(Program& p, const float* x, const int32_t* source, const int3
     g.resize(static_cast<size_t>(m) * width);
     u.resize(static_cast<size_t>(m) * width);
     const Expert& ex = p.experts[task.expert];
-    tileF32(p.isa, ex.gate, task.n0, n1, xr.data() + r0, m, g.data(), width);
-    tileF32(p.isa, ex.up, task.n0, n1, xr.data() + r0, m, u.data(), width);
-    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, sc.h.data() + static_cast<size_t>(r0 + i) * I + task.n0, width);
+    product(ex.gate, task.n0, n1, r0, m, g.data(), width);
+    product(ex.up, task.n0, n1, r0, m, u.data(), width);
+    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, h + static_cast<size_t>(r0 + i) * I + task.n0, width);
   });
-  tasks.clear();
+}
+
+/** y[r] = h_r · downᵀ, tasks of (expert, 32 rows of the hidden width). */
+void downPhase(const Program& p, const int32_t* rows, const std::vector<int>& start, const Parallel& parallel, const Product& product, float* y) {
+  const int E = static_cast<int>(p.experts.size());
+  const int H = p.hidden;
+  struct Task { int expert, n0; };
+  std::vector<Task> tasks;
   for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < H; n += kDownTile) tasks.push_back({e, n});
   parallel(static_cast<int>(tasks.size()), [&](int t) {
     const Task task = tasks[t];
-    const int m = rows[task.expert], r0 = start[task.expert];
+    const int r0 = start[task.expert];
     const int n1 = task.n0 + kDownTile < H ? task.n0 + kDownTile : H;
-    tileF32(p.isa, p.experts[task.expert].down, task.n0, n1, hr.data() + r0, m, y + static_cast<size_t>(r0) * H + task.n0, H);
+    product(p.experts[task.expert].down, task.n0, n1, r0, rows[task.expert], y + static_cast<size_t>(r0) * H + task.n0, H);
   });
-  if (total > kKeepScratchRows) sc.release();
 }
 
 void runProgram(Program& p, const float* x, const int32_t* source, const int32_t* rows, float* y) {
@@ -885,51 +887,41 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
       p.env->pool = new Pool(helpers);
     }
   }
-  auto parallel = [&](int n, const std::function<void(int)>& task) {
+  const Parallel parallel = [&](int n, const std::function<void(int)>& task) {
     if (helpers > 0) p.env->pool->run(n, helpers, task);
     else for (int i = 0; i < n; i++) task(i);
   };
-  if (p.bits == 32) return runProgramF32(p, x, source, rows, start, parallel, y);
-  struct Task { int expert, n0; };
-  std::vector<Task> tasks;
   Scratch& sc = p.env->scratch;
-
-  shapeActivations(sc.xq, total, H, p.block);
-  parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
-    const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, x, source, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.xq);
-  });
-
   sc.h.resize(static_cast<size_t>(total) * I);
-  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTile) tasks.push_back({e, n});
-  parallel(static_cast<int>(tasks.size()), [&](int t) {
-    const Task task = tasks[t];
-    const int m = rows[task.expert], r0 = start[task.expert];
-    const int n1 = task.n0 + kGateUpTile < I ? task.n0 + kGateUpTile : I;
-    const int width = n1 - task.n0;
-    thread_local std::vector<float> g, u;
-    g.resize(static_cast<size_t>(m) * width);
-    u.resize(static_cast<size_t>(m) * width);
-    const Expert& ex = p.experts[task.expert];
-    tile(p.isa, ex.gate, task.n0, n1, sc.xq, r0, m, p.bits, g.data(), width);
-    tile(p.isa, ex.up, task.n0, n1, sc.xq, r0, m, p.bits, u.data(), width);
-    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, sc.h.data() + static_cast<size_t>(r0 + i) * I + task.n0, width);
-  });
 
-  shapeActivations(sc.hq, total, I, p.block);
-  parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
-    const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, sc.h.data(), nullptr, I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.hq);
-  });
-
-  tasks.clear();
-  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < H; n += kDownTile) tasks.push_back({e, n});
-  parallel(static_cast<int>(tasks.size()), [&](int t) {
-    const Task task = tasks[t];
-    const int m = rows[task.expert], r0 = start[task.expert];
-    const int n1 = task.n0 + kDownTile < H ? task.n0 + kDownTile : H;
-    tile(p.isa, p.experts[task.expert].down, task.n0, n1, sc.hq, r0, m, p.bits, y + static_cast<size_t>(r0) * H + task.n0, H);
-  });
+  if (p.bits == 32) {
+    // Float32 weights: the caller's rows and h read as they are (no quantisation).
+    std::vector<const float*> xr(total), hr(total);
+    for (int r = 0; r < total; r++) {
+      xr[r] = x + static_cast<size_t>(source != nullptr ? source[r] : r) * H;
+      hr[r] = sc.h.data() + static_cast<size_t>(r) * I;
+    }
+    const auto on = [&](const std::vector<const float*>& in) -> Product {
+      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo) { tileF32(p.isa, w, n0, n1, in.data() + r0, m, out, ldo); };
+    };
+    gateUpPhase(p, rows, start, parallel, on(xr), sc.h.data());
+    downPhase(p, rows, start, parallel, on(hr), y);
+  } else {
+    const auto quantize = [&](const float* a, const int32_t* from, int cols, Activations& out) {
+      shapeActivations(out, total, cols, p.block);
+      parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
+        const int r0 = t * kQuantRows;
+        quantizeRows(p.isa, a, from, cols, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, out);
+      });
+    };
+    const auto on = [&](const Activations& in) -> Product {
+      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo) { tile(p.isa, w, n0, n1, in, r0, m, p.bits, out, ldo); };
+    };
+    quantize(x, source, H, sc.xq);
+    gateUpPhase(p, rows, start, parallel, on(sc.xq), sc.h.data());
+    quantize(sc.h.data(), nullptr, I, sc.hq);
+    downPhase(p, rows, start, parallel, on(sc.hq), y);
+  }
   if (total > kKeepScratchRows) sc.release();
 }
 
