@@ -64,11 +64,13 @@ const SHAPES = [
   { bits: 4, block: 64, hidden: 160, intermediate: 48, rows: [18] },
   { bits: 4, block: 16, hidden: 40, intermediate: 24, rows: [2, 3] },
   // float32: K a multiple of 16 and not (a masked tail), weight rows not a multiple of the 4-row blocks or the
-  // tiles, 1 to 4 rows per expert and more (several 4-row passes over a tile).
+  // tiles, 1 to 4 rows per expert and more than 8 (several 4-row passes over a tile).
   { bits: 32, block: 0, hidden: 256, intermediate: 128, rows: [1, 0, 3] },
   { bits: 32, block: 0, hidden: 200, intermediate: 72, rows: [0, 5, 0, 12] },
   { bits: 32, block: 0, hidden: 100, intermediate: 41, rows: [2, 4, 19] },
   { bits: 32, block: 0, hidden: 13, intermediate: 7, rows: [3, 0, 1] },
+  // 5 to 8 rows: one pass over the weights, two weight rows at a time.
+  { bits: 32, block: 0, hidden: 80, intermediate: 35, rows: [6, 7, 8, 0, 5] },
 ] as const;
 
 describe('native expert kernel', () => {
