@@ -33,6 +33,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -568,6 +569,20 @@ void tileScalarF32(const Matrix& w, int n0, int n1, const float* const* xr, int 
     for (int n = n0; n < n1; n++) out[static_cast<size_t>(i) * ldo + (n - n0)] = dotScalarF32(xr[i], w.values + static_cast<size_t>(n) * w.cols, w.cols);
 }
 
+/** m activation rows in passes of 4 and one of 1 to 3: rows(MI, xr + i, out + i · ldo), MI a compile-time constant. */
+template <typename Rows>
+void byFourRows(const float* const* xr, int m, float* out, size_t ldo, Rows rows) {
+  int i = 0;
+  for (; i + 4 <= m; i += 4) rows(std::integral_constant<int, 4>(), xr + i, out + static_cast<size_t>(i) * ldo);
+  float* o = out + static_cast<size_t>(i) * ldo;
+  switch (m - i) {
+    case 3: rows(std::integral_constant<int, 3>(), xr + i, o); break;
+    case 2: rows(std::integral_constant<int, 2>(), xr + i, o); break;
+    case 1: rows(std::integral_constant<int, 1>(), xr + i, o); break;
+    default: break;
+  }
+}
+
 #if EK_X86
 #define EK_AVX512F __attribute__((target("avx512f"), always_inline)) inline
 
@@ -612,20 +627,15 @@ EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ld
     for (int j = 0; j < NW; j++) out[static_cast<size_t>(i) * ldo + j] = sumLanes512(acc[i][j]);
 }
 
-template <int MI>
+/**
+ * MI activation rows against weight rows [n0, n1), NW weight rows at a time (MI · NW ≤ 16 accumulators): 4 for up to 4
+ * activation rows, 2 for 5 to 8, so that an expert of up to 8 rows reads its weights once.
+ */
+template <int MI, int NW = (MI <= 4 ? 4 : 2)>
 __attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
   int n = n0;
   const auto rowAt = [&](int r) { return w.values + static_cast<size_t>(r) * w.cols; };
-  for (; n + 4 <= n1; n += 4) blockAvx512F32<MI, 4>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 8 <= w.rows ? rowAt(n + 4) : nullptr);
-  for (; n < n1; n++) blockAvx512F32<MI, 1>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 <= w.rows ? rowAt(n + 1) : nullptr);
-}
-
-/** 5 to 8 activation rows: two weight rows at a time, so that the tile is read once (16 accumulators either way). */
-template <int MI>
-__attribute__((target("avx512f"))) void rowsAvx512F32Wide(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
-  int n = n0;
-  const auto rowAt = [&](int r) { return w.values + static_cast<size_t>(r) * w.cols; };
-  for (; n + 2 <= n1; n += 2) blockAvx512F32<MI, 2>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 4 <= w.rows ? rowAt(n + 2) : nullptr);
+  for (; n + NW <= n1; n += NW) blockAvx512F32<MI, NW>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 * NW <= w.rows ? rowAt(n + NW) : nullptr);
   for (; n < n1; n++) blockAvx512F32<MI, 1>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 <= w.rows ? rowAt(n + 1) : nullptr);
 }
 
@@ -635,20 +645,13 @@ __attribute__((target("avx512f"))) void rowsAvx512F32Wide(const Matrix& w, int n
  */
 void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
   switch (m) {
-    case 5: return rowsAvx512F32Wide<5>(w, n0, n1, xr, out, ldo);
-    case 6: return rowsAvx512F32Wide<6>(w, n0, n1, xr, out, ldo);
-    case 7: return rowsAvx512F32Wide<7>(w, n0, n1, xr, out, ldo);
-    case 8: return rowsAvx512F32Wide<8>(w, n0, n1, xr, out, ldo);
+    case 5: return rowsAvx512F32<5>(w, n0, n1, xr, out, ldo);
+    case 6: return rowsAvx512F32<6>(w, n0, n1, xr, out, ldo);
+    case 7: return rowsAvx512F32<7>(w, n0, n1, xr, out, ldo);
+    case 8: return rowsAvx512F32<8>(w, n0, n1, xr, out, ldo);
     default: break;
   }
-  int i = 0;
-  for (; i + 4 <= m; i += 4) rowsAvx512F32<4>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo);
-  switch (m - i) {
-    case 3: rowsAvx512F32<3>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo); break;
-    case 2: rowsAvx512F32<2>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo); break;
-    case 1: rowsAvx512F32<1>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo); break;
-    default: break;
-  }
+  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx512F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
 }
 
 #define EK_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
@@ -692,14 +695,7 @@ __attribute__((target("avx2,fma"))) void rowsAvx2F32(const Matrix& w, int n0, in
 }
 
 void tileAvx2F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
-  int i = 0;
-  for (; i + 4 <= m; i += 4) rowsAvx2F32<4>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo);
-  switch (m - i) {
-    case 3: rowsAvx2F32<3>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo); break;
-    case 2: rowsAvx2F32<2>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo); break;
-    case 1: rowsAvx2F32<1>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo); break;
-    default: break;
-  }
+  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx2F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
 }
 #endif
 
