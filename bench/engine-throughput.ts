@@ -3,8 +3,8 @@
  * against its floor: max(FLOPs / matmul rate, bytes / memory bandwidth) measured on this machine,
  * the bytes counted in the format the weights are held in. Also resident memory after load and
  * after the runs, against the weight bytes held plus the KV cache.
- * --expert-kernel native runs the int8/int4 routed experts on the native grouped kernel (packages/expert-kernel).
- *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--expert-kernel onnxruntime|native] [--out FILE]
+ * --expert-kernel native runs the float32 or int8/int4 routed experts on the native grouped kernel (packages/expert-kernel).
+ *   node --import tsx bench/engine-throughput.ts [--model DIR] [--weight-dtype float32|int8|int4|auto] [--expert-kernel auto|onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -60,6 +60,10 @@ for (const batch of batches) {
   const computeFloor = cost.flops / (rates.matmulGflops * 1e9);
   const memoryFloor = cost.bytes / (rates.gemvReadGBs * 1e9);
   const floor = Math.max(computeFloor, memoryFloor);
+  // The routed experts' share of a decode step: their time (every MoE layer's call) against their own bytes' floor.
+  const steps = experts.layerCalls / config.moeLayers.length;
+  const expertMsPerStep = experts.layerMs / steps;
+  const expertFloorMs = ((distinct * 3 * config.hiddenSize * config.moeIntermediateSize * bytesPerParameter) / (rates.gemvReadGBs * 1e9)) * 1000;
   rows.push({
     ...run,
     distinctExpertsPerStep: distinct,
@@ -69,6 +73,8 @@ for (const batch of batches) {
     memoryFloorMs: memoryFloor * 1000,
     boundBy: memoryFloor > computeFloor ? 'memory' : 'compute',
     fractionOfFloor: floor / (run.decodeStepMs / 1000),
+    expertMsPerStep,
+    expertFloorMs,
   });
   console.error(rows.at(-1));
 }
@@ -84,10 +90,10 @@ await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
 const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
 console.log(`${weightDtype} (${expertKernel} experts): weights ${mib(memoryAfterRuns.weightBytes)} MiB + KV ${mib(memoryAfterRuns.kvCacheBytes)} MiB; resident ${mib(memoryAfterLoad.rssBytes)} MiB after load (${memoryAfterLoad.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterRuns.rssBytes)} MiB after the runs (${memoryAfterRuns.rssOverWeightsAndKv.toFixed(2)}×), ${mib(memoryAfterIdleReturn.rssBytes)} MiB after the idle heap return (${memoryAfterIdleReturn.rssOverWeightsAndKv.toFixed(2)}×, ${((idleHeapReturn?.microseconds ?? 0) / 1000).toFixed(1)} ms)`);
-console.log('| batch | prefill tok/s | decode tok/s | step ms | floor ms (compute / memory) | bound | % of floor |');
-console.log('|---|---|---|---|---|---|---|');
+console.log('| batch | prefill tok/s | decode tok/s | step ms | floor ms (compute / memory) | bound | % of floor | routed experts ms / their floor |');
+console.log('|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   console.log(
-    `| ${r.batch} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeStepMs.toFixed(1)} | ${r.computeFloorMs.toFixed(1)} / ${r.memoryFloorMs.toFixed(1)} | ${r.boundBy} | ${(100 * r.fractionOfFloor).toFixed(0)} % |`,
+    `| ${r.batch} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeStepMs.toFixed(1)} | ${r.computeFloorMs.toFixed(1)} / ${r.memoryFloorMs.toFixed(1)} | ${r.boundBy} | ${(100 * r.fractionOfFloor).toFixed(0)} % | ${r.expertMsPerStep.toFixed(1)} / ${r.expertFloorMs.toFixed(1)} |`,
   );
 }

@@ -105,7 +105,7 @@ const preset = getPreset('bench').config;
 const benchWidth = parseModelConfig(preset).moeIntermediateSize;
 const rows: Record<string, unknown>[] = [];
 for (const format of formats) {
- for (const kernel of format === 'float32' ? (['onnxruntime'] as const) : kernels) {
+ for (const kernel of kernels) {
   const execution: ExecutionOptions = { ...DEFAULT_EXECUTION, expertKernel: kernel };
   for (const width of [benchWidth, 8]) {
     const config = parseModelConfig({ ...preset, moe_intermediate_size: width });

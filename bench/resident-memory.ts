@@ -5,7 +5,7 @@
  * the probe reports resident memory by kind of mapping, and the runs' prefill and decode speed.
  * Variants of PROBE_VARIANTS run the probe with arguments instead (`trim`: a malloc_trim(0) after each point, through
  * the native addon).
- *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--expert-kernel onnxruntime|native] [--out FILE]
+ *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--expert-kernel auto|onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -3,7 +3,10 @@ import { makeCheckpoint, type MakeCheckpointOptions } from '@expertmesh/checkpoi
 import { Engine, GREEDY } from '@expertmesh/engine';
 import { loadReferenceModel, referenceGreedy } from '../reference/index.js';
 import { relativeError } from '../helpers/numerics.js';
-import { loadLocalEngine } from '../helpers/engine.js';
+import { loadEngineWith, loadLocalEngine } from '../helpers/engine.js';
+import { loadLocalExperts, type LocalRoutedExperts } from '@expertmesh/local-experts';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /**
@@ -30,6 +33,17 @@ function prompts(vocab: number): number[][] {
 
 const MAX_TOKENS = 5;
 
+/** The prompts batched: the reference's greedy tokens, and its logits within 1e-4 relative. */
+async function expectReferenceGreedy(engine: Engine, reference: ReturnType<typeof loadReferenceModel>): Promise<void> {
+  const ps = prompts(engine.config.vocabSize);
+  const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: MAX_TOKENS, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
+  ps.forEach((p, i) => {
+    const ref = referenceGreedy(reference, p, MAX_TOKENS);
+    expect(results[i]!.tokenIds).toEqual(ref.tokenIds);
+    results[i]!.logits.forEach((l, step) => expect(relativeError(l, ref.logits[step]!)).toBeLessThan(1e-4));
+  });
+}
+
 for (const variant of variants) {
   describe(`engine matches the float64 reference: ${variant.name}`, () => {
     let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -47,16 +61,42 @@ for (const variant of variants) {
       await dir?.remove();
     });
 
-    it('gives the same greedy tokens and logits within 1e-4 relative, batched', async () => {
-      const ps = prompts(engine.config.vocabSize);
-      const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: MAX_TOKENS, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
-      ps.forEach((p, i) => {
-        const ref = referenceGreedy(reference, p, MAX_TOKENS);
-        expect(results[i]!.tokenIds).toEqual(ref.tokenIds);
-        results[i]!.logits.forEach((l, step) => expect(relativeError(l, ref.logits[step]!)).toBeLessThan(1e-4));
+    it('gives the same greedy tokens and logits within 1e-4 relative, batched', () => expectReferenceGreedy(engine, reference));
+  });
+}
+
+/**
+ * Routed experts held in float32 (--weight-dtype float32) on either kernel: onnxruntime's MatMul graphs, or the
+ * native grouped kernel (its float32 path: 16 FMA lanes and a fixed tree, not onnxruntime's order), both within the
+ * reference's bound, from a float32 and an FP8 checkpoint.
+ */
+for (const variant of variants.filter((v) => v.name === 'float32' || v.name === 'fp8 128x128 blocks')) {
+  for (const expertKernel of ['onnxruntime', 'native'] as const) {
+    describe(`engine matches the float64 reference: ${variant.name}, float32 experts on ${expertKernel}`, () => {
+      let dir: Awaited<ReturnType<typeof tempDir>>;
+      let engine: Engine;
+      let experts: LocalRoutedExperts;
+      let reference: ReturnType<typeof loadReferenceModel>;
+
+      beforeAll(async () => {
+        dir = await tempDir('correctness-experts');
+        await makeCheckpoint({ preset: 'tiny', outDir: dir.path, ...variant.options });
+        experts = await loadLocalExperts(dir.path, await loadModelConfig(dir.path), { ...DEFAULT_EXECUTION, expertKernel }, 'float32');
+        engine = await loadEngineWith(dir.path, experts, { kvCacheTokens: 1024 });
+        reference = loadReferenceModel(dir.path);
+      });
+      afterAll(async () => {
+        await engine?.close();
+        await dir?.remove();
+      });
+
+      it('gives the same greedy tokens and logits within 1e-4 relative, batched', async () => {
+        expect(experts.expertKernel).toBe(expertKernel);
+        expect(experts.weightFormat).toBe('float32');
+        await expectReferenceGreedy(engine, reference);
       });
     });
-  });
+  }
 }
 
 describe('batching and chunking do not change results', () => {

@@ -3,7 +3,7 @@ import { makeCheckpoint, type MakeCheckpointOptions } from '@expertmesh/checkpoi
 import { Engine, GREEDY } from '@expertmesh/engine';
 import { ExpertKernelConfigError, loadLocalExperts } from '@expertmesh/local-experts';
 import { layoutFromCheckpoint, predictExpertBytes, predictRouterMemory, readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION, EXPERT_KERNELS, type ExpertKernel } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { loadReferenceModel, referenceGreedy } from '../reference/index.js';
 import { relativeError } from '../helpers/numerics.js';
@@ -63,7 +63,7 @@ for (const source of sources) {
       }
     };
 
-    for (const [dtype, expertKernel] of (['int8', 'int4'] as const).flatMap((d) => EXPERT_KERNELS.map((k) => [d, k] as const))) {
+    for (const [dtype, expertKernel] of (['int8', 'int4'] as const).flatMap((d) => (['onnxruntime', 'native'] as const).map((k) => [d, k] as const))) {
       it(`${dtype}, ${expertKernel} expert kernel: logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
         const { ps, results, weightBytes, format, config } = await run(dtype, expertKernel);
         let worst = 0;
@@ -96,12 +96,17 @@ for (const source of sources) {
       });
     }
 
-    it('the native expert kernel refuses expert weights that are not int8/int4, naming the flags to change', async () => {
+    it('the native expert kernel refuses expert weights left in the checkpoint\'s format, naming the flags to change, and runs float32 ones', async () => {
       const identity = await readCheckpointIdentity(dir.path);
-      for (const dtype of ['auto', 'float32'] as const) {
-        const loading = loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, dtype);
-        await expect(loading).rejects.toThrow(ExpertKernelConfigError);
-        await expect(loading).rejects.toThrow(/--expert-kernel native runs int8\/int4 .*--expert-weight-dtype int8/);
+      const loading = loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, 'auto');
+      await expect(loading).rejects.toThrow(ExpertKernelConfigError);
+      await expect(loading).rejects.toThrow(/--expert-kernel native runs float32 and int8\/int4 .*--expert-weight-dtype float32/);
+      const float32 = await loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel: 'native' }, 'float32');
+      try {
+        expect(float32.expertKernel).toBe('native');
+        expect(float32.weightFormat).toBe('float32');
+      } finally {
+        await float32.close();
       }
     });
   });

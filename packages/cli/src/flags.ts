@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { UsageError } from './cli-error.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
-import { heapReturnEnabled } from '@expertmesh/expert-kernel';
+import { heapReturnEnabled, resolveExpertKernel } from '@expertmesh/expert-kernel';
 import { EXPERT_KERNELS, type ExecutionOptions, type ExpertKernel } from '@expertmesh/tensor-ops';
 
 export type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
@@ -41,27 +41,26 @@ export const executionFlagSchema = {
   'execution-provider': z.enum(['cpu', 'cuda']).default((process.env.EXPERTMESH_EXECUTION_PROVIDER as 'cpu' | 'cuda' | undefined) ?? 'cpu'),
   'intra-op-threads': numberFlag((n) => n.int().nonnegative()).default(0),
   'intra-op-spin': z.enum(['run', 'off']).default((process.env.EXPERTMESH_INTRA_OP_SPIN as 'run' | 'off' | undefined) ?? 'run'),
-  'expert-kernel': z.enum(EXPERT_KERNELS).default((process.env.EXPERTMESH_EXPERT_KERNEL as ExpertKernel | undefined) ?? 'onnxruntime'),
+  'expert-kernel': z.enum(EXPERT_KERNELS).default((process.env.EXPERTMESH_EXPERT_KERNEL as ExpertKernel | undefined) ?? 'auto'),
 };
 
 /**
- * The execution options the flags ask for. --expert-kernel native (the grouped int8/int4 kernel of
- * packages/expert-kernel) runs only quantised routed experts: any other format is refused at start-up.
+ * The execution options the flags ask for. --expert-kernel (default auto) is decided here, at start-up, by
+ * resolveExpertKernel: `native` (the grouped kernel of packages/expert-kernel: float32 and int8/int4 routed
+ * experts) is refused for any other format or when the addon is not built.
  */
 export function executionFromFlags(
   flags: { 'execution-provider': 'cpu' | 'cuda'; 'intra-op-threads': number; 'intra-op-spin': 'run' | 'off'; 'expert-kernel': ExpertKernel },
   expertDtype: WeightDtype,
 ): ExecutionOptions {
-  if (flags['expert-kernel'] === 'native' && expertDtype !== 'int8' && expertDtype !== 'int4') {
-    throw new UsageError(`--expert-kernel native runs int8/int4 routed experts, not ${expertDtype}: add --expert-weight-dtype int8 (or int4), or use --expert-kernel onnxruntime`);
-  }
-  // Checked here, at start-up, rather than at the first heap return after the load.
   try {
+    const expertKernel = resolveExpertKernel(flags['expert-kernel'], expertDtype);
+    // Checked here, at start-up, rather than at the first heap return after the load.
     heapReturnEnabled();
+    return { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'], expertKernel };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'], expertKernel: flags['expert-kernel'] };
 }
 
 /** Mutual TLS flags (shards and routers); the files are checked at start-up. */

@@ -86,11 +86,11 @@ describe('expertmesh CLI', () => {
     expect(bad.stderr).toMatch(/--expert-weight-dtype/);
   });
 
-  it('generate --expert-kernel native refuses routed experts that are not int8/int4, at start-up, naming the flags', async () => {
+  it('generate --expert-kernel native refuses routed experts left in the checkpoint\'s format, at start-up, naming the flags', async () => {
     const args = ['generate', '--model', tiny, '--prompt-token-ids', '2,7', '--max-tokens', '1', '--json', '--expert-kernel', 'native'];
     const [plain, bad] = await Promise.all([runCli(args), runCli([...args, '--expert-kernel', 'cuda-graphs'])]);
     expect(plain.code).toBe(2);
-    expect(plain.stderr).toMatch(/--expert-kernel native runs int8\/int4 routed experts, not auto: add --expert-weight-dtype int8/);
+    expect(plain.stderr).toMatch(/--expert-kernel native runs float32 and int8\/int4 routed experts held in memory, not auto: add --expert-weight-dtype float32/);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--expert-kernel/);
   });

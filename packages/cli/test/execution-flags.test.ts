@@ -26,4 +26,28 @@ describe('execution flags', () => {
     expect(shard.code).toBe(2);
     expect(shard.stderr).toContain('EXPERTMESH_HEAP_RETURN must be on or off, got "sometimes"');
   });
+
+  it('serve and a shard take --expert-kernel auto|onnxruntime|native (default auto, EXPERTMESH_EXPERT_KERNEL) and refuse others before they load anything', async () => {
+    expect(serveUsage).toContain('[--expert-kernel auto|onnxruntime|native]');
+    const [serve, serveEnv, shard, shardEnv] = await Promise.all([
+      runCli(['serve', '--model', 'unused', '--expert-kernel', 'fast']),
+      runCli(['serve', '--model', 'unused'], { env: { EXPERTMESH_EXPERT_KERNEL: 'fast' } }),
+      runShardToExit(['--model', 'unused', '--expert-kernel', 'fast']),
+      runShardToExit(['--model', 'unused'], 60_000, { EXPERTMESH_EXPERT_KERNEL: 'fast' }),
+    ]);
+    for (const r of [serve, serveEnv]) {
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('--expert-kernel');
+    }
+    for (const r of [shard, shardEnv]) {
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('--expert-kernel must be auto, onnxruntime, native, not fast');
+    }
+  });
+
+  it('a shard refuses --expert-kernel native for experts left in the checkpoint\'s format, before it loads anything', async () => {
+    const r = await runShardToExit(['--model', 'unused', '--expert-kernel', 'native', '--weight-dtype', 'auto']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--expert-kernel native runs float32 and int8/int4 routed experts held in memory, not auto');
+  });
 });

@@ -10,6 +10,10 @@
 //   silu(g) = g · float(1 / (1 + exp(−g))) with exp in double.
 // The AVX512 paths differ only in where a block's exact int32 sum is formed (across lanes, or in an output's own
 // lane of an interleaved tile): integer sums, so the float32 operations and their order are the same everywhere.
+// Float32 weights (bits 32): y[i][n] = Σ_k x[i][k] · W[n][k] as 16 partial sums, lane l taking k ≡ l (mod 16) by
+//   fused multiply-add in ascending k (K zero-padded to a multiple of 16), then the lanes summed by a fixed tree
+//   (l + l+8, then l + l+4, l + l+2, l + l+1); no quantisation of the activations. The same operations on every ISA
+//   path (AVX512F, AVX2+FMA, scalar std::fma) and thread count, so the bits are the same everywhere.
 // The weights are the caller's buffers, referenced (never copied or re-packed) until release.
 
 #include <node_api.h>
@@ -29,6 +33,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -71,8 +76,9 @@ Isa bestIsa() {
 // Quantised matrices and activations
 
 struct Matrix {
-  const uint8_t* codes;  // [rows, kb, blob]
-  const float* scales;   // [rows, kb]
+  const uint8_t* codes;  // [rows, kb, blob] (quantised)
+  const float* scales;   // [rows, kb] (quantised)
+  const float* values;   // [rows, cols] (float32 weights; null when quantised)
   int rows, cols, kb, blob;
 };
 
@@ -537,6 +543,171 @@ void tile(Isa isa, const Matrix& w, int n0, int n1, const Activations& a, int r0
 }
 
 // ---------------------------------------------------------------------------------------------
+// Float32 weights: dot products of activation rows with weight rows (both contiguous along K), 16 lanes by FMA.
+
+/** The fixed lane tree: (l, l+8), (l, l+4), (l, l+2), (l, l+1). */
+inline float sumLanes16(float* a) {
+  for (int l = 0; l < 8; l++) a[l] = a[l] + a[l + 8];
+  for (int l = 0; l < 4; l++) a[l] = a[l] + a[l + 4];
+  for (int l = 0; l < 2; l++) a[l] = a[l] + a[l + 2];
+  return a[0] + a[1];
+}
+
+float dotScalarF32(const float* x, const float* w, int K) {
+  float acc[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  for (int k0 = 0; k0 < K; k0 += 16)
+    for (int l = 0; l < 16; l++) {
+      const int k = k0 + l;
+      acc[l] = std::fma(k < K ? x[k] : 0.0f, k < K ? w[k] : 0.0f, acc[l]);
+    }
+  return sumLanes16(acc);
+}
+
+/** out[i · ldo + (n − n0)] = x_i · W[n] for the m rows `xr` and weight rows [n0, n1). */
+void tileScalarF32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+  for (int i = 0; i < m; i++)
+    for (int n = n0; n < n1; n++) out[static_cast<size_t>(i) * ldo + (n - n0)] = dotScalarF32(xr[i], w.values + static_cast<size_t>(n) * w.cols, w.cols);
+}
+
+/** m activation rows in passes of 4 and one of 1 to 3: rows(MI, xr + i, out + i · ldo), MI a compile-time constant. */
+template <typename Rows>
+void byFourRows(const float* const* xr, int m, float* out, size_t ldo, Rows rows) {
+  int i = 0;
+  for (; i + 4 <= m; i += 4) rows(std::integral_constant<int, 4>(), xr + i, out + static_cast<size_t>(i) * ldo);
+  float* o = out + static_cast<size_t>(i) * ldo;
+  switch (m - i) {
+    case 3: rows(std::integral_constant<int, 3>(), xr + i, o); break;
+    case 2: rows(std::integral_constant<int, 2>(), xr + i, o); break;
+    case 1: rows(std::integral_constant<int, 1>(), xr + i, o); break;
+    default: break;
+  }
+}
+
+#if EK_X86
+#define EK_AVX512F __attribute__((target("avx512f"), always_inline)) inline
+
+EK_AVX512F float sumLanes512(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
+
+/**
+ * MI activation rows × NW weight rows: each weight vector loaded once for the MI rows, MI · NW accumulators. `next`
+ * (the next NW weight rows, or null) is prefetched meanwhile: each weight row is a page of its own at R1's widths,
+ * where the hardware prefetcher starts over, and with several activation rows the loop leaves memory idle.
+ */
+template <int MI, int NW>
+EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ldw, int K, float* out, size_t ldo, const float* next) {
+  __m512 acc[MI][NW];
+  for (int i = 0; i < MI; i++)
+    for (int j = 0; j < NW; j++) acc[i][j] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    if (next != nullptr)
+      for (int j = 0; j < NW; j++) _mm_prefetch(reinterpret_cast<const char*>(next + j * ldw + k), _MM_HINT_T0);
+    __m512 wv[NW];
+    for (int j = 0; j < NW; j++) wv[j] = _mm512_loadu_ps(w + j * ldw + k);
+    for (int i = 0; i < MI; i++) {
+      const __m512 xv = _mm512_loadu_ps(xr[i] + k);
+      for (int j = 0; j < NW; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 wv[NW];
+    for (int j = 0; j < NW; j++) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * ldw + k);
+    for (int i = 0; i < MI; i++) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, xr[i] + k);
+      for (int j = 0; j < NW; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MI; i++)
+    for (int j = 0; j < NW; j++) out[static_cast<size_t>(i) * ldo + j] = sumLanes512(acc[i][j]);
+}
+
+/**
+ * MI activation rows against weight rows [n0, n1), NW weight rows at a time (MI · NW ≤ 16 accumulators): 4 for up to 4
+ * activation rows, 2 for 5 to 8, so that an expert of up to 8 rows reads its weights once.
+ */
+template <int MI, int NW = (MI <= 4 ? 4 : 2)>
+__attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
+  int n = n0;
+  const auto rowAt = [&](int r) { return w.values + static_cast<size_t>(r) * w.cols; };
+  for (; n + NW <= n1; n += NW) blockAvx512F32<MI, NW>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 * NW <= w.rows ? rowAt(n + NW) : nullptr);
+  for (; n < n1; n++) blockAvx512F32<MI, 1>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 <= w.rows ? rowAt(n + 1) : nullptr);
+}
+
+/**
+ * Up to 4 activation rows at a time share every weight vector loaded (the tile's rows stay in L1/L2 between them);
+ * an expert of 5 to 8 rows takes them all in one pass over its weights.
+ */
+void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+  switch (m) {
+    case 5: return rowsAvx512F32<5>(w, n0, n1, xr, out, ldo);
+    case 6: return rowsAvx512F32<6>(w, n0, n1, xr, out, ldo);
+    case 7: return rowsAvx512F32<7>(w, n0, n1, xr, out, ldo);
+    case 8: return rowsAvx512F32<8>(w, n0, n1, xr, out, ldo);
+    default: break;
+  }
+  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx512F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
+}
+
+#define EK_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
+
+/** The 16 lanes as two vectors (lanes 0–7, 8–15): the same tree. */
+EK_AVX2 float sumLanes256(__m256 lo, __m256 hi) {
+  const __m256 a = _mm256_add_ps(lo, hi);
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
+
+template <int MI>
+__attribute__((target("avx2,fma"))) void rowsAvx2F32(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
+  const int K = w.cols;
+  for (int n = n0; n < n1; n++) {
+    const float* wr = w.values + static_cast<size_t>(n) * K;
+    __m256 lo[MI], hi[MI];
+    for (int i = 0; i < MI; i++) lo[i] = hi[i] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m256 w0 = _mm256_loadu_ps(wr + k), w1 = _mm256_loadu_ps(wr + k + 8);
+      for (int i = 0; i < MI; i++) {
+        lo[i] = _mm256_fmadd_ps(_mm256_loadu_ps(xr[i] + k), w0, lo[i]);
+        hi[i] = _mm256_fmadd_ps(_mm256_loadu_ps(xr[i] + k + 8), w1, hi[i]);
+      }
+    }
+    if (k < K) {
+      alignas(32) float wt[16] = {0}, xt[16];
+      std::memcpy(wt, wr + k, sizeof(float) * (K - k));
+      const __m256 w0 = _mm256_load_ps(wt), w1 = _mm256_load_ps(wt + 8);
+      for (int i = 0; i < MI; i++) {
+        std::memset(xt, 0, sizeof xt);
+        std::memcpy(xt, xr[i] + k, sizeof(float) * (K - k));
+        lo[i] = _mm256_fmadd_ps(_mm256_load_ps(xt), w0, lo[i]);
+        hi[i] = _mm256_fmadd_ps(_mm256_load_ps(xt + 8), w1, hi[i]);
+      }
+    }
+    for (int i = 0; i < MI; i++) out[static_cast<size_t>(i) * ldo + (n - n0)] = sumLanes256(lo[i], hi[i]);
+  }
+}
+
+void tileAvx2F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx2F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
+}
+#endif
+
+void tileF32(Isa isa, const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+#if EK_X86
+  if (isa == Isa::Avx512Vnni) return tileAvx512F32(w, n0, n1, xr, m, out, ldo);
+  if (isa == Isa::Avx2) return tileAvx2F32(w, n0, n1, xr, m, out, ldo);
+#endif
+  tileScalarF32(w, n0, n1, xr, m, out, ldo);
+}
+
+// ---------------------------------------------------------------------------------------------
 // A small persistent pool: the calling thread and up to `workers` threads take tasks of one phase from an
 // atomic counter. Workers spin briefly between phases (a run has four), then sleep.
 
@@ -676,6 +847,47 @@ void silu_mul(const float* g, const float* u, float* h, int n) {
   }
 }
 
+using Parallel = std::function<void(int, const std::function<void(int)>&)>;
+/** out[i · ldo + (n − n0)] for the m rows from r0 against weight rows [n0, n1) of w, in the run's format. */
+using Product = std::function<void(const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo)>;
+
+/** h[r] = silu(x_r · gateᵀ) ⊙ (x_r · upᵀ), tasks of (expert, 16 rows of the intermediate width). */
+void gateUpPhase(const Program& p, const int32_t* rows, const std::vector<int>& start, const Parallel& parallel, const Product& product, float* h) {
+  const int E = static_cast<int>(p.experts.size());
+  const int I = p.intermediate;
+  struct Task { int expert, n0; };
+  std::vector<Task> tasks;
+  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTile) tasks.push_back({e, n});
+  parallel(static_cast<int>(tasks.size()), [&](int t) {
+    const Task task = tasks[t];
+    const int m = rows[task.expert], r0 = start[task.expert];
+    const int n1 = task.n0 + kGateUpTile < I ? task.n0 + kGateUpTile : I;
+    const int width = n1 - task.n0;
+    thread_local std::vector<float> g, u;
+    g.resize(static_cast<size_t>(m) * width);
+    u.resize(static_cast<size_t>(m) * width);
+    const Expert& ex = p.experts[task.expert];
+    product(ex.gate, task.n0, n1, r0, m, g.data(), width);
+    product(ex.up, task.n0, n1, r0, m, u.data(), width);
+    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, h + static_cast<size_t>(r0 + i) * I + task.n0, width);
+  });
+}
+
+/** y[r] = h_r · downᵀ, tasks of (expert, 32 rows of the hidden width). */
+void downPhase(const Program& p, const int32_t* rows, const std::vector<int>& start, const Parallel& parallel, const Product& product, float* y) {
+  const int E = static_cast<int>(p.experts.size());
+  const int H = p.hidden;
+  struct Task { int expert, n0; };
+  std::vector<Task> tasks;
+  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < H; n += kDownTile) tasks.push_back({e, n});
+  parallel(static_cast<int>(tasks.size()), [&](int t) {
+    const Task task = tasks[t];
+    const int r0 = start[task.expert];
+    const int n1 = task.n0 + kDownTile < H ? task.n0 + kDownTile : H;
+    product(p.experts[task.expert].down, task.n0, n1, r0, rows[task.expert], y + static_cast<size_t>(r0) * H + task.n0, H);
+  });
+}
+
 void runProgram(Program& p, const float* x, const int32_t* source, const int32_t* rows, float* y) {
   const int E = static_cast<int>(p.experts.size());
   const int H = p.hidden, I = p.intermediate;
@@ -690,50 +902,41 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
       p.env->pool = new Pool(helpers);
     }
   }
-  auto parallel = [&](int n, const std::function<void(int)>& task) {
+  const Parallel parallel = [&](int n, const std::function<void(int)>& task) {
     if (helpers > 0) p.env->pool->run(n, helpers, task);
     else for (int i = 0; i < n; i++) task(i);
   };
-  struct Task { int expert, n0; };
-  std::vector<Task> tasks;
   Scratch& sc = p.env->scratch;
-
-  shapeActivations(sc.xq, total, H, p.block);
-  parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
-    const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, x, source, H, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.xq);
-  });
-
   sc.h.resize(static_cast<size_t>(total) * I);
-  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTile) tasks.push_back({e, n});
-  parallel(static_cast<int>(tasks.size()), [&](int t) {
-    const Task task = tasks[t];
-    const int m = rows[task.expert], r0 = start[task.expert];
-    const int n1 = task.n0 + kGateUpTile < I ? task.n0 + kGateUpTile : I;
-    const int width = n1 - task.n0;
-    thread_local std::vector<float> g, u;
-    g.resize(static_cast<size_t>(m) * width);
-    u.resize(static_cast<size_t>(m) * width);
-    const Expert& ex = p.experts[task.expert];
-    tile(p.isa, ex.gate, task.n0, n1, sc.xq, r0, m, p.bits, g.data(), width);
-    tile(p.isa, ex.up, task.n0, n1, sc.xq, r0, m, p.bits, u.data(), width);
-    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, sc.h.data() + static_cast<size_t>(r0 + i) * I + task.n0, width);
-  });
 
-  shapeActivations(sc.hq, total, I, p.block);
-  parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
-    const int r0 = t * kQuantRows;
-    quantizeRows(p.isa, sc.h.data(), nullptr, I, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, sc.hq);
-  });
-
-  tasks.clear();
-  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < H; n += kDownTile) tasks.push_back({e, n});
-  parallel(static_cast<int>(tasks.size()), [&](int t) {
-    const Task task = tasks[t];
-    const int m = rows[task.expert], r0 = start[task.expert];
-    const int n1 = task.n0 + kDownTile < H ? task.n0 + kDownTile : H;
-    tile(p.isa, p.experts[task.expert].down, task.n0, n1, sc.hq, r0, m, p.bits, y + static_cast<size_t>(r0) * H + task.n0, H);
-  });
+  if (p.bits == 32) {
+    // Float32 weights: the caller's rows and h read as they are (no quantisation).
+    std::vector<const float*> xr(total), hr(total);
+    for (int r = 0; r < total; r++) {
+      xr[r] = x + static_cast<size_t>(source != nullptr ? source[r] : r) * H;
+      hr[r] = sc.h.data() + static_cast<size_t>(r) * I;
+    }
+    const auto on = [&](const std::vector<const float*>& in) -> Product {
+      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo) { tileF32(p.isa, w, n0, n1, in.data() + r0, m, out, ldo); };
+    };
+    gateUpPhase(p, rows, start, parallel, on(xr), sc.h.data());
+    downPhase(p, rows, start, parallel, on(hr), y);
+  } else {
+    const auto quantize = [&](const float* a, const int32_t* from, int cols, Activations& out) {
+      shapeActivations(out, total, cols, p.block);
+      parallel((total + kQuantRows - 1) / kQuantRows, [&](int t) {
+        const int r0 = t * kQuantRows;
+        quantizeRows(p.isa, a, from, cols, p.bits, p.block, r0, r0 + kQuantRows < total ? r0 + kQuantRows : total, out);
+      });
+    };
+    const auto on = [&](const Activations& in) -> Product {
+      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo) { tile(p.isa, w, n0, n1, in, r0, m, p.bits, out, ldo); };
+    };
+    quantize(x, source, H, sc.xq);
+    gateUpPhase(p, rows, start, parallel, on(sc.xq), sc.h.data());
+    quantize(sc.h.data(), nullptr, I, sc.hq);
+    downPhase(p, rows, start, parallel, on(sc.hq), y);
+  }
   if (total > kKeepScratchRows) sc.release();
 }
 
@@ -801,6 +1004,18 @@ Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, 
   Matrix m;
   m.rows = rows;
   m.cols = cols;
+  if (p.bits == 32) {
+    napi_value values = property(env, obj, "values");
+    m.codes = nullptr;
+    m.scales = nullptr;
+    m.kb = m.blob = 0;
+    m.values = typedArray<float>(env, values, napi_float32_array, static_cast<size_t>(rows) * cols, what + ".values");
+    napi_ref ref;
+    if (napi_create_reference(env, values, 1, &ref) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_NAPI", "cannot reference " + what};
+    p.refs.push_back(ref);
+    return m;
+  }
+  m.values = nullptr;
   m.kb = (cols + p.block - 1) / p.block;
   m.blob = p.block * p.bits / 8;
   napi_value codes = property(env, obj, "codes");
@@ -869,9 +1084,10 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
     args(env, info, 1, argv);
     p->hidden = intProperty(env, argv[0], "hidden", 1, 1 << 20);
     p->intermediate = intProperty(env, argv[0], "intermediate", 1, 1 << 20);
-    p->bits = intProperty(env, argv[0], "bits", 4, 8);
-    if (p->bits != 4 && p->bits != 8) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4 or 8"};
-    p->block = intProperty(env, argv[0], "block", 16, 1 << 16);
+    p->bits = intProperty(env, argv[0], "bits", 4, 32);
+    if (p->bits != 4 && p->bits != 8 && p->bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
+    // Float32 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
+    p->block = intProperty(env, argv[0], "block", p->bits == 32 ? 0 : 16, p->bits == 32 ? 0 : 1 << 16);
     if ((p->block & (p->block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
     p->threads = intProperty(env, argv[0], "threads", 1, 256);
     const int isa = intProperty(env, argv[0], "isa", -1, 2);

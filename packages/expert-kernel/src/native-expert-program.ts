@@ -16,15 +16,23 @@ interface CodesAndScales {
   readonly scales: Float32Array;
 }
 
+/** A float32 matrix [rows, cols], row-major (the loader's own array). */
+interface Values {
+  readonly values: Float32Array;
+}
+
+type NativeMatrix = CodesAndScales | Values;
+
 interface ProgramSpec {
   readonly hidden: number;
   readonly intermediate: number;
+  /** 4 or 8: blockwise codes; 32: float32 values (block 0). */
   readonly bits: number;
   readonly block: number;
   readonly threads: number;
   /** -1: the best this CPU runs; else 0 scalar, 1 AVX2, 2 AVX512-VNNI. */
   readonly isa: number;
-  readonly experts: readonly { gate: CodesAndScales; up: CodesAndScales; down: CodesAndScales }[];
+  readonly experts: readonly { gate: NativeMatrix; up: NativeMatrix; down: NativeMatrix }[];
 }
 
 export type NativeIsa = 'scalar' | 'avx2' | 'avx512vnni';
@@ -94,17 +102,26 @@ export interface NativeProgramOptions {
   readonly isa?: NativeIsa;
 }
 
-function quantized(w: WeightData, what: string): Extract<WeightData, { kind: 'quantized' }>['q'] {
-  if (w.kind !== 'quantized') throw new ExpertKernelError(`${what} is held as ${w.kind} weights; the native kernel runs int8/int4 (--weight-dtype int8|int4)`, 'ERR_EXPERT_KERNEL_FORMAT');
-  return w.q;
+/** The weight formats the kernel runs: float32 values in memory, or blockwise int8/int4 codes. */
+export function nativeKernelRuns(w: WeightData): boolean {
+  return w.kind === 'memory' || w.kind === 'quantized';
+}
+
+/** One matrix as the addon reads it, with its format ("float32" or "int8/block 128") and rows × cols. */
+function nativeMatrix(w: WeightData, what: string): { matrix: NativeMatrix; format: string; rows: number; cols: number; bytes: number } {
+  if (w.kind === 'quantized') return { matrix: { codes: w.q.codes, scales: w.q.scales }, format: `int${w.q.bits}/block ${w.q.block}`, rows: w.q.rows, cols: w.q.cols, bytes: w.q.codes.byteLength + w.q.scales.byteLength };
+  if (w.kind === 'memory' && w.dims.length === 2) return { matrix: { values: w.data }, format: 'float32', rows: w.dims[0]!, cols: w.dims[1]!, bytes: w.data.byteLength };
+  const held = w.kind === 'file' ? `${w.dtype} in the checkpoint file` : w.kind;
+  throw new ExpertKernelError(`${what} is held as ${held}; the native kernel runs float32 and int8/int4 weights held in memory (--weight-dtype float32|int8|int4)`, 'ERR_EXPERT_KERNEL_FORMAT');
 }
 
 /**
- * A group of SwiGLU experts over blockwise int8/int4 codes, run by the native kernel: for each expert e
- * with M_e rows of x, y_e = down(silu(gate(x_e)) ⊙ up(x_e)), activations quantised per block to int8 as
- * MatMulNBits' accuracy level 4 does (native/expert_kernel.cc states the numerics exactly). The kernel
- * holds references to the weights' own code and scale arrays: nothing is copied or re-packed, so the
- * bytes held are the quantiser's.
+ * A group of SwiGLU experts run by the native kernel: for each expert e with M_e rows of x,
+ * y_e = down(silu(gate(x_e)) ⊙ up(x_e)). Over blockwise int8/int4 codes the activations are quantised per
+ * block to int8 as MatMulNBits' accuracy level 4 does; over float32 weights the products are float32 (16
+ * FMA lanes and a fixed lane tree). native/expert_kernel.cc states the numerics exactly. The kernel holds
+ * references to the weights' own arrays (codes and scales, or the loader's float32 values): nothing is
+ * copied or re-packed, so the bytes held are the loader's.
  */
 export class NativeExpertProgram {
   private program: object | null;
@@ -124,19 +141,24 @@ export class NativeExpertProgram {
     const kernel = loadAddon();
     const first = experts[0];
     if (!first) throw new ExpertKernelError('a program needs at least one expert', 'ERR_EXPERT_KERNEL_ARGUMENT');
-    const spec = experts.map((w, e) => ({ gate: quantized(w.gate, `expert ${e} gate`), up: quantized(w.up, `expert ${e} up`), down: quantized(w.down, `expert ${e} down`) }));
-    const { bits, block } = spec[0]!.gate;
-    for (const [e, m] of spec.entries()) {
-      for (const q of [m.gate, m.up, m.down]) if (q.bits !== bits || q.block !== block) throw new ExpertKernelError(`expert ${e} mixes formats (int${q.bits}/block ${q.block} beside int${bits}/block ${block})`, 'ERR_EXPERT_KERNEL_FORMAT');
-      const w = experts[e]!;
+    const formatOf = (w: WeightData): { bits: number; block: number } => (w.kind === 'quantized' ? { bits: w.q.bits, block: w.q.block } : { bits: 32, block: 0 });
+    const { bits, block } = formatOf(first.gate);
+    let bytes = 0;
+    const spec = experts.map((w, e) => {
       if (w.hidden !== first.hidden || w.intermediate !== first.intermediate) throw new ExpertKernelError(`expert ${e} is ${w.intermediate}×${w.hidden}, expert 0 ${first.intermediate}×${first.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
-      if (m.gate.rows !== w.intermediate || m.gate.cols !== w.hidden || m.up.rows !== w.intermediate || m.up.cols !== w.hidden || m.down.rows !== w.hidden || m.down.cols !== w.intermediate) {
+      const [gate, up, down] = (['gate', 'up', 'down'] as const).map((p) => nativeMatrix(w[p], `expert ${e} ${p}`)) as [ReturnType<typeof nativeMatrix>, ReturnType<typeof nativeMatrix>, ReturnType<typeof nativeMatrix>];
+      for (const [p, m] of [['gate', w.gate], ['up', w.up], ['down', w.down]] as const) {
+        const f = formatOf(m);
+        if (f.bits !== bits || f.block !== block) throw new ExpertKernelError(`expert ${e} ${p} mixes formats (${bits === 32 ? 'float32' : `int${bits}/block ${block}`} beside ${f.bits === 32 ? 'float32' : `int${f.bits}/block ${f.block}`})`, 'ERR_EXPERT_KERNEL_FORMAT');
+      }
+      if (gate.rows !== w.intermediate || gate.cols !== w.hidden || up.rows !== w.intermediate || up.cols !== w.hidden || down.rows !== w.hidden || down.cols !== w.intermediate) {
         throw new ExpertKernelError(`expert ${e}'s matrices do not match hidden ${w.hidden} and intermediate ${w.intermediate}`, 'ERR_EXPERT_KERNEL_SHAPE');
       }
-    }
+      bytes += gate.bytes + up.bytes + down.bytes;
+      return { gate: gate.matrix, up: up.matrix, down: down.matrix };
+    });
     const threads = options.threads > 0 ? options.threads : availableParallelism();
     const program = native(() => kernel.createProgram({ hidden: first.hidden, intermediate: first.intermediate, bits, block, threads, isa: options.isa ? ISA_CODES[options.isa] : -1, experts: spec }));
-    const bytes = spec.reduce((a, m) => a + [m.gate, m.up, m.down].reduce((b, q) => b + q.codes.byteLength + q.scales.byteLength, 0), 0);
     return new NativeExpertProgram(name, program, first.hidden, experts.length, bytes);
   }
 

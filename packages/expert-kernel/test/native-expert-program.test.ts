@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { quantizeBlockwise, type QuantizedBits, type SwigluWeights } from '@expertmesh/tensor-ops';
+import { quantizeBlockwise, type QuantizedBits, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
 import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
 import { referenceExpert } from './reference-experts.js';
 
@@ -16,8 +16,10 @@ function seeded(n: number, seed: number, scale = 1): Float32Array {
   return out;
 }
 
-function experts(count: number, hidden: number, intermediate: number, bits: QuantizedBits, block: number, seed: number): SwigluWeights[] {
-  const matrix = (rows: number, cols: number, s: number) => ({ kind: 'quantized' as const, dims: [rows, cols], q: quantizeBlockwise(seeded(rows * cols, s, 0.1), rows, cols, bits, block) });
+/** bits 32: float32 weights in memory (the loader's `--weight-dtype float32`); 8 or 4: blockwise codes. */
+function experts(count: number, hidden: number, intermediate: number, bits: QuantizedBits | 32, block: number, seed: number): SwigluWeights[] {
+  const matrix = (rows: number, cols: number, s: number): WeightData =>
+    bits === 32 ? { kind: 'memory', dims: [rows, cols], data: seeded(rows * cols, s, 0.1) } : { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(seeded(rows * cols, s, 0.1), rows, cols, bits, block) };
   return Array.from({ length: count }, (_, e) => ({
     gate: matrix(intermediate, hidden, seed + 3 * e),
     up: matrix(intermediate, hidden, seed + 3 * e + 1),
@@ -61,14 +63,22 @@ const SHAPES = [
   { bits: 4, block: 32, hidden: 100, intermediate: 72, rows: [4, 0, 0, 7] },
   { bits: 4, block: 64, hidden: 160, intermediate: 48, rows: [18] },
   { bits: 4, block: 16, hidden: 40, intermediate: 24, rows: [2, 3] },
+  // float32: K a multiple of 16 and not (a masked tail), weight rows not a multiple of the 4-row blocks or the
+  // tiles, 1 to 4 rows per expert and more than 8 (several 4-row passes over a tile).
+  { bits: 32, block: 0, hidden: 256, intermediate: 128, rows: [1, 0, 3] },
+  { bits: 32, block: 0, hidden: 200, intermediate: 72, rows: [0, 5, 0, 12] },
+  { bits: 32, block: 0, hidden: 100, intermediate: 41, rows: [2, 4, 19] },
+  { bits: 32, block: 0, hidden: 13, intermediate: 7, rows: [3, 0, 1] },
+  // 5 to 8 rows: one pass over the weights, two weight rows at a time.
+  { bits: 32, block: 0, hidden: 80, intermediate: 35, rows: [6, 7, 8, 0, 5] },
 ] as const;
 
 describe('native expert kernel', () => {
-  // Integer sums are exact, every float32 operation is the reference's in the same order (no FMA, -ffp-contract=off),
-  // so the outputs are held to the same bits. The one non-elementary function is exp (glibc's in the kernel, V8's
+  // Integer sums are exact, every float32 operation is the reference's in the same order (-ffp-contract=off; the
+  // float32 path's explicit FMAs are emulated exactly by the reference's fmaf), so the outputs are held to the same bits. The one non-elementary function is exp (glibc's in the kernel, V8's
   // here), evaluated in double and rounded to float32: the two agree to the last bit of a double, which rounding
   // to float32 hides unless a value sits within 2^-29 of a rounding boundary; none of these inputs does.
-  it.each(SHAPES)('int$bits, block $block, hidden $hidden, intermediate $intermediate, rows $rows: every ISA path and 1 or 2 threads give the reference bits', ({ bits, block, hidden, intermediate, rows }) => {
+  it.each(SHAPES)('bits $bits, block $block, hidden $hidden, intermediate $intermediate, rows $rows: every ISA path and 1 or 2 threads give the reference bits', ({ bits, block, hidden, intermediate, rows }) => {
     const weights = experts(rows.length, hidden, intermediate, bits, block, 17 * hidden + intermediate);
     const total = rows.reduce((a: number, m: number) => a + m, 0);
     const x = seeded(total * hidden, 7 * total + bits);
@@ -99,8 +109,8 @@ describe('native expert kernel', () => {
     });
   });
 
-  it('a prefill-sized run (its buffers freed after it) between decode-sized runs: every run gives the reference bits', () => {
-    const weights = experts(3, 64, 32, 8, 32, 21);
+  it.each([8, 32] as const)('bits %i: a prefill-sized run (its buffers freed after it) between decode-sized runs: every run gives the reference bits', (bits) => {
+    const weights = experts(3, 64, 32, bits, 32, 21);
     withProgram(weights, { threads: 2 }, (program) => {
       for (const rows of [[2, 1, 0], [300, 0, 260], [1, 3, 2], [0, 600, 1]]) {
         const x = seeded(rows.reduce((a, m) => a + m, 0) * 64, rows[0]! + 1);
@@ -109,8 +119,42 @@ describe('native expert kernel', () => {
     });
   });
 
+  it('float32: reads the loader\'s own arrays (a value changed after creation changes the output), holds their bytes, and stays near the float64 product', () => {
+    const weights = experts(2, 48, 24, 32, 0, 51);
+    withProgram(weights, { threads: 2 }, (program) => {
+      const x = seeded(3 * 48, 19);
+      const before = program.run(x, [1, 2]);
+      // Against float64 arithmetic on the same values: float32 products and sums, so within a few float32 ulps.
+      const f64 = (a: Float64Array, m: number, w: WeightData): Float64Array => {
+        if (w.kind !== 'memory') throw new Error('float32');
+        const [rows, cols] = w.dims as [number, number];
+        const out = new Float64Array(m * rows);
+        for (let i = 0; i < m; i++) for (let n = 0; n < rows; n++) for (let k = 0; k < cols; k++) out[i * rows + n]! += a[i * cols + k]! * w.data[n * cols + k]!;
+        return out;
+      };
+      let at = 0;
+      [1, 2].forEach((m, e) => {
+        const w = weights[e]!;
+        const xe = Float64Array.from(x.subarray(at * 48, (at + m) * 48));
+        const g = f64(xe, m, w.gate);
+        const u = f64(xe, m, w.up);
+        const h = g.map((v, i) => (v / (1 + Math.exp(-v))) * u[i]!);
+        const y = f64(h, m, w.down);
+        y.forEach((v, i) => expect(Math.abs(before[at * 48 + i]! - v)).toBeLessThan(1e-6 + 1e-5 * Math.abs(v)));
+        at += m;
+      });
+      const down = weights[1]!.down;
+      if (down.kind !== 'memory') throw new Error('float32');
+      down.data[0] = 3;
+      const after = program.run(x, [1, 2]);
+      expect(bitsOf(after)).toEqual(bitsOf(reference(weights, x, [1, 2])));
+      expect(bitsOf(after)).not.toEqual(bitsOf(before));
+      expect(program.weightBytes).toBe(weights.reduce((a, w) => a + [w.gate, w.up, w.down].reduce((b, m) => b + (m.kind === 'memory' ? m.data.byteLength : 0), 0), 0));
+    });
+  });
+
   it('rows read by index from the tokens give the bits of the same rows gathered first; bad indices are refused', () => {
-    for (const bits of [8, 4] as const) {
+    for (const bits of [8, 4, 32] as const) {
       const weights = experts(3, 64, 32, bits, 32, 31 + bits);
       const tokens = seeded(5 * 64, 41);
       const source = Int32Array.of(4, 0, 2, 2, 1, 3, 0);
@@ -168,5 +212,14 @@ describe('native expert kernel', () => {
     expect(code(() => NativeExpertProgram.create('float', [float32], { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_FORMAT');
     const mixed = [short, experts(1, 64, 32, 4, 32, 13)[0]!];
     expect(code(() => NativeExpertProgram.create('mixed', mixed, { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_FORMAT');
+    const mixedFloat = [experts(1, 64, 32, 32, 0, 14)[0]!, short];
+    expect(code(() => NativeExpertProgram.create('mixed float', mixedFloat, { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_FORMAT');
+    // Weights left in the checkpoint file (--weight-dtype auto) are onnxruntime's to widen.
+    const inFile = { ...short, gate: { kind: 'file' as const, dtype: 'bfloat16' as const, dims: [32, 64], file: { path: '/nonexistent', offset: 0, length: 32 * 64 * 2 }, scales: null } };
+    expect(code(() => NativeExpertProgram.create('file', [inFile], { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_FORMAT');
+    const shortFloat = experts(1, 64, 32, 32, 0, 15)[0]!;
+    if (shortFloat.down.kind !== 'memory') throw new Error('float32');
+    const truncatedFloat = { ...shortFloat, down: { ...shortFloat.down, data: shortFloat.down.data.subarray(1), dims: shortFloat.down.dims } };
+    expect(code(() => NativeExpertProgram.create('short float', [truncatedFloat], { threads: 1 }))).toBe('ERR_EXPERT_KERNEL_SHAPE');
   });
 });

@@ -2,7 +2,8 @@ import type { BlockwiseQuantized, SwigluWeights, WeightData } from '@expertmesh/
 
 /**
  * The native kernel's numerics in plain JavaScript, operation for operation (each float32 operation rounded
- * with Math.fround, the integer sums exact), so that its outputs can be held to the same bits.
+ * with Math.fround, fused multiply-adds rounded once, the integer sums exact), so that its outputs can be held
+ * to the same bits.
  */
 
 /** Rounds half to even, as C's nearbyint in the default rounding mode. */
@@ -59,19 +60,52 @@ export function quantizedProduct(a: Float32Array, m: number, w: BlockwiseQuantiz
   return out;
 }
 
-function codesOf(w: WeightData): BlockwiseQuantized {
-  if (w.kind !== 'quantized') throw new Error('reference: quantised weights only');
-  return w.q;
+/**
+ * float32 fused multiply-add, rounded once: a · b is exact in a double, p + c is split exactly into s + e (TwoSum),
+ * and s rounded to float32 is the answer unless s sits exactly halfway between two floats, where e breaks the tie.
+ */
+export function fmaf(a: number, b: number, c: number): number {
+  const p = a * b;
+  const s = p + c;
+  const bb = s - p;
+  const e = p - (s - bb) + (c - bb);
+  const r = Math.fround(s);
+  if (e === 0 || r === s) return r;
+  const d = s - r; // exact: s is within one float32 spacing of r
+  const other = r + 2 * d;
+  if (Math.fround(other) !== other) return r; // s is not halfway
+  return Math.sign(e) === Math.sign(d) ? other : r;
+}
+
+/** x_i · W[n] as the kernel sums it: 16 lanes (k mod 16) by fmaf in ascending k, zero-padded, then the lane tree. */
+export function float32Dot(x: Float32Array, xAt: number, w: Float32Array, wAt: number, k: number): number {
+  const acc = new Array<number>(16).fill(0);
+  for (let k0 = 0; k0 < k; k0 += 16) for (let l = 0; l < 16; l++) acc[l] = k0 + l < k ? fmaf(x[xAt + k0 + l]!, w[wAt + k0 + l]!, acc[l]!) : fmaf(0, 0, acc[l]!);
+  for (const half of [8, 4, 2, 1]) for (let l = 0; l < half; l++) acc[l] = Math.fround(acc[l]! + acc[l + half]!);
+  return acc[0]!;
+}
+
+/** a [m, cols] · wᵀ for a float32 weight [rows, cols]. */
+function float32Product(a: Float32Array, m: number, w: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m * rows);
+  for (let i = 0; i < m; i++) for (let n = 0; n < rows; n++) out[i * rows + n] = float32Dot(a, i * cols, w, n * cols, cols);
+  return out;
+}
+
+function product(a: Float32Array, m: number, w: WeightData): Float32Array {
+  if (w.kind === 'quantized') return quantizedProduct(a, m, w.q);
+  if (w.kind === 'memory') return float32Product(a, m, w.data, w.dims[0]!, w.dims[1]!);
+  throw new Error('reference: weights in memory only');
 }
 
 /** One expert over m rows: down(silu(gate(x)) ⊙ up(x)), silu(g) = g · float(1 / (1 + exp(−g))) with exp in double. */
 export function referenceExpert(x: Float32Array, m: number, w: SwigluWeights): Float32Array {
-  const g = quantizedProduct(x, m, codesOf(w.gate));
-  const u = quantizedProduct(x, m, codesOf(w.up));
+  const g = product(x, m, w.gate);
+  const u = product(x, m, w.up);
   const h = new Float32Array(g.length);
   for (let i = 0; i < h.length; i++) {
     const sig = Math.fround(1 / (1 + Math.exp(-g[i]!)));
     h[i] = Math.fround(Math.fround(g[i]! * sig) * u[i]!);
   }
-  return quantizedProduct(h, m, codesOf(w.down));
+  return product(h, m, w.down);
 }

@@ -1,5 +1,5 @@
 import { f32, floatData, Graph, i64, type ExecutionOptions, type SwigluWeights } from '@expertmesh/tensor-ops';
-import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas } from '@expertmesh/expert-kernel';
+import { addWeightedRows, ExpertKernelConfigError, ExpertKernelError, NativeExpertProgram, resolveExpertKernel, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
 import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 
 /**
@@ -68,27 +68,16 @@ class OnnxExpertProgram implements ExpertProgram {
   }
 }
 
-/** `--expert-kernel native` with weights it cannot run, or without the addon built. */
-export class ExpertKernelConfigError extends Error {
-  override readonly name = 'ExpertKernelConfigError';
-}
-
-const QUANTIZED = new Set(['int8', 'int4']);
-
 /**
- * Checks at start-up that the experts' kernel can run their format: the native kernel runs only int8/int4
- * expert weights, and only once built (throws ExpertKernelNotBuiltError naming `npm run build:native`).
+ * The kernel that runs experts held as `expertDtype` (resolveExpertKernel: `auto` decided, `native` refused at
+ * start-up for a format it cannot run or when the addon is not built).
  */
-export function checkExpertKernel(execution: ExecutionOptions, expertDtype: string): void {
-  if (execution.expertKernel !== 'native') return;
-  if (!QUANTIZED.has(expertDtype)) {
-    throw new ExpertKernelConfigError(`--expert-kernel native runs int8/int4 expert weights, not ${expertDtype}: add --expert-weight-dtype int8 (or int4), or use --expert-kernel onnxruntime`);
-  }
-  nativeKernelIsas();
+export function checkExpertKernel(execution: ExecutionOptions, expertDtype: string): ResolvedExpertKernel {
+  return resolveExpertKernel(execution.expertKernel, expertDtype);
 }
 
 /** The program for one group of experts, by the execution options' expert kernel. */
-export async function createExpertProgram(name: string, experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, execution: ExecutionOptions): Promise<ExpertProgram> {
+export async function createExpertProgram(name: string, experts: readonly { id: number; weights: SwigluWeights }[], hidden: number, execution: ExecutionOptions & { readonly expertKernel: ResolvedExpertKernel }): Promise<ExpertProgram> {
   if (execution.expertKernel === 'native') {
     try {
       return new NativeKernelProgram(NativeExpertProgram.create(name, experts.map((e) => e.weights), { threads: execution.intraOpThreads }), hidden);

@@ -2,5 +2,6 @@ export { LocalRoutedExperts, ExpertNotHeldError, restAfterBuild, yieldTurn } fro
 export type { AfterGraphBuilt } from './local-routed-experts.js';
 export type { ExpertWeightSource } from './local-routed-experts.js';
 export { loadLocalExperts } from './load-local-experts.js';
-export { checkExpertKernel, ExpertKernelConfigError } from './expert-program.js';
+export { checkExpertKernel } from './expert-program.js';
+export { ExpertKernelConfigError } from '@expertmesh/expert-kernel';
 export type { ExpertProgram } from './expert-program.js';

@@ -1,4 +1,4 @@
-import { returnFreedHeap } from '@expertmesh/expert-kernel';
+import { returnFreedHeap, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
@@ -89,7 +89,7 @@ export function restAfterBuild(factor: number): AfterGraphBuilt {
 async function loadGroups(
   config: ModelConfig,
   reader: ExpertWeightSource,
-  execution: ExecutionOptions,
+  execution: ExecutionOptions & { readonly expertKernel: ResolvedExpertKernel },
   layer: number,
   ids: readonly number[],
   named: () => string,
@@ -132,6 +132,8 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     private readonly layers: Map<number, LayerExperts>,
     /** The format the expert weights are held in, e.g. "float8e4m3fn+block128x128" or "float32". */
     readonly weightFormat: string,
+    /** What runs them (--expert-kernel, `auto` decided at load). */
+    readonly expertKernel: ResolvedExpertKernel = 'onnxruntime',
   ) {}
 
   /**
@@ -177,7 +179,8 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   }
 
   private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
-    checkExpertKernel(execution, 'expertDtype' in reader && typeof reader.expertDtype === 'string' ? reader.expertDtype : reader.dtype);
+    const expertKernel = checkExpertKernel(execution, 'expertDtype' in reader && typeof reader.expertDtype === 'string' ? reader.expertDtype : reader.dtype);
+    const programs = { ...execution, expertKernel };
     const layers = new Map<number, LayerExperts>();
     let loadedBytes = 0;
     let format = this.weightFormat;
@@ -193,12 +196,12 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const missing = held.filter((e) => !inKept.has(e));
       if (missing.length > 0 && kept.length + Math.ceil((missing.length * perExpert) / EXPERT_GROUP_BYTES || 1) > freshGroups + EXTRA_GROUPS) kept = [];
       const toLoad = kept.length === 0 ? held : missing;
-      const loaded = await loadGroups(this.config, reader, execution, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
+      const loaded = await loadGroups(this.config, reader, programs, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
       format ||= loaded.format;
       loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
       layers.set(layer, layerOf([...kept, ...loaded.groups], held));
     }
-    return { set: new LocalRoutedExperts(this.config, layers, format || 'none'), loadedBytes };
+    return { set: new LocalRoutedExperts(this.config, layers, format || 'none', expertKernel), loadedBytes };
   }
 
   heldExperts(layer: number): readonly number[] {

@@ -63,7 +63,7 @@ async function perExpert(format: 'float32' | 'int8', x: Float32Array, T: number,
  * The per-expert path on the native kernel: one program per expert, its rows gathered here, its outputs weighted in
  * float32 (Math.fround) and added in JavaScript in expert order, as computePairs did before the addon took both over.
  */
-async function perExpertNative(format: 'int8' | 'int4', x: Float32Array, T: number, p: ExpertPairs): Promise<Float32Array> {
+async function perExpertNative(format: 'float32' | 'int8' | 'int4', x: Float32Array, T: number, p: ExpertPairs): Promise<Float32Array> {
   const out = new Float32Array(T * H);
   for (const e of [...new Set(p.expertIds)].sort((a, b) => a - b)) {
     const idx = [...p.expertIds.keys()].filter((i) => p.expertIds[i] === e);
@@ -80,7 +80,7 @@ async function perExpertNative(format: 'int8' | 'int4', x: Float32Array, T: numb
 }
 
 describe('the MoE layer on the native kernel (rows read by index, outputs weighted and added in the addon) against the per-expert path', () => {
-  for (const format of ['int8', 'int4'] as const) {
+  for (const format of ['float32', 'int8', 'int4'] as const) {
     it(`${format}, 1, 8 and 32 tokens: bit for bit`, async () => {
       const layer = await LocalRoutedExperts.load(config, source(format), { executionProvider: 'cpu', intraOpThreads: 2, expertKernel: 'native' }, (l) => (l === LAYER ? Array.from({ length: config.nRoutedExperts }, (_, e) => e) : []));
       try {
@@ -101,7 +101,9 @@ describe('the MoE layer on the native kernel (rows read by index, outputs weight
 describe('the MoE layer graph against the per-expert path', () => {
   const layers = new Map<string, LocalRoutedExperts>();
   beforeAll(async () => {
-    for (const format of ['float32', 'int8'] as const) layers.set(format, await LocalRoutedExperts.load(config, source(format), { executionProvider: 'cpu', intraOpThreads: 0 }, (layer) => (layer === LAYER ? Array.from({ length: config.nRoutedExperts }, (_, e) => e) : [])));
+    for (const format of ['float32', 'int8'] as const) layers.set(format, await LocalRoutedExperts.load(config, source(format), { executionProvider: 'cpu', intraOpThreads: 0, expertKernel: 'onnxruntime' }, (layer) => (layer === LAYER ? Array.from({ length: config.nRoutedExperts }, (_, e) => e) : [])));
+    // The native kernel's float32 path, held to the same float64 math below (the default, auto, picks it).
+    layers.set('float32 native', await LocalRoutedExperts.load(config, source('float32'), { executionProvider: 'cpu', intraOpThreads: 0 }, (layer) => (layer === LAYER ? Array.from({ length: config.nRoutedExperts }, (_, e) => e) : [])));
   });
   afterAll(async () => {
     for (const layer of layers.values()) await layer.close();
@@ -120,7 +122,7 @@ describe('the MoE layer graph against the per-expert path', () => {
   }
 
   it('a layer holding one expert (a graph without the Split of its rows) gives the per-expert path bit for bit', async () => {
-    const one = await LocalRoutedExperts.load(config, source('int8'), { executionProvider: 'cpu', intraOpThreads: 0 }, (layer) => (layer === LAYER ? [5] : []));
+    const one = await LocalRoutedExperts.load(config, source('int8'), { executionProvider: 'cpu', intraOpThreads: 0, expertKernel: 'onnxruntime' }, (layer) => (layer === LAYER ? [5] : []));
     try {
       const T = 3;
       const p: ExpertPairs = { tokenRows: Int32Array.of(2, 0), expertIds: Int32Array.of(5, 5), weights: Float32Array.of(0.75, 0.3) };
@@ -132,11 +134,12 @@ describe('the MoE layer graph against the per-expert path', () => {
     }
   });
 
-  it('float32 keeps the float64 reference within 1e-4', async () => {
+  it.each(['float32', 'float32 native'])('%s keeps the float64 reference within 1e-4', async (key) => {
     const T = 8;
     const x = hidden(T);
     const p = pairs(T);
-    const got = await layers.get('float32')!.computePairs(LAYER, x, T, p);
+    expect(layers.get(key)!.expertKernel).toBe(key === 'float32' ? 'onnxruntime' : 'native');
+    const got = await layers.get(key)!.computePairs(LAYER, x, T, p);
     const want = new Float64Array(T * H);
     for (let i = 0; i < p.expertIds.length; i++) {
       const e = p.expertIds[i]!;

@@ -17,13 +17,14 @@ export interface ExecutionOptions {
    */
   readonly intraOpSpin?: IntraOpSpin;
   /**
-   * What runs the routed experts' int8/int4 products: onnxruntime's MatMulNBits graphs ('onnxruntime', the
-   * default) or the native grouped kernel of packages/expert-kernel ('native', `npm run build:native`).
+   * What runs the routed experts: onnxruntime's graphs ('onnxruntime'), the native grouped kernel of
+   * packages/expert-kernel ('native', float32 and int8/int4 experts, `npm run build:native`), or 'auto' (the
+   * default, also when absent): native when the addon is built and runs the experts' format, else onnxruntime.
    */
   readonly expertKernel?: ExpertKernel;
 }
 
-export const EXPERT_KERNELS = ['onnxruntime', 'native'] as const;
+export const EXPERT_KERNELS = ['auto', 'onnxruntime', 'native'] as const;
 export type ExpertKernel = (typeof EXPERT_KERNELS)[number];
 
 export const INTRA_OP_SPIN = ['run', 'off'] as const;

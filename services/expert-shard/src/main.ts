@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { heapReturnEnabled } from '@expertmesh/expert-kernel';
-import { EXPERT_KERNELS, INTRA_OP_SPIN, type ExecutionProvider, type ExpertKernel, type IntraOpSpin } from '@expertmesh/tensor-ops';
+import { heapReturnEnabled, resolveExpertKernel, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
+import { INTRA_OP_SPIN, type ExecutionProvider, type IntraOpSpin } from '@expertmesh/tensor-ops';
 import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
 import { checkExposure, hostOf, hostPort, loadTls, portOf } from '@expertmesh/security';
 import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
@@ -18,7 +18,7 @@ import { exitWithParent, untilShutdownSignal, withTimeout } from '@expertmesh/pr
 export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--listen HOST:PORT] [--frames-listen HOST:PORT|off] [--shard-id ID]
     [(--cluster NAME --etcd URL[,URL…] ${REGISTRY_SECURITY_USAGE} | --registry URL) [--slot NAME] [--advertise HOST:PORT] [--lease-ttl 10] [--lease-keepalive SECONDS]]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--max-tokens-per-call ${DEFAULT_MAX_TOKENS_PER_CALL}] [--max-in-flight-per-stream ${DEFAULT_MAX_IN_FLIGHT_PER_STREAM}]
-    [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel onnxruntime|native] [--weight-dtype auto|float32|int8|int4]
+    [--metrics-listen HOST:PORT] [--health-listen HOST:PORT] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] [--weight-dtype auto|float32|int8|int4]
     [--handoff-timeout 120] [--retire-grace 5] [--load-rest 3] [--join-load-rest 12] [--handoff | --no-handoff] [--expert-worker on|off]
   Serves routed experts over gRPC. SPEC: "all" (the default without a cluster), "0-15,32-47", or "0-15@3-10" (experts 0-15 of layers 3-10
   only). With --cluster and --etcd (or --registry, the embedded registry of \`expertmesh up\`) the shard registers itself under a lease; without --experts it takes its
@@ -84,7 +84,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
         'execution-provider': { type: 'string', default: process.env.EXPERTMESH_EXECUTION_PROVIDER ?? 'cpu' },
         'intra-op-threads': { type: 'string', default: '0' },
         'intra-op-spin': { type: 'string', default: process.env.EXPERTMESH_INTRA_OP_SPIN ?? 'run' },
-        'expert-kernel': { type: 'string', default: process.env.EXPERTMESH_EXPERT_KERNEL ?? 'onnxruntime' },
+        'expert-kernel': { type: 'string', default: process.env.EXPERTMESH_EXPERT_KERNEL ?? 'auto' },
         'tls-cert': { type: 'string', default: process.env.EXPERTMESH_TLS_CERT },
         'tls-key': { type: 'string', default: process.env.EXPERTMESH_TLS_KEY },
         'tls-ca': { type: 'string', default: process.env.EXPERTMESH_TLS_CA },
@@ -119,9 +119,12 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   if (!Number.isInteger(threads) || threads < 0) throw new ShardUsageError('--intra-op-threads must be a whole number ≥ 0');
   const spin = values['intra-op-spin'];
   if (!(INTRA_OP_SPIN as readonly string[]).includes(spin!)) throw new ShardUsageError(`--intra-op-spin must be run or off, not ${spin}`);
-  const expertKernel = values['expert-kernel'];
-  if (!(EXPERT_KERNELS as readonly string[]).includes(expertKernel!)) throw new ShardUsageError(`--expert-kernel must be ${EXPERT_KERNELS.join(' or ')}, not ${expertKernel}`);
-  if (expertKernel === 'native' && weightDtype !== 'int8' && weightDtype !== 'int4') throw new ShardUsageError(`--expert-kernel native runs int8/int4 experts, not ${weightDtype}: add --weight-dtype int8 (or int4), or use --expert-kernel onnxruntime`);
+  let expertKernel: ResolvedExpertKernel;
+  try {
+    expertKernel = resolveExpertKernel(values['expert-kernel'], weightDtype!);
+  } catch (e) {
+    throw new ShardUsageError((e as Error).message);
+  }
   if ((values.cluster === undefined) !== (values.etcd === undefined)) throw new ShardUsageError('--cluster and --etcd go together');
   if (values.etcd && values.registry) throw new ShardUsageError('give --etcd (with --cluster) or --registry, not both');
   const ttl = Number(values['lease-ttl']);
@@ -151,7 +154,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const { host, port } = parseListen(values.listen!);
   const framesAt = values['frames-listen'] === 'off' ? null : parseListen(values['frames-listen']!, '--frames-listen');
   const shardId = values['shard-id'] ?? `${hostname()}-${process.pid}`;
-  const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads, intraOpSpin: spin as IntraOpSpin, expertKernel: expertKernel as ExpertKernel };
+  const execution = { executionProvider: provider as ExecutionProvider, intraOpThreads: threads, intraOpSpin: spin as IntraOpSpin, expertKernel };
   // Everything a mistake in the security set-up can break is checked before the model loads.
   const tls = await loadTls({ cert: values['tls-cert'], key: values['tls-key'], ca: values['tls-ca'] }).catch((e: Error) => {
     throw new ShardUsageError(e.message);

@@ -44,11 +44,12 @@ describe('experts in worker threads', () => {
   });
   afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-  // Both expert kernels: onnxruntime graphs on the checkpoint's format, and the native int8 kernel (its addon
-  // loaded in each worker thread as in the serving thread, its threads ended with each set).
+  // Both expert kernels: onnxruntime graphs on the checkpoint's format, and the native kernel on int8 codes and on
+  // float32 values (its addon loaded in each worker thread as in the serving thread, its threads ended with each set).
   const kernels = [
     { kernel: 'onnxruntime', weightDtype: 'auto' },
     { kernel: 'native', weightDtype: 'int8' },
+    { kernel: 'native', weightDtype: 'float32' },
   ] as const;
   it.each(kernels)('answers what experts on the serving thread answer, bit for bit, before, during and after a switch ($kernel experts, $weightDtype)', async ({ kernel, weightDtype }) => {
     const options = { execution: { ...execution, expertKernel: kernel }, weightDtype };

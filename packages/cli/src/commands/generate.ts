@@ -10,7 +10,7 @@ import { executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag,
 
 export const generateUsage = `expertmesh generate --model DIR (--prompt TEXT | --prompt-token-ids 1,2,3) --max-tokens N
     [--temperature T] [--top-p P] [--top-k K] [--seed N] [--top-logprobs K] [--ignore-eos] [--json]
-    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel onnxruntime|native] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8] [--combine-dtype bfloat16|float32]
   Generates with the routed experts in this process, in N local shard processes (--shards), or on shards
   started by hand (--shard-addresses). --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;

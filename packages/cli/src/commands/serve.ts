@@ -17,7 +17,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
-    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel onnxruntime|native] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
     ${REBALANCE_USAGE}

@@ -1,0 +1,53 @@
+import { EXPERT_KERNELS, type ExpertKernel } from '@expertmesh/tensor-ops';
+import { ExpertKernelNotBuiltError, nativeKernelIsas } from './native-expert-program.js';
+
+/** The kernel that runs the routed experts once `auto` is decided. */
+export type ResolvedExpertKernel = Exclude<ExpertKernel, 'auto'>;
+
+/** A value of --expert-kernel that is not one, or `native` for expert weights it cannot run. */
+export class ExpertKernelConfigError extends Error {
+  override readonly name = 'ExpertKernelConfigError';
+}
+
+/**
+ * The routed experts' formats (--weight-dtype / --expert-weight-dtype) the native kernel runs: float32 values and
+ * int8/int4 codes held in memory. `auto` leaves them in the checkpoint file, for onnxruntime to widen.
+ */
+const NATIVE_EXPERT_DTYPES: ReadonlySet<string> = new Set(['float32', 'int8', 'int4']);
+
+function addonBuilt(): boolean {
+  try {
+    nativeKernelIsas();
+    return true;
+  } catch (error) {
+    if (error instanceof ExpertKernelNotBuiltError) return false;
+    throw error;
+  }
+}
+
+/**
+ * Decides, at start-up, what runs the routed experts held as `expertDtype`, for every place that takes
+ * --expert-kernel (the CLI's commands, a shard's main, a load of experts):
+ * - `auto` (the default): the native kernel when the addon is built and runs this format, onnxruntime otherwise;
+ * - `native`: the native kernel, refused when it cannot run the format (ExpertKernelConfigError) or is not built
+ *   (ExpertKernelNotBuiltError, naming `npm run build:native`);
+ * - `onnxruntime`: onnxruntime's graphs.
+ * Any other value is refused (ExpertKernelConfigError).
+ */
+export function resolveExpertKernel(requested: string | undefined, expertDtype: string): ResolvedExpertKernel {
+  return chooseExpertKernel(requested, expertDtype, addonBuilt);
+}
+
+/** resolveExpertKernel with the question "is the addon built?" given (its test asks it both ways). */
+export function chooseExpertKernel(requested: string | undefined, expertDtype: string, built: () => boolean): ResolvedExpertKernel {
+  const kernel = requested ?? 'auto';
+  if (!(EXPERT_KERNELS as readonly string[]).includes(kernel)) throw new ExpertKernelConfigError(`--expert-kernel must be ${EXPERT_KERNELS.join(', ')}, not ${kernel}`);
+  if (kernel === 'onnxruntime') return 'onnxruntime';
+  const runs = NATIVE_EXPERT_DTYPES.has(expertDtype);
+  if (kernel === 'auto') return runs && built() ? 'native' : 'onnxruntime';
+  if (!runs) {
+    throw new ExpertKernelConfigError(`--expert-kernel native runs float32 and int8/int4 routed experts held in memory, not ${expertDtype}: add --expert-weight-dtype float32 (or int8, int4), or use --expert-kernel onnxruntime or auto`);
+  }
+  if (!built()) throw new ExpertKernelNotBuiltError();
+  return 'native';
+}
