@@ -1,2 +1,2 @@
 export { NativeExpertProgram, addWeightedRows, ExpertKernelError, ExpertKernelNotBuiltError, nativeKernelIsas, type NativeIsa, type NativeProgramOptions } from './native-expert-program.js';
-export { heapReturnEnabled, IdleHeapReturn, mallocHeapStats, returnFreedHeap, type HeapTrim, type MallocHeapStats } from './malloc-heap.js';
+export { heapReturnEnabled, IdleHeapReturn, mallocHeapStats, returnFreedHeap, returnIdleMemory, type HeapTrim, type IdleMemoryReturn, type MallocHeapStats, type V8HeapShrink } from './malloc-heap.js';
