@@ -37,14 +37,15 @@ export interface V8HeapShrink {
 
 /** What an idle return did: V8's heap shrunk first (its garbage freed, then glibc's pages handed back). */
 export interface IdleMemoryReturn extends HeapTrim {
-  /** null where the addon is old or the heap return is off. */
+  /** null where the addon was built before this call existed (a stale build). */
   readonly v8: V8HeapShrink | null;
 }
 
 interface MallocAddon {
   mallocStats(): MallocHeapStats;
   mallocTrim(): HeapTrim;
-  v8HeapShrink(): V8HeapShrink;
+  /** Absent from an addon built before it (a stale build): the idle return then trims only. */
+  v8HeapShrink?(): V8HeapShrink;
 }
 
 /** The addon's malloc entry points, or null where it is not built (the engine then runs without trimming). */
@@ -93,9 +94,9 @@ export function returnIdleMemory(): IdleMemoryReturn | null {
   if (!heapReturnEnabled()) return null;
   const addon = mallocAddon();
   if (!addon) return null;
-  const v8 = addon.v8HeapShrink();
+  const v8 = addon.v8HeapShrink?.() ?? null;
   const trim = addon.mallocTrim();
-  return { ...trim, releasedBytes: trim.releasedBytes + v8.releasedBytes, microseconds: trim.microseconds + v8.microseconds, v8 };
+  return { ...trim, releasedBytes: trim.releasedBytes + (v8?.releasedBytes ?? 0), microseconds: trim.microseconds + (v8?.microseconds ?? 0), v8 };
 }
 
 /**
