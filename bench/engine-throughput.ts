@@ -9,7 +9,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { returnFreedHeap } from '@expertmesh/expert-kernel';
+import { returnIdleMemory } from '@expertmesh/expert-kernel';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
@@ -80,7 +80,7 @@ for (const batch of batches) {
 }
 const memoryAfterRuns = memory();
 // What a serving router does once idle (EngineLoop's idle heap return): freed activations' pages back to the kernel.
-const idleHeapReturn = returnFreedHeap();
+const idleHeapReturn = returnIdleMemory();
 const memoryAfterIdleReturn = memory();
 await engine.close();
 

@@ -3,20 +3,22 @@
  * the process baseline, then the in-process engine loaded in one format, then the bench runs
  * (prefill + decode at batch 1, 8 and 32, as `bench:engine`), measuring resident memory by kind of
  * mapping at each point (and once more after a few seconds idle), printed as `probe <phase> <json>` on stdout.
- * With --trim, each point is followed by one malloc_trim(0) (returnFreedHeap) and a point "<phase>-trimmed".
+ * With --trim, each point is followed by what an idle server does (returnIdleMemory: V8's heap shrunk, then
+ * malloc_trim(0)) and a point "<phase>-trimmed".
  *   node --import tsx bench/memory-probe.ts --model DIR --weight-dtype int8 [--expert-kernel native] [--trim]
  */
 import { readFileSync } from 'node:fs';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { parseArgs } from 'node:util';
 import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
-import { mallocHeapStats, returnFreedHeap } from '@expertmesh/expert-kernel';
+import { mallocHeapStats, returnIdleMemory } from '@expertmesh/expert-kernel';
 import { DEFAULT_EXECUTION, EXPERT_KERNELS, releaseLoadBuffers, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
-import { residentByKind } from './resident-by-kind.js';
+import { residentByKind, residentDetail } from './resident-by-kind.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, 'weight-dtype': { type: 'string', default: 'int8' }, batches: { type: 'string', default: '1,8,32' }, 'idle-ms': { type: 'string', default: '3000' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, trim: { type: 'boolean', default: false } } });
 const expertKernel = values['expert-kernel'] as ExpertKernel;
@@ -26,6 +28,11 @@ if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must b
 if (!values.model) throw new Error('--model DIR is required');
 const batches = values.batches.split(',').map(Number);
 
+/** V8's heap by space: bytes reserved (resident once touched) and in use. */
+function v8Spaces(): Record<string, { size: number; used: number }> {
+  return Object.fromEntries(getHeapSpaceStatistics().filter((s) => s.space_size > 0).map((s) => [s.space_name, { size: s.space_size, used: s.space_used_size }]));
+}
+
 async function point(phase: string, extra: Record<string, unknown> = {}): Promise<void> {
   await releaseLoadBuffers();
   const usage = process.memoryUsage();
@@ -33,9 +40,9 @@ async function point(phase: string, extra: Record<string, unknown> = {}): Promis
   const maps = readFileSync('/proc/self/maps', 'utf8');
   const allocator = /libjemalloc/.test(maps) ? 'jemalloc' : /libtcmalloc/.test(maps) ? 'tcmalloc' : 'glibc';
   const threads = Number(/Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
-  console.log(`probe ${phase} ${JSON.stringify({ rss: usage.rss, v8Heap: usage.heapTotal, arrayBuffers: usage.arrayBuffers, threads, allocator, byKind: residentByKind(), malloc: mallocHeapStats(), ...extra })}`);
+  console.log(`probe ${phase} ${JSON.stringify({ rss: usage.rss, v8Heap: usage.heapTotal, arrayBuffers: usage.arrayBuffers, threads, allocator, byKind: residentByKind(), detail: residentDetail(), v8Spaces: v8Spaces(), malloc: mallocHeapStats(), ...extra })}`);
   if (values.trim && !phase.endsWith('-trimmed')) {
-    const trim = returnFreedHeap();
+    const trim = returnIdleMemory();
     await point(`${phase}-trimmed`, { ...extra, trim });
   }
 }

@@ -4,7 +4,7 @@
  * each EXPERTMESH_MALLOC_ENV given: off (glibc's defaults), glibc (two arenas: what `up` and the
  * local cluster set by default), jemalloc (preloaded). Measured again after a few seconds idle (jemalloc's
  * background thread returns freed pages on a timer).
- *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--malloc off,glibc,jemalloc] [--out FILE]
+ *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--malloc off,glibc,jemalloc] [--expert-kernel onnxruntime|native] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,9 +16,10 @@ import { MALLOC_ENVIRONMENT_SWITCH } from '@expertmesh/process-lifecycle';
 import { openExperts } from '@expertmesh/router';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { ensureBenchModel } from './bench-model.js';
+import { residentDetail, type ResidentDetail } from './resident-by-kind.js';
 import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,glibc,jemalloc' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,glibc,jemalloc' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, out: { type: 'string' } } });
 const modelDir = await ensureBenchModel(values.model);
 const identity = await readCheckpointIdentity(modelDir);
 const batches = values.batches.split(',').map(Number);
@@ -29,12 +30,17 @@ const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
 const results = [];
 for (const format of values.formats.split(',') as WeightDtype[]) {
   for (const malloc of values.malloc.split(',')) {
-    const cluster = await LocalCluster.start({ modelDir, shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--intra-op-threads', '1', '--weight-dtype', format], env: { [MALLOC_ENVIRONMENT_SWITCH]: malloc } });
+    const cluster = await LocalCluster.start({ modelDir, shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--intra-op-threads', '1', '--weight-dtype', format, '--expert-kernel', values['expert-kernel']], env: { [MALLOC_ENVIRONMENT_SWITCH]: malloc } });
     try {
       const experts = await openExperts({ kind: 'shards', addresses: cluster.addresses }, { ...identity, modelDir }, DEFAULT_EXECUTION, { wireDtype: 'float32', combineDtype: 'float32' });
       const engine = await Engine.load(modelDir, { experts, weightDtype: format, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
-      const held = async (): Promise<{ shardId: string; weightBytes: number; residentBytes: number; ratio: number }[]> =>
-        (await experts.holders(10_000)).map((h) => ({ shardId: h.shardId, weightBytes: h.weightBytes, residentBytes: h.residentBytes, ratio: h.residentBytes / h.weightBytes }));
+      // Each shard process's resident bytes by kind of mapping (same host: its /proc/PID/smaps).
+      const detailOf = (shardId: string): ResidentDetail | null => {
+        const pid = cluster.shards.find((s) => s.id === shardId)?.process.pid;
+        return pid ? residentDetail(pid) : null;
+      };
+      const held = async (): Promise<{ shardId: string; weightBytes: number; residentBytes: number; ratio: number; detail: ResidentDetail | null }[]> =>
+        (await experts.holders(10_000)).map((h) => ({ shardId: h.shardId, weightBytes: h.weightBytes, residentBytes: h.residentBytes, ratio: h.residentBytes / h.weightBytes, detail: detailOf(h.shardId) }));
       const afterLoad = await held();
       const runs = [];
       for (const batch of batches) runs.push(await runDecode(engine, batch, batch));
@@ -43,10 +49,10 @@ for (const format of values.formats.split(',') as WeightDtype[]) {
       const afterIdle = await held();
       await engine.close();
       for (const [phase, hs] of [['after load', afterLoad], ['after runs', afterRuns], ['after 3 s idle', afterIdle]] as const) {
-        console.error(`${format} malloc-env ${malloc} ${phase}: ${hs.map((h) => `${h.shardId} ${mib(h.residentBytes)} MiB for ${mib(h.weightBytes)} MiB (${h.ratio.toFixed(2)}×)`).join(', ')}`);
+        console.error(`${format} malloc-env ${malloc} ${phase}: ${hs.map((h) => `${h.shardId} ${mib(h.residentBytes)} MiB for ${mib(h.weightBytes)} MiB (${h.ratio.toFixed(2)}×)${h.detail ? ` [heap ${mib(h.detail.brkHeap)}, anon ${mib(h.detail.anonymousMappings)}, node ${mib(h.detail.nodeBinary)}, ort ${mib(h.detail.onnxruntimeLibrary)}, libs ${mib(h.detail.otherLibraries)}, ckpt ${mib(h.detail.checkpointFiles)}]` : ''}`).join(', ')}`);
       }
       for (const r of runs) console.error(`  batch ${r.batch}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`);
-      results.push({ format, mallocEnvironment: malloc, shards, afterLoad, afterRuns, afterIdle, runs });
+      results.push({ format, expertKernel: values['expert-kernel'], mallocEnvironment: malloc, shards, afterLoad, afterRuns, afterIdle, runs });
     } finally {
       await cluster.stop();
     }

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include <unistd.h>
+#include <dlfcn.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -1312,6 +1313,34 @@ napi_value MallocTrim(napi_env env, napi_callback_info) {
   return out;
 }
 
+// v8HeapShrink() → { done, releasedBytes, microseconds }: V8's critical memory-pressure notification on the calling
+// thread's isolate. V8 then collects garbage at once, shrinks its young generation to its minimum and frees its
+// pooled pages: its semi-spaces grow to 16 MiB each while modules load or steps allocate, and stay resident, mostly
+// empty, while a server is idle. Node-API has no such call, so the two V8 entry points (stable C++ symbols of the
+// node binary, v8::Isolate::GetCurrent and v8::Isolate::MemoryPressureNotification) are looked up at run time:
+// where they are absent `done` is false and nothing happens (never a failed load of this addon).
+enum class V8MemoryPressureLevel : int { kNone = 0, kModerate = 1, kCritical = 2 };
+using V8IsolateGetCurrent = void* (*)();
+using V8MemoryPressureNotification = void (*)(void* isolate, V8MemoryPressureLevel level);
+
+napi_value V8HeapShrink(napi_env env, napi_callback_info) {
+  static const auto getCurrent = reinterpret_cast<V8IsolateGetCurrent>(dlsym(RTLD_DEFAULT, "_ZN2v87Isolate10GetCurrentEv"));
+  static const auto notify = reinterpret_cast<V8MemoryPressureNotification>(
+      dlsym(RTLD_DEFAULT, "_ZN2v87Isolate26MemoryPressureNotificationENS_19MemoryPressureLevelE"));
+  napi_value out;
+  if (napi_create_object(env, &out) != napi_ok) return nullptr;
+  void* isolate = getCurrent ? getCurrent() : nullptr;
+  double before = residentBytes();
+  auto start = std::chrono::steady_clock::now();
+  if (isolate && notify) notify(isolate, V8MemoryPressureLevel::kCritical);
+  double micros = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  double after = residentBytes();
+  setBool(env, out, "done", isolate && notify);
+  setNumber(env, out, "releasedBytes", before >= 0 && after >= 0 ? before - after : 0);
+  setNumber(env, out, "microseconds", micros);
+  return out;
+}
+
 // Joins the pool when the environment (the process, or a worker thread) shuts down. The small state itself is
 // left allocated: programs' finalizers may still run after this hook and read it.
 void cleanupEnv(void* data) { static_cast<EnvState*>(data)->stopPool(); }
@@ -1327,6 +1356,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"isas", nullptr, Isas, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocStats", nullptr, MallocStats, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocTrim", nullptr, MallocTrim, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"v8HeapShrink", nullptr, V8HeapShrink, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addWeightedRows", nullptr, AddWeightedRows, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

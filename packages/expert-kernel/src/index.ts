@@ -1,3 +1,3 @@
 export { NativeExpertProgram, addWeightedRows, ExpertKernelError, ExpertKernelNotBuiltError, nativeKernelIsas, nativeKernelRuns, type NativeIsa, type NativeProgramOptions } from './native-expert-program.js';
 export { ExpertKernelConfigError, resolveExpertKernel, type ResolvedExpertKernel } from './expert-kernel-choice.js';
-export { heapReturnEnabled, IdleHeapReturn, mallocHeapStats, returnFreedHeap, type HeapTrim, type MallocHeapStats } from './malloc-heap.js';
+export { heapReturnEnabled, IdleHeapReturn, mallocHeapStats, returnFreedHeap, returnIdleMemory, type HeapTrim, type IdleMemoryReturn, type MallocHeapStats, type V8HeapShrink } from './malloc-heap.js';

@@ -26,9 +26,26 @@ export interface HeapTrim {
   readonly microseconds: number;
 }
 
+/** What one V8 critical memory-pressure notification did (V8's young generation shrunk, its pooled pages freed). */
+export interface V8HeapShrink {
+  /** false where the node binary does not export V8's entry points: nothing was done. */
+  readonly done: boolean;
+  /** Resident bytes before − after the call. */
+  readonly releasedBytes: number;
+  readonly microseconds: number;
+}
+
+/** What an idle return did: V8's heap shrunk first (its garbage freed, then glibc's pages handed back). */
+export interface IdleMemoryReturn extends HeapTrim {
+  /** null where the addon was built before this call existed (a stale build). */
+  readonly v8: V8HeapShrink | null;
+}
+
 interface MallocAddon {
   mallocStats(): MallocHeapStats;
   mallocTrim(): HeapTrim;
+  /** Absent from an addon built before it (a stale build): the idle return then trims only. */
+  v8HeapShrink?(): V8HeapShrink;
 }
 
 /** The addon's malloc entry points, or null where it is not built (the engine then runs without trimming). */
@@ -66,8 +83,26 @@ export function returnFreedHeap(): HeapTrim | null {
 }
 
 /**
- * Returns freed heap pages once a server has been idle for `idleMs` after some work: a long prefill's activations
- * (onnxruntime frees them; glibc keeps their pages) go back to the kernel between bursts of requests, never
+ * What a process holds beyond its weights while idle, handed back: V8's critical memory-pressure notification
+ * (a full collection that also shrinks V8's young generation, whose two semi-spaces grow to 16 MiB each while
+ * modules load or a burst allocates and then stay resident, and frees its pooled pages; ~25 ms here), then
+ * malloc_trim(0) (returnFreedHeap). Only where nothing runs: after a start-up load, or when a server falls
+ * idle; never between steps, nor in a serving shard's re-plan (returnFreedHeap alone there).
+ * null where the native addon is not built, or where EXPERTMESH_HEAP_RETURN=off.
+ */
+export function returnIdleMemory(): IdleMemoryReturn | null {
+  if (!heapReturnEnabled()) return null;
+  const addon = mallocAddon();
+  if (!addon) return null;
+  const v8 = addon.v8HeapShrink?.() ?? null;
+  const trim = addon.mallocTrim();
+  return { ...trim, releasedBytes: trim.releasedBytes + (v8?.releasedBytes ?? 0), microseconds: trim.microseconds + (v8?.microseconds ?? 0), v8 };
+}
+
+/**
+ * Returns idle memory (returnIdleMemory) once a server has been idle for `idleMs` after some work: a long prefill's
+ * activations (onnxruntime frees them; glibc keeps their pages) and V8's grown young generation go back to the
+ * kernel between bursts of requests, never
  * between two steps or calls (the trim walks every free block, and the next large allocation faults its pages
  * in again). `workDone()` after each step or call; `isBusy()` is asked when the time is up.
  */
@@ -76,7 +111,7 @@ export class IdleHeapReturn {
   private worked = false;
   /** Idle returns done, and what the last one gave back (null: none yet, the addon is not built, or the return is off). */
   returns = 0;
-  last: HeapTrim | null = null;
+  last: IdleMemoryReturn | null = null;
 
   constructor(
     private readonly idleMs: number,
@@ -100,7 +135,7 @@ export class IdleHeapReturn {
     if (!this.worked) return;
     if (this.isBusy()) return this.workDone();
     this.worked = false;
-    this.last = returnFreedHeap();
+    this.last = returnIdleMemory();
     this.returns++;
   }
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { heapReturnEnabled, mallocHeapStats, returnFreedHeap } from '@expertmesh/expert-kernel';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { heapReturnEnabled, mallocHeapStats, returnFreedHeap, returnIdleMemory } from '@expertmesh/expert-kernel';
 import { releaseLoadBuffers } from '@expertmesh/tensor-ops';
 
 /**
@@ -30,6 +31,26 @@ describe('returnFreedHeap', () => {
     expect(held.length).toBe(800);
   });
 
+  it('returnIdleMemory also shrinks V8\'s young generation, which a burst of allocations grew', () => {
+    const youngBytes = (): number => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.space_size;
+    // Objects that survive a few scavenges make V8 grow its semi-spaces (to 16 MiB each by default); then garbage.
+    let kept: { id: number; tag: string }[][] = [];
+    for (let round = 0; round < 40; round++) {
+      kept.push(Array.from({ length: 50_000 }, (_, id) => ({ id, tag: `t${id}` })));
+      if (kept.length > 8) kept.shift();
+    }
+    kept = [];
+    const grown = youngBytes();
+    expect(grown).toBeGreaterThanOrEqual(8 * 2 ** 20);
+
+    const idle = returnIdleMemory()!;
+    expect(idle.glibc).toBe(true);
+    expect(idle.v8?.done).toBe(true);
+    expect(idle.v8!.microseconds).toBeGreaterThan(0);
+    expect(youngBytes()).toBeLessThanOrEqual(grown / 2);
+    expect(kept.length).toBe(0);
+  });
+
   it('is off with EXPERTMESH_HEAP_RETURN=off, on by default, and refuses other values', () => {
     expect(heapReturnEnabled({})).toBe(true);
     expect(heapReturnEnabled({ EXPERTMESH_HEAP_RETURN: 'on' })).toBe(true);
@@ -39,6 +60,7 @@ describe('returnFreedHeap', () => {
     process.env.EXPERTMESH_HEAP_RETURN = 'off';
     try {
       expect(returnFreedHeap()).toBeNull();
+      expect(returnIdleMemory()).toBeNull();
     } finally {
       if (saved === undefined) delete process.env.EXPERTMESH_HEAP_RETURN;
       else process.env.EXPERTMESH_HEAP_RETURN = saved;

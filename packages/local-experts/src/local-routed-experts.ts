@@ -1,4 +1,4 @@
-import { returnFreedHeap, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
+import { returnFreedHeap, returnIdleMemory, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { releaseLoadBuffers, weightBytes, weightFormat, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { DispatchObservers, routingToPairs, type DispatchObserver, type ExpertHolderState, type ExpertPairs, type ExpertRouting, type PlanStatus, type RoutedExpertsBackend } from '@expertmesh/routed-experts';
@@ -148,9 +148,10 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   ): Promise<LocalRoutedExperts> {
     const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts);
     // The quantiser's float32 temporaries and onnxruntime's copies before packing, collected and then handed back
-    // to the kernel: glibc would keep their pages resident (docs/benchmarks.md, issue 13, "malloc_trim").
+    // to the kernel: glibc would keep their pages resident (docs/benchmarks.md, issue 13, "malloc_trim"); and V8's
+    // young generation, grown by the load, shrunk (a start-up load: nothing is served yet).
     await releaseLoadBuffers();
-    returnFreedHeap();
+    returnIdleMemory();
     return set;
   }
 

@@ -1,6 +1,6 @@
 import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { returnFreedHeap } from '@expertmesh/expert-kernel';
+import { returnIdleMemory } from '@expertmesh/expert-kernel';
 import { DEFAULT_EXECUTION, releaseLoadBuffers, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { ATTENTION_SETS, planAttention, type AttentionPlan, type StepSegment } from './attention-batch.js';
@@ -73,9 +73,10 @@ export class DeepseekV3Model {
   static async load(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
     const model = await DeepseekV3Model.build(modelDir, options);
     // The weights' JavaScript copies and the graphs' model bytes are garbage now (out of build's scope); then
-    // the heap pages they and onnxruntime's pre-packing freed go back to the kernel (glibc would keep them).
+    // the heap pages they and onnxruntime's pre-packing freed go back to the kernel (glibc would keep them), and
+    // V8's young generation, grown by the load, is shrunk.
     await releaseLoadBuffers();
-    returnFreedHeap();
+    returnIdleMemory();
     return model;
   }
 

@@ -88,6 +88,7 @@ describe('shard server metrics, recorded after the answer', () => {
       await returns(1);
       expect(server.heapReturn.returns).toBe(1);
       expect(server.heapReturn.last?.glibc).toBe(true);
+      expect(server.heapReturn.last?.v8?.done).toBe(true); // V8's young generation shrunk too
       expect(server.heapReturn.last!.microseconds).toBeGreaterThan(0);
       await new Promise((r) => setTimeout(r, 100)); // idle, no calls: no second trim
       expect(server.heapReturn.returns).toBe(1);

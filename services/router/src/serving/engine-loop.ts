@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Engine, GenerationRequest, Sequence, TokenLogprobs } from '@expertmesh/engine';
-import { IdleHeapReturn, type HeapTrim } from '@expertmesh/expert-kernel';
+import { IdleHeapReturn, type IdleMemoryReturn } from '@expertmesh/expert-kernel';
 
 /** What a request sees after each step: its new tokens, and the finish reason once done. */
 export interface GenerationEvent {
@@ -69,7 +69,8 @@ export interface EngineLoopOptions {
   readonly onStep?: (seconds: number) => void;
   /**
    * After this long without work (and after at least one step), the pages glibc keeps of freed activations (a
-   * long prefill's) go back to the kernel (returnFreedHeap, malloc_trim); 0 never. Default IDLE_HEAP_RETURN_MS.
+   * long prefill's) and V8's grown young generation go back to the kernel (returnIdleMemory); 0 never.
+   * Default IDLE_HEAP_RETURN_MS.
    */
   readonly idleHeapReturnMs?: number;
 }
@@ -105,7 +106,7 @@ export class EngineLoop {
     return this.heapReturn.returns;
   }
 
-  get lastHeapReturn(): HeapTrim | null {
+  get lastHeapReturn(): IdleMemoryReturn | null {
     return this.heapReturn.last;
   }
 
