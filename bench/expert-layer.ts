@@ -58,7 +58,7 @@ function syntheticExperts(config: ModelConfig, format: Format): ExpertWeightSour
     return { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(w, rows, cols, bits, block) };
   };
   return {
-    dtype: format satisfies WeightDtype,
+    expertDtype: format satisfies WeightDtype,
     routedExpert: async (layer, e): Promise<SwigluWeights> => ({
       gate: matrix(I, H, 3 * (layer * 1000 + e) + 1),
       up: matrix(I, H, 3 * (layer * 1000 + e) + 2),

@@ -47,7 +47,7 @@ const EXTRA_GROUPS = 2;
 const RELEASE_AFTER_BYTES = 256 << 20;
 
 /** Where the experts' weights come from: a checkpoint's WeightReader, or a benchmark's synthetic ones. */
-export type ExpertWeightSource = Pick<WeightReader, 'dtype' | 'routedExpert'>;
+export type ExpertWeightSource = Pick<WeightReader, 'expertDtype' | 'routedExpert'>;
 
 interface LayerExperts {
   readonly groups: readonly ExpertGroup[];
@@ -156,7 +156,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   }
 
   private static empty(config: ModelConfig, reader: ExpertWeightSource): LocalRoutedExperts {
-    return new LocalRoutedExperts(config, new Map(), reader.dtype === 'float32' ? 'float32' : '');
+    return new LocalRoutedExperts(config, new Map(), reader.expertDtype === 'float32' ? 'float32' : '');
   }
 
   /**
@@ -180,7 +180,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
   }
 
   private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
-    const expertKernel = checkExpertKernel(execution, 'expertDtype' in reader && typeof reader.expertDtype === 'string' ? reader.expertDtype : reader.dtype);
+    const expertKernel = checkExpertKernel(execution, reader.expertDtype);
     const programs = { ...execution, expertKernel };
     const layers = new Map<number, LayerExperts>();
     let loadedBytes = 0;

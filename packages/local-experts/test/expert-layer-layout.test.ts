@@ -24,7 +24,7 @@ function source(format: 'float32' | 'int8' | 'int4'): ExpertWeightSource {
   const held = (w: Float32Array, rows: number, cols: number): WeightData =>
     format === 'float32' ? memoryWeight(w, [rows, cols]) : { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(w, rows, cols, format === 'int8' ? 8 : 4, 32) };
   return {
-    dtype: format,
+    expertDtype: format,
     routedExpert: async (_layer, e): Promise<SwigluWeights> => ({ gate: held(matrix(e, 0, I, H), I, H), up: held(matrix(e, 1, I, H), I, H), down: held(matrix(e, 2, H, I), H, I), hidden: H, intermediate: I }),
   };
 }

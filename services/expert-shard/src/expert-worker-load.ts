@@ -38,7 +38,7 @@ export async function loadSet(load: WorkerLoad): Promise<{ set: LocalRoutedExper
   try {
     const reader = new WeightReader(checkpoint, config, load.weightDtype);
     const gated: ExpertWeightSource = {
-      dtype: reader.dtype,
+      expertDtype: reader.expertDtype,
       routedExpert: async (layer, expert) => {
         passGate(load);
         const w = await reader.routedExpert(layer, expert);
