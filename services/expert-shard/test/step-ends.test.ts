@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
+import { readlinkSync } from 'node:fs';
+import { getPriority } from 'node:os';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { loadShardCompute, parseExpertSpec, type ShardCompute } from '../src/index.js';
 import { loadExperts } from '../src/load-shard.js';
 import { StepEnds } from '../src/step-ends.js';
@@ -121,8 +124,8 @@ describe('a serving shard switching plans', () => {
       if (gates.length > released) gates[released++]!();
       else await new Promise((r) => setTimeout(r, 5));
     }
-    // One wait before the first graph and one after each graph: experts 8-11 of every MoE layer are new.
-    expect(released).toBe(1 + shard.config.moeLayers.length);
+    // One wait before the first graph, one after each graph (experts 8-11 of every MoE layer are new), one before their first runs.
+    expect(released).toBe(2 + shard.config.moeLayers.length);
     const next = (await loading)!;
     expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
   });
@@ -147,5 +150,53 @@ describe('a serving shard switching plans', () => {
     } finally {
       rests.mockRestore();
     }
+  });
+
+  it('runs each graph it built once, on one zero row per expert, after its last build and before it hands the set over', async () => {
+    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const events: string[] = [];
+    vi.spyOn(shard.stepEnds, 'next').mockImplementation(async () => (events.push('step end'), 'step-end'));
+    const computePairs = LocalRoutedExperts.prototype.computePairs;
+    const runs = vi.spyOn(LocalRoutedExperts.prototype, 'computePairs').mockImplementation(function (this: LocalRoutedExperts, layer, hidden, numTokens, pairs) {
+      events.push(`run layer ${layer}: experts ${[...pairs.expertIds].join(',')}, rows ${[...pairs.tokenRows].join(',')}, ${hidden.every((x) => x === 0) ? 'zeros' : 'data'}`);
+      return computePairs.call(this, layer, hidden, numTokens, pairs);
+    });
+    try {
+      const next = await loadExperts(dir, shard, parseExpertSpec('4-11'), load);
+      events.push('returned');
+      expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
+    } finally {
+      runs.mockRestore();
+    }
+    // The kept experts' graphs (4-7, shared with the serving set) are warm already: only the new graph of each layer runs, once.
+    const layers = shard.config.moeLayers;
+    expect(events).toEqual([
+      'step end',
+      ...layers.map(() => 'step end'),
+      'step end',
+      ...layers.map((l) => `run layer ${l}: experts 8,9,10,11, rows 0,1,2,3, zeros`),
+      'returned',
+    ]);
+  });
+
+  it('lowers its thread for the whole load while it has answered no call, and is back at its priority to serve', async () => {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
+    const base = getPriority(tid);
+    // Only a thread that may raise its priority again is lowered (root, CAP_SYS_NICE or RLIMIT_NICE): otherwise nothing changes.
+    const lowered = process.getuid?.() === 0 ? Math.min(19, base + 10) : base;
+    const shard = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
+    const seen: number[] = [];
+    vi.spyOn(shard.stepEnds, 'next').mockImplementation(async () => (seen.push(getPriority(tid)), 'idle'));
+    const joined = await loadExperts(dir, shard, parseExpertSpec('0-3'), { ...load, loadNice: 10 }, 0, 0);
+    // Every wait of the load (before the first graph, after each graph, before the first runs) saw the lowered thread.
+    expect(seen).toEqual([0, ...shard.config.moeLayers, 0].map(() => lowered));
+    expect(getPriority(tid)).toBe(base);
+    shard.beginSwitch(joined);
+    await shard.run(request(shard, shard.config.moeLayers[0]!, [1, 2]), performance.now());
+    // Serving: a later load keeps the thread at its priority.
+    seen.length = 0;
+    await loadExperts(dir, shard, parseExpertSpec('0-7'), { ...load, loadNice: 10 }, 0, 0);
+    expect(seen).toEqual([0, ...shard.config.moeLayers, 0].map(() => base));
+    expect(getPriority(tid)).toBe(base);
   });
 });
