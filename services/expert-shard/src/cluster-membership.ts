@@ -14,7 +14,6 @@ import {
 import { selectionFromPlan } from './expert-spec.js';
 import { loadExperts, type ShardLoadOptions } from './load-shard.js';
 import { loadingBefore } from './load-turn.js';
-import { lowerPriorityWhile } from './thread-priority.js';
 import type { ShardCompute } from './shard-compute.js';
 
 export class PlanWaitError extends Error {
@@ -34,8 +33,8 @@ export interface ShardReload {
   readonly modelDir: string;
   readonly load: ShardLoadOptions;
   /**
-   * Answers synthetic calls through the shard's call path (ShardServer.warmUp): run, niced, once a shard that
-   * has answered no call yet (joining) has loaded its experts and before it announces them.
+   * Answers synthetic calls through the shard's call path (ShardServer.warmUp): run once a shard that has
+   * answered no call yet (joining) has loaded its experts, before it announces them.
    */
   readonly warmCallPath?: () => Promise<void>;
 }
@@ -289,8 +288,8 @@ export class ClusterMembership {
       const rest = this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR;
       const joining = !this.compute.stepEnds.answeredAny;
       this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest, this.timings.joinLoadRestFactor ?? rest));
-      // Nobody waits on a shard that has answered no call: its first calls' cold code runs now, at its load's priority, not on the router's first step with it.
-      if (joining && this.reload.warmCallPath) await lowerPriorityWhile(this.reload.load.loadNice ?? 0, this.reload.warmCallPath);
+      // Nobody waits on a shard that has answered no call: its first calls' cold code runs now, not on the router's first step with it.
+      if (joining && this.reload.warmCallPath) await this.reload.warmCallPath();
       const givenUp = minus(this.compute.servingLayers(), target);
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record

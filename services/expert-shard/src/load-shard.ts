@@ -6,7 +6,6 @@ import { SafetensorsCheckpoint, type CheckpointLayouts } from '@expertmesh/weigh
 import { selectedExperts, type ExpertSelection } from './expert-spec.js';
 import type { HeldExperts } from './held-experts.js';
 import { ShardCompute } from './shard-compute.js';
-import { lowerPriorityWhile } from './thread-priority.js';
 import { WorkerExperts } from './worker-experts.js';
 
 /** How a shard loads its experts: where they run and the format they are held in. */
@@ -69,35 +68,30 @@ export async function loadShardCompute(
  * is then built at the end of a step (compute.stepEnds), when the router is not waiting for this shard.
  * A shard that has answered no call yet (joining) has no step to build in: it rests
  * `joiningRestFactor` times each build instead (see MembershipTimings.joinLoadRestFactor), until its
- * first answered call, and its thread is lowered by `load.loadNice` for the whole load. Each graph built
- * runs once on zero rows before the set is returned (warmUpBuilt).
+ * first answered call. Each graph built runs once on zero rows before the set is returned (warmUpBuilt).
  */
 export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0, joiningRestFactor = restFactor): Promise<HeldExperts> {
   const config = compute.config;
   if (load.inWorkers) return startWorker(modelDir, config, selection, load, restFactor);
   // inWorkers is fixed for a shard's life: without it every set it holds was built on this thread.
   const current = compute.experts as LocalRoutedExperts;
-  // A shard that has answered no call (joining) keeps nobody waiting: its whole load yields the core to
-  // the shards that serve (the thread is back at its priority before the new set is announced).
-  return lowerPriorityWhile(compute.stepEnds.answeredAny ? 0 : (load.loadNice ?? 0), async () => {
-    // Each graph is built in the quiet part of a step (StepEnds): the first one too, not the instant the turn came.
+  // Each graph is built in the quiet part of a step (StepEnds): the first one too, not the instant the turn came.
+  await compute.stepEnds.next();
+  const servingRest = restAfterBuild(restFactor);
+  const joiningRest = restAfterBuild(joiningRestFactor);
+  const afterGraph = async (buildMs: number): Promise<void> => {
+    await (compute.stepEnds.answeredAny ? servingRest : joiningRest)(buildMs);
     await compute.stepEnds.next();
-    const servingRest = restAfterBuild(restFactor);
-    const joiningRest = restAfterBuild(joiningRestFactor);
-    const afterGraph = async (buildMs: number): Promise<void> => {
-      await (compute.stepEnds.answeredAny ? servingRest : joiningRest)(buildMs);
-      await compute.stepEnds.next();
-    };
-    const checkpoint = await SafetensorsCheckpoint.open(modelDir, load.checkpointLayouts);
-    let next: LocalRoutedExperts;
-    try {
-      next = await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
-    } finally {
-      await checkpoint.close();
-    }
-    // Each new graph's first run (cold: see warmUpBuilt) on zero rows, in a step's quiet part, before anyone routes to it.
-    await compute.stepEnds.next();
-    await next.warmUpBuilt();
-    return next;
-  });
+  };
+  const checkpoint = await SafetensorsCheckpoint.open(modelDir, load.checkpointLayouts);
+  let next: LocalRoutedExperts;
+  try {
+    next = await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
+  } finally {
+    await checkpoint.close();
+  }
+  // Each new graph's first run (cold: see warmUpBuilt) on zero rows, in a step's quiet part, before anyone routes to it.
+  await compute.stepEnds.next();
+  await next.warmUpBuilt();
+  return next;
 }

@@ -9,7 +9,6 @@ import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
 import { ClusterMembership } from './cluster-membership.js';
 import { parseExpertSpec } from './expert-spec.js';
 import { DEFAULT_LOAD_NICE, loadShardCompute } from './load-shard.js';
-import { lowerPriorityWhile } from './thread-priority.js';
 import { DEFAULT_MAX_TOKENS_PER_CALL } from '@expertmesh/wire';
 import { DEFAULT_MAX_IN_FLIGHT_PER_STREAM, ShardServer } from './shard-server.js';
 import { CheckpointLayouts, requireModelDir } from '@expertmesh/weights';
@@ -181,11 +180,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
     process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`);
   };
   // Following the plan, the shard starts with no experts: it claims a slot first, then loads that slot's.
-  // Until its slot's experts are loaded and announced it answers no call: its start-up (the checkpoint's
-  // headers, the fingerprint) yields the core to the shards that serve (worker mode lowers its own workers).
-  const startNice = expertSpec || load.inWorkers ? 0 : DEFAULT_LOAD_NICE;
-  const modelDir = values.model;
-  const compute = await lowerPriorityWhile(startNice, () => loadShardCompute(modelDir, expertSpec ? parseExpertSpec(expertSpec) : { experts: new Set(), layers: null }, load, maxTokensPerCall));
+  const compute = await loadShardCompute(values.model, expertSpec ? parseExpertSpec(expertSpec) : { experts: new Set(), layers: null }, load, maxTokensPerCall);
   // A dead expert worker cannot be replaced under the calls routed to it: the shard goes down (its calls
   // fail UNAVAILABLE, routers take them elsewhere) rather than hang; its lease lapses, a supervisor restarts it.
   compute.onWorkerCrash((e) => {

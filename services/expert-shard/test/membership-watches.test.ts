@@ -1,6 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import { readlinkSync } from 'node:fs';
-import { getPriority, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
@@ -148,15 +147,11 @@ describe('a shard following the plan', () => {
     }
   });
 
-  it('runs the call path warm-up of a joining shard after its load, niced, before its record names the experts; not once it serves', async () => {
+  it('runs the call path warm-up of a joining shard after its load and before its record names the experts; not once it serves', async () => {
     const cluster = 'warm';
     const store = new EtcdRegistry([etcd.url], cluster);
     const registry = new EtcdRegistry([etcd.url], cluster);
     const events: string[] = [];
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
-    const base = getPriority(tid);
-    // Only a thread that may raise its priority again is lowered (root, CAP_SYS_NICE or RLIMIT_NICE).
-    const lowered = process.getuid?.() === 0 ? Math.min(19, base + 10) : base;
     let membership: ClusterMembership | null = null;
     try {
       const compute = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
@@ -175,13 +170,12 @@ describe('a shard following the plan', () => {
         registration.update = (record) => (events.push(`record: ${record.layers.map((l) => l.experts.length).join(',')}`), update(record));
         return registration;
       };
-      const warmCallPath = async (): Promise<void> => void events.push(`warm-up: holds ${held()}, nice ${getPriority(tid) === lowered ? 'lowered' : getPriority(tid)}`);
+      const warmCallPath = async (): Promise<void> => void events.push(`warm-up: holds ${held()}, answered a call: ${compute.stepEnds.answeredAny}`);
       await store.putPlan(plan(1, 4));
-      membership = new ClusterMembership(logged, compute, { shardId: 'warm-0', address: '127.0.0.1:7300' }, { modelDir: dir, load: { ...load, loadNice: 10 }, warmCallPath }, () => undefined, timings, () => undefined);
+      membership = new ClusterMembership(logged, compute, { shardId: 'warm-0', address: '127.0.0.1:7300' }, { modelDir: dir, load, warmCallPath }, () => undefined, timings, () => undefined);
       await membership.joinPlan(10, undefined, undefined, 'shard-0', 60_000);
       const four = config.moeLayers.map(() => 4).join(',');
-      expect(events).toEqual([`warm-up: holds ${four}, nice lowered`, `record: ${four}`]);
-      expect(getPriority(tid)).toBe(base);
+      expect(events).toEqual([`warm-up: holds ${four}, answered a call: false`, `record: ${four}`]);
       // Serving now (it answered a call): a switch warms nothing up.
       await compute.run(request(compute.fingerprint, config.hiddenSize, config.moeLayers[0]!, [1, 2]), performance.now());
       events.length = 0;

@@ -4,8 +4,6 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
-import { readlinkSync } from 'node:fs';
-import { getPriority } from 'node:os';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { loadShardCompute, parseExpertSpec, type ShardCompute } from '../src/index.js';
 import { loadExperts } from '../src/load-shard.js';
@@ -177,26 +175,5 @@ describe('a serving shard switching plans', () => {
       ...layers.map((l) => `run layer ${l}: experts 8,9,10,11, rows 0,1,2,3, zeros`),
       'returned',
     ]);
-  });
-
-  it('lowers its thread for the whole load while it has answered no call, and is back at its priority to serve', async () => {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
-    const base = getPriority(tid);
-    // Only a thread that may raise its priority again is lowered (root, CAP_SYS_NICE or RLIMIT_NICE): otherwise nothing changes.
-    const lowered = process.getuid?.() === 0 ? Math.min(19, base + 10) : base;
-    const shard = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
-    const seen: number[] = [];
-    vi.spyOn(shard.stepEnds, 'next').mockImplementation(async () => (seen.push(getPriority(tid)), 'idle'));
-    const joined = await loadExperts(dir, shard, parseExpertSpec('0-3'), { ...load, loadNice: 10 }, 0, 0);
-    // Every wait of the load (before the first graph, after each graph, before the first runs) saw the lowered thread.
-    expect(seen).toEqual([0, ...shard.config.moeLayers, 0].map(() => lowered));
-    expect(getPriority(tid)).toBe(base);
-    shard.beginSwitch(joined);
-    await shard.run(request(shard, shard.config.moeLayers[0]!, [1, 2]), performance.now());
-    // Serving: a later load keeps the thread at its priority.
-    seen.length = 0;
-    await loadExperts(dir, shard, parseExpertSpec('0-7'), { ...load, loadNice: 10 }, 0, 0);
-    expect(seen).toEqual([0, ...shard.config.moeLayers, 0].map(() => base));
-    expect(getPriority(tid)).toBe(base);
   });
 });
