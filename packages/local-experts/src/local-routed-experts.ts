@@ -56,12 +56,14 @@ interface LayerExperts {
   readonly slotOf: Map<number, number>;
   /** Bytes of the served experts' weights as held (stored codes and scales, or float32). */
   readonly weightBytes: number;
+  /** The experts of the graphs this set built (not shared with the set it was reshaped from): see warmUpBuilt. */
+  readonly built: readonly number[];
 }
 
-function layerOf(groups: readonly ExpertGroup[], held: readonly number[]): LayerExperts {
+function layerOf(groups: readonly ExpertGroup[], held: readonly number[], built: readonly number[]): LayerExperts {
   const served = new Set(held);
   const weightBytes = groups.reduce((a, g) => a + g.bytes.reduce((b, x, i) => b + (served.has(g.experts[i]!) ? x : 0), 0), 0);
-  return { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes };
+  return { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes, built };
 }
 
 /**
@@ -200,7 +202,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const loaded = await loadGroups(this.config, reader, programs, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
       format ||= loaded.format;
       loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
-      layers.set(layer, layerOf([...kept, ...loaded.groups], held));
+      layers.set(layer, layerOf([...kept, ...loaded.groups], held, loaded.groups.flatMap((g) => g.experts)));
     }
     return { set: new LocalRoutedExperts(this.config, layers, format || 'none', expertKernel), loadedBytes };
   }
@@ -321,6 +323,22 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       }
     });
     return out;
+  }
+
+  /**
+   * Runs each graph this set built (not those it shares with the set it was reshaped from) once, on one
+   * zero row per expert: a session's first run allocates and plans what later runs reuse, and in a process
+   * that has answered no call yet the call path itself is not compiled either (docs/benchmarks.md, issue 16,
+   * round 9: 1–6 ms per layer on a joining shard's first step, 0.2–0.5 ms after). Run before the set is
+   * announced, that cost belongs to the load, not to the first call routed to the new experts.
+   */
+  async warmUpBuilt(): Promise<void> {
+    const H = this.config.hiddenSize;
+    for (const [layer, { built }] of this.layers) {
+      const n = built.length;
+      if (n === 0) continue;
+      await this.computePairs(layer, new Float32Array(n * H), n, { tokenRows: Int32Array.from(built, (_, i) => i), expertIds: Int32Array.from(built), weights: new Float32Array(n).fill(1) });
+    }
   }
 
   /** Bytes of expert weights held, in the format they are held in (what this process's memory grows with). */

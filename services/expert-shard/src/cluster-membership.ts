@@ -28,6 +28,17 @@ interface ShardRecordsView {
   readonly waiters: Set<(records: ShardRecord[]) => void>;
 }
 
+/** How a shard following the plan loads a slot's experts. */
+export interface ShardReload {
+  readonly modelDir: string;
+  readonly load: ShardLoadOptions;
+  /**
+   * Answers synthetic calls through the shard's call path (ShardServer.warmUp): run once a shard that has
+   * answered no call yet (joining) has loaded its experts, before it announces them.
+   */
+  readonly warmCallPath?: () => Promise<void>;
+}
+
 export interface MembershipTimings {
   /** How long requests routed before routers saw a switch may still use the experts handed over. */
   readonly retireGraceMs: number;
@@ -100,7 +111,7 @@ export class ClusterMembership {
     private readonly registry: ClusterRegistry,
     private readonly compute: ShardCompute,
     base: { shardId: string; address: string; framesAddress?: string },
-    private readonly reload: { modelDir: string; load: ShardLoadOptions } | null,
+    private readonly reload: ShardReload | null,
     private readonly onPlanRejected: (problem: string) => void = (problem) => void process.stderr.write(`expertmesh shard: ignoring the stored plan: ${problem}\n`),
     private readonly timings: MembershipTimings = DEFAULT_TIMINGS,
     private readonly log: (line: string) => void = (line) => void process.stderr.write(`expertmesh shard: ${line}\n`),
@@ -275,7 +286,10 @@ export class ClusterMembership {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
       const rest = this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR;
+      const joining = !this.compute.stepEnds.answeredAny;
       this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest, this.timings.joinLoadRestFactor ?? rest));
+      // Nobody waits on a shard that has answered no call: its first calls' cold code runs now, not on the router's first step with it.
+      if (joining && this.reload.warmCallPath) await this.reload.warmCallPath();
       const givenUp = minus(this.compute.servingLayers(), target);
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record

@@ -18,18 +18,6 @@ function passGate(load: WorkerLoad): void {
   while (Atomics.load(gate, 0) !== 2) Atomics.wait(gate, 0, 1);
 }
 
-/**
- * Runs every held expert once, on one zero row each: a session's first run allocates and prepares
- * what later runs reuse (measured 26 ms on a busy core for a demo graph, against ~1 ms after), and it
- * belongs to the load, at the load's priority, not to the first call the router sends the new set.
- */
-async function warmUp(set: LocalRoutedExperts, hiddenSize: number): Promise<void> {
-  for (const { layer, experts } of set.heldLayers()) {
-    const n = experts.length;
-    await set.computePairs(layer, new Float32Array(n * hiddenSize), n, { tokenRows: Int32Array.from(experts, (_, i) => i), expertIds: Int32Array.from(experts), weights: new Float32Array(n).fill(1) });
-  }
-}
-
 /** Loads the set; `format` is the one the experts are held in, from the first read (a set reshaped from an empty one reports "none"). */
 export async function loadSet(load: WorkerLoad): Promise<{ set: LocalRoutedExperts; format: string }> {
   let format = '';
@@ -51,7 +39,8 @@ export async function loadSet(load: WorkerLoad): Promise<{ set: LocalRoutedExper
     const empty = await LocalRoutedExperts.load(config, gated, load.execution, () => []);
     const set = await empty.reshaped(gated, load.execution, (layer) => wanted.get(layer) ?? [], restAfterBuild(load.restFactor));
     // A large load's buffers are collected by reshaped() (forced, past 256 MiB); a small one's by V8 in its own time.
-    await warmUp(set, config.hiddenSize);
+    // A session's first run allocates and prepares what later runs reuse: at the load's priority, not on the first call.
+    await set.warmUpBuilt();
     return { set, format: format || set.weightFormat };
   } finally {
     await checkpoint.close();

@@ -68,7 +68,7 @@ export async function loadShardCompute(
  * is then built at the end of a step (compute.stepEnds), when the router is not waiting for this shard.
  * A shard that has answered no call yet (joining) has no step to build in: it rests
  * `joiningRestFactor` times each build instead (see MembershipTimings.joinLoadRestFactor), until its
- * first answered call.
+ * first answered call. Each graph built runs once on zero rows before the set is returned (warmUpBuilt).
  */
 export async function loadExperts(modelDir: string, compute: ShardCompute, selection: ExpertSelection, load: ShardLoadOptions, restFactor = 0, joiningRestFactor = restFactor): Promise<HeldExperts> {
   const config = compute.config;
@@ -84,9 +84,14 @@ export async function loadExperts(modelDir: string, compute: ShardCompute, selec
     await compute.stepEnds.next();
   };
   const checkpoint = await SafetensorsCheckpoint.open(modelDir, load.checkpointLayouts);
+  let next: LocalRoutedExperts;
   try {
-    return await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
+    next = await current.reshaped(new WeightReader(checkpoint, config, load.weightDtype), load.execution, (layer) => selectedExperts(selection, layer, config.nRoutedExperts), afterGraph);
   } finally {
     await checkpoint.close();
   }
+  // Each new graph's first run (cold: see warmUpBuilt) on zero rows, in a step's quiet part, before anyone routes to it.
+  await compute.stepEnds.next();
+  await next.warmUpBuilt();
+  return next;
 }

@@ -202,7 +202,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
-    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load }, onPlanRejected, {
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load, warmCallPath: () => server.warmUp() }, onPlanRejected, {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
         loadRestFactor: loadRest,
@@ -211,6 +211,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
       })
     : null;
   const isStale = staleHolderProbe(values.advertise ?? address, tls);
+  // A shard given its experts serves them from its first call: its call path's cold code runs before (ShardServer.warmUp).
+  if (expertSpec) await server.warmUp();
   if (expertSpec) await membership?.join(ttl, keepAlive, isStale);
   else await membership?.joinPlan(ttl, keepAlive, isStale, values.slot, 120_000);
   server.startServing();

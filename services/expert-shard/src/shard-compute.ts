@@ -153,8 +153,11 @@ export class ShardCompute {
     return a;
   }
 
-  /** Runs one request; `stats` says what it was, for metrics and spans. */
-  async run(req: RunExpertsRequest__Output, receivedAt: number): Promise<{ response: RunExpertsResponse; stats: RunStats }> {
+  /**
+   * Runs one request; `stats` says what it was, for metrics and spans. A warm-up call (ShardServer.warmUp)
+   * is no answer to a router: it does not end a step (StepEnds).
+   */
+  async run(req: RunExpertsRequest__Output, receivedAt: number, warmUp = false): Promise<{ response: RunExpertsResponse; stats: RunStats }> {
     if (req.modelFingerprint !== this.fingerprint) {
       throw failedPrecondition(`model fingerprint ${quoteFingerprint(req.modelFingerprint)} is not this shard's model (${this.fingerprint}): the router and the shard load different checkpoints`);
     }
@@ -192,7 +195,7 @@ export class ShardCompute {
     const out = await this.computeHeld(layer, hidden, rows, pairs, hiddenIsOwned);
     const finished = performance.now();
     const output = encodeTensor(out, rows, this.config.hiddenSize, outputDtype);
-    this.stepEnds.answered(layer);
+    if (!warmUp) this.stepEnds.answered(layer);
     const expertTokens = new Map<number, number>();
     for (const e of pairs.expertIds) expertTokens.set(e, (expertTokens.get(e) ?? 0) + 1);
     return {

@@ -1,11 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { IdleHeapReturn } from '@expertmesh/expert-kernel';
-import { channelOptions, expertmeshV1, maxCallMessageBytes, raiseServerReceiveWindow, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
+import { channelOptions, decodeRequestMessage, encodePairs, encodeResponseMessage, encodeTensor, expertmeshV1, maxCallMessageBytes, raiseServerReceiveWindow, type ExpertShardServiceHandlers, type GetShardInfoResponse, type RunExpertsRequest__Output, type RunExpertsStreamResponse } from '@expertmesh/wire';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { extractContext, ShardMetrics, tracer } from '@expertmesh/telemetry';
 import { hostPort, serverCredentials, type TlsMaterial } from '@expertmesh/security';
-import type { RunExpertsResponse } from '@expertmesh/wire';
+import type { RunExpertsRequest, RunExpertsResponse, WireDtype } from '@expertmesh/wire';
 import { ComputeTurns } from './compute-turns.js';
 import type { RunStats, ShardCompute } from './shard-compute.js';
 import { ShardRequestError, toShardError } from './shard-request-error.js';
@@ -103,6 +103,34 @@ export class ShardServer {
     this.frames = listener;
     this.framesAddress = address;
     return address;
+  }
+
+  /**
+   * Answers synthetic calls, one per MoE layer held and wire format, through this shard's call path: the
+   * request decoded from its bytes as the transports decode it, the compute, the answer encoded for gRPC
+   * and for frames; no metrics, spans or step ends. In a process that has answered nothing yet every
+   * function of that path runs for the first time (protobufjs generates its decoders and encoders on first
+   * use, V8 compiles the rest): ~7 ms over a step's 3 calls in the demo model beyond the experts' own first
+   * runs (docs/benchmarks.md, issue 16, round 9), paid by the first real call otherwise. Run before the
+   * shard announces its experts.
+   */
+  async warmUp(): Promise<void> {
+    const stream = expertmeshV1().ExpertShardService.service.RunExpertsStream;
+    const H = this.compute.config.hiddenSize;
+    const formats: readonly [WireDtype, RunExpertsRequest['outputDtype']][] = [['float32', 'TENSOR_DTYPE_FLOAT32'], ['bfloat16', 'TENSOR_DTYPE_BFLOAT16'], ['fp8', 'TENSOR_DTYPE_BFLOAT16']];
+    for (const { layer, experts } of this.compute.experts.heldLayers()) {
+      if (experts.length === 0) continue;
+      // One zero row per held expert (at most 4: a decode step's rows), each naming its expert.
+      const rows = Math.min(4, experts.length);
+      const pairs = encodePairs({ tokenRows: Int32Array.from({ length: rows }, (_, i) => i), expertIds: Int32Array.from(experts.slice(0, rows)), weights: new Float32Array(rows).fill(1) });
+      for (const [wire, outputDtype] of formats) {
+        const bytes = stream.requestSerialize({ requestId: 0, modelFingerprint: this.compute.fingerprint, layer, hidden: encodeTensor(new Float32Array(rows * H), rows, H, wire), ...pairs, outputDtype, traceContext: {} });
+        const request = decodeRequestMessage(bytes, 0);
+        const { response } = await this.compute.run(request, performance.now(), true);
+        stream.responseSerialize({ requestId: 0, response });
+        encodeResponseMessage(response);
+      }
+    }
   }
 
   /** Health turns SERVING (a shard that listened before it had loaded its slot's experts). */

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdRegistry, planPlacement, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
 import { EtcdServer } from '../../../test/helpers/etcd-server.js';
@@ -145,4 +146,53 @@ describe('a shard following the plan', () => {
       await store.close();
     }
   });
+
+  it('runs the call path warm-up of a joining shard after its load and before its record names the experts; not once it serves', async () => {
+    const cluster = 'warm';
+    const store = new EtcdRegistry([etcd.url], cluster);
+    const registry = new EtcdRegistry([etcd.url], cluster);
+    const events: string[] = [];
+    let membership: ClusterMembership | null = null;
+    try {
+      const compute = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
+      const { config, fingerprint } = compute;
+      const held = (): string => compute.experts.heldLayers().map((l) => l.experts.length).join(',');
+      const plan = (version: number, count: number): PlacementPlan => {
+        // shard-1 (no process: nothing waits on it) holds every expert, shard-0 the first `count` of each layer.
+        const first = planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+        const experts = (n: number) => config.moeLayers.map((layer) => ({ layer, experts: Array.from({ length: n }, (_, e) => e) }));
+        return { ...first, shards: { 'shard-0': experts(count), 'shard-1': experts(config.nRoutedExperts) } };
+      };
+      const logged = Object.create(registry) as EtcdRegistry;
+      logged.registerShard = async (...args) => {
+        const registration = await registry.registerShard(...args);
+        const update = registration.update.bind(registration);
+        registration.update = (record) => (events.push(`record: ${record.layers.map((l) => l.experts.length).join(',')}`), update(record));
+        return registration;
+      };
+      const warmCallPath = async (): Promise<void> => void events.push(`warm-up: holds ${held()}, answered a call: ${compute.stepEnds.answeredAny}`);
+      await store.putPlan(plan(1, 4));
+      membership = new ClusterMembership(logged, compute, { shardId: 'warm-0', address: '127.0.0.1:7300' }, { modelDir: dir, load, warmCallPath }, () => undefined, timings, () => undefined);
+      await membership.joinPlan(10, undefined, undefined, 'shard-0', 60_000);
+      const four = config.moeLayers.map(() => 4).join(',');
+      expect(events).toEqual([`warm-up: holds ${four}, answered a call: false`, `record: ${four}`]);
+      // Serving now (it answered a call): a switch warms nothing up.
+      await compute.run(request(compute.fingerprint, config.hiddenSize, config.moeLayers[0]!, [1, 2]), performance.now());
+      events.length = 0;
+      await store.putPlan(plan(2, 6));
+      await until('plan v2 switched', async () => membership!.planVersion === 2 && (await store.listShards()).every((r) => r.planVersion === 2));
+      expect(events).toEqual([`record: ${config.moeLayers.map(() => 6).join(',')}`]);
+    } finally {
+      await membership?.leave();
+      await registry.close();
+      await store.close();
+    }
+  });
 });
+
+/** A router's call for `experts` of `layer` on two token rows. */
+function request(fingerprint: string, H: number, layer: number, experts: number[]): RunExpertsRequest__Output {
+  const hidden = Float32Array.from({ length: 2 * H }, (_, i) => Math.sin(i * 0.37) * 0.5);
+  const pairs = encodePairs({ tokenRows: Int32Array.from(experts.map((_, i) => i % 2)), expertIds: Int32Array.from(experts), weights: Float32Array.from(experts.map(() => 0.25)) });
+  return { requestId: '1', modelFingerprint: fingerprint, layer, hidden: { rowScales: Buffer.alloc(0), ...encodeTensor(hidden, 2, H, 'float32') } as Tensor__Output, ...pairs, outputDtype: 'TENSOR_DTYPE_FLOAT32', traceContext: {} } as unknown as RunExpertsRequest__Output;
+}

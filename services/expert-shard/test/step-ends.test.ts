@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { loadShardCompute, parseExpertSpec, type ShardCompute } from '../src/index.js';
 import { loadExperts } from '../src/load-shard.js';
 import { StepEnds } from '../src/step-ends.js';
@@ -121,8 +122,8 @@ describe('a serving shard switching plans', () => {
       if (gates.length > released) gates[released++]!();
       else await new Promise((r) => setTimeout(r, 5));
     }
-    // One wait before the first graph and one after each graph: experts 8-11 of every MoE layer are new.
-    expect(released).toBe(1 + shard.config.moeLayers.length);
+    // One wait before the first graph, one after each graph (experts 8-11 of every MoE layer are new), one before their first runs.
+    expect(released).toBe(2 + shard.config.moeLayers.length);
     const next = (await loading)!;
     expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
   });
@@ -147,5 +148,32 @@ describe('a serving shard switching plans', () => {
     } finally {
       rests.mockRestore();
     }
+  });
+
+  it('runs each graph it built once, on one zero row per expert, after its last build and before it hands the set over', async () => {
+    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const events: string[] = [];
+    vi.spyOn(shard.stepEnds, 'next').mockImplementation(async () => (events.push('step end'), 'step-end'));
+    const computePairs = LocalRoutedExperts.prototype.computePairs;
+    const runs = vi.spyOn(LocalRoutedExperts.prototype, 'computePairs').mockImplementation(function (this: LocalRoutedExperts, layer, hidden, numTokens, pairs) {
+      events.push(`run layer ${layer}: experts ${[...pairs.expertIds].join(',')}, rows ${[...pairs.tokenRows].join(',')}, ${hidden.every((x) => x === 0) ? 'zeros' : 'data'}`);
+      return computePairs.call(this, layer, hidden, numTokens, pairs);
+    });
+    try {
+      const next = await loadExperts(dir, shard, parseExpertSpec('4-11'), load);
+      events.push('returned');
+      expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
+    } finally {
+      runs.mockRestore();
+    }
+    // The kept experts' graphs (4-7, shared with the serving set) are warm already: only the new graph of each layer runs, once.
+    const layers = shard.config.moeLayers;
+    expect(events).toEqual([
+      'step end',
+      ...layers.map(() => 'step end'),
+      'step end',
+      ...layers.map((l) => `run layer ${l}: experts 8,9,10,11, rows 0,1,2,3, zeros`),
+      'returned',
+    ]);
   });
 });
