@@ -1,15 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { describe, expect, it } from 'vitest';
 import { ShardMetrics } from '@expertmesh/telemetry';
 import { CHANNEL_OPTIONS, encodePairs, encodeTensor, expertmeshV1, type RunExpertsResponse__Output } from '@expertmesh/wire';
 import { loadShardCompute, parseExpertSpec, ShardServer, type ShardCompute } from '../src/index.js';
 import { loadExperts } from '../src/load-shard.js';
-
-const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
+import { TINY_SHARD_LOAD, tinyCheckpoint } from './tiny-shard.js';
 
 type Unary = (req: unknown, cb: (e: grpc.ServiceError | null, r?: RunExpertsResponse__Output) => void) => void;
 
@@ -36,15 +31,10 @@ async function metric(metrics: ShardMetrics, name: string, labels: Record<string
  * every request.
  */
 describe('shard server metrics, recorded after the answer', () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'expertmesh-shard-metrics-'));
-    await makeCheckpoint({ preset: 'tiny', outDir: dir, seed: 5 });
-  });
-  afterAll(async () => rm(dir, { recursive: true, force: true }));
+  const checkpoint = tinyCheckpoint('shard-metrics', 5);
 
   it('counts every answered call and its compute, and the weight gauge follows a plan switch', async () => {
-    const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const compute = await loadShardCompute(checkpoint.dir, parseExpertSpec('0-7'), TINY_SHARD_LOAD);
     const metrics = new ShardMetrics();
     const server = new ShardServer(compute, 'metrics-test', metrics);
     const address = await server.listen('127.0.0.1', 0);
@@ -61,7 +51,7 @@ describe('shard server metrics, recorded after the answer', () => {
       expect(await metric(metrics, 'expertmesh_shard_compute_seconds')).toBe(5);
       expect(await metric(metrics, 'expertmesh_shard_weight_bytes', { format: compute.experts.weightFormat })).toBe(before);
 
-      compute.beginSwitch(await loadExperts(dir, compute, parseExpertSpec('0-15'), load));
+      compute.beginSwitch(await loadExperts(checkpoint.dir, compute, parseExpertSpec('0-15'), TINY_SHARD_LOAD));
       expect(compute.experts.weightBytes).toBe(2 * before);
       await call(client, compute, layer, [12]);
       await new Promise((r) => setImmediate(r));
@@ -74,7 +64,7 @@ describe('shard server metrics, recorded after the answer', () => {
   });
 
   it('returns freed heap pages to the kernel once idle after calls, once per idle spell (malloc_trim)', async () => {
-    const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const compute = await loadShardCompute(checkpoint.dir, parseExpertSpec('0-7'), TINY_SHARD_LOAD);
     const server = new ShardServer(compute, 'heap-test', new ShardMetrics(), { idleHeapReturnMs: 20 });
     const address = await server.listen('127.0.0.1', 0);
     const client = new (expertmeshV1().ExpertShardService)(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
@@ -102,12 +92,12 @@ describe('shard server metrics, recorded after the answer', () => {
   });
 
   it('knows which layers it holds experts of, during a switch too', async () => {
-    const compute = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const compute = await loadShardCompute(checkpoint.dir, parseExpertSpec('0-7'), TINY_SHARD_LOAD);
     const moe = compute.config.moeLayers[0]!;
     const dense = compute.config.moeLayers[0]! - 1; // the first layers are dense (first_k_dense_replace)
     expect(compute.holdsLayer(moe)).toBe(true);
     expect(compute.holdsLayer(dense)).toBe(false);
-    compute.beginSwitch(await loadExperts(dir, compute, parseExpertSpec('8-15'), load));
+    compute.beginSwitch(await loadExperts(checkpoint.dir, compute, parseExpertSpec('8-15'), TINY_SHARD_LOAD));
     expect(compute.holdsLayer(moe)).toBe(true);
     await compute.experts.close();
   });

@@ -1,13 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
-import { encodePairs, encodeTensor, type RunExpertsRequest__Output, type Tensor__Output } from '@expertmesh/wire';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
-import { loadShardCompute, parseExpertSpec, type ShardCompute } from '../src/index.js';
+import { loadShardCompute, parseExpertSpec } from '../src/index.js';
 import { loadExperts } from '../src/load-shard.js';
 import { StepEnds } from '../src/step-ends.js';
+import { float32Request, TINY_SHARD_LOAD, tinyCheckpoint } from './tiny-shard.js';
 
 const LAST = 3;
 /** Resolves after `n` turns of the event loop. */
@@ -84,35 +80,21 @@ describe('the end of a step, as a shard sees it', () => {
   });
 });
 
-/** A call naming (token, expert) pairs of one layer, float32 both ways. */
-function request(compute: ShardCompute, layer: number, experts: number[]): RunExpertsRequest__Output {
-  const H = compute.config.hiddenSize;
-  const hidden = Float32Array.from({ length: 2 * H }, (_, i) => Math.sin(i * 0.37) * 0.5);
-  const pairs = encodePairs({ tokenRows: Int32Array.from(experts.map((_, i) => i % 2)), expertIds: Int32Array.from(experts), weights: Float32Array.from(experts.map(() => 0.25)) });
-  return { requestId: '1', modelFingerprint: compute.fingerprint, layer, hidden: { rowScales: Buffer.alloc(0), ...encodeTensor(hidden, 2, H, 'float32') } as Tensor__Output, ...pairs, outputDtype: 'TENSOR_DTYPE_FLOAT32', traceContext: {} } as unknown as RunExpertsRequest__Output;
-}
-
 describe('a serving shard switching plans', () => {
-  let dir: string;
-  const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'expertmesh-step-ends-'));
-    await makeCheckpoint({ preset: 'tiny', outDir: dir, seed: 6 });
-  });
-  afterAll(async () => rm(dir, { recursive: true, force: true }));
+  const checkpoint = tinyCheckpoint('step-ends', 6);
 
   it('tells its step ends the layer of every call it answers', async () => {
-    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const shard = await loadShardCompute(checkpoint.dir, parseExpertSpec('0-7'), TINY_SHARD_LOAD);
     const answered = vi.spyOn(shard.stepEnds, 'answered');
-    for (const layer of shard.config.moeLayers) await shard.run(request(shard, layer, [1, 2]), performance.now());
+    for (const layer of shard.config.moeLayers) await shard.run(float32Request(shard, layer, 2, [1, 2]), performance.now());
     expect(answered.mock.calls.map((c) => c[0])).toEqual(shard.config.moeLayers);
   });
 
   it('builds its first graph, and each next one, only once a step has ended', async () => {
-    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const shard = await loadShardCompute(checkpoint.dir, parseExpertSpec('0-7'), TINY_SHARD_LOAD);
     const gates: (() => void)[] = [];
     vi.spyOn(shard.stepEnds, 'next').mockImplementation(() => new Promise((resolve) => gates.push(() => resolve('step-end'))));
-    const loading = loadExperts(dir, shard, parseExpertSpec('4-11'), load);
+    const loading = loadExperts(checkpoint.dir, shard, parseExpertSpec('4-11'), TINY_SHARD_LOAD);
     // Held at the first wait, before anything is read or built: nothing moves until a step ends.
     await turns(5);
     expect(gates).toHaveLength(1);
@@ -129,21 +111,21 @@ describe('a serving shard switching plans', () => {
   });
 
   it('rests the joining factor after each graph while it has answered no call, and the serving factor once it has', async () => {
-    const shard = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
+    const shard = await loadShardCompute(checkpoint.dir, { experts: new Set(), layers: null }, TINY_SHARD_LOAD);
     // No step to wait for in either load: only the rests after each graph arm timers.
     vi.spyOn(shard.stepEnds, 'next').mockResolvedValue('idle');
     const rests = vi.spyOn(globalThis, 'setTimeout');
     try {
       // Joining: the serving factor 0 would only yield a turn (no timer); the joining factor rests once per graph built.
-      const joined = await loadExperts(dir, shard, parseExpertSpec('0-3'), load, 0, 12);
+      const joined = await loadExperts(checkpoint.dir, shard, parseExpertSpec('0-3'), TINY_SHARD_LOAD, 0, 12);
       expect(shard.stepEnds.answeredAny).toBe(false);
       expect(rests).toHaveBeenCalledTimes(shard.config.moeLayers.length);
       shard.beginSwitch(joined);
-      await shard.run(request(shard, shard.config.moeLayers[0]!, [1, 2]), performance.now());
+      await shard.run(float32Request(shard, shard.config.moeLayers[0]!, 2, [1, 2]), performance.now());
       expect(shard.stepEnds.answeredAny).toBe(true);
       rests.mockClear();
       // Serving: the same load's graphs rest by the serving factor (0: one turn each, no timer).
-      await loadExperts(dir, shard, parseExpertSpec('0-7'), load, 0, 12);
+      await loadExperts(checkpoint.dir, shard, parseExpertSpec('0-7'), TINY_SHARD_LOAD, 0, 12);
       expect(rests).not.toHaveBeenCalled();
     } finally {
       rests.mockRestore();
@@ -151,7 +133,7 @@ describe('a serving shard switching plans', () => {
   });
 
   it('runs each graph it built once, on one zero row per expert, after its last build and before it hands the set over', async () => {
-    const shard = await loadShardCompute(dir, parseExpertSpec('0-7'), load);
+    const shard = await loadShardCompute(checkpoint.dir, parseExpertSpec('0-7'), TINY_SHARD_LOAD);
     const events: string[] = [];
     vi.spyOn(shard.stepEnds, 'next').mockImplementation(async () => (events.push('step end'), 'step-end'));
     const computePairs = LocalRoutedExperts.prototype.computePairs;
@@ -160,7 +142,7 @@ describe('a serving shard switching plans', () => {
       return computePairs.call(this, layer, hidden, numTokens, pairs);
     });
     try {
-      const next = await loadExperts(dir, shard, parseExpertSpec('4-11'), load);
+      const next = await loadExperts(checkpoint.dir, shard, parseExpertSpec('4-11'), TINY_SHARD_LOAD);
       events.push('returned');
       expect(next.heldLayers().map((l) => l.experts)).toEqual(shard.config.moeLayers.map(() => [4, 5, 6, 7, 8, 9, 10, 11]));
     } finally {

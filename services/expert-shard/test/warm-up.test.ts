@@ -1,11 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { describe, expect, it, vi } from 'vitest';
 import { ShardMetrics } from '@expertmesh/telemetry';
 import { loadShardCompute, parseExpertSpec } from '../src/index.js';
 import { ShardServer } from '../src/shard-server.js';
+import { TINY_SHARD_LOAD, tinyCheckpoint } from './tiny-shard.js';
 
 /**
  * A shard's first calls are cold (protobufjs builds its decoders and encoders on first use, V8 compiles the
@@ -13,16 +10,10 @@ import { ShardServer } from '../src/shard-server.js';
  * that path before the shard announces its experts, and they count nowhere.
  */
 describe('warming up a shard call path', () => {
-  let dir: string;
-  const load = { execution: { executionProvider: 'cpu' as const, intraOpThreads: 1 }, weightDtype: 'auto' as const };
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'expertmesh-warm-up-'));
-    await makeCheckpoint({ preset: 'tiny', outDir: dir, seed: 8 });
-  });
-  afterAll(async () => rm(dir, { recursive: true, force: true }));
+  const checkpoint = tinyCheckpoint('warm-up', 8);
 
   it('answers one decoded call per MoE layer held and wire format, without metrics and without ending a step', async () => {
-    const compute = await loadShardCompute(dir, parseExpertSpec('2-9'), load);
+    const compute = await loadShardCompute(checkpoint.dir, parseExpertSpec('2-9'), TINY_SHARD_LOAD);
     const metrics = new ShardMetrics();
     const server = new ShardServer(compute, 'warm-up-test', metrics);
     const run = vi.spyOn(compute, 'run');
