@@ -118,7 +118,8 @@ describe('co-located shards load a new plan one at a time, waiting on etcd watch
       shards.get('shard-1')!.signal('SIGCONT');
     }
     await until('both shards on plan 3', async () => (await switchedPlan(registry))?.version === 3, 60_000);
-    expect(shards.get('shard-0')!.stderr()).toContain('plan 3: switched');
+    // The shard logs its switch after its record is written: the line may reach its stderr pipe a moment later.
+    await until('shard-0 logs its switch', async () => shards.get('shard-0')!.stderr().includes('plan 3: switched'), 30_000);
   });
 
   it.each(['load-rest', 'join-load-rest'])('a shard refuses a --%s that is not a number from 0 to 100, saying so', async (flag) => {
