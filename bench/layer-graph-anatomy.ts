@@ -2,7 +2,7 @@
  * One MoE layer graph of the bench preset at a decode step (B sequences of `--context` cached
  * tokens each), run under onnxruntime's profiler: each operator's kernel time, and their sum per
  * part of the layer (attention input, attention core over the latent cache, attention output with
- * the gate and the shared expert), by the builder's node names.
+ * the gate and the shared expert), by the builder's node names; and the minor page faults a run.
  *   node --import tsx bench/layer-graph-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batch 32] [--context 136] [--layer 1] [--runs 40]
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
@@ -30,7 +30,6 @@ const { values } = parseArgs({
     context: { type: 'string', default: '136' },
     layer: { type: 'string', default: '1' },
     runs: { type: 'string', default: '40' },
-    profile: { type: 'boolean', default: true },
   },
 });
 const weightDtype = values['weight-dtype'] as WeightDtype;
@@ -70,7 +69,7 @@ await rm(profileDir, { recursive: true, force: true });
 await mkdir(profileDir, { recursive: true });
 const create = ort.InferenceSession.create.bind(ort.InferenceSession) as (bytes: Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
 (ort.InferenceSession as unknown as { create: typeof create }).create = (bytes, options) =>
-  create(bytes, values.profile ? { ...options, enableProfiling: true, profileFilePrefix: join(profileDir, 'layer') } : options);
+  create(bytes, { ...options, enableProfiling: true, profileFilePrefix: join(profileDir, 'layer') });
 const graph = await Graph.create(`layer${layer}`, b.build(), DEFAULT_EXECUTION);
 await checkpoint.close();
 
@@ -92,15 +91,14 @@ for (const name of ATTENTION_SETS) {
   feeds[`${name}_cached_slots`] = i32(set.cachedSlots, [set.groups, set.cachedLength]);
   feeds[`${name}_mask`] = f32(set.mask, [set.groups, set.queryLength, 1, set.cachedLength + set.queryLength]);
 }
-const runLayer = (): Promise<unknown> => graph.run(feeds);
-for (let i = 0; i < 5; i++) await runLayer();
+for (let i = 0; i < 5; i++) await graph.run(feeds);
 const faults0 = process.resourceUsage().minorPageFault;
 const t0 = performance.now();
-for (let i = 0; i < runs; i++) await runLayer();
+for (let i = 0; i < runs; i++) await graph.run(feeds);
 const runMs = (performance.now() - t0) / runs;
 const faultsPerRun = (process.resourceUsage().minorPageFault - faults0) / runs;
 console.log(`layer ${layer}, ${weightDtype}, batch ${B}, context ${context}: ${runMs.toFixed(3)} ms a run (wall), ${faultsPerRun.toFixed(0)} minor page faults a run`);
-if (values.profile) {
+{
   (graph as unknown as { session: ort.InferenceSession }).session.endProfiling();
   await graph.release();
   const file = (await readdir(profileDir)).find((f) => f.endsWith('.json'));
