@@ -1,0 +1,113 @@
+/**
+ * Where a decode step's time goes, in the engine, beside the routed experts: each graph's runs
+ * (embedding, the layer graphs, the LM head), the routed experts' calls, the model's JavaScript
+ * between the runs (inputs, the attention plan, cache writes) and the engine's (scheduler, sampling).
+ * Run the process with --cpu-prof for the JavaScript's own functions.
+ *   node --import tsx bench/decode-step-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batches 1,8,32] [--out FILE]
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { Engine } from '@expertmesh/engine';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
+import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
+import { DEFAULT_EXECUTION, Graph } from '@expertmesh/tensor-ops';
+import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { ensureBenchModel } from './bench-model.js';
+import { CountingExperts } from './counting-experts.js';
+import { DECODE_STEPS, runDecode } from './decode-run.js';
+
+const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string', default: '1,8,32' }, 'weight-dtype': { type: 'string', default: 'float32' } } });
+const weightDtype = values['weight-dtype'] as WeightDtype;
+if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
+const modelDir = await ensureBenchModel(values.model);
+const batches = values.batches.split(',').map(Number);
+
+// Every graph's runs, timed by name.
+const graphMs = new Map<string, { ms: number; runs: number }>();
+const run = Graph.prototype.run;
+Graph.prototype.run = async function (this: Graph, feeds) {
+  const t0 = performance.now();
+  try {
+    return await run.call(this, feeds);
+  } finally {
+    const e = graphMs.get(this.name) ?? { ms: 0, runs: 0 };
+    e.ms += performance.now() - t0;
+    e.runs++;
+    graphMs.set(this.name, e);
+  }
+};
+const config = await loadModelConfig(modelDir);
+const checkpoint = await SafetensorsCheckpoint.open(modelDir);
+const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), { ...DEFAULT_EXECUTION, expertKernel: 'auto' });
+const experts = new CountingExperts(local);
+const maxBatch = Math.max(...batches);
+const engine = await Engine.load(modelDir, { experts, weightDtype, kvCacheTokens: maxBatch * (128 + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+
+// The model's forward and the engine's step, timed around the graphs.
+const model = engine.model as unknown as { forwardMicroBatches: (...a: unknown[]) => Promise<unknown> };
+const forward = model.forwardMicroBatches.bind(model);
+let forwardMs = 0;
+model.forwardMicroBatches = async (...a: unknown[]) => {
+  const t0 = performance.now();
+  try {
+    return await forward(...a);
+  } finally {
+    forwardMs += performance.now() - t0;
+  }
+};
+
+const rows = [];
+for (const batch of batches) {
+  let stepMs = 0;
+  const step = engine.step.bind(engine);
+  let faults = 0;
+  // What the timed decode steps did, read when they end (the drain steps after them are not counted).
+  let timed = { graphs: new Map<string, { ms: number; runs: number }>(), forwardMs: 0, expertMs: 0, faults: 0 };
+  const result = await runDecode(
+    engine,
+    batch,
+    batch,
+    () => {
+      graphMs.clear();
+      experts.reset();
+      forwardMs = 0;
+      faults = process.resourceUsage().minorPageFault;
+      engine.step = async () => {
+        const t0 = performance.now();
+        try {
+          return await step();
+        } finally {
+          stepMs += performance.now() - t0;
+        }
+      };
+    },
+    undefined,
+    () => {
+      engine.step = step;
+      timed = { graphs: new Map([...graphMs].map(([k, v]) => [k, { ...v }])), forwardMs, expertMs: experts.layerMs, faults: process.resourceUsage().minorPageFault - faults };
+    },
+  );
+  const per = (ms: number): number => ms / DECODE_STEPS;
+  const graphs = Object.fromEntries([...timed.graphs].map(([name, e]) => [name, { msPerStep: per(e.ms), runsPerStep: e.runs / DECODE_STEPS }]));
+  const graphTotal = [...timed.graphs.values()].reduce((a, e) => a + e.ms, 0);
+  const row = {
+    batch,
+    decodeTokensPerSecond: result.decodeTokensPerSecond,
+    stepMs: per(stepMs),
+    forwardMs: per(timed.forwardMs),
+    graphsMs: per(graphTotal),
+    routedExpertsMs: per(timed.expertMs),
+    modelJsMs: per(timed.forwardMs - graphTotal - timed.expertMs),
+    engineJsMs: per(stepMs - timed.forwardMs),
+    minorPageFaultsPerStep: timed.faults / DECODE_STEPS,
+    graphs,
+  };
+  rows.push(row);
+  console.log(JSON.stringify(row));
+}
+await engine.close();
+await checkpoint.close();
+const out = values.out ?? join('bench', 'results', `decode-step-anatomy-${weightDtype}-${new Date().toISOString().slice(0, 10)}.json`);
+await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), weightDtype, rows }, null, 2)}\n`);
