@@ -8,6 +8,8 @@ export interface LmHead {
   readonly name: string;
   /** What runs the vocabulary product: onnxruntime's graph, or the native kernel of packages/expert-kernel. */
   readonly kernel: ResolvedExpertKernel;
+  /** Bytes of the loader's arrays the native kernel reads in place (0 on onnxruntime, whose session holds its copy). */
+  readonly nativeBytes: number;
   /** x [rows, hidden] → logits [rows, vocab] and each row's greedy token (lowest index on ties). */
   run(x: Float32Array, rows: number): Promise<{ logits: Float32Array; argmax: Int32Array }>;
   release(): Promise<void>;
@@ -25,6 +27,7 @@ export async function createLmHead(config: ModelConfig, finalNorm: Float32Array,
 
 class OnnxLmHead implements LmHead {
   readonly kernel = 'onnxruntime';
+  readonly nativeBytes = 0;
   constructor(private readonly graph: Graph) {}
   get name(): string {
     return this.graph.name;
@@ -50,6 +53,9 @@ class NativeLmHead implements LmHead {
     private readonly finalNorm: Float32Array,
     private readonly product: NativeProduct,
   ) {}
+  get nativeBytes(): number {
+    return this.product.weightBytes;
+  }
   async run(x: Float32Array): Promise<{ logits: Float32Array; argmax: Int32Array }> {
     const { y, argmax } = this.product.run(rmsNormRows(x, this.finalNorm, this.config.rmsNormEps));
     return { logits: y, argmax };

@@ -43,3 +43,46 @@ describe('where the shared expert runs', () => {
     inLayer.forEach((l, i) => expect(l).toEqual(beside[i]));
   });
 });
+
+/**
+ * Weights held as float32 (or codes): the shared expert runs on the native kernel (--expert-kernel auto), beside the
+ * routed experts whichever placement is asked for, so both give the same bits; `onnxruntime` keeps it in the layer.
+ */
+describe('the shared expert on the native kernel', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const loaded: DeepseekV3Model[] = [];
+  beforeAll(async () => {
+    dir = await tempDir('shared-experts-native');
+    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, seed: 23 });
+  });
+  afterAll(async () => {
+    for (const m of loaded) await m.close();
+    await dir?.remove();
+  });
+  const load = async (sharedExperts: SharedExpertsPlacement, expertKernel: 'auto' | 'onnxruntime'): Promise<DeepseekV3Model> => {
+    const config = await loadModelConfig(dir.path);
+    const execution = { ...DEFAULT_EXECUTION, expertKernel };
+    const model = await DeepseekV3Model.load(dir.path, { experts: await loadLocalExperts(dir.path, config, execution, 'float32'), weightDtype: 'float32', sharedExperts, execution });
+    loaded.push(model);
+    return model;
+  };
+  const run = async (model: DeepseekV3Model): Promise<Float32Array[]> => {
+    const cache = LatentKvCache.forModel(model.config, 64);
+    const a: ForwardSegment = { tokenIds: [5, 17, 300, 42, 9], startPosition: 0, length: 5, blocks: [0], wantLogits: true };
+    const decode = await model.forward([a], cache).then(() => model.forward([{ ...a, tokenIds: [1], startPosition: 5, length: 1 }], cache));
+    return decode.logits.map((l) => l.slice());
+  };
+
+  it('is chosen by auto for float32 weights, runs apart in both placements with the same bits, and stays in the layer with onnxruntime', async () => {
+    const inLayer = await load('in-layer', 'auto');
+    const beside = await load('beside-routed', 'auto');
+    const moeLayers = inLayer.config.moeLayers;
+    expect(moeLayers.length).toBeGreaterThan(0);
+    for (const model of [inLayer, beside]) for (const l of moeLayers) expect(model.sharedExpertsKernels[l]).toBe('native');
+    expect(await run(inLayer)).toEqual(await run(beside));
+    const onnx = await load('in-layer', 'onnxruntime');
+    for (const l of moeLayers) expect(onnx.sharedExpertsKernels[l]).toBeNull();
+    expect(onnx.lmHeadKernel).toBe('onnxruntime');
+    expect(inLayer.lmHeadKernel).toBe('native');
+  });
+});
