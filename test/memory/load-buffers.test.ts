@@ -23,8 +23,7 @@ describe('after a load, JavaScript holds no copy of the weights', () => {
   });
   afterAll(async () => dir?.remove());
 
-  // With the native expert kernel the routed experts' one copy (and the LM head's and shared experts', on the same
-  // kernel) is the loader's JavaScript arrays themselves (the kernel reads them where they are): those bytes are
+  // With the native expert kernel the routed experts' one copy (and the LM head's, on the same kernel) is the loader's JavaScript arrays themselves (the kernel reads them where they are): those bytes are
   // JavaScript's to hold, and nothing else is.
   for (const [dtype, expertKernel] of [['float32', 'onnxruntime'], ['int8', 'onnxruntime'], ['float32', 'native'], ['int8', 'native']] as [WeightDtype, ExpertKernel][]) {
     it(`${dtype}, ${expertKernel} experts: JavaScript array buffers grow by under a fifth of the weight bytes beyond the experts the kernel reads there`, async () => {
@@ -33,7 +32,7 @@ describe('after a load, JavaScript holds no copy of the weights', () => {
       const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 64, execution: { ...DEFAULT_EXECUTION, expertKernel } });
       try {
         expect(experts.expertKernel).toBe(expertKernel);
-        // The same setting puts the LM head and shared experts on the native kernel, which reads their arrays in place.
+        // The same setting puts the LM head on the native kernel, which reads its array in place.
         expect(engine.model.nativeWeightBytes > 0).toBe(expertKernel === 'native');
         const weights = engine.model.denseWeightBytes + experts.weightBytes;
         const grown = process.memoryUsage().arrayBuffers - before - (expertKernel === 'native' ? experts.weightBytes : 0) - engine.model.nativeWeightBytes;

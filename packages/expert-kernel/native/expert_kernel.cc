@@ -22,7 +22,6 @@
 #include <malloc.h>
 #endif
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -642,73 +641,8 @@ __attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, i
 }
 
 /**
- * MI activation rows × NW weight rows over k in [k0, k1), continuing the accumulators kept in acc (row i, weight row j
- * at acc[i · 4 + j]): lane l still takes k ≡ l (mod 16) in ascending k, the same FMAs as blockAvx512F32 (k0 a multiple
- * of 16, a masked tail only at the row's end), so the bits are the same.
- */
-template <int MI, int NW>
-__attribute__((target("avx512f"))) void chunkAvx512F32(const float* const* xr, const float* w, size_t ldw, int k0, int k1, int K, float* acc) {
-  __m512 a[MI][NW];
-  for (int i = 0; i < MI; i++)
-    for (int j = 0; j < NW; j++) a[i][j] = _mm512_loadu_ps(acc + 16 * (i * 4 + j));
-  int k = k0;
-  for (; k + 16 <= k1; k += 16) {
-    __m512 wv[NW];
-    for (int j = 0; j < NW; j++) wv[j] = _mm512_loadu_ps(w + j * ldw + k);
-    for (int i = 0; i < MI; i++) {
-      const __m512 xv = _mm512_loadu_ps(xr[i] + k);
-      for (int j = 0; j < NW; j++) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
-    }
-  }
-  if (k < k1 && k1 == K) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1);
-    __m512 wv[NW];
-    for (int j = 0; j < NW; j++) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * ldw + k);
-    for (int i = 0; i < MI; i++) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, xr[i] + k);
-      for (int j = 0; j < NW; j++) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
-    }
-  }
-  for (int i = 0; i < MI; i++)
-    for (int j = 0; j < NW; j++) _mm512_storeu_ps(acc + 16 * (i * 4 + j), a[i][j]);
-}
-
-/**
- * More than 8 activation rows (an LM head or a prefill): K in chunks of 256, so that 4 weight rows' chunk (4 KiB) and
- * every activation row's chunk (32 KiB at 32 rows) stay in L1 while all the rows pass over them; the accumulators of
- * every row wait in memory between chunks. Without chunks the weight rows came from L2 once per 4 activation rows,
- * and L2's bandwidth held the product at ~40 % of the FMA rate (bench:lm-head, float32 at 32 rows).
- */
-__attribute__((target("avx512f"))) void manyRowsAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
-  constexpr int kChunk = 256;
-  const int K = w.cols;
-  thread_local std::vector<float> acc;
-  acc.resize(static_cast<size_t>(m) * 4 * 16);
-  for (int n = n0; n < n1; n += 4) {
-    const int nw = n1 - n < 4 ? n1 - n : 4;
-    const float* wr = w.values + static_cast<size_t>(n) * K;
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int k0 = 0; k0 < K; k0 += kChunk) {
-      const int k1 = k0 + kChunk < K ? k0 + kChunk : K;
-      byFourRows(xr, m, nullptr, 0, [&](auto mi, const float* const* x, float*) {
-        constexpr int MI = decltype(mi)::value;
-        float* at = acc.data() + static_cast<size_t>(x - xr) * 4 * 16;
-        switch (nw) {
-          case 4: chunkAvx512F32<MI, 4>(x, wr, K, k0, k1, K, at); break;
-          case 3: chunkAvx512F32<MI, 3>(x, wr, K, k0, k1, K, at); break;
-          case 2: chunkAvx512F32<MI, 2>(x, wr, K, k0, k1, K, at); break;
-          default: chunkAvx512F32<MI, 1>(x, wr, K, k0, k1, K, at); break;
-        }
-      });
-    }
-    for (int i = 0; i < m; i++)
-      for (int j = 0; j < nw; j++) out[static_cast<size_t>(i) * ldo + (n + j - n0)] = sumLanes512(_mm512_loadu_ps(acc.data() + 16 * (static_cast<size_t>(i) * 4 + j)));
-  }
-}
-
-/**
  * Up to 4 activation rows at a time share every weight vector loaded (the tile's rows stay in L1/L2 between them);
- * an expert of 5 to 8 rows takes them all in one pass over its weights; more rows: manyRowsAvx512F32.
+ * an expert of 5 to 8 rows takes them all in one pass over its weights, and more rows go 8 at a time.
  */
 void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
   switch (m) {
@@ -718,7 +652,12 @@ void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int 
     case 8: return rowsAvx512F32<8>(w, n0, n1, xr, out, ldo);
     default: break;
   }
-  if (m > 8) return manyRowsAvx512F32(w, n0, n1, xr, m, out, ldo);
+  // More rows (an LM head at batch 32, a prefill): 8 at a time, so each weight row is read from L2 once per 8 rows
+  // rather than per 4 (bench:lm-head, float32 at 32 rows: L2's bandwidth held the 4-row passes to ~40 % of the FMA rate).
+  int i = 0;
+  if (m > 8)
+    for (; i + 8 <= m; i += 8) rowsAvx512F32<8>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo);
+  if (i > 0) return tileAvx512F32(w, n0, n1, xr + i, m - i, out + static_cast<size_t>(i) * ldo, ldo);
   byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx512F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
 }
 
@@ -1203,6 +1142,27 @@ napi_value args(napi_env env, napi_callback_info info, size_t want, napi_value* 
   return nullptr;
 }
 
+// A spec's weight format and run settings (bits, block, threads, isa), checked, into p.
+void readFormat(napi_env env, napi_value spec, Program& p) {
+  p.bits = intProperty(env, spec, "bits", 4, 32);
+  if (p.bits != 4 && p.bits != 8 && p.bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
+  // Float32 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
+  p.block = intProperty(env, spec, "block", p.bits == 32 ? 0 : 16, p.bits == 32 ? 0 : 1 << 16);
+  if ((p.block & (p.block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
+  p.threads = intProperty(env, spec, "threads", 1, 256);
+  const int isa = intProperty(env, spec, "isa", -1, 2);
+  p.isa = isa < 0 ? bestIsa() : static_cast<Isa>(isa);
+  if (!isaSupported(p.isa)) throw Bad{"ERR_EXPERT_KERNEL_ISA", std::string("this CPU lacks ") + isaName(p.isa)};
+}
+
+// A program that failed to build: its references dropped, the error thrown.
+napi_value dropProgram(napi_env env, Program* p, const Bad& bad) {
+  for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
+  delete p;
+  throwError(env, bad.code.c_str(), bad.message);
+  return nullptr;
+}
+
 // Wraps a new program as the external object JavaScript holds (tagged, finalised with the program).
 napi_value wrapProgram(napi_env env, Program* p) {
   p->env = envState(env);
@@ -1226,15 +1186,7 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
     args(env, info, 1, argv);
     p->hidden = intProperty(env, argv[0], "hidden", 1, 1 << 20);
     p->intermediate = intProperty(env, argv[0], "intermediate", 1, 1 << 20);
-    p->bits = intProperty(env, argv[0], "bits", 4, 32);
-    if (p->bits != 4 && p->bits != 8 && p->bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
-    // Float32 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
-    p->block = intProperty(env, argv[0], "block", p->bits == 32 ? 0 : 16, p->bits == 32 ? 0 : 1 << 16);
-    if ((p->block & (p->block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
-    p->threads = intProperty(env, argv[0], "threads", 1, 256);
-    const int isa = intProperty(env, argv[0], "isa", -1, 2);
-    p->isa = isa < 0 ? bestIsa() : static_cast<Isa>(isa);
-    if (!isaSupported(p->isa)) throw Bad{"ERR_EXPERT_KERNEL_ISA", std::string("this CPU lacks ") + isaName(p->isa)};
+    readFormat(env, argv[0], *p);
     napi_value list = property(env, argv[0], "experts");
     bool isArray = false;
     napi_is_array(env, list, &isArray);
@@ -1253,10 +1205,7 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
       p->experts.push_back(ex);
     }
   } catch (const Bad& bad) {
-    for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
-    delete p;
-    throwError(env, bad.code.c_str(), bad.message);
-    return nullptr;
+    return dropProgram(env, p, bad);
   }
   return wrapProgram(env, p);
 }
@@ -1350,20 +1299,10 @@ napi_value CreateProduct(napi_env env, napi_callback_info info) {
     p->isProduct = true;
     const int outputs = intProperty(env, argv[0], "outputs", 1, 1 << 24);
     p->hidden = intProperty(env, argv[0], "hidden", 1, 1 << 20);
-    p->bits = intProperty(env, argv[0], "bits", 4, 32);
-    if (p->bits != 4 && p->bits != 8 && p->bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
-    p->block = intProperty(env, argv[0], "block", p->bits == 32 ? 0 : 16, p->bits == 32 ? 0 : 1 << 16);
-    if ((p->block & (p->block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
-    p->threads = intProperty(env, argv[0], "threads", 1, 256);
-    const int isa = intProperty(env, argv[0], "isa", -1, 2);
-    p->isa = isa < 0 ? bestIsa() : static_cast<Isa>(isa);
-    if (!isaSupported(p->isa)) throw Bad{"ERR_EXPERT_KERNEL_ISA", std::string("this CPU lacks ") + isaName(p->isa)};
+    readFormat(env, argv[0], *p);
     p->product = matrixFrom(env, *p, property(env, argv[0], "weight"), outputs, p->hidden, "weight");
   } catch (const Bad& bad) {
-    for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
-    delete p;
-    throwError(env, bad.code.c_str(), bad.message);
-    return nullptr;
+    return dropProgram(env, p, bad);
   }
   return wrapProgram(env, p);
 }

@@ -1,27 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeBlockwise, type QuantizedBits, type WeightData } from '@expertmesh/tensor-ops';
 import { ExpertKernelError, NativeExpertProgram, NativeProduct, nativeKernelIsas } from '@expertmesh/expert-kernel';
+import { bitsOf, seeded, withReleased } from './kernel-test-support.js';
 import { referenceProduct } from './reference-experts.js';
-
-/** xorshift32 values in [-scale, scale). */
-function seeded(n: number, seed: number, scale = 1): Float32Array {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
 
 function matrix(rows: number, cols: number, bits: QuantizedBits | 32, block: number, seed: number): WeightData {
   const values = seeded(rows * cols, seed, 0.1);
   return bits === 32 ? { kind: 'memory', dims: [rows, cols], data: values } : { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(values, rows, cols, bits, block) };
 }
-
-const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
 /** Each row's first index of its largest value. */
 function firstMax(y: Float32Array, m: number): Int32Array {
@@ -34,12 +20,7 @@ function firstMax(y: Float32Array, m: number): Int32Array {
 }
 
 function withProduct(weight: WeightData, options: { threads: number; isa?: 'scalar' | 'avx2' | 'avx512vnni' }, use: (p: NativeProduct) => void): void {
-  const product = NativeProduct.create('test', weight, options);
-  try {
-    use(product);
-  } finally {
-    product.release();
-  }
+  withReleased(() => NativeProduct.create('test', weight, options), use);
 }
 
 // Outputs not a multiple of 16 or of a task's rows (a vocabulary's tail), K a multiple of the block and not, 1 to 33

@@ -7,11 +7,11 @@ import { ATTENTION_SETS, planAttention, type AttentionPlan, type StepSegment } f
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildEmbeddingGraph } from './graphs/embedding-graph.js';
 import { buildLayerGraph } from './graphs/layer-graph.js';
+import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
 import { createLmHead, type LmHead } from './lm-head.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
-import { createSharedExperts, sharedExpertsKernel, type SharedExperts } from './shared-experts.js';
 import { tracer } from './tracer.js';
 
 /** What a forward pass returns for the segments that wanted logits, in segment order. */
@@ -48,8 +48,8 @@ export type SharedExpertsPlacement = 'in-layer' | 'beside-routed';
 interface LayerGraphs {
   /** Attention (input, core over the cache, output), the dense MLP or the gate (and `in-layer`, the shared expert): one run a layer. */
   readonly layer: Graph;
-  /** MoE layers only: the shared expert, if the model has one and it runs beside the routed experts (or natively). */
-  readonly moe: { readonly shared: SharedExperts | null } | null;
+  /** MoE layers only: the shared expert, if the model has one and it runs beside the routed experts. */
+  readonly moe: { readonly shared: Graph | null } | null;
 }
 
 /**
@@ -93,13 +93,14 @@ export class DeepseekV3Model {
       for (let l = 0; l < config.numLayers; l++) {
         const w = await reader.layer(l);
         denseBytes += layerWeightBytes(w);
-        const shared = w.ffn.kind === 'moe' ? w.ffn.shared : null;
-        // A shared expert on the native kernel runs beside the routed experts whatever the placement (the same bits:
-        // h + shared is rounded to float32 first either way).
-        const sharedApart = shared !== null && (!sharedInLayer || sharedExpertsKernel(shared, execution) === 'native');
         layers.push({
-          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, !sharedApart), execution),
-          moe: w.ffn.kind === 'moe' ? { shared: shared && sharedApart ? await createSharedExperts(shared, `layer${l}_shared_experts`, execution) : null } : null,
+          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, sharedInLayer), execution),
+          moe:
+            w.ffn.kind === 'moe'
+              ? {
+                  shared: w.ffn.shared && !sharedInLayer ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
+                }
+              : null,
         });
       }
       const finalNorm = await reader.finalNorm();
@@ -196,13 +197,13 @@ export class DeepseekV3Model {
    * x' = h + Σ routed experts + shared experts, with the routing the layer's graph chose; the shared
    * expert is in h already, or (`beside-routed`) runs while the routed ones are away.
    */
-  private async moe(layerIndex: number, shared: SharedExperts | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
+  private async moe(layerIndex: number, shared: Graph | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
     const h = floatData(o.h, name, 'h');
     const hn = floatData(o.hn, name, 'hn');
     const routing: ExpertRouting = { numTokens: T, topK: this.config.numExpertsPerTok, expertIds: int32Data(o.expert_ids, name, 'expert_ids'), weights: floatData(o.expert_weights, name, 'expert_weights') };
     const [routed, sharedOut] = await Promise.all([
       this.experts.compute(layerIndex, hn, routing),
-      shared ? shared.run(hn, T) : null,
+      shared ? shared.run({ x: f32(hn, [T, this.config.hiddenSize]) }).then((r) => floatData(r.y, shared.name, 'y')) : null,
     ]);
     // (h + shared) rounded to float32 first, as the layer's graph adds them in `in-layer`: both placements give the same bits.
     if (sharedOut) for (let i = 0; i < h.length; i++) h[i] = Math.fround(h[i]! + sharedOut[i]!) + routed[i]!;
@@ -233,17 +234,9 @@ export class DeepseekV3Model {
     return this.lmHead.kernel;
   }
 
-  /**
-   * Bytes of the weights (part of denseWeightBytes) that the native kernel reads in place from the loader's JavaScript
-   * arrays (the LM head, shared experts): held by JavaScript, not by onnxruntime.
-   */
+  /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head). */
   get nativeWeightBytes(): number {
-    return this.lmHead.nativeBytes + this.layers.reduce((n, l) => n + (l.moe?.shared?.nativeBytes ?? 0), 0);
-  }
-
-  /** What runs each MoE layer's shared expert apart from its layer graph (null: in the graph, or none), by layer. */
-  get sharedExpertsKernels(): (ResolvedExpertKernel | null)[] {
-    return this.layers.map((l) => l.moe?.shared?.kernel ?? null);
+    return this.lmHead.nativeBytes;
   }
 
   private async embed(tokens: Int32Array): Promise<Float32Array> {

@@ -1,4 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
+import { loadLocalExperts } from '@expertmesh/local-experts';
+import { loadModelConfig } from '@expertmesh/model-config';
+import { tempDir } from '../../../test/helpers/temp-dir.js';
+import { DeepseekV3Model } from '../src/index.js';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
 import { nativeKernelIsas } from '@expertmesh/expert-kernel';
 import { DEFAULT_EXECUTION, memoryWeight, quantizeBlockwise, type WeightData } from '@expertmesh/tensor-ops';
@@ -56,5 +61,33 @@ describe('LM head on the native kernel', () => {
     expect(native.kernel).toBe('native');
     for (let r = 0; r < 2; r++) expect(native.argmax[r]).toBe(firstMax(native.logits.subarray(r * V, (r + 1) * V)));
     for (let i = 0; i < native.logits.length; i++) expect(Math.abs(native.logits[i]! - onnx.logits[i]!)).toBeLessThan(1e-4 * (1 + Math.abs(onnx.logits[i]!)));
+  });
+});
+
+/** The model's choice: --expert-kernel auto (the default) puts a head held in memory on the native kernel; onnxruntime or a head left in its file keep the graph. */
+describe('the model\'s LM head kernel', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  beforeAll(async () => {
+    dir = await tempDir('lm-head-kernel');
+    await makeCheckpoint({ preset: 'tiny', outDir: dir.path, seed: 5 });
+  });
+  afterAll(async () => dir?.remove());
+
+  it.each([
+    ['float32', 'auto', 'native'],
+    ['int8', 'auto', 'native'],
+    ['int4', undefined, 'native'],
+    ['float32', 'onnxruntime', 'onnxruntime'],
+    ['auto', 'auto', 'onnxruntime'],
+  ] as const)('weights %s, --expert-kernel %s: the LM head runs on %s, and the bytes read in place are counted', async (weightDtype, expertKernel, expected) => {
+    const execution = { ...DEFAULT_EXECUTION, expertKernel };
+    const modelConfig = await loadModelConfig(dir.path);
+    const model = await DeepseekV3Model.load(dir.path, { experts: await loadLocalExperts(dir.path, modelConfig, { ...DEFAULT_EXECUTION, expertKernel: 'onnxruntime' }, weightDtype), weightDtype, execution });
+    try {
+      expect(model.lmHeadKernel).toBe(expected);
+      expect(model.nativeWeightBytes > 0).toBe(expected === 'native');
+    } finally {
+      await model.close();
+    }
   });
 });
