@@ -642,7 +642,7 @@ __attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, i
 
 /**
  * Up to 4 activation rows at a time share every weight vector loaded (the tile's rows stay in L1/L2 between them);
- * an expert of 5 to 8 rows takes them all in one pass over its weights, and more rows go 8 at a time.
+ * an expert of 5 to 8 rows takes them all in one pass over its weights.
  */
 void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
   switch (m) {
@@ -652,12 +652,6 @@ void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int 
     case 8: return rowsAvx512F32<8>(w, n0, n1, xr, out, ldo);
     default: break;
   }
-  // More rows (an LM head at batch 32, a prefill): 8 at a time, so each weight row is read from L2 once per 8 rows
-  // rather than per 4 (bench:lm-head, float32 at 32 rows: L2's bandwidth held the 4-row passes to ~40 % of the FMA rate).
-  int i = 0;
-  if (m > 8)
-    for (; i + 8 <= m; i += 8) rowsAvx512F32<8>(w, n0, n1, xr + i, out + static_cast<size_t>(i) * ldo, ldo);
-  if (i > 0) return tileAvx512F32(w, n0, n1, xr + i, m - i, out + static_cast<size_t>(i) * ldo, ldo);
   byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx512F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
 }
 
@@ -1178,16 +1172,28 @@ napi_value wrapProgram(napi_env env, Program* p) {
   return out;
 }
 
-// createProgram({ hidden, intermediate, bits, block, threads, isa, experts: [{ gate, up, down }] })
-napi_value CreateProgram(napi_env env, napi_callback_info info) {
+// A program built by `fill` from the call's one argument (its spec): wrapped for JavaScript, or, on bad input, its
+// references dropped and a typed error thrown.
+template <typename Fill>
+napi_value newProgram(napi_env env, napi_callback_info info, Fill fill) {
   Program* p = new Program();
   try {
     napi_value argv[1];
     args(env, info, 1, argv);
-    p->hidden = intProperty(env, argv[0], "hidden", 1, 1 << 20);
-    p->intermediate = intProperty(env, argv[0], "intermediate", 1, 1 << 20);
-    readFormat(env, argv[0], *p);
-    napi_value list = property(env, argv[0], "experts");
+    fill(argv[0], p);
+  } catch (const Bad& bad) {
+    return dropProgram(env, p, bad);
+  }
+  return wrapProgram(env, p);
+}
+
+// createProgram({ hidden, intermediate, bits, block, threads, isa, experts: [{ gate, up, down }] })
+napi_value CreateProgram(napi_env env, napi_callback_info info) {
+  return newProgram(env, info, [env](napi_value spec, Program* p) {
+    p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
+    p->intermediate = intProperty(env, spec, "intermediate", 1, 1 << 20);
+    readFormat(env, spec, *p);
+    napi_value list = property(env, spec, "experts");
     bool isArray = false;
     napi_is_array(env, list, &isArray);
     if (!isArray) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "experts must be an array"};
@@ -1204,10 +1210,7 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
       ex.down = matrixFrom(env, *p, property(env, item, "down"), p->hidden, p->intermediate, name + " down");
       p->experts.push_back(ex);
     }
-  } catch (const Bad& bad) {
-    return dropProgram(env, p, bad);
-  }
-  return wrapProgram(env, p);
+  });
 }
 
 // addWeightedRows(out Float32Array [tokens·H], y Float32Array, from (first row of y), tokenRows Int32Array [k], weights Float32Array [k], hidden):
@@ -1248,16 +1251,24 @@ napi_value AddWeightedRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The arguments of run() or product() (argc: room for all of them in, how many were given out; the last is optional)
+// and the program the first names, refused when it is of the other kind.
+Program* programArgs(napi_env env, napi_callback_info info, napi_value* argv, size_t& argc, bool product) {
+  const size_t most = argc;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < most - 1) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "expected " + std::to_string(most - 1) + " or " + std::to_string(most) + " arguments"};
+  Program* p = unwrapProgram(env, argv[0]);
+  if (p->isProduct != product) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", product ? "an expert program runs with run(), not product()" : "a product program runs with product(), not run()"};
+  return p;
+}
+
 // run(program, x Float32Array [total·H], rows Int32Array [experts], y Float32Array [total·H] [, source Int32Array [total]]):
 // with `source`, x is [tokens·H] and the program's row r is x's row source[r] (the gather done by the quantiser's reads).
 napi_value Run(napi_env env, napi_callback_info info) {
   try {
     napi_value argv[5];
     size_t argc = 5;
-    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-    if (argc < 4) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "expected 4 or 5 arguments"};
-    Program* p = unwrapProgram(env, argv[0]);
-    if (p->isProduct) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "a product program runs with product(), not run()"};
+    Program* p = programArgs(env, info, argv, argc, false);
     const size_t E = p->experts.size();
     const int32_t* rows = typedArray<int32_t>(env, argv[2], napi_int32_array, E, "rows");
     int64_t total = 0;
@@ -1292,19 +1303,13 @@ napi_value Run(napi_env env, napi_callback_info info) {
 // createProduct({ outputs, hidden, bits, block, threads, isa, weight: { values } | { codes, scales } }): one matrix
 // [outputs, hidden] for product(); the weight's arrays are referenced, never copied.
 napi_value CreateProduct(napi_env env, napi_callback_info info) {
-  Program* p = new Program();
-  try {
-    napi_value argv[1];
-    args(env, info, 1, argv);
+  return newProgram(env, info, [env](napi_value spec, Program* p) {
     p->isProduct = true;
-    const int outputs = intProperty(env, argv[0], "outputs", 1, 1 << 24);
-    p->hidden = intProperty(env, argv[0], "hidden", 1, 1 << 20);
-    readFormat(env, argv[0], *p);
-    p->product = matrixFrom(env, *p, property(env, argv[0], "weight"), outputs, p->hidden, "weight");
-  } catch (const Bad& bad) {
-    return dropProgram(env, p, bad);
-  }
-  return wrapProgram(env, p);
+    const int outputs = intProperty(env, spec, "outputs", 1, 1 << 24);
+    p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
+    readFormat(env, spec, *p);
+    p->product = matrixFrom(env, *p, property(env, spec, "weight"), outputs, p->hidden, "weight");
+  });
 }
 
 // product(program, x Float32Array [m·hidden], y Float32Array [m·outputs] [, argmax Int32Array [m]]).
@@ -1312,10 +1317,7 @@ napi_value RunProduct(napi_env env, napi_callback_info info) {
   try {
     napi_value argv[4];
     size_t argc = 4;
-    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-    if (argc < 3) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "expected 3 or 4 arguments"};
-    Program* p = unwrapProgram(env, argv[0]);
-    if (!p->isProduct) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "an expert program runs with run(), not product()"};
+    Program* p = programArgs(env, info, argv, argc, true);
     const size_t length = typedArrayLength(env, argv[1], napi_float32_array, "x");
     if (length % p->hidden != 0) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "x has " + std::to_string(length) + " floats, not a multiple of hidden " + std::to_string(p->hidden)};
     const size_t m = length / p->hidden;
