@@ -72,7 +72,7 @@ for (const variant of variants) {
  */
 for (const variant of variants.filter((v) => v.name === 'float32' || v.name === 'fp8 128x128 blocks')) {
   for (const expertKernel of ['onnxruntime', 'native'] as const) {
-    describe(`engine matches the float64 reference: ${variant.name}, float32 experts on ${expertKernel}`, () => {
+    describe(`engine matches the float64 reference: ${variant.name}, float32 experts and LM head on ${expertKernel}`, () => {
       let dir: Awaited<ReturnType<typeof tempDir>>;
       let engine: Engine;
       let experts: LocalRoutedExperts;
@@ -82,7 +82,8 @@ for (const variant of variants.filter((v) => v.name === 'float32' || v.name === 
         dir = await tempDir('correctness-experts');
         await makeCheckpoint({ preset: 'tiny', outDir: dir.path, ...variant.options });
         experts = await loadLocalExperts(dir.path, await loadModelConfig(dir.path), { ...DEFAULT_EXECUTION, expertKernel }, 'float32');
-        engine = await loadEngineWith(dir.path, experts, { kvCacheTokens: 1024 });
+        // The dense weights held as float32 too, and the same kernel setting: the LM head runs on that kernel.
+        engine = await loadEngineWith(dir.path, experts, { kvCacheTokens: 1024, weightDtype: 'float32', execution: { ...DEFAULT_EXECUTION, expertKernel } });
         reference = loadReferenceModel(dir.path);
       });
       afterAll(async () => {
@@ -92,6 +93,7 @@ for (const variant of variants.filter((v) => v.name === 'float32' || v.name === 
 
       it('gives the same greedy tokens and logits within 1e-4 relative, batched', async () => {
         expect(experts.expertKernel).toBe(expertKernel);
+        expect(engine.model.lmHeadKernel).toBe(expertKernel);
         expect(experts.weightFormat).toBe('float32');
         await expectReferenceGreedy(engine, reference);
       });

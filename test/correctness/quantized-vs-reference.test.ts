@@ -53,19 +53,21 @@ for (const source of sources) {
     const run = async (dtype: WeightDtype, expertKernel: ExpertKernel) => {
       const identity = await readCheckpointIdentity(dir.path);
       const experts = await loadLocalExperts(dir.path, identity.config, { ...DEFAULT_EXECUTION, expertKernel }, dtype);
-      const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 1024 });
+      const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 1024, execution: { ...DEFAULT_EXECUTION, expertKernel } });
       try {
         const ps = prompts(engine.config.vocabSize);
         const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: 4, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
-        return { ps, results, weightBytes: { dense: engine.model.denseWeightBytes, experts: experts.weightBytes }, format: experts.weightFormat, config: identity.config };
+        return { ps, results, weightBytes: { dense: engine.model.denseWeightBytes, experts: experts.weightBytes }, format: experts.weightFormat, config: identity.config, lmHeadKernel: engine.model.lmHeadKernel };
       } finally {
         await engine.close();
       }
     };
 
     for (const [dtype, expertKernel] of (['int8', 'int4'] as const).flatMap((d) => (['onnxruntime', 'native'] as const).map((k) => [d, k] as const))) {
-      it(`${dtype}, ${expertKernel} expert kernel: logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
-        const { ps, results, weightBytes, format, config } = await run(dtype, expertKernel);
+      it(`${dtype}, ${expertKernel} kernel (routed experts and LM head): logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
+        const { ps, results, weightBytes, format, config, lmHeadKernel } = await run(dtype, expertKernel);
+        // The LM head (held as codes too) runs on the same kernel as the experts.
+        expect(lmHeadKernel).toBe(expertKernel);
         let worst = 0;
         const errs: number[] = [];
         let agree = 0;

@@ -23,17 +23,19 @@ describe('after a load, JavaScript holds no copy of the weights', () => {
   });
   afterAll(async () => dir?.remove());
 
-  // With the native expert kernel the routed experts' one copy is the loader's JavaScript arrays themselves (the
-  // kernel reads them where they are): those bytes are JavaScript's to hold, and nothing else is.
+  // With the native expert kernel the routed experts' one copy (and the LM head's, on the same kernel) is the loader's JavaScript arrays themselves (the kernel reads them where they are): those bytes are
+  // JavaScript's to hold, and nothing else is.
   for (const [dtype, expertKernel] of [['float32', 'onnxruntime'], ['int8', 'onnxruntime'], ['float32', 'native'], ['int8', 'native']] as [WeightDtype, ExpertKernel][]) {
     it(`${dtype}, ${expertKernel} experts: JavaScript array buffers grow by under a fifth of the weight bytes beyond the experts the kernel reads there`, async () => {
       const before = process.memoryUsage().arrayBuffers;
       const experts = await loadLocalExperts(dir.path, await loadModelConfig(dir.path), { ...DEFAULT_EXECUTION, expertKernel }, dtype);
-      const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 64 });
+      const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 64, execution: { ...DEFAULT_EXECUTION, expertKernel } });
       try {
         expect(experts.expertKernel).toBe(expertKernel);
+        // The same setting puts the LM head on the native kernel, which reads its array in place.
+        expect(engine.model.nativeWeightBytes > 0).toBe(expertKernel === 'native');
         const weights = engine.model.denseWeightBytes + experts.weightBytes;
-        const grown = process.memoryUsage().arrayBuffers - before - (expertKernel === 'native' ? experts.weightBytes : 0);
+        const grown = process.memoryUsage().arrayBuffers - before - (expertKernel === 'native' ? experts.weightBytes : 0) - engine.model.nativeWeightBytes;
         // The KV cache (64 tokens) and rotary tables are all JavaScript should still hold.
         expect(grown).toBeLessThan(0.2 * weights);
         expect(weights).toBeGreaterThan(dtype === 'float32' ? 16 * 2 ** 20 : 4 * 2 ** 20);

@@ -836,6 +836,9 @@ struct Program {
   int hidden = 0, intermediate = 0, bits = 0, block = 0, threads = 1;
   Isa isa = Isa::Scalar;
   std::vector<Expert> experts;
+  /** A product program (createProduct): one matrix [outputs, hidden], no experts. */
+  bool isProduct = false;
+  Matrix product{};
   std::vector<napi_ref> refs;
   bool released = false;
 };
@@ -889,6 +892,20 @@ void downPhase(const Program& p, const int32_t* rows, const std::vector<int>& st
   });
 }
 
+/** Runs tasks on the program's environment's pool (started, or grown, on first use) and the calling thread. */
+Parallel parallelFor(Program& p) {
+  const int helpers = p.threads - 1;
+  if (helpers > 0 && (p.env->pool == nullptr || p.env->pool->workers() < helpers)) {
+    p.env->stopPool();
+    p.env->pool = new Pool(helpers);
+  }
+  EnvState* env = p.env;
+  return [env, helpers](int n, const std::function<void(int)>& task) {
+    if (helpers > 0) env->pool->run(n, helpers, task);
+    else for (int i = 0; i < n; i++) task(i);
+  };
+}
+
 void runProgram(Program& p, const float* x, const int32_t* source, const int32_t* rows, float* y) {
   const int E = static_cast<int>(p.experts.size());
   const int H = p.hidden, I = p.intermediate;
@@ -896,17 +913,7 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
   for (int e = 0; e < E; e++) start[e + 1] = start[e] + rows[e];
   const int total = start[E];
   if (total == 0) return;
-  int helpers = p.threads - 1;
-  if (helpers > 0) {
-    if (p.env->pool == nullptr || p.env->pool->workers() < helpers) {
-      p.env->stopPool();
-      p.env->pool = new Pool(helpers);
-    }
-  }
-  const Parallel parallel = [&](int n, const std::function<void(int)>& task) {
-    if (helpers > 0) p.env->pool->run(n, helpers, task);
-    else for (int i = 0; i < n; i++) task(i);
-  };
+  const Parallel parallel = parallelFor(p);
   Scratch& sc = p.env->scratch;
   sc.h.resize(static_cast<size_t>(total) * I);
 
@@ -939,6 +946,58 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
     downPhase(p, rows, start, parallel, on(sc.hq), y);
   }
   if (total > kKeepScratchRows) sc.release();
+}
+
+/**
+ * A plain product y [m, N] = x [m, K] · Wᵀ over one matrix W [N, K] (the LM head, a dense projection), in the same
+ * numerics as the experts' products (the same tile functions), and each row's argmax (the lowest index of its
+ * largest value, as onnxruntime's ArgMax) when `argmax` is given. Tasks: runs of weight rows whose bytes fill
+ * ~128 KiB, so the m activation rows reuse a task's rows from the core's own cache.
+ */
+void runProduct(Program& p, const float* x, int m, float* y, int32_t* argmax) {
+  const Matrix& w = p.product;
+  const int N = w.rows, K = w.cols;
+  if (m == 0) return;
+  const Parallel parallel = parallelFor(p);
+  const size_t rowBytes = p.bits == 32 ? static_cast<size_t>(K) * 4 : static_cast<size_t>(w.kb) * (w.blob + 4);
+  int tileRows = static_cast<int>((128 * 1024) / rowBytes) / 16 * 16;
+  if (tileRows < 16) tileRows = 16;
+  const int tasks = (N + tileRows - 1) / tileRows;
+  const auto range = [&](int t, int& n0, int& n1) {
+    n0 = t * tileRows;
+    n1 = n0 + tileRows < N ? n0 + tileRows : N;
+  };
+  Scratch& sc = p.env->scratch;
+  if (p.bits == 32) {
+    std::vector<const float*> xr(m);
+    for (int r = 0; r < m; r++) xr[r] = x + static_cast<size_t>(r) * K;
+    parallel(tasks, [&](int t) {
+      int n0, n1;
+      range(t, n0, n1);
+      tileF32(p.isa, w, n0, n1, xr.data(), m, y + n0, N);
+    });
+  } else {
+    shapeActivations(sc.xq, m, K, p.block);
+    parallel((m + kQuantRows - 1) / kQuantRows, [&](int t) {
+      const int r0 = t * kQuantRows;
+      quantizeRows(p.isa, x, nullptr, K, p.bits, p.block, r0, r0 + kQuantRows < m ? r0 + kQuantRows : m, sc.xq);
+    });
+    parallel(tasks, [&](int t) {
+      int n0, n1;
+      range(t, n0, n1);
+      tile(p.isa, w, n0, n1, sc.xq, 0, m, p.bits, y + n0, N);
+    });
+  }
+  if (argmax != nullptr) {
+    for (int r = 0; r < m; r++) {
+      const float* row = y + static_cast<size_t>(r) * N;
+      int best = 0;
+      for (int n = 1; n < N; n++)
+        if (row[n] > row[best]) best = n;
+      argmax[r] = best;
+    }
+  }
+  if (m > kKeepScratchRows) sc.release();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1077,24 +1136,64 @@ napi_value args(napi_env env, napi_callback_info info, size_t want, napi_value* 
   return nullptr;
 }
 
-// createProgram({ hidden, intermediate, bits, block, threads, isa, experts: [{ gate, up, down }] })
-napi_value CreateProgram(napi_env env, napi_callback_info info) {
+// A spec's weight format and run settings (bits, block, threads, isa), checked, into p.
+void readFormat(napi_env env, napi_value spec, Program& p) {
+  p.bits = intProperty(env, spec, "bits", 4, 32);
+  if (p.bits != 4 && p.bits != 8 && p.bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
+  // Float32 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
+  p.block = intProperty(env, spec, "block", p.bits == 32 ? 0 : 16, p.bits == 32 ? 0 : 1 << 16);
+  if ((p.block & (p.block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
+  p.threads = intProperty(env, spec, "threads", 1, 256);
+  const int isa = intProperty(env, spec, "isa", -1, 2);
+  p.isa = isa < 0 ? bestIsa() : static_cast<Isa>(isa);
+  if (!isaSupported(p.isa)) throw Bad{"ERR_EXPERT_KERNEL_ISA", std::string("this CPU lacks ") + isaName(p.isa)};
+}
+
+// A program that failed to build: its references dropped, the error thrown.
+napi_value dropProgram(napi_env env, Program* p, const Bad& bad) {
+  for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
+  delete p;
+  throwError(env, bad.code.c_str(), bad.message);
+  return nullptr;
+}
+
+// Wraps a new program as the external object JavaScript holds (tagged, finalised with the program).
+napi_value wrapProgram(napi_env env, Program* p) {
+  p->env = envState(env);
+  p->env->livePrograms++;
+  napi_value out;
+  if (napi_create_external(env, p, finalizeProgram, nullptr, &out) != napi_ok) {
+    finalizeProgram(env, p, nullptr);
+    throwError(env, "ERR_EXPERT_KERNEL_NAPI", "cannot create the program object");
+    return nullptr;
+  }
+  napi_type_tag tag = {0x6578706572746b65ULL, 0x726e656c70726f67ULL};
+  napi_type_tag_object(env, out, &tag);
+  return out;
+}
+
+// A program built by `fill` from the call's one argument (its spec): wrapped for JavaScript, or, on bad input, its
+// references dropped and a typed error thrown.
+template <typename Fill>
+napi_value newProgram(napi_env env, napi_callback_info info, Fill fill) {
   Program* p = new Program();
   try {
     napi_value argv[1];
     args(env, info, 1, argv);
-    p->hidden = intProperty(env, argv[0], "hidden", 1, 1 << 20);
-    p->intermediate = intProperty(env, argv[0], "intermediate", 1, 1 << 20);
-    p->bits = intProperty(env, argv[0], "bits", 4, 32);
-    if (p->bits != 4 && p->bits != 8 && p->bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
-    // Float32 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
-    p->block = intProperty(env, argv[0], "block", p->bits == 32 ? 0 : 16, p->bits == 32 ? 0 : 1 << 16);
-    if ((p->block & (p->block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
-    p->threads = intProperty(env, argv[0], "threads", 1, 256);
-    const int isa = intProperty(env, argv[0], "isa", -1, 2);
-    p->isa = isa < 0 ? bestIsa() : static_cast<Isa>(isa);
-    if (!isaSupported(p->isa)) throw Bad{"ERR_EXPERT_KERNEL_ISA", std::string("this CPU lacks ") + isaName(p->isa)};
-    napi_value list = property(env, argv[0], "experts");
+    fill(argv[0], p);
+  } catch (const Bad& bad) {
+    return dropProgram(env, p, bad);
+  }
+  return wrapProgram(env, p);
+}
+
+// createProgram({ hidden, intermediate, bits, block, threads, isa, experts: [{ gate, up, down }] })
+napi_value CreateProgram(napi_env env, napi_callback_info info) {
+  return newProgram(env, info, [env](napi_value spec, Program* p) {
+    p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
+    p->intermediate = intProperty(env, spec, "intermediate", 1, 1 << 20);
+    readFormat(env, spec, *p);
+    napi_value list = property(env, spec, "experts");
     bool isArray = false;
     napi_is_array(env, list, &isArray);
     if (!isArray) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "experts must be an array"};
@@ -1111,23 +1210,7 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
       ex.down = matrixFrom(env, *p, property(env, item, "down"), p->hidden, p->intermediate, name + " down");
       p->experts.push_back(ex);
     }
-  } catch (const Bad& bad) {
-    for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
-    delete p;
-    throwError(env, bad.code.c_str(), bad.message);
-    return nullptr;
-  }
-  p->env = envState(env);
-  p->env->livePrograms++;
-  napi_value out;
-  if (napi_create_external(env, p, finalizeProgram, nullptr, &out) != napi_ok) {
-    finalizeProgram(env, p, nullptr);
-    throwError(env, "ERR_EXPERT_KERNEL_NAPI", "cannot create the program object");
-    return nullptr;
-  }
-  napi_type_tag tag = {0x6578706572746b65ULL, 0x726e656c70726f67ULL};
-  napi_type_tag_object(env, out, &tag);
-  return out;
+  });
 }
 
 // addWeightedRows(out Float32Array [tokens·H], y Float32Array, from (first row of y), tokenRows Int32Array [k], weights Float32Array [k], hidden):
@@ -1168,15 +1251,24 @@ napi_value AddWeightedRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The arguments of run() or product() (argc: room for all of them in, how many were given out; the last is optional)
+// and the program the first names, refused when it is of the other kind.
+Program* programArgs(napi_env env, napi_callback_info info, napi_value* argv, size_t& argc, bool product) {
+  const size_t most = argc;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < most - 1) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "expected " + std::to_string(most - 1) + " or " + std::to_string(most) + " arguments"};
+  Program* p = unwrapProgram(env, argv[0]);
+  if (p->isProduct != product) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", product ? "an expert program runs with run(), not product()" : "a product program runs with product(), not run()"};
+  return p;
+}
+
 // run(program, x Float32Array [total·H], rows Int32Array [experts], y Float32Array [total·H] [, source Int32Array [total]]):
 // with `source`, x is [tokens·H] and the program's row r is x's row source[r] (the gather done by the quantiser's reads).
 napi_value Run(napi_env env, napi_callback_info info) {
   try {
     napi_value argv[5];
     size_t argc = 5;
-    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-    if (argc < 4) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "expected 4 or 5 arguments"};
-    Program* p = unwrapProgram(env, argv[0]);
+    Program* p = programArgs(env, info, argv, argc, false);
     const size_t E = p->experts.size();
     const int32_t* rows = typedArray<int32_t>(env, argv[2], napi_int32_array, E, "rows");
     int64_t total = 0;
@@ -1200,6 +1292,40 @@ napi_value Run(napi_env env, napi_callback_info info) {
     }
     float* y = typedArray<float>(env, argv[3], napi_float32_array, static_cast<size_t>(total) * p->hidden, "y");
     runProgram(*p, x, source, rows, y);
+  } catch (const Bad& bad) {
+    throwError(env, bad.code.c_str(), bad.message);
+  } catch (const std::bad_alloc&) {
+    throwError(env, "ERR_EXPERT_KERNEL_MEMORY", "out of memory");
+  }
+  return nullptr;
+}
+
+// createProduct({ outputs, hidden, bits, block, threads, isa, weight: { values } | { codes, scales } }): one matrix
+// [outputs, hidden] for product(); the weight's arrays are referenced, never copied.
+napi_value CreateProduct(napi_env env, napi_callback_info info) {
+  return newProgram(env, info, [env](napi_value spec, Program* p) {
+    p->isProduct = true;
+    const int outputs = intProperty(env, spec, "outputs", 1, 1 << 24);
+    p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
+    readFormat(env, spec, *p);
+    p->product = matrixFrom(env, *p, property(env, spec, "weight"), outputs, p->hidden, "weight");
+  });
+}
+
+// product(program, x Float32Array [m·hidden], y Float32Array [m·outputs] [, argmax Int32Array [m]]).
+napi_value RunProduct(napi_env env, napi_callback_info info) {
+  try {
+    napi_value argv[4];
+    size_t argc = 4;
+    Program* p = programArgs(env, info, argv, argc, true);
+    const size_t length = typedArrayLength(env, argv[1], napi_float32_array, "x");
+    if (length % p->hidden != 0) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "x has " + std::to_string(length) + " floats, not a multiple of hidden " + std::to_string(p->hidden)};
+    const size_t m = length / p->hidden;
+    if (m > (1 << 20)) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "too many rows: " + std::to_string(m)};
+    const float* x = typedArray<float>(env, argv[1], napi_float32_array, length, "x");
+    float* y = typedArray<float>(env, argv[2], napi_float32_array, m * static_cast<size_t>(p->product.rows), "y");
+    int32_t* argmax = argc >= 4 ? typedArray<int32_t>(env, argv[3], napi_int32_array, m, "argmax") : nullptr;
+    runProduct(*p, x, static_cast<int>(m), y, argmax);
   } catch (const Bad& bad) {
     throwError(env, bad.code.c_str(), bad.message);
   } catch (const std::bad_alloc&) {
@@ -1352,6 +1478,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"createProgram", nullptr, CreateProgram, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"createProduct", nullptr, CreateProduct, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"product", nullptr, RunProduct, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"isas", nullptr, Isas, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mallocStats", nullptr, MallocStats, nullptr, nullptr, nullptr, napi_default, nullptr},

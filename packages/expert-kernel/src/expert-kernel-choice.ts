@@ -1,5 +1,5 @@
-import { EXPERT_KERNELS, type ExpertKernel } from '@expertmesh/tensor-ops';
-import { ExpertKernelNotBuiltError, nativeKernelIsas } from './native-expert-program.js';
+import { EXPERT_KERNELS, type ExpertKernel, type WeightData } from '@expertmesh/tensor-ops';
+import { ExpertKernelNotBuiltError, nativeKernelIsas, nativeKernelRuns } from './native-expert-program.js';
 
 /** The kernel that runs the routed experts once `auto` is decided. */
 export type ResolvedExpertKernel = Exclude<ExpertKernel, 'auto'>;
@@ -38,10 +38,16 @@ export function resolveExpertKernel(requested: string | undefined, expertDtype: 
   return chooseExpertKernel(requested, expertDtype, addonBuilt);
 }
 
-/** resolveExpertKernel with the question "is the addon built?" given (its test asks it both ways). */
-export function chooseExpertKernel(requested: string | undefined, expertDtype: string, built: () => boolean): ResolvedExpertKernel {
+/** The requested --expert-kernel (absent: `auto`), refused when it is not one. */
+function checkedKernel(requested: string | undefined): ExpertKernel {
   const kernel = requested ?? 'auto';
   if (!(EXPERT_KERNELS as readonly string[]).includes(kernel)) throw new ExpertKernelConfigError(`--expert-kernel must be ${EXPERT_KERNELS.join(', ')}, not ${kernel}`);
+  return kernel as ExpertKernel;
+}
+
+/** resolveExpertKernel with the question "is the addon built?" given (its test asks it both ways). */
+export function chooseExpertKernel(requested: string | undefined, expertDtype: string, built: () => boolean): ResolvedExpertKernel {
+  const kernel = checkedKernel(requested);
   if (kernel === 'onnxruntime') return 'onnxruntime';
   const runs = NATIVE_EXPERT_DTYPES.has(expertDtype);
   if (kernel === 'auto') return runs && built() ? 'native' : 'onnxruntime';
@@ -50,4 +56,22 @@ export function chooseExpertKernel(requested: string | undefined, expertDtype: s
   }
   if (!built()) throw new ExpertKernelNotBuiltError();
   return 'native';
+}
+
+/**
+ * What runs one of the model's own products (the LM head) under the same setting, --expert-kernel (one flag for
+ * every product the native kernel can run): `onnxruntime` keeps onnxruntime's graph; `auto` and `native` put it on
+ * the native kernel when the addon is built and the weight is held as float32 values or int8/int4 codes in memory,
+ * and keep onnxruntime's graph otherwise (a weight left in the checkpoint's format: `native` was already checked
+ * against the routed experts' format at start-up, and the dense weights may be held otherwise).
+ */
+export function resolveProductKernel(requested: string | undefined, weight: WeightData): ResolvedExpertKernel {
+  return chooseProductKernel(requested, weight, addonBuilt);
+}
+
+/** resolveProductKernel with the question "is the addon built?" given. */
+export function chooseProductKernel(requested: string | undefined, weight: WeightData, built: () => boolean): ResolvedExpertKernel {
+  const kernel = checkedKernel(requested);
+  if (kernel === 'onnxruntime') return 'onnxruntime';
+  return nativeKernelRuns(weight) && (weight.kind !== 'memory' || weight.dims.length === 2) && built() ? 'native' : 'onnxruntime';
 }

@@ -8,6 +8,8 @@ export interface ExpertKernelAddon {
   run(program: object, x: Float32Array, rows: Int32Array, y: Float32Array, source?: Int32Array): void;
   addWeightedRows(out: Float32Array, y: Float32Array, from: number, tokenRows: Int32Array, weights: Float32Array, hidden: number): void;
   release(program: object): void;
+  createProduct(spec: ProductSpec): object;
+  product(program: object, x: Float32Array, y: Float32Array, argmax?: Int32Array): void;
   isas(): NativeIsa[];
 }
 
@@ -21,7 +23,7 @@ interface Values {
   readonly values: Float32Array;
 }
 
-type NativeMatrix = CodesAndScales | Values;
+export type NativeMatrix = CodesAndScales | Values;
 
 interface ProgramSpec {
   readonly hidden: number;
@@ -35,8 +37,18 @@ interface ProgramSpec {
   readonly experts: readonly { gate: NativeMatrix; up: NativeMatrix; down: NativeMatrix }[];
 }
 
+export interface ProductSpec {
+  readonly outputs: number;
+  readonly hidden: number;
+  readonly bits: number;
+  readonly block: number;
+  readonly threads: number;
+  readonly isa: number;
+  readonly weight: NativeMatrix;
+}
+
 export type NativeIsa = 'scalar' | 'avx2' | 'avx512vnni';
-const ISA_CODES: Record<NativeIsa, number> = { scalar: 0, avx2: 1, avx512vnni: 2 };
+export const ISA_CODES: Record<NativeIsa, number> = { scalar: 0, avx2: 1, avx512vnni: 2 };
 
 const BUILD_PATH = '../build/expert_kernel.node';
 
@@ -85,7 +97,7 @@ export function nativeKernelIsas(): NativeIsa[] {
   return loadAddon().isas();
 }
 
-function native<T>(call: () => T): T {
+export function native<T>(call: () => T): T {
   try {
     return call();
   } catch (cause) {
@@ -108,7 +120,7 @@ export function nativeKernelRuns(w: WeightData): boolean {
 }
 
 /** One matrix as the addon reads it, with its format ("float32" or "int8/block 128") and rows × cols. */
-function nativeMatrix(w: WeightData, what: string): { matrix: NativeMatrix; format: string; rows: number; cols: number; bytes: number } {
+export function nativeMatrix(w: WeightData, what: string): { matrix: NativeMatrix; format: string; rows: number; cols: number; bytes: number } {
   if (w.kind === 'quantized') return { matrix: { codes: w.q.codes, scales: w.q.scales }, format: `int${w.q.bits}/block ${w.q.block}`, rows: w.q.rows, cols: w.q.cols, bytes: w.q.codes.byteLength + w.q.scales.byteLength };
   if (w.kind === 'memory' && w.dims.length === 2) return { matrix: { values: w.data }, format: 'float32', rows: w.dims[0]!, cols: w.dims[1]!, bytes: w.data.byteLength };
   const held = w.kind === 'file' ? `${w.dtype} in the checkpoint file` : w.kind;

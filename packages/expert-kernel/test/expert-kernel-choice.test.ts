@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ExpertKernelConfigError, ExpertKernelNotBuiltError, nativeKernelIsas, resolveExpertKernel } from '@expertmesh/expert-kernel';
-import { chooseExpertKernel } from '../src/expert-kernel-choice.js';
+import { quantizeBlockwise, type WeightData } from '@expertmesh/tensor-ops';
+import { chooseExpertKernel, chooseProductKernel } from '../src/expert-kernel-choice.js';
 
 const built = () => true;
 const notBuilt = () => false;
@@ -34,5 +35,26 @@ describe('--expert-kernel: auto, onnxruntime or native, decided at start-up', ()
     expect(nativeKernelIsas()).toContain('scalar');
     expect(resolveExpertKernel('auto', 'float32')).toBe('native');
     expect(resolveExpertKernel(undefined, 'auto')).toBe('onnxruntime');
+  });
+});
+
+describe('the model\'s own products (the LM head) under --expert-kernel', () => {
+  const memory: WeightData = { kind: 'memory', dims: [4, 32], data: new Float32Array(128) };
+  const codes: WeightData = { kind: 'quantized', dims: [4, 32], q: quantizeBlockwise(new Float32Array(128), 4, 32, 8, 32) };
+  const file = { kind: 'file', dtype: 'bfloat16', dims: [4, 32], file: { path: '/x', offset: 0, length: 256 }, scales: null } as unknown as WeightData;
+
+  it('auto and native: native for float32 values and codes in memory when built; onnxruntime for a weight in its file or without the addon', () => {
+    for (const kernel of ['auto', 'native', undefined]) {
+      expect(chooseProductKernel(kernel, memory, built), `${kernel} float32`).toBe('native');
+      expect(chooseProductKernel(kernel, codes, built), `${kernel} int8`).toBe('native');
+      expect(chooseProductKernel(kernel, file, built), `${kernel} file`).toBe('onnxruntime');
+      expect(chooseProductKernel(kernel, memory, notBuilt), `${kernel} not built`).toBe('onnxruntime');
+    }
+  });
+
+  it('onnxruntime deselects it; a value that is not a kernel is refused', () => {
+    expect(chooseProductKernel('onnxruntime', memory, built)).toBe('onnxruntime');
+    expect(chooseProductKernel('onnxruntime', codes, built)).toBe('onnxruntime');
+    expect(() => chooseProductKernel('fast', memory, built)).toThrow(/--expert-kernel must be auto, onnxruntime, native, not fast/);
   });
 });

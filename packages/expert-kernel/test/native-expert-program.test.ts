@@ -1,20 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeBlockwise, type QuantizedBits, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
 import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
+import { bitsOf, seeded, withReleased } from './kernel-test-support.js';
 import { referenceExpert } from './reference-experts.js';
-
-/** xorshift32 values in [-scale, scale). */
-function seeded(n: number, seed: number, scale = 1): Float32Array {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
 
 /** bits 32: float32 weights in memory (the loader's `--weight-dtype float32`); 8 or 4: blockwise codes. */
 function experts(count: number, hidden: number, intermediate: number, bits: QuantizedBits | 32, block: number, seed: number): SwigluWeights[] {
@@ -40,16 +28,10 @@ function reference(weights: readonly SwigluWeights[], x: Float32Array, rows: rea
   return y;
 }
 
-const bitsOf = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
 /** Runs `use` with a program over `weights`, released after. */
 function withProgram(weights: readonly SwigluWeights[], options: NativeProgramOptions, use: (program: NativeExpertProgram) => void): void {
-  const program = NativeExpertProgram.create('test', weights, options);
-  try {
-    use(program);
-  } finally {
-    program.release();
-  }
+  withReleased(() => NativeExpertProgram.create('test', weights, options), use);
 }
 
 // Shapes: K a multiple of the block and not (hidden 200 with 128-column blocks, intermediate 72 with 32),

@@ -92,7 +92,8 @@ function float32Product(a: Float32Array, m: number, w: Float32Array, rows: numbe
   return out;
 }
 
-function product(a: Float32Array, m: number, w: WeightData): Float32Array {
+/** a [m, cols] · wᵀ in the kernel's numerics, for float32 values or blockwise codes. */
+export function referenceProduct(a: Float32Array, m: number, w: WeightData): Float32Array {
   if (w.kind === 'quantized') return quantizedProduct(a, m, w.q);
   if (w.kind === 'memory') return float32Product(a, m, w.data, w.dims[0]!, w.dims[1]!);
   throw new Error('reference: weights in memory only');
@@ -100,12 +101,12 @@ function product(a: Float32Array, m: number, w: WeightData): Float32Array {
 
 /** One expert over m rows: down(silu(gate(x)) ⊙ up(x)), silu(g) = g · float(1 / (1 + exp(−g))) with exp in double. */
 export function referenceExpert(x: Float32Array, m: number, w: SwigluWeights): Float32Array {
-  const g = product(x, m, w.gate);
-  const u = product(x, m, w.up);
+  const g = referenceProduct(x, m, w.gate);
+  const u = referenceProduct(x, m, w.up);
   const h = new Float32Array(g.length);
   for (let i = 0; i < h.length; i++) {
     const sig = Math.fround(1 / (1 + Math.exp(-g[i]!)));
     h[i] = Math.fround(Math.fround(g[i]! * sig) * u[i]!);
   }
-  return product(h, m, w.down);
+  return referenceProduct(h, m, w.down);
 }

@@ -1,15 +1,15 @@
 import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { attentionSoftmaxScale, loadModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { returnIdleMemory } from '@expertmesh/expert-kernel';
+import { returnIdleMemory, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
 import { DEFAULT_EXECUTION, releaseLoadBuffers, f32, floatData, Graph, i32, i64, int32Data, weightBytes, type ExecutionOptions, type Tensor, type WeightData } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { ATTENTION_SETS, planAttention, type AttentionPlan, type StepSegment } from './attention-batch.js';
 import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-experts';
 import { buildEmbeddingGraph } from './graphs/embedding-graph.js';
 import { buildLayerGraph } from './graphs/layer-graph.js';
-import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
+import { createLmHead, type LmHead } from './lm-head.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 import { tracer } from './tracer.js';
@@ -63,7 +63,7 @@ export class DeepseekV3Model {
     readonly config: ModelConfig,
     private readonly embedding: Graph,
     private readonly layers: readonly LayerGraphs[],
-    private readonly lmHead: Graph,
+    private readonly lmHead: LmHead,
     private readonly rotary: RotaryTable,
     readonly experts: RoutedExpertsBackend,
     /** Bytes of the weights the model holds (dense part, LM head, embeddings; routed experts apart), as held. */
@@ -107,7 +107,7 @@ export class DeepseekV3Model {
       const lmHeadWeight = await reader.lmHead();
       const embeddingWeight = await reader.embedding();
       denseBytes += finalNorm.byteLength + weightBytes(lmHeadWeight) + weightBytes(embeddingWeight);
-      const lmHead = await Graph.create('lm_head', buildLmHeadGraph(config, finalNorm, lmHeadWeight), execution);
+      const lmHead = await createLmHead(config, finalNorm, lmHeadWeight, execution);
       const embedding = await Graph.create('embedding', buildEmbeddingGraph(embeddingWeight), execution);
       return new DeepseekV3Model(config, embedding, layers, lmHead, new RotaryTable(config), options.experts, denseBytes);
     } finally {
@@ -224,10 +224,19 @@ export class DeepseekV3Model {
     rows.sort((a, b) => a.original - b.original);
     const input = new Float32Array(rows.length * H);
     rows.forEach((r, i) => input.set(x.subarray(r.row * H, (r.row + 1) * H), i * H));
-    const out = await this.lmHead.run({ x: f32(input, [rows.length, H]) });
-    const logits = floatData(out.logits, this.lmHead.name, 'logits');
+    const { logits, argmax } = await this.lmHead.run(input, rows.length);
     // Views into the one output buffer: no copy of vocabulary-sized rows.
-    return { logits: rows.map((_, i) => logits.subarray(i * V, (i + 1) * V)), argmax: int32Data(out.argmax, this.lmHead.name, 'argmax') };
+    return { logits: rows.map((_, i) => logits.subarray(i * V, (i + 1) * V)), argmax };
+  }
+
+  /** What runs the LM head's vocabulary product (--expert-kernel: `auto` puts it on the native kernel where it can). */
+  get lmHeadKernel(): ResolvedExpertKernel {
+    return this.lmHead.kernel;
+  }
+
+  /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head). */
+  get nativeWeightBytes(): number {
+    return this.lmHead.nativeBytes;
   }
 
   private async embed(tokens: Int32Array): Promise<Float32Array> {

@@ -1,0 +1,63 @@
+/**
+ * The LM head alone on its two kernels (onnxruntime's graph, the native product of packages/expert-kernel) at the
+ * bench preset's widths (vocabulary 32768 × hidden 1024), per format and rows: ms per call and GB/s of the weight
+ * bytes read, round robin over copies of the head so that the weights come from memory, not from the L3.
+ *   node --import tsx bench/lm-head-kernels.ts [--formats float32,int8,int4] [--rows 1,8,32] [--out FILE]
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { getPreset, parseModelConfig } from '@expertmesh/model-config';
+import { DEFAULT_EXECUTION, memoryWeight, quantizeBlockwise, weightBytes, type BlockwiseQuantized, type WeightData } from '@expertmesh/tensor-ops';
+import { createLmHead, type LmHead } from '@expertmesh/model';
+
+const { values } = parseArgs({ options: { formats: { type: 'string', default: 'float32,int8,int4' }, rows: { type: 'string', default: '1,8,32' }, out: { type: 'string' } } });
+const config = parseModelConfig(getPreset('bench').config);
+const V = config.vocabSize;
+const H = config.hiddenSize;
+const COPIES_BYTES = 640 * 2 ** 20;
+const CALLS = 48;
+
+function seeded(n: number, seed: number, scale: number): Float32Array {
+  let s = seed;
+  return Float32Array.from({ length: n }, () => ((s = (s * 48271) % 2147483647) / 2147483647 - 0.5) * scale);
+}
+
+const values32 = seeded(V * H, 7, 0.1);
+const quantized = new Map<string, BlockwiseQuantized>();
+/** A fresh copy of the head in `format` (quantised once per format, its codes and scales copied). */
+function weightOf(format: string): WeightData {
+  if (format === 'float32') return memoryWeight(values32.slice(), [V, H]);
+  let q = quantized.get(format);
+  if (!q) quantized.set(format, (q = quantizeBlockwise(values32, V, H, format === 'int8' ? 8 : 4, format === 'int8' ? 128 : 32)));
+  return { kind: 'quantized', dims: [V, H], q: { ...q, codes: q.codes.slice(), scales: q.scales.slice() } };
+}
+
+const results = [];
+for (const format of values.formats.split(',')) {
+  const bytes = weightBytes(weightOf(format));
+  const copies = Math.max(2, Math.ceil(COPIES_BYTES / bytes));
+  for (const kernel of ['onnxruntime', 'native'] as const) {
+    const heads: LmHead[] = [];
+    for (let c = 0; c < copies; c++) heads.push(await createLmHead(config, new Float32Array(H).fill(1), weightOf(format), { ...DEFAULT_EXECUTION, expertKernel: kernel }));
+    for (const rows of values.rows.split(',').map(Number)) {
+      const x = seeded(rows * H, rows, 2);
+      for (let i = 0; i < copies; i++) await heads[i]!.run(x, rows);
+      const start = performance.now();
+      for (let i = 0; i < CALLS; i++) await heads[i % copies]!.run(x, rows);
+      const ms = (performance.now() - start) / CALLS;
+      const row = { format, kernel: heads[0]!.kernel, rows, copies, ms, weightGBs: bytes / (ms / 1000) / 1e9 };
+      results.push(row);
+      console.error(row);
+    }
+    for (const h of heads) await h.release();
+  }
+}
+const out = values.out ?? join('bench', 'results', `lm-head-kernels-${new Date().toISOString().slice(0, 10)}.json`);
+await mkdir(join(out, '..'), { recursive: true });
+await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), vocab: V, hidden: H, results }, null, 2)}\n`);
+console.log('| format | rows | onnxruntime ms (GB/s) | native ms (GB/s) |\n|---|---|---|---|');
+for (const r of results.filter((r) => r.kernel === 'onnxruntime')) {
+  const n = results.find((m) => m.kernel === 'native' && m.format === r.format && m.rows === r.rows)!;
+  console.log(`| ${r.format} | ${r.rows} | ${r.ms.toFixed(2)} (${r.weightGBs.toFixed(1)}) | ${n.ms.toFixed(2)} (${n.weightGBs.toFixed(1)}) |`);
+}
