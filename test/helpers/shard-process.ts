@@ -29,6 +29,8 @@ export interface ShardProcessOptions {
   /** Run inside this network namespace (`ip netns exec`, which becomes the shard itself). */
   readonly netns?: string;
   readonly timeoutMs?: number;
+  /** Called with the process id as soon as it is spawned (before it listens). */
+  readonly onSpawned?: (pid: number) => void;
 }
 
 /** Starts a shard (`args` after the entry point, e.g. --model, --experts) and waits until it listens; rejects with its stderr if it exits first. */
@@ -36,6 +38,7 @@ export async function startShardProcess(args: readonly string[], options: ShardP
   const node = [process.execPath, '--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args];
   const [command, ...argv] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
   const child = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
+  if (child.pid !== undefined) options.onSpawned?.(child.pid);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -37,6 +37,11 @@ export interface ShardReload {
    * answered no call yet (joining) has loaded its experts, before it announces them.
    */
   readonly warmCallPath?: () => Promise<void>;
+  /**
+   * Run by a shard that has answered no call yet just before its first record that names experts (the one
+   * that lets routers route to it): main.ts puts back the autogroup it lowered for its start-up and load.
+   */
+  readonly beforeAnnounce?: () => Promise<void>;
 }
 
 export interface MembershipTimings {
@@ -282,11 +287,11 @@ export class ClusterMembership {
     const target = plan.shards[this.record.slot];
     if (!target || !this.reload || this.leaving) return;
     const now = sameLayers(this.compute.experts.heldLayers(), target);
+    const joining = !this.compute.stepEnds.answeredAny;
     if (!now) {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
       const rest = this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR;
-      const joining = !this.compute.stepEnds.answeredAny;
       this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest, this.timings.joinLoadRestFactor ?? rest));
       // Nobody waits on a shard that has answered no call: its first calls' cold code runs now, not on the router's first step with it.
       if (joining && this.reload.warmCallPath) await this.reload.warmCallPath();
@@ -295,6 +300,7 @@ export class ClusterMembership {
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record
       // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
       if (count(givenUp) > 0) {
+        if (joining) await this.reload.beforeAnnounce?.();
         await this.publishAtStepEnd({ layers: this.compute.servingLayers(), health: 'SERVING' });
         if (!(await this.untilHeldElsewhere(givenUp))) {
           this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
@@ -303,6 +309,7 @@ export class ClusterMembership {
         }
       }
     }
+    if (joining) await this.reload.beforeAnnounce?.();
     await this.publishAtStepEnd({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
     if (!now) this.log(`plan ${plan.version}: switched`);
     this.compute.retire(this.timings.retireGraceMs);

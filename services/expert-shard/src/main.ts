@@ -1,3 +1,5 @@
+// First: a shard joining a cluster lowers its autogroup before the modules below load (joining-start.ts).
+import { restoreJoiningAutogroup } from './joining-start.js';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { heapReturnEnabled, resolveExpertKernel, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
@@ -202,7 +204,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
-    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load, warmCallPath: () => server.warmUp() }, onPlanRejected, {
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load, warmCallPath: () => server.warmUp(), beforeAnnounce: restoreJoiningAutogroup }, onPlanRejected, {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
         loadRestFactor: loadRest,
@@ -213,8 +215,10 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const isStale = staleHolderProbe(values.advertise ?? address, tls);
   // A shard given its experts serves them from its first call: its call path's cold code runs before (ShardServer.warmUp).
   if (expertSpec) await server.warmUp();
+  if (expertSpec) await restoreJoiningAutogroup(); // before its record names its experts (or it serves without a registry)
   if (expertSpec) await membership?.join(ttl, keepAlive, isStale);
   else await membership?.joinPlan(ttl, keepAlive, isStale, values.slot, 120_000);
+  await restoreJoiningAutogroup(); // already back once its record named experts; this covers a plan that gave it none
   server.startServing();
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, frames: framesAddress, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 

@@ -147,7 +147,7 @@ describe('a shard following the plan', () => {
     }
   });
 
-  it('runs the call path warm-up of a joining shard after its load and before its record names the experts; not once it serves', async () => {
+  it('runs the call path warm-up of a joining shard after its load, then puts its autogroup back, before its record names the experts; neither once it serves', async () => {
     const cluster = 'warm';
     const store = new EtcdRegistry([etcd.url], cluster);
     const registry = new EtcdRegistry([etcd.url], cluster);
@@ -171,11 +171,12 @@ describe('a shard following the plan', () => {
         return registration;
       };
       const warmCallPath = async (): Promise<void> => void events.push(`warm-up: holds ${held()}, answered a call: ${compute.stepEnds.answeredAny}`);
+      const beforeAnnounce = async (): Promise<void> => void events.push(`autogroup back: holds ${held()}`);
       await store.putPlan(plan(1, 4));
-      membership = new ClusterMembership(logged, compute, { shardId: 'warm-0', address: '127.0.0.1:7300' }, { modelDir: dir, load, warmCallPath }, () => undefined, timings, () => undefined);
+      membership = new ClusterMembership(logged, compute, { shardId: 'warm-0', address: '127.0.0.1:7300' }, { modelDir: dir, load, warmCallPath, beforeAnnounce }, () => undefined, timings, () => undefined);
       await membership.joinPlan(10, undefined, undefined, 'shard-0', 60_000);
       const four = config.moeLayers.map(() => 4).join(',');
-      expect(events).toEqual([`warm-up: holds ${four}, answered a call: false`, `record: ${four}`]);
+      expect(events).toEqual([`warm-up: holds ${four}, answered a call: false`, `autogroup back: holds ${four}`, `record: ${four}`]);
       // Serving now (it answered a call): a switch warms nothing up.
       await compute.run(request(compute.fingerprint, config.hiddenSize, config.moeLayers[0]!, [1, 2]), performance.now());
       events.length = 0;
