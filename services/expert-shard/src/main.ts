@@ -213,6 +213,9 @@ export async function runShard(argv: readonly string[]): Promise<number> {
       })
     : null;
   const isStale = staleHolderProbe(values.advertise ?? address, tls);
+  // From the moment its record may exist, SIGTERM/SIGINT means leave in order (hand over, drain), never the
+  // default action's instant death: the steps below (warm-up, autogroup restore, join) can take a while.
+  const shutdown = untilShutdownSignal();
   // A shard given its experts serves them from its first call: its call path's cold code runs before (ShardServer.warmUp).
   if (expertSpec) await server.warmUp();
   if (expertSpec) await restoreJoiningAutogroup(); // before its record names its experts (or it serves without a registry)
@@ -222,7 +225,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   server.startServing();
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, frames: framesAddress, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
-  await untilShutdownSignal();
+  await shutdown;
   // Hand over and leave the cluster first (routers stop sending here), but never wait long on a
   // registry that is gone: the lease runs out by itself.
   await membership?.handOver();
