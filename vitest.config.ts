@@ -9,5 +9,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // The suite tests the TypeScript sources, also where a developer has built dist/: every `expertmesh` a test starts
+    // runs them (test/cli/compiled-build.test.ts builds and runs the compiled CLI on purpose).
+    env: { EXPERTMESH_RUNTIME: 'sources' },
   },
 });

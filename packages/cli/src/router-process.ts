@@ -1,9 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { spawnTied, stopGroup } from '@expertmesh/process-lifecycle';
-
-const CLI = join(import.meta.dirname, '..', 'bin', 'expertmesh.mjs');
+import { cliEntry, spawnTied, stopGroup } from '@expertmesh/process-lifecycle';
 
 export class RouterExitError extends Error {
   override readonly name = 'RouterExitError';
@@ -31,8 +28,8 @@ export class RouterProcess {
     private readonly args: (port: number | null) => readonly string[],
     private readonly env: NodeJS.ProcessEnv,
     private readonly drainSeconds: number,
-    /** The program run with `args` (the expertmesh CLI; another only in tests). */
-    private readonly entry: string = CLI,
+    /** The program run with `args` (the expertmesh CLI of the layout this runs from; another only in tests). */
+    private readonly entry: string = cliEntry(),
   ) {}
 
   /** How long stop() waits for the router to exit by itself before it kills it. */

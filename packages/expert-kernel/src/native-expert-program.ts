@@ -1,5 +1,7 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { installRoot } from '@expertmesh/process-lifecycle';
 import type { SwigluWeights, WeightData } from '@expertmesh/tensor-ops';
 
 /** The addon's entry points (native/expert_kernel.cc). */
@@ -50,7 +52,8 @@ export interface ProductSpec {
 export type NativeIsa = 'scalar' | 'avx2' | 'avx512vnni';
 export const ISA_CODES: Record<NativeIsa, number> = { scalar: 0, avx2: 1, avx512vnni: 2 };
 
-const BUILD_PATH = '../build/expert_kernel.node';
+/** The addon `npm run build:native` builds, found from the sources or the compiled build alike. */
+const buildPath = (): string => join(installRoot(), 'packages', 'expert-kernel', 'build', 'expert_kernel.node');
 
 /** The addon is not built: the message says how to build it. */
 export class ExpertKernelNotBuiltError extends Error {
@@ -76,7 +79,7 @@ let addon: ExpertKernelAddon | null = null;
 export function loadAddon(): ExpertKernelAddon {
   if (addon) return addon;
   try {
-    addon = createRequire(import.meta.url)(BUILD_PATH) as ExpertKernelAddon;
+    addon = createRequire(import.meta.url)(buildPath()) as ExpertKernelAddon;
   } catch (cause) {
     throw new ExpertKernelNotBuiltError({ cause });
   }

@@ -3,12 +3,18 @@ import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { evenSplitSpec } from '@expertmesh/expert-shard';
-import { spawnTied, stopGroup } from '@expertmesh/process-lifecycle';
+import { RUNS_COMPILED, cliEntry, spawnTied, stopGroup } from '@expertmesh/process-lifecycle';
 
-/** The shard entry point (the package's `./main` export), run under tsx in a process of its own. */
-const SHARD_MAIN = createRequire(import.meta.url).resolve('@expertmesh/expert-shard/main');
-/** tsx's loader by absolute URL: `--import tsx` would be resolved from the working directory, which may be any folder. */
-const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+/**
+ * How a shard process starts: compiled, the build's own CLI (`expertmesh.mjs shard …`, plain node); from the
+ * sources, the shard's entry (the package's `./main` export) under tsx, whose loader goes by absolute URL
+ * (`--import tsx` would be resolved from the working directory, which may be any folder).
+ */
+function shardCommand(): string[] {
+  if (RUNS_COMPILED) return [cliEntry(), 'shard'];
+  const require = createRequire(import.meta.url);
+  return ['--import', pathToFileURL(require.resolve('tsx')).href, require.resolve('@expertmesh/expert-shard/main')];
+}
 
 export interface LocalClusterOptions {
   readonly modelDir: string;
@@ -129,7 +135,7 @@ function startShard(options: LocalClusterOptions, index: number, address: string
   const r = options.registry;
   const placement = !r ? ['--experts', experts] : 'url' in r ? ['--registry', r.url, '--slot', id] : ['--cluster', r.cluster, '--etcd', r.etcd, '--slot', id];
   const listen = address ?? `${options.host ?? '127.0.0.1'}:0`;
-  const args = ['--import', TSX_LOADER, SHARD_MAIN, '--model', options.modelDir, ...placement, '--listen', listen, '--shard-id', id, ...(options.shardArgs ?? [])];
+  const args = [...shardCommand(), '--model', options.modelDir, ...placement, '--listen', listen, '--shard-id', id, ...(options.shardArgs ?? [])];
   const child = spawnTied(process.execPath, args, { node: true, env: { ...process.env, ...options.env } });
   spawned(child);
   let stderr = '';

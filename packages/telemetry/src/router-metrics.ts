@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { registerBuildInfo } from './build-info.js';
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const TOKEN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -45,5 +46,6 @@ export class RouterMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'expertmesh_router_' });
+    registerBuildInfo(this.registry, 'expertmesh_router_');
   }
 }

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { registerBuildInfo } from './build-info.js';
 
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
@@ -16,5 +17,6 @@ export class ShardMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'expertmesh_shard_' });
+    registerBuildInfo(this.registry, 'expertmesh_shard_');
   }
 }

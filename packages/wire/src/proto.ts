@@ -1,10 +1,11 @@
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { installRoot } from '@expertmesh/process-lifecycle';
 import type { ProtoGrpcType } from './generated/expert_shard_service.js';
 
-/** Where the .proto files live (the repository's proto/ folder). */
-export const PROTO_ROOT = join(import.meta.dirname, '..', '..', '..', 'proto');
+/** Where the .proto files live (the install's proto/ folder, from the sources or the compiled build). */
+export const PROTO_ROOT = join(installRoot(), 'proto');
 
 /** Must match the flags `npm run proto:gen` generates the TypeScript types with. */
 const LOADER_OPTIONS: protoLoader.Options = {

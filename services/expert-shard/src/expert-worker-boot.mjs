@@ -26,5 +26,6 @@ if (workerData.tsEntry) {
   register();
   await import(workerData.tsEntry);
 } else {
-  await import('./expert-worker-thread.js');
+  // The compiled build (`npm run build`) puts the thread's module beside this file.
+  await import('./expert-worker-thread.mjs');
 }

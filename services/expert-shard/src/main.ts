@@ -238,8 +238,9 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-// Run directly (the local cluster launcher spawns this file): node --import tsx main.ts …
-if (process.argv[1] && import.meta.filename === process.argv[1]) {
+// Run directly from the sources (the local cluster spawns this file there): node --import tsx main.ts …
+// Only as main.ts: bundled into the compiled build, this module's file is the bundle, which runs `expertmesh shard`.
+if (process.argv[1] && import.meta.filename === process.argv[1] && import.meta.filename.endsWith('.ts')) {
   exitWithParent();
   runShard(process.argv.slice(2)).then(
     (code) => process.exit(code),

@@ -190,7 +190,7 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
     const url = await step(router.start());
     // Wait until every expert has a live holder.
     for (let i = 0; i < 600 && !(await isReady(url)); i++) await step(new Promise((r) => setTimeout(r, 100)));
-    process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, etcd: etcdUrl, registry: embedded?.url ?? null, tls: tls.dir })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'ready', url, shards: cluster.addresses, shard_metrics: cluster.shards.map((s) => s.metricsUrl), etcd: etcdUrl, registry: embedded?.url ?? null, tls: tls.dir })}\n`);
     log(`serving the OpenAI API at ${url}/v1 (model "${flags.model.split('/').filter(Boolean).at(-1)}"); Ctrl-C stops everything`);
     await router.keepRunning(signal, log);
     log('stopping');

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { RUNS_COMPILED } from '@expertmesh/process-lifecycle';
 
 /** Prompts up to this size are tokenized in place (well under a millisecond's worth); longer ones in the worker. */
 const INLINE_BYTES = 2048;
@@ -33,8 +34,10 @@ export class PromptTokenizer {
   }
 
   static async start(modelDir: string, inline: (text: string, addBos?: boolean) => number[]): Promise<PromptTokenizer> {
-    // The worker runs TypeScript through tsx like the rest of the process (its boot file registers it).
-    const worker = new Worker(new URL('./tokenize-worker-boot.mjs', import.meta.url), { workerData: { modelDir } });
+    // From the sources the worker runs TypeScript through tsx like the rest of the process (its boot file registers
+    // it); the compiled build has the worker's module, plain JavaScript, beside this one.
+    const entry = RUNS_COMPILED ? './tokenize-worker.mjs' : './tokenize-worker-boot.mjs';
+    const worker = new Worker(new URL(entry, import.meta.url), { workerData: { modelDir } });
     worker.unref();
     await new Promise<void>((resolve, reject) => {
       worker.once('message', () => resolve());
