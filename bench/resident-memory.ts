@@ -5,7 +5,8 @@
  * the probe reports resident memory by kind of mapping, and the runs' prefill and decode speed.
  * Variants of PROBE_VARIANTS run the probe with arguments instead (`trim`: a malloc_trim(0) after each point, through
  * the native addon).
- *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--expert-kernel auto|onnxruntime|native] [--out FILE]
+ * `--runtime compiled` runs the probe from the compiled build (`npm run build`, plain node, no tsx) instead of the sources.
+ *   node --import tsx bench/resident-memory.ts [--model DIR] [--formats float32,int8,int4] [--variants default,arena-max-2,malloc-all] [--expert-kernel auto|onnxruntime|native] [--runtime sources|compiled] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { signalGroup, spawnTied } from '@expertmesh/process-lifecycle';
 import { ensureBenchModel } from './bench-model.js';
+import { buildWithEntries, parseRuntime } from './compiled-build.js';
 
 const JEMALLOC = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
 const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
@@ -49,8 +51,11 @@ const VARIANTS: Record<string, NodeJS.ProcessEnv> = {
 /** Variants made inside the probe: a malloc_trim(0) after each point. */
 const PROBE_VARIANTS: Record<string, string[]> = { trim: ['--trim'] };
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'float32,int8,int4' }, variants: { type: 'string', default: 'default,arena-max-2,malloc-all' }, batches: { type: 'string', default: '1,8,32' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'float32,int8,int4' }, variants: { type: 'string', default: 'default,arena-max-2,malloc-all' }, batches: { type: 'string', default: '1,8,32' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, runtime: { type: 'string', default: 'sources' }, out: { type: 'string' } } });
 const modelDir = await ensureBenchModel(values.model);
+const runtime = parseRuntime(values.runtime);
+/** How the probe starts: its TypeScript through tsx, or its compiled module with plain node. */
+const probe = runtime === 'compiled' ? [join(buildWithEntries('resident-memory', { 'memory-probe': 'bench/memory-probe.ts' }), 'memory-probe.mjs')] : ['--import', 'tsx', join(import.meta.dirname, 'memory-probe.ts')];
 
 /** This process's environment without malloc settings of its own: the baseline every variant starts from. */
 const ALLOCATOR_VARIABLE = /^(MALLOC_|TCMALLOC_|LD_PRELOAD$)/;
@@ -63,7 +68,7 @@ for (const format of values.formats.split(',')) {
     const env = PROBE_VARIANTS[variant] ? {} : VARIANTS[variant];
     if (!env) throw new Error(`unknown variant ${variant}; one of ${[...Object.keys(VARIANTS), ...Object.keys(PROBE_VARIANTS)].join(', ')}`);
     // Not a Node child to spawnTied, which would add the malloc settings to every variant.
-    const child = spawnTied(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'memory-probe.ts'), '--model', modelDir, '--weight-dtype', format, '--batches', values.batches, '--expert-kernel', values['expert-kernel'], ...probeArgs], { env: { ...glibcDefaults, ...env } });
+    const child = spawnTied(process.execPath, [...probe, '--model', modelDir, '--weight-dtype', format, '--batches', values.batches, '--expert-kernel', values['expert-kernel'], ...probeArgs], { env: { ...glibcDefaults, ...env } });
     const watchdog = setTimeout(() => signalGroup(child, 'SIGKILL'), 8 * 60_000);
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -82,7 +87,7 @@ for (const format of values.formats.split(',')) {
     if (code !== 0) console.error(`probe exited ${String(code)}: ${stderr.slice(-2000)}`);
     const runs = (points.at(-1)?.runs ?? []) as { batch: number; decodeTokensPerSecond: number; prefillTokensPerSecond: number }[];
     for (const r of runs) console.error(`  batch ${r.batch}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`);
-    results.push({ format, variant, expertKernel: values['expert-kernel'], env, probeArgs, points });
+    results.push({ format, variant, expertKernel: values['expert-kernel'], runtime, env, probeArgs, points });
   }
 }
 const report = { date: new Date().toISOString(), model: modelDir, results };

@@ -4,7 +4,8 @@
  * each EXPERTMESH_MALLOC_ENV given: off (glibc's defaults), glibc (two arenas: what `up` and the
  * local cluster set by default), jemalloc (preloaded). Measured again after a few seconds idle (jemalloc's
  * background thread returns freed pages on a timer).
- *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--malloc off,glibc,jemalloc] [--expert-kernel onnxruntime|native] [--out FILE]
+ * `--runtime compiled` runs this benchmark, and so the shard processes it starts, from the compiled build (plain node).
+ *   node --import tsx bench/shard-memory.ts [--model DIR] [--formats int8,float32] [--shards 2] [--malloc off,glibc,jemalloc] [--expert-kernel onnxruntime|native] [--runtime sources|compiled] [--out FILE]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,14 +13,23 @@ import { parseArgs } from 'node:util';
 import { Engine } from '@expertmesh/engine';
 import { LocalCluster } from '@expertmesh/local-cluster';
 import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
-import { MALLOC_ENVIRONMENT_SWITCH } from '@expertmesh/process-lifecycle';
+import { MALLOC_ENVIRONMENT_SWITCH, RUNS_COMPILED, spawnTied } from '@expertmesh/process-lifecycle';
 import { openExperts } from '@expertmesh/router';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { ensureBenchModel } from './bench-model.js';
 import { residentDetail, type ResidentDetail } from './resident-by-kind.js';
 import { DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
+import { buildWithEntries, parseRuntime } from './compiled-build.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,glibc,jemalloc' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, formats: { type: 'string', default: 'int8,float32' }, shards: { type: 'string', default: '2' }, batches: { type: 'string', default: '1,8,32' }, malloc: { type: 'string', default: 'off,glibc,jemalloc' }, 'expert-kernel': { type: 'string', default: 'onnxruntime' }, runtime: { type: 'string', default: 'sources' }, out: { type: 'string' } } });
+const runtime = parseRuntime(values.runtime);
+if (runtime === 'compiled' && !RUNS_COMPILED) {
+  // Run again from the compiled build: the local cluster then starts the build's shards, without tsx.
+  const entry = join(buildWithEntries('shard-memory', { 'shard-memory': 'bench/shard-memory.ts' }), 'shard-memory.mjs');
+  // Not a Node child to spawnTied: the same environment as this process (no malloc settings added).
+  const child = spawnTied(process.execPath, [entry, ...process.argv.slice(2)], { stdio: ['ignore', 'inherit', 'inherit'] });
+  process.exit(await new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1))));
+}
 const modelDir = await ensureBenchModel(values.model);
 const identity = await readCheckpointIdentity(modelDir);
 const batches = values.batches.split(',').map(Number);
@@ -52,7 +62,7 @@ for (const format of values.formats.split(',') as WeightDtype[]) {
         console.error(`${format} malloc-env ${malloc} ${phase}: ${hs.map((h) => `${h.shardId} ${mib(h.residentBytes)} MiB for ${mib(h.weightBytes)} MiB (${h.ratio.toFixed(2)}×)${h.detail ? ` [heap ${mib(h.detail.brkHeap)}, anon ${mib(h.detail.anonymousMappings)}, node ${mib(h.detail.nodeBinary)}, ort ${mib(h.detail.onnxruntimeLibrary)}, libs ${mib(h.detail.otherLibraries)}, ckpt ${mib(h.detail.checkpointFiles)}]` : ''}`).join(', ')}`);
       }
       for (const r of runs) console.error(`  batch ${r.batch}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s`);
-      results.push({ format, expertKernel: values['expert-kernel'], mallocEnvironment: malloc, shards, afterLoad, afterRuns, afterIdle, runs });
+      results.push({ format, expertKernel: values['expert-kernel'], runtime, mallocEnvironment: malloc, shards, afterLoad, afterRuns, afterIdle, runs });
     } finally {
       await cluster.stop();
     }

@@ -7,7 +7,8 @@ usage() {
 usage: deploy/image/smoke.sh [--image expertmesh:cpu] [--port 18000]
   Starts the image's demo cluster (`up --host 0.0.0.0` with an API key) with the API published on
   127.0.0.1:PORT, waits until it is ready, sends a chat completion (printed) and one with a prompt over 2 KiB
-  (tokenized in the router's worker thread), checks the key is required and the user is not root, stops the
+  (tokenized in the router's worker thread), checks the key is required, the user is not root and every process
+  runs the compiled build without tsx (the router's /metrics build_info, the processes' command lines), stops the
   container (it must exit 0) and removes it.
   Environment: CONTAINER_RUNTIME (an OCI runtime for podman, e.g. runc).
 EOF
@@ -55,7 +56,15 @@ long_answer=$(curl -sf "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authoriz
   -d "{\"model\": \"demo\", \"messages\": [{\"role\": \"user\", \"content\": \"$long\"}], \"max_tokens\": 4}")
 long_prompt_tokens=$(echo "$long_answer" | grep -o '"prompt_tokens":[0-9]*' | cut -d: -f2)
 user=$(podman exec "$name" id -u)
+# Production runs the compiled build: the router says so on /metrics, every process of the cluster runs the build's
+# launcher with plain node (none loads tsx, which is not even in the image).
+build_info=$(curl -sf "http://127.0.0.1:$PORT/metrics" -H "Authorization: Bearer $key" | grep '^expertmesh_router_build_info{' || true)
+commands=$(podman exec "$name" sh -c 'for p in /proc/[0-9]*; do tr "\0" " " < "$p/cmdline" 2>/dev/null; echo; done')
+compiled_processes=$(echo "$commands" | grep -c '^node /opt/expertmesh/dist/expertmesh.mjs ' || true)
+tsx_processes=$(echo "$commands" | grep -c -e 'tsx' -e '\.ts ' || true)
+tsx_installed=$(podman exec "$name" sh -c 'test -e /opt/expertmesh/node_modules/tsx && echo 1 || echo 0')
 podman "${podman_args[@]}" stop -t 30 "$name" >/dev/null
 code=$(podman inspect -f '{{.State.ExitCode}}' "$name")
-echo "{\"event\":\"smoke\",\"image\":\"$IMAGE\",\"ready_seconds\":$ready,\"unauthorized_status\":$unauthorized,\"uid\":$user,\"long_prompt_tokens\":${long_prompt_tokens:-0},\"exit_code_after_stop\":$code}"
-[ "$unauthorized" = 401 ] && echo "$answer" | grep -q '"role":"assistant"' && [ "${long_prompt_tokens:-0}" -gt 500 ] && [ "$user" != 0 ] && [ "$code" = 0 ]
+echo "{\"event\":\"smoke\",\"image\":\"$IMAGE\",\"ready_seconds\":$ready,\"unauthorized_status\":$unauthorized,\"uid\":$user,\"long_prompt_tokens\":${long_prompt_tokens:-0},\"exit_code_after_stop\":$code,\"compiled_processes\":$compiled_processes,\"tsx_processes\":$tsx_processes,\"tsx_installed\":$tsx_installed,\"router_build_info\":\"${build_info//\"/\\\"}\"}"
+[ "$unauthorized" = 401 ] && echo "$answer" | grep -q '"role":"assistant"' && [ "${long_prompt_tokens:-0}" -gt 500 ] && [ "$user" != 0 ] && [ "$code" = 0 ] \
+  && echo "$build_info" | grep -q 'runtime="compiled",loader="none"' && [ "$compiled_processes" -ge 2 ] && [ "$tsx_processes" = 0 ] && [ "$tsx_installed" = 0 ]

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // Entry point for `npx expertmesh`. Runs the compiled build (`npm run build`, dist/) when it is there and was built
 // from the current sources, else the TypeScript sources through tsx, so a fresh clone needs no build step and an
-// edit never runs stale compiled code. EXPERTMESH_RUNTIME=compiled|sources forces one (an image sets compiled:
+// edit never runs stale compiled code. EXPERTMESH_RUNTIME=compiled|sources forces one (the image sets compiled:
 // a missing or stale build is then an error, never a silent fallback); scripts/build-stamp.mjs says how it is told.
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { RUNTIME_SWITCH, chooseRuntime } from '../scripts/build-stamp.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const buildDir = join(here, '..', '..', '..', 'dist');
+// dist/ of this install unless EXPERTMESH_BUILD_DIR names another build (`npm run build -- --out-dir DIR`).
+const buildDir = resolve(process.env.EXPERTMESH_BUILD_DIR || join(here, '..', '..', '..', 'dist'));
 const choice = chooseRuntime(process.env[RUNTIME_SWITCH], buildDir);
 if ('error' in choice) {
   process.stderr.write(`expertmesh: ${choice.error}\n`);
