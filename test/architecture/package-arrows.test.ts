@@ -9,9 +9,11 @@ import { PackageGraph, readWorkspaces, workspaceFrom, type Architecture } from '
  */
 const ARCHITECTURE: Architecture = {
   layers: [
-    // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, process signals, TLS and
-    // exposure checks, and the MoE seam (routing as pairs, the experts backend interface), which depends on nothing.
-    ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'process-lifecycle', 'security', 'routed-experts'],
+    // The process itself: signals, children, and where its code runs from (sources or the compiled build).
+    ['process-lifecycle'],
+    // Foundations: config.json, checkpoint files, onnxruntime, tokenizer, telemetry, TLS and exposure checks, and
+    // the MoE seam (routing as pairs, the experts backend interface), which depends on nothing.
+    ['model-config', 'weights', 'tensor-ops', 'tokenizer', 'telemetry', 'security', 'routed-experts'],
     // The model's weights by name; the wire protocol; the cluster registry; test checkpoints; the native addon (the
     // grouped expert kernel, and glibc's heap returned to the kernel).
     ['model-weights', 'wire', 'discovery', 'checkpoint-maker', 'expert-kernel'],

@@ -43,8 +43,9 @@ describe('deploy/image/Dockerfile', () => {
     expect(initialArg('NODE_IMAGE')).toBe('docker.io/library/node:20-bookworm-slim');
     expect(initialArg('RUNTIME_IMAGE')).toBe('${NODE_IMAGE}');
     const build = s.get('build')!.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent()).join('\n');
-    expect(build).toMatch(/npm ci --omit=dev/);
     expect(build).toMatch(/ONNXRUNTIME_NODE_INSTALL=\$\{ONNXRUNTIME_NODE_INSTALL\} npm ci/);
+    // The compiled build is made with every dependency, then the dev ones (tsx, esbuild) are pruned.
+    expect(build).toMatch(/node packages\/cli\/scripts\/build\.mjs[\s\S]*npm prune --omit=dev[\s\S]*! \[ -e node_modules\/tsx \]/);
     // The runtime gets the built app from the build stage, and Node from the Node image when it has none.
     const runtime = s.get('runtime')!;
     const copies = runtime.filter((i) => i.getKeyword() === 'COPY').map((i) => i.getTextContent().replace(/\s+/g, ' ').replace(/^COPY /, ''));
@@ -70,6 +71,23 @@ describe('deploy/image/Dockerfile', () => {
     expect(existsSync(join(REPO, 'packages', 'cli', 'bin', 'expertmesh.mjs'))).toBe(true);
   });
 
+  it('runs the compiled build, never the sources: EXPERTMESH_RUNTIME=compiled, no tsx settings, the CLI proven to start', () => {
+    const runtime = stages().get('runtime')!;
+    const env = runtime.filter((i) => i.getKeyword() === 'ENV').map((i) => i.getTextContent()).join('\n');
+    expect(env).toMatch(/EXPERTMESH_RUNTIME=compiled/);
+    expect(DOCKERFILE).not.toMatch(/TSX_|tsx-\*/);
+    const text = runtime.map((i) => i.getTextContent()).join('\n');
+    // The environment is set before the check that the CLI starts, so the check runs the build.
+    expect(text.indexOf('EXPERTMESH_RUNTIME=compiled')).toBeLessThan(text.indexOf('/usr/local/bin/expertmesh --help'));
+    // The build's launcher and script are where the Dockerfile and the bin expect them; tsx is no runtime dependency.
+    expect(existsSync(join(REPO, 'packages', 'cli', 'scripts', 'build.mjs'))).toBe(true);
+    const cli = JSON.parse(readFileSync(join(REPO, 'packages', 'cli', 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    expect(cli.dependencies?.tsx).toBeUndefined();
+    const rootPackage = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+    expect(rootPackage.dependencies?.tsx ?? rootPackage.dependencies?.esbuild).toBeUndefined();
+    expect(rootPackage.devDependencies?.esbuild).toBeDefined();
+  });
+
   it('builds the native expert kernel strictly in the build stage and proves it loads in the runtime', () => {
     const s = stages();
     const build = s.get('build')!.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent());
@@ -80,7 +98,7 @@ describe('deploy/image/Dockerfile', () => {
     expect(kernelAt).toBeGreaterThan(compilerAt);
     expect(build[kernelAt]).not.toMatch(/--optional/);
     expect(existsSync(join(REPO, 'packages', 'expert-kernel', 'scripts', 'build.mjs'))).toBe(true);
-    // `npm ci --omit=dev` must install the Node-API headers the build reads.
+    // The Node-API headers the build reads are a production dependency (npm prune --omit=dev keeps them).
     const kernelPackage = JSON.parse(readFileSync(join(REPO, 'packages', 'expert-kernel', 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
     expect(kernelPackage.dependencies?.['node-api-headers']).toBeDefined();
     expect(kernelPackage.devDependencies?.['node-api-headers']).toBeUndefined();
@@ -94,7 +112,7 @@ describe('deploy/image/Dockerfile', () => {
     const ignore = dockerignore().add(readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n'));
     for (const kept of ['package.json', 'package-lock.json', '.npmrc', 'tsconfig.json', 'proto/expertmesh/v1/expert_shard_service.proto', 'packages/cli/bin/expertmesh.mjs', 'packages/cli/src/main.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/main.ts'])
       expect({ kept, ignored: ignore.ignores(kept) }).toEqual({ kept, ignored: false });
-    for (const dropped of ['node_modules/zod/package.json', 'packages/cli/node_modules/x', '.git/HEAD', 'models/demo/config.json', 'test/api/drain.test.ts', 'packages/cli/test/cli.test.ts', '.tmp/x', 'deploy/kubernetes/overlays/gpu-r1/secrets/api-keys', 'packages/expert-kernel/build/expert_kernel.node'])
+    for (const dropped of ['node_modules/zod/package.json', 'packages/cli/node_modules/x', '.git/HEAD', 'models/demo/config.json', 'test/api/drain.test.ts', 'packages/cli/test/cli.test.ts', '.tmp/x', 'deploy/kubernetes/overlays/gpu-r1/secrets/api-keys', 'packages/expert-kernel/build/expert_kernel.node', 'dist/cli-main.mjs'])
       expect({ dropped, ignored: ignore.ignores(dropped) }).toEqual({ dropped, ignored: true });
   });
 
