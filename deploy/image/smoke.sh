@@ -60,7 +60,7 @@ user=$(podman exec "$name" id -u)
 # launcher with plain node (none loads tsx, which is not even in the image).
 build_info=$(curl -sf "http://127.0.0.1:$PORT/metrics" -H "Authorization: Bearer $key" | grep '^expertmesh_router_build_info{' || true)
 commands=$(podman exec "$name" sh -c 'for p in /proc/[0-9]*; do tr "\0" " " < "$p/cmdline" 2>/dev/null; echo; done')
-compiled_processes=$(echo "$commands" | grep -c '^node /opt/expertmesh/dist/expertmesh.mjs ' || true)
+compiled_processes=$(echo "$commands" | grep -c '^\S*node /opt/expertmesh/dist/expertmesh\.mjs ' || true)
 tsx_processes=$(echo "$commands" | grep -c -e 'tsx' -e '\.ts ' || true)
 tsx_installed=$(podman exec "$name" sh -c 'test -e /opt/expertmesh/node_modules/tsx && echo 1 || echo 0')
 podman "${podman_args[@]}" stop -t 30 "$name" >/dev/null
