@@ -47,9 +47,10 @@ describe('the compiled build', () => {
     expect(firstStaleInput(stamp, build)).toBeNull();
   });
 
-  it('`up` through the bin runs the build: router and shard report compiled code and no module loader, and answer a chat completion', async () => {
+  it('`up` through the bin runs the build: router and shard (experts in its worker thread) report compiled code and no module loader, and answer chat completions, a long prompt through the tokenizer worker', async () => {
     // auto (the default outside the test suite): the build is current, so it runs; from a folder outside the checkout.
-    const env = { ...process.env, EXPERTMESH_RUNTIME: 'auto', EXPERTMESH_BUILD_DIR: build };
+    // The shard runs its experts in its worker thread (the build's expert-worker-thread.mjs).
+    const env = { ...process.env, EXPERTMESH_RUNTIME: 'auto', EXPERTMESH_BUILD_DIR: build, EXPERTMESH_EXPERT_WORKER: 'on' };
     const child = spawn(process.execPath, [CLI, 'up', '--model', join(work.path, 'demo'), '--shards', '1', '--port', '0', '--embedded-registry'], { cwd: work.path, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -65,6 +66,10 @@ describe('the compiled build', () => {
       const client = new OpenAI({ baseURL: `${ready.url}/v1`, apiKey: 'unused', maxRetries: 0 });
       const r = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 4 });
       expect(r.usage!.completion_tokens).toBe(4);
+      // A prompt over 2 KiB is tokenized in the router's worker thread (the build's tokenize-worker.mjs).
+      const long = 'The router tokenizes long prompts off its event loop. '.repeat(60);
+      const l = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: long }], max_tokens: 1 });
+      expect(l.usage!.prompt_tokens).toBeGreaterThan(500);
       expect(await buildInfo(`${ready.url}/metrics`, 'expertmesh_router_')).toMatch(/runtime="compiled",loader="none"/);
       expect(ready.shard_metrics).toHaveLength(1);
       expect(await buildInfo(ready.shard_metrics[0]!, 'expertmesh_shard_')).toMatch(/runtime="compiled",loader="none"/);
