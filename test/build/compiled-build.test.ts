@@ -80,6 +80,22 @@ describe('the compiled build', () => {
     expect(await exited).toBe(0);
   });
 
+  it('never builds over a folder that is not a build: a user\'s files stay as they were', async () => {
+    const theirs = await mkdtemp(join(REPO, '.tmp', 'compiled-build-theirs-'));
+    try {
+      await writeFile(join(theirs, 'notes.mjs'), 'their own module\n');
+      const refused = await run(process.execPath, [join(REPO, 'packages', 'cli', 'scripts', 'build.mjs'), '--out-dir', theirs], { cwd: REPO }).then(
+        () => null,
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(refused?.code).toBe(2);
+      expect(refused?.stderr).toMatch(/holds files and no build-info\.json/);
+      expect(await readFile(join(theirs, 'notes.mjs'), 'utf8')).toBe('their own module\n');
+    } finally {
+      await rm(theirs, { recursive: true, force: true });
+    }
+  });
+
   it('a build older than the sources is refused with EXPERTMESH_RUNTIME=compiled, and passed over (with a note) by default', async () => {
     // A copy of the build whose stamp remembers another version of one source file: the sources have moved on.
     const stale = await mkdtemp(join(REPO, '.tmp', 'compiled-build-stale-'));

@@ -53,9 +53,16 @@ const externalPackages = {
 };
 
 const started = Date.now();
-// A build replaces the folder's modules; it never deletes anything else a user put there.
+// A build replaces a previous build's modules, and never touches a folder that holds anything else.
 mkdirSync(outDir, { recursive: true });
-for (const f of readdirSync(outDir)) if (f.endsWith('.mjs') || f.endsWith('.mjs.map') || f === BUILD_INFO_FILE) rmSync(join(outDir, f));
+const present = readdirSync(outDir);
+if (present.length > 0 && !present.includes(BUILD_INFO_FILE)) {
+  console.error(`build: ${outDir} holds files and no ${BUILD_INFO_FILE}, so it is no build of this project: give an empty folder or a previous build`);
+  process.exit(2);
+}
+for (const f of present) if (f.endsWith('.mjs') || f.endsWith('.mjs.map')) rmSync(join(outDir, f));
+// Marks the folder as a build in progress: the CLI takes it for stale (another layout) until the stamp replaces it.
+writeFileSync(join(outDir, BUILD_INFO_FILE), `${JSON.stringify({ layout: 0, building: true })}\n`);
 const result = await build({
   absWorkingDir: root,
   entryPoints,
