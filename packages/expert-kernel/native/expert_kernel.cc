@@ -1016,6 +1016,15 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
   const Parallel parallel = parallelFor(p, p.env->profile.on ? &p.env->profile.pool : nullptr);
   Scratch& sc = p.env->scratch;
   sc.h.resize(static_cast<size_t>(total) * I);
+  RunProfile& prof = p.env->profile;
+  int64_t t = prof.on ? nowNs() : 0;
+  // Adds the time since the last mark to `into` (only while profiling).
+  const auto mark = [&](double& into) {
+    if (!prof.on) return;
+    const int64_t now = nowNs();
+    into += static_cast<double>(now - t);
+    t = now;
+  };
 
   if (p.bits == 32) {
     // Float32 weights: the caller's rows and h read as they are (no quantisation).
@@ -1028,7 +1037,9 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
       return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo, int) { tileF32(p.isa, w, n0, n1, in.data() + r0, m, out, ldo); };
     };
     gateUpPhase(p, rows, start, parallel, on(xr), sc.h.data());
+    mark(prof.gateUpNs);
     downPhase(p, rows, start, parallel, on(hr), y);
+    mark(prof.downNs);
   } else {
     const auto quantize = [&](const float* a, const int32_t* from, int cols, Activations& out) {
       shapeActivations(out, total, cols, p.block);
@@ -1039,15 +1050,6 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
     };
     const auto on = [&](const Activations& in) -> Product {
       return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo, int prefetchEnd) { tile(p.isa, w, n0, n1, in, r0, m, p.bits, out, ldo, prefetchEnd); };
-    };
-    RunProfile& prof = p.env->profile;
-    int64_t t = prof.on ? nowNs() : 0;
-    // Adds the time since the last mark to `into` (only while profiling).
-    const auto mark = [&](double& into) {
-      if (!prof.on) return;
-      const int64_t now = nowNs();
-      into += static_cast<double>(now - t);
-      t = now;
     };
     quantize(x, source, H, sc.xq);
     mark(prof.quantizeXNs);

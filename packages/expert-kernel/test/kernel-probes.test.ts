@@ -60,4 +60,20 @@ describe('native kernel probes (benchmarks)', () => {
       }
     });
   });
+
+  it('float32 runs are profiled too: their products timed, no quantisation', () => {
+    withReleased(() => NativeExpertProgram.create('profiled float32', experts(2, 64, 32, 32), { threads: 2 }), (program) => {
+      try {
+        setKernelProfiling(true);
+        program.run(seeded(3 * 64, 5), [2, 1]);
+        const p = readKernelProfile();
+        expect(p.calls).toBe(1);
+        expect(p.gateUpNs).toBeGreaterThan(0);
+        expect(p.downNs).toBeGreaterThan(0);
+        expect(p.quantizeXNs + p.quantizeHNs).toBe(0);
+      } finally {
+        setKernelProfiling(false);
+      }
+    });
+  });
 });
