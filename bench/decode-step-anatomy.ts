@@ -2,6 +2,8 @@
  * Where a decode step's time goes, in the engine, beside the routed experts: each graph's runs
  * (embedding, the layer graphs, the LM head), the routed experts' calls, the model's JavaScript
  * between the runs (inputs, the attention plan, cache writes) and the engine's (scheduler, sampling).
+ * With the routed experts on the native kernel, also the kernel's own timers (its calls' parts and its thread
+ * pool's hand-offs: how late the worker took a phase's first task, how long the caller waited at the join).
  * Run the process with --cpu-prof for the JavaScript's own functions.
  *   node --import tsx bench/decode-step-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batches 1,8,32] [--out FILE]
  */
@@ -13,6 +15,7 @@ import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
 import { DEFAULT_EXECUTION, Graph } from '@expertmesh/tensor-ops';
+import { readKernelProfile, setKernelProfiling, type KernelRunProfile } from '@expertmesh/expert-kernel';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { ensureBenchModel } from './bench-model.js';
 import { CountingExperts } from './counting-experts.js';
@@ -64,7 +67,8 @@ for (const batch of batches) {
   const step = engine.step.bind(engine);
   let faults = 0;
   // What the timed decode steps did, read when they end (the drain steps after them are not counted).
-  let timed = { graphs: new Map<string, { ms: number; runs: number }>(), forwardMs: 0, expertMs: 0, faults: 0 };
+  let timed = { graphs: new Map<string, { ms: number; runs: number }>(), forwardMs: 0, expertMs: 0, faults: 0, kernel: null as KernelRunProfile | null };
+  const native = local.expertKernel === 'native';
   const result = await runDecode(
     engine,
     batch,
@@ -74,6 +78,7 @@ for (const batch of batches) {
       experts.reset();
       forwardMs = 0;
       faults = process.resourceUsage().minorPageFault;
+      if (native) setKernelProfiling(true);
       engine.step = async () => {
         const t0 = performance.now();
         try {
@@ -86,7 +91,9 @@ for (const batch of batches) {
     undefined,
     () => {
       engine.step = step;
-      timed = { graphs: new Map([...graphMs].map(([k, v]) => [k, { ...v }])), forwardMs, expertMs: experts.layerMs, faults: process.resourceUsage().minorPageFault - faults };
+      const kernel = native ? readKernelProfile() : null;
+      if (native) setKernelProfiling(false);
+      timed = { graphs: new Map([...graphMs].map(([k, v]) => [k, { ...v }])), forwardMs, expertMs: experts.layerMs, faults: process.resourceUsage().minorPageFault - faults, kernel };
     },
   );
   const per = (ms: number): number => ms / DECODE_STEPS;
@@ -102,6 +109,18 @@ for (const batch of batches) {
     modelJsMs: per(timed.forwardMs - graphTotal - timed.expertMs),
     engineJsMs: per(stepMs - timed.forwardMs),
     minorPageFaultsPerStep: timed.faults / DECODE_STEPS,
+    // The native expert runs by part, ms per step; the pool's hand-offs per phase.
+    nativeExperts: timed.kernel && {
+      callsPerStep: timed.kernel.calls / DECODE_STEPS,
+      callMs: per(timed.kernel.callNs / 1e6),
+      quantizeMs: per((timed.kernel.quantizeXNs + timed.kernel.quantizeHNs) / 1e6),
+      gateUpMs: per(timed.kernel.gateUpNs / 1e6),
+      downMs: per(timed.kernel.downNs / 1e6),
+      wakeMsPerPhase: timed.kernel.wakeNs / timed.kernel.phases / 1e6,
+      joinWaitMsPerPhase: timed.kernel.joinWaitNs / timed.kernel.phases / 1e6,
+      phasesWithoutWorker: timed.kernel.phasesWithoutWorker / timed.kernel.phases,
+      workerTaskShare: timed.kernel.workerTasks / (timed.kernel.workerTasks + timed.kernel.mainTasks),
+    },
     graphs,
   };
   rows.push(row);

@@ -14,78 +14,19 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { getPreset, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
-import { LocalRoutedExperts, type ExpertWeightSource } from '@expertmesh/local-experts';
-import { QUANTIZED_FORMATS, type WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION, memoryWeight, quantizeBlockwise, type ExecutionOptions, type ExpertKernel, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
+import { getPreset, parseModelConfig } from '@expertmesh/model-config';
+import { LocalRoutedExperts } from '@expertmesh/local-experts';
+import { DEFAULT_EXECUTION, type ExecutionOptions, type ExpertKernel } from '@expertmesh/tensor-ops';
 import type { ExpertPairs } from '@expertmesh/routed-experts';
 import { measureMachineRates } from './machine-rates.js';
+import { randomPairs, seeded, syntheticExperts, type Format } from './synthetic-experts.js';
 
-type Format = 'float32' | 'int8' | 'int4';
 const { values } = parseArgs({ options: { formats: { type: 'string', default: 'float32,int8,int4' }, batches: { type: 'string', default: '1,8,32' }, kernels: { type: 'string', default: 'onnxruntime,native' }, out: { type: 'string' } } });
 const formats = values.formats.split(',') as Format[];
 const batches = values.batches.split(',').map(Number);
 const kernels = values.kernels.split(',') as ExpertKernel[];
 const ROUTINGS = 16;
 const LAYER = 1;
-
-/** xorshift32 in [0, 1). */
-function random(seed: number): () => number {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
-
-/** Seeded values in [-1/16, 1/16): a stand-in for trained weights (timing does not depend on them). */
-function seeded(n: number, seed: number): Float32Array {
-  const next = random(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = (next() - 0.5) / 8;
-  return out;
-}
-
-function syntheticExperts(config: ModelConfig, format: Format): ExpertWeightSource {
-  const H = config.hiddenSize;
-  const I = config.moeIntermediateSize;
-  const matrix = (rows: number, cols: number, seed: number): WeightData => {
-    const w = seeded(rows * cols, seed);
-    if (format === 'float32') return memoryWeight(w, [rows, cols]);
-    const { bits, block } = QUANTIZED_FORMATS[format];
-    return { kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(w, rows, cols, bits, block) };
-  };
-  return {
-    expertDtype: format satisfies WeightDtype,
-    routedExpert: async (layer, e): Promise<SwigluWeights> => ({
-      gate: matrix(I, H, 3 * (layer * 1000 + e) + 1),
-      up: matrix(I, H, 3 * (layer * 1000 + e) + 2),
-      down: matrix(H, I, 3 * (layer * 1000 + e) + 3),
-      hidden: H,
-      intermediate: I,
-    }),
-  };
-}
-
-/** `batch` tokens, each choosing topK distinct experts among `among` (pairs in token order, weights summing to 1). */
-function randomPairs(batch: number, topK: number, among: readonly number[], seed: number): ExpertPairs {
-  const n = batch * topK;
-  const pairs = { tokenRows: new Int32Array(n), expertIds: new Int32Array(n), weights: new Float32Array(n) };
-  const next = random(seed);
-  let k = 0;
-  for (let t = 0; t < batch; t++) {
-    const chosen = new Set<number>();
-    while (chosen.size < topK) chosen.add(among[Math.floor(next() * among.length)]!);
-    for (const e of chosen) {
-      pairs.tokenRows[k] = t;
-      pairs.expertIds[k] = e;
-      pairs.weights[k++] = 1 / topK;
-    }
-  }
-  return pairs;
-}
 
 /** Best mean ms per call over 3 trials of cycling every case twice (after a warm-up pass). */
 async function timeCalls(cases: readonly (() => Promise<unknown>)[]): Promise<number> {

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -36,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <sched.h>
 #include <unistd.h>
 #include <dlfcn.h>
 
@@ -381,13 +383,15 @@ EK_AVX512 __m512 addBlock(__m512 acc, __m512i isum, int zero, int32_t qsum, floa
  * exact int32 sums for 16 outputs come out without any cross-lane sum (the layout MLAS and llama.cpp pack their
  * weights into once; here it is built per tile and reused for every activation row of the expert).
  */
-EK_AVX512 void interleaveRows(const uint8_t* src, size_t stride, int dwords, uint8_t* dst) {
+EK_AVX512 void interleaveRows(const uint8_t* src, size_t stride, int dwords, uint8_t* dst, const uint8_t* next) {
   // 16 dwords of the 16 rows at a time, a 16 × 16 dword transpose: pairs of rows (epi32), quads (epi64), then the
   // 128-bit lanes of four quads; vector 4L + j of the result holds dword 4L + j of every row.
   for (int d0 = 0; d0 < dwords; d0 += 16) {
     const int left = dwords - d0 < 16 ? dwords - d0 : 16;
     const __mmask16 k = left == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
     __m512i r[16], t[16], u[16];
+    if (next != nullptr)
+      for (int i = 0; i < 16; i++) _mm_prefetch(reinterpret_cast<const char*>(next + i * stride + 4 * static_cast<size_t>(d0)), _MM_HINT_T1);
     for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_epi32(k, src + i * stride + 4 * static_cast<size_t>(d0));
     for (int i = 0; i < 8; i++) {
       t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -474,7 +478,7 @@ EK_AVX512 void interleavedRows(const uint8_t* tileCodes, const float* scales, co
  * lanes) or, for a single 8-bit row, from per-row vectors summed across lanes together (transposeSum16).
  * Remaining rows and narrow blocks: tileAvx512Rows.
  */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo, int prefetchEnd) {
   const int block = a.block;
   int n = n0;
   // 4-bit codes: always a tile interleaved while packed (interleavedRows<…, true>). 8-bit codes: an interleaved tile when
@@ -493,11 +497,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
     if (!crossLane) tileCodes.resize(16 * rowBytes);
     for (; n + 16 <= n1; n += 16) {
       const uint8_t* codes = w.codes + static_cast<size_t>(n) * rowBytes;
+      // The next 16 rows' codes are fetched into L2 while these are read, column by column as they will be: each row
+      // starts a page (or a quarter of one) where the hardware prefetcher would start over.
+      const uint8_t* next = n + 32 <= prefetchEnd ? codes + 16 * rowBytes : nullptr;
       float* scales = blockScales.data();
       for (int j = 0; j < w.kb; j++) _mm512_storeu_ps(scales + 16 * j, _mm512_i32gather_ps(scaleIndex, w.scales + static_cast<size_t>(n) * w.kb + j, 4));
       float* at = out + (n - n0);
       if (!crossLane) {
-        interleaveRows(codes, rowBytes, static_cast<int>(rowBytes / 4), tileCodes.data());
+        interleaveRows(codes, rowBytes, static_cast<int>(rowBytes / 4), tileCodes.data(), next);
         const uint8_t* t = tileCodes.data();
         int i = 0;
 #define EK_ROWS(MI)                                                                                                     \
@@ -523,6 +530,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
         for (int r = 0; r < 16; r++) v[r] = _mm512_setzero_si512();
         for (int c = 0; c < block; c += 64) {
           const __m512i av = _mm512_loadu_si512(q + static_cast<size_t>(j) * block + c);
+          if (next != nullptr)
+            for (int r = 0; r < 16; r++) _mm_prefetch(reinterpret_cast<const char*>(next + r * rowBytes + static_cast<size_t>(j) * block + c), _MM_HINT_T1);
           for (int r = 0; r < 16; r++) v[r] = _mm512_dpbusd_epi32(v[r], _mm512_loadu_si512(codes + r * rowBytes + static_cast<size_t>(j) * block + c), av);
         }
         transposeSum16(v, z0, z1);
@@ -535,9 +544,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void tileAvx512(
 }
 #endif
 
-void tile(Isa isa, const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo) {
+/** ... and, on the AVX512 path, weight rows up to `prefetchEnd` fetched ahead (the rest of the caller's task). */
+void tile(Isa isa, const Matrix& w, int n0, int n1, const Activations& a, int r0, int m, int bits, float* out, size_t ldo, int prefetchEnd) {
 #if EK_X86
-  if (isa == Isa::Avx512Vnni) return tileAvx512(w, n0, n1, a, r0, m, bits, out, ldo);
+  if (isa == Isa::Avx512Vnni) return tileAvx512(w, n0, n1, a, r0, m, bits, out, ldo, prefetchEnd);
   if (isa == Isa::Avx2) return tileAvx2(w, n0, n1, a, r0, m, bits, out, ldo);
 #endif
   tileScalar(w, n0, n1, a, r0, m, bits, out, ldo);
@@ -709,12 +719,48 @@ void tileF32(Isa isa, const Matrix& w, int n0, int n1, const float* const* xr, i
 }
 
 // ---------------------------------------------------------------------------------------------
+// Timing of a run's parts (off unless a benchmark turns it on: setProfiling(true)); summed until read.
+
+inline int64_t nowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+/** Hand-offs of the phases run on the pool. */
+struct PhaseStats {
+  double phases = 0, phasesWithoutWorker = 0, wakeNs = 0, joinWaitNs = 0, mainTasks = 0, workerTasks = 0;
+};
+
+/** Where the calls' time went, summed over the calls since the last read. */
+struct RunProfile {
+  bool on = false;
+  double calls = 0, callNs = 0, checkNs = 0, quantizeXNs = 0, gateUpNs = 0, quantizeHNs = 0, downNs = 0;
+  PhaseStats pool;
+};
+
+/** How long the pool's workers stay awake between phases (Pool::waitBriefly), in ns. */
+struct SpinPolicy {
+  int64_t spinNs, yieldNs;
+};
+
+/** A non-negative integer from the environment (≤ 10^6), else `fallback`. */
+int64_t integerFromEnv(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return fallback;
+  char* end = nullptr;
+  const long long us = std::strtoll(v, &end, 10);
+  return end != nullptr && *end == 0 && us >= 0 && us <= 1000000 ? us : fallback;
+}
+
+/** EXPERTMESH_EXPERT_KERNEL_SPIN_US / _YIELD_US (read when a pool starts), else the defaults. */
+SpinPolicy spinPolicyFromEnv() {
+  return {integerFromEnv("EXPERTMESH_EXPERT_KERNEL_SPIN_US", 60) * 1000, integerFromEnv("EXPERTMESH_EXPERT_KERNEL_YIELD_US", 0) * 1000};
+}
+
+// ---------------------------------------------------------------------------------------------
 // A small persistent pool: the calling thread and up to `workers` threads take tasks of one phase from an
 // atomic counter. Workers spin briefly between phases (a run has four), then sleep.
 
 class Pool {
  public:
-  explicit Pool(int workers) {
+  Pool(int workers, SpinPolicy spin) : spin_(spin) {
     for (int k = 0; k < workers; k++) threads_.emplace_back([this, k] { loop(k); });
   }
   ~Pool() {
@@ -728,13 +774,17 @@ class Pool {
   }
   int workers() const { return static_cast<int>(threads_.size()); }
 
-  /** Runs task(0..n-1) on the caller and `helpers` workers (≤ workers()); returns when all are done. */
-  void run(int n, int helpers, const std::function<void(int)>& task) {
+  /**
+   * Runs task(0..n-1) on the caller and `helpers` workers (≤ workers()); returns when all are done. With `stats`,
+   * the phase's hand-off is timed: how late the first worker took a task, how long the caller waited at the join.
+   */
+  void run(int n, int helpers, const std::function<void(int)>& task, PhaseStats* stats = nullptr) {
     if (n <= 0) return;
     if (helpers <= 0 || n == 1) {
       for (int i = 0; i < n; i++) task(i);
       return;
     }
+    const int64_t notified = stats != nullptr ? nowNs() : 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       task_ = &task;
@@ -742,11 +792,26 @@ class Pool {
       helpers_ = helpers;
       next_.store(0);
       done_.store(0);
+      workerStart_.store(0, std::memory_order_relaxed);
+      workerTasks_.store(0, std::memory_order_relaxed);
+      timing_ = stats != nullptr;
       generation_.fetch_add(1);
     }
     cv_.notify_all();
-    work();
+    work(false);
+    const int64_t mainDone = stats != nullptr ? nowNs() : 0;
     while (done_.load(std::memory_order_acquire) < n || busy_.load(std::memory_order_acquire) > 0) pause();
+    if (stats != nullptr) {
+      const int64_t end = nowNs();
+      const int64_t started = workerStart_.load(std::memory_order_relaxed);
+      stats->phases++;
+      stats->joinWaitNs += static_cast<double>(end - mainDone);
+      stats->wakeNs += static_cast<double>((started != 0 ? started : end) - notified);
+      if (started == 0) stats->phasesWithoutWorker++;
+      const int byWorkers = workerTasks_.load(std::memory_order_relaxed);
+      stats->workerTasks += byWorkers;
+      stats->mainTasks += n - byWorkers;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     task_ = nullptr;
   }
@@ -759,18 +824,39 @@ class Pool {
     std::this_thread::yield();
 #endif
   }
-  void work() {
+  void work(bool worker) {
     for (;;) {
       const int i = next_.fetch_add(1);
       if (i >= tasks_) return;
+      if (worker && timing_) {
+        int64_t none = 0;
+        workerStart_.compare_exchange_strong(none, nowNs(), std::memory_order_relaxed);
+        workerTasks_.fetch_add(1, std::memory_order_relaxed);
+      }
       (*task_)(i);
       done_.fetch_add(1, std::memory_order_release);
     }
   }
+  /**
+   * Before sleeping, a worker waits for the next phase awake: spinning for spinNs (pause), then for yieldNs more
+   * handing its core to any other runnable thread between looks (sched_yield). A sleeping worker costs a wake-up
+   * when the next phase starts (a futex and, in a VM whose other vCPU halted, an inter-processor interrupt).
+   */
+  void waitBriefly(uint64_t seen) {
+    const int64_t start = nowNs();
+    for (int spin = 1; generation_.load(std::memory_order_acquire) == seen; spin++) {
+      pause();
+      if ((spin & 63) != 0) continue;
+      const int64_t waited = nowNs() - start;
+      if (waited >= spin_.spinNs + spin_.yieldNs) return;
+      if (waited >= spin_.spinNs) sched_yield();
+    }
+  }
+
   void loop(int k) {
     uint64_t seen = 0;
     for (;;) {
-      for (int spin = 0; spin < 4000 && generation_.load(std::memory_order_acquire) == seen; spin++) pause();
+      waitBriefly(seen);
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return generation_.load() != seen; });
       seen = generation_.load();
@@ -778,7 +864,7 @@ class Pool {
       if (task_ == nullptr || k >= helpers_) continue;
       busy_.fetch_add(1);
       lock.unlock();
-      work();
+      work(true);
       busy_.fetch_sub(1, std::memory_order_release);
     }
   }
@@ -787,7 +873,10 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_{0}, done_{0}, busy_{0};
+  std::atomic<int> next_{0}, done_{0}, busy_{0}, workerTasks_{0};
+  std::atomic<int64_t> workerStart_{0};
+  bool timing_ = false;
+  const SpinPolicy spin_;
   const std::function<void(int)>* task_ = nullptr;
   int tasks_ = 0, helpers_ = 0;
   bool stop_ = false;
@@ -813,6 +902,7 @@ constexpr int kKeepScratchRows = 512;
 struct EnvState {
   Pool* pool = nullptr;
   Scratch scratch;
+  RunProfile profile;
   int livePrograms = 0;
   void stopPool() {
     delete pool;
@@ -827,8 +917,12 @@ struct Expert {
   Matrix gate, up, down;
 };
 
+// A gate/up task computes 16 rows of the intermediate width at a time (its g and u tiles), up to kGateUpTask rows;
+// a down task kDownTask rows of the hidden width. Tasks span several 16-row tiles so that each thread fetches the
+// next tile of its own task ahead while it reads this one (at batch 1 a task's rows are its whole work).
 constexpr int kGateUpTile = 16;
-constexpr int kDownTile = 32;
+constexpr int kGateUpTask = 64;
+constexpr int kDownTask = 128;
 constexpr int kQuantRows = 16;
 
 struct Program {
@@ -852,56 +946,62 @@ void silu_mul(const float* g, const float* u, float* h, int n) {
 }
 
 using Parallel = std::function<void(int, const std::function<void(int)>&)>;
-/** out[i · ldo + (n − n0)] for the m rows from r0 against weight rows [n0, n1) of w, in the run's format. */
-using Product = std::function<void(const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo)>;
+/**
+ * out[i · ldo + (n − n0)] for the m rows from r0 against weight rows [n0, n1) of w, in the run's format; rows up to
+ * prefetchEnd (the task's) may be fetched ahead.
+ */
+using Product = std::function<void(const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo, int prefetchEnd)>;
 
-/** h[r] = silu(x_r · gateᵀ) ⊙ (x_r · upᵀ), tasks of (expert, 16 rows of the intermediate width). */
+/** h[r] = silu(x_r · gateᵀ) ⊙ (x_r · upᵀ), tasks of (expert, kGateUpTask rows of the intermediate width), 16 rows at a time. */
 void gateUpPhase(const Program& p, const int32_t* rows, const std::vector<int>& start, const Parallel& parallel, const Product& product, float* h) {
   const int E = static_cast<int>(p.experts.size());
   const int I = p.intermediate;
   struct Task { int expert, n0; };
   std::vector<Task> tasks;
-  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTile) tasks.push_back({e, n});
+  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < I; n += kGateUpTask) tasks.push_back({e, n});
   parallel(static_cast<int>(tasks.size()), [&](int t) {
     const Task task = tasks[t];
     const int m = rows[task.expert], r0 = start[task.expert];
-    const int n1 = task.n0 + kGateUpTile < I ? task.n0 + kGateUpTile : I;
-    const int width = n1 - task.n0;
-    thread_local std::vector<float> g, u;
-    g.resize(static_cast<size_t>(m) * width);
-    u.resize(static_cast<size_t>(m) * width);
+    const int end = task.n0 + kGateUpTask < I ? task.n0 + kGateUpTask : I;
     const Expert& ex = p.experts[task.expert];
-    product(ex.gate, task.n0, n1, r0, m, g.data(), width);
-    product(ex.up, task.n0, n1, r0, m, u.data(), width);
-    for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, h + static_cast<size_t>(r0 + i) * I + task.n0, width);
+    thread_local std::vector<float> g, u;
+    for (int n0 = task.n0; n0 < end; n0 += kGateUpTile) {
+      const int n1 = n0 + kGateUpTile < end ? n0 + kGateUpTile : end;
+      const int width = n1 - n0;
+      g.resize(static_cast<size_t>(m) * width);
+      u.resize(static_cast<size_t>(m) * width);
+      product(ex.gate, n0, n1, r0, m, g.data(), width, end);
+      product(ex.up, n0, n1, r0, m, u.data(), width, end);
+      for (int i = 0; i < m; i++) silu_mul(g.data() + static_cast<size_t>(i) * width, u.data() + static_cast<size_t>(i) * width, h + static_cast<size_t>(r0 + i) * I + n0, width);
+    }
   });
 }
 
-/** y[r] = h_r · downᵀ, tasks of (expert, 32 rows of the hidden width). */
+/** y[r] = h_r · downᵀ, tasks of (expert, kDownTask rows of the hidden width). */
 void downPhase(const Program& p, const int32_t* rows, const std::vector<int>& start, const Parallel& parallel, const Product& product, float* y) {
   const int E = static_cast<int>(p.experts.size());
   const int H = p.hidden;
   struct Task { int expert, n0; };
   std::vector<Task> tasks;
-  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < H; n += kDownTile) tasks.push_back({e, n});
+  for (int e = 0; e < E; e++) if (rows[e] > 0) for (int n = 0; n < H; n += kDownTask) tasks.push_back({e, n});
   parallel(static_cast<int>(tasks.size()), [&](int t) {
     const Task task = tasks[t];
     const int r0 = start[task.expert];
-    const int n1 = task.n0 + kDownTile < H ? task.n0 + kDownTile : H;
-    product(p.experts[task.expert].down, task.n0, n1, r0, rows[task.expert], y + static_cast<size_t>(r0) * H + task.n0, H);
+    const int n1 = task.n0 + kDownTask < H ? task.n0 + kDownTask : H;
+    product(p.experts[task.expert].down, task.n0, n1, r0, rows[task.expert], y + static_cast<size_t>(r0) * H + task.n0, H, n1);
   });
 }
 
-/** Runs tasks on the program's environment's pool (started, or grown, on first use) and the calling thread. */
-Parallel parallelFor(Program& p) {
+/** Runs tasks on the program's environment's pool (started, or grown, on first use) and the calling thread; the pool's hand-offs timed into `stats` when given. */
+Parallel parallelFor(Program& p, PhaseStats* stats = nullptr) {
   const int helpers = p.threads - 1;
   if (helpers > 0 && (p.env->pool == nullptr || p.env->pool->workers() < helpers)) {
     p.env->stopPool();
-    p.env->pool = new Pool(helpers);
+    p.env->pool = new Pool(helpers, spinPolicyFromEnv());
   }
   EnvState* env = p.env;
-  return [env, helpers](int n, const std::function<void(int)>& task) {
-    if (helpers > 0) env->pool->run(n, helpers, task);
+  return [env, helpers, stats](int n, const std::function<void(int)>& task) {
+    if (helpers > 0) env->pool->run(n, helpers, task, stats);
     else for (int i = 0; i < n; i++) task(i);
   };
 }
@@ -913,9 +1013,18 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
   for (int e = 0; e < E; e++) start[e + 1] = start[e] + rows[e];
   const int total = start[E];
   if (total == 0) return;
-  const Parallel parallel = parallelFor(p);
+  const Parallel parallel = parallelFor(p, p.env->profile.on ? &p.env->profile.pool : nullptr);
   Scratch& sc = p.env->scratch;
   sc.h.resize(static_cast<size_t>(total) * I);
+  RunProfile& prof = p.env->profile;
+  int64_t t = prof.on ? nowNs() : 0;
+  // Adds the time since the last mark to `into` (only while profiling).
+  const auto mark = [&](double& into) {
+    if (!prof.on) return;
+    const int64_t now = nowNs();
+    into += static_cast<double>(now - t);
+    t = now;
+  };
 
   if (p.bits == 32) {
     // Float32 weights: the caller's rows and h read as they are (no quantisation).
@@ -925,10 +1034,12 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
       hr[r] = sc.h.data() + static_cast<size_t>(r) * I;
     }
     const auto on = [&](const std::vector<const float*>& in) -> Product {
-      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo) { tileF32(p.isa, w, n0, n1, in.data() + r0, m, out, ldo); };
+      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo, int) { tileF32(p.isa, w, n0, n1, in.data() + r0, m, out, ldo); };
     };
     gateUpPhase(p, rows, start, parallel, on(xr), sc.h.data());
+    mark(prof.gateUpNs);
     downPhase(p, rows, start, parallel, on(hr), y);
+    mark(prof.downNs);
   } else {
     const auto quantize = [&](const float* a, const int32_t* from, int cols, Activations& out) {
       shapeActivations(out, total, cols, p.block);
@@ -938,12 +1049,16 @@ void runProgram(Program& p, const float* x, const int32_t* source, const int32_t
       });
     };
     const auto on = [&](const Activations& in) -> Product {
-      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo) { tile(p.isa, w, n0, n1, in, r0, m, p.bits, out, ldo); };
+      return [&p, &in](const Matrix& w, int n0, int n1, int r0, int m, float* out, size_t ldo, int prefetchEnd) { tile(p.isa, w, n0, n1, in, r0, m, p.bits, out, ldo, prefetchEnd); };
     };
     quantize(x, source, H, sc.xq);
+    mark(prof.quantizeXNs);
     gateUpPhase(p, rows, start, parallel, on(sc.xq), sc.h.data());
+    mark(prof.gateUpNs);
     quantize(sc.h.data(), nullptr, I, sc.hq);
+    mark(prof.quantizeHNs);
     downPhase(p, rows, start, parallel, on(sc.hq), y);
+    mark(prof.downNs);
   }
   if (total > kKeepScratchRows) sc.release();
 }
@@ -985,7 +1100,7 @@ void runProduct(Program& p, const float* x, int m, float* y, int32_t* argmax) {
     parallel(tasks, [&](int t) {
       int n0, n1;
       range(t, n0, n1);
-      tile(p.isa, w, n0, n1, sc.xq, 0, m, p.bits, y + n0, N);
+      tile(p.isa, w, n0, n1, sc.xq, 0, m, p.bits, y + n0, N, n1);
     });
   }
   if (argmax != nullptr) {
@@ -1027,12 +1142,15 @@ napi_value property(napi_env env, napi_value obj, const char* name) {
   return v;
 }
 
-int intProperty(napi_env env, napi_value obj, const char* name, int lo, int hi) {
+/** An integer argument in [lo, hi]. */
+int intValue(napi_env env, napi_value v, const char* name, int lo, int hi) {
   double d;
-  if (napi_get_value_double(env, property(env, obj, name), &d) != napi_ok || !(d >= lo && d <= hi) || d != std::floor(d))
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= lo && d <= hi) || d != std::floor(d))
     throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"};
   return static_cast<int>(d);
 }
+
+int intProperty(napi_env env, napi_value obj, const char* name, int lo, int hi) { return intValue(env, property(env, obj, name), name, lo, hi); }
 
 template <typename T>
 T* typedArray(napi_env env, napi_value v, napi_typedarray_type want, size_t expected, const std::string& what) {
@@ -1265,6 +1383,7 @@ Program* programArgs(napi_env env, napi_callback_info info, napi_value* argv, si
 // run(program, x Float32Array [total·H], rows Int32Array [experts], y Float32Array [total·H] [, source Int32Array [total]]):
 // with `source`, x is [tokens·H] and the program's row r is x's row source[r] (the gather done by the quantiser's reads).
 napi_value Run(napi_env env, napi_callback_info info) {
+  const int64_t entered = nowNs();
   try {
     napi_value argv[5];
     size_t argc = 5;
@@ -1291,7 +1410,13 @@ napi_value Run(napi_env env, napi_callback_info info) {
       x = typedArray<float>(env, argv[1], napi_float32_array, static_cast<size_t>(total) * p->hidden, "x");
     }
     float* y = typedArray<float>(env, argv[3], napi_float32_array, static_cast<size_t>(total) * p->hidden, "y");
+    RunProfile& prof = p->env->profile;
+    if (prof.on) prof.checkNs += static_cast<double>(nowNs() - entered);
     runProgram(*p, x, source, rows, y);
+    if (prof.on) {
+      prof.calls++;
+      prof.callNs += static_cast<double>(nowNs() - entered);
+    }
   } catch (const Bad& bad) {
     throwError(env, bad.code.c_str(), bad.message);
   } catch (const std::bad_alloc&) {
@@ -1467,6 +1592,124 @@ napi_value V8HeapShrink(napi_env env, napi_callback_info) {
   return out;
 }
 
+
+// ---- Probes for benchmarks (bench/expert-kernel-anatomy.ts): not used by the engine.
+
+#if EK_X86
+/** The least work per byte: every 64 bytes one vpdpbusd against a constant (so the bytes are loaded and used). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) int32_t streamBytesAvx512(const uint8_t* p, size_t n) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+  size_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    s0 = _mm512_dpbusd_epi32(s0, _mm512_loadu_si512(p + i), ones);
+    s1 = _mm512_dpbusd_epi32(s1, _mm512_loadu_si512(p + i + 64), ones);
+    s2 = _mm512_dpbusd_epi32(s2, _mm512_loadu_si512(p + i + 128), ones);
+    s3 = _mm512_dpbusd_epi32(s3, _mm512_loadu_si512(p + i + 192), ones);
+  }
+  for (; i + 64 <= n; i += 64) s0 = _mm512_dpbusd_epi32(s0, _mm512_loadu_si512(p + i), ones);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, _mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3)));
+  int32_t total = 0;
+  for (int l = 0; l < 16; l++) total += lanes[l];
+  for (; i < n; i++) total += p[i];
+  return total;
+}
+#endif
+
+int32_t streamBytes(Isa isa, const uint8_t* p, size_t n) {
+#if EK_X86
+  if (isa == Isa::Avx512Vnni) return streamBytesAvx512(p, n);
+#endif
+  int32_t total = 0;
+  for (size_t i = 0; i < n; i++) total += p[i];
+  return total;
+}
+
+// streamProbe(program, experts Int32Array, threads) → { ns, bytes }: reads every byte the named experts' products
+// read (codes and scales, or float32 values) once, in chunks of 64 KiB shared by `threads` threads (the calling
+// thread and the program's pool), doing the least work per byte. The rate this machine streams these very buffers at.
+napi_value StreamProbe(napi_env env, napi_callback_info info) {
+  try {
+    napi_value argv[3];
+    args(env, info, 3, argv);
+    Program* p = unwrapProgram(env, argv[0]);
+    if (p->isProduct) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "streamProbe takes an expert program"};
+    const size_t n = typedArrayLength(env, argv[1], napi_int32_array, "experts");
+    const int32_t* ids = typedArray<int32_t>(env, argv[1], napi_int32_array, n, "experts");
+    const int threads = intValue(env, argv[2], "threads", 1, p->threads);
+    struct Span { const uint8_t* at; size_t bytes; };
+    std::vector<Span> chunks;
+    double bytes = 0;
+    const auto add = [&](const void* at, size_t length) {
+      bytes += static_cast<double>(length);
+      for (size_t o = 0; o < length; o += 65536) chunks.push_back({static_cast<const uint8_t*>(at) + o, length - o < 65536 ? length - o : 65536});
+    };
+    for (size_t i = 0; i < n; i++) {
+      if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= p->experts.size()) throw Bad{"ERR_EXPERT_KERNEL_SHAPE", "experts[" + std::to_string(i) + "] is not an expert of the program"};
+      const Expert& ex = p->experts[ids[i]];
+      for (const Matrix* m : {&ex.gate, &ex.up, &ex.down}) {
+        if (m->values != nullptr) {
+          add(m->values, static_cast<size_t>(m->rows) * m->cols * 4);
+        } else {
+          add(m->codes, static_cast<size_t>(m->rows) * m->kb * m->blob);
+          add(m->scales, static_cast<size_t>(m->rows) * m->kb * 4);
+        }
+      }
+    }
+    const Parallel parallel = parallelFor(*p);
+    std::atomic<int32_t> sink{0};
+    const int64_t t0 = nowNs();
+    const std::function<void(int)> task = [&](int t) { sink.fetch_add(streamBytes(p->isa, chunks[t].at, chunks[t].bytes), std::memory_order_relaxed); };
+    if (threads > 1) p->env->pool->run(static_cast<int>(chunks.size()), threads - 1, task);
+    else for (size_t t = 0; t < chunks.size(); t++) task(static_cast<int>(t));
+    const double ns = static_cast<double>(nowNs() - t0);
+    napi_value out;
+    NAPI_OK(napi_create_object(env, &out));
+    setNumber(env, out, "ns", ns);
+    setNumber(env, out, "bytes", bytes);
+    setNumber(env, out, "checksum", sink.load());
+    return out;
+  } catch (const Bad& bad) {
+    throwError(env, bad.code.c_str(), bad.message);
+  }
+  return nullptr;
+}
+
+// setProfiling(on): time the parts of every expert run of this environment from now on (or stop), sums reset.
+napi_value SetProfiling(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  bool on = false;
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    throwError(env, "ERR_EXPERT_KERNEL_ARGUMENT", "setProfiling takes a boolean");
+    return nullptr;
+  }
+  EnvState* state = envState(env);
+  state->profile = RunProfile();
+  state->profile.on = on;
+  return nullptr;
+}
+
+// readProfile() → the sums since setProfiling or the last read (ns, counts), then reset.
+napi_value ReadProfile(napi_env env, napi_callback_info) {
+  EnvState* state = envState(env);
+  RunProfile& prof = state->profile;
+  napi_value out;
+  NAPI_OK(napi_create_object(env, &out));
+  const std::pair<const char*, double> fields[] = {
+      {"calls", prof.calls}, {"callNs", prof.callNs}, {"checkNs", prof.checkNs}, {"quantizeXNs", prof.quantizeXNs}, {"gateUpNs", prof.gateUpNs},
+      {"quantizeHNs", prof.quantizeHNs}, {"downNs", prof.downNs}, {"phases", prof.pool.phases}, {"phasesWithoutWorker", prof.pool.phasesWithoutWorker},
+      {"wakeNs", prof.pool.wakeNs}, {"joinWaitNs", prof.pool.joinWaitNs}, {"mainTasks", prof.pool.mainTasks}, {"workerTasks", prof.pool.workerTasks},
+  };
+  for (const auto& [name, value] : fields) setNumber(env, out, name, value);
+  const bool on = prof.on;
+  prof = RunProfile();
+  prof.on = on;
+  return out;
+}
+
 // Joins the pool when the environment (the process, or a worker thread) shuts down. The small state itself is
 // left allocated: programs' finalizers may still run after this hook and read it.
 void cleanupEnv(void* data) { static_cast<EnvState*>(data)->stopPool(); }
@@ -1486,6 +1729,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"mallocTrim", nullptr, MallocTrim, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"v8HeapShrink", nullptr, V8HeapShrink, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addWeightedRows", nullptr, AddWeightedRows, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"streamProbe", nullptr, StreamProbe, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setProfiling", nullptr, SetProfiling, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"readProfile", nullptr, ReadProfile, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

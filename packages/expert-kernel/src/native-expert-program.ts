@@ -13,6 +13,47 @@ export interface ExpertKernelAddon {
   createProduct(spec: ProductSpec): object;
   product(program: object, x: Float32Array, y: Float32Array, argmax?: Int32Array): void;
   isas(): NativeIsa[];
+  streamProbe(program: object, experts: Int32Array, threads: number): StreamProbeResult;
+  setProfiling(on: boolean): void;
+  readProfile(): KernelRunProfile;
+}
+
+/** One pass over some experts' weight bytes doing the least work per byte (a benchmark's achievable rate). */
+export interface StreamProbeResult {
+  readonly ns: number;
+  readonly bytes: number;
+  readonly checksum: number;
+}
+
+/**
+ * Where the native expert runs' time went since profiling was turned on or last read (sums over `calls`, in ns):
+ * the boundary's checks, the input's quantisation, gate/up, h's quantisation, down; the pool's phases: how late
+ * the first worker took a task (wake), how long the caller waited for the last (join), tasks per side.
+ */
+export interface KernelRunProfile {
+  readonly calls: number;
+  readonly callNs: number;
+  readonly checkNs: number;
+  readonly quantizeXNs: number;
+  readonly gateUpNs: number;
+  readonly quantizeHNs: number;
+  readonly downNs: number;
+  readonly phases: number;
+  readonly phasesWithoutWorker: number;
+  readonly wakeNs: number;
+  readonly joinWaitNs: number;
+  readonly mainTasks: number;
+  readonly workerTasks: number;
+}
+
+/** Turns the timing of native expert runs on or off on this thread (benchmarks only: a few clock reads a run). */
+export function setKernelProfiling(on: boolean): void {
+  loadAddon().setProfiling(on);
+}
+
+/** The profile summed since it was turned on or last read, then reset. */
+export function readKernelProfile(): KernelRunProfile {
+  return loadAddon().readProfile();
 }
 
 interface CodesAndScales {
@@ -201,6 +242,13 @@ export class NativeExpertProgram {
     const y = new Float32Array(total * this.hidden);
     native(() => (source ? loadAddon().run(program, x, counts, y, source) : loadAddon().run(program, x, counts, y)));
     return y;
+  }
+
+  /** Streams the weight bytes of `experts` (indices into this program) once on `threads` threads, the least work per byte. */
+  streamProbe(experts: readonly number[], threads: number): StreamProbeResult {
+    const program = this.program;
+    if (!program) throw new ExpertKernelError(`program "${this.name}" was released`, 'ERR_EXPERT_KERNEL_RELEASED');
+    return native(() => loadAddon().streamProbe(program, Int32Array.from(experts), threads));
   }
 
   /** Drops the references to the weights; the kernel's threads stop once no program is left. */

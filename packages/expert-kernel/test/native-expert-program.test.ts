@@ -45,6 +45,10 @@ const SHAPES = [
   { bits: 4, block: 32, hidden: 100, intermediate: 72, rows: [4, 0, 0, 7] },
   { bits: 4, block: 64, hidden: 160, intermediate: 48, rows: [18] },
   { bits: 4, block: 16, hidden: 40, intermediate: 24, rows: [2, 3] },
+  // Several tasks per expert (64 rows of gate/up, 128 of down), each of several 16-row tiles read ahead, and a
+  // last task of a part tile; one row (cross-lane sums) and several (interleaved tiles).
+  { bits: 8, block: 128, hidden: 384, intermediate: 200, rows: [1, 2, 0, 5] },
+  { bits: 4, block: 32, hidden: 384, intermediate: 200, rows: [1, 0, 4] },
   // float32: K a multiple of 16 and not (a masked tail), weight rows not a multiple of the 4-row blocks or the
   // tiles, 1 to 4 rows per expert and more than 8 (several 4-row passes over a tile).
   { bits: 32, block: 0, hidden: 256, intermediate: 128, rows: [1, 0, 3] },

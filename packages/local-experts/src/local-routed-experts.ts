@@ -35,6 +35,8 @@ interface ExpertGroup {
  * (6 experts of 44 MB) while a small model's layer stays one graph.
  */
 export const EXPERT_GROUP_BYTES = 256 << 20;
+const NO_ROWS = new Int32Array(0);
+const NO_WEIGHTS = new Float32Array(0);
 
 /**
  * Graphs a layer may have beyond what a fresh load makes before a plan change rebuilds it whole:
@@ -266,8 +268,9 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       counts[slot]!++;
     }
     // Each expert's token rows and their routing weights, in pair order.
-    const tokenRowsOf = entry.held.map((_, s) => new Int32Array(counts[s]!));
-    const weights = entry.held.map((_, s) => new Float32Array(counts[s]!));
+    // (Arrays only for the chosen experts: at a decode step a few of the layer's dozens.)
+    const tokenRowsOf = entry.held.map((_, s) => (counts[s] ? new Int32Array(counts[s]!) : NO_ROWS));
+    const weights = entry.held.map((_, s) => (counts[s] ? new Float32Array(counts[s]!) : NO_WEIGHTS));
     const filled = new Int32Array(entry.held.length);
     for (let i = 0; i < n; i++) {
       const s = slots[i]!;
