@@ -5,19 +5,29 @@
  * gap reaching into an event is counted in a steady window). Gaps are counted as in the bench's windows: every gap
  * between two tokens of a stream that overlaps the window.
  *
- * Which steady periods: every one of the run (`pool: 'run'`, the default since round 12), not only the two beside
- * the event (`'adjacent'`, rounds 6–11). Windows slid over ~20 s hold only ~20 s ÷ L independent draws: for a 6.4 s
- * switch about 3, and the "p90" of three draws is their maximum, which a switch that changes nothing exceeds about
- * one time in four (a null event measured it, round 12). The p90 of a run's whole steady state is the same criterion
- * on enough draws for its ten percent to mean ten percent.
+ * Which steady periods: the nearest ones that hold 20 windows of the event's length side by side (`pool: 'nearest'`,
+ * since round 12), not only the two beside the event (`'adjacent'`, rounds 6–11). Windows slid over ~20 s hold only
+ * ~20 s ÷ L independent draws: for a 6.4 s switch about 3, and the "p90" of three draws is their maximum, which a
+ * switch that changes nothing exceeds about one time in four (null events measured it, round 12). The same p90 on
+ * enough draws means one time in ten; taking the nearest periods rather than the whole run keeps a drift of steady
+ * state over a long run out of a short switch's comparison.
  */
 
 /** One stream's token arrival times (ms, any clock shared with the periods). */
 export type TokenTimes = readonly number[];
 /** [start, end) in ms, on the streams' clock. */
 export type Interval = readonly [number, number];
-/** Which steady periods an event is compared with: the whole run's, or only the one before it and the one after it. */
-export type SteadyPool = 'run' | 'adjacent';
+/**
+ * Which steady periods an event is compared with: the nearest ones that hold `NEAREST_INDEPENDENT_WINDOWS` windows of
+ * its length side by side ('nearest'), the whole run's ('run'), or only the one before it and the one after it ('adjacent').
+ */
+export type SteadyPool = 'nearest' | 'run' | 'adjacent';
+/**
+ * How many non-overlapping windows of an event's length the 'nearest' steady periods must hold: from n independent
+ * draws the nearest-rank p90 is exceeded by one more draw (n − ⌊0.9 n⌋) ÷ (n + 1) of the time, 9.5 % at 20, 17 % at
+ * 11, 25 % at 3 (two 10 s periods beside a 6.4 s switch).
+ */
+export const NEAREST_INDEPENDENT_WINDOWS = 20;
 
 export interface SteadyComparison {
   /** The length of every steady window: the switch's own. */
@@ -169,14 +179,31 @@ export function compareEvent(
   stepMs: number,
   marginMs: number,
 ): EventComparison {
-  const used = pool === 'run' ? [...periods] : [periods.filter(([, end]) => end <= at).at(-1), periods.find(([start]) => start >= switchedAt)].filter((p) => p !== undefined);
   const length = switchedAt - at;
+  const room = (ps: readonly Interval[]): number => ps.reduce((sum, [a, b]) => sum + Math.max(0, b - a - 2 * marginMs), 0);
+  const used =
+    pool === 'run'
+      ? [...periods]
+      : pool === 'adjacent'
+        ? [periods.filter(([, end]) => end <= at).at(-1), periods.find(([start]) => start >= switchedAt)].filter((p) => p !== undefined)
+        : nearestPeriods(periods, [at, switchedAt], (ps) => room(ps) >= NEAREST_INDEPENDENT_WINDOWS * length);
   const steady = steadyWindowGaps(streams, used, length, stepMs, marginMs);
-  const room = used.reduce((sum, [a, b]) => sum + Math.max(0, b - a - 2 * marginMs), 0);
   return {
     pool,
     ...compareWithSteady(longestGap(streams, at, switchedAt), steady, length, stepMs, marginMs),
     periodsMs: used.map(([from, to]) => [Math.round(from - at), Math.round(to - at)]),
-    independentWindows: Math.round((room / length) * 10) / 10,
+    independentWindows: Math.round((room(used) / length) * 10) / 10,
   };
+}
+
+/** `periods` nearest to `event` first (by the time between them), as few as make `enough` hold (all if none do), in time order. */
+function nearestPeriods(periods: readonly Interval[], [at, switchedAt]: Interval, enough: (ps: readonly Interval[]) => boolean): Interval[] {
+  const distance = ([a, b]: Interval): number => (b <= at ? at - b : a >= switchedAt ? a - switchedAt : 0);
+  const byDistance = [...periods].sort((x, y) => distance(x) - distance(y));
+  const used: Interval[] = [];
+  for (const p of byDistance) {
+    if (enough(used)) break;
+    used.push(p);
+  }
+  return used.sort((x, y) => x[0] - y[0]);
 }
