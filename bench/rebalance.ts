@@ -32,6 +32,7 @@
  * --extra-steady-seconds S (default 60) holds S s more of steady state before the leave: with ~10 s between events a
  * 6.4 s switch has only ~1.5 independent steady windows per period, and a p90 of few draws is exceeded more often
  * than one time in ten.
+ * --after-leave-seconds S keeps the load running S s after the leave's switch (default one window).
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3 --null-events 6]
@@ -72,6 +73,8 @@ const { values } = parseArgs({
     'null-events': { type: 'string', default: '6' },
     // Steady state added before the leave: more independent windows as long as the longest switch.
     'extra-steady-seconds': { type: 'string', default: '60' },
+    // How long the load runs after the leave's switch (default: one window): longer shows the steady state after it.
+    'after-leave-seconds': { type: 'string' },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -87,6 +90,8 @@ const NULL_EVENTS = Number(values['null-events']);
 if (!Number.isInteger(NULL_EVENTS) || NULL_EVENTS < 0 || NULL_EVENTS > 30) throw new Error(`--null-events takes 0 … 30, not ${values['null-events']}`);
 const EXTRA_STEADY_MS = Number(values['extra-steady-seconds']) * 1000;
 if (!(EXTRA_STEADY_MS >= 0 && EXTRA_STEADY_MS <= 600_000)) throw new Error(`--extra-steady-seconds takes 0 … 600, not ${values['extra-steady-seconds']}`);
+const AFTER_LEAVE_MS = values['after-leave-seconds'] === undefined ? WINDOW_MS : Number(values['after-leave-seconds']) * 1000;
+if (!(AFTER_LEAVE_MS >= WINDOW_MS && AFTER_LEAVE_MS <= 600_000)) throw new Error(`--after-leave-seconds takes a window's length … 600, not ${values['after-leave-seconds']}`);
 /** The null events' lengths, in turn: about the rebalance's, the join's (from its process start) and the leave's switch. */
 const NULL_LENGTHS_MS = [800, 3500, 6400];
 
@@ -257,7 +262,7 @@ try {
   fifth.process.kill('SIGTERM');
   const code = await exited;
   events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
-  await sleep(WINDOW_MS);
+  await sleep(AFTER_LEAVE_MS);
   hedgesAtEnd = await hedges();
   loadStoppedAt = performance.now();
   running = false;
@@ -347,7 +352,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
