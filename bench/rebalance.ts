@@ -24,14 +24,15 @@
  * the JSON's `steadySameLength` and the second table give the steady p50 / p90 / max and the switch's percentile
  * among them (`steadyAdjacent`: the same with only the periods just before and just after it, rounds 6–11's method;
  * `steadyWholeRun`: every steady period of the run).
- * --null-events N (default 6) adds N events that do nothing: an interval of a real switch's length (0.8, 3.5 and
+ * --null-events N (default 3) adds N events that do nothing: an interval of a real switch's length (0.8, 3.5 and
  * 6.4 s in turn), started as the real events are (a window's length after the previous switch), judged by the same
  * code. A switch that changes nothing is above steady p90 in about one run in ten if the test is fair; the null
  * events measure that, run after run. They are spread after the rebalance and the join in turn (not after the leave:
- * 10–20 s after it steady state turns rougher for the rest of the run).
- * --extra-steady-seconds S (default 60) holds S s more of steady state before the leave: with ~10 s between events a
+ * the run would reach the rougher steady state that begins 100–110 s into the load).
+ * --extra-steady-seconds S (default 0) holds S s more of steady state before the leave: with ~10 s between events a
  * 6.4 s switch has only ~1.5 independent steady windows per period, and a p90 of few draws is exceeded more often
- * than one time in ten.
+ * than one time in ten. But 100–110 s into the load the router's steps turn rougher for good (round 12: every ~10th
+ * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s.
  * --after-leave-seconds S keeps the load running S s after the leave's switch (default one window).
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
@@ -70,9 +71,9 @@ const { values } = parseArgs({
     'shard-arg': { type: 'string', multiple: true, default: [] },
     // Names the variant (code or flags) in the JSON.
     label: { type: 'string' },
-    'null-events': { type: 'string', default: '6' },
+    'null-events': { type: 'string', default: '3' },
     // Steady state added before the leave: more independent windows as long as the longest switch.
-    'extra-steady-seconds': { type: 'string', default: '60' },
+    'extra-steady-seconds': { type: 'string', default: '0' },
     // How long the load runs after the leave's switch (default: one window): longer shows the steady state after it.
     'after-leave-seconds': { type: 'string' },
   },
@@ -221,8 +222,8 @@ try {
   };
   /**
    * The null events due after real event `slot` (0 the rebalance, 1 the join): N spread over the two in turn. None
-   * after the leave: 10–20 s after it steady state turns rougher for the rest of the run (round 12), and the null
-   * events must sample the steady state the real events are judged against.
+   * after the leave: from 100–110 s into the load steady state turns rougher for the rest of the run (round 12), and
+   * the null events must sample the steady state the real events are judged against.
    */
   let nullsDone = 0;
   const nullEventsAfter = async (slot: number): Promise<void> => {
