@@ -94,9 +94,9 @@ describe('steady windows of a switch’s length (bench:rebalance)', () => {
   };
 
   it('puts an event that does nothing above the steady p90 about one time in ten, at every switch length, where two periods did it up to one in four', () => {
-    // The bench's timeline: a 5 s warm-up, nine events 10 s apart (three real ones, six null ones) as long as the
-    // rebalance's, the join's and the leave's switches, and 60 s more of steady state (--extra-steady-seconds; where it
-    // lies does not matter to a stationary load).
+    // The timeline of `bench:rebalance --null-events 6 --extra-steady-seconds 60`: a 5 s warm-up, nine events 10 s
+    // apart (three real ones, six null ones) as long as the rebalance's, the join's and the leave's switches, and 60 s
+    // more of steady state (where it lies does not matter to a stationary load).
     const lengths = [800, 3500, 6400];
     const above = new Map<string, number>();
     const trials = 120;
