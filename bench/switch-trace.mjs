@@ -56,7 +56,8 @@ if (dir) {
     emit({ kind: 'profile', at: now() });
     setTimeout(async () => {
       const { profile } = await post('Profiler.stop');
-      writeFileSync(join(dir, `${process.pid}.cpuprofile`), JSON.stringify(profile));
+      // One file per thread: a worker thread's profile (the router's tokenizer) must not overwrite the main thread's.
+      writeFileSync(join(dir, `${process.pid}${threadId === 0 ? '' : `-thread${threadId}`}.cpuprofile`), JSON.stringify(profile));
       emit({ kind: 'profile-written', at: now() });
     }, profileSeconds * 1000).unref();
   }
