@@ -20,9 +20,23 @@
  * shard, e.g. --router-arg=--dispatch-hedge-p99-multiple=0 (no hedging) or --shard-arg=--expert-worker=on; --label
  * names the variant in the JSON.
  * Each event is also compared with steady state at its own length (bench/steady-windows.ts): the longest gaps of
- * windows as long as its switch, slid over the steady periods before and after it; the JSON's `steadySameLength`
- * and the second table give the steady p50 / p90 / max and the switch's percentile among them.
- *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3]
+ * windows as long as its switch, slid over the steady periods nearest to it that hold 20 such windows side by side;
+ * the JSON's `steadySameLength` and the second table give the steady p50 / p90 / max and the switch's percentile
+ * among them (`steadyAdjacent`: the same with only the periods just before and just after it, rounds 6–11's method;
+ * `steadyWholeRun`: every steady period of the run).
+ * --null-events N (default 3) adds N events that do nothing: an interval of a real switch's length (0.8, 3.5 and
+ * 6.4 s in turn), started as the real events are (a window's length after the previous switch), judged by the same
+ * code. A switch that changes nothing is above steady p90 in about one run in ten if the test is fair; the null
+ * events measure that, run after run. They are spread after the rebalance and the join in turn (not after the leave:
+ * the run would reach the rougher steady state that begins 100–110 s into the load).
+ * --extra-steady-seconds S (default 0) holds S s more of steady state before the leave: with ~10 s between events a
+ * 6.4 s switch has only ~1.5 independent steady windows per period, and a p90 of few draws is exceeded more often
+ * than one time in ten. But 100–110 s into the load the router's steps turn rougher for good (round 12: every ~10th
+ * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s.
+ * --after-leave-seconds S keeps the load running S s after the leave's switch (default one window).
+ * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
+ * so that the comparison can be recomputed.
+ *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3 --null-events 6]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -36,7 +50,7 @@ import { startShardProcess } from '../test/helpers/shard-process.js';
 import { startBenchServer, timedStream, type StreamTiming } from './bench-server.js';
 import { startCoreProbe } from './core-probe.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
-import { compareWithSteady, longestGap, steadyWindowGaps, type SteadyComparison } from './steady-windows.js';
+import { compareEvent, steadyPeriods } from './steady-windows.js';
 
 const { values } = parseArgs({
   options: {
@@ -57,6 +71,11 @@ const { values } = parseArgs({
     'shard-arg': { type: 'string', multiple: true, default: [] },
     // Names the variant (code or flags) in the JSON.
     label: { type: 'string' },
+    'null-events': { type: 'string', default: '3' },
+    // Steady state added before the leave: more independent windows as long as the longest switch.
+    'extra-steady-seconds': { type: 'string', default: '0' },
+    // How long the load runs after the leave's switch (default: one window): longer shows the steady state after it.
+    'after-leave-seconds': { type: 'string' },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -68,6 +87,14 @@ const WINDOW_MS = Number(values['window-seconds']) * 1000;
 const HOT = [0, 4, 8, 12];
 const PROMPTS = Array.from({ length: 12 }, (_, i) => `Request ${i}: the load is skewed towards a few experts, number ${i * 7 + 3}`);
 const CLUSTER = 'rebalance';
+const NULL_EVENTS = Number(values['null-events']);
+if (!Number.isInteger(NULL_EVENTS) || NULL_EVENTS < 0 || NULL_EVENTS > 30) throw new Error(`--null-events takes 0 … 30, not ${values['null-events']}`);
+const EXTRA_STEADY_MS = Number(values['extra-steady-seconds']) * 1000;
+if (!(EXTRA_STEADY_MS >= 0 && EXTRA_STEADY_MS <= 600_000)) throw new Error(`--extra-steady-seconds takes 0 … 600, not ${values['extra-steady-seconds']}`);
+const AFTER_LEAVE_MS = values['after-leave-seconds'] === undefined ? WINDOW_MS : Number(values['after-leave-seconds']) * 1000;
+if (!(AFTER_LEAVE_MS >= WINDOW_MS && AFTER_LEAVE_MS <= 600_000)) throw new Error(`--after-leave-seconds takes a window's length … 600, not ${values['after-leave-seconds']}`);
+/** The null events' lengths, in turn: about the rebalance's, the join's (from its process start) and the leave's switch. */
+const NULL_LENGTHS_MS = [800, 3500, 6400];
 
 if (values['trace-dir']) {
   const dir = resolve(values['trace-dir']);
@@ -193,12 +220,29 @@ try {
     const sum = (outcome: string): number => lines.filter((l) => l.includes(`outcome="${outcome}"`)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
     return { sent: sum('sent'), won: sum('won'), wasted: sum('wasted'), failed: sum('failed') };
   };
+  /**
+   * The null events due after real event `slot` (0 the rebalance, 1 the join): N spread over the two in turn. None
+   * after the leave: from 100–110 s into the load steady state turns rougher for the rest of the run (round 12), and
+   * the null events must sample the steady state the real events are judged against.
+   */
+  let nullsDone = 0;
+  const nullEventsAfter = async (slot: number): Promise<void> => {
+    for (let i = slot; i < NULL_EVENTS; i += 2) {
+      const length = NULL_LENGTHS_MS[nullsDone % NULL_LENGTHS_MS.length]!;
+      nullsDone++;
+      const at = performance.now();
+      await sleep(length);
+      events.push({ name: 'null event (no action)', at, switchedAt: performance.now(), detail: `${length} ms, nothing done` });
+      await sleep(WINDOW_MS);
+    }
+  };
   // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
   await when('rebalance', () => (plan?.version ?? 0) > 1);
   const rebalancedAt = performance.now();
   const rebalanceSwitched = await untilSwitched();
   events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
   await sleep(WINDOW_MS);
+  await nullEventsAfter(0);
   // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
   const joinAt = performance.now();
   // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
@@ -211,13 +255,15 @@ try {
   // The same switch from the re-plan the new shard stores: without its process start-up (~2 s of CPU on this machine).
   events.push({ name: 'a fifth shard joins, from its re-plan', at: replannedAt, switchedAt: joinSwitched, detail: 'its slot in the plan' });
   await sleep(WINDOW_MS);
+  await nullEventsAfter(1);
+  await sleep(EXTRA_STEADY_MS);
   // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
   const leaveAt = performance.now();
   const exited = new Promise<number | null>((resolve) => fifth.process.once('exit', (code) => resolve(code)));
   fifth.process.kill('SIGTERM');
   const code = await exited;
   events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
-  await sleep(WINDOW_MS);
+  await sleep(AFTER_LEAVE_MS);
   hedgesAtEnd = await hedges();
   loadStoppedAt = performance.now();
   running = false;
@@ -266,31 +312,16 @@ function stats(from: number, to: number): Window {
   };
 }
 /**
- * Steady state: the load's time outside every event's switch (the join from its process start), after a warm-up.
- * Each event is compared with windows of its own switch's length slid over the steady period just before it and
- * the one just after it.
+ * Steady state: the load's time outside every event's switch (the join from its process start; null events too),
+ * after a warm-up. Each event is compared with windows of its own switch's length slid over the nearest steady periods
+ * that hold 20 of them side by side (and over the one just before it and the one just after it, as rounds 6–11 did;
+ * and over the whole run's).
  */
 const WARMUP_MS = 5000;
 const STEADY_STEP_MS = 50;
 const STEADY_MARGIN_MS = 250;
-const steadyPeriods: [number, number][] = [];
-let steadyFrom = loadStartedAt + WARMUP_MS;
-for (const e of [...events].sort((a, b) => a.at - b.at)) {
-  if (e.at > steadyFrom) steadyPeriods.push([steadyFrom, e.at]);
-  steadyFrom = Math.max(steadyFrom, e.switchedAt);
-}
-if (loadStoppedAt > steadyFrom) steadyPeriods.push([steadyFrom, loadStoppedAt]);
+const steady = steadyPeriods(events.map((e) => [e.at, e.switchedAt] as const), loadStartedAt + WARMUP_MS, loadStoppedAt);
 const streams = records.map((r) => r.timing?.tokenTimes ?? []);
-const sameLength = (e: (typeof events)[number]): SteadyComparison & { periodsMs: [number, number][] } => {
-  const around = [steadyPeriods.filter(([, end]) => end <= e.at).at(-1), steadyPeriods.find(([start]) => start >= e.switchedAt)].filter((p) => p !== undefined);
-  const length = e.switchedAt - e.at;
-  const steady = steadyWindowGaps(streams, around, length, STEADY_STEP_MS, STEADY_MARGIN_MS);
-  return {
-    ...compareWithSteady(longestGap(streams, e.at, e.switchedAt), steady, length, STEADY_STEP_MS, STEADY_MARGIN_MS),
-    // The periods the windows were slid over, in ms from the event.
-    periodsMs: around.map(([from, to]) => [Math.round(from - e.at), Math.round(to - e.at)]),
-  };
-};
 const results = events.map((e) => ({
   event: e.name,
   detail: e.detail,
@@ -300,8 +331,14 @@ const results = events.map((e) => ({
   before: stats(e.at - WINDOW_MS, e.at),
   during: stats(e.at, e.switchedAt),
   after: stats(e.switchedAt, e.switchedAt + WINDOW_MS),
-  steadySameLength: sameLength(e),
+  steadySameLength: compareEvent(streams, steady, [e.at, e.switchedAt], 'nearest', STEADY_STEP_MS, STEADY_MARGIN_MS),
+  steadyWholeRun: compareEvent(streams, steady, [e.at, e.switchedAt], 'run', STEADY_STEP_MS, STEADY_MARGIN_MS),
+  steadyAdjacent: compareEvent(streams, steady, [e.at, e.switchedAt], 'adjacent', STEADY_STEP_MS, STEADY_MARGIN_MS),
 }));
+/** Every request's token times and every event's interval, in ms from the load's start (0.1 ms), to recompute the comparison. */
+const fromLoad = (t: number): number => Math.round((t - loadStartedAt) * 10) / 10;
+const rawStreams = records.map((r) => ({ prompt: r.prompt, startedMs: fromLoad(r.startedAt), tokenMs: (r.timing?.tokenTimes ?? []).map(fromLoad), error: r.error }));
+const intervals = events.map((e) => ({ event: e.name, detail: e.detail, atMs: fromLoad(e.at), switchedMs: fromLoad(e.switchedAt) }));
 /** The ten longest gaps between two tokens of a stream, in epoch ms (to match the trace's `at`). */
 const epoch = (t: number): number => Math.round(performance.timeOrigin + t);
 const longestGaps = records
@@ -316,7 +353,8 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}) }, null, 2)}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
   [
@@ -324,8 +362,8 @@ process.stdout.write(
     '|---|---|---|---|---|---|---|',
     ...results.flatMap((r) => [`| ${r.event} (${r.detail}; switch ${r.switchMs} ms) | before | ${cell(r.before)} |`, `| | during | ${cell(r.during)} |`, `| | after | ${cell(r.after)} |`]),
     '',
-    '| event | switch (ms) | longest gap during (ms) | steady windows as long: count, p50 / p90 / max (ms) | during\'s percentile | during ≤ p90 |',
-    '|---|---|---|---|---|---|',
-    ...results.map(({ event, switchMs, steadySameLength: c }) => `| ${event} | ${switchMs} | ${c.duringMs} | ${c.windows}, ${c.p50Ms} / ${c.p90Ms} / ${c.maxMs} | ${c.duringPercentile ?? '–'} | ${c.duringWithinP90 === null ? '–' : c.duringWithinP90 ? 'yes' : 'no'} |`),
+    '| event | switch (ms) | longest gap during (ms) | steady windows as long, nearest periods: count (side by side), p50 / p90 / max (ms) | during\'s percentile | during ≤ p90 | adjacent periods only (rounds 6–11): p90, ≤ p90 |',
+    '|---|---|---|---|---|---|---|',
+    ...results.map(({ event, detail, switchMs, steadySameLength: c, steadyAdjacent: o }) => `| ${event.startsWith('null') ? `${event} ${detail}` : event} | ${switchMs} | ${c.duringMs} | ${c.windows} (${c.independentWindows}), ${c.p50Ms} / ${c.p90Ms} / ${c.maxMs} | ${c.duringPercentile ?? '–'} | ${yesNo(c.duringWithinP90)} | ${o.p90Ms}, ${yesNo(o.duringWithinP90)} |`),
   ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; hedges ${JSON.stringify(totals.hedges)}; written to ${out}\n`,
 );

@@ -41,6 +41,7 @@ if (dir) {
   }, 50).unref();
 
   // EXPERTMESH_SWITCH_PROFILE_SECONDS=N: a V8 CPU profile of the first N seconds, written to DIR/<pid>.cpuprofile
+  // (a worker thread's to DIR/<pid>-thread<N>.cpuprofile)
   // (the bench's shards are killed, so the profile is written when the time is up, not at exit). The 'profile'
   // record gives the epoch ms at which it started, to map its samples onto the other records.
   const profileSeconds = Number(process.env.EXPERTMESH_SWITCH_PROFILE_SECONDS ?? 0);
@@ -56,7 +57,8 @@ if (dir) {
     emit({ kind: 'profile', at: now() });
     setTimeout(async () => {
       const { profile } = await post('Profiler.stop');
-      writeFileSync(join(dir, `${process.pid}.cpuprofile`), JSON.stringify(profile));
+      // One file per thread: a worker thread's profile (the router's tokenizer) must not overwrite the main thread's.
+      writeFileSync(join(dir, `${process.pid}${threadId === 0 ? '' : `-thread${threadId}`}.cpuprofile`), JSON.stringify(profile));
       emit({ kind: 'profile-written', at: now() });
     }, profileSeconds * 1000).unref();
   }

@@ -1,5 +1,6 @@
 // First: a shard joining a cluster lowers its autogroup before the modules below load (joining-start.ts).
 import { restoreJoiningAutogroup } from './joining-start.js';
+import { lowerForExit } from './leaving-priority.js';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { heapReturnEnabled, resolveExpertKernel, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
@@ -229,6 +230,8 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   // Hand over and leave the cluster first (routers stop sending here), but never wait long on a
   // registry that is gone: the lease runs out by itself.
   await membership?.handOver();
+  // Past its hand-over no router sends it calls: its teardown yields the core to the shards that serve.
+  lowerForExit();
   await withTimeout(membership?.leave() ?? Promise.resolve(), LEAVE_BOUND_MS, 'leaving the cluster registry').catch((e: Error) => void process.stderr.write(`${e.message}: the lease will expire by itself\n`));
   await withTimeout(registry?.close() ?? Promise.resolve(), LEAVE_BOUND_MS, 'closing the registry client').catch(() => undefined);
   await server.shutdown();
