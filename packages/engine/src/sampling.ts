@@ -262,22 +262,36 @@ export class Sampler {
   }
 }
 
-/** Natural-log probabilities of the full distribution (before temperature and truncation). */
+/**
+ * Natural-log probabilities of the full distribution (before temperature and truncation): the chosen token's and the
+ * `k` largest, highest first, ties to the lower id. One pass for the normaliser and one for the `k` largest (kept
+ * sorted in place, k ≤ 20 by the API): no copy or partition of the vocabulary, which is per token on the hot path.
+ */
 export function topLogprobs(logits: Float32Array, k: number, chosen: number): { chosen: number; top: [number, number][] } {
   const max = maxOf(logits);
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
   const logZ = max + Math.log(sum);
   const top: [number, number][] = [];
-  if (k > 0) {
-    const { weights, ids } = scratchFor(logits.length);
-    for (let i = 0; i < logits.length; i++) {
-      weights[i] = logits[i]!;
-      ids[i] = i;
-    }
-    const m = selectLargest(ids, logits.length, weights, Math.min(k, logits.length), true);
-    for (let i = 0; i < m; i++) top.push([ids[i]!, logits[ids[i]!]! - logZ]);
-    top.sort((a, b) => b[1] - a[1] || a[0] - b[0]);
-  }
+  for (const id of largestIds(logits, Math.min(k, logits.length))) top.push([id, logits[id]! - logZ]);
   return { chosen: logits[chosen]! - logZ, top };
+}
+
+/** The ids of the `k` largest values, largest first; on ties the lower id (a later equal value never displaces). */
+function largestIds(values: Float32Array, k: number): Int32Array {
+  const ids = new Int32Array(Math.max(0, k));
+  if (k <= 0) return ids;
+  let n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (n === k && !(v > values[ids[k - 1]!]!)) continue;
+    // Insert after every kept value ≥ v (equal values keep their lower ids first).
+    let at = n < k ? n++ : k - 1;
+    while (at > 0 && values[ids[at - 1]!]! < v) {
+      ids[at] = ids[at - 1]!;
+      at--;
+    }
+    ids[at] = i;
+  }
+  return ids.subarray(0, n);
 }

@@ -47,6 +47,20 @@ describe('sampling', () => {
     expect(top[0]![1]).toBeCloseTo(2.0 - z, 6);
   });
 
+  it('the k largest log-probabilities equal a full sort of the vocabulary (ties to the lower id)', () => {
+    let state = 7;
+    const next = (): number => ((state = (state * 1103515245 + 12345) >>> 0) % 1000) / 100;
+    for (const [vocab, k] of [[1, 1], [5, 20], [300, 1], [300, 7], [4096, 20]] as const) {
+      // Few distinct values, so ties are common.
+      const logits = Float32Array.from({ length: vocab }, () => Math.round(next()) - 5);
+      const z = Math.log(Array.from(logits).reduce((a, x) => a + Math.exp(x), 0));
+      const order = Array.from(logits, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
+      const { top } = topLogprobs(logits, k, 0);
+      expect(top.map(([id]) => id)).toEqual(order.slice(0, k));
+      top.forEach(([id, lp]) => expect(lp).toBeCloseTo(logits[id]! - z, 6));
+    }
+  });
+
   it('top-k and top-p keep exactly the tokens a sort-based reference keeps (ties to the lower id)', () => {
     // The reference: softmax, sort by probability (lower id on ties), top-k, renormalise, smallest prefix reaching top-p.
     const reference = (logits: Float32Array, p: SamplingParams): number[] => {
