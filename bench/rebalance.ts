@@ -34,7 +34,8 @@
  * --extra-steady-seconds S (default 0) holds S s more of steady state before the leave: with ~10 s between events a
  * 6.4 s switch has only ~1.5 independent steady windows per period, and a p90 of few draws is exceeded more often
  * than one time in ten. But 100–110 s into the load the router's steps turn rougher for good (round 12: every ~10th
- * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s.
+ * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s. (Round 13
+ * found it was V8's old-generation sizing, not a leak, and fixed it: services/router/src/serving/heap-growth.ts.)
  * --after-leave-seconds S keeps the load running S s after the leave's switch (default one window).
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.

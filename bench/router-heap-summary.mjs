@@ -43,8 +43,8 @@ const minute = (from, to) => {
   const h = heap.filter((r) => r.at - loadStartEpoch >= from && r.at - loadStartEpoch < to);
   return { fromS: from / 1000, toS: to / 1000, gapP50Ms: Math.round(p(g, 0.5)), gapP90Ms: Math.round(p(g, 0.9)), gcMsPerS: Math.round(h.reduce((a, r) => a + r.gcMs, 0) / (h.length || 1) * 10) / 10, majorsPerS: Math.round(h.reduce((a, r) => a + r.majors, 0) / (h.length || 1) * 10) / 10 };
 };
-const summary = { label: values.label ?? run.label, run: values.run, loadSeconds: Math.round(end / 1000), firstMinute: minute(5000, 65000), thirdMinute: minute(120000, Math.min(180000, end)), bins };
-console.log(`${summary.label}: first minute ${JSON.stringify(summary.firstMinute)}\n  from 120 s ${JSON.stringify(summary.thirdMinute)}`);
+const summary = { label: values.label ?? run.label, run: values.run, loadSeconds: Math.round(end / 1000), firstMinute: minute(5000, 65000), from120s: minute(120000, Math.min(180000, end)), bins };
+console.log(`${summary.label}: first minute ${JSON.stringify(summary.firstMinute)}\n  from 120 s ${JSON.stringify(summary.from120s)}`);
 console.log('from s | heap MB | GC ms/s | major ms/s | majors/s | scavenges/s | gap p50 | gap p90 | gaps>150 | tok/s');
 for (const b of bins) console.log([b.fromS, b.heapUsedMB, b.gcMsPerS, b.majorMsPerS, b.majorsPerS, b.scavengesPerS, b.gapP50Ms, b.gapP90Ms, b.gapsOver150, b.tokensPerS].join(' | '));
 if (values.out) writeFileSync(values.out, `${JSON.stringify(summary, null, 1)}\n`);
