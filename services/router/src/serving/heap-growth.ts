@@ -14,7 +14,7 @@ import { setFlagsFromString } from 'node:v8';
  */
 export const ROUTER_HEAP_GROWING_PERCENT = 50;
 
-/** The Node flag that sets it; a user's own (on the command line or in NODE_OPTIONS) wins over ours. */
+/** The Node flag that sets it; a user's own (`node --heap-growing-percent=N …`; Node refuses it in NODE_OPTIONS) wins. */
 const FLAG = '--heap-growing-percent';
 
 export class HeapGrowthError extends Error {
@@ -22,13 +22,12 @@ export class HeapGrowthError extends Error {
 }
 
 /** Whether the process was started with its own heap growing percent (`node --heap-growing-percent=N …`). */
-export function heapGrowthGivenByUser(execArgv: readonly string[] = process.execArgv, nodeOptions: string = process.env.NODE_OPTIONS ?? ''): boolean {
+export function heapGrowthGivenByUser(execArgv: readonly string[] = process.execArgv): boolean {
   // Node takes V8's flags with dashes or underscores.
-  const given = (arg: string): boolean => {
+  return execArgv.some((arg) => {
     const a = `--${arg.replace(/^--/, '').replaceAll('_', '-')}`;
     return a === FLAG || a.startsWith(`${FLAG}=`);
-  };
-  return execArgv.some(given) || nodeOptions.split(/\s+/).some(given);
+  });
 }
 
 /**
