@@ -5,7 +5,7 @@ import { setFlagsFromString } from 'node:v8';
  *
  * Why (docs/benchmarks.md, issue 16 "The router's heap under minutes of load (round 13)"): the router's heap is
  * flat under load (~85 MB live: the tokenizer's tables, code), nothing leaks. But once V8 has done its first full
- * collection under load (~100 s in, or at once after any forced or memory-reducing one), it sizes the next limit
+ * collection under load (~100 s in; a forced one, a heap snapshot, set it off at once), it sizes the next limit
  * from its own GC speed against the rate the old generation fills; that rate is low here, so it leaves ~10 % of the
  * live heap as headroom, less than the young generation's capacity (up to 16 MB), and V8 starts marking whenever
  * old-space headroom is below that: a full collection (~20 ms each, 2–3 a second) then replaces every scavenge, for
