@@ -16,6 +16,8 @@
  * thread each), etcd and this process's client loops, so what shards do while they switch cannot take the
  * router's core.
  * --cpu-profile-seconds N (with --trace-dir) also writes a V8 CPU profile of each traced process's first N seconds there.
+ * --heap-snapshots 30,90,150 (with --trace-dir) writes V8 heap snapshots of the router at those seconds after its start;
+ * every traced process also records its heap and its garbage collection time each second (`heap` records).
  * --router-arg=--flag=value and --shard-arg=--flag=value (repeatable) pass flags to the router (`serve`) and to every
  * shard, e.g. --router-arg=--dispatch-hedge-p99-multiple=0 (no hedging) or --shard-arg=--expert-worker=on; --label
  * names the variant in the JSON.
@@ -32,7 +34,8 @@
  * --extra-steady-seconds S (default 0) holds S s more of steady state before the leave: with ~10 s between events a
  * 6.4 s switch has only ~1.5 independent steady windows per period, and a p90 of few draws is exceeded more often
  * than one time in ten. But 100–110 s into the load the router's steps turn rougher for good (round 12: every ~10th
- * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s.
+ * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s. (Round 13
+ * found it was V8's old-generation sizing, not a leak, and fixed it: services/router/src/serving/heap-growth.ts.)
  * --after-leave-seconds S keeps the load running S s after the leave's switch (default one window).
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
@@ -64,11 +67,15 @@ const { values } = parseArgs({
     pinned: { type: 'boolean', default: false },
     // With --trace-dir: a V8 CPU profile of each traced process's first N seconds, in the trace directory.
     'cpu-profile-seconds': { type: 'string' },
+    // With --trace-dir: V8 heap snapshots of the router's main thread at these seconds after its start (e.g. 30,90,150).
+    'heap-snapshots': { type: 'string' },
     // Passed to every shard (`--load-rest`): how long a shard rests after each graph it builds, in build times.
     'load-rest': { type: 'string' },
     // Extra flags, one per option, as --router-arg=--flag=value: for `serve` and for every shard.
     'router-arg': { type: 'string', multiple: true, default: [] },
     'shard-arg': { type: 'string', multiple: true, default: [] },
+    // Node/V8 flags for the router's process only, e.g. --router-node-arg=--max-semi-space-size=64.
+    'router-node-arg': { type: 'string', multiple: true, default: [] },
     // Names the variant (code or flags) in the JSON.
     label: { type: 'string' },
     'null-events': { type: 'string', default: '3' },
@@ -101,6 +108,7 @@ if (values['trace-dir']) {
   await mkdir(dir, { recursive: true });
   process.env.EXPERTMESH_SWITCH_TRACE_DIR = dir;
   if (values['cpu-profile-seconds']) process.env.EXPERTMESH_SWITCH_PROFILE_SECONDS = values['cpu-profile-seconds'];
+  if (values['heap-snapshots']) process.env.EXPERTMESH_SWITCH_HEAP_SNAPSHOTS = values['heap-snapshots'];
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import=${join(import.meta.dirname, 'switch-trace.mjs')}`.trim();
 }
 const modelDir = join(process.cwd(), '.tmp', 'models', 'demo-hot');
@@ -153,7 +161,7 @@ try {
     '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
     ...(layout ? ['--intra-op-threads', '1'] : []),
     ...values['router-arg'],
-  ]);
+  ], values['router-node-arg']);
   stops.push(router.stop);
   if (layout) pinProcess(router.process.pid!, layout.router);
   await until('ready router', async () => (await fetch(`${router.url}/ready`)).status === 200);

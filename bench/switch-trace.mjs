@@ -63,6 +63,52 @@ if (dir) {
     }, profileSeconds * 1000).unref();
   }
 
+  // The main thread's heap each second: V8's used and total heap, external memory, and the time spent in garbage
+  // collection in that second (all kinds, and major mark-compacts apart), to watch the heap over minutes of load.
+  if (threadId === 0) {
+    const { PerformanceObserver, constants } = await import('node:perf_hooks');
+    let gcMs = 0;
+    let majorMs = 0;
+    let majors = 0;
+    let minors = 0;
+    // Major GCs by their callback flags (V8 sets ALL_EXTERNAL_MEMORY on those that external memory, e.g. ArrayBuffers, asked for).
+    let majorFlags = {};
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        gcMs += e.duration;
+        if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minors++;
+        if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+          majorMs += e.duration;
+          majors++;
+          majorFlags[e.detail.flags] = (majorFlags[e.detail.flags] ?? 0) + 1;
+        }
+      }
+    }).observe({ entryTypes: ['gc'] });
+    setInterval(() => {
+      const m = process.memoryUsage();
+      emit({ kind: 'heap', at: now(), used: m.heapUsed, total: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss, gcMs: Math.round(gcMs * 10) / 10, majorMs: Math.round(majorMs * 10) / 10, majors, majorFlags, minors });
+      gcMs = 0;
+      majorMs = 0;
+      majors = 0;
+      minors = 0;
+      majorFlags = {};
+    }, 1000).unref();
+  }
+
+  // EXPERTMESH_SWITCH_HEAP_SNAPSHOTS=30,90,150: V8 heap snapshots of the main thread at those seconds after start,
+  // written to DIR/<pid>-<s>s.heapsnapshot, to compare what the heap holds over minutes of load.
+  const snapshotSeconds = (process.env.EXPERTMESH_SWITCH_HEAP_SNAPSHOTS ?? '').split(',').filter(Boolean).map(Number);
+  if (threadId === 0 && snapshotSeconds.length > 0 && process.argv.includes('serve')) {
+    const v8 = await import('node:v8');
+    for (const s of snapshotSeconds) {
+      setTimeout(() => {
+        const t0 = now();
+        const path = v8.writeHeapSnapshot(join(dir, `${process.pid}-${s}s.heapsnapshot`));
+        emit({ kind: 'heap-snapshot', at: t0, ms: Math.round(now() - t0), path });
+      }, s * 1000).unref();
+    }
+  }
+
   const S = ort.InferenceSession;
   const create = S.create.bind(S);
   S.create = async (...args) => {

@@ -15,6 +15,7 @@ import { checkExpertsPlacement, openExperts, type ExpertsPlacement } from './exp
 import type { DispatchOptions } from './experts/remote-routed-experts.js';
 import { shardChannel, type ExpertTransport } from './experts/shard-connection.js';
 import { EngineLoop } from './serving/engine-loop.js';
+import { setHeapGrowth } from './serving/heap-growth.js';
 import { OutputConstraints } from './structured/output-constraints.js';
 import { PromptTokenizer } from './text/prompt-tokenizer.js';
 import { routerLoad, type RouterLoad } from './rebalance/router-load.js';
@@ -184,6 +185,8 @@ export class Router {
     phase('engine');
     const promptTokenizer = await PromptTokenizer.start(o.modelDir, (text, addBos) => tokenizer.encode(text, addBos === undefined ? {} : { addBos }));
     const tracing = startTracing('router');
+    // Before serving: V8's own sizing traps this heap in a full collection every ~0.4 s after its first one under load.
+    setHeapGrowth();
     const loop = new EngineLoop(engine, { maxWaiting: o.maxWaiting, retryForMs: o.stepRetryMs ?? 30_000, onStep: (s) => metrics.stepDuration.observe(s) });
     // A step waiting for a holder goes on as soon as one is back, not at the end of its back-off.
     experts.observe({ onHoldersAdded: () => loop.retryNow() });
