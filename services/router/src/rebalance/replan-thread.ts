@@ -23,8 +23,8 @@ interface Reply {
 /**
  * The closed loop's planner in a worker thread of its own: planning 64 experts × layers for every
  * shard takes milliseconds of CPU (tens when its code is still cold), which on the router's serving
- * thread hold a decode step. One plan at a time; the worker starts on first use (so a router that
- * never re-plans never starts it), is unref'd (it never keeps the process alive) and stops on close.
+ * thread hold a decode step. One plan at a time; the worker starts with the loop (or on first use),
+ * holds the process only while a plan is being made, and stops on close.
  */
 export class ReplanThread {
   private worker: Worker | null = null;
@@ -46,9 +46,12 @@ export class ReplanThread {
       // the worker's module, plain JavaScript, beside this one.
       const entry = RUNS_COMPILED ? './replan-worker.mjs' : './replan-worker-boot.mjs';
       const worker = new Worker(new URL(entry, import.meta.url));
-      worker.unref();
       this.worker = worker;
-      worker.once('message', () => resolve(worker));
+      worker.once('message', () => {
+        // Idle, it never keeps the process alive (unref'd after the listeners: a 'message' listener refs its port).
+        if (!this.pending) worker.unref();
+        resolve(worker);
+      });
       worker.on('message', (m: Reply) => this.settle(m));
       worker.on('error', (e) => {
         reject(e);
@@ -71,6 +74,8 @@ export class ReplanThread {
     const done = new Promise<LoadReplanOutput>((resolve, reject) => (this.pending = { id, resolve, reject }));
     try {
       const worker = await this.start();
+      // A plan being made holds the process until it is answered (or the thread stops).
+      worker.ref();
       worker.postMessage({ id, input });
     } catch (e) {
       this.fail(e instanceof Error ? e : new Error(String(e)));
@@ -90,6 +95,7 @@ export class ReplanThread {
     const p = this.pending;
     if (!p || m.id !== p.id) return;
     this.pending = null;
+    this.worker?.unref();
     if (m.output) p.resolve(m.output);
     else p.reject(new ReplanThreadError(m.error?.message ?? 'the re-plan thread answered nothing', m.error?.name));
   }
@@ -97,6 +103,7 @@ export class ReplanThread {
   private fail(e: Error): void {
     const p = this.pending;
     this.pending = null;
+    this.worker?.unref();
     p?.reject(e);
   }
 }
