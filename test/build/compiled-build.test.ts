@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUILD_INFO_FILE, firstStaleInput, readStamp } from '../../packages/cli/scripts/build-stamp.mjs';
 import { CLI, runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { planPlacement } from '@expertmesh/discovery';
+import { decideLoadReplan, type LoadReplanInput } from '../../services/router/src/rebalance/load-replan.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
@@ -42,7 +44,7 @@ describe('the compiled build', () => {
 
   it('is stamped with the sources it was built from, all of them current', async () => {
     const stamp = readStamp(build)!;
-    for (const f of ['packages/cli/src/main.ts', 'services/expert-shard/src/main.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/expert-worker-thread.ts', 'services/router/src/text/tokenize-worker.ts'])
+    for (const f of ['packages/cli/src/main.ts', 'services/expert-shard/src/main.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/expert-worker-thread.ts', 'services/router/src/text/tokenize-worker.ts', 'services/router/src/rebalance/replan-worker.ts'])
       expect(Object.keys(stamp.files)).toContain(f);
     expect(firstStaleInput(stamp, build)).toBeNull();
   });
@@ -78,6 +80,21 @@ describe('the compiled build', () => {
       process.kill(-child.pid!, 'SIGINT'); // up stops what it started; its whole group, also when an assertion failed
     }
     expect(await exited).toBe(0);
+  });
+
+  it("the router's re-plan worker runs from the build as plain JavaScript (no loader) and plans what the sources plan", async () => {
+    const config = { moeLayers: [1, 2, 3], nRoutedExperts: 16 };
+    const current = planPlacement({ config: config as never, modelFingerprint: 'fp', version: 1, slots: ['a', 'b', 'c'], redundantExperts: 2, bytesPerExpert: 10 });
+    const input: LoadReplanInput = { config, fingerprint: 'fp', current, load: Float64Array.from({ length: 48 }, (_, i) => (i % 16 < 3 ? 900 : 20 + i)), bytesPerExpert: 10, threshold: 1.1 };
+    // A plain node (no tsx, no vitest) starts the build's replan-worker.mjs, as the compiled router's ReplanThread does.
+    const script = `import { Worker } from 'node:worker_threads';
+      const w = new Worker(process.argv[1], { execArgv: [] });
+      w.on('message', (m) => { if (m.ready) w.postMessage({ id: 1, input: JSON.parse(process.argv[2], (k, v) => (k === 'load' ? Float64Array.from(v) : v)) }); else { process.stdout.write(JSON.stringify(m)); w.terminate(); } });`;
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script, join(build, 'replan-worker.mjs'), JSON.stringify({ ...input, load: [...input.load] })], { cwd: REPO, env: { ...process.env, NODE_OPTIONS: '' } });
+    const reply = JSON.parse(stdout) as { id: number; output: unknown };
+    expect(reply.id).toBe(1);
+    expect(reply.output).toEqual(JSON.parse(JSON.stringify(decideLoadReplan(input))));
+    expect((reply.output as { change: unknown }).change).not.toBeNull();
   });
 
   it('never builds over a folder that is not a build: a user\'s files stay as they were', async () => {

@@ -31,9 +31,11 @@ const entryPoints = {
   'cli-main': 'packages/cli/src/main.ts',
   // Loaded before cli-main by `expertmesh shard`, to lower a joining shard's priority before the heavy modules load.
   'joining-start': 'services/expert-shard/src/joining-start.ts',
-  // The expert worker thread's module (expert-worker-boot.mjs, copied as it is, imports it) and the tokenizer worker.
+  // The expert worker thread's module (expert-worker-boot.mjs, copied as it is, imports it), the tokenizer worker
   'expert-worker-thread': 'services/expert-shard/src/expert-worker-thread.ts',
   'tokenize-worker': 'services/router/src/text/tokenize-worker.ts',
+  // The router's re-plan worker thread (the closed loop's planner, off the serving thread).
+  'replan-worker': 'services/router/src/rebalance/replan-worker.ts',
 };
 for (const e of values.entry) {
   const [name, path] = e.split('=');

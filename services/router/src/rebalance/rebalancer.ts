@@ -1,8 +1,10 @@
-import { measuredExpertBytes, planImbalance, replan, updatePlan, type ClusterRegistry, type PlacementPlan, type Replan, type ShardRecord } from '@expertmesh/discovery';
+import { measuredExpertBytes, updatePlan, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertLoadWindow } from './expert-load-window.js';
 import type { RebalanceMetrics } from '@expertmesh/telemetry';
 import { DeadSlots, type DeadSlotsDropped } from './dead-slots.js';
+import { loadRows, worstImbalance } from './load-replan.js';
+import { ReplanThread } from './replan-thread.js';
 
 export interface RebalanceOptions {
   /** How often the load is checked. */
@@ -30,8 +32,6 @@ export interface RebalanceEvent {
   readonly switchMs: number | null;
 }
 
-const worst = (m: ReadonlyMap<number, number>): number => Math.max(1, ...m.values());
-
 /**
  * The closed loop: every interval, the load of the window is weighed against the plan in force.
  * When the worst layer's imbalance passes the threshold, and a re-plan would lower it, the new plan
@@ -44,6 +44,8 @@ export class Rebalancer {
   private running: Promise<void> | null = null;
   private stopped = false;
   private readonly deadSlots: DeadSlots;
+  /** The re-plan's worker thread (started with the loop, stopped with it). */
+  private readonly planner = new ReplanThread();
 
   constructor(
     private readonly registry: ClusterRegistry,
@@ -58,6 +60,8 @@ export class Rebalancer {
   }
 
   start(): void {
+    // Warm: the first re-plan then waits neither for the thread nor for its modules to load.
+    this.planner.start().catch((e: Error) => void process.stderr.write(`[rebalance] ${e.message}\n`));
     this.timer = setInterval(() => {
       if (this.running || this.stopped) return;
       this.running = this.tick().finally(() => (this.running = null));
@@ -69,6 +73,7 @@ export class Rebalancer {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.running;
+    await this.planner.close();
   }
 
   /**
@@ -96,22 +101,25 @@ export class Rebalancer {
     return dropped;
   }
 
-  /** One look at the load; stores a new plan when it pays. */
+  /**
+   * One look at the load; stores a new plan when it pays. The decision (imbalance, re-plan, the plan's
+   * basis) is made in the planner's worker thread, off the thread that serves requests; reading the
+   * load and the etcd transaction stay here. A look that finds a plan still being made skips.
+   */
   async check(): Promise<RebalanceEvent | null> {
-    if (this.window.total() < this.options.minTokens) return null;
-    const snapshot = this.window.snapshot();
-    const load = (layer: number, e: number): number => snapshot.get(layer)?.[e] ?? 0;
+    if (this.window.total() < this.options.minTokens || this.planner.busy) return null;
+    const config = { moeLayers: [...this.model.config.moeLayers], nRoutedExperts: this.model.config.nRoutedExperts };
+    const load = loadRows(config, this.window.snapshot());
     const shards = await this.registry.listShards();
-    let before = new Map<number, number>();
-    const change = await updatePlan(this.registry, (current) => {
+    let before: ReadonlyArray<readonly [number, number]> = [];
+    const change = await updatePlan(this.registry, async (current) => {
       if (!current || this.stopped) return null;
-      before = planImbalance(current, this.model.config, load);
+      // Bytes per expert as shards really hold them (their records), else as the plan was made with.
+      const bytesPerExpert = measuredExpertBytes(shards) || current.basis?.expertBytes || 0;
+      const decided = await this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold });
+      before = decided.before;
       for (const [layer, v] of before) this.metrics.imbalance.set({ layer: String(layer), phase: 'current' }, v);
-      if (worst(before) < this.options.threshold) return null;
-      const next = this.replan(current, load, shards);
-      const after = planImbalance(next.plan, this.model.config, load);
-      // Moving experts costs loads and memory: only for a clear gain.
-      return worst(after) < worst(before) * 0.95 ? { ...next, after } : null;
+      return this.stopped ? null : decided.change;
     });
     if (!change) return null;
     const storedAt = performance.now();
@@ -123,26 +131,9 @@ export class Rebalancer {
     const switched = await this.untilSwitched(change.plan);
     const switchMs = switched ? performance.now() - storedAt : null;
     if (switchMs !== null) this.metrics.switchSeconds.observe(switchMs / 1000);
-    const event: RebalanceEvent = { version: change.plan.version, imbalanceBefore: worst(before), imbalanceAfter: worst(change.after), movedExperts: change.movedExperts, movedBytes: change.movedBytes, switchMs };
+    const event: RebalanceEvent = { version: change.plan.version, imbalanceBefore: worstImbalance(before), imbalanceAfter: worstImbalance(change.after), movedExperts: change.movedExperts, movedBytes: change.movedBytes, switchMs };
     this.onEvent(event);
     return event;
-  }
-
-  private replan(current: PlacementPlan, load: (layer: number, e: number) => number, shards: readonly ShardRecord[]): Replan {
-    // Bytes per expert as shards really hold them (their records), else as the plan was made with.
-    const bytesPerExpert = measuredExpertBytes(shards) || current.basis?.expertBytes || 0;
-    const next = replan({
-      config: this.model.config,
-      modelFingerprint: this.model.fingerprint,
-      version: current.version + 1,
-      current,
-      slots: Object.keys(current.shards),
-      expertLoad: load,
-      bytesPerExpert,
-      ...(current.basis?.shardMemoryBytes !== undefined ? { memoryBudgetBytes: current.basis.shardMemoryBytes } : {}),
-    });
-    const expertLoad = Object.fromEntries(this.model.config.moeLayers.map((layer) => [String(layer), Array.from({ length: this.model.config.nRoutedExperts }, (_, e) => load(layer, e))]));
-    return { ...next, plan: { ...next.plan, basis: { ...current.basis, expertLoad, expertBytes: bytesPerExpert } } };
   }
 
   /** Waits until every slot of `plan` has a live shard that reports it (bounded). */
