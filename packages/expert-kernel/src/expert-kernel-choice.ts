@@ -45,16 +45,40 @@ function checkedKernel(requested: string | undefined): ExpertKernel {
   return kernel as ExpertKernel;
 }
 
+/**
+ * The native kernel's pool tuning, read by the addon when a pool starts (its workers stay awake this long between
+ * phases before they sleep). The addon would fall back to its defaults on a malformed value; checked here instead,
+ * at start-up, so a typo is an error rather than a silent default.
+ */
+export const KERNEL_WAKE_SETTINGS = ['EXPERTMESH_EXPERT_KERNEL_SPIN_US', 'EXPERTMESH_EXPERT_KERNEL_YIELD_US'] as const;
+const MAX_WAKE_US = 1_000_000;
+
+/** Refuses a malformed KERNEL_WAKE_SETTINGS value (whole microseconds 0 … 10^6, as the addon reads them). */
+export function checkKernelWakeSettings(env: NodeJS.ProcessEnv = process.env): void {
+  for (const name of KERNEL_WAKE_SETTINGS) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    if (!/^[0-9]+$/.test(value) || Number(value) > MAX_WAKE_US) {
+      throw new ExpertKernelConfigError(`${name}=${value} is not whole microseconds 0 … ${MAX_WAKE_US} (how long the native kernel's workers stay awake between phases): fix it, or unset it for the default`);
+    }
+  }
+}
+
 /** resolveExpertKernel with the question "is the addon built?" given (its test asks it both ways). */
-export function chooseExpertKernel(requested: string | undefined, expertDtype: string, built: () => boolean): ResolvedExpertKernel {
+export function chooseExpertKernel(requested: string | undefined, expertDtype: string, built: () => boolean, env: NodeJS.ProcessEnv = process.env): ResolvedExpertKernel {
   const kernel = checkedKernel(requested);
   if (kernel === 'onnxruntime') return 'onnxruntime';
   const runs = NATIVE_EXPERT_DTYPES.has(expertDtype);
-  if (kernel === 'auto') return runs && built() ? 'native' : 'onnxruntime';
+  if (kernel === 'auto') return runs && built() ? nativeChecked(env) : 'onnxruntime';
   if (!runs) {
     throw new ExpertKernelConfigError(`--expert-kernel native runs float32 and int8/int4 routed experts held in memory, not ${expertDtype}: add --expert-weight-dtype float32 (or int8, int4), or use --expert-kernel onnxruntime or auto`);
   }
   if (!built()) throw new ExpertKernelNotBuiltError();
+  return nativeChecked(env);
+}
+
+function nativeChecked(env: NodeJS.ProcessEnv): 'native' {
+  checkKernelWakeSettings(env);
   return 'native';
 }
 

@@ -26,6 +26,19 @@ describe('--expert-kernel: auto, onnxruntime or native, decided at start-up', ()
     expect(() => chooseExpertKernel('native', 'int8', notBuilt)).toThrow(/npm run build:native/);
   });
 
+  it("refuses a malformed wake setting of the native kernel's pool at start-up, where native would run", () => {
+    const ok = { EXPERTMESH_EXPERT_KERNEL_SPIN_US: '300', EXPERTMESH_EXPERT_KERNEL_YIELD_US: '0' };
+    expect(chooseExpertKernel('auto', 'int8', built, ok)).toBe('native');
+    expect(chooseExpertKernel('native', 'float32', built, { EXPERTMESH_EXPERT_KERNEL_SPIN_US: '' })).toBe('native');
+    for (const bad of ['60us', '-1', '1.5', '1000001']) {
+      expect(() => chooseExpertKernel('native', 'int8', built, { EXPERTMESH_EXPERT_KERNEL_SPIN_US: bad }), bad).toThrow(ExpertKernelConfigError);
+      expect(() => chooseExpertKernel('auto', 'int8', built, { EXPERTMESH_EXPERT_KERNEL_YIELD_US: bad }), bad).toThrow(/EXPERTMESH_EXPERT_KERNEL_YIELD_US=.* is not whole microseconds/);
+    }
+    // Not read where the native kernel does not run.
+    expect(chooseExpertKernel('onnxruntime', 'int8', built, { EXPERTMESH_EXPERT_KERNEL_SPIN_US: 'x' })).toBe('onnxruntime');
+    expect(chooseExpertKernel('auto', 'int8', notBuilt, { EXPERTMESH_EXPERT_KERNEL_SPIN_US: 'x' })).toBe('onnxruntime');
+  });
+
   it('refuses a value that is not a kernel, naming the three', () => {
     expect(() => chooseExpertKernel('cuda-graphs', 'int8', built)).toThrow(ExpertKernelConfigError);
     expect(() => chooseExpertKernel('Native', 'int8', built)).toThrow(/--expert-kernel must be auto, onnxruntime, native, not Native/);
