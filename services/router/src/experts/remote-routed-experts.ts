@@ -6,6 +6,7 @@ import { injectContext, tracer } from '@expertmesh/telemetry';
 import { NoHolderError, NonFiniteResultError, ShardTimeoutError } from './dispatch-errors.js';
 import { checkFiniteAnswer, InputNotFiniteError } from './finite-results.js';
 import { LayerDispatch, type RowTask } from './layer-dispatch.js';
+import { lateAnswerTimer } from './late-answer-timer.js';
 import { DEFAULT_DEADLINE, DEFAULT_HEDGE, type DeadlinePolicy, type HedgePolicy } from './round-trip-deadline.js';
 import type { ShardConnection } from './shard-connection.js';
 import { DEFAULT_PROBE, ShardHealth, type HealthProbe } from './shard-health.js';
@@ -199,7 +200,8 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
    */
   private async hedged(view: ShardView, dispatch: LayerDispatch, layer: number, hidden: Float32Array, shard: number, rows: readonly RowTask[], resent: boolean, call: Promise<void>, afterMs: number, ctx: Context): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([call.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), afterMs)))]).finally(() => clearTimeout(timer));
+    // As for the deadline: an answer that came while this process was busy is read before the call counts as late.
+    const late = await Promise.race([call.then(() => false), new Promise<boolean>((resolve) => (timer = lateAnswerTimer(afterMs, () => resolve(true))))]).finally(() => clearTimeout(timer));
     if (!late) return;
     let alternatives: Map<RowTask, RowTask[]>;
     try {
