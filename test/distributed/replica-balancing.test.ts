@@ -34,9 +34,10 @@ describe('load balancing across replicas', () => {
       expect(remoteOut.map((r) => r.tokenIds)).toEqual(localOut.map((r) => r.tokenIds));
       // Each token's k=4 experts all went to one shard: pairs = 4 × tokens on every call.
       for (const c of calls) expect(c.pairs).toBe(4 * c.tokens);
-      // Both replicas got work, and close to half of it each.
+      // Both replicas got work, and close to half of it each (as placed: a hedge of a late call, which a busy
+      // machine can cause, sends rows to the other replica too, so it is not counted).
       const byShard = new Map<string, number>();
-      for (const c of calls) byShard.set(c.shard, (byShard.get(c.shard) ?? 0) + c.tokens);
+      for (const c of calls) if (!c.hedge) byShard.set(c.shard, (byShard.get(c.shard) ?? 0) + c.tokens);
       const counts = [...byShard.values()];
       expect(counts).toHaveLength(2);
       expect(Math.min(...counts) / Math.max(...counts)).toBeGreaterThan(0.8);

@@ -48,10 +48,15 @@ describe('failover under streaming load', () => {
 
   it('kill -9 of a shard mid-stream: no request fails, every stream gets the fault-free tokens, the shard is suspect at once', async () => {
     const victim = cluster.shards.get('s1')!;
+    const takenOver = async (): Promise<number> =>
+      (await cluster.metric('expertmesh_dispatch_resent_calls_total')) + (await cluster.metric('expertmesh_dispatch_hedges_total', { shard: victim.address, outcome: 'won' }));
+    const takenOverBefore = await takenOver();
     const results = await underFault(() => victim.signal('SIGKILL'));
     expectLikeBaseline(results);
     expect(await cluster.metric('expertmesh_shard_suspicions_total', { shard: victim.address })).toBeGreaterThanOrEqual(1);
-    expect(await cluster.metric('expertmesh_dispatch_resent_calls_total')).toBeGreaterThan(0);
+    // Its rows went to the replicas: resent once its calls failed, or, for a call already late (hedged) when it
+    // died, by the hedge (a hedge is not counted as resent: on a busy machine any call may be late).
+    expect((await takenOver()) - takenOverBefore).toBeGreaterThan(0);
     // Back to full strength for the next test.
     await cluster.startShard('s1');
     await cluster.untilReady();

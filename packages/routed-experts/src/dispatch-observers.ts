@@ -15,8 +15,14 @@ export interface DispatchCall {
   /** What the holder reports between taking the request and starting its experts: checks, decoding, waiting its turn. */
   readonly queueMicros: number;
   readonly roundTripMs: number;
-  /** Whether the call carried rows another holder failed in the same step. */
+  /** Whether the call carried rows another holder failed in the same step (failover). */
   readonly resent: boolean;
+  /**
+   * Whether the call was a hedge: rows of another holder's late call, sent to their other holders too
+   * (see DispatchHedge; its answer is discarded when the late one comes first). A hedge is not a
+   * failure: on a busy machine any call may be late. A hedge of resent rows is both.
+   */
+  readonly hedge: boolean;
 }
 
 /**

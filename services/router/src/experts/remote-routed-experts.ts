@@ -6,6 +6,7 @@ import { injectContext, tracer } from '@expertmesh/telemetry';
 import { NoHolderError, NonFiniteResultError, ShardTimeoutError } from './dispatch-errors.js';
 import { checkFiniteAnswer, InputNotFiniteError } from './finite-results.js';
 import { LayerDispatch, type RowTask } from './layer-dispatch.js';
+import { lateAnswerTimer } from './late-answer-timer.js';
 import { DEFAULT_DEADLINE, DEFAULT_HEDGE, type DeadlinePolicy, type HedgePolicy } from './round-trip-deadline.js';
 import type { ShardConnection } from './shard-connection.js';
 import { DEFAULT_PROBE, ShardHealth, type HealthProbe } from './shard-health.js';
@@ -170,9 +171,9 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         const connection = view.connections[shard]!;
         try {
           const movable = dispatch.movable(shardRows, shard);
-          const call = this.send(connection, layer, hidden, shardRows, resent, ctx, movable);
+          const call = this.send(connection, layer, hidden, shardRows, { resent, hedge: false }, ctx, movable);
           const hedgeAfter = movable ? this.healthOf(connection).deadline.hedgeAfter(shardRows.length, this.options.hedge) : null;
-          await (hedgeAfter === null ? call : this.hedged(view, dispatch, layer, hidden, shard, shardRows, call, hedgeAfter, ctx));
+          await (hedgeAfter === null ? call : this.hedged(view, dispatch, layer, hidden, shard, shardRows, resent, call, hedgeAfter, ctx));
         } catch (e) {
           if (e instanceof InputNotFiniteError) throw e;
           this.healthOf(connection).markSuspect(suspicionReason(e), e as Error);
@@ -192,13 +193,15 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
 
   /**
    * Waits for `call` (shard `shard`'s rows); if it has not answered after `afterMs`, sends the same
-   * rows to their other usable holders and uses whichever complete answer comes first. Throws only
+   * rows to their other usable holders (calls marked `hedge`, and `resent` only when the rows were
+   * already resent: lateness is not a failure) and uses whichever complete answer comes first. Throws only
    * when the call failed and the hedge could not stand in for it (the caller then moves its rows as
    * for any failed call).
    */
-  private async hedged(view: ShardView, dispatch: LayerDispatch, layer: number, hidden: Float32Array, shard: number, rows: readonly RowTask[], call: Promise<void>, afterMs: number, ctx: Context): Promise<void> {
+  private async hedged(view: ShardView, dispatch: LayerDispatch, layer: number, hidden: Float32Array, shard: number, rows: readonly RowTask[], resent: boolean, call: Promise<void>, afterMs: number, ctx: Context): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([call.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), afterMs)))]).finally(() => clearTimeout(timer));
+    // As for the deadline: an answer that came while this process was busy is read before the call counts as late.
+    const late = await Promise.race([call.then(() => false), new Promise<boolean>((resolve) => (timer = lateAnswerTimer(afterMs, () => resolve(true))))]).finally(() => clearTimeout(timer));
     if (!late) return;
     let alternatives: Map<RowTask, RowTask[]>;
     try {
@@ -211,7 +214,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
     const connection = view.connections[shard]!;
     const report = (outcome: DispatchHedge['outcome']): void => this.observers.hedge({ layer, shard: connection.address, rows: rows.length, afterMs, outcome });
     report('sent');
-    const hedge = Promise.all([...byShard([...alternatives.values()].flat())].map(([s, r]) => this.send(view.connections[s]!, layer, hidden, r, true, ctx, true)));
+    const hedge = Promise.all([...byShard([...alternatives.values()].flat())].map(([s, r]) => this.send(view.connections[s]!, layer, hidden, r, { resent, hedge: true }, ctx, true)));
     const callError = call.then(() => null, (e: unknown) => e as Error);
     const hedgeError = hedge.then(() => null, (e: unknown) => e as Error);
     const first = await Promise.race([callError.then((error) => ({ hedge: false, error })), hedgeError.then((error) => ({ hedge: true, error }))]);
@@ -243,7 +246,7 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
    * row's result; throws on a failed, late (past its deadline, longer when `movable` is false: no other
    * holder could take the rows), malformed or non-finite answer.
    */
-  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, rows: readonly RowTask[], resent: boolean, parent: Context, movable: boolean): Promise<void> {
+  private async send(connection: ShardConnection, layer: number, hidden: Float32Array, rows: readonly RowTask[], kind: CallKind, parent: Context, movable: boolean): Promise<void> {
     const H = this.config.hiddenSize;
     const n = rows.length;
     const x = gatherRows(hidden, Int32Array.from(rows, (r) => r.token), H);
@@ -275,7 +278,8 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
           'expertmesh.tokens': n,
           'expertmesh.experts': new Set(expertIds).size,
           'expertmesh.bytes_sent': hiddenBytes,
-          'expertmesh.resent': resent,
+          'expertmesh.resent': kind.resent,
+          'expertmesh.hedge': kind.hedge,
           'expertmesh.transport': connection.framesAddress ? 'frames' : 'grpc',
         },
       },
@@ -317,12 +321,16 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         computeMicros: response.computeMicros,
         queueMicros: response.queueMicros,
         roundTripMs,
-        resent,
+        resent: kind.resent,
+        hedge: kind.hedge,
       };
       this.observers.call(call);
     }
   }
 }
+
+/** Why a call carries its rows, as DispatchCall reports it. */
+type CallKind = Pick<DispatchCall, 'resent' | 'hedge'>;
 
 /** Rows by the index of the shard they go to, in first-seen order. */
 function byShard(rows: readonly RowTask[]): Map<number, RowTask[]> {
