@@ -989,25 +989,29 @@ struct Program {
 /** Every matrix's arrays copied into p's storage, 64-byte aligned each, in expert order; the pointers moved there. */
 void copyIntoStorage(Program& p, bool hugePages) {
   const auto align = [](size_t n) { return (n + 63) / 64 * 64; };
-  const auto pieces = [](const Matrix& m, auto&& piece) {
-    if (m.values != nullptr) {
-      piece(reinterpret_cast<const void* const*>(&m.values), static_cast<size_t>(m.rows) * m.cols * 4);
-    } else {
-      piece(reinterpret_cast<const void* const*>(&m.codes), static_cast<size_t>(m.rows) * m.kb * m.blob);
-      piece(reinterpret_cast<const void* const*>(&m.scales), static_cast<size_t>(m.rows) * m.kb * 4);
-    }
-  };
+  const auto valueBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.cols * 4; };
+  const auto codeBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * m.blob; };
+  const auto scaleBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * 4; };
   size_t total = 0;
-  for (const Expert& e : p.experts) for (const Matrix* m : {&e.gate, &e.up, &e.down}) pieces(*m, [&](const void* const*, size_t n) { total += align(n); });
+  for (const Expert& e : p.experts)
+    for (const Matrix* m : {&e.gate, &e.up, &e.down}) total += m->values != nullptr ? align(valueBytes(*m)) : align(codeBytes(*m)) + align(scaleBytes(*m));
   p.storage.allocate(total, hugePages);
   size_t at = 0;
+  // Copies n bytes from `from` to the next free place of the storage and returns that place.
+  const auto place = [&](const void* from, size_t n) {
+    uint8_t* to = p.storage.base + at;
+    std::memcpy(to, from, n);
+    at += align(n);
+    return to;
+  };
   for (Expert& e : p.experts) {
     for (Matrix* m : {&e.gate, &e.up, &e.down}) {
-      pieces(*m, [&](const void* const* field, size_t n) {
-        std::memcpy(p.storage.base + at, *field, n);
-        *const_cast<const void**>(field) = p.storage.base + at;
-        at += align(n);
-      });
+      if (m->values != nullptr) {
+        m->values = reinterpret_cast<const float*>(place(m->values, valueBytes(*m)));
+      } else {
+        m->codes = place(m->codes, codeBytes(*m));
+        m->scales = reinterpret_cast<const float*>(place(m->scales, scaleBytes(*m)));
+      }
     }
   }
 }
@@ -1392,6 +1396,8 @@ napi_value newProgram(napi_env env, napi_callback_info info, Fill fill) {
     fill(argv[0], p);
   } catch (const Bad& bad) {
     return dropProgram(env, p, bad);
+  } catch (const std::bad_alloc&) {
+    return dropProgram(env, p, Bad{"ERR_EXPERT_KERNEL_MEMORY", "out of memory for the weights' storage"});
   }
   return wrapProgram(env, p);
 }
