@@ -15,7 +15,7 @@ export interface MachineRates {
 }
 
 /** Best mean seconds per run over three trials: rates are ceilings, so noise must not lower them. */
-async function timeIt(runs: number, f: () => Promise<unknown> | unknown): Promise<number> {
+export async function timeIt(runs: number, f: () => Promise<unknown> | unknown): Promise<number> {
   for (let i = 0; i < 2; i++) await f();
   let best = Infinity;
   for (let trial = 0; trial < 3; trial++) {

@@ -4,7 +4,7 @@ import { Engine } from '@expertmesh/engine';
 import { loadLocalExperts } from '@expertmesh/local-experts';
 import { loadModelConfig } from '@expertmesh/model-config';
 import type { WeightDtype } from '@expertmesh/model-weights';
-import { returnFreedHeap } from '@expertmesh/expert-kernel';
+import { returnFreedHeap, weightStorageTotals } from '@expertmesh/expert-kernel';
 import { DEFAULT_EXECUTION, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -23,11 +23,13 @@ describe('after a load, JavaScript holds no copy of the weights', () => {
   });
   afterAll(async () => dir?.remove());
 
-  // With the native expert kernel the routed experts' one copy (and the LM head's, on the same kernel) is the loader's JavaScript arrays themselves (the kernel reads them where they are): those bytes are
-  // JavaScript's to hold, and nothing else is.
+  // With the native expert kernel the routed experts' one copy is the kernel's own storage (copied from the loader's arrays, which
+  // are then collected), and the LM head's, on the same kernel, the loader's JavaScript array itself (read in place): only the
+  // latter is JavaScript's to hold.
   for (const [dtype, expertKernel] of [['float32', 'onnxruntime'], ['int8', 'onnxruntime'], ['float32', 'native'], ['int8', 'native']] as [WeightDtype, ExpertKernel][]) {
-    it(`${dtype}, ${expertKernel} experts: JavaScript array buffers grow by under a fifth of the weight bytes beyond the experts the kernel reads there`, async () => {
+    it(`${dtype}, ${expertKernel} experts: JavaScript array buffers grow by under a fifth of the weight bytes beyond the LM head the kernel reads there; native experts are held once, in the kernel's storage`, async () => {
       const before = process.memoryUsage().arrayBuffers;
+      const storageBefore = weightStorageTotals();
       const experts = await loadLocalExperts(dir.path, await loadModelConfig(dir.path), { ...DEFAULT_EXECUTION, expertKernel }, dtype);
       const engine = await Engine.load(dir.path, { experts, weightDtype: dtype, kvCacheTokens: 64, execution: { ...DEFAULT_EXECUTION, expertKernel } });
       try {
@@ -35,9 +37,18 @@ describe('after a load, JavaScript holds no copy of the weights', () => {
         // The same setting puts the LM head on the native kernel, which reads its array in place.
         expect(engine.model.nativeWeightBytes > 0).toBe(expertKernel === 'native');
         const weights = engine.model.denseWeightBytes + experts.weightBytes;
-        const grown = process.memoryUsage().arrayBuffers - before - (expertKernel === 'native' ? experts.weightBytes : 0) - engine.model.nativeWeightBytes;
+        const grown = process.memoryUsage().arrayBuffers - before - engine.model.nativeWeightBytes;
         // The KV cache (64 tokens) and rotary tables are all JavaScript should still hold.
         expect(grown).toBeLessThan(0.2 * weights);
+        // The kernel's storage: the experts' bytes, each program's rounded up to whole 2 MiB pages.
+        const storage = weightStorageTotals();
+        const held = storage.bytes - storageBefore.bytes;
+        if (expertKernel === 'native') {
+          expect(held).toBeGreaterThanOrEqual(experts.weightBytes);
+          expect(held).toBeLessThan(experts.weightBytes + (storage.regions - storageBefore.regions) * 2 ** 21);
+        } else {
+          expect(held).toBe(0);
+        }
         expect(weights).toBeGreaterThan(dtype === 'float32' ? 16 * 2 ** 20 : 4 * 2 ** 20);
       } finally {
         await engine.close();

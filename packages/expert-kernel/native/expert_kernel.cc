@@ -14,7 +14,9 @@
 //   fused multiply-add in ascending k (K zero-padded to a multiple of 16), then the lanes summed by a fixed tree
 //   (l + l+8, then l + l+4, l + l+2, l + l+1); no quantisation of the activations. The same operations on every ISA
 //   path (AVX512F, AVX2+FMA, scalar std::fma) and thread count, so the bits are the same everywhere.
-// The weights are the caller's buffers, referenced (never copied or re-packed) until release.
+// An expert program's weights are copied once, at creation, into one region of its own (WeightStorage: 2 MiB-aligned,
+// advised for transparent huge pages), the caller's arrays then left to the garbage collector; a product's (the LM
+// head's) are the caller's buffers, referenced (never copied or re-packed) until release.
 
 #include <node_api.h>
 
@@ -38,6 +40,7 @@
 #include <vector>
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <dlfcn.h>
 
@@ -925,6 +928,50 @@ constexpr int kGateUpTask = 64;
 constexpr int kDownTask = 128;
 constexpr int kQuantRows = 16;
 
+/**
+ * An expert program's weights in one region of its own: mapped 2 MiB-aligned, its length a whole number of 2 MiB
+ * pages, and advised MADV_HUGEPAGE. Streamed at batch 1, 4 KiB pages cost a TLB walk every 4 KiB and cap two threads
+ * at ~25 GB/s on this VM where 2 MiB pages reach ~31, onnxruntime's GEMV rate (docs/benchmarks.md, issue 13,
+ * round 6); with THP set to `madvise` (the common default) only advised memory gets huge pages.
+ */
+constexpr size_t kHugePage = size_t{2} << 20;
+std::atomic<int64_t> gStorageRegions{0}, gStorageBytes{0};
+
+struct WeightStorage {
+  uint8_t* base = nullptr;
+  size_t bytes = 0;  // mapped length
+  bool advised = false;
+
+  void allocate(size_t want, bool hugePages) {
+    bytes = (want + kHugePage - 1) / kHugePage * kHugePage;
+    if (bytes == 0) bytes = kHugePage;
+    // Map one huge page more than needed and unmap the ends, so that the region starts on a 2 MiB boundary.
+    void* raw = mmap(nullptr, bytes + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw std::bad_alloc();
+    const uintptr_t at = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t aligned = (at + kHugePage - 1) & ~(kHugePage - 1);
+    if (aligned > at) munmap(raw, aligned - at);
+    if (at + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + bytes), at + kHugePage - aligned);
+    base = reinterpret_cast<uint8_t*>(aligned);
+#ifdef MADV_HUGEPAGE
+    advised = hugePages && madvise(base, bytes, MADV_HUGEPAGE) == 0;
+#endif
+    gStorageRegions++;
+    gStorageBytes += static_cast<int64_t>(bytes);
+  }
+
+  void release() {
+    if (base == nullptr) return;
+    munmap(base, bytes);
+    gStorageRegions--;
+    gStorageBytes -= static_cast<int64_t>(bytes);
+    base = nullptr;
+    bytes = 0;
+  }
+
+  ~WeightStorage() { release(); }
+};
+
 struct Program {
   EnvState* env = nullptr;
   int hidden = 0, intermediate = 0, bits = 0, block = 0, threads = 1;
@@ -934,8 +981,40 @@ struct Program {
   bool isProduct = false;
   Matrix product{};
   std::vector<napi_ref> refs;
+  /** An expert program's own copy of its weights (the Matrix pointers point into it). */
+  WeightStorage storage;
   bool released = false;
 };
+
+/** Every matrix's arrays copied into p's storage, 64-byte aligned each, in expert order; the pointers moved there. */
+void copyIntoStorage(Program& p, bool hugePages) {
+  const auto align = [](size_t n) { return (n + 63) / 64 * 64; };
+  const auto valueBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.cols * 4; };
+  const auto codeBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * m.blob; };
+  const auto scaleBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * 4; };
+  size_t total = 0;
+  for (const Expert& e : p.experts)
+    for (const Matrix* m : {&e.gate, &e.up, &e.down}) total += m->values != nullptr ? align(valueBytes(*m)) : align(codeBytes(*m)) + align(scaleBytes(*m));
+  p.storage.allocate(total, hugePages);
+  size_t at = 0;
+  // Copies n bytes from `from` to the next free place of the storage and returns that place.
+  const auto place = [&](const void* from, size_t n) {
+    uint8_t* to = p.storage.base + at;
+    std::memcpy(to, from, n);
+    at += align(n);
+    return to;
+  };
+  for (Expert& e : p.experts) {
+    for (Matrix* m : {&e.gate, &e.up, &e.down}) {
+      if (m->values != nullptr) {
+        m->values = reinterpret_cast<const float*>(place(m->values, valueBytes(*m)));
+      } else {
+        m->codes = place(m->codes, codeBytes(*m));
+        m->scales = reinterpret_cast<const float*>(place(m->scales, scaleBytes(*m)));
+      }
+    }
+  }
+}
 
 void silu_mul(const float* g, const float* u, float* h, int n) {
   for (int i = 0; i < n; i++) {
@@ -1152,6 +1231,17 @@ int intValue(napi_env env, napi_value v, const char* name, int lo, int hi) {
 
 int intProperty(napi_env env, napi_value obj, const char* name, int lo, int hi) { return intValue(env, property(env, obj, name), name, lo, hi); }
 
+// An optional boolean property: `fallback` when absent or undefined.
+bool boolProperty(napi_env env, napi_value obj, const char* name, bool fallback) {
+  napi_value v = property(env, obj, name);
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_undefined) return fallback;
+  bool out = false;
+  if (t != napi_boolean || napi_get_value_bool(env, v, &out) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", std::string(name) + " must be a boolean"};
+  return out;
+}
+
 template <typename T>
 T* typedArray(napi_env env, napi_value v, napi_typedarray_type want, size_t expected, const std::string& what) {
   bool is = false;
@@ -1178,7 +1268,9 @@ size_t typedArrayLength(napi_env env, napi_value v, napi_typedarray_type want, c
   return length;
 }
 
-Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, const std::string& what) {
+// A matrix read from its spec: its arrays checked and pointed at; referenced (held alive until release) when `keep`,
+// else only valid until the call returns (an expert program copies them into its storage first).
+Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, const std::string& what, bool keep) {
   Matrix m;
   m.rows = rows;
   m.cols = cols;
@@ -1188,6 +1280,7 @@ Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, 
     m.scales = nullptr;
     m.kb = m.blob = 0;
     m.values = typedArray<float>(env, values, napi_float32_array, static_cast<size_t>(rows) * cols, what + ".values");
+    if (!keep) return m;
     napi_ref ref;
     if (napi_create_reference(env, values, 1, &ref) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_NAPI", "cannot reference " + what};
     p.refs.push_back(ref);
@@ -1200,6 +1293,7 @@ Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, 
   napi_value scales = property(env, obj, "scales");
   m.codes = typedArray<uint8_t>(env, codes, napi_uint8_array, static_cast<size_t>(rows) * m.kb * m.blob, what + ".codes");
   m.scales = typedArray<float>(env, scales, napi_float32_array, static_cast<size_t>(rows) * m.kb, what + ".scales");
+  if (!keep) return m;
   for (napi_value v : {codes, scales}) {
     napi_ref ref;
     if (napi_create_reference(env, v, 1, &ref) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_NAPI", "cannot reference " + what};
@@ -1220,6 +1314,7 @@ void releaseProgram(napi_env env, Program* p) {
   for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
   p->refs.clear();
   p->experts.clear();
+  p->storage.release();
   if (--p->env->livePrograms == 0) {
     p->env->stopPool();
     p->env->scratch.release();
@@ -1301,6 +1396,8 @@ napi_value newProgram(napi_env env, napi_callback_info info, Fill fill) {
     fill(argv[0], p);
   } catch (const Bad& bad) {
     return dropProgram(env, p, bad);
+  } catch (const std::bad_alloc&) {
+    return dropProgram(env, p, Bad{"ERR_EXPERT_KERNEL_MEMORY", "out of memory for the weights' storage"});
   }
   return wrapProgram(env, p);
 }
@@ -1323,11 +1420,13 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
       napi_get_element(env, list, e, &item);
       const std::string name = "expert " + std::to_string(e);
       Expert ex;
-      ex.gate = matrixFrom(env, *p, property(env, item, "gate"), p->intermediate, p->hidden, name + " gate");
-      ex.up = matrixFrom(env, *p, property(env, item, "up"), p->intermediate, p->hidden, name + " up");
-      ex.down = matrixFrom(env, *p, property(env, item, "down"), p->hidden, p->intermediate, name + " down");
+      ex.gate = matrixFrom(env, *p, property(env, item, "gate"), p->intermediate, p->hidden, name + " gate", false);
+      ex.up = matrixFrom(env, *p, property(env, item, "up"), p->intermediate, p->hidden, name + " up", false);
+      ex.down = matrixFrom(env, *p, property(env, item, "down"), p->hidden, p->intermediate, name + " down", false);
       p->experts.push_back(ex);
     }
+    // No JavaScript runs between reading the arrays above and this copy: their backing stores stay where they are.
+    copyIntoStorage(*p, boolProperty(env, spec, "hugePages", true));
   });
 }
 
@@ -1433,7 +1532,7 @@ napi_value CreateProduct(napi_env env, napi_callback_info info) {
     const int outputs = intProperty(env, spec, "outputs", 1, 1 << 24);
     p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
     readFormat(env, spec, *p);
-    p->product = matrixFrom(env, *p, property(env, spec, "weight"), outputs, p->hidden, "weight");
+    p->product = matrixFrom(env, *p, property(env, spec, "weight"), outputs, p->hidden, "weight", true);
   });
 }
 
@@ -1676,6 +1775,32 @@ napi_value StreamProbe(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// weightStorage(program) → { address, bytes, advised } of an expert program's own copy of its weights;
+// weightStorage() → { regions, bytes } of every live program's in the process. For tests and benchmarks.
+napi_value WeightStorageInfo(napi_env env, napi_callback_info info) {
+  try {
+    size_t argc = 1;
+    napi_value argv[1];
+    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+    napi_value out;
+    NAPI_OK(napi_create_object(env, &out));
+    if (argc == 0) {
+      setNumber(env, out, "regions", static_cast<double>(gStorageRegions.load()));
+      setNumber(env, out, "bytes", static_cast<double>(gStorageBytes.load()));
+      return out;
+    }
+    const Program* p = unwrapProgram(env, argv[0]);
+    if (p->isProduct) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "a product references its caller's weights: it has no storage"};
+    setNumber(env, out, "address", static_cast<double>(reinterpret_cast<uintptr_t>(p->storage.base)));
+    setNumber(env, out, "bytes", static_cast<double>(p->storage.bytes));
+    setBool(env, out, "advised", p->storage.advised);
+    return out;
+  } catch (const Bad& bad) {
+    throwError(env, bad.code.c_str(), bad.message);
+  }
+  return nullptr;
+}
+
 // setProfiling(on): time the parts of every expert run of this environment from now on (or stop), sums reset.
 napi_value SetProfiling(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -1730,6 +1855,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"v8HeapShrink", nullptr, V8HeapShrink, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addWeightedRows", nullptr, AddWeightedRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"streamProbe", nullptr, StreamProbe, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"weightStorage", nullptr, WeightStorageInfo, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setProfiling", nullptr, SetProfiling, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"readProfile", nullptr, ReadProfile, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -14,6 +14,8 @@ export interface ExpertKernelAddon {
   product(program: object, x: Float32Array, y: Float32Array, argmax?: Int32Array): void;
   isas(): NativeIsa[];
   streamProbe(program: object, experts: Int32Array, threads: number): StreamProbeResult;
+  weightStorage(program: object): ProgramWeightStorage;
+  weightStorage(): WeightStorageTotals;
   setProfiling(on: boolean): void;
   readProfile(): KernelRunProfile;
 }
@@ -23,6 +25,27 @@ export interface StreamProbeResult {
   readonly ns: number;
   readonly bytes: number;
   readonly checksum: number;
+}
+
+/** Where an expert program holds its own copy of its weights: one mapped region, 2 MiB-aligned. */
+export interface ProgramWeightStorage {
+  /** The region's first byte (a multiple of 2 MiB). */
+  readonly address: number;
+  /** Its length: the weights rounded up to whole 2 MiB pages. */
+  readonly bytes: number;
+  /** madvise(MADV_HUGEPAGE) accepted (false when asked not to, or where the kernel has no transparent huge pages). */
+  readonly advised: boolean;
+}
+
+/** Every live expert program's weight storage in this process. */
+export interface WeightStorageTotals {
+  readonly regions: number;
+  readonly bytes: number;
+}
+
+/** What this process's expert programs hold as weight storage (tests, benchmarks). */
+export function weightStorageTotals(): WeightStorageTotals {
+  return loadAddon().weightStorage();
 }
 
 /**
@@ -77,6 +100,8 @@ interface ProgramSpec {
   readonly threads: number;
   /** -1: the best this CPU runs; else 0 scalar, 1 AVX2, 2 AVX512-VNNI. */
   readonly isa: number;
+  /** Advise the weights' storage for transparent huge pages (default true). */
+  readonly hugePages?: boolean;
   readonly experts: readonly { gate: NativeMatrix; up: NativeMatrix; down: NativeMatrix }[];
 }
 
@@ -156,6 +181,11 @@ export interface NativeProgramOptions {
   readonly threads: number;
   /** Force an instruction set (tests); by default the best this CPU has. */
   readonly isa?: NativeIsa;
+  /**
+   * Advise the weights' storage for transparent huge pages (MADV_HUGEPAGE; default true): streamed from memory,
+   * 2 MiB pages read ~20 % faster than 4 KiB ones here (docs/benchmarks.md, issue 13, round 6). False for benchmarks' A/B.
+   */
+  readonly hugePages?: boolean;
 }
 
 /** The weight formats the kernel runs: float32 values in memory, or blockwise int8/int4 codes. */
@@ -175,9 +205,10 @@ export function nativeMatrix(w: WeightData, what: string): { matrix: NativeMatri
  * A group of SwiGLU experts run by the native kernel: for each expert e with M_e rows of x,
  * y_e = down(silu(gate(x_e)) ⊙ up(x_e)). Over blockwise int8/int4 codes the activations are quantised per
  * block to int8 as MatMulNBits' accuracy level 4 does; over float32 weights the products are float32 (16
- * FMA lanes and a fixed lane tree). native/expert_kernel.cc states the numerics exactly. The kernel holds
- * references to the weights' own arrays (codes and scales, or the loader's float32 values): nothing is
- * copied or re-packed, so the bytes held are the loader's.
+ * FMA lanes and a fixed lane tree). native/expert_kernel.cc states the numerics exactly. The kernel copies the
+ * weights (codes and scales, or float32 values) once, unchanged, into one region of its own, 2 MiB-aligned and
+ * advised for transparent huge pages, and keeps no reference to the caller's arrays: once the loader drops them
+ * (LocalRoutedExperts does, and collects them after a load), each weight is held once, in the kernel's storage.
  */
 export class NativeExpertProgram {
   private program: object | null;
@@ -187,7 +218,7 @@ export class NativeExpertProgram {
     program: object,
     private readonly hidden: number,
     private readonly experts: number,
-    /** Bytes of codes and scales referenced (held alive) by this program. */
+    /** Bytes of codes and scales (or float32 values) copied into this program's storage. */
     readonly weightBytes: number,
   ) {
     this.program = program;
@@ -214,7 +245,7 @@ export class NativeExpertProgram {
       return { gate: gate.matrix, up: up.matrix, down: down.matrix };
     });
     const threads = options.threads > 0 ? options.threads : availableParallelism();
-    const program = native(() => kernel.createProgram({ hidden: first.hidden, intermediate: first.intermediate, bits, block, threads, isa: options.isa ? ISA_CODES[options.isa] : -1, experts: spec }));
+    const program = native(() => kernel.createProgram({ hidden: first.hidden, intermediate: first.intermediate, bits, block, threads, isa: options.isa ? ISA_CODES[options.isa] : -1, hugePages: options.hugePages ?? true, experts: spec }));
     return new NativeExpertProgram(name, program, first.hidden, experts.length, bytes);
   }
 
@@ -251,7 +282,14 @@ export class NativeExpertProgram {
     return native(() => loadAddon().streamProbe(program, Int32Array.from(experts), threads));
   }
 
-  /** Drops the references to the weights; the kernel's threads stop once no program is left. */
+  /** Where this program holds its weights (tests, benchmarks). */
+  weightStorage(): ProgramWeightStorage {
+    const program = this.program;
+    if (!program) throw new ExpertKernelError(`program "${this.name}" was released`, 'ERR_EXPERT_KERNEL_RELEASED');
+    return native(() => loadAddon().weightStorage(program));
+  }
+
+  /** Frees the program's weight storage; the kernel's threads stop once no program is left. */
   release(): void {
     const program = this.program;
     if (!program) return;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeBlockwise, type QuantizedBits, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
-import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas, type NativeProgramOptions } from '@expertmesh/expert-kernel';
+import { existsSync } from 'node:fs';
+import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas, weightStorageTotals, type NativeProgramOptions } from '@expertmesh/expert-kernel';
 import { bitsOf, seeded, withReleased } from './kernel-test-support.js';
 import { referenceExpert } from './reference-experts.js';
 
@@ -78,21 +79,36 @@ describe('native expert kernel', () => {
     }
   });
 
-  it('reads the quantiser\'s own buffers: a code changed after creation changes the output; the bytes held are the codes and scales', () => {
-    const weights = experts(2, 64, 32, 8, 32, 5);
-    withProgram(weights, { threads: 2 }, (program) => {
-      const x = seeded(3 * 64, 9);
-      const before = program.run(x, [1, 2]);
-      const down = weights[1]!.down;
-      if (down.kind !== 'quantized') throw new Error('quantised');
-      down.q.codes[0] = 255;
-      down.q.scales[0] = 1;
-      const after = program.run(x, [1, 2]);
-      expect(bitsOf(after)).toEqual(bitsOf(reference(weights, x, [1, 2])));
-      expect(bitsOf(after)).not.toEqual(bitsOf(before));
-      const held = weights.flatMap((w) => [w.gate, w.up, w.down]).reduce((a, w) => a + (w.kind === 'quantized' ? w.q.codes.byteLength + w.q.scales.byteLength : 0), 0);
+  it.each([8, 4, 32] as const)('bits %i: copies the weights once into storage of its own, 2 MiB-aligned and advised for huge pages, reads them back equal, frees it on release', (bits) => {
+    const weights = experts(2, 64, 32, bits, 32, 5 + bits);
+    const held = weights.flatMap((w) => [w.gate, w.up, w.down]).reduce((a, w) => a + (w.kind === 'quantized' ? w.q.codes.byteLength + w.q.scales.byteLength : w.kind === 'memory' ? w.data.byteLength : 0), 0);
+    const x = seeded(3 * 64, 9);
+    const expected = bitsOf(reference(weights, x, [1, 2]));
+    const totals = weightStorageTotals();
+    // madvise(MADV_HUGEPAGE) is accepted wherever the kernel has transparent huge pages (whatever their setting).
+    const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled');
+    for (const hugePages of [true, false]) {
+      const program = NativeExpertProgram.create('storage', weights, { threads: 2, hugePages });
+      const storage = program.weightStorage();
+      expect(storage.address % 2 ** 21).toBe(0);
+      expect(storage.bytes % 2 ** 21).toBe(0);
+      expect(storage.bytes).toBeGreaterThanOrEqual(held);
+      expect(storage.advised).toBe(hugePages && thp);
       expect(program.weightBytes).toBe(held);
-    });
+      expect(weightStorageTotals()).toEqual({ regions: totals.regions + 1, bytes: totals.bytes + storage.bytes });
+      expect(bitsOf(program.run(x, [1, 2]))).toEqual(expected);
+      // The caller's arrays are not read after creation: changing them changes nothing.
+      const down = weights[1]!.down;
+      const saved = down.kind === 'quantized' ? [down.q.codes[0]!, down.q.scales[0]!] : down.kind === 'memory' ? [down.data[0]!] : [];
+      if (down.kind === 'quantized') [down.q.codes[0], down.q.scales[0]] = [255, 1];
+      if (down.kind === 'memory') down.data[0] = 3;
+      expect(bitsOf(program.run(x, [1, 2]))).toEqual(expected);
+      if (down.kind === 'quantized') [down.q.codes[0], down.q.scales[0]] = saved as [number, number];
+      if (down.kind === 'memory') down.data[0] = saved[0]!;
+      program.release();
+      expect(weightStorageTotals()).toEqual(totals);
+      expect(() => program.weightStorage()).toThrow(ExpertKernelError);
+    }
   });
 
   it.each([8, 32] as const)('bits %i: a prefill-sized run (its buffers freed after it) between decode-sized runs: every run gives the reference bits', (bits) => {
@@ -105,7 +121,7 @@ describe('native expert kernel', () => {
     });
   });
 
-  it('float32: reads the loader\'s own arrays (a value changed after creation changes the output), holds their bytes, and stays near the float64 product', () => {
+  it('float32: stays near the float64 product', () => {
     const weights = experts(2, 48, 24, 32, 0, 51);
     withProgram(weights, { threads: 2 }, (program) => {
       const x = seeded(3 * 48, 19);
@@ -129,13 +145,6 @@ describe('native expert kernel', () => {
         y.forEach((v, i) => expect(Math.abs(before[at * 48 + i]! - v)).toBeLessThan(1e-6 + 1e-5 * Math.abs(v)));
         at += m;
       });
-      const down = weights[1]!.down;
-      if (down.kind !== 'memory') throw new Error('float32');
-      down.data[0] = 3;
-      const after = program.run(x, [1, 2]);
-      expect(bitsOf(after)).toEqual(bitsOf(reference(weights, x, [1, 2])));
-      expect(bitsOf(after)).not.toEqual(bitsOf(before));
-      expect(program.weightBytes).toBe(weights.reduce((a, w) => a + [w.gate, w.up, w.down].reduce((b, m) => b + (m.kind === 'memory' ? m.data.byteLength : 0), 0), 0));
     });
   });
 
