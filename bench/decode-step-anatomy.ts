@@ -1,6 +1,8 @@
 /**
  * Where a decode step's time goes, in the engine, beside the routed experts: each graph's runs
- * (embedding, the layer graphs, the LM head), the routed experts' calls, the model's JavaScript
+ * (embedding, the layer graphs, the LM head; and, counted with them by name, the layers' own FFNs where they run on
+ * the native kernel: `layerN_mlp`, `layerN_shared_experts`, and their gate and routing, `layerN_gate`), the routed
+ * experts' calls, the model's JavaScript
  * between the runs (inputs, the attention plan, cache writes) and the engine's (scheduler, sampling).
  * With the routed experts on the native kernel, also the kernel's own timers (its calls' parts and its thread
  * pool's hand-offs: how late the worker took a phase's first task, how long the caller waited at the join).
@@ -17,6 +19,7 @@ import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model
 import { DEFAULT_EXECUTION, Graph } from '@expertmesh/tensor-ops';
 import { readKernelProfile, setKernelProfiling, type KernelRunProfile } from '@expertmesh/expert-kernel';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { NativeFfn, NativeRouter } from '@expertmesh/model';
 import { ensureBenchModel } from './bench-model.js';
 import { CountingExperts } from './counting-experts.js';
 import { DECODE_STEPS, runDecode } from './decode-run.js';
@@ -27,19 +30,38 @@ if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must b
 const modelDir = await ensureBenchModel(values.model);
 const batches = values.batches.split(',').map(Number);
 
-// Every graph's runs, timed by name.
+// Every graph's runs, timed by name; with them the layers' own FFNs and routers on the native kernel (synchronous calls).
 const graphMs = new Map<string, { ms: number; runs: number }>();
+function record(name: string, t0: number): void {
+  const e = graphMs.get(name) ?? { ms: 0, runs: 0 };
+  e.ms += performance.now() - t0;
+  e.runs++;
+  graphMs.set(name, e);
+}
 const run = Graph.prototype.run;
 Graph.prototype.run = async function (this: Graph, feeds) {
   const t0 = performance.now();
   try {
     return await run.call(this, feeds);
   } finally {
-    const e = graphMs.get(this.name) ?? { ms: 0, runs: 0 };
-    e.ms += performance.now() - t0;
-    e.runs++;
-    graphMs.set(this.name, e);
+    record(this.name, t0);
   }
+};
+function timedCall<R>(name: string, call: () => R): R {
+  const t0 = performance.now();
+  try {
+    return call();
+  } finally {
+    record(name, t0);
+  }
+}
+const ffnRun = NativeFfn.prototype.run;
+NativeFfn.prototype.run = function (this: NativeFfn, hn, rows) {
+  return timedCall(this.name, () => ffnRun.call(this, hn, rows));
+};
+const route = NativeRouter.prototype.route;
+NativeRouter.prototype.route = function (this: NativeRouter, hn, T) {
+  return timedCall(this.name, () => route.call(this, hn, T));
 };
 const config = await loadModelConfig(modelDir);
 const checkpoint = await SafetensorsCheckpoint.open(modelDir);

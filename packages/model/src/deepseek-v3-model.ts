@@ -11,6 +11,7 @@ import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
 import { createLmHead, type LmHead } from './lm-head.js';
 import { NativeFfn } from './native-ffn.js';
+import { NativeRouter } from './native-router.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 import { tracer } from './tracer.js';
@@ -54,6 +55,8 @@ interface LayerGraphs {
   readonly layer: Graph;
   /** The dense MLP (dense layers) or the shared expert (MoE layers) on the native kernel, when it runs there. */
   readonly ffn: NativeFfn | null;
+  /** MoE layers whose FFN runs natively: the gate on the native kernel and noaux_tc in JavaScript, when it can run there. */
+  readonly router: NativeRouter | null;
   /** MoE layers only: the shared expert, if the model has one and it runs beside the routed experts. */
   readonly moe: { readonly shared: Graph | null } | null;
 }
@@ -101,9 +104,11 @@ export class DeepseekV3Model {
         denseBytes += layerWeightBytes(w);
         const ffnWeights = w.ffn.kind === 'dense' ? w.ffn.mlp : w.ffn.shared;
         const ffn = ffnWeights ? NativeFfn.create(`layer${l}_${w.ffn.kind === 'dense' ? 'mlp' : 'shared_experts'}`, ffnWeights, execution) : null;
+        const router = w.ffn.kind === 'moe' && (ffn || !w.ffn.shared) ? NativeRouter.create(`layer${l}_gate`, w.ffn.router, config, execution) : null;
         layers.push({
-          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, !ffn && (w.ffn.kind === 'dense' || sharedInLayer)), execution),
+          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, !ffn && (w.ffn.kind === 'dense' || sharedInLayer), !router), execution),
           ffn,
+          router,
           moe:
             w.ffn.kind === 'moe'
               ? {
@@ -189,7 +194,7 @@ export class DeepseekV3Model {
 
     let x = await this.embed(tokens);
     for (let l = 0; l < this.layers.length; l++) {
-      const { layer, ffn, moe } = this.layers[l]!;
+      const { layer, ffn, router, moe } = this.layers[l]!;
       // A span over this process's own work of the layer, so a waterfall shows micro-batches interleave.
       const span = traced ? tracer().startSpan('expertmesh.model.attention', { attributes: { 'expertmesh.layer': l } }) : null;
       const pool = cache.pools[l]!;
@@ -197,7 +202,7 @@ export class DeepseekV3Model {
       const o = await layer.run({ ...stepFeeds, x: f32(x, [T, H]), pool: f32(pool, [pool.length / cache.rowSize, cache.rowSize]) });
       cache.write(l, slots, floatData(o.kv, layer.name, 'kv'));
       span?.end();
-      if (moe) x = await this.moe(l, moe.shared ?? ffn, layer.name, o, T);
+      if (moe) x = await this.moe(l, moe.shared ?? ffn, router, layer.name, o, T);
       else if (ffn) x = addRows(floatData(o.h, layer.name, 'h'), ffn.run(floatData(o.hn, layer.name, 'hn'), T));
       else x = floatData(o.x_out, layer.name, 'x_out');
     }
@@ -209,10 +214,12 @@ export class DeepseekV3Model {
    * expert is in h already, or runs while the routed ones are away: `beside-routed` as a graph of its own,
    * or on the native kernel (then in either placement).
    */
-  private async moe(layerIndex: number, shared: Graph | NativeFfn | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
+  private async moe(layerIndex: number, shared: Graph | NativeFfn | null, router: NativeRouter | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
     const h = floatData(o.h, name, 'h');
     const hn = floatData(o.hn, name, 'hn');
-    const routing: ExpertRouting = { numTokens: T, topK: this.config.numExpertsPerTok, expertIds: int32Data(o.expert_ids, name, 'expert_ids'), weights: floatData(o.expert_weights, name, 'expert_weights') };
+    const routing: ExpertRouting = router
+      ? router.route(hn, T)
+      : { numTokens: T, topK: this.config.numExpertsPerTok, expertIds: int32Data(o.expert_ids, name, 'expert_ids'), weights: floatData(o.expert_weights, name, 'expert_weights') };
     const routedCall = this.experts.compute(layerIndex, hn, routing);
     let nativeShared: Float32Array | null = null;
     if (shared instanceof NativeFfn) {
@@ -259,7 +266,7 @@ export class DeepseekV3Model {
 
   /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head, the layers' own FFNs). */
   get nativeWeightBytes(): number {
-    return this.lmHead.nativeBytes + this.layers.reduce((n, l) => n + (l.ffn?.weightBytes ?? 0), 0);
+    return this.lmHead.nativeBytes + this.layers.reduce((n, l) => n + (l.ffn?.weightBytes ?? 0) + (l.router?.weightBytes ?? 0), 0);
   }
 
   /** What runs the dense MLP and the shared experts: the native kernel (--expert-kernel `auto`/`native`, weights held in memory) or the layer graphs. */
@@ -283,6 +290,7 @@ export class DeepseekV3Model {
     for (const l of this.layers) {
       await l.layer.release();
       l.ffn?.release();
+      l.router?.release();
       await l.moe?.shared?.release();
     }
     await this.lmHead.release();

@@ -63,7 +63,7 @@ describe('a layer\'s own FFN on the native kernel', () => {
  * The model with its dense MLP and shared experts on the native kernel against the same model with every product on
  * onnxruntime: same greedy tokens, logits within the float64 reference's bound; and the choice follows --expert-kernel.
  */
-describe('the model\'s dense MLP and shared experts on the native kernel', () => {
+describe('the model\'s dense MLP, shared experts and gates on the native kernel', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   beforeAll(async () => {
     dir = await tempDir('native-ffn');
@@ -136,7 +136,9 @@ describe('the model\'s dense MLP and shared experts on the native kernel', () =>
         const c = model.config;
         const ffnFloats = c.moeLayers.reduce((n, l) => n + 3 * c.hiddenSize * (c.moeLayers.includes(l) ? c.moeIntermediateSize * c.nSharedExperts : 0), 0) + c.firstKDenseReplace * 3 * c.hiddenSize * c.intermediateSize;
         const headFloats = model.lmHeadKernel === 'native' ? c.vocabSize * c.hiddenSize : 0;
-        expect(model.nativeWeightBytes).toBe(4 * (headFloats + (expected === 'native' ? ffnFloats : 0)));
+        // With them, each MoE layer's gate (the router runs natively beside its shared expert).
+        const gateFloats = c.moeLayers.length * c.nRoutedExperts * c.hiddenSize;
+        expect(model.nativeWeightBytes).toBe(4 * (headFloats + (expected === 'native' ? ffnFloats + gateFloats : 0)));
       }
     } finally {
       await model.close();

@@ -11,10 +11,11 @@ import { appendNoauxTcRouting } from './routing-graph.js';
  *                            → outputs "h", "hn", "expert_ids" [T, k] int32, "expert_weights" [T, k]
  * (the routed experts run outside, so they can run on other machines). With `ffnInGraph`, the
  * shared expert runs here too and "h" is h + shared(hn); otherwise the caller runs it beside the routed ones.
- * Without `ffnInGraph` a dense layer hands over "h" and "hn" too, and the caller runs its MLP (native kernel).
+ * Without `ffnInGraph` a dense layer hands over "h" and "hn" too, and the caller runs its MLP (native kernel);
+ * without `routingInGraph` a MoE layer hands over "h" and "hn" only, and the caller routes (native-router).
  * valueUp from `splitKvB`.
  */
-export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, w: LayerWeights, valueUp: string, inputs: { oLatent: string; x: string }, ffnInGraph: boolean): void {
+export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, w: LayerWeights, valueUp: string, inputs: { oLatent: string; x: string }, ffnInGraph: boolean, routingInGraph = true): void {
   const { hiddenSize: H, numHeads: nH, vHeadDim: v, rmsNormEps: eps } = config;
   const { oLatent, x } = inputs;
   const byHead = b.op('MatMul', [b.op('Transpose', [oLatent], { perm: [1, 0, 2] }), b.op('Transpose', [valueUp], { perm: [0, 2, 1] })]);
@@ -32,12 +33,13 @@ export function appendAttentionOutput(b: OnnxModelBuilder, config: ModelConfig, 
   } else {
     b.alias(ffnInGraph && w.ffn.shared ? b.op('Add', [h, swiglu(b, hn, w.ffn.shared, 'shared_experts')]) : h, 'h');
     b.alias(hn, 'hn');
+    b.output('h', 'float32', ['T', H]);
+    b.output('hn', 'float32', ['T', H]);
+    if (!routingInGraph) return;
     const scores = b.op('Sigmoid', [linear(b, hn, w.ffn.router.gate, 'gate')]);
     const routing = appendNoauxTcRouting(b, scores, w.ffn.router.scoreCorrectionBias, config);
     b.alias(routing.expertIds, 'expert_ids');
     b.alias(routing.weights, 'expert_weights');
-    b.output('h', 'float32', ['T', H]);
-    b.output('hn', 'float32', ['T', H]);
     b.output('expert_ids', 'int32', ['T', config.numExpertsPerTok]);
     b.output('expert_weights', 'float32', ['T', config.numExpertsPerTok]);
   }
