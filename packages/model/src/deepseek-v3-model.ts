@@ -10,7 +10,7 @@ import { buildLayerGraph } from './graphs/layer-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
 import { createLmHead, type LmHead } from './lm-head.js';
-import { NativeFfn } from './native-ffn.js';
+import { denseFfnOnNative, NativeFfn } from './native-ffn.js';
 import { NativeRouter } from './native-router.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
@@ -103,8 +103,8 @@ export class DeepseekV3Model {
         const w = await reader.layer(l);
         denseBytes += layerWeightBytes(w);
         const ffnWeights = w.ffn.kind === 'dense' ? w.ffn.mlp : w.ffn.shared;
-        const ffn = ffnWeights ? NativeFfn.create(`layer${l}_${w.ffn.kind === 'dense' ? 'mlp' : 'shared_experts'}`, ffnWeights, execution) : null;
-        const router = w.ffn.kind === 'moe' && (ffn || !w.ffn.shared) ? NativeRouter.create(`layer${l}_gate`, w.ffn.router, config, execution) : null;
+        const ffn = ffnWeights && denseFfnOnNative(execution, ffnWeights) ? NativeFfn.create(`layer${l}_${w.ffn.kind === 'dense' ? 'mlp' : 'shared_experts'}`, ffnWeights, execution) : null;
+        const router = w.ffn.kind === 'moe' && ffn ? NativeRouter.create(`layer${l}_gate`, w.ffn.router, config, execution) : null;
         layers.push({
           layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, !ffn && (w.ffn.kind === 'dense' || sharedInLayer), !router), execution),
           ffn,
@@ -269,7 +269,7 @@ export class DeepseekV3Model {
     return this.lmHead.nativeBytes + this.layers.reduce((n, l) => n + (l.ffn?.weightBytes ?? 0) + (l.router?.weightBytes ?? 0), 0);
   }
 
-  /** What runs the dense MLP and the shared experts: the native kernel (--expert-kernel `auto`/`native`, weights held in memory) or the layer graphs. */
+  /** What runs the dense MLP, the shared experts and the gates: the native kernel (--expert-kernel `native`, int8/int4 weights: denseFfnOnNative) or the layer graphs. */
   get denseFfnKernel(): ResolvedExpertKernel {
     return this.layers.some((l) => l.ffn) ? 'native' : 'onnxruntime';
   }

@@ -7,8 +7,8 @@ import { noauxTcRouting } from './noaux-tc-routing.js';
 
 /**
  * A MoE layer's gate and routing off the layer graph: the gate's product [E, hidden] on the native kernel, the
- * sigmoid and noaux_tc in JavaScript (float32, as the graph). Chosen with the layer's native FFN; the graph then
- * ends at h and hn.
+ * sigmoid and noaux_tc in JavaScript (float32, as the graph). Chosen with the layer's native FFN (denseFfnOnNative);
+ * the graph then ends at h and hn.
  */
 export class NativeRouter {
   private constructor(

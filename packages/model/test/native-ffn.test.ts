@@ -63,7 +63,7 @@ describe('a layer\'s own FFN on the native kernel', () => {
  * The model with its dense MLP and shared experts on the native kernel against the same model with every product on
  * onnxruntime: same greedy tokens, logits within the float64 reference's bound; and the choice follows --expert-kernel.
  */
-describe('the model\'s dense MLP, shared experts and gates on the native kernel', () => {
+describe('the model\'s dense MLP, shared experts and gates on the native kernel (--expert-kernel native, int8/int4)', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   beforeAll(async () => {
     dir = await tempDir('native-ffn');
@@ -89,7 +89,7 @@ describe('the model\'s dense MLP, shared experts and gates on the native kernel'
     return { logits: [...logits, ...decode.logits.map((l) => l.slice())], argmax: [...argmax, ...decode.argmax] };
   };
 
-  it.each(['float32', 'int8'] as const)('%s: native FFNs give the all-onnxruntime model\'s greedy tokens and logits within 1e-4', async (weightDtype) => {
+  it.each(['int8', 'int4'] as const)('%s: native FFNs and gates give the all-onnxruntime model\'s greedy tokens and logits within 1e-4', async (weightDtype) => {
     const native = await load(weightDtype, 'native');
     const onnx = await load(weightDtype, 'onnxruntime');
     try {
@@ -111,8 +111,8 @@ describe('the model\'s dense MLP, shared experts and gates on the native kernel'
   });
 
   it('gives the same bits with the shared expert placed in the layer or beside the routed experts', async () => {
-    const inLayer = await load('float32', 'native', 'in-layer');
-    const beside = await load('float32', 'native', 'beside-routed');
+    const inLayer = await load('int8', 'native', 'in-layer');
+    const beside = await load('int8', 'native', 'beside-routed');
     try {
       const a = await run(inLayer);
       const b = await run(beside);
@@ -124,24 +124,28 @@ describe('the model\'s dense MLP, shared experts and gates on the native kernel'
   });
 
   it.each([
-    ['float32', 'auto', 'native'],
     ['int8', 'native', 'native'],
-    ['float32', 'onnxruntime', 'onnxruntime'],
+    ['int4', 'native', 'native'],
+    ['int8', 'auto', 'onnxruntime'],
+    ['float32', 'native', 'onnxruntime'],
     ['auto', 'auto', 'onnxruntime'],
-  ] as const)('weights %s, --expert-kernel %s: the dense FFNs run on %s, their float32 bytes counted as read in place', async (weightDtype, expertKernel, expected) => {
+  ] as const)('weights %s, --expert-kernel %s: the dense FFNs and gates run on %s, their bytes counted as read in place', async (weightDtype, expertKernel, expected) => {
     const model = await load(weightDtype, expertKernel);
+    // The same weights with the layers' own FFNs in the graphs and the LM head as `model`'s.
+    const graphs = await load(weightDtype, model.lmHeadKernel === 'native' ? 'auto' : 'onnxruntime');
     try {
       expect(model.denseFfnKernel).toBe(expected);
-      if (weightDtype === 'float32') {
-        const c = model.config;
-        const ffnFloats = c.moeLayers.reduce((n, l) => n + 3 * c.hiddenSize * (c.moeLayers.includes(l) ? c.moeIntermediateSize * c.nSharedExperts : 0), 0) + c.firstKDenseReplace * 3 * c.hiddenSize * c.intermediateSize;
-        const headFloats = model.lmHeadKernel === 'native' ? c.vocabSize * c.hiddenSize : 0;
-        // With them, each MoE layer's gate (the router runs natively beside its shared expert).
-        const gateFloats = c.moeLayers.length * c.nRoutedExperts * c.hiddenSize;
-        expect(model.nativeWeightBytes).toBe(4 * (headFloats + (expected === 'native' ? ffnFloats + gateFloats : 0)));
-      }
+      expect(graphs.denseFfnKernel).toBe('onnxruntime');
+      const c = model.config;
+      const ffnParams = c.moeLayers.length * 3 * c.hiddenSize * c.moeIntermediateSize * c.nSharedExperts + c.firstKDenseReplace * 3 * c.hiddenSize * c.intermediateSize;
+      const gateBytes = 4 * c.moeLayers.length * c.nRoutedExperts * c.hiddenSize;
+      const extra = model.nativeWeightBytes - graphs.nativeWeightBytes;
+      if (expected === 'onnxruntime') expect(extra).toBe(0);
+      // int8: a byte a parameter, int4 half, plus their scales; the gates in float32.
+      else expect(extra).toBeGreaterThanOrEqual(gateBytes + (weightDtype === 'int8' ? ffnParams : ffnParams / 2));
     } finally {
       await model.close();
+      await graphs.close();
     }
   });
 });
