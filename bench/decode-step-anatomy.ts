@@ -7,7 +7,7 @@
  * With the routed experts on the native kernel, also the kernel's own timers (its calls' parts and its thread
  * pool's hand-offs: how late the worker took a phase's first task, how long the caller waited at the join).
  * Run the process with --cpu-prof for the JavaScript's own functions.
- *   node --import tsx bench/decode-step-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batches 1,8,32] [--out FILE]
+ *   node --import tsx bench/decode-step-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batches 1,8,32] [--expert-kernel auto|native] [--out FILE]
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { loadModelConfig } from '@expertmesh/model-config';
 import { Engine } from '@expertmesh/engine';
 import { LocalRoutedExperts } from '@expertmesh/local-experts';
 import { WEIGHT_DTYPES, WeightReader, type WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION, Graph } from '@expertmesh/tensor-ops';
+import { DEFAULT_EXECUTION, EXPERT_KERNELS, Graph, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { readKernelProfile, setKernelProfiling, type KernelRunProfile } from '@expertmesh/expert-kernel';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { NativeFfn, NativeRouter } from '@expertmesh/model';
@@ -24,9 +24,10 @@ import { ensureBenchModel } from './bench-model.js';
 import { CountingExperts } from './counting-experts.js';
 import { DECODE_STEPS, runDecode } from './decode-run.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string', default: '1,8,32' }, 'weight-dtype': { type: 'string', default: 'float32' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, batches: { type: 'string', default: '1,8,32' }, 'weight-dtype': { type: 'string', default: 'float32' }, 'expert-kernel': { type: 'string', default: 'auto' } } });
 const weightDtype = values['weight-dtype'] as WeightDtype;
 if (!WEIGHT_DTYPES.includes(weightDtype)) throw new Error(`--weight-dtype must be one of ${WEIGHT_DTYPES.join(', ')}`);
+if (!(EXPERT_KERNELS as readonly string[]).includes(values['expert-kernel'])) throw new Error(`--expert-kernel must be one of ${EXPERT_KERNELS.join(', ')}`);
 const modelDir = await ensureBenchModel(values.model);
 const batches = values.batches.split(',').map(Number);
 
@@ -68,7 +69,8 @@ const checkpoint = await SafetensorsCheckpoint.open(modelDir);
 const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), { ...DEFAULT_EXECUTION, expertKernel: 'auto' });
 const experts = new CountingExperts(local);
 const maxBatch = Math.max(...batches);
-const engine = await Engine.load(modelDir, { experts, weightDtype, kvCacheTokens: maxBatch * (128 + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+// `native` also puts the layers' own int8/int4 FFNs and gates on the kernel (`auto` keeps them in the graphs).
+const engine = await Engine.load(modelDir, { experts, weightDtype, execution: { ...DEFAULT_EXECUTION, expertKernel: values['expert-kernel'] as ExpertKernel }, kvCacheTokens: maxBatch * (128 + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
 
 // The model's forward and the engine's step, timed around the graphs.
 const model = engine.model as unknown as { forwardMicroBatches: (...a: unknown[]) => Promise<unknown> };
