@@ -3,7 +3,7 @@
  * tokens each), run under onnxruntime's profiler: each operator's kernel time, and their sum per
  * part of the layer (attention input, attention core over the latent cache, attention output with
  * the gate and the shared expert), by the builder's node names; and the minor page faults a run.
- *   node --import tsx bench/layer-graph-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batch 32] [--context 136] [--layer 1] [--runs 40]
+ *   node --import tsx bench/layer-graph-anatomy.ts [--model DIR] [--weight-dtype float32|int8] [--batch 32] [--context 136] [--layer 1] [--runs 40] [--shared-in-graph true|false]
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -30,6 +30,8 @@ const { values } = parseArgs({
     context: { type: 'string', default: '136' },
     layer: { type: 'string', default: '1' },
     runs: { type: 'string', default: '40' },
+    // `false`: the shared expert off the graph, as where it runs on the native kernel (--expert-kernel auto|native).
+    'shared-in-graph': { type: 'string', default: 'true' },
   },
 });
 const weightDtype = values['weight-dtype'] as WeightDtype;
@@ -57,7 +59,7 @@ b.output('kv', 'float32', ['T', R + rope]);
 const inputEnd = counter();
 const oLatent = appendAttentionCore(b, config, q, kv);
 const coreEnd = counter();
-appendAttentionOutput(b, config, w, valueUp, { oLatent, x }, true);
+appendAttentionOutput(b, config, w, valueUp, { oLatent, x }, values['shared-in-graph'] !== 'false');
 const partOf = (node: string): string => {
   const n = Number(/_(\d+)(_\d+)?$/.exec(node)?.[1] ?? NaN);
   if (Number.isNaN(n)) return `other (${node})`;

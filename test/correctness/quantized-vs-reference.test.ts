@@ -57,17 +57,19 @@ for (const source of sources) {
       try {
         const ps = prompts(engine.config.vocabSize);
         const results = await engine.generate(ps.map((p) => ({ promptTokenIds: p, maxTokens: 4, sampling: GREEDY, ignoreEos: true, captureLogits: true })));
-        return { ps, results, weightBytes: { dense: engine.model.denseWeightBytes, experts: experts.weightBytes }, format: experts.weightFormat, config: identity.config, lmHeadKernel: engine.model.lmHeadKernel };
+        return { ps, results, weightBytes: { dense: engine.model.denseWeightBytes, experts: experts.weightBytes }, format: experts.weightFormat, config: identity.config, lmHeadKernel: engine.model.lmHeadKernel, denseFfnKernel: engine.model.denseFfnKernel };
       } finally {
         await engine.close();
       }
     };
 
     for (const [dtype, expertKernel] of (['int8', 'int4'] as const).flatMap((d) => (['onnxruntime', 'native'] as const).map((k) => [d, k] as const))) {
-      it(`${dtype}, ${expertKernel} kernel (routed experts and LM head): logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
-        const { ps, results, weightBytes, format, config, lmHeadKernel } = await run(dtype, expertKernel);
+      it(`${dtype}, ${expertKernel} kernel (routed experts, LM head; dense MLP, shared experts and gates on native too): logits within its bound of the reference (and not exact), the weights held as codes of the predicted size`, async () => {
+        const { ps, results, weightBytes, format, config, lmHeadKernel, denseFfnKernel } = await run(dtype, expertKernel);
         // The LM head (held as codes too) runs on the same kernel as the experts.
         expect(lmHeadKernel).toBe(expertKernel);
+        // The layers' own FFNs and gates: native only under an explicit `native` (round 6: level with the graphs under int8).
+        expect(denseFfnKernel).toBe(expertKernel);
         let worst = 0;
         const errs: number[] = [];
         let agree = 0;

@@ -10,6 +10,8 @@ import { buildLayerGraph } from './graphs/layer-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
 import type { LatentKvCache } from './kv-cache.js';
 import { createLmHead, type LmHead } from './lm-head.js';
+import { denseFfnOnNative, NativeFfn } from './native-ffn.js';
+import { NativeRouter } from './native-router.js';
 import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 import { tracer } from './tracer.js';
@@ -46,8 +48,15 @@ export interface ModelLoadOptions {
 export type SharedExpertsPlacement = 'in-layer' | 'beside-routed';
 
 interface LayerGraphs {
-  /** Attention (input, core over the cache, output), the dense MLP or the gate (and `in-layer`, the shared expert): one run a layer. */
+  /**
+   * Attention (input, core over the cache, output), the dense MLP or the gate (and `in-layer`, the shared expert): one
+   * run a layer. Without the dense MLP or the shared expert when those run on the native kernel (`ffn`).
+   */
   readonly layer: Graph;
+  /** The dense MLP (dense layers) or the shared expert (MoE layers) on the native kernel, when it runs there. */
+  readonly ffn: NativeFfn | null;
+  /** MoE layers whose FFN runs natively: the gate on the native kernel and noaux_tc in JavaScript, when it can run there. */
+  readonly router: NativeRouter | null;
   /** MoE layers only: the shared expert, if the model has one and it runs beside the routed experts. */
   readonly moe: { readonly shared: Graph | null } | null;
 }
@@ -93,12 +102,17 @@ export class DeepseekV3Model {
       for (let l = 0; l < config.numLayers; l++) {
         const w = await reader.layer(l);
         denseBytes += layerWeightBytes(w);
+        const ffnWeights = w.ffn.kind === 'dense' ? w.ffn.mlp : w.ffn.shared;
+        const ffn = ffnWeights && denseFfnOnNative(execution, ffnWeights) ? NativeFfn.create(`layer${l}_${w.ffn.kind === 'dense' ? 'mlp' : 'shared_experts'}`, ffnWeights, execution) : null;
+        const router = w.ffn.kind === 'moe' && ffn ? NativeRouter.create(`layer${l}_gate`, w.ffn.router, config, execution) : null;
         layers.push({
-          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, sharedInLayer), execution),
+          layer: await Graph.create(`layer${l}`, buildLayerGraph(config, w, scale, l, !ffn && (w.ffn.kind === 'dense' || sharedInLayer), !router), execution),
+          ffn,
+          router,
           moe:
             w.ffn.kind === 'moe'
               ? {
-                  shared: w.ffn.shared && !sharedInLayer ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
+                  shared: w.ffn.shared && !sharedInLayer && !ffn ? await Graph.create(`layer${l}_shared_experts`, buildMlpGraph(w.ffn.shared, `layer${l}_shared_experts`), execution) : null,
                 }
               : null,
         });
@@ -180,7 +194,7 @@ export class DeepseekV3Model {
 
     let x = await this.embed(tokens);
     for (let l = 0; l < this.layers.length; l++) {
-      const { layer, moe } = this.layers[l]!;
+      const { layer, ffn, router, moe } = this.layers[l]!;
       // A span over this process's own work of the layer, so a waterfall shows micro-batches interleave.
       const span = traced ? tracer().startSpan('expertmesh.model.attention', { attributes: { 'expertmesh.layer': l } }) : null;
       const pool = cache.pools[l]!;
@@ -188,22 +202,38 @@ export class DeepseekV3Model {
       const o = await layer.run({ ...stepFeeds, x: f32(x, [T, H]), pool: f32(pool, [pool.length / cache.rowSize, cache.rowSize]) });
       cache.write(l, slots, floatData(o.kv, layer.name, 'kv'));
       span?.end();
-      x = moe ? await this.moe(l, moe.shared, layer.name, o, T) : floatData(o.x_out, layer.name, 'x_out');
+      if (moe) x = await this.moe(l, moe.shared ?? ffn, router, layer.name, o, T);
+      else if (ffn) x = addRows(floatData(o.h, layer.name, 'h'), ffn.run(floatData(o.hn, layer.name, 'hn'), T));
+      else x = floatData(o.x_out, layer.name, 'x_out');
     }
     return this.logits(ordered, order, x);
   }
 
   /**
    * x' = h + Σ routed experts + shared experts, with the routing the layer's graph chose; the shared
-   * expert is in h already, or (`beside-routed`) runs while the routed ones are away.
+   * expert is in h already, or runs while the routed ones are away: `beside-routed` as a graph of its own,
+   * or on the native kernel (then in either placement).
    */
-  private async moe(layerIndex: number, shared: Graph | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
+  private async moe(layerIndex: number, shared: Graph | NativeFfn | null, router: NativeRouter | null, name: string, o: Record<string, Tensor>, T: number): Promise<Float32Array> {
     const h = floatData(o.h, name, 'h');
     const hn = floatData(o.hn, name, 'hn');
-    const routing: ExpertRouting = { numTokens: T, topK: this.config.numExpertsPerTok, expertIds: int32Data(o.expert_ids, name, 'expert_ids'), weights: floatData(o.expert_weights, name, 'expert_weights') };
+    const routing: ExpertRouting = router
+      ? router.route(hn, T)
+      : { numTokens: T, topK: this.config.numExpertsPerTok, expertIds: int32Data(o.expert_ids, name, 'expert_ids'), weights: floatData(o.expert_weights, name, 'expert_weights') };
+    const routedCall = this.experts.compute(layerIndex, hn, routing);
+    let nativeShared: Float32Array | null = null;
+    if (shared instanceof NativeFfn) {
+      try {
+        // Synchronous on this thread, after the routed experts' dispatch: on shards they are away meanwhile.
+        nativeShared = shared.run(hn, T);
+      } catch (e) {
+        await routedCall.catch(() => undefined);
+        throw e;
+      }
+    }
     const [routed, sharedOut] = await Promise.all([
-      this.experts.compute(layerIndex, hn, routing),
-      shared ? shared.run({ x: f32(hn, [T, this.config.hiddenSize]) }).then((r) => floatData(r.y, shared.name, 'y')) : null,
+      routedCall,
+      shared instanceof Graph ? shared.run({ x: f32(hn, [T, this.config.hiddenSize]) }).then((r) => floatData(r.y, shared.name, 'y')) : nativeShared,
     ]);
     // (h + shared) rounded to float32 first, as the layer's graph adds them in `in-layer`: both placements give the same bits.
     if (sharedOut) for (let i = 0; i < h.length; i++) h[i] = Math.fround(h[i]! + sharedOut[i]!) + routed[i]!;
@@ -234,9 +264,14 @@ export class DeepseekV3Model {
     return this.lmHead.kernel;
   }
 
-  /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head). */
+  /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head, the layers' own FFNs). */
   get nativeWeightBytes(): number {
-    return this.lmHead.nativeBytes;
+    return this.lmHead.nativeBytes + this.layers.reduce((n, l) => n + (l.ffn?.weightBytes ?? 0) + (l.router?.weightBytes ?? 0), 0);
+  }
+
+  /** What runs the dense MLP, the shared experts and the gates: the native kernel (--expert-kernel `native`, int8/int4 weights: denseFfnOnNative) or the layer graphs. */
+  get denseFfnKernel(): ResolvedExpertKernel {
+    return this.layers.some((l) => l.ffn) ? 'native' : 'onnxruntime';
   }
 
   private async embed(tokens: Int32Array): Promise<Float32Array> {
@@ -254,12 +289,20 @@ export class DeepseekV3Model {
   async close(): Promise<void> {
     for (const l of this.layers) {
       await l.layer.release();
+      l.ffn?.release();
+      l.router?.release();
       await l.moe?.shared?.release();
     }
     await this.lmHead.release();
     await this.embedding.release();
     await this.experts.close();
   }
+}
+
+/** h + y row by row, in float32 (as the graph's Add): into h. */
+function addRows(h: Float32Array, y: Float32Array): Float32Array {
+  for (let i = 0; i < h.length; i++) h[i]! += y[i]!;
+  return h;
 }
 
 /** The plan as the layer graph's inputs (see attention-core-graph). */

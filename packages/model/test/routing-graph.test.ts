@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { getPreset, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { f32, floatData, Graph, int32Data } from '@expertmesh/tensor-ops';
 import { buildRoutingGraph } from '../src/graphs/routing-graph.js';
+import { noauxTcRouting } from '../src/noaux-tc-routing.js';
 
 // tiny: 16 experts in 4 groups of 4; 2 groups kept; 4 experts chosen. demo: 64 experts, 8 groups, 4 kept, 8 chosen.
 const tiny = parseModelConfig(getPreset('tiny').config);
@@ -115,6 +116,31 @@ describe('noaux_tc routing in the graph', () => {
         expect([...r.ids.subarray(t * k, (t + 1) * k)]).toEqual(want.ids);
         want.weights.forEach((w, j) => expect(Math.abs(r.weights[t * k + j]! - w) / w).toBeLessThan(1e-6));
       }
+    }
+  });
+});
+
+/** The same router in JavaScript (native-router: a decode step's routing off the layer graph) must be the graph's. */
+describe('noaux_tc routing in JavaScript', () => {
+  it('gives the graph\'s experts in the graph\'s order and its weights within 1e-6 (another float32 summation order), on random scores, ties and flat scores', async () => {
+    const cases: [ModelConfig, Float32Array, Float32Array][] = [];
+    for (const [config, seed] of [
+      [tiny, 3],
+      [demo, 4],
+    ] as const) {
+      const E = config.nRoutedExperts;
+      cases.push([config, randoms(48 * E, seed, 0.01, 0.99), randoms(E, seed + 10, -0.05, 0.05)]);
+      cases.push([config, new Float32Array(3 * E).fill(0.5), new Float32Array(E)]);
+      // Coarse scores: many exact ties among experts and among groups' sums.
+      cases.push([config, randoms(16 * E, seed + 20, 0, 1).map((v) => Math.round(v * 4) / 4), new Float32Array(E)]);
+    }
+    for (const [config, scores, bias] of cases) {
+      const T = scores.length / config.nRoutedExperts;
+      const graph = await route(config, scores, bias);
+      const js = noauxTcRouting(scores, T, bias, config);
+      expect(js.numTokens).toBe(T);
+      expect([...js.expertIds]).toEqual([...graph.ids]);
+      graph.weights.forEach((w, i) => expect(Math.abs(js.weights[i]! - w)).toBeLessThanOrEqual(1e-6 * Math.abs(w)));
     }
   });
 });

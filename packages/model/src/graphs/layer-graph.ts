@@ -11,12 +11,14 @@ import { splitKvB } from './kv-b-split.js';
  * operators; three runs a layer were a tenth of a batch-1 step):
  *   q, kv = MLA input(x)                       (attention-input-graph)
  *   o_latent = attention(q, cache ∪ kv)        (attention-core-graph)
- *   x' or h, hn, routing = output(o_latent, x) (attention-output-graph; with the shared expert if
- *                                               `sharedExperts`: it then costs no run of its own)
+ *   x' or h, hn, routing = output(o_latent, x) (attention-output-graph; with the dense MLP or
+ *                                               the shared expert if `ffnInGraph`: it then costs no
+ *                                               run of its own; else the caller runs it natively;
+ *                                               without `routingInGraph` the caller routes too)
  * Inputs: x [T, hidden], cos/sin [T, rope/2], the cache pool and the step's attention plan.
  * Outputs: those of the output part, and "kv" [T, rank + rope], the rows the caller writes to the cache.
  */
-export function buildLayerGraph(config: ModelConfig, w: LayerWeights, softmaxScale: number, layer: number, sharedExperts: boolean): BuiltModel {
+export function buildLayerGraph(config: ModelConfig, w: LayerWeights, softmaxScale: number, layer: number, ffnInGraph: boolean, routingInGraph = true): BuiltModel {
   const { hiddenSize: H, qkRopeHeadDim: rope, kvLoraRank: R } = config;
   const b = new OnnxModelBuilder(`layer${layer}`);
   const x = b.input('x', 'float32', ['T', H]);
@@ -27,6 +29,6 @@ export function buildLayerGraph(config: ModelConfig, w: LayerWeights, softmaxSca
   b.alias(kv, 'kv');
   b.output('kv', 'float32', ['T', R + rope]);
   const oLatent = appendAttentionCore(b, config, q, kv);
-  appendAttentionOutput(b, config, w, valueUp, { oLatent, x }, sharedExperts);
+  appendAttentionOutput(b, config, w, valueUp, { oLatent, x }, ffnInGraph, routingInGraph);
   return b.build();
 }
