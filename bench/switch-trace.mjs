@@ -1,7 +1,8 @@
 // Measurement preload for bench:rebalance (`--trace-dir DIR`): loaded into the router and every shard with
 // NODE_OPTIONS=--import, it appends JSON lines to DIR/<pid>.jsonl, each with `at` in epoch ms (shared by all
 // processes): event-loop stalls over 15 ms, CPU time per 50 ms, onnxruntime session creations and runs (the first
-// of each session apart), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
+// of each session apart), garbage collections of 2 ms or more, the synchronous slices the code times (`sync`:
+// timedSync in @expertmesh/discovery), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { threadId } from 'node:worker_threads';
@@ -20,6 +21,10 @@ if (dir) {
     emit({ kind: 'log', at: now(), line: String(chunk).slice(0, 300).trimEnd() });
     return stderrWrite(chunk, ...rest);
   };
+
+  // Synchronous slices the code reports (timedSync, `expertmesh:sync-work`): a switch's plan and record handling, by name.
+  const { subscribe } = await import('node:diagnostics_channel');
+  subscribe('expertmesh:sync-work', (work) => emit({ kind: 'sync', what: work.what, at: work.at, ms: Math.round(work.ms * 100) / 100, cpuMs: Math.round(work.cpuMs * 100) / 100 }));
 
   // Event-loop stalls: a 5 ms timer that fires late by more than 15 ms.
   let expected = now() + 5;
@@ -75,6 +80,8 @@ if (dir) {
     let majorFlags = {};
     new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
+        // Each collection of 2 ms or more on its own, to place it against a switch's other slices.
+        if (e.duration >= 2) emit({ kind: 'gc', at: performance.timeOrigin + e.startTime, ms: Math.round(e.duration * 100) / 100, major: e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR });
         gcMs += e.duration;
         if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minors++;
         if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {

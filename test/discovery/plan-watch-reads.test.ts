@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
-import { EtcdRegistry, keys, type PlacementPlan } from '@expertmesh/discovery';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { EtcdRegistry, keys, SYNC_WORK_CHANNEL, type PlacementPlan, type SyncWork } from '@expertmesh/discovery';
 import { EtcdServer, etcdReads } from '../helpers/etcd-server.js';
 import { until } from '../helpers/rebalance-cluster.js';
 
@@ -69,5 +70,45 @@ describe('an etcd plan watch', () => {
     // Neither invalid value reached the listener; the deletion did, as null.
     expect(versions.slice(1)).toEqual([31, null, 32]);
     await stop();
+  });
+
+  it('with a pace, leaves each new plan unparsed until the pace allows, then delivers the newest (serving shards take it at a step end)', async () => {
+    const cluster2 = new EtcdRegistry([etcd.url], 'planpace');
+    const watcher = new EtcdRegistry([etcd.url], 'planpace');
+    const parses: string[] = [];
+    const onWork = (work: unknown): void => void ((work as SyncWork).what === 'plan-parse' && parses.push('parse'));
+    subscribe(SYNC_WORK_CHANNEL, onWork);
+    try {
+      await cluster2.putPlan(plan(1));
+      let release: () => void = () => undefined;
+      let paces = 0;
+      const pace = (): Promise<void> => (paces++, new Promise<void>((r) => (release = r)));
+      const paced: number[] = [];
+      const unpaced: number[] = [];
+      const stops = [await watcher.watchPlan((p) => unpaced.push(p?.version ?? 0)), await watcher.watchPlan((p) => paced.push(p?.version ?? 0), { pace })];
+      await until('the paced watch asks for its first delivery', async () => paces === 1 && unpaced.length === 1);
+      const parsedBefore = parses.length;
+      expect(paced).toEqual([]);
+      release();
+      await until('the paced watch delivers the stored plan', async () => paced.length === 1);
+      expect(paced).toEqual([1]);
+      expect(parses.length).toBe(parsedBefore + 1);
+      for (const v of [2, 3, 4]) await cluster2.putPlan(plan(v));
+      // The same client's unpaced watch has seen every change, and the paced one has asked for a delivery: it has the events and holds them.
+      await until('the changes reached the watches', async () => unpaced.at(-1) === 4 && paces === 2);
+      const held = parses.length;
+      expect(paced).toEqual([1]);
+      release();
+      await until('the paced watch delivers the newest plan', async () => paced.at(-1) === 4);
+      // Coalesced: fewer deliveries than changes, in order, each parsed once (the unpaced watch parsed its own: counted before `held`).
+      expect(paced.length - 1).toBeLessThan(3);
+      expect(paced).toEqual([...paced].sort((x, y) => x - y));
+      expect(parses.length - held).toBe(paced.length - 1);
+      for (const stop of stops) await stop();
+    } finally {
+      unsubscribe(SYNC_WORK_CHANNEL, onWork);
+      await watcher.close();
+      await cluster2.close();
+    }
   });
 });

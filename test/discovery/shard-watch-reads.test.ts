@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EtcdRegistry, type ShardRecord } from '@expertmesh/discovery';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { Etcd3 } from 'etcd3';
+import { EtcdRegistry, keys, SYNC_WORK_CHANNEL, type ShardRecord, type SyncWork } from '@expertmesh/discovery';
 import { EtcdServer, etcdReads } from '../helpers/etcd-server.js';
 
 const record = (id: string, planVersion: number): ShardRecord => ({
@@ -74,5 +76,57 @@ describe('an etcd shard watch', () => {
     await stop();
     await a.close();
     await c.close();
+  });
+
+  it('with a pace, parses and delivers nothing until the pace allows, then each changed record once (serving shards take changes at a step end)', async () => {
+    const writer2 = new EtcdRegistry([etcd.url], 'paced');
+    const watcher = new EtcdRegistry([etcd.url], 'paced');
+    // The barrier: a plain etcd watch of the same keys, which parses nothing, counting the changes etcd sends.
+    const raw = new Etcd3({ hosts: [etcd.url] });
+    let parses = 0;
+    const onWork = (work: unknown): void => void ((work as SyncWork).what === 'record-parse' && parses++);
+    subscribe(SYNC_WORK_CHANNEL, onWork);
+    try {
+      const a = await writer2.registerShard(record('a', 0), 30);
+      const b = await writer2.registerShard(record('bb', 0), 30);
+      let release: () => void = () => undefined;
+      let paces = 0;
+      const pace = (): Promise<void> => (paces++, new Promise<void>((r) => (release = r)));
+      const paced: ShardRecord[][] = [];
+      const stop = await watcher.watchShards((s) => paced.push(s), { pace });
+      await until('the watch holds its first read', () => paces === 1);
+      expect(paced).toEqual([]);
+      let before = parses;
+      release();
+      await until('the paced watch delivers its first read', () => paced.length === 1);
+      expect(paced[0]!.map((r) => r.shardId)).toEqual(['a', 'bb']);
+      expect(parses - before).toBe(2);
+      let changes = 0;
+      const barrier = await raw.watch().prefix(keys.shards('paced')).create();
+      barrier.on('put', () => changes++);
+      // Three updates of one record, two of the other, while the paced watch waits for its pace.
+      before = parses;
+      for (const v of [1, 2, 3]) await Promise.all([a.update(record('a', v)), v < 3 ? b.update(record('bb', v)) : Promise.resolve()]);
+      await until('the changes reached the watches', () => changes === 5 && paces === 2);
+      // The paced watch has the first change at least (it asked for its pace), and has parsed and delivered nothing since.
+      expect(parses - before).toBe(0);
+      expect(paced.length).toBe(1);
+      release();
+      await until('the paced watch delivers the newest records', () => paced.at(-1)?.find((r) => r.shardId === 'a')?.planVersion === 3);
+      const parsed = parses - before;
+      // Fewer deliveries than the 5 changes, and each record parsed at most once per delivery, not once per change.
+      expect(paced.length - 1).toBeLessThan(5);
+      expect(parsed).toBeLessThanOrEqual(2 * (paced.length - 1));
+      expect(paced.at(-1)).toEqual(await writer2.listShards());
+      await barrier.cancel();
+      await stop();
+      await a.close();
+      await b.close();
+    } finally {
+      unsubscribe(SYNC_WORK_CHANNEL, onWork);
+      raw.close();
+      await watcher.close();
+      await writer2.close();
+    }
   });
 });

@@ -1,5 +1,6 @@
 import type { RecordProblem } from './record-checks.js';
 import type { PlacementPlan, ShardRecord } from './records.js';
+import type { WatchOptions } from './watch-pace.js';
 
 /**
  * Asked when the shard id is held: whether that holder is gone (its process dead, its lease not yet
@@ -31,9 +32,10 @@ export interface ClusterRegistry {
   listShards(): Promise<ShardRecord[]>;
   /**
    * Calls `listener` with the full set of live shards now and after every change, with the entries
-   * that are not valid shard records beside them (ignored, for logs and metrics).
+   * that are not valid shard records beside them (ignored, for logs and metrics). With
+   * `options.pace`, as watchPlan: changes are parsed and delivered once it resolves, coalesced.
    */
-  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>>;
+  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void, options?: WatchOptions): Promise<() => Promise<void>>;
   /**
    * Stores a new plan, never silently over another writer's: `replaces` is the version the writer
    * read (null: there must be no plan yet). Without it the new version must be above the stored one.
@@ -41,6 +43,10 @@ export interface ClusterRegistry {
    */
   putPlan(plan: PlacementPlan, options?: { replaces?: number | null }): Promise<void>;
   getPlan(): Promise<PlacementPlan | null>;
-  watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>>;
+  /**
+   * Calls `listener` with the plan now and after every change. With `options.pace`, each change is
+   * parsed and delivered only once `pace()` resolves, and changes meanwhile coalesce (WatchOptions).
+   */
+  watchPlan(listener: (plan: PlacementPlan | null) => void, options?: WatchOptions): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }

@@ -8,6 +8,8 @@ import { RegistryConflictError, SlotTakenError } from './registry-errors.js';
 import { keys, placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
 import { withTimeout } from '@expertmesh/process-lifecycle';
 import { SharedEtcdChannels } from './shared-etcd-channels.js';
+import { timedSync } from './sync-work.js';
+import { coalescedDelivery, type WatchOptions } from './watch-pace.js';
 
 /** How long closing waits on etcd (revoking a lease, cancelling a watch) before giving up on it. */
 const CLOSE_DEADLINE_MS = 2000;
@@ -201,30 +203,26 @@ export class EtcdRegistry implements ClusterRegistry {
    * (and again whenever it reconnects); each change then applies the event's own key and value, parsing
    * that one record: a burst of record updates (a rebalance publishes a few per shard, every shard and
    * router watches) costs no read of the whole prefix per event per watcher. Changes that arrive together
-   * reach the listener once.
+   * reach the listener once. A record is parsed when a delivery needs it, not when its event arrives:
+   * with `options.pace` that is when the pace allows (the end of a serving shard's step), and a record
+   * changed twice meanwhile is parsed once.
    */
-  async watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
+  async watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
     const prefix = keys.shards(this.cluster);
     const watcher = await this.client.watch().prefix(prefix).create();
     const records = new ShardRecordSet();
     let stopped = false;
     let synced = false;
-    let queued = false;
     const deliver = (): void => {
-      queued = false;
       if (stopped || !synced) return;
       const { shards, invalid } = records.current();
       try {
-        listener(shards, invalid);
+        timedSync('records-listeners', () => listener(shards, invalid));
       } catch (e) {
         process.stderr.write(`expertmesh: registry watch listener failed: ${(e as Error).message}\n`);
       }
     };
-    const changed = (): void => {
-      if (queued) return;
-      queued = true;
-      queueMicrotask(deliver);
-    };
+    const changed = coalescedDelivery(deliver, options.pace);
     const resync = (): void => {
       this.client
         .getAll()
@@ -277,9 +275,10 @@ export class EtcdRegistry implements ClusterRegistry {
    * shard and router watches it, and all would read at once). Each new value is validated as a read
    * is; the same bytes again reuse the last verdict. A value older than one already delivered (a read
    * and the watch's first events may cross) is skipped. An invalid plan is reported and not delivered,
-   * and a listener that throws is reported: the watch goes on either way.
+   * and a listener that throws is reported: the watch goes on either way. With `options.pace` a new
+   * value waits, unparsed, until the pace allows; a newer one arriving meanwhile replaces it.
    */
-  async watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
+  async watchPlan(listener: (plan: PlacementPlan | null) => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
     const key = keys.plan(this.cluster);
     const watcher = await this.client.watch().key(key).create();
     let stopped = false;
@@ -292,7 +291,7 @@ export class EtcdRegistry implements ClusterRegistry {
       if (text !== null) {
         if (last?.text !== text) {
           try {
-            last = { text, verdict: { plan: this.planFrom(text) } };
+            last = { text, verdict: { plan: timedSync('plan-parse', () => this.planFrom(text)) } };
           } catch (e) {
             last = { text, verdict: { error: e as Error } };
           }
@@ -302,23 +301,35 @@ export class EtcdRegistry implements ClusterRegistry {
         plan = verdict.plan;
       }
       try {
-        listener(plan);
+        timedSync('plan-listeners', () => listener(plan));
       } catch (e) {
         process.stderr.write(`expertmesh: registry watch listener failed: ${(e as Error).message}\n`);
       }
+    };
+    // The newest value not yet applied: a value waiting for the pace is replaced by a newer one.
+    let waiting: { text: string | null; revision: bigint } | null = null;
+    const applyWaiting = coalescedDelivery(() => {
+      const next = waiting;
+      waiting = null;
+      if (next) apply(next.text, next.revision);
+    }, options.pace);
+    const offer = (text: string | null, revision: bigint): void => {
+      if (waiting && revision <= waiting.revision) return;
+      waiting = { text, revision };
+      applyWaiting();
     };
     const read = (): void => {
       this.client
         .get(key)
         .exec()
         .then(
-          (res) => apply(res.kvs[0]?.value.toString() ?? null, BigInt(res.header.revision)),
+          (res) => offer(res.kvs[0]?.value.toString() ?? null, BigInt(res.header.revision)),
           (e: Error) => !stopped && process.stderr.write(`expertmesh: registry read failed: ${e.message}\n`),
         );
     };
     return this.follow(watcher, {
-      put: (kv) => apply(kv.value.toString(), BigInt(kv.mod_revision)),
-      delete: (kv) => apply(null, BigInt(kv.mod_revision)),
+      put: (kv) => offer(kv.value.toString(), BigInt(kv.mod_revision)),
+      delete: (kv) => offer(null, BigInt(kv.mod_revision)),
       connected: read,
       stop: () => (stopped = true),
     });
@@ -350,7 +361,8 @@ export class EtcdRegistry implements ClusterRegistry {
  * read already returned (the read and the watch's first events may cross) never brings a stale value back.
  */
 class ShardRecordSet {
-  private readonly entries = new Map<string, { revision: bigint; parsed: { value: ShardRecord } | { problem: string } | null }>();
+  /** Per key: its newest value (null: deleted) and, once a delivery needed it, that value parsed. */
+  private readonly entries = new Map<string, { revision: bigint; text: string | null; parsed?: { value: ShardRecord } | { problem: string } }>();
 
   /** Replaces everything with a full read made at `revision`, keeping entries the watch brought that are newer. */
   reset(kvs: readonly { key: Buffer; value: Buffer; mod_revision: string }[], revision: bigint): void {
@@ -363,14 +375,14 @@ class ShardRecordSet {
   put(key: string, text: string, revision: bigint): boolean {
     const held = this.entries.get(key);
     if (held && held.revision >= revision) return false;
-    this.entries.set(key, { revision, parsed: parseValue(text, shardRecordSchema) });
+    this.entries.set(key, { revision, text });
     return true;
   }
 
   delete(key: string, revision: bigint): boolean {
     const held = this.entries.get(key);
     if (held && held.revision >= revision) return false;
-    this.entries.set(key, { revision, parsed: null });
+    this.entries.set(key, { revision, text: null });
     return true;
   }
 
@@ -378,8 +390,9 @@ class ShardRecordSet {
   current(): { shards: ShardRecord[]; invalid: RecordProblem[] } {
     const shards: ShardRecord[] = [];
     const invalid: RecordProblem[] = [];
-    for (const [key, { parsed }] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (parsed === null) continue;
+    for (const [key, entry] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (entry.text === null) continue;
+      const parsed = (entry.parsed ??= timedSync('record-parse', () => parseValue(entry.text!, shardRecordSchema)));
       if ('value' in parsed) shards.push(parsed.value);
       else invalid.push({ source: key.slice(0, 300), reason: parsed.problem });
     }

@@ -1,6 +1,7 @@
 import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './cluster-registry.js';
 import type { RecordProblem } from './record-checks.js';
 import { RegistryAuthError, RegistryConflictError, SlotTakenError } from './registry-errors.js';
+import { pacedListener, type WatchOptions } from './watch-pace.js';
 import { placementPlanSchema, shardRecordSchema, type PlacementPlan, type ShardRecord } from './records.js';
 
 /** Valid shard records of a snapshot, each element checked alone: one bad entry never hides the rest. */
@@ -84,11 +85,13 @@ export class HttpRegistry implements ClusterRegistry {
     return splitRecords(await (await this.get('/v1/shards')).json()).shards;
   }
 
-  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
-    return this.watch('/v1/watch/shards', (v) => {
+  watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
+    // Parsed as the pace allows (see WatchOptions): the newest value then, once.
+    const paced = pacedListener((v: unknown) => {
       const { shards, invalid } = splitRecords(v);
       listener(shards, invalid);
-    });
+    }, options.pace);
+    return this.watch('/v1/watch/shards', paced);
   }
 
   async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
@@ -99,8 +102,8 @@ export class HttpRegistry implements ClusterRegistry {
     return placementPlanSchema.nullable().parse(await (await this.get('/v1/plan')).json());
   }
 
-  watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
-    return this.watch('/v1/watch/plan', (v) => listener(placementPlanSchema.nullable().parse(v)));
+  watchPlan(listener: (plan: PlacementPlan | null) => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
+    return this.watch('/v1/watch/plan', pacedListener((v: unknown) => listener(placementPlanSchema.nullable().parse(v)), options.pace));
   }
 
   async close(): Promise<void> {

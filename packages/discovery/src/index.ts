@@ -19,5 +19,8 @@ export { openRegistry, etcdSecurityFromFlags, RegistryConfigError, REGISTRY_SECU
 export type { RegistryOptions, EtcdSecurityFlags } from './open-registry.js';
 export { enableEtcdAuth } from './etcd-auth-setup.js';
 export { updatePlan } from './plan-update.js';
+export { timedSync, SYNC_WORK_CHANNEL } from './sync-work.js';
+export type { WatchOptions } from './watch-pace.js';
+export type { SyncWork } from './sync-work.js';
 export { advertisesAll, loadingPlan, loadingBefore, loadingNow } from './plan-progress.js';
 export { measuredExpertBytes, loadFromBasis, replanMembers, replanWithout } from './plan-basis.js';

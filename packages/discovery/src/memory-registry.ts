@@ -2,6 +2,7 @@ import type { ClusterRegistry, ShardRegistration, StaleHolderCheck } from './clu
 import { checkPlanReplacement } from './plan-version-check.js';
 import type { RecordProblem } from './record-checks.js';
 import { RegistryConflictError, SlotTakenError } from './registry-errors.js';
+import { pacedListener, type WatchOptions } from './watch-pace.js';
 import type { PlacementPlan, ShardRecord } from './records.js';
 
 interface Entry {
@@ -87,10 +88,11 @@ export class MemoryRegistry implements ClusterRegistry {
     return [...this.shards.values()].map((e) => e.record);
   }
 
-  async watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void): Promise<() => Promise<void>> {
-    this.shardListeners.add(listener);
-    listener(await this.listShards(), []);
-    return async () => void this.shardListeners.delete(listener);
+  async watchShards(listener: (shards: ShardRecord[], invalid: readonly RecordProblem[]) => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
+    const paced = pacedListener(listener, options.pace);
+    this.shardListeners.add(paced);
+    paced(await this.listShards(), []);
+    return async () => void this.shardListeners.delete(paced);
   }
 
   async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
@@ -103,10 +105,11 @@ export class MemoryRegistry implements ClusterRegistry {
     return this.plan;
   }
 
-  async watchPlan(listener: (plan: PlacementPlan | null) => void): Promise<() => Promise<void>> {
-    this.planListeners.add(listener);
-    listener(this.plan);
-    return async () => void this.planListeners.delete(listener);
+  async watchPlan(listener: (plan: PlacementPlan | null) => void, options: WatchOptions = {}): Promise<() => Promise<void>> {
+    const paced = pacedListener(listener, options.pace);
+    this.planListeners.add(paced);
+    paced(this.plan);
+    return async () => void this.planListeners.delete(paced);
   }
 
   async close(): Promise<void> {

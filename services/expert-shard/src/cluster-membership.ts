@@ -4,6 +4,7 @@ import {
   replanMembers,
   replanWithout,
   SlotTakenError,
+  timedSync,
   updatePlan,
   type ClusterRegistry,
   type PlacementPlan,
@@ -111,6 +112,12 @@ export class ClusterMembership {
   private recordsView: Promise<ShardRecordsView> | null = null;
   /** The records watch's cancel, once it exists. */
   private recordsWatch: Promise<() => Promise<void>> | null = null;
+  /**
+   * When this shard takes in a plan or record change: at the end of the router's step (StepEnds). A
+   * change reaches every shard of a host at one instant; parsing and judging it at once would put all
+   * their CPU on the expert calls in flight (docs/benchmarks.md, issue 16, round 14).
+   */
+  private readonly atStepEnd = (): Promise<unknown> => this.compute.stepEnds.next();
 
   constructor(
     private readonly registry: ClusterRegistry,
@@ -243,15 +250,18 @@ export class ClusterMembership {
     // The records watch every wait of a plan switch answers from, started now rather than at the first switch.
     this.shardRecords().catch(() => undefined);
     const served = new Promise<void>((resolve) => this.planSeen.push(() => this.record.health === 'SERVING' && resolve()));
-    this.stopPlanWatch = await this.registry.watchPlan((plan) => {
-      if (!plan || this.leaving) return;
-      const problem = planProblem(plan, this.compute.config, this.compute.fingerprint);
-      if (problem) return this.onPlanRejected(problem);
-      this.reloading = this.reloading
-        .then(() => this.applyPlan(plan))
-        .catch((e: Error) => this.log(`plan ${plan.version}: ${e.message}`))
-        .finally(() => this.planSeen.forEach((f) => f(plan)));
-    });
+    this.stopPlanWatch = await this.registry.watchPlan(
+      (plan) => {
+        if (!plan || this.leaving) return;
+        const problem = timedSync('plan-check', () => planProblem(plan, this.compute.config, this.compute.fingerprint));
+        if (problem) return this.onPlanRejected(problem);
+        this.reloading = this.reloading
+          .then(() => this.applyPlan(plan))
+          .catch((e: Error) => this.log(`plan ${plan.version}: ${e.message}`))
+          .finally(() => this.planSeen.forEach((f) => f(plan)));
+      },
+      { pace: this.atStepEnd },
+    );
     const slot = this.record.slot;
     const records = await this.registry.listShards();
     const added = await updatePlan(this.registry, (current) => (!current || current.shards[slot] ? null : replanMembers(this.compute.config, current, [...Object.keys(current.shards), slot], records)));
@@ -286,16 +296,17 @@ export class ClusterMembership {
   private async applyPlan(plan: PlacementPlan): Promise<void> {
     const target = plan.shards[this.record.slot];
     if (!target || !this.reload || this.leaving) return;
-    const now = sameLayers(this.compute.experts.heldLayers(), target);
+    const now = timedSync('plan-compare', () => sameLayers(this.compute.experts.heldLayers(), target));
     const joining = !this.compute.stepEnds.answeredAny;
     if (!now) {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
       const rest = this.timings.loadRestFactor ?? DEFAULT_LOAD_REST_FACTOR;
-      this.compute.beginSwitch(await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest, this.timings.joinLoadRestFactor ?? rest));
+      const next = await loadExperts(this.reload.modelDir, this.compute, selectionFromPlan(target), this.reload.load, rest, this.timings.joinLoadRestFactor ?? rest);
+      timedSync('switch-begin', () => this.compute.beginSwitch(next));
       // Nobody waits on a shard that has answered no call: its first calls' cold code runs now, not on the router's first step with it.
       if (joining && this.reload.warmCallPath) await this.reload.warmCallPath();
-      const givenUp = minus(this.compute.servingLayers(), target);
+      const givenUp = timedSync('plan-given-up', () => minus(this.compute.servingLayers(), target));
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record
       // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
@@ -312,7 +323,7 @@ export class ClusterMembership {
     if (joining) await this.reload.beforeAnnounce?.();
     await this.publishAtStepEnd({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
     if (!now) this.log(`plan ${plan.version}: switched`);
-    this.compute.retire(this.timings.retireGraceMs);
+    timedSync('switch-retire', () => this.compute.retire(this.timings.retireGraceMs));
   }
 
   /**
@@ -324,6 +335,7 @@ export class ClusterMembership {
     if (this.leaving) return;
     let waited = false;
     await this.whenShards(
+      'load-turn-judge',
       (records) => {
         const before = loadingBefore(this.record, plan, records);
         if (before.length === 0) return true;
@@ -357,7 +369,7 @@ export class ClusterMembership {
   /** Whether, within the hand-over timeout, every expert of `layers` is advertised by another live, serving shard of this model. */
   private async untilHeldElsewhere(layers: Layers): Promise<boolean> {
     if (count(layers) === 0) return true;
-    return this.whenShards((records) => {
+    return this.whenShards('held-elsewhere-judge', (records) => {
       const others = this.takersAmong(records);
       if (others.length === 0) return false;
       const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
@@ -373,13 +385,13 @@ export class ClusterMembership {
    * CPU from serving and load from etcd). `otherwise` once the hand-over timeout passes or `stop`
    * aborts; a registry that cannot be watched rejects.
    */
-  private async whenShards<T>(decide: (records: ShardRecord[]) => T | undefined, otherwise: T, stop?: AbortSignal): Promise<T> {
+  private async whenShards<T>(what: string, decide: (records: ShardRecord[]) => T | undefined, otherwise: T, stop?: AbortSignal): Promise<T> {
     let open = true;
     let settle!: (value: T) => void;
     const decided = new Promise<T>((resolve) => (settle = (value) => open && ((open = false), resolve(value))));
     const judge = (records: ShardRecord[]): void => {
       if (!open) return;
-      const answer = decide(records);
+      const answer = timedSync(what, () => decide(records));
       if (answer !== undefined) settle(answer);
     };
     const timer = setTimeout(() => settle(otherwise), this.timings.handoffTimeoutMs);
@@ -411,11 +423,14 @@ export class ClusterMembership {
       const view: ShardRecordsView = { records: null, waiters: new Set() };
       let synced!: () => void;
       const first = new Promise<void>((resolve) => (synced = resolve));
-      const watch = this.registry.watchShards((records) => {
-        view.records = records;
-        synced();
-        for (const judge of [...view.waiters]) judge(records);
-      });
+      const watch = this.registry.watchShards(
+        (records) => {
+          view.records = records;
+          synced();
+          for (const judge of [...view.waiters]) judge(records);
+        },
+        { pace: this.atStepEnd },
+      );
       this.recordsWatch = watch;
       this.recordsView = watch.then(() => first.then(() => view));
       this.recordsView.catch(() => {
@@ -437,7 +452,7 @@ export class ClusterMembership {
 
   private async publish(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health' | 'draining'>>): Promise<void> {
     this.record = { ...this.record, ...change, weightBytes: this.compute.experts.weightBytes, weightFormat: this.compute.experts.weightFormat };
-    await this.registration?.update(this.record);
+    await timedSync('record-publish', () => this.registration?.update(this.record));
   }
 }
 

@@ -4,6 +4,7 @@ import { WorkerExperts, type ExpertWorkerCrashedError } from './worker-experts.j
 import { decodePairs, decodeTensor, DEFAULT_MAX_TOKENS_PER_CALL, encodeTensor, firstNonFiniteRow, WireFormatError, type CallLimits, type RunExpertsRequest__Output, type RunExpertsResponse } from '@expertmesh/wire';
 import { failedPrecondition, invalidArgument } from './shard-request-error.js';
 import { StepEnds } from './step-ends.js';
+import { timedSync } from '@expertmesh/discovery';
 
 /** What one request was: sizes, experts used, and when its queue wait and compute began and ended. */
 export interface RunStats {
@@ -75,7 +76,7 @@ export class ShardCompute {
     if (!old) return;
     this.retireTimer = setTimeout(() => {
       if (this.retiring === old) this.retiring = null;
-      void old.close([this.held, ...(this.retiring ? [this.retiring] : [])]).then(() => {
+      void timedSync('retired-close', () => old.close([this.held, ...(this.retiring ? [this.retiring] : [])])).then(() => {
         // The next plan's set loads in a worker started now, while nothing changes.
         if (this.spareNice !== null) WorkerExperts.prepareSpare(this.spareNice);
       });

@@ -24,9 +24,9 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60
 function counting(registry: EtcdRegistry): { registry: ClusterRegistry; watches: () => number } {
   let watches = 0;
   const counted = Object.create(registry) as EtcdRegistry;
-  counted.watchShards = (listener) => {
+  counted.watchShards = (listener, options) => {
     watches++;
-    return registry.watchShards(listener);
+    return registry.watchShards(listener, options);
   };
   return { registry: counted, watches: () => watches };
 }
@@ -183,6 +183,55 @@ describe('a shard following the plan', () => {
       await store.putPlan(plan(2, 6));
       await until('plan v2 switched', async () => membership!.planVersion === 2 && (await store.listShards()).every((r) => r.planVersion === 2));
       expect(events).toEqual([`record: ${config.moeLayers.map(() => 6).join(',')}`]);
+    } finally {
+      await membership?.leave();
+      await registry.close();
+      await store.close();
+    }
+  });
+
+  it('takes a new plan in at the end of the router step in flight, not when its event arrives', async () => {
+    const cluster = 'paced';
+    const store = new EtcdRegistry([etcd.url], cluster);
+    const registry = new EtcdRegistry([etcd.url], cluster);
+    let membership: ClusterMembership | null = null;
+    try {
+      const compute = await loadShardCompute(dir, { experts: new Set(), layers: null }, load);
+      const { config, fingerprint } = compute;
+      const plan = (version: number, count: number): PlacementPlan => {
+        // shard-1 (no process: nothing waits on it) holds every expert, shard-0 the first `count` of each layer.
+        const first = planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+        const experts = (n: number) => config.moeLayers.map((layer) => ({ layer, experts: Array.from({ length: n }, (_, e) => e) }));
+        return { ...first, shards: { 'shard-0': experts(count), 'shard-1': experts(config.nRoutedExperts) } };
+      };
+      // The plan watch's pace, as the membership gives it, counted.
+      let planPaces = 0;
+      const counted = Object.create(registry) as EtcdRegistry;
+      counted.watchPlan = (listener, options) => {
+        expect(options?.pace).toBeTypeOf('function');
+        return registry.watchPlan(listener, { pace: () => (planPaces++, options!.pace!()) });
+      };
+      await store.putPlan(plan(1, 4));
+      membership = new ClusterMembership(counted, compute, { shardId: 'pace-0', address: '127.0.0.1:7400' }, { modelDir: dir, load }, () => undefined, timings, () => undefined);
+      await membership.joinPlan(10, undefined, undefined, 'shard-0', 60_000);
+      const held = (): number[] => compute.experts.heldLayers().map((l) => l.experts.length);
+      expect(held()).toEqual(config.moeLayers.map(() => 4));
+      // A step in flight that does not end until the test says so: every wait for a step's end is held.
+      const stepEnd = compute.stepEnds.next.bind(compute.stepEnds);
+      const heldWaits: (() => void)[] = [];
+      let inStep = true;
+      compute.stepEnds.next = () => (inStep ? new Promise((resolve) => heldWaits.push(() => resolve('step-end'))) : stepEnd());
+      const pacesBefore = planPaces;
+      await store.putPlan(plan(2, 6));
+      await until('the plan event reached the shard and waits for its pace', async () => planPaces > pacesBefore);
+      // It has the event, and has neither checked nor loaded nor published anything for it.
+      expect(membership.planVersion).toBe(1);
+      expect(held()).toEqual(config.moeLayers.map(() => 4));
+      expect((await store.listShards()).find((r) => r.slot === 'shard-0')!.planVersion).toBe(1);
+      inStep = false;
+      for (const resume of heldWaits.splice(0)) resume();
+      await until('plan v2 switched', async () => membership!.planVersion === 2 && (await store.listShards()).every((r) => r.planVersion === 2));
+      expect(held()).toEqual(config.moeLayers.map(() => 6));
     } finally {
       await membership?.leave();
       await registry.close();
