@@ -234,7 +234,7 @@ export class DeepseekV3Model {
     return this.lmHead.kernel;
   }
 
-  /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head). */
+  /** Bytes of the weights (part of denseWeightBytes) held in the native kernel's own storage (the LM head), not in JavaScript. */
   get nativeWeightBytes(): number {
     return this.lmHead.nativeBytes;
   }
