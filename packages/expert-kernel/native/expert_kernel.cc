@@ -14,9 +14,9 @@
 //   fused multiply-add in ascending k (K zero-padded to a multiple of 16), then the lanes summed by a fixed tree
 //   (l + l+8, then l + l+4, l + l+2, l + l+1); no quantisation of the activations. The same operations on every ISA
 //   path (AVX512F, AVX2+FMA, scalar std::fma) and thread count, so the bits are the same everywhere.
-// An expert program's weights are copied once, at creation, into one region of its own (WeightStorage: 2 MiB-aligned,
-// advised for transparent huge pages), the caller's arrays then left to the garbage collector; a product's (the LM
-// head's) are the caller's buffers, referenced (never copied or re-packed) until release.
+// Every program's weights (an expert program's, a product's: the LM head's) are copied once, at creation, unchanged,
+// into one region of its own (WeightStorage: 2 MiB-aligned, advised for transparent huge pages); no reference to the
+// caller's arrays is kept, so they are left to the garbage collector.
 
 #include <node_api.h>
 
@@ -929,7 +929,7 @@ constexpr int kDownTask = 128;
 constexpr int kQuantRows = 16;
 
 /**
- * An expert program's weights in one region of its own: mapped 2 MiB-aligned, its length a whole number of 2 MiB
+ * A program's weights in one region of its own: mapped 2 MiB-aligned, its length a whole number of 2 MiB
  * pages, and advised MADV_HUGEPAGE. Streamed at batch 1, 4 KiB pages cost a TLB walk every 4 KiB and cap two threads
  * at ~25 GB/s on this VM where 2 MiB pages reach ~31, onnxruntime's GEMV rate (docs/benchmarks.md, issue 13,
  * round 6); with THP set to `madvise` (the common default) only advised memory gets huge pages.
@@ -980,21 +980,32 @@ struct Program {
   /** A product program (createProduct): one matrix [outputs, hidden], no experts. */
   bool isProduct = false;
   Matrix product{};
-  std::vector<napi_ref> refs;
-  /** An expert program's own copy of its weights (the Matrix pointers point into it). */
+  /** The program's own copy of its weights (the Matrix pointers point into it). */
   WeightStorage storage;
   bool released = false;
 };
 
-/** Every matrix's arrays copied into p's storage, 64-byte aligned each, in expert order; the pointers moved there. */
+/** The matrices a program reads: its experts' gate, up and down in expert order, or a product's one matrix. */
+std::vector<Matrix*> programMatrices(Program& p) {
+  if (p.isProduct) return {&p.product};
+  std::vector<Matrix*> out;
+  for (Expert& e : p.experts)
+    for (Matrix* m : {&e.gate, &e.up, &e.down}) out.push_back(m);
+  return out;
+}
+
+/**
+ * Every matrix's arrays (programMatrices) copied into p's storage, 64-byte aligned each, in order; the pointers moved
+ * there. Called while the caller's arrays are still valid (no JavaScript runs between reading them and this copy).
+ */
 void copyIntoStorage(Program& p, bool hugePages) {
   const auto align = [](size_t n) { return (n + 63) / 64 * 64; };
   const auto valueBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.cols * 4; };
   const auto codeBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * m.blob; };
   const auto scaleBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * 4; };
+  const std::vector<Matrix*> matrices = programMatrices(p);
   size_t total = 0;
-  for (const Expert& e : p.experts)
-    for (const Matrix* m : {&e.gate, &e.up, &e.down}) total += m->values != nullptr ? align(valueBytes(*m)) : align(codeBytes(*m)) + align(scaleBytes(*m));
+  for (const Matrix* m : matrices) total += m->values != nullptr ? align(valueBytes(*m)) : align(codeBytes(*m)) + align(scaleBytes(*m));
   p.storage.allocate(total, hugePages);
   size_t at = 0;
   // Copies n bytes from `from` to the next free place of the storage and returns that place.
@@ -1004,14 +1015,12 @@ void copyIntoStorage(Program& p, bool hugePages) {
     at += align(n);
     return to;
   };
-  for (Expert& e : p.experts) {
-    for (Matrix* m : {&e.gate, &e.up, &e.down}) {
-      if (m->values != nullptr) {
-        m->values = reinterpret_cast<const float*>(place(m->values, valueBytes(*m)));
-      } else {
-        m->codes = place(m->codes, codeBytes(*m));
-        m->scales = reinterpret_cast<const float*>(place(m->scales, scaleBytes(*m)));
-      }
+  for (Matrix* m : matrices) {
+    if (m->values != nullptr) {
+      m->values = reinterpret_cast<const float*>(place(m->values, valueBytes(*m)));
+    } else {
+      m->codes = place(m->codes, codeBytes(*m));
+      m->scales = reinterpret_cast<const float*>(place(m->scales, scaleBytes(*m)));
     }
   }
 }
@@ -1268,9 +1277,9 @@ size_t typedArrayLength(napi_env env, napi_value v, napi_typedarray_type want, c
   return length;
 }
 
-// A matrix read from its spec: its arrays checked and pointed at; referenced (held alive until release) when `keep`,
-// else only valid until the call returns (an expert program copies them into its storage first).
-Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, const std::string& what, bool keep) {
+// A matrix read from its spec: its arrays checked and pointed at, valid only until the call returns (the program
+// copies them into its storage first).
+Matrix matrixFrom(napi_env env, const Program& p, napi_value obj, int rows, int cols, const std::string& what) {
   Matrix m;
   m.rows = rows;
   m.cols = cols;
@@ -1280,10 +1289,6 @@ Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, 
     m.scales = nullptr;
     m.kb = m.blob = 0;
     m.values = typedArray<float>(env, values, napi_float32_array, static_cast<size_t>(rows) * cols, what + ".values");
-    if (!keep) return m;
-    napi_ref ref;
-    if (napi_create_reference(env, values, 1, &ref) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_NAPI", "cannot reference " + what};
-    p.refs.push_back(ref);
     return m;
   }
   m.values = nullptr;
@@ -1293,12 +1298,6 @@ Matrix matrixFrom(napi_env env, Program& p, napi_value obj, int rows, int cols, 
   napi_value scales = property(env, obj, "scales");
   m.codes = typedArray<uint8_t>(env, codes, napi_uint8_array, static_cast<size_t>(rows) * m.kb * m.blob, what + ".codes");
   m.scales = typedArray<float>(env, scales, napi_float32_array, static_cast<size_t>(rows) * m.kb, what + ".scales");
-  if (!keep) return m;
-  for (napi_value v : {codes, scales}) {
-    napi_ref ref;
-    if (napi_create_reference(env, v, 1, &ref) != napi_ok) throw Bad{"ERR_EXPERT_KERNEL_NAPI", "cannot reference " + what};
-    p.refs.push_back(ref);
-  }
   return m;
 }
 
@@ -1311,8 +1310,6 @@ EnvState* envState(napi_env env) {
 void releaseProgram(napi_env env, Program* p) {
   if (p->released) return;
   p->released = true;
-  for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
-  p->refs.clear();
   p->experts.clear();
   p->storage.release();
   if (--p->env->livePrograms == 0) {
@@ -1362,9 +1359,8 @@ void readFormat(napi_env env, napi_value spec, Program& p) {
   if (!isaSupported(p.isa)) throw Bad{"ERR_EXPERT_KERNEL_ISA", std::string("this CPU lacks ") + isaName(p.isa)};
 }
 
-// A program that failed to build: its references dropped, the error thrown.
+// A program that failed to build: freed (with any storage it mapped), the error thrown.
 napi_value dropProgram(napi_env env, Program* p, const Bad& bad) {
-  for (napi_ref ref : p->refs) napi_delete_reference(env, ref);
   delete p;
   throwError(env, bad.code.c_str(), bad.message);
   return nullptr;
@@ -1385,8 +1381,8 @@ napi_value wrapProgram(napi_env env, Program* p) {
   return out;
 }
 
-// A program built by `fill` from the call's one argument (its spec): wrapped for JavaScript, or, on bad input, its
-// references dropped and a typed error thrown.
+// A program built by `fill` from the call's one argument (its spec): wrapped for JavaScript, or, on bad input or
+// when its storage cannot be mapped, freed and a typed error thrown.
 template <typename Fill>
 napi_value newProgram(napi_env env, napi_callback_info info, Fill fill) {
   Program* p = new Program();
@@ -1420,9 +1416,9 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
       napi_get_element(env, list, e, &item);
       const std::string name = "expert " + std::to_string(e);
       Expert ex;
-      ex.gate = matrixFrom(env, *p, property(env, item, "gate"), p->intermediate, p->hidden, name + " gate", false);
-      ex.up = matrixFrom(env, *p, property(env, item, "up"), p->intermediate, p->hidden, name + " up", false);
-      ex.down = matrixFrom(env, *p, property(env, item, "down"), p->hidden, p->intermediate, name + " down", false);
+      ex.gate = matrixFrom(env, *p, property(env, item, "gate"), p->intermediate, p->hidden, name + " gate");
+      ex.up = matrixFrom(env, *p, property(env, item, "up"), p->intermediate, p->hidden, name + " up");
+      ex.down = matrixFrom(env, *p, property(env, item, "down"), p->hidden, p->intermediate, name + " down");
       p->experts.push_back(ex);
     }
     // No JavaScript runs between reading the arrays above and this copy: their backing stores stay where they are.
@@ -1524,15 +1520,16 @@ napi_value Run(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// createProduct({ outputs, hidden, bits, block, threads, isa, weight: { values } | { codes, scales } }): one matrix
-// [outputs, hidden] for product(); the weight's arrays are referenced, never copied.
+// createProduct({ outputs, hidden, bits, block, threads, isa, hugePages, weight: { values } | { codes, scales } }): one
+// matrix [outputs, hidden] for product(), copied into the program's storage as an expert program's weights are.
 napi_value CreateProduct(napi_env env, napi_callback_info info) {
   return newProgram(env, info, [env](napi_value spec, Program* p) {
     p->isProduct = true;
     const int outputs = intProperty(env, spec, "outputs", 1, 1 << 24);
     p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
     readFormat(env, spec, *p);
-    p->product = matrixFrom(env, *p, property(env, spec, "weight"), outputs, p->hidden, "weight", true);
+    p->product = matrixFrom(env, *p, property(env, spec, "weight"), outputs, p->hidden, "weight");
+    copyIntoStorage(*p, boolProperty(env, spec, "hugePages", true));
   });
 }
 
@@ -1775,7 +1772,7 @@ napi_value StreamProbe(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// weightStorage(program) → { address, bytes, advised } of an expert program's own copy of its weights;
+// weightStorage(program) → { address, bytes, advised } of a program's (expert program's or product's) copy of its weights;
 // weightStorage() → { regions, bytes } of every live program's in the process. For tests and benchmarks.
 napi_value WeightStorageInfo(napi_env env, napi_callback_info info) {
   try {
@@ -1790,7 +1787,6 @@ napi_value WeightStorageInfo(napi_env env, napi_callback_info info) {
       return out;
     }
     const Program* p = unwrapProgram(env, argv[0]);
-    if (p->isProduct) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "a product references its caller's weights: it has no storage"};
     setNumber(env, out, "address", static_cast<double>(reinterpret_cast<uintptr_t>(p->storage.base)));
     setNumber(env, out, "bytes", static_cast<double>(p->storage.bytes));
     setBool(env, out, "advised", p->storage.advised);

@@ -27,7 +27,7 @@ export interface StreamProbeResult {
   readonly checksum: number;
 }
 
-/** Where an expert program holds its own copy of its weights: one mapped region, 2 MiB-aligned. */
+/** Where a program (expert program or product) holds its own copy of its weights: one mapped region, 2 MiB-aligned. */
 export interface ProgramWeightStorage {
   /** The region's first byte (a multiple of 2 MiB). */
   readonly address: number;
@@ -37,13 +37,13 @@ export interface ProgramWeightStorage {
   readonly advised: boolean;
 }
 
-/** Every live expert program's weight storage in this process. */
+/** Every live program's weight storage in this process (expert programs and products). */
 export interface WeightStorageTotals {
   readonly regions: number;
   readonly bytes: number;
 }
 
-/** What this process's expert programs hold as weight storage (tests, benchmarks). */
+/** What this process's native programs and products hold as weight storage (tests, benchmarks). */
 export function weightStorageTotals(): WeightStorageTotals {
   return loadAddon().weightStorage();
 }
@@ -112,6 +112,8 @@ export interface ProductSpec {
   readonly block: number;
   readonly threads: number;
   readonly isa: number;
+  /** As ProgramSpec's. */
+  readonly hugePages?: boolean;
   readonly weight: NativeMatrix;
 }
 
@@ -186,6 +188,12 @@ export interface NativeProgramOptions {
    * 2 MiB pages read ~20 % faster than 4 KiB ones here (docs/benchmarks.md, issue 13, round 6). False for benchmarks' A/B.
    */
   readonly hugePages?: boolean;
+}
+
+/** Where a live program or product (named `what` in the error when released) holds its weights. */
+export function storageOf(program: object | null, what: string): ProgramWeightStorage {
+  if (!program) throw new ExpertKernelError(`${what} was released`, 'ERR_EXPERT_KERNEL_RELEASED');
+  return native(() => loadAddon().weightStorage(program));
 }
 
 /** The weight formats the kernel runs: float32 values in memory, or blockwise int8/int4 codes. */
@@ -284,9 +292,7 @@ export class NativeExpertProgram {
 
   /** Where this program holds its weights (tests, benchmarks). */
   weightStorage(): ProgramWeightStorage {
-    const program = this.program;
-    if (!program) throw new ExpertKernelError(`program "${this.name}" was released`, 'ERR_EXPERT_KERNEL_RELEASED');
-    return native(() => loadAddon().weightStorage(program));
+    return storageOf(this.program, `program "${this.name}"`);
   }
 
   /** Frees the program's weight storage; the kernel's threads stop once no program is left. */

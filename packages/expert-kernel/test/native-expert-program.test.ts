@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeBlockwise, type QuantizedBits, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
-import { existsSync } from 'node:fs';
 import { addWeightedRows, ExpertKernelError, NativeExpertProgram, nativeKernelIsas, weightStorageTotals, type NativeProgramOptions } from '@expertmesh/expert-kernel';
-import { bitsOf, seeded, withReleased } from './kernel-test-support.js';
+import { bitsOf, expectOwnStorage, seeded, withReleased } from './kernel-test-support.js';
 import { referenceExpert } from './reference-experts.js';
 
 /** bits 32: float32 weights in memory (the loader's `--weight-dtype float32`); 8 or 4: blockwise codes. */
@@ -85,17 +84,10 @@ describe('native expert kernel', () => {
     const x = seeded(3 * 64, 9);
     const expected = bitsOf(reference(weights, x, [1, 2]));
     const totals = weightStorageTotals();
-    // madvise(MADV_HUGEPAGE) is accepted wherever the kernel has transparent huge pages (whatever their setting).
-    const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled');
     for (const hugePages of [true, false]) {
       const program = NativeExpertProgram.create('storage', weights, { threads: 2, hugePages });
-      const storage = program.weightStorage();
-      expect(storage.address % 2 ** 21).toBe(0);
-      expect(storage.bytes % 2 ** 21).toBe(0);
-      expect(storage.bytes).toBeGreaterThanOrEqual(held);
-      expect(storage.advised).toBe(hugePages && thp);
+      expectOwnStorage(program.weightStorage(), held, hugePages, totals);
       expect(program.weightBytes).toBe(held);
-      expect(weightStorageTotals()).toEqual({ regions: totals.regions + 1, bytes: totals.bytes + storage.bytes });
       expect(bitsOf(program.run(x, [1, 2]))).toEqual(expected);
       // The caller's arrays are not read after creation: changing them changes nothing.
       const down = weights[1]!.down;

@@ -1,7 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { installRoot } from '@expertmesh/process-lifecycle';
 import { quantizeBlockwise, type QuantizedBits, type WeightData } from '@expertmesh/tensor-ops';
-import { ExpertKernelError, NativeExpertProgram, NativeProduct, nativeKernelIsas } from '@expertmesh/expert-kernel';
-import { bitsOf, seeded, withReleased } from './kernel-test-support.js';
+import { ExpertKernelError, NativeExpertProgram, NativeProduct, nativeKernelIsas, weightStorageTotals } from '@expertmesh/expert-kernel';
+import { bitsOf, expectOwnStorage, seeded, withReleased } from './kernel-test-support.js';
 import { referenceProduct } from './reference-experts.js';
 
 function matrix(rows: number, cols: number, bits: QuantizedBits | 32, block: number, seed: number): WeightData {
@@ -18,6 +21,29 @@ function firstMax(y: Float32Array, m: number): Int32Array {
     return best;
   });
 }
+
+const addonPath = (): string => join(installRoot(), 'packages', 'expert-kernel', 'build', 'expert_kernel.node');
+
+/**
+ * A child's script (argv[1]: the addon): 64 MiB of float32 weights made, the process's address space then capped at
+ * its current size plus 16 MiB, a product and a program over those weights asked for; one JSON line per outcome.
+ */
+const MAP_REFUSED_CHILD = `
+const { execFileSync } = require('node:child_process');
+const { readFileSync } = require('node:fs');
+const kernel = require(process.argv[1]);
+const H = 1024, N = 16384;
+const values = new Float32Array(N * H).fill(0.5);
+const small = new Float32Array(16 * H);
+const vm = Number(/VmSize:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+execFileSync('prlimit', ['--pid', String(process.pid), '--as=' + (vm + 16 * 2 ** 20)]);
+const outcome = (kind, make) => {
+  try { make(); console.log(JSON.stringify({ kind })); } catch (e) { console.log(JSON.stringify({ kind, code: e.code, message: e.message })); }
+};
+outcome('product', () => kernel.createProduct({ outputs: N, hidden: H, bits: 32, block: 0, threads: 1, isa: 0, weight: { values } }));
+outcome('program', () => kernel.createProgram({ hidden: H, intermediate: N / 2, bits: 32, block: 0, threads: 1, isa: 0, experts: [{ gate: { values: values.subarray(0, N * H / 2) }, up: { values: values.subarray(N * H / 2) }, down: { values: values.subarray(0, N * H / 2) } }] }));
+console.log(JSON.stringify({ kind: 'after', sum: small.length }));
+`;
 
 function withProduct(weight: WeightData, options: { threads: number; isa?: 'scalar' | 'avx2' | 'avx512vnni' }, use: (p: NativeProduct) => void): void {
   withReleased(() => NativeProduct.create('test', weight, options), use);
@@ -53,7 +79,7 @@ describe('native product (one matrix: the LM head)', () => {
     }
   });
 
-  it('argmax is the lowest index on ties; the weight is the loader\'s own array (a change shows), its bytes counted once', () => {
+  it('argmax is the lowest index on ties', () => {
     const H = 64;
     const V = 500;
     const data = seeded(V * H, 11, 0.1);
@@ -61,16 +87,57 @@ describe('native product (one matrix: the LM head)', () => {
     for (const row of [300, 10]) data.fill(0.5, row * H, (row + 1) * H);
     const weight: WeightData = { kind: 'memory', dims: [V, H], data };
     withProduct(weight, { threads: 2 }, (product) => {
-      expect(product.weightBytes).toBe(data.byteLength);
       const x = new Float32Array(2 * H).fill(1);
       x.fill(-1, H);
-      const first = product.run(x);
-      expect(first.argmax[0]).toBe(10);
-      data.fill(1, 400 * H, 401 * H);
-      const second = product.run(x);
-      expect(second.argmax[0]).toBe(400);
-      expect(bitsOf(second.y)).toEqual(bitsOf(referenceProduct(x, 2, weight)));
+      const { y, argmax } = product.run(x);
+      expect(argmax[0]).toBe(10);
+      expect(bitsOf(y)).toEqual(bitsOf(referenceProduct(x, 2, weight)));
     });
+  });
+
+  // The expert programs' storage (native-expert-program.test.ts), for the one matrix of a product.
+  it.each([[8, 128], [4, 32], [32, 0]] as const)('bits %i: copies the weight once into storage of its own, 2 MiB-aligned and advised for huge pages, never reads the caller\'s arrays again, frees it on release', (bits, block) => {
+    const weight = matrix(700, 256, bits, block, 31 + bits);
+    const held = weight.kind === 'quantized' ? weight.q.codes.byteLength + weight.q.scales.byteLength : weight.kind === 'memory' ? weight.data.byteLength : 0;
+    const x = seeded(3 * 256, 13);
+    const expected = referenceProduct(x, 3, weight);
+    const totals = weightStorageTotals();
+    for (const hugePages of [true, false]) {
+      const product = NativeProduct.create('storage', weight, { threads: 2, hugePages });
+      const storage = product.weightStorage();
+      expectOwnStorage(storage, held, hugePages, totals);
+      // One matrix: its codes and scales (each 64-byte aligned) in whole 2 MiB pages, not a page more.
+      expect(storage.bytes).toBeLessThan(held + 128 + 2 ** 21);
+      expect(product.weightBytes).toBe(held);
+      expect(bitsOf(product.run(x).y)).toEqual(bitsOf(expected));
+      // The caller's arrays are not read after creation: changing them (the strongest row made stronger still, a
+      // scale zeroed) changes nothing.
+      const saved = weight.kind === 'quantized' ? [weight.q.codes[0]!, weight.q.scales[0]!] : weight.kind === 'memory' ? [weight.data[0]!] : [];
+      if (weight.kind === 'quantized') [weight.q.codes[0], weight.q.scales[0]] = [255, 0];
+      if (weight.kind === 'memory') weight.data.fill(1, 0, 256);
+      const after = product.run(x);
+      expect(bitsOf(after.y)).toEqual(bitsOf(expected));
+      expect(after.argmax).toEqual(firstMax(expected, 3));
+      if (weight.kind === 'quantized') [weight.q.codes[0], weight.q.scales[0]] = saved as [number, number];
+      if (weight.kind === 'memory') weight.data.set(seeded(700 * 256, 31 + bits, 0.1).subarray(0, 256));
+      product.release();
+      expect(weightStorageTotals()).toEqual(totals);
+      expect(() => product.weightStorage()).toThrow(/product "storage" was released/);
+    }
+  });
+
+  // mmap refused (the address space capped with prlimit just below what the copy needs, in a child process): the
+  // typed ERR_EXPERT_KERNEL_MEMORY for a product and an expert program alike, and the process goes on.
+  it('storage that cannot be mapped is a typed ERR_EXPERT_KERNEL_MEMORY, not a crash', () => {
+    const child = spawnSync(process.execPath, ['-e', MAP_REFUSED_CHILD, addonPath()], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+    expect(child.status, child.stderr).toBe(0);
+    const lines = child.stdout.trim().split('\n').map((l) => JSON.parse(l) as { kind: string; code?: string; message?: string });
+    expect(lines.map((l) => [l.kind, l.code])).toEqual([
+      ['product', 'ERR_EXPERT_KERNEL_MEMORY'],
+      ['program', 'ERR_EXPERT_KERNEL_MEMORY'],
+      ['after', undefined],
+    ]);
+    expect(lines[0]!.message).toMatch(/out of memory for the weights' storage/);
   });
 
   it('refuses bad input with typed errors: x not whole rows, a released product, an expert program or a weight left in its file', () => {

@@ -264,7 +264,7 @@ export class DeepseekV3Model {
     return this.lmHead.kernel;
   }
 
-  /** Bytes of the weights (part of denseWeightBytes) the native kernel reads in place from the loader's arrays (the LM head, the layers' own FFNs). */
+  /** Bytes of the weights (part of denseWeightBytes) held in the native kernel's own storage (the LM head, the layers' own FFNs and gates), not in JavaScript. */
   get nativeWeightBytes(): number {
     return this.lmHead.nativeBytes + this.layers.reduce((n, l) => n + (l.ffn?.weightBytes ?? 0) + (l.router?.weightBytes ?? 0), 0);
   }

@@ -8,7 +8,7 @@ export interface LmHead {
   readonly name: string;
   /** What runs the vocabulary product: onnxruntime's graph, or the native kernel of packages/expert-kernel. */
   readonly kernel: ResolvedExpertKernel;
-  /** Bytes of the loader's arrays the native kernel reads in place (0 on onnxruntime, whose session holds its copy). */
+  /** Bytes of the head held in the native kernel's own storage (0 on onnxruntime, whose session holds its copy). */
   readonly nativeBytes: number;
   /** x [rows, hidden] → logits [rows, vocab] and each row's greedy token (lowest index on ties). */
   run(x: Float32Array, rows: number): Promise<{ logits: Float32Array; argmax: Int32Array }>;
@@ -43,7 +43,8 @@ class OnnxLmHead implements LmHead {
 
 /**
  * The final RMSNorm here (a few thousand floats a row), then one native product over the vocabulary rows, whose
- * argmax the kernel takes as it goes: no onnxruntime run, and the loader's array is the one copy of the head.
+ * argmax the kernel takes as it goes: no onnxruntime run, and the kernel's storage (on huge pages) is the one copy of
+ * the head; the loader's array is not referenced.
  */
 class NativeLmHead implements LmHead {
   readonly kernel = 'native';

@@ -15,7 +15,8 @@ export function denseFfnOnNative(execution: ExecutionOptions, w: SwigluWeights):
 
 /**
  * A layer's own SwiGLU FFN — layer 0's dense MLP, a MoE layer's shared expert — on the native expert kernel, as a
- * program of one expert: y = down(silu(gate(hn)) ⊙ up(hn)) for every row, read in place from the loader's arrays.
+ * program of one expert: y = down(silu(gate(hn)) ⊙ up(hn)) for every row, from the kernel's own copy of the
+ * weights (the loader's arrays are then dropped).
  * At a decode step these products are a few MB; in the layer's onnxruntime run they cost a dozen operators and
  * MatMulNBits' lone-product rate (~10 GB/s), on the native kernel one call at its streaming rate.
  */
@@ -36,7 +37,7 @@ export class NativeFfn {
     return this.program.name;
   }
 
-  /** Bytes of the loader's arrays the kernel reads in place. */
+  /** Bytes of the weights in the kernel's own storage. */
   get weightBytes(): number {
     return this.program.weightBytes;
   }

@@ -79,7 +79,7 @@ describe('the model\'s LM head kernel', () => {
     ['int4', undefined, 'native'],
     ['float32', 'onnxruntime', 'onnxruntime'],
     ['auto', 'auto', 'onnxruntime'],
-  ] as const)('weights %s, --expert-kernel %s: the LM head runs on %s, and the bytes read in place are counted', async (weightDtype, expertKernel, expected) => {
+  ] as const)('weights %s, --expert-kernel %s: the LM head runs on %s, and the bytes held in the kernel storage are counted', async (weightDtype, expertKernel, expected) => {
     const execution = { ...DEFAULT_EXECUTION, expertKernel };
     const modelConfig = await loadModelConfig(dir.path);
     const model = await DeepseekV3Model.load(dir.path, { experts: await loadLocalExperts(dir.path, modelConfig, { ...DEFAULT_EXECUTION, expertKernel: 'onnxruntime' }, weightDtype), weightDtype, execution });
