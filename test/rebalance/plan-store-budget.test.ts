@@ -1,4 +1,3 @@
-import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdRegistry, type PlacementPlan, type ShardRegistration } from '@expertmesh/discovery';
@@ -6,6 +5,7 @@ import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import type { ModelConfig } from '@expertmesh/model-config';
 import { EtcdServer } from '../helpers/etcd-server.js';
 import { runCli } from '../helpers/cli.js';
+import { serveExpertLoad } from '../helpers/load-metrics.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 const cluster = 'budget';
@@ -24,8 +24,7 @@ describe('plan --store honours the shards memory budget', () => {
   let registry: EtcdRegistry;
   let shard: ShardRegistration;
   let config: ModelConfig;
-  let server: Server;
-  let metricsUrl = '';
+  let metrics: Awaited<ReturnType<typeof serveExpertLoad>>;
   let budget = 0;
   const args = (...more: string[]): string[] => ['plan', '--model', `${dir.path}/tiny`, '--store', '--cluster', cluster, '--etcd', etcd.url, ...more];
   const slotBytes = (plan: PlacementPlan, slot: string): number => plan.shards[slot]!.reduce((a, l) => a + l.experts.length, 0) * HELD;
@@ -42,24 +41,20 @@ describe('plan --store honours the shards memory budget', () => {
       { shardId: 'held', address: '127.0.0.1:1', modelFingerprint: identity.fingerprint, layers: [{ layer: config.moeLayers[0]!, experts: [0, 1, 2, 3] }], computeDtype: 'float32', weightBytes: 4 * HELD, weightFormat: 'FP8', health: 'SERVING', planVersion: 0, slot: '' },
       30,
     );
-    const text = config.moeLayers.flatMap((layer) => Array.from({ length: config.nRoutedExperts }, (_, e) => `expertmesh_expert_window_tokens{layer="${layer}",expert="${e}"} ${e === HOT ? 4000 : 10}`)).join('\n');
-    server = createServer((_req, res) => res.end(`${text}\n`));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    metricsUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/metrics`;
+    metrics = await serveExpertLoad(config.moeLayers, config.nRoutedExperts, (_layer, e) => (e === HOT ? 4000 : 10));
     // One more expert per layer on each of 4 shards than an even split of the experts and 2 copies needs.
     budget = config.moeLayers.length * (Math.ceil((config.nRoutedExperts + 2) / 4) + 1) * HELD;
   });
   afterAll(async () => {
     await shard?.close().catch(() => undefined);
-    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await metrics?.close();
     await registry?.close();
     await etcd?.stop();
     await dir?.remove();
   });
 
   it('plans by measured load within the budget, in the bytes the shards report holding, and stores the budget', async () => {
-    const r = await runCli(args('--shards', '4', '--redundant-experts', '2', '--shard-memory', `${budget}B`, '--load-from', metricsUrl));
+    const r = await runCli(args('--shards', '4', '--redundant-experts', '2', '--shard-memory', `${budget}B`, '--load-from', metrics.url));
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/bytes per expert: 1\.00 MiB, as the cluster's shards hold them \(their records: 1 shards, FP8\)/);
     const plan = (await registry.getPlan())!;
@@ -76,7 +71,7 @@ describe('plan --store honours the shards memory budget', () => {
     const before = (await registry.getPlan())!;
     // One expert less per shard than one copy of each expert needs.
     const tooSmall = (config.moeLayers.length * Math.ceil(config.nRoutedExperts / 4) - 1) * HELD;
-    const r = await runCli(args('--shards', '4', '--shard-memory', `${tooSmall}B`, '--load-from', metricsUrl));
+    const r = await runCli(args('--shards', '4', '--shard-memory', `${tooSmall}B`, '--load-from', metrics.url));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/PlacementPlanError: not stored \(plan v1 stays in force\): .*add shards \(--shards\/--nodes\) or give a larger --shard-memory/);
     expect(r.stdout).toMatch(/fits: NO/);

@@ -1,9 +1,9 @@
-import { createServer, type Server } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseModelConfig } from '@expertmesh/model-config';
 import { runCli } from '../../../test/helpers/cli.js';
+import { serveExpertLoad } from '../../../test/helpers/load-metrics.js';
 
 const R1 = join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'deepseek-r1-config.json');
 const config = parseModelConfig(JSON.parse(readFileSync(R1, 'utf8')), 'r1');
@@ -28,18 +28,13 @@ const rows = (stdout: string): { slot: string; firstLayer: number[]; gib: number
  * ones (90 GiB on a 78.42 GiB budget, "fits: NO", exit 1).
  */
 describe('expertmesh plan --load-from with --shard-memory', () => {
-  let server: Server;
+  let metrics: Awaited<ReturnType<typeof serveExpertLoad>>;
   let url = '';
   beforeAll(async () => {
-    const lines: string[] = [];
-    for (const layer of config.moeLayers) for (let e = 0; e < config.nRoutedExperts; e++) lines.push(`expertmesh_expert_window_tokens{layer="${layer}",expert="${e}"} ${HOT.includes(e) ? 5000 : 10}`);
-    const text = `${lines.join('\n')}\n`;
-    server = createServer((_req, res) => res.end(text));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/metrics`;
+    metrics = await serveExpertLoad(config.moeLayers, config.nRoutedExperts, (_layer, e) => (HOT.includes(e) ? 5000 : 10));
+    url = metrics.url;
   });
-  afterAll(async () => new Promise<void>((resolve) => server?.close(() => resolve())));
+  afterAll(async () => metrics?.close());
 
   const plan = (budget: string, redundant: number) =>
     runCli(['plan', '--config', R1, '--shards', '8', '--redundant-experts', String(redundant), '--shard-memory', budget, '--load-from', url]);

@@ -25,7 +25,7 @@ import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.j
 
 export const planUsage = `expertmesh plan (--model DIR | --config config.json) [--shards N | --nodes N --gpus-per-node G]
     [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32|int8|int4] [--kv-cache-tokens 65536]
-    [--load-from http://ROUTER/metrics[,…]] [--store [--if-absent] --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
+    [--load-from http://ROUTER/metrics[,…]] [--cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE} [--store [--if-absent]]]
   Prints which shard holds which experts and their memory, the router's memory, and whether the shards fit
   (SIZE like 80GB or 24GiB). Memory is counted in the format processes hold weights in: --weight-dtype auto (the
   checkpoint's: FP8 with its block scales, BF16), float32, or the lossy int8/int4, as given to serve and shard.
