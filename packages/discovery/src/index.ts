@@ -24,3 +24,5 @@ export type { WatchOptions } from './watch-pace.js';
 export type { SyncWork } from './sync-work.js';
 export { advertisesAll, loadingPlan, loadingBefore, loadingNow } from './plan-progress.js';
 export { measuredExpertBytes, loadFromBasis, replanMembers, replanWithout } from './plan-basis.js';
+export { replanWithinBudget } from './replan-within-budget.js';
+export type { BudgetedReplan } from './replan-within-budget.js';

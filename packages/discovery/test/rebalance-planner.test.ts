@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
-import { planImbalance, planPlacement, planProblem, PlacementPlanError, replan, type PlacementPlan } from '../src/index.js';
+import { planImbalance, planPlacement, planProblem, PlacementPlanError, replan, replanWithinBudget, type PlacementPlan } from '../src/index.js';
 
 const demo = parseModelConfig(getPreset('demo').config);
 const E = demo.nRoutedExperts;
@@ -74,6 +74,26 @@ describe('rebalance planner', () => {
     const r = replan({ config: demo, modelFingerprint: 'f', version: 2, current, slots: slots(3), expertLoad: skewed([1, 2]), bytesPerExpert: perExpert, memoryBudgetBytes: fits });
     for (const s of slots(3)) expect(r.plan.shards[s]!.reduce((a, l) => a + l.experts.length, 0) * perExpert).toBeLessThanOrEqual(fits);
     expect(() => replan({ config: demo, modelFingerprint: 'f', version: 2, current, slots: slots(2), bytesPerExpert: perExpert, memoryBudgetBytes: fits })).toThrow(PlacementPlanError);
+  });
+
+  it('within a budget, gives up redundant copies (the most that fit, hottest experts first) before giving up', () => {
+    const held = (plan: PlacementPlan, s: string): number => plan.shards[s]!.reduce((a, l) => a + l.experts.length, 0);
+    const L = demo.moeLayers.length;
+    const asked = { config: demo, modelFingerprint: 'f', version: 1, current: null, slots: slots(4), expertLoad: skewed([5]), redundantExperts: 8, bytesPerExpert: 1 };
+    // Room for the experts once and 2 more copies per layer on each shard's share: not for 8.
+    const budget = L * (E / 4) + Math.floor((2 * L) / 4);
+    const r = replanWithinBudget({ ...asked, memoryBudgetBytes: budget });
+    expect(r.redundantAsked).toBe(8);
+    expect(r.redundantExperts).toBeGreaterThan(0);
+    expect(r.redundantExperts).toBeLessThan(8);
+    for (const s of slots(4)) expect(held(r.plan, s)).toBeLessThanOrEqual(budget);
+    expect(planProblem(r.plan, demo, 'f')).toBeNull();
+    // One copy more than it gives does not fit.
+    expect(() => replan({ ...asked, redundantExperts: r.redundantExperts + 1, memoryBudgetBytes: budget })).toThrow(PlacementPlanError);
+    for (const layer of demo.moeLayers) expect(Object.values(r.plan.shards).filter((ls) => ls.find((l) => l.layer === layer)!.experts.includes(5)).length).toBe(Math.min(4, 1 + r.redundantExperts));
+    // What fits is kept as asked; not even one copy each is an error that says what to do.
+    expect(replanWithinBudget({ ...asked, memoryBudgetBytes: L * E }).redundantExperts).toBe(8);
+    expect(() => replanWithinBudget({ ...asked, memoryBudgetBytes: L * (E / 4) - 1 })).toThrow(/add shards, add memory/);
   });
 
   it('for any load, slots and copies: every expert held, no slot holds one twice, copies add up', () => {

@@ -1,6 +1,21 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { etcdSecurityFromFlags, EtcdRegistry, planImbalance, planShardBytes, RegistryConflictError, REGISTRY_SECURITY_USAGE, replan, type ExpertLoad, type PlacementPlan } from '@expertmesh/discovery';
+import {
+  etcdSecurityFromFlags,
+  EtcdRegistry,
+  measuredExpertBytes,
+  PlacementPlanError,
+  planImbalance,
+  planShardBytes,
+  RegistryConflictError,
+  REGISTRY_SECURITY_USAGE,
+  replan,
+  replanWithinBudget,
+  type ExpertLoad,
+  type PlacementPlan,
+  type Replan,
+  type ShardRecord,
+} from '@expertmesh/discovery';
 import { expertLoadFromMetrics } from '@expertmesh/router';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '@expertmesh/model-config';
 import { layoutFromCheckpoint, layoutFromConfig, modelFingerprint, predictExpertBytes, predictRouterMemory, QUANTIZED_FORMATS, WEIGHT_DTYPES, type RouterMemory, type StorageLayout, type WeightDtype } from '@expertmesh/model-weights';
@@ -10,7 +25,7 @@ import { etcdFlagSchema, etcdFlagSpec, numberFlag, parseFlags } from '../flags.j
 
 export const planUsage = `expertmesh plan (--model DIR | --config config.json) [--shards N | --nodes N --gpus-per-node G]
     [--redundant-experts R] [--shard-memory SIZE | --gpu-memory SIZE] [--weight-dtype auto|float32|int8|int4] [--kv-cache-tokens 65536]
-    [--load-from http://ROUTER/metrics[,…]] [--store [--if-absent] --cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE}]
+    [--load-from http://ROUTER/metrics[,…]] [--cluster NAME --etcd URL ${REGISTRY_SECURITY_USAGE} [--store [--if-absent]]]
   Prints which shard holds which experts and their memory, the router's memory, and whether the shards fit
   (SIZE like 80GB or 24GiB). Memory is counted in the format processes hold weights in: --weight-dtype auto (the
   checkpoint's: FP8 with its block scales, BF16), float32, or the lossy int8/int4, as given to serve and shard.
@@ -22,7 +37,13 @@ export const planUsage = `expertmesh plan (--model DIR | --config config.json) [
   --load-from reads the measured tokens per expert from routers' /metrics (their sliding window, summed over the URLs;
   the API key from EXPERTMESH_API_KEY when the metrics need one): the hottest experts get the redundant copies and
   expected tokens per shard even out within each layer. The load is stored with the plan, so later re-plans (shards
-  joining or leaving) keep it.`;
+  joining or leaving) keep it.
+  The memory budget (--shard-memory) goes into the planner: when the redundant copies asked for do not fit it, the
+  plan gives as many as fit (the hottest experts first); when not even one copy of each expert fits, the plan asked
+  for is printed with "fits: NO", exit code 1, and --store stores nothing. Bytes per expert are what the cluster's
+  shards of this model report holding (their registry records, read whenever --cluster and --etcd are given), else
+  what --weight-dtype predicts; the output says which. The budget is stored with the plan: a re-plan without
+  --shard-memory keeps the stored one.`;
 
 function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(s.trim());
@@ -127,7 +148,7 @@ export async function plan(argv: readonly string[]): Promise<number> {
       ? Array.from({ length: flags.nodes * (flags['gpus-per-node'] ?? 1) }, (_, i) => `node${Math.floor(i / (flags['gpus-per-node'] ?? 1))}/gpu${i % (flags['gpus-per-node'] ?? 1)}`)
       : Array.from({ length: flags.shards ?? 0 }, (_, i) => `shard-${i}`);
   const sizeFlag = flags['gpu-memory'] ?? flags['shard-memory'];
-  const budget = sizeFlag === undefined ? null : parseSize(sizeFlag);
+  const flagBudget = sizeFlag === undefined ? null : parseSize(sizeFlag);
   let fingerprint = '';
   let layout: StorageLayout = layoutFromConfig(config);
   if (flags.model) {
@@ -137,19 +158,24 @@ export async function plan(argv: readonly string[]): Promise<number> {
     await ck.close();
   }
   const dtype = flags['weight-dtype'];
-  const bytesPerExpert = predictExpertBytes(config, layout, dtype);
+  const predictedBytes = predictExpertBytes(config, layout, dtype);
   const router = { memory: predictRouterMemory(config, layout, dtype, flags['kv-cache-tokens']), kvCacheTokens: flags['kv-cache-tokens'], format: describeFormat(layout, dtype) };
   if (flags.store && (!flags.cluster || !flags.etcd || !flags.model)) throw new UsageError('--store needs --model, --cluster and --etcd');
   if (flags['if-absent'] && !flags.store) throw new UsageError('--if-absent goes with --store');
+  if (!flags.cluster !== !flags.etcd) throw new UsageError('--cluster and --etcd go together');
   const load = flags['load-from'] ? await loadFromRouters(flags['load-from'].split(','), config) : null;
-  const registry = flags.store ? new EtcdRegistry((flags.etcd ?? '').split(','), flags.cluster ?? '', await etcdSecurityFromFlags(flags)) : null;
+  // With the cluster named, its registry is read (stored plan, budget, what shards hold) even without --store.
+  const registry = flags.cluster && flags.etcd ? new EtcdRegistry(flags.etcd.split(','), flags.cluster, await etcdSecurityFromFlags(flags)) : null;
   try {
     const stored = (await registry?.getPlan()) ?? null;
     const current = stored && stored.modelFingerprint === fingerprint ? stored : null;
     const planSlots = slots.length > 0 ? slots : Object.keys(current?.shards ?? {});
     if (planSlots.length === 0) throw new UsageError('give --shards N, or --nodes N with --gpus-per-node G (or --store into a cluster that has a plan, to keep its slots)');
-    // Without a budget the plan is still printed; with one that is exceeded, the table says NO.
-    const next = replan({
+    const records = registry && fingerprint ? (await registry.listShards()).filter((r) => r.modelFingerprint === fingerprint) : null;
+    const expert = expertBytes(records, predictedBytes, dtype);
+    // The budget is the cluster's hardware: a re-plan without --shard-memory keeps the stored one.
+    const budget = flagBudget ?? stored?.basis?.shardMemoryBytes ?? null;
+    const request = {
       config,
       modelFingerprint: fingerprint,
       version: (stored?.version ?? 0) + 1,
@@ -157,33 +183,67 @@ export async function plan(argv: readonly string[]): Promise<number> {
       slots: planSlots,
       ...(load ? { expertLoad: load.at } : {}),
       ...(flags['redundant-experts'] !== undefined || !current ? { redundantExperts: flags['redundant-experts'] ?? 0 } : {}),
-      bytesPerExpert,
-    });
-    const p: PlacementPlan = { ...next.plan, basis: { ...(load ? { expertLoad: load.table } : current?.basis?.expertLoad ? { expertLoad: current.basis.expertLoad } : {}), expertBytes: bytesPerExpert, ...(budget !== null ? { shardMemoryBytes: budget } : {}) } };
-    process.stdout.write(formatPlan(p, config, bytesPerExpert, budget, router));
+      bytesPerExpert: expert.bytes,
+    };
+    // The budget goes into the planner, which gives up redundant copies before it gives up; a plan that
+    // cannot fit even so is still printed (made without the budget) so the operator sees by how much.
+    let next: Replan & { readonly redundantExperts?: number; readonly redundantAsked?: number };
+    try {
+      next = replanWithinBudget({ ...request, ...(budget !== null ? { memoryBudgetBytes: budget } : {}) });
+    } catch (e) {
+      if (!(e instanceof PlacementPlanError) || budget === null) throw e;
+      next = replan(request);
+    }
+    const p: PlacementPlan = { ...next.plan, basis: { ...(load ? { expertLoad: load.table } : current?.basis?.expertLoad ? { expertLoad: current.basis.expertLoad } : {}), expertBytes: expert.bytes, ...(budget !== null ? { shardMemoryBytes: budget } : {}) } };
+    process.stdout.write(formatPlan(p, config, expert.bytes, budget, router));
+    process.stdout.write(`bytes per expert: ${(expert.bytes / 2 ** 20).toFixed(2)} MiB, ${expert.source}\n`);
+    if (budget !== null && flagBudget === null) process.stdout.write(`memory budget per shard ${gib(budget)} kept from plan v${stored!.version} (--shard-memory changes it)\n`);
+    if (next.redundantAsked !== undefined && next.redundantExperts! < next.redundantAsked) {
+      process.stdout.write(`${next.redundantAsked} redundant experts per layer do not fit the budget: the plan gives ${next.redundantExperts || 'none'} (the hottest experts get them first)\n`);
+    }
     if (load) {
       const worst = (plan: PlacementPlan): string => Math.max(...planImbalance(plan, config, load.at).values()).toFixed(2);
       process.stdout.write(`measured load: ${load.tokens} tokens; imbalance (max over mean tokens per shard, worst layer): ${current ? `${worst(current)} now, ` : ''}${worst(p)} with this plan\n`);
     }
     if (current) process.stdout.write(`moves ${next.movedExperts} experts (${gib(next.movedBytes)}) relative to plan v${current.version}\n`);
-    if (registry) {
-      const kept = (version: number): void => void process.stdout.write(`cluster ${flags.cluster} already has plan v${version}: left as it is (--if-absent)\n`);
-      if (flags['if-absent'] && stored !== null) kept(stored.version);
-      else {
-        try {
-          await registry.putPlan(p, { replaces: stored?.version ?? null });
-          process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
-        } catch (e) {
-          // Another writer stored one between our read and write.
-          if (!(flags['if-absent'] && e instanceof RegistryConflictError)) throw e;
-          kept((await registry.getPlan())?.version ?? 0);
-        }
+    const kept = (version: number): number => (process.stdout.write(`cluster ${flags.cluster} already has plan v${version}: left as it is (--if-absent)\n`), 0);
+    if (flags.store && flags['if-absent'] && stored !== null) return kept(stored.version);
+    // Checked before anything is stored: a plan over the budget is never stored.
+    const largest = Math.max(...Object.values(planShardBytes(p, expert.bytes)));
+    if (budget !== null && largest > budget) {
+      const why = `its largest shard needs ${gib(largest)} of experts but the budget is ${gib(budget)} per shard, even with no redundant experts: add shards (--shards/--nodes) or give a larger --shard-memory`;
+      if (flags.store) throw new PlacementPlanError(`not stored (${stored ? `plan v${stored.version} stays in force` : 'the cluster has no plan'}): ${why}`);
+      process.stdout.write(`does not fit: ${why}\n`);
+      return 1;
+    }
+    if (registry && flags.store) {
+      try {
+        await registry.putPlan(p, { replaces: stored?.version ?? null });
+        process.stdout.write(`stored as plan v${p.version} of cluster ${flags.cluster}\n`);
+      } catch (e) {
+        // Another writer stored one between our read and write.
+        if (!(flags['if-absent'] && e instanceof RegistryConflictError)) throw e;
+        return kept((await registry.getPlan())?.version ?? 0);
       }
     }
-    return budget !== null && Math.max(...Object.values(planShardBytes(p, bytesPerExpert))) > budget ? 1 : 0;
+    return 0;
   } finally {
     await registry?.close();
   }
+}
+
+/**
+ * Bytes one expert takes: as the cluster's shards of this model report holding it (their records: what
+ * they really hold), else as --weight-dtype predicts; `records` is null when no cluster was read.
+ */
+function expertBytes(records: readonly ShardRecord[] | null, predicted: number, dtype: WeightDtype): { bytes: number; source: string } {
+  const measured = measuredExpertBytes(records ?? []);
+  if (measured > 0) {
+    const holders = records!.filter((r) => r.weightBytes > 0);
+    const formats = [...new Set(holders.map((r) => r.weightFormat ?? 'float32'))].join(', ');
+    return { bytes: measured, source: `as the cluster's shards hold them (their records: ${holders.length} shards, ${formats})` };
+  }
+  return { bytes: predicted, source: `as --weight-dtype ${dtype} predicts${records ? ' (no shard of this model in the cluster holds experts yet)' : ''}` };
 }
 
 function describeFormat(layout: StorageLayout, dtype: WeightDtype): string {
