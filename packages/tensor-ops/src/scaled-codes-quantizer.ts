@@ -75,14 +75,11 @@ export function quantizeScaledCodes(m: ScaledCodes, bits: QuantizedBits, block: 
   const tables = new Uint8Array(ranks * 256);
   const blockScale = new Float32Array(ranks);
   const stamp = new Int32Array(ranks).fill(-1);
-  // Each code's value in the current scale block, float32 as the widened matrix would hold it.
-  const scaled = new Float64Array(256);
   const qmax = bits === 8 ? 127 : 7;
   const out = q.codes;
   for (let br = 0, scaleBlock = 0; br * blockRows < rows; br++) {
     for (let bc = 0; bc < scaleCols; bc++, scaleBlock++) {
       const s = scales[scaleBlock]!;
-      for (let c = 0; c < 256; c++) scaled[c] = Math.fround(values[c]! * s);
       const jEnd = Math.min(kBlocks, (bc + 1) * perScaleCol);
       for (let r = br * blockRows, rEnd = Math.min(rows, r + blockRows); r < rEnd; r++) {
         for (let j = bc * perScaleCol; j < jEnd; j++) {
@@ -101,8 +98,7 @@ export function quantizeScaledCodes(m: ScaledCodes, bits: QuantizedBits, block: 
             stamp[top] = scaleBlock;
             const inv = 1 / scale;
             const base = top * 256;
-            if (scale !== 0 && bits === 8) for (let c = 0; c < 256; c++) tables[base + c] = code8(scaled[c]! * inv);
-            else if (scale !== 0) for (let c = 0; c < 256; c++) tables[base + c] = nibble(scaled[c]! * inv);
+            if (scale !== 0) for (let c = 0; c < 256; c++) tables[base + c] = bits === 8 ? code8(Math.fround(values[c]! * s) * inv) : nibble(Math.fround(values[c]! * s) * inv);
           }
           const scale = blockScale[top]!;
           const at = r * kBlocks + j;
