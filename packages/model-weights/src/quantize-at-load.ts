@@ -3,9 +3,9 @@ import { quantizeBlockwise, quantizeScaledCodes, scaledCodesQuantizable, type Bl
 
 /**
  * The checkpoint's matrix `name` [rows, cols] quantised to `bits` in `block`-column blocks (quantizeBlockwise's
- * codes, whatever the stored format). FP8 with block scales goes straight from its codes (quantizeScaledCodes:
- * no float32 copy of the matrix; 5–6× faster to quantise at R1 widths, the same bits: docs/benchmarks.md, issue 13v); other formats, and FP8 layouts it does not take,
- * are widened to float32 first.
+ * codes, whatever the stored format). FP8 with block scales goes straight from its codes (quantizeScaledCodes: no
+ * float32 copy of the matrix, 5–6× faster at R1 widths, the same bits; docs/benchmarks.md, issue 13v); other
+ * formats, and FP8 layouts it does not take, are widened to float32 first.
  */
 export async function readQuantized(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null, rows: number, cols: number, bits: QuantizedBits, block: number): Promise<BlockwiseQuantized> {
   if (checkpoint.info(name).dtype !== 'F8_E4M3') return quantizeBlockwise(await readLinearWeight(checkpoint, name, blockSize), rows, cols, bits, block);
