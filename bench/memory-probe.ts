@@ -50,11 +50,15 @@ async function point(phase: string, extra: Record<string, unknown> = {}): Promis
 await point('baseline-imports');
 const config = await loadModelConfig(values.model);
 const checkpoint = await SafetensorsCheckpoint.open(values.model);
+const loadStart = performance.now();
 const local = await LocalRoutedExperts.load(config, new WeightReader(checkpoint, config, weightDtype), { ...DEFAULT_EXECUTION, expertKernel });
+const expertsLoaded = performance.now();
 await checkpoint.close();
 const maxBatch = Math.max(...batches);
 const engine = await Engine.load(values.model, { experts: local, weightDtype, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
-const held = { weightBytes: engine.model.denseWeightBytes + local.weightBytes, kvCacheBytes: engine.kvCacheBytes };
+// Wall time of the load: the routed experts, then the rest of the model (dense layers, attention, LM head).
+const loadMs = { experts: expertsLoaded - loadStart, engine: performance.now() - expertsLoaded };
+const held = { weightBytes: engine.model.denseWeightBytes + local.weightBytes, kvCacheBytes: engine.kvCacheBytes, loadMs };
 await point('after-load', held);
 const runs = [];
 for (const batch of batches) runs.push(await runDecode(engine, batch, batch));

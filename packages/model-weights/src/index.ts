@@ -1,4 +1,5 @@
 export { WeightReader, WeightShapeError, WEIGHT_DTYPES, QUANTIZED_FORMATS } from './model-weights.js';
+export { readQuantized } from './quantize-at-load.js';
 export type { LayerWeights, AttentionWeights, FfnWeights, RouterWeights, WeightDtype } from './model-weights.js';
 export { modelFingerprint } from './model-fingerprint.js';
 export { readCheckpointIdentity } from './checkpoint-identity.js';

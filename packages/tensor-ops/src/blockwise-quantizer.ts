@@ -24,40 +24,71 @@ export interface BlockwiseQuantized {
 
 export function quantizeBlockwise(w: Float32Array, rows: number, cols: number, bits: QuantizedBits, block: number): BlockwiseQuantized {
   if (w.length !== rows * cols) throw new RangeError(`weight has ${w.length} values, expected ${rows}×${cols}`);
-  if (!Number.isInteger(Math.log2(block)) || block < 16) throw new RangeError(`block ${block} must be a power of two ≥ 16 (MatMulNBits)`);
+  const q = emptyQuantized(rows, cols, bits, block);
+  const { codes, scales } = q;
   const kBlocks = Math.ceil(cols / block);
-  const blob = (block * bits) / 8;
   const qmax = bits === 8 ? 127 : 7;
-  const zero = bits === 8 ? 128 : 8;
-  const codes = new Uint8Array(rows * kBlocks * blob).fill(bits === 8 ? zero : zero * 17);
-  const scales = new Float32Array(rows * kBlocks);
   for (let r = 0; r < rows; r++) {
     const rowStart = r * cols;
     for (let j = 0; j < kBlocks; j++) {
-      const c0 = j * block;
-      const c1 = Math.min(cols, c0 + block);
+      const from = rowStart + j * block;
+      const to = rowStart + Math.min(cols, (j + 1) * block);
       let amax = 0;
-      for (let c = c0; c < c1; c++) {
-        const a = Math.abs(w[rowStart + c]!);
+      for (let i = from; i < to; i++) {
+        const a = Math.abs(w[i]!);
         if (a > amax) amax = a;
       }
       const s = Math.fround(amax / qmax);
-      scales[r * kBlocks + j] = s;
+      const at = r * kBlocks + j;
+      scales[at] = s;
       if (s === 0) continue;
-      const inv = 1 / s;
-      const base = (r * kBlocks + j) * blob;
-      for (let c = c0; c < c1; c++) {
-        const q = Math.max(-qmax, Math.min(qmax, Math.round(w[rowStart + c]! * inv))) + zero;
-        const i = c - c0;
-        if (bits === 8) codes[base + i] = q;
-        else {
-          const at = base + (i >> 1);
-          codes[at] = i & 1 ? (codes[at]! & 0x0f) | (q << 4) : (codes[at]! & 0xf0) | q;
-        }
-      }
+      if (bits === 8) codes8(w, from, to, 1 / s, codes, at * block);
+      else codes4(w, from, to, 1 / s, codes, (at * block) >> 1);
     }
   }
-  return { bits, block, rows, cols, codes, scales };
+  return q;
+}
+
+/**
+ * The result's arrays before any block is quantised: every code at the zero point (what a column past the end
+ * keeps, and a block whose scale is 0), every scale 0. Checks the block MatMulNBits needs.
+ */
+export function emptyQuantized(rows: number, cols: number, bits: QuantizedBits, block: number): BlockwiseQuantized {
+  if (!Number.isInteger(Math.log2(block)) || block < 16) throw new RangeError(`block ${block} must be a power of two ≥ 16 (MatMulNBits)`);
+  const kBlocks = Math.ceil(cols / block);
+  const codes = new Uint8Array((rows * kBlocks * block * bits) / 8).fill(bits === 8 ? 0x80 : 0x88);
+  return { bits, block, rows, cols, codes, scales: new Float32Array(rows * kBlocks) };
+}
+
+// quantizeBlockwise is the definition above written for speed (the definition word for word is
+// test/helpers/quantizer-reference.ts; a test holds them bit for bit equal): one write loop per width, no
+// read-modify-write of nibbles. What the arithmetic must keep to give the same codes: the scale is the float32
+// of amax / qmax divided in float64; each value is multiplied by 1 / scale in float64 and rounded by Math.round
+// (half towards +∞); NaN compares false everywhere, so a NaN value is left out of amax and its code is NaN,
+// which a Uint8Array stores as 0 (a 4-bit code: the nibble 0, as `| 0` gives).
+
+function codes8(w: Float32Array, from: number, to: number, inv: number, codes: Uint8Array, at: number): void {
+  for (let i = from, o = at; i < to; i++, o++) codes[o] = code8(w[i]! * inv);
+}
+
+/** Two codes a byte, low nibble first; an odd last column pairs with the zero point. */
+function codes4(w: Float32Array, from: number, to: number, inv: number, codes: Uint8Array, at: number): void {
+  let i = from;
+  let o = at;
+  for (; i + 1 < to; i += 2, o++) codes[o] = nibble(w[i]! * inv) | (nibble(w[i + 1]! * inv) << 4);
+  if (i < to) codes[o] = nibble(w[i]! * inv) | 0x80;
+}
+
+/** A value over its block's scale as an 8-bit code (NaN: NaN, which a Uint8Array stores as 0). */
+export function code8(v: number): number {
+  const x = Math.round(v);
+  return x > 127 ? 255 : x < -127 ? 1 : x + 128;
+}
+
+/** A value over its block's scale as a 4-bit code (NaN: 0). */
+export function nibble(v: number): number {
+  const x = Math.round(v);
+  return (x > 7 ? 15 : x < -7 ? 1 : x + 8) | 0;
 }
 
 /** W as the quantised codes say it, float32 [rows, cols]: what MatMulNBits multiplies by. */

@@ -7,4 +7,6 @@ export type { ExecutionOptions, ExecutionProvider, IntraOpSpin, ExpertKernel, Te
 export { weight, linear, widened, embeddingRows, rmsNorm, silu, swiglu, stackedGateUp, gateUpStackable, gatedActivation, WIDEN_CHUNK_BYTES, MATMUL_NBITS_ACCURACY_LEVEL } from './graph-ops.js';
 export { quantizeBlockwise, dequantizeBlockwise, stackQuantizedRows } from './blockwise-quantizer.js';
 export type { BlockwiseQuantized, QuantizedBits } from './blockwise-quantizer.js';
+export { quantizeScaledCodes, scaledCodesQuantizable } from './scaled-codes-quantizer.js';
+export type { ScaledCodes } from './scaled-codes-quantizer.js';
 export type { SwigluWeights } from './graph-ops.js';

@@ -100,7 +100,22 @@ export function fp8BlockLayout(checkpoint: SafetensorsCheckpoint, name: string, 
 export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null): Promise<Float32Array> {
   const info = checkpoint.info(name);
   if (info.dtype !== 'F8_E4M3') return checkpoint.readFloat32(name);
+  const { codes, scales, rows, cols, block } = await readFp8Blocks(checkpoint, name, blockSize);
+  return dequantizeBlockFp8(codes, scales, rows, cols, block[0], block[1]);
+}
+
+/** An F8_E4M3 weight as stored: its codes and its block scales (as float32), not widened. */
+export interface Fp8Blocks {
+  readonly codes: Uint8Array;
+  readonly scales: Float32Array;
+  readonly rows: number;
+  readonly cols: number;
+  readonly block: readonly [number, number];
+}
+
+/** The F8_E4M3 weight `name`'s codes and block scales (see fp8BlockLayout for the checks). */
+export async function readFp8Blocks(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null): Promise<Fp8Blocks> {
   const { rows, cols, block, scaleName } = fp8BlockLayout(checkpoint, name, blockSize);
   const [codes, scales] = await Promise.all([checkpoint.readRaw(name), checkpoint.readFloat32(scaleName)]);
-  return dequantizeBlockFp8(codes, scales, rows, cols, block[0], block[1]);
+  return { codes, scales, rows, cols, block };
 }
