@@ -1,4 +1,4 @@
-import { measuredExpertBytes, updatePlan, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
+import { measuredExpertBytes, timedSync, updatePlan, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertLoadWindow } from './expert-load-window.js';
 import type { RebalanceMetrics } from '@expertmesh/telemetry';
@@ -108,6 +108,7 @@ export class Rebalancer {
    */
   async check(): Promise<RebalanceEvent | null> {
     if (this.window.total() < this.options.minTokens || this.planner.busy) return null;
+    timedSync('rebalance-check', () => undefined);
     const config = { moeLayers: [...this.model.config.moeLayers], nRoutedExperts: this.model.config.nRoutedExperts };
     const load = loadRows(config, this.window.snapshot());
     const shards = await this.registry.listShards();
@@ -116,12 +117,14 @@ export class Rebalancer {
       if (!current || this.stopped) return null;
       // Bytes per expert as shards really hold them (their records), else as the plan was made with.
       const bytesPerExpert = measuredExpertBytes(shards) || current.basis?.expertBytes || 0;
-      const decided = await this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold });
+      const decided = await timedSync('replan-post', () => this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold }));
+      timedSync(decided.change ? 'replan-answered-change' : 'replan-answered-none', () => undefined);
       before = decided.before;
       for (const [layer, v] of before) this.metrics.imbalance.set({ layer: String(layer), phase: 'current' }, v);
       return this.stopped ? null : decided.change;
     });
     if (!change) return null;
+    timedSync('plan-stored', () => undefined);
     const storedAt = performance.now();
     this.metrics.rebalances.inc();
     this.metrics.bytesMoved.inc(change.movedBytes);
