@@ -22,10 +22,13 @@ export interface RebalanceOptions {
 export const DEFAULT_DEAD_SLOT_GRACE_MS = 60_000;
 
 /**
- * Plans the planner thread makes, and throws away, when the loop starts. Its first plan of the bench's shape
- * costs ~20 ms of CPU cold and ~7 ms by the third: the one that matters then runs warm.
+ * Plans the planner thread makes, and throws away, when the loop starts. V8 optimises the planner's functions
+ * once they are hot, on its own compiler threads at the process's priority (not the planner's nice 19): a plan of
+ * the bench's shape has its largest compiles (16–106 ms of a compiler thread each) between its 13th and 30th run
+ * in a fresh process (`--trace-opt`), and with 3 warm-up plans the router's first real plan set off a 77 ms compile
+ * beside the step in flight (round 15's traced run). 40 keep them at the router's start.
  */
-export const WARM_UP_PLANS = 3;
+export const WARM_UP_PLANS = 40;
 
 /** What one check found and did: for logs and tests. */
 export interface RebalanceEvent {
