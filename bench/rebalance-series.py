@@ -2,7 +2,7 @@
 the rebalance and the join judged against the steady p90 (nearest periods) and against the same run's null event of
 their length, failed requests, outputs that differ from the first, and where the rebalance's longest gap starts
 relative to the bench seeing the new plan. --markdown prints the rows of docs/benchmarks.md's round-14 table instead.
-    python3 bench/rebalance-series.py [--markdown] NAME=GLOB [NAME=GLOB ...]"""
+    python3 bench/rebalance-series.py [--markdown] NAME=GLOB[,GLOB...] [NAME=GLOB ...]"""
 import glob, json, statistics, sys
 
 # Each real event, and the length of the null event it is set against (the same run's).
@@ -46,7 +46,7 @@ def med(rows, f):
 markdown = sys.argv[1:2] == ['--markdown']
 for arg in sys.argv[2 if markdown else 1:]:
     name, pattern = arg.split('=', 1)
-    files = sorted(glob.glob(pattern))
+    files = sorted(f for p in pattern.split(',') for f in glob.glob(p))
     runs = [json.load(open(f)) for f in files]
     if not markdown:
         print(f'\n## {name}: {len(runs)} runs ({", ".join(f.split("/")[-1] for f in files)})')

@@ -3,7 +3,7 @@
 // processes): event-loop stalls over 15 ms, CPU time per 50 ms, onnxruntime session creations and runs (the first
 // of each session apart), garbage collections of 2 ms or more, the synchronous slices the code times (`sync`:
 // timedSync in @expertmesh/discovery), and the process's own stderr lines. Plain JavaScript so it loads before tsx.
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { threadId } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
@@ -14,7 +14,8 @@ if (dir) {
   const now = () => performance.timeOrigin + performance.now();
   // `thread` 0 is the process's main thread; a shard's expert worker threads (which load this too) have their own ids.
   const emit = (rec) => appendFileSync(file, `${JSON.stringify({ pid: process.pid, thread: threadId, ...rec })}\n`);
-  emit({ kind: 'start', at: now(), argv: process.argv.slice(2, 6).join(' ') });
+  // `tid`: the thread's kernel id (Node 20 names every thread "node"), to tell a worker thread apart in `threads` records.
+  emit({ kind: 'start', at: now(), argv: process.argv.slice(2, 6).join(' '), tid: Number(readlinkSync('/proc/thread-self').split('/')[2]) });
 
   const stderrWrite = process.stderr.write.bind(process.stderr);
   process.stderr.write = (chunk, ...rest) => {
@@ -44,6 +45,43 @@ if (dir) {
     emit({ kind: 'cpu', at: cpuAt, ms: Math.round((used.user + used.system) / 100) / 10, span: Math.round(t - cpuAt) });
     cpuAt = t;
   }, 50).unref();
+
+  // The router's threads one by one (main, the re-plan worker, onnxruntime's, libuv's, V8's), every 20 ms: each
+  // thread's time on a CPU and waiting for one in that slice, in ms, from /proc/self/task/TID/schedstat (nanoseconds,
+  // unlike cpuUsage's per-process sum), its name (comm) and nice value (stat field 19). Only threads that ran or
+  // waited are written. To see what shares the router's one core (`--pinned`) during a switch.
+  if (threadId === 0 && process.argv.includes('serve')) {
+    const last = new Map();
+    const read = (path) => {
+      try {
+        return readFileSync(path, 'utf8');
+      } catch {
+        return null; // the thread ended between listing and reading
+      }
+    };
+    let sliceAt = now();
+    setInterval(() => {
+      const t = now();
+      const threads = [];
+      for (const tid of readdirSync('/proc/self/task')) {
+        const sched = read(`/proc/self/task/${tid}/schedstat`);
+        if (sched === null) continue;
+        const [runNs, waitNs] = sched.split(' ').map(Number);
+        const before = last.get(tid);
+        last.set(tid, [runNs, waitNs]);
+        if (!before) continue;
+        const run = (runNs - before[0]) / 1e6;
+        const wait = (waitNs - before[1]) / 1e6;
+        if (run < 0.05 && wait < 0.05) continue;
+        const stat = read(`/proc/self/task/${tid}/stat`) ?? '';
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+        threads.push({ tid: Number(tid), name: (read(`/proc/self/task/${tid}/comm`) ?? '').trim(), nice, run: Math.round(run * 100) / 100, wait: Math.round(wait * 100) / 100 });
+      }
+      if (threads.length > 0) emit({ kind: 'threads', at: sliceAt, span: Math.round(t - sliceAt), threads });
+      sliceAt = t;
+    }, 20).unref();
+  }
 
   // EXPERTMESH_SWITCH_PROFILE_SECONDS=N: a V8 CPU profile of the first N seconds, written to DIR/<pid>.cpuprofile
   // (a worker thread's to DIR/<pid>-thread<N>.cpuprofile)

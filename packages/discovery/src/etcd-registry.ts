@@ -249,17 +249,17 @@ export class EtcdRegistry implements ClusterRegistry {
   async putPlan(plan: PlacementPlan, options: { replaces?: number | null } = {}): Promise<void> {
     const key = keys.plan(this.cluster);
     const stored = (await this.client.get(key).exec()).kvs[0];
-    const storedPlan = stored ? parseValue(stored.value.toString(), placementPlanSchema) : null;
+    const storedPlan = stored ? timedSync('plan-store-parse', () => parseValue(stored.value.toString(), placementPlanSchema)) : null;
     // An unreadable stored plan counts as version 0: it can be replaced, but only by a compare on its revision.
     checkPlanReplacement(storedPlan === null ? null : 'value' in storedPlan ? storedPlan.value.version : 0, plan.version, options.replaces);
-    const text = JSON.stringify(plan);
+    const text = timedSync('plan-stringify', () => JSON.stringify(plan));
     const written = stored ? await replaceIfUnchanged(this.client, key, text, stored.mod_revision) : await createIfAbsent(this.client, key, text);
     if (!written) throw new RegistryConflictError(`another writer stored a plan at ${key} while v${plan.version} was being written: read it again and re-plan`);
   }
 
   async getPlan(): Promise<PlacementPlan | null> {
     const text = await this.client.get(keys.plan(this.cluster)).string();
-    return text === null ? null : this.planFrom(text);
+    return text === null ? null : timedSync('plan-read-parse', () => this.planFrom(text));
   }
 
   /** The stored plan's text parsed and validated; an error saying what to do when it is not valid. */

@@ -6,3 +6,4 @@ export { withTimeout, TimeoutError } from './with-timeout.js';
 export { JEMALLOC_CONF, JEMALLOC_LIBRARY, MALLOC_ENVIRONMENT, MALLOC_ENVIRONMENT_SWITCH, MallocEnvironmentError, findJemalloc, jemallocCandidates, withMallocEnvironment } from './malloc-environment.js';
 export type { MallocEnvironmentOptions } from './malloc-environment.js';
 export { BUILD_DIR, BUILD_INFO_FILE, RUNS_COMPILED, cliEntry, installRoot, loaderHooksActive, runtimeKind } from './runtime-layout.js';
+export { kernelThreadId, lowerCallingThread, threadNice } from './thread-nice.js';

@@ -1,18 +1,6 @@
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
-
-/**
- * The calling thread's kernel id (Linux: /proc/thread-self links to "<pid>/task/<tid>"); null elsewhere.
- * On Linux, setpriority(PRIO_PROCESS, tid) sets one thread's nice value, which is what os.setPriority does.
- */
-function threadId(): number | null {
-  try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
-    return Number.isInteger(tid) && tid > 0 ? tid : null;
-  } catch {
-    return null;
-  }
-}
+import { kernelThreadId as threadId } from '@expertmesh/process-lifecycle';
 
 function threadsOfProcess(): Set<number> {
   try {

@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { MemoryRegistry, planImbalance, planPlacement, type ShardRecord } from '@expertmesh/discovery';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
+import { threadNice } from '@expertmesh/process-lifecycle';
 import { RebalanceMetrics } from '@expertmesh/telemetry';
 import { ExpertLoadWindow, expertLoadFromMetrics, Rebalancer } from '../src/index.js';
+import { WARM_UP_PLANS } from '../src/rebalance/rebalancer.js';
 
 const config = parseModelConfig(getPreset('demo').config);
 const E = config.nRoutedExperts;
@@ -132,5 +134,24 @@ describe('rebalancer (closed loop)', () => {
     expect(event.switchMs).not.toBeNull();
     expect(await prom.metrics()).toMatch(/expertmesh_rebalance_switch_seconds_count 1/);
     for (const r of regs) await r.close();
+  });
+
+  it("warms its planner when the loop starts: plans of the model's shape in the lowest-priority thread, nothing stored", async () => {
+    const { registry, regs, rebalancer } = await setUp(1.2);
+    expect(rebalancer.planner.plansMade).toBe(0);
+    rebalancer.start();
+    try {
+      // Waits for the condition (the warm-up plan answered), however busy the machine.
+      while (rebalancer.planner.plansMade < WARM_UP_PLANS || rebalancer.planner.busy) await new Promise((r) => setTimeout(r, 10));
+      expect(rebalancer.planner.plansMade).toBe(WARM_UP_PLANS);
+      expect(threadNice(rebalancer.planner.thread!.tid)).toBe(19);
+      // The warm-up's plan is thrown away: the registry still holds the first plan.
+      expect((await registry.getPlan())!.version).toBe(1);
+      // The loop's own look then plans as before (the interval is a minute: asked directly).
+      expect((await rebalancer.check())!.version).toBe(2);
+    } finally {
+      await rebalancer.stop();
+      for (const r of regs) await r.close();
+    }
   });
 });

@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { planImbalance, planPlacement, replan, type PlacementPlan } from '@expertmesh/discovery';
 import { decideLoadReplan, loadRows, type LoadReplanInput } from '../src/rebalance/load-replan.js';
-import { ReplanBusyError, ReplanThread } from '../src/rebalance/replan-thread.js';
+import { kernelThreadId, threadNice } from '@expertmesh/process-lifecycle';
+import { REPLAN_NICE, ReplanBusyError, ReplanThread } from '../src/rebalance/replan-thread.js';
 
 // The bench preset's placement: 64 experts × 5 MoE layers.
 const config = { moeLayers: [1, 2, 3, 4, 5], nRoutedExperts: 64 };
@@ -96,4 +97,26 @@ describe('the re-plan worker thread', () => {
     expect(code).toBe(0);
     expect(out).toMatch(/^planned \d+ layers\n$/);
   }, 60_000);
+
+  it('plans at the lowest priority, on its own thread only: the threads that serve keep theirs (read back from /proc)', async () => {
+    const thread = new ReplanThread();
+    const serving = kernelThreadId()!;
+    const servingNice = threadNice(serving);
+    try {
+      await thread.start();
+      const planner = thread.thread!;
+      expect(planner.tid).not.toBe(serving);
+      expect(planner.nice).toBe(REPLAN_NICE);
+      // The kernel's own record of each thread (/proc/PID/task/TID/stat, field 19), not the thread's word for it.
+      expect(threadNice(planner.tid)).toBe(REPLAN_NICE);
+      expect(servingNice).toBeLessThan(REPLAN_NICE);
+      expect(threadNice(serving)).toBe(servingNice);
+      // A plan made at that priority is the same plan.
+      const input = inputFor(4, 7);
+      expect(await thread.plan(input)).toEqual(decideLoadReplan(input));
+      expect(threadNice(planner.tid)).toBe(REPLAN_NICE);
+    } finally {
+      await thread.close();
+    }
+  });
 });

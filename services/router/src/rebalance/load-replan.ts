@@ -75,3 +75,16 @@ export function decideLoadReplan(input: LoadReplanInput): LoadReplanOutput {
   if (!(worstImbalance(after) < worstImbalance(before) * 0.95)) return { before, change: null };
   return { before, change: { plan, movedExperts: next.movedExperts, movedBytes: next.movedBytes, after } };
 }
+
+/**
+ * A re-plan of the model's own shape that changes something (4 shards, one expert in four of each layer hot,
+ * threshold 1), planned once when the planner thread starts: its code (the imbalance, the re-plan, the basis)
+ * is then compiled and warm before a real load asks for it, and the one plan that matters is not the thread's
+ * first. Its result is thrown away.
+ */
+export function warmUpInput(config: Pick<ModelConfig, 'moeLayers' | 'nRoutedExperts'>, fingerprint: string): LoadReplanInput {
+  const E = config.nRoutedExperts;
+  const current = replan({ config, modelFingerprint: fingerprint, version: 1, current: null, slots: ['warm-0', 'warm-1', 'warm-2', 'warm-3'], redundantExperts: Math.floor(E / 5), bytesPerExpert: 1 }).plan;
+  const load = new Float64Array(config.moeLayers.length * E).map((_, i) => (i % 4 === 0 ? 400 : 20));
+  return { config, fingerprint, current, load, bytesPerExpert: 1, threshold: 1 };
+}

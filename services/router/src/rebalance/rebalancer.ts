@@ -1,9 +1,9 @@
-import { measuredExpertBytes, updatePlan, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
+import { measuredExpertBytes, timedSync, updatePlan, type ClusterRegistry, type PlacementPlan } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 import type { ExpertLoadWindow } from './expert-load-window.js';
 import type { RebalanceMetrics } from '@expertmesh/telemetry';
 import { DeadSlots, type DeadSlotsDropped } from './dead-slots.js';
-import { loadRows, worstImbalance } from './load-replan.js';
+import { loadRows, warmUpInput, worstImbalance } from './load-replan.js';
 import { ReplanThread } from './replan-thread.js';
 
 export interface RebalanceOptions {
@@ -20,6 +20,15 @@ export interface RebalanceOptions {
 }
 
 export const DEFAULT_DEAD_SLOT_GRACE_MS = 60_000;
+
+/**
+ * Plans the planner thread makes, and throws away, when the loop starts. V8 optimises the planner's functions
+ * once they are hot, on its own compiler threads at the process's priority (not the planner's nice 19): a plan of
+ * the bench's shape has its largest compiles (16–106 ms of a compiler thread each) between its 13th and 30th run
+ * in a fresh process (`--trace-opt`), and with 3 warm-up plans the router's first real plan set off a 77 ms compile
+ * beside the step in flight (round 15's traced run). 40 keep them at the router's start.
+ */
+export const WARM_UP_PLANS = 40;
 
 /** What one check found and did: for logs and tests. */
 export interface RebalanceEvent {
@@ -44,8 +53,8 @@ export class Rebalancer {
   private running: Promise<void> | null = null;
   private stopped = false;
   private readonly deadSlots: DeadSlots;
-  /** The re-plan's worker thread (started with the loop, stopped with it). */
-  private readonly planner = new ReplanThread();
+  /** The re-plan's worker thread (started with the loop, stopped with it), at the lowest priority. */
+  readonly planner = new ReplanThread();
 
   constructor(
     private readonly registry: ClusterRegistry,
@@ -60,8 +69,13 @@ export class Rebalancer {
   }
 
   start(): void {
-    // Warm: the first re-plan then waits neither for the thread nor for its modules to load.
-    this.planner.start().catch((e: Error) => void process.stderr.write(`[rebalance] ${e.message}\n`));
+    // Warm: the first re-plan then waits neither for the thread nor for its modules to load, and runs compiled
+    // code (plans of the model's shape, thrown away; a look meanwhile finds the planner busy and skips).
+    const config = { moeLayers: [...this.model.config.moeLayers], nRoutedExperts: this.model.config.nRoutedExperts };
+    const warm = warmUpInput(config, this.model.fingerprint);
+    void (async () => {
+      for (let i = 0; i < WARM_UP_PLANS && !this.stopped; i++) await this.planner.plan(warm);
+    })().catch((e: Error) => void (this.stopped || process.stderr.write(`[rebalance] the planner's warm-up failed: ${e.message}\n`)));
     this.timer = setInterval(() => {
       if (this.running || this.stopped) return;
       this.running = this.tick().finally(() => (this.running = null));
@@ -108,6 +122,7 @@ export class Rebalancer {
    */
   async check(): Promise<RebalanceEvent | null> {
     if (this.window.total() < this.options.minTokens || this.planner.busy) return null;
+    timedSync('rebalance-check', () => undefined);
     const config = { moeLayers: [...this.model.config.moeLayers], nRoutedExperts: this.model.config.nRoutedExperts };
     const load = loadRows(config, this.window.snapshot());
     const shards = await this.registry.listShards();
@@ -116,12 +131,14 @@ export class Rebalancer {
       if (!current || this.stopped) return null;
       // Bytes per expert as shards really hold them (their records), else as the plan was made with.
       const bytesPerExpert = measuredExpertBytes(shards) || current.basis?.expertBytes || 0;
-      const decided = await this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold });
+      const decided = await timedSync('replan-post', () => this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold }));
+      timedSync(decided.change ? 'replan-answered-change' : 'replan-answered-none', () => undefined);
       before = decided.before;
       for (const [layer, v] of before) this.metrics.imbalance.set({ layer: String(layer), phase: 'current' }, v);
       return this.stopped ? null : decided.change;
     });
     if (!change) return null;
+    timedSync('plan-stored', () => undefined);
     const storedAt = performance.now();
     this.metrics.rebalances.inc();
     this.metrics.bytesMoved.inc(change.movedBytes);

@@ -14,6 +14,25 @@ export class ReplanThreadError extends Error {
   }
 }
 
+/**
+ * The planner thread's nice value: the lowest priority. It plans a few ms of CPU once in a while, and a plan
+ * may wait; the router's serving threads on the same core may not (round 14: its step in flight ran ~20 ms
+ * longer while the check planned).
+ */
+export const REPLAN_NICE = 19;
+
+/** The planner thread as the kernel sees it (Linux): its id and the nice value it lowered itself to. */
+export interface ReplanThreadIdentity {
+  readonly tid: number;
+  readonly nice: number;
+}
+
+interface Ready {
+  readonly ready: true;
+  readonly tid: number | null;
+  readonly nice: number | null;
+}
+
 interface Reply {
   readonly id: number;
   readonly output?: LoadReplanOutput;
@@ -32,6 +51,17 @@ export class ReplanThread {
   private pending: { readonly id: number; readonly resolve: (o: LoadReplanOutput) => void; readonly reject: (e: Error) => void } | null = null;
   private nextId = 1;
   private closed = false;
+  private identity: ReplanThreadIdentity | null = null;
+  /** Plans the thread has answered (a failed one not counted). */
+  plansMade = 0;
+
+  /** `nice`: the planner thread's priority, lowered to it (never raised) before it plans anything. */
+  constructor(private readonly nice: number = REPLAN_NICE) {}
+
+  /** The running thread's kernel id and nice value as it reported them when ready; null before, or where threads have none (not Linux). */
+  get thread(): ReplanThreadIdentity | null {
+    return this.identity;
+  }
 
   /** True while a plan is being made. */
   get busy(): boolean {
@@ -45,9 +75,10 @@ export class ReplanThread {
       // From the sources the worker runs TypeScript through tsx (its boot file registers it); the compiled build has
       // the worker's module, plain JavaScript, beside this one.
       const entry = RUNS_COMPILED ? './replan-worker.mjs' : './replan-worker-boot.mjs';
-      const worker = new Worker(new URL(entry, import.meta.url));
+      const worker = new Worker(new URL(entry, import.meta.url), { workerData: { nice: this.nice } });
       this.worker = worker;
-      worker.once('message', () => {
+      worker.once('message', (m: Ready) => {
+        this.identity = m.tid !== null && m.nice !== null ? { tid: m.tid, nice: m.nice } : null;
         // Idle, it never keeps the process alive (unref'd after the listeners: a 'message' listener refs its port).
         if (!this.pending) worker.unref();
         resolve(worker);
@@ -61,7 +92,7 @@ export class ReplanThread {
         reject(new ReplanThreadError(`the re-plan thread stopped (exit code ${code}) before it was ready`));
         this.fail(new ReplanThreadError(`the re-plan thread stopped (exit code ${code})`));
         // A thread that died is started again on the next use.
-        if (this.worker === worker) (this.worker = null), (this.ready = null);
+        if (this.worker === worker) (this.worker = null), (this.ready = null), (this.identity = null);
       });
     });
     return this.ready;
@@ -96,8 +127,10 @@ export class ReplanThread {
     if (!p || m.id !== p.id) return;
     this.pending = null;
     this.worker?.unref();
-    if (m.output) p.resolve(m.output);
-    else p.reject(new ReplanThreadError(m.error?.message ?? 'the re-plan thread answered nothing', m.error?.name));
+    if (m.output) {
+      this.plansMade++;
+      p.resolve(m.output);
+    } else p.reject(new ReplanThreadError(m.error?.message ?? 'the re-plan thread answered nothing', m.error?.name));
   }
 
   private fail(e: Error): void {
