@@ -1,6 +1,7 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { fp8BlockLayout, readLinearWeight, type SafetensorsCheckpoint, type SafetensorsDtype } from '@expertmesh/weights';
-import { memoryWeight, quantizeBlockwise, type QuantizedBits, type StoredDtype, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
+import { memoryWeight, type QuantizedBits, type StoredDtype, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
+import { quantizeBlockwiseByChunks } from './quantize-by-chunks.js';
 import {
   attentionNames,
   denseMlpPrefix,
@@ -120,7 +121,7 @@ export class WeightReader {
       if (use !== 'product') return this.matrix(name, shape, use, use === 'values' ? 'auto' : 'float32');
       const { bits, block } = QUANTIZED_FORMATS[dtype];
       const [rows, cols] = shape as [number, number];
-      return { kind: 'quantized', dims: shape, q: quantizeBlockwise(await readLinearWeight(this.checkpoint, name, this.blockSize), rows, cols, bits, block) };
+      return { kind: 'quantized', dims: shape, q: await quantizeBlockwiseByChunks(await readLinearWeight(this.checkpoint, name, this.blockSize), rows, cols, bits, block) };
     }
     if (dtype === 'float32' || !stored) return memoryWeight(await readLinearWeight(this.checkpoint, name, this.blockSize), shape);
     const file = { path: info.file, offset: info.byteOffset, length: info.byteLength };
