@@ -1,12 +1,9 @@
-import { float32ToBf16Bytes, quantizeBlockFp8, type LazyTensor } from '@expertmesh/weights';
+import { float32ToBf16Bytes, loopTurn, quantizeBlockFp8, type LazyTensor } from '@expertmesh/weights';
 import { RandomRows, randomValues } from './random-values.js';
 import type { PlannedTensor } from './tensor-plan.js';
 
 /** About this many values are produced between two turns of the event loop (tens of ms of work). */
 export const CHUNK_VALUES = 1 << 20;
-
-/** A turn of the event loop: timers, sockets and IPC (a test runner's calls) are served between chunks. */
-const loopTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
  * The tensor's random values as chunks of whole rows (whole row blocks of `unit` rows), with a loop turn
