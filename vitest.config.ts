@@ -9,6 +9,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Names a test that holds its worker's event loop 10 s or more (vitest's worker RPC times out at 60 s).
+    setupFiles: ['test/helpers/loop-block-report.ts'],
     // The suite tests the TypeScript sources, also where a developer has built dist/: every `expertmesh` a test starts
     // runs them (test/cli/compiled-build.test.ts builds and runs the compiled CLI on purpose).
     env: { EXPERTMESH_RUNTIME: 'sources' },

@@ -2,9 +2,9 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFil
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
-import { float32ToBf16Bytes, quantizeBlockFp8, writeShardedCheckpoint, type LazyTensor } from '@expertmesh/weights';
-import { planTensors, type PlannedTensor } from './tensor-plan.js';
-import { randomValues } from './random-values.js';
+import { writeShardedCheckpoint, type LazyTensor } from '@expertmesh/weights';
+import { planTensors } from './tensor-plan.js';
+import { encodeTensor } from './tensor-bytes.js';
 import { DEEPSEEK_CHAT_TEMPLATES, type ChatTemplateName } from './deepseek-chat-template.js';
 
 export interface MakeCheckpointOptions {
@@ -114,50 +114,6 @@ async function writeCheckpointInto(outDir: string, options: MakeCheckpointOption
   const written = await writeShardedCheckpoint(outDir, tensors, options.shards ?? 1);
   if (preset.realTokenizer) await copyTokenizerFiles(outDir, options.chatTemplate ?? 'deepseek-r1');
   return { tensors: tensors.length, bytes: written.totalBytes, files: written.files, tokenizer: preset.realTokenizer };
-}
-
-function encodeTensor(t: PlannedTensor, seed: number, dtype: 'float32' | 'bfloat16', fp8Block: readonly [number, number] | null, hot: { experts: readonly number[]; bias: number }): LazyTensor[] {
-  const shape = [...t.shape];
-  if (t.role === 'bias') {
-    const values = (): Float32Array => {
-      const v = randomValues(t, seed);
-      for (const e of hot.experts) v[e]! += hot.bias;
-      return v;
-    };
-    return [{ name: t.name, dtype: 'F32', shape, data: () => asBytes(values()) }];
-  }
-  if (t.role === 'linear' && fp8Block) {
-    const [rows, cols] = t.shape as readonly [number, number];
-    // Quantise once, serve both tensors from it.
-    let cached: ReturnType<typeof quantizeBlockFp8> | null = null;
-    const quantized = (): ReturnType<typeof quantizeBlockFp8> => (cached ??= quantizeBlockFp8(randomValues(t, seed), rows, cols, fp8Block[0], fp8Block[1]));
-    const scaleName = t.name.replace(/\.weight$/, '.weight_scale_inv');
-    return [
-      { name: t.name, dtype: 'F8_E4M3', shape, data: () => quantized().codes },
-      {
-        name: scaleName,
-        dtype: 'F32',
-        shape: [Math.ceil(rows / fp8Block[0]), Math.ceil(cols / fp8Block[1])],
-        data: () => {
-          const bytes = asBytes(quantized().scaleInv);
-          cached = null;
-          return bytes;
-        },
-      },
-    ];
-  }
-  return [
-    {
-      name: t.name,
-      dtype: dtype === 'float32' ? 'F32' : 'BF16',
-      shape,
-      data: () => (dtype === 'float32' ? asBytes(randomValues(t, seed)) : float32ToBf16Bytes(randomValues(t, seed))),
-    },
-  ];
-}
-
-function asBytes(a: Float32Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /**

@@ -43,6 +43,18 @@ function firstMaxIndex(values: Float32Array): number {
   return best;
 }
 
+/**
+ * Calls fill(r0, r1) for the rows of the head by runs of 4096 (29M values), with a turn of the event loop
+ * between them: the whole head (926M values) takes 15–20 s to fill, which in one piece stalls this test
+ * worker's calls to its runner (they time out after 60 s on a busy machine).
+ */
+async function byRowChunks(fill: (r0: number, r1: number) => void): Promise<void> {
+  for (let r0 = 0; r0 < V; r0 += 4096) {
+    fill(r0, Math.min(V, r0 + 4096));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
 const input = Float32Array.from({ length: H }, (_, i) => Math.sin(i * 0.37));
 const sampleRows = [0, 1, 4095, 4096, 64_639, 64_640, 100_000, V - 1];
 
@@ -56,7 +68,9 @@ describe("R1's LM head (129280 × 7168)", () => {
   it('stored as BF16 (1.85 GB): mapped from its file, widened by chunks of rows, no float32 copy of the head', async () => {
     const codes = new Uint16Array(V * H);
     const table = Uint16Array.from({ length: 251 }, (_, k) => float32ToBf16((k - 125) / 4096));
-    for (let r = 0, i = 0; r < V; r++) for (let c = 0; c < H; c++, i++) codes[i] = table[(r * 31 + c * 17) % 251]!;
+    await byRowChunks((r0, r1) => {
+      for (let r = r0, i = r0 * H; r < r1; r++) for (let c = 0; c < H; c++, i++) codes[i] = table[(r * 31 + c * 17) % 251]!;
+    });
     const path = join(dir.path, 'lm_head.bin');
     await writeFile(path, codes);
     const head: WeightData = { kind: 'file', dtype: 'bfloat16', dims: [V, H], file: { path, offset: 0, length: codes.byteLength }, scales: null };
@@ -80,7 +94,9 @@ describe("R1's LM head (129280 × 7168)", () => {
 
   it('held as float32 (3.7 GB): fed to the graph, not baked into the model bytes', async () => {
     const values = new Float32Array(V * H);
-    for (let r = 0, i = 0; r < V; r++) for (let c = 0; c < H; c++, i++) values[i] = pattern(r, c);
+    await byRowChunks((r0, r1) => {
+      for (let r = r0, i = r0 * H; r < r1; r++) for (let c = 0; c < H; c++, i++) values[i] = pattern(r, c);
+    });
     const graph = await Graph.create('lm_head', buildLmHeadGraph(r1, new Float32Array(H).fill(1), memoryWeight(values, [V, H])));
     try {
       const x = new Float32Array(2 * H);

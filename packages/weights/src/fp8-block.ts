@@ -1,5 +1,6 @@
 import { FP8_E4M3_MAX, FP8_E4M3_TABLE, float32ToFp8E4m3 } from './dtypes.js';
 import { CheckpointError } from './errors.js';
+import { byChunks, CHUNK_VALUES } from './loop-turns.js';
 import type { SafetensorsCheckpoint } from './safetensors-reader.js';
 import type { TensorInfo } from './safetensors-header.js';
 
@@ -13,16 +14,22 @@ function checkBlockArgs(what: string, length: number, rows: number, cols: number
   if (length !== rows * cols) throw new RangeError(`${what}: ${length} values for a ${rows}×${cols} matrix`);
 }
 
-/**
- * DeepSeek-V3's block-wise FP8: W[r][c] = fp8[r][c] × scale_inv[⌊r/bo⌋][⌊c/bi⌋], where the scale
- * grid is [⌈rows/bo⌉, ⌈cols/bi⌉] (edge blocks may be partial).
- */
-export function dequantizeBlockFp8(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number): Float32Array {
+/** Checks dequantisation's arguments, scale grid included; returns the grid's columns. */
+function checkDequantizeArgs(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number): number {
   checkBlockArgs('dequantizeBlockFp8', codes.length, rows, cols, blockRows, blockCols);
   const scaleCols = Math.ceil(cols / blockCols);
   const gridSize = Math.ceil(rows / blockRows) * scaleCols;
   if (scaleInv.length !== gridSize) throw new RangeError(`dequantizeBlockFp8: ${scaleInv.length} scales for a ${rows}×${cols} matrix in ${blockRows}×${blockCols} blocks (needs ${gridSize})`);
-  const out = new Float32Array(rows * cols);
+  return scaleCols;
+}
+
+/**
+ * DeepSeek-V3's block-wise FP8: W[r][c] = fp8[r][c] × scale_inv[⌊r/bo⌋][⌊c/bi⌋], where the scale
+ * grid is [⌈rows/bo⌉, ⌈cols/bi⌉] (edge blocks may be partial).
+ */
+export function dequantizeBlockFp8(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number, out = new Float32Array(rows * cols)): Float32Array {
+  const scaleCols = checkDequantizeArgs(codes, scaleInv, rows, cols, blockRows, blockCols);
+  if (out.length !== rows * cols) throw new RangeError(`dequantizeBlockFp8: an output of ${out.length} values for a ${rows}×${cols} matrix`);
   const table = FP8_E4M3_TABLE; // a local: module bindings can compile to getters (tsx, vitest), 4× slower in this loop
   for (let r = 0; r < rows; r++) {
     const scaleRow = Math.floor(r / blockRows) * scaleCols;
@@ -101,7 +108,19 @@ export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: 
   const info = checkpoint.info(name);
   if (info.dtype !== 'F8_E4M3') return checkpoint.readFloat32(name);
   const { codes, scales, rows, cols, block } = await readFp8Blocks(checkpoint, name, blockSize);
-  return dequantizeBlockFp8(codes, scales, rows, cols, block[0], block[1]);
+  return dequantizeBlockFp8ByChunks(codes, scales, rows, cols, block[0], block[1]);
+}
+
+/** dequantizeBlockFp8 by chunks of whole row blocks, with a loop turn between chunks (see CHUNK_VALUES). */
+export async function dequantizeBlockFp8ByChunks(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number): Promise<Float32Array> {
+  const scaleCols = checkDequantizeArgs(codes, scaleInv, rows, cols, blockRows, blockCols);
+  const out = new Float32Array(rows * cols);
+  const perChunk = Math.max(1, Math.floor(CHUNK_VALUES / Math.max(1, cols) / blockRows)) * blockRows;
+  await byChunks(rows, perChunk, (r0, r1) => {
+    const scales = scaleInv.subarray((r0 / blockRows) * scaleCols, Math.ceil(r1 / blockRows) * scaleCols);
+    dequantizeBlockFp8(codes.subarray(r0 * cols, r1 * cols), scales, r1 - r0, cols, blockRows, blockCols, out.subarray(r0 * cols, r1 * cols));
+  });
+  return out;
 }
 
 /** An F8_E4M3 weight as stored: its codes and its block scales (as float32), not widened. */

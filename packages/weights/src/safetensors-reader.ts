@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { bytesToFloat32, isFloatDtype } from './dtypes.js';
+import { bytesToFloat32, DTYPE_BYTES, isFloatDtype } from './dtypes.js';
+import { byChunks, CHUNK_VALUES } from './loop-turns.js';
 import { CheckpointError } from './errors.js';
 import { readCheckpointLayout, type CheckpointLayout, type CheckpointLayouts } from './checkpoint-layout.js';
 import type { TensorInfo } from './safetensors-header.js';
@@ -70,11 +71,20 @@ export class SafetensorsCheckpoint {
     return out;
   }
 
-  /** The tensor's values as float32 from F32/BF16/F16/F8_E4M3, without FP8 block scaling (see readLinearWeight). */
+  /**
+   * The tensor's values as float32 from F32/BF16/F16/F8_E4M3, without FP8 block scaling (see readLinearWeight);
+   * widened by chunks with a loop turn between them (see CHUNK_VALUES).
+   */
   async readFloat32(name: string): Promise<Float32Array> {
     const { dtype, file } = this.info(name);
     if (!isFloatDtype(dtype)) throw new CheckpointError(`dtype ${dtype} cannot be read as float weights (only F32, BF16, F16 and F8_E4M3 can)`, file, name);
-    return bytesToFloat32(dtype, await this.readRaw(name));
+    const bytes = await this.readRaw(name);
+    // F32 comes back as a view over the bytes: nothing to do by chunks.
+    if (dtype === 'F32') return bytesToFloat32(dtype, bytes);
+    const width = DTYPE_BYTES[dtype];
+    const out = new Float32Array(bytes.byteLength / width);
+    await byChunks(out.length, CHUNK_VALUES, (i, j) => out.set(bytesToFloat32(dtype, bytes.subarray(i * width, j * width)), i));
+    return out;
   }
 
   async close(): Promise<void> {
