@@ -48,6 +48,7 @@
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3 --null-events 6]
+ *   npm run bench:rebalance -- --pinned --rebalance-only --shard-cpu-quota 0.1 --shard-cpu-period-ms 10 [--per-shard-samples]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -178,7 +179,13 @@ const startShard = (): ReturnType<typeof startShardProcess> => {
   return startShardProcess(shardArgs, {
     onSpawned: (pid) => {
       shardPids.set(name, pid);
-      shardCgroups?.place(name, pid);
+      try {
+        shardCgroups?.place(name, pid);
+      } catch (e) {
+        // The shard is not stopped by anyone else yet: it must not outlive a failed placement.
+        process.kill(-pid, 'SIGKILL');
+        throw e;
+      }
     },
   });
 };
