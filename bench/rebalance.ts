@@ -37,9 +37,18 @@
  * step ~90 ms longer), so the defaults keep every event and its steady periods within the first ~95 s. (Round 13
  * found it was V8's old-generation sizing, not a leak, and fixed it: services/router/src/serving/heap-growth.ts.)
  * --after-leave-seconds S keeps the load running S s after the leave's switch (default one window).
+ * --shard-cpu-quota C (cores, e.g. 0.2) puts every shard's process group into a CPU cgroup of its own with that quota
+ * (bench/shard-cgroups.ts; --shard-cpu-period-ms, default 100): each shard is then a small machine of its own, so the
+ * shard with the hot experts is throttled instead of taking the others' CPU, and a balanced plan can shorten a step.
+ * Needs root and a cgroup cpu controller. The shards' quotas together must stay below the cores they run on (core 1
+ * alone with --pinned). With it (or --per-shard-samples) the bench reads, each second, the router's dispatched bytes per
+ * shard (the measured max/mean tokens per shard), its imbalance gauges, and each cgroup's throttling; the JSON's
+ * `perShard` gives them for every event's before/during/after windows. --rebalance-only ends the run one window after
+ * the rebalance (no join, no leave, no null events).
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3 --null-events 6]
+ *   npm run bench:rebalance -- --pinned --rebalance-only --shard-cpu-quota 0.1 --shard-cpu-period-ms 10 [--per-shard-samples]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -53,6 +62,8 @@ import { startShardProcess } from '../test/helpers/shard-process.js';
 import { startBenchServer, timedStream, type StreamTiming } from './bench-server.js';
 import { startCoreProbe } from './core-probe.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
+import { ShardCpuCgroups } from './shard-cgroups.js';
+import { perShardWindow, processCpuMs, type ShardSample } from './shard-samples.js';
 import { compareEvent, steadyPeriods } from './steady-windows.js';
 
 const { values } = parseArgs({
@@ -83,6 +94,13 @@ const { values } = parseArgs({
     'extra-steady-seconds': { type: 'string', default: '0' },
     // How long the load runs after the leave's switch (default: one window): longer shows the steady state after it.
     'after-leave-seconds': { type: 'string' },
+    // Cores per shard (a CPU cgroup each, bench/shard-cgroups.ts) and the CFS period they are counted over.
+    'shard-cpu-quota': { type: 'string' },
+    'shard-cpu-period-ms': { type: 'string', default: '100' },
+    // Per-shard samples each second (dispatched bytes, imbalance gauges, throttling) without quotas too.
+    'per-shard-samples': { type: 'boolean', default: false },
+    // Ends one window after the rebalance: no join, no leave, no null events.
+    'rebalance-only': { type: 'boolean', default: false },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -100,6 +118,16 @@ const EXTRA_STEADY_MS = Number(values['extra-steady-seconds']) * 1000;
 if (!(EXTRA_STEADY_MS >= 0 && EXTRA_STEADY_MS <= 600_000)) throw new Error(`--extra-steady-seconds takes 0 … 600, not ${values['extra-steady-seconds']}`);
 const AFTER_LEAVE_MS = values['after-leave-seconds'] === undefined ? WINDOW_MS : Number(values['after-leave-seconds']) * 1000;
 if (!(AFTER_LEAVE_MS >= WINDOW_MS && AFTER_LEAVE_MS <= 600_000)) throw new Error(`--after-leave-seconds takes a window's length … 600, not ${values['after-leave-seconds']}`);
+const REBALANCE_ONLY = values['rebalance-only'];
+const SHARD_QUOTA = values['shard-cpu-quota'] === undefined ? null : Number(values['shard-cpu-quota']);
+if (SHARD_QUOTA !== null) {
+  // Four shards, and a fifth while it joins; with --pinned they share core 1 (with etcd and the client loops).
+  const shardCores = layout ? 1 : cpus().length;
+  const most = REBALANCE_ONLY ? 4 : 5;
+  if (!(SHARD_QUOTA > 0 && SHARD_QUOTA * most < shardCores)) throw new Error(`--shard-cpu-quota: ${most} shards × ${values['shard-cpu-quota']} cores must stay below the ${shardCores} core(s) the shards run on`);
+}
+const shardCgroups = SHARD_QUOTA === null ? null : ShardCpuCgroups.open(SHARD_QUOTA, Math.round(Number(values['shard-cpu-period-ms']) * 1000));
+const SAMPLE_SHARDS = shardCgroups !== null || values['per-shard-samples'];
 /** The null events' lengths, in turn: about the rebalance's, the join's (from its process start) and the leave's switch. */
 const NULL_LENGTHS_MS = [800, 3500, 6400];
 
@@ -142,7 +170,27 @@ const etcd = await EtcdProcess.start();
 // With --trace-dir, also each core's busy time, etcd's and this process's CPU, and this process's stalls (bench/core-probe.ts).
 const stopCoreProbe = values['trace-dir'] ? startCoreProbe(join(resolve(values['trace-dir']), 'bench-probe.jsonl'), etcd.clientPort) : (): void => undefined;
 const registry = new EtcdRegistry([etcd.url], CLUSTER);
-const stops: (() => Promise<void>)[] = [async () => etcd.stop(), async () => registry.close(), async () => stopCoreProbe()];
+// The cgroups go last (the first stop pushed runs last): every shard has exited by then.
+const stops: (() => Promise<void>)[] = [async () => shardCgroups?.close(), async () => etcd.stop(), async () => registry.close(), async () => stopCoreProbe()];
+let shardsStarted = 0;
+/** A shard process, in a CPU cgroup of its own from its first instruction with --shard-cpu-quota. */
+const startShard = (): ReturnType<typeof startShardProcess> => {
+  const name = `shard-${shardsStarted++}`;
+  return startShardProcess(shardArgs, {
+    onSpawned: (pid) => {
+      shardPids.set(name, pid);
+      try {
+        shardCgroups?.place(name, pid);
+      } catch (e) {
+        // The shard is not stopped by anyone else yet: it must not outlive a failed placement.
+        process.kill(-pid, 'SIGKILL');
+        throw e;
+      }
+    },
+  });
+};
+const samples: ShardSample[] = [];
+const shardPids = new Map<string, number>();
 const shardArgs = [
   '--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10',
   ...(values['load-rest'] ? ['--load-rest', values['load-rest']] : []),
@@ -154,7 +202,7 @@ let loadStoppedAt = 0;
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
   await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
-  const four = await Promise.all([0, 1, 2, 3].map(() => startShardProcess(shardArgs)));
+  const four = await Promise.all([0, 1, 2, 3].map(() => startShard()));
   for (const s of four) stops.push(s.stop);
   const router = await startBenchServer([
     '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
@@ -192,6 +240,17 @@ try {
       clearTimeout(timer);
     }
   };
+  /** Each second: bytes dispatched per shard, the router's imbalance gauges, each cgroup's throttling. */
+  const sampler = SAMPLE_SHARDS
+    ? setInterval(() => {
+        const t = performance.now();
+        void fetch(`${router.url}/metrics`)
+          .then((r) => r.text())
+          .then((text) => samples.push({ t, metrics: text.split('\n').filter((l) => l.startsWith('expertmesh_dispatch_bytes_total{') || l.startsWith('expertmesh_expert_imbalance_ratio{') || l.startsWith('expertmesh_shard_call_duration_seconds_sum{') || l.startsWith('expertmesh_shard_call_duration_seconds_count{')), cpuMs: Object.fromEntries([...shardPids].flatMap(([n, pid]) => { const ms = processCpuMs(pid); return ms === null ? [] : [[n, ms]]; })), throttling: Object.fromEntries((shardCgroups?.names() ?? []).map((n) => [n, shardCgroups!.throttling(n)])) }))
+          .catch(() => undefined);
+      }, 1000)
+    : null;
+  stops.push(async () => clearInterval(sampler ?? undefined));
   let next = 0;
   loadStartedAt = performance.now();
   const load = Promise.all(
@@ -250,32 +309,34 @@ try {
   const rebalanceSwitched = await untilSwitched();
   events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
   await sleep(WINDOW_MS);
-  await nullEventsAfter(0);
-  // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
-  const joinAt = performance.now();
-  // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
-  const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(() => performance.now());
-  const fifth = await startShardProcess(shardArgs);
-  stops.push(fifth.stop);
-  const replannedAt = await replanned;
-  const joinSwitched = await untilSwitched();
-  events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process', hedges: await hedges() });
-  // The same switch from the re-plan the new shard stores: without its process start-up (~2 s of CPU on this machine).
-  events.push({ name: 'a fifth shard joins, from its re-plan', at: replannedAt, switchedAt: joinSwitched, detail: 'its slot in the plan' });
-  await sleep(WINDOW_MS);
-  await nullEventsAfter(1);
-  await sleep(EXTRA_STEADY_MS);
-  // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
-  const leaveAt = performance.now();
-  const exited = new Promise<number | null>((resolve) => fifth.process.once('exit', (code) => resolve(code)));
-  fifth.process.kill('SIGTERM');
-  const code = await exited;
-  events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
-  await sleep(AFTER_LEAVE_MS);
-  hedgesAtEnd = await hedges();
+  if (!REBALANCE_ONLY) {
+    await nullEventsAfter(0);
+    // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
+    const joinAt = performance.now();
+    // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
+    const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(() => performance.now());
+    const fifth = await startShard();
+    stops.push(fifth.stop);
+    const replannedAt = await replanned;
+    const joinSwitched = await untilSwitched();
+    events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process', hedges: await hedges() });
+    // The same switch from the re-plan the new shard stores: without its process start-up (~2 s of CPU on this machine).
+    events.push({ name: 'a fifth shard joins, from its re-plan', at: replannedAt, switchedAt: joinSwitched, detail: 'its slot in the plan' });
+    await sleep(WINDOW_MS);
+    await nullEventsAfter(1);
+    await sleep(EXTRA_STEADY_MS);
+    // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
+    const leaveAt = performance.now();
+    const exited = new Promise<number | null>((resolve) => fifth.process.once('exit', (code) => resolve(code)));
+    fifth.process.kill('SIGTERM');
+    const code = await exited;
+    events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
+    await sleep(AFTER_LEAVE_MS);
+  }
   loadStoppedAt = performance.now();
   running = false;
   await load;
+  hedgesAtEnd = await hedges();
 } finally {
   running = false;
   for (const stop of stops.reverse()) await stop().catch(() => undefined);
@@ -342,6 +403,9 @@ const results = events.map((e) => ({
   steadySameLength: compareEvent(streams, steady, [e.at, e.switchedAt], 'nearest', STEADY_STEP_MS, STEADY_MARGIN_MS),
   steadyWholeRun: compareEvent(streams, steady, [e.at, e.switchedAt], 'run', STEADY_STEP_MS, STEADY_MARGIN_MS),
   steadyAdjacent: compareEvent(streams, steady, [e.at, e.switchedAt], 'adjacent', STEADY_STEP_MS, STEADY_MARGIN_MS),
+  ...(SAMPLE_SHARDS
+    ? { perShard: { before: perShardWindow(samples, e.at - WINDOW_MS, e.at), during: perShardWindow(samples, e.at, e.switchedAt), after: perShardWindow(samples, e.switchedAt, e.switchedAt + WINDOW_MS) } }
+    : {}),
 }));
 /** Every request's token times and every event's interval, in ms from the load's start (0.1 ms), to recompute the comparison. */
 const fromLoad = (t: number): number => Math.round((t - loadStartedAt) * 10) / 10;
@@ -361,7 +425,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
@@ -373,5 +437,14 @@ process.stdout.write(
     '| event | switch (ms) | longest gap during (ms) | steady windows as long, nearest periods: count (side by side), p50 / p90 / max (ms) | during\'s percentile | during ≤ p90 | adjacent periods only (rounds 6–11): p90, ≤ p90 |',
     '|---|---|---|---|---|---|---|',
     ...results.map(({ event, detail, switchMs, steadySameLength: c, steadyAdjacent: o }) => `| ${event.startsWith('null') ? `${event} ${detail}` : event} | ${switchMs} | ${c.duringMs} | ${c.windows} (${c.independentWindows}), ${c.p50Ms} / ${c.p90Ms} / ${c.maxMs} | ${c.duringPercentile ?? '–'} | ${yesNo(c.duringWithinP90)} | ${o.p90Ms}, ${yesNo(o.duringWithinP90)} |`),
+    ...results.flatMap((r) =>
+      'perShard' in r && r.perShard
+        ? [
+            '',
+            `${r.event}: max/mean over shards of their CPU before ${r.perShard.before?.cpuMaxOverMean ?? '–'} → after ${r.perShard.after?.cpuMaxOverMean ?? '–'} (ms/s before ${JSON.stringify(r.perShard.before?.cpuMsPerSecond ?? {})}, after ${JSON.stringify(r.perShard.after?.cpuMsPerSecond ?? {})}); of dispatched bytes ${r.perShard.before?.sentMaxOverMean ?? '–'} → ${r.perShard.after?.sentMaxOverMean ?? '–'}; router's worst-layer imbalance ${JSON.stringify(r.perShard.after?.routerImbalance ?? {})}`,
+            `  throttled periods % per shard cgroup, before: ${Object.entries(r.perShard.before?.throttling ?? {}).map(([n, t]) => `${n} ${t.throttledPeriodsPct}`).join(', ') || '–'}; after: ${Object.entries(r.perShard.after?.throttling ?? {}).map(([n, t]) => `${n} ${t.throttledPeriodsPct}`).join(', ') || '–'}`,
+          ]
+        : [],
+    ),
   ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; hedges ${JSON.stringify(totals.hedges)}; written to ${out}\n`,
 );
