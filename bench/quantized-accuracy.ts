@@ -83,9 +83,12 @@ for (const m of models) {
   const config = await loadModelConfig(m.dir);
   const ids = textIds.map((t) => t % config.vocabSize);
   const formats = new Map<WeightDtype, string>();
+  /** What ran each format's routed experts (`auto` resolved at load: the native kernel where built). */
+  const kernels = new Map<WeightDtype, string>();
   const load = async (dtype: WeightDtype): Promise<Engine> => {
     const experts = await loadLocalExperts(m.dir, config, DEFAULT_EXECUTION, dtype);
     formats.set(dtype, experts.weightFormat);
+    kernels.set(dtype, experts.expertKernel);
     return Engine.load(m.dir, { experts, weightDtype: dtype, kvCacheTokens: PROMPTS * (PROMPT_TOKENS + CONTINUATION + 16), maxBatchSize: PROMPTS, maxBatchedTokens: 1024 });
   };
   const float32 = await load('float32');
@@ -115,6 +118,8 @@ for (const m of models) {
       preset: m.preset,
       format: dtype,
       weightFormat: formats.get(dtype) ?? dtype,
+      expertKernel: kernels.get(dtype),
+      referenceExpertKernel: kernels.get('float32'),
       positions: kl.length,
       top1Agreement: agree / kl.length,
       meanKl: kl.reduce((s, x) => s + x, 0) / kl.length,

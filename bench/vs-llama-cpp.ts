@@ -1,37 +1,71 @@
 /**
  * ExpertMesh's engine against llama.cpp on the same `bench` checkpoint, side by side in one run.
- *   npm run bench:vs-llama-cpp [-- --batches 1,8,32 --ours float32,int8,int4 --llama F32,BF16,Q8_0 --model DIR --out FILE]
+ *   npm run bench:vs-llama-cpp [-- --batches 1,8,32 --ours float32,int8,int4 --llama F32,BF16,Q8_0 --threads 2
+ *                                 --model DIR --out FILE --worker-timeout-s 600 --allow-conversion-mismatch --check-only]
  * 1. Installs node-llama-cpp 3.21.1 into .tmp/llama-cpp on first use (npm i -E --no-save: never a
  *    dependency of the project).
- * 2. Converts the checkpoint to GGUF (deepseek2) in F32, BF16 and Q8_0 with bench/gguf-from-checkpoint.ts.
- * 3. Checks the conversion: llama.cpp's F32 greedy tokens must equal ours (float32) on the same prompts,
- *    with an F32 KV cache and flash attention off (its defaults, F16 K/V, are not exact).
+ * 2. Converts the checkpoint to GGUF (deepseek2) in F32, BF16 and Q8_0 with bench/gguf-from-checkpoint.ts,
+ *    cached in .tmp/gguf under a key of the checkpoint, the converter's sources and the type (bench/gguf-cache.ts).
+ * 3. Checks the conversion before any timing: llama.cpp's F32 greedy tokens must equal ours (float32) on the
+ *    same prompts, with an F32 KV cache and flash attention off (its defaults, F16 K/V, are not exact). A
+ *    difference stops the run (exit 1, naming the prompts and where they first differ) unless
+ *    --allow-conversion-mismatch. --check-only stops after it (no timing).
  * 4. Times both, each configuration in its own process (so resident memory is its own): prefill and
- *    decode tokens/s at each batch (prompts of 128 tokens, 16 timed decode steps), 2 threads.
+ *    decode tokens/s at each batch (prompts of 128 tokens, 16 timed decode steps), on --threads threads
+ *    in both engines (onnxruntime's intra-op threads and the native kernel's, llama.cpp's).
+ * Each worker runs in a process group of its own, stopped on exit, error, SIGINT/SIGTERM and after
+ * --worker-timeout-s.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Engine, GREEDY } from '@expertmesh/engine';
 import { loadLocalExperts } from '@expertmesh/local-experts';
 import { loadModelConfig } from '@expertmesh/model-config';
 import type { WeightDtype } from '@expertmesh/model-weights';
-import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
+import { liveTiedChildren, signalGroup, spawnTied, stopGroup } from '@expertmesh/process-lifecycle';
+import { DEFAULT_EXECUTION, type ExecutionOptions } from '@expertmesh/tensor-ops';
 import { ensureBenchModel } from './bench-model.js';
+import { compareConversion, describeMismatch } from './conversion-check.js';
 import { benchPrompts, DECODE_STEPS, PROMPT_TOKENS, runDecode } from './decode-run.js';
 import { convertToGguf, type GgufFormat } from './gguf-from-checkpoint.js';
+import { checkpointIdentity, converterVersion, ggufCacheKey, ggufCachePath, partialPath, removeStaleGguf } from './gguf-cache.js';
 
 const LLAMA_CPP_PACKAGE = 'node-llama-cpp@3.21.1';
-const THREADS = 2;
 const CHECK_PROMPTS = 4;
 const CHECK_TOKENS = 16;
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, batches: { type: 'string', default: '1,8,32' }, out: { type: 'string' }, worker: { type: 'string' }, ours: { type: 'string', default: 'float32,int8,int4' }, llama: { type: 'string', default: 'F32,BF16,Q8_0' } } });
-const batches = values.batches.split(',').map(Number);
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    batches: { type: 'string', default: '1,8,32' },
+    out: { type: 'string' },
+    ours: { type: 'string', default: 'float32,int8,int4' },
+    llama: { type: 'string', default: 'F32,BF16,Q8_0' },
+    threads: { type: 'string', default: '2' },
+    'allow-conversion-mismatch': { type: 'boolean', default: false },
+    'worker-timeout-s': { type: 'string', default: '600' },
+    // Convert and check, no timing (for a worker: only the check prompts).
+    'check-only': { type: 'boolean', default: false },
+    // Set by this script for its own children only.
+    worker: { type: 'string' },
+    gguf: { type: 'string' },
+  },
+});
+const positiveInteger = (flag: string, v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new RangeError(`--${flag} must be a positive integer, not ${v}`);
+  return n;
+};
+const batches = values.batches.split(',').map((b) => positiveInteger('batches', b));
+const threads = positiveInteger('threads', values.threads);
+const workerTimeoutMs = positiveInteger('worker-timeout-s', values['worker-timeout-s']) * 1000;
+/** Ours on exactly `threads` threads: onnxruntime's intra-op pools and the native kernel's (which take this count). */
+const execution: ExecutionOptions = { ...DEFAULT_EXECUTION, intraOpThreads: threads };
 const scratch = resolve('.tmp', 'llama-cpp');
 
 interface Timing {
@@ -42,6 +76,10 @@ interface Timing {
 interface WorkerResult {
   readonly engine: string;
   readonly format: string;
+  /** Threads the engine ran on (ours: onnxruntime's intra-op count and the native kernel's; llama.cpp: its context's). */
+  readonly threads: number;
+  /** Ours: what ran the routed experts (`auto` resolved at load). */
+  readonly expertKernel?: string;
   readonly rssAfterLoad: number;
   readonly rssAfterRuns: number;
   readonly timings: readonly Timing[];
@@ -55,7 +93,7 @@ interface LlamaSequence {
   clearHistory(): Promise<void>;
 }
 interface LlamaModule {
-  getLlama(o: { gpu: false; build: 'never'; logLevel: unknown }): Promise<{ loadModel(o: { modelPath: string; gpuLayers: number }): Promise<{ createContext(o: Record<string, unknown>): Promise<{ getSequence(): LlamaSequence; dispose(): Promise<void> }>; dispose(): Promise<void> }> }>;
+  getLlama(o: { gpu: false; build: 'never'; logLevel: unknown; maxThreads: number }): Promise<{ loadModel(o: { modelPath: string; gpuLayers: number }): Promise<{ createContext(o: Record<string, unknown>): Promise<{ getSequence(): LlamaSequence; readonly currentThreads: number; dispose(): Promise<void> }>; dispose(): Promise<void> }> }>;
   LlamaLogLevel: { error: unknown };
 }
 
@@ -70,32 +108,36 @@ async function importLlamaCpp(): Promise<LlamaModule> {
   return (await import(pathToFileURL(entry).href)) as LlamaModule;
 }
 
-/** Greedy continuations of the check prompts, and prefill/decode timings per batch. */
-async function runOurs(modelDir: string, dtype: WeightDtype): Promise<WorkerResult> {
+/** Greedy continuations of the check prompts, and (unless `checkOnly`) prefill/decode timings per batch. */
+async function runOurs(modelDir: string, dtype: WeightDtype, checkOnly: boolean): Promise<WorkerResult> {
   const config = await loadModelConfig(modelDir);
   const maxBatch = Math.max(...batches);
-  const experts = await loadLocalExperts(modelDir, config, DEFAULT_EXECUTION, dtype);
-  const engine = await Engine.load(modelDir, { experts, weightDtype: dtype, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
+  const experts = await loadLocalExperts(modelDir, config, execution, dtype);
+  const expertKernel = experts.expertKernel;
+  const engine = await Engine.load(modelDir, { execution, experts, weightDtype: dtype, kvCacheTokens: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16), maxBatchSize: maxBatch, maxBatchedTokens: 1024 });
   const rssAfterLoad = process.memoryUsage().rss;
   const check = await engine.generate(benchPrompts(CHECK_PROMPTS, 7, config.vocabSize, 24).map((p) => ({ promptTokenIds: p, maxTokens: CHECK_TOKENS, sampling: GREEDY, ignoreEos: true })));
-  await runDecode(engine, 2, 99); // warm-up (first runs of each session allocate), untimed
   const timings: Timing[] = [];
-  for (const batch of batches) timings.push(await runDecode(engine, batch, batch));
+  if (!checkOnly) {
+    await runDecode(engine, 2, 99); // warm-up (first runs of each session allocate), untimed
+    for (const batch of batches) timings.push(await runDecode(engine, batch, batch));
+  }
   const rssAfterRuns = process.memoryUsage().rss;
   await engine.close();
-  return { engine: 'expertmesh', format: dtype, rssAfterLoad, rssAfterRuns, timings, checkTokens: check.map((r) => r.tokenIds) };
+  return { engine: 'expertmesh', format: dtype, threads: execution.intraOpThreads, expertKernel, rssAfterLoad, rssAfterRuns, timings, checkTokens: check.map((r) => r.tokenIds) };
 }
 
-async function runLlama(ggufPath: string, format: string, vocab: number): Promise<WorkerResult> {
+async function runLlama(ggufPath: string, format: string, vocab: number, checkOnly: boolean): Promise<WorkerResult> {
   const lib = await importLlamaCpp();
-  const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error });
+  // maxThreads too: node-llama-cpp's own cap defaults to max(cores, 4).
+  const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error, maxThreads: threads });
   const model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: 0 });
   const maxBatch = Math.max(...batches);
   const context = await model.createContext({
     contextSize: maxBatch * (PROMPT_TOKENS + DECODE_STEPS + 16),
     sequences: maxBatch,
     batchSize: 1024,
-    threads: { ideal: THREADS, min: THREADS },
+    threads: { ideal: threads, min: threads },
     flashAttention: false,
     experimentalKvCacheKeyType: 'F32',
     experimentalKvCacheValueType: 'F32',
@@ -133,64 +175,121 @@ async function runLlama(ggufPath: string, format: string, vocab: number): Promis
     for (const s of sequences) await s.clearHistory();
     return { batch, prefillTokensPerSecond: (batch * PROMPT_TOKENS) / prefillSeconds, decodeTokensPerSecond: (batch * DECODE_STEPS) / decodeSeconds };
   };
-  await timeBatch(2, 99); // warm-up, untimed, as for ours
   const timings: Timing[] = [];
-  for (const batch of batches) {
-    timings.push(await timeBatch(batch, batch));
-    console.error(format, timings.at(-1));
+  if (!checkOnly) {
+    await timeBatch(2, 99); // warm-up, untimed, as for ours
+    for (const batch of batches) {
+      timings.push(await timeBatch(batch, batch));
+      console.error(format, timings.at(-1));
+    }
   }
   const rssAfterRuns = process.memoryUsage().rss;
+  const usedThreads = context.currentThreads;
   await context.dispose();
   await model.dispose();
-  return { engine: 'llama.cpp', format, rssAfterLoad, rssAfterRuns, timings, checkTokens };
+  return { engine: 'llama.cpp', format, threads: usedThreads, rssAfterLoad, rssAfterRuns, timings, checkTokens };
 }
 
-/** Runs one configuration in a child process (its own resident memory), returning its result. */
-function inChild(worker: string): Promise<WorkerResult> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/vs-llama-cpp.ts', '--worker', worker, '--batches', values.batches, '--model', modelDir], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolvePromise(JSON.parse(out.trim().split('\n').at(-1)!) as WorkerResult) : reject(new Error(`worker ${worker} exited with ${code}`))));
-  });
+/**
+ * Runs one configuration in a child process (its own resident memory) and process group (stopped with
+ * whatever it started on exit, error, signal or timeout), returning its result.
+ */
+async function inChild(worker: string, options: { gguf?: string; checkOnly?: boolean } = {}): Promise<WorkerResult> {
+  const args = ['--import', 'tsx', 'bench/vs-llama-cpp.ts', '--worker', worker, '--batches', values.batches, '--model', modelDir, '--threads', String(threads)];
+  if (options.gguf) args.push('--gguf', options.gguf);
+  if (options.checkOnly) args.push('--check-only');
+  const child: ChildProcess = spawnTied(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  let timedOut = false;
+  const watchdog = setTimeout(() => {
+    timedOut = true;
+    void stopGroup(child, 5000);
+  }, workerTimeoutMs);
+  try {
+    const code = await new Promise<number | string | null>((resolveExit, reject) => {
+      child.once('error', reject);
+      child.once('exit', (c, signal) => resolveExit(c ?? signal));
+    });
+    if (timedOut) throw new Error(`worker ${worker} did not finish within ${workerTimeoutMs / 1000} s (--worker-timeout-s): stopped`);
+    if (code !== 0) throw new Error(`worker ${worker} exited with ${code}`);
+    return JSON.parse(out.trim().split('\n').at(-1)!) as WorkerResult;
+  } finally {
+    clearTimeout(watchdog);
+    await stopGroup(child, 5000);
+  }
 }
 
 const modelDir = await ensureBenchModel(values.model);
-const ggufDir = resolve('.tmp', 'gguf');
-const ggufPath = (f: string): string => join(ggufDir, `${basename(resolve(modelDir))}-${f}.gguf`);
 
 if (values.worker) {
   const [engine, format] = values.worker.split(':') as [string, string];
   const config = await loadModelConfig(modelDir);
-  const result = engine === 'ours' ? await runOurs(modelDir, format as WeightDtype) : await runLlama(ggufPath(format), format, config.vocabSize);
+  if (engine !== 'ours' && !values.gguf) throw new Error('a llama.cpp worker needs --gguf');
+  const result = engine === 'ours' ? await runOurs(modelDir, format as WeightDtype, values['check-only']) : await runLlama(values.gguf!, format, config.vocabSize, values['check-only']);
   process.stdout.write(`${JSON.stringify(result)}\n`);
   process.exit(0);
 }
 
+// A signal stops the workers' process groups before this process goes (exit and errors: spawnTied's own hook).
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  process.once(signal, () => {
+    console.error(`${signal}: stopping the workers`);
+    for (const c of liveTiedChildren()) signalGroup(c, 'SIGKILL');
+    process.exit(code);
+  });
+}
+console.error(`threads: ${threads} in both engines (ours: onnxruntime intra-op and the native kernel; llama.cpp: its context)`);
+
 await importLlamaCpp();
+const ggufDir = resolve('.tmp', 'gguf');
 await mkdir(ggufDir, { recursive: true });
 const llamaFormats = values.llama.split(',') as GgufFormat[];
+const [checkpoint, converter] = [await checkpointIdentity(modelDir), await converterVersion()];
+const ggufPaths = new Map<GgufFormat, string>();
 for (const f of new Set<GgufFormat>(['F32', ...llamaFormats])) {
-  const path = ggufPath(f);
-  if (existsSync(path) && statSync(path).mtimeMs > statSync(join(modelDir, 'config.json')).mtimeMs) continue;
+  const path = ggufCachePath(ggufDir, modelDir, f, ggufCacheKey({ checkpoint, converter, format: f }));
+  ggufPaths.set(f, path);
+  for (const stale of await removeStaleGguf(ggufDir, path)) console.error(`removed ${stale} (another checkpoint or converter)`);
+  if (existsSync(path)) continue;
   console.error(`converting to ${path} …`);
-  await convertToGguf(modelDir, path, f);
+  const partial = partialPath(path);
+  try {
+    await convertToGguf(modelDir, partial, f);
+    await rename(partial, path);
+  } finally {
+    await rm(partial, { force: true });
+  }
 }
+
+// The conversion check, before any timing: timings of two engines that compute different models compare nothing.
+const exactOurs = await inChild('ours:float32', { checkOnly: true });
+const exactLlama = await inChild('llama:F32', { checkOnly: true, gguf: ggufPaths.get('F32')! });
+const check = compareConversion(exactOurs.checkTokens, exactLlama.checkTokens);
+console.log(`conversion check (llama.cpp F32 greedy = ours float32, ${CHECK_PROMPTS} prompts × ${CHECK_TOKENS} tokens): ${check.identical}/${check.prompts.length} identical`);
+if (!check.passed) {
+  const detail = describeMismatch(check);
+  if (!values['allow-conversion-mismatch']) {
+    console.error(`error: llama.cpp's F32 greedy tokens differ from ours (float32) on ${check.prompts.length - check.identical} of ${check.prompts.length} check prompts, so the GGUF (${ggufPaths.get('F32')}) does not compute our model and no timing was run:\n${detail}\nFind out why (the converter's keys and tensor layout, bench/gguf-from-checkpoint.ts), or pass --allow-conversion-mismatch to time the engines anyway.`);
+    process.exit(1);
+  }
+  console.error(`warning: the conversion check failed and --allow-conversion-mismatch was given: timing anyway\n${detail}`);
+}
+if (values['check-only']) process.exit(check.passed ? 0 : 1);
 
 const results: WorkerResult[] = [];
 for (const f of values.ours.split(',')) results.push(await inChild(`ours:${f}`));
-for (const f of llamaFormats) results.push(await inChild(`llama:${f}`));
+for (const f of llamaFormats) results.push(await inChild(`llama:${f}`, { gguf: ggufPaths.get(f)! }));
 
-const ourF32 = results.find((r) => r.engine === 'expertmesh' && r.format === 'float32');
-const llamaF32 = results.find((r) => r.engine === 'llama.cpp' && r.format === 'F32');
-const conversionCheck = ourF32 && llamaF32 ? ourF32.checkTokens.map((t, i) => ({ ours: t, llamaCpp: llamaF32.checkTokens[i]!, equal: JSON.stringify(t) === JSON.stringify(llamaF32.checkTokens[i]) })) : [];
+const conversionCheck = check.prompts.map((p) => ({ ours: p.ours, llamaCpp: p.llamaCpp, equal: p.firstDifference === null, firstDifference: p.firstDifference }));
 const config = await loadModelConfig(modelDir);
 const report = {
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30) },
   model: `bench preset (${modelDir}), vocabulary ${config.vocabSize}`,
-  llamaCpp: { package: LLAMA_CPP_PACKAGE, threads: THREADS, kvCache: 'F32', flashAttention: false },
+  threads,
+  llamaCpp: { package: LLAMA_CPP_PACKAGE, threads, kvCache: 'F32', flashAttention: false },
+  gguf: Object.fromEntries(ggufPaths),
   promptTokens: PROMPT_TOKENS,
   decodeSteps: DECODE_STEPS,
   conversionCheck,
@@ -201,11 +300,11 @@ await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
 
 const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
-console.log(`conversion check (llama.cpp F32 greedy = ours float32, ${CHECK_PROMPTS} prompts × ${CHECK_TOKENS} tokens): ${conversionCheck.filter((c) => c.equal).length}/${conversionCheck.length} identical`);
+console.log(`threads: ${threads} (${results.map((r) => `${r.engine} ${r.format} ${r.threads}${r.expertKernel ? `, experts on ${r.expertKernel}` : ''}`).join('; ')})`);
 // What each engine's lossy formats change: greedy continuations identical to its own exact format's.
 for (const r of results) {
-  const exact = r.engine === 'expertmesh' ? ourF32 : llamaF32;
-  if (!exact || r === exact) continue;
+  const exact = r.engine === 'expertmesh' ? exactOurs : exactLlama;
+  if (r.format === exact.format) continue;
   const same = r.checkTokens.filter((t, i) => JSON.stringify(t) === JSON.stringify(exact.checkTokens[i])).length;
   const firstDiff = r.checkTokens.map((t, i) => t.findIndex((x, j) => x !== exact.checkTokens[i]![j])).map((d) => (d < 0 ? CHECK_TOKENS : d));
   console.log(`${r.engine} ${r.format}: ${same}/${r.checkTokens.length} greedy continuations identical to ${exact.format} (first difference at tokens ${firstDiff.join(', ')})`);

@@ -130,4 +130,55 @@ describe('GGUF for llama.cpp', () => {
     for (const [h, r, j] of [[0, 0, 1], [nH - 1, R - 1, nope - 1], [1, 3, 2]] as const) expect(kb[(h * R + r) * nope + j]).toBe(kvb[(h * (nope + v) + j) * R + r]);
     for (const [h, i, r] of [[0, 0, 1], [nH - 1, v - 1, R - 1], [2, 1, 5]] as const) expect(vb[(h * v + i) * R + r]).toBe(kvb[(h * (nope + v) + nope + i) * R + r]);
   });
+
+  it('BF16: the matrices hold each float32 value rounded to nearest-even bfloat16; norms and router gates stay F32', async () => {
+    const model = join(dir.path, 'tiny-bf16');
+    await makeCheckpoint({ preset: 'tiny', outDir: model, dtype: 'float32', seed: 6 });
+    const path = join(dir.path, 'tiny-bf16.gguf');
+    await convertToGguf(model, path, 'BF16');
+    const c = await loadModelConfig(model);
+    const back = readGguf(await readFile(path));
+    expect(back.meta.get('general.file_type')).toBe(32); // LLAMA_FTYPE_MOSTLY_BF16
+    const moe = c.moeLayers[0]!;
+    // bfloat16 is float32's upper half: round the lower 16 bits to nearest, ties to even (no NaNs in weights).
+    const toBf16 = (x: number): number => {
+      const bits = new Uint32Array(Float32Array.of(x).buffer)[0]!;
+      return (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+    };
+    const ck = await SafetensorsCheckpoint.open(model);
+    try {
+      const pairs = [
+        ['token_embd.weight', 'model.embed_tokens.weight'],
+        ['blk.0.attn_output.weight', 'model.layers.0.self_attn.o_proj.weight'],
+        [`blk.${moe}.ffn_down_shexp.weight`, `model.layers.${moe}.mlp.shared_experts.down_proj.weight`],
+      ] as const;
+      for (const [gguf, source] of pairs) {
+        const t = back.tensors.get(gguf)!;
+        expect(t.type, gguf).toBe(30);
+        const original = await ck.readFloat32(source);
+        expect(t.bytes.length).toBe(2 * original.length);
+        let worst = 0;
+        const wrong: number[] = [];
+        for (let i = 0; i < original.length; i++) {
+          const half = t.bytes.readUInt16LE(2 * i);
+          if (half !== toBf16(original[i]!)) wrong.push(i);
+          // Read back as float32: within half a bfloat16 step (8 significant bits) of the original.
+          const value = new Float32Array(Uint32Array.of(half << 16).buffer)[0]!;
+          if (original[i] !== 0) worst = Math.max(worst, Math.abs(value - original[i]!) / Math.abs(original[i]!));
+        }
+        expect(wrong, `${gguf}: elements not rounded to nearest-even bfloat16`).toEqual([]);
+        expect(worst).toBeGreaterThan(0); // the test data is not already bfloat16
+        expect(worst).toBeLessThanOrEqual(2 ** -8);
+      }
+      // Experts stacked [experts][out][in], each expert's rows at its offset.
+      const exps = back.tensors.get(`blk.${moe}.ffn_up_exps.weight`)!;
+      expect(exps.type).toBe(30);
+      const e = c.nRoutedExperts - 1;
+      const up = await ck.readFloat32(`model.layers.${moe}.mlp.experts.${e}.up_proj.weight`);
+      for (const i of [0, 1, up.length - 1]) expect(exps.bytes.readUInt16LE(2 * (e * up.length + i))).toBe(toBf16(up[i]!));
+    } finally {
+      await ck.close();
+    }
+    for (const name of ['output_norm.weight', 'blk.0.attn_norm.weight', `blk.${moe}.ffn_gate_inp.weight`, `blk.${moe}.exp_probs_b.bias`]) expect(back.tensors.get(name)!.type, name).toBe(0);
+  });
 });

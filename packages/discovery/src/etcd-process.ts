@@ -4,7 +4,7 @@ import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnTied } from '@expertmesh/process-lifecycle';
+import { processAlive, spawnTied } from '@expertmesh/process-lifecycle';
 
 /** Local etcd folders are named so, in the system's temp folder; each holds `owner.pid` and etcd's `data`. */
 const FOLDER_PREFIX = 'expertmesh-etcd-';
@@ -171,14 +171,5 @@ async function removeOrphanedFolders(): Promise<void> {
     const owner = Number(await readFile(join(folder, 'owner.pid'), 'utf8').catch(() => ''));
     if (!Number.isInteger(owner) || owner <= 0 || processAlive(owner)) continue;
     await rm(folder, { recursive: true, force: true }).catch(() => undefined);
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
