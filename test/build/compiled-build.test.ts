@@ -86,9 +86,10 @@ describe('the compiled build', () => {
     const config = { moeLayers: [1, 2, 3], nRoutedExperts: 16 };
     const current = planPlacement({ config: config as never, modelFingerprint: 'fp', version: 1, slots: ['a', 'b', 'c'], redundantExperts: 2, bytesPerExpert: 10 });
     const input: LoadReplanInput = { config, fingerprint: 'fp', current, load: Float64Array.from({ length: 48 }, (_, i) => (i % 16 < 3 ? 900 : 20 + i)), bytesPerExpert: 10, threshold: 1.1 };
-    // A plain node (no tsx, no vitest) starts the build's replan-worker.mjs, as the compiled router's ReplanThread does.
+    // A plain node (no tsx, no vitest) starts the build's replan-worker.mjs, as the compiled router's ReplanThread does
+    // (with the nice value it lowers its own thread to).
     const script = `import { Worker } from 'node:worker_threads';
-      const w = new Worker(process.argv[1], { execArgv: [] });
+      const w = new Worker(process.argv[1], { execArgv: [], workerData: { nice: 19 } });
       w.on('message', (m) => { if (m.ready) w.postMessage({ id: 1, input: JSON.parse(process.argv[2], (k, v) => (k === 'load' ? Float64Array.from(v) : v)) }); else { process.stdout.write(JSON.stringify(m)); w.terminate(); } });`;
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script, join(build, 'replan-worker.mjs'), JSON.stringify({ ...input, load: [...input.load] })], { cwd: REPO, env: { ...process.env, NODE_OPTIONS: '' } });
     const reply = JSON.parse(stdout) as { id: number; output: unknown };
