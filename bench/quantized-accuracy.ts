@@ -5,8 +5,11 @@
  * takes the ids modulo its size). Per format:
  *   - top-1 agreement of the next token over every position (teacher-forced on the text);
  *   - mean and p99 KL(float32 ‖ format) of the next-token distribution;
- *   - the share of greedy continuations (from prompts cut from the text) identical for 32 tokens.
- *   node --import tsx bench/quantized-accuracy.ts [--presets demo,bench] [--windows 8] [--window-tokens 256] [--prompts 16] [--out FILE]
+ *   - the share of greedy continuations (from prompts cut from the text) identical for 32 tokens;
+ *   - the bytes of weights the engine holds (dense part, LM head, embeddings and routed experts, as held).
+ * --formats lists the formats compared, each one format for every part (`int8`) or a mix (`int8-experts`: routed
+ * experts int8, the rest float32; `experts=int8+dense=int8`: see weight-format-spec.ts).
+ *   node --import tsx bench/quantized-accuracy.ts [--presets demo,bench] [--formats int8,int4] [--windows 8] [--window-tokens 256] [--prompts 16] [--out FILE]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
@@ -16,22 +19,23 @@ import { parseArgs } from 'node:util';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { Engine, GREEDY } from '@expertmesh/engine';
 import { loadLocalExperts } from '@expertmesh/local-experts';
-import { LatentKvCache } from '@expertmesh/model';
+import { LatentKvCache, type HeldFormats } from '@expertmesh/model';
 import { loadModelConfig } from '@expertmesh/model-config';
-import type { WeightDtype } from '@expertmesh/model-weights';
+import { describeWeightFormats, uniformWeightFormats, type WeightFormats } from '@expertmesh/model-weights';
 import { DEFAULT_EXECUTION } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { ensureBenchModel } from './bench-model.js';
+import { parseWeightFormatSpec } from './weight-format-spec.js';
 
 const { values } = parseArgs({
-  options: { presets: { type: 'string', default: 'demo,bench' }, windows: { type: 'string', default: '8' }, 'window-tokens': { type: 'string', default: '256' }, prompts: { type: 'string', default: '16' }, out: { type: 'string' } },
+  options: { presets: { type: 'string', default: 'demo,bench' }, windows: { type: 'string', default: '8' }, 'window-tokens': { type: 'string', default: '256' }, prompts: { type: 'string', default: '16' }, formats: { type: 'string', default: 'int8,int4' }, out: { type: 'string' } },
 });
 const WINDOWS = Number(values.windows);
 const WINDOW = Number(values['window-tokens']);
 const PROMPTS = Number(values.prompts);
 const PROMPT_TOKENS = 24;
 const CONTINUATION = 32;
-const FORMATS: readonly WeightDtype[] = ['int8', 'int4'];
+const FORMATS = values.formats.split(',').map((spec) => ({ spec, formats: parseWeightFormatSpec(spec) }));
 
 const demoDir = join('.tmp', 'models', 'demo');
 if (!existsSync(join(demoDir, 'config.json'))) await makeCheckpoint({ preset: 'demo', outDir: demoDir, seed: 0 });
@@ -82,22 +86,23 @@ const rows = [];
 for (const m of models) {
   const config = await loadModelConfig(m.dir);
   const ids = textIds.map((t) => t % config.vocabSize);
-  const formats = new Map<WeightDtype, string>();
-  /** What ran each format's routed experts (`auto` resolved at load: the native kernel where built). */
-  const kernels = new Map<WeightDtype, string>();
-  const load = async (dtype: WeightDtype): Promise<Engine> => {
-    const experts = await loadLocalExperts(m.dir, config, DEFAULT_EXECUTION, dtype);
-    formats.set(dtype, experts.weightFormat);
-    kernels.set(dtype, experts.expertKernel);
-    return Engine.load(m.dir, { experts, weightDtype: dtype, kvCacheTokens: PROMPTS * (PROMPT_TOKENS + CONTINUATION + 16), maxBatchSize: PROMPTS, maxBatchedTokens: 1024 });
+  /** What each load held: its routed experts' format, what ran them (`auto` resolved at load: the native kernel where built), its weights' bytes. */
+  const held = new Map<string, { weightFormat: string; expertKernel: string; weightBytes: number; heldFormats: HeldFormats }>();
+  const load = async (formats: WeightFormats): Promise<Engine> => {
+    const experts = await loadLocalExperts(m.dir, config, DEFAULT_EXECUTION, formats.experts);
+    const engine = await Engine.load(m.dir, { experts, weightDtype: formats, kvCacheTokens: PROMPTS * (PROMPT_TOKENS + CONTINUATION + 16), maxBatchSize: PROMPTS, maxBatchedTokens: 1024 });
+    held.set(describeWeightFormats(formats), { weightFormat: experts.weightFormat, expertKernel: experts.expertKernel, weightBytes: engine.model.denseWeightBytes + experts.heldWeightBytes(), heldFormats: engine.model.heldFormats });
+    return engine;
   };
-  const float32 = await load('float32');
+  const float32 = await load(uniformWeightFormats('float32'));
+  const reference = held.get('float32')!;
   const prompts = Array.from({ length: PROMPTS }, (_, i) => ids.slice(WINDOWS * WINDOW + i * PROMPT_TOKENS, WINDOWS * WINDOW + (i + 1) * PROMPT_TOKENS));
   const greedy = async (engine: Engine): Promise<(readonly number[])[]> =>
     (await engine.generate(prompts.map((p) => ({ promptTokenIds: p, maxTokens: CONTINUATION, sampling: GREEDY, ignoreEos: true })))).map((r) => r.tokenIds);
   const referenceContinuations = await greedy(float32);
-  for (const dtype of FORMATS) {
-    const engine = await load(dtype);
+  for (const { spec, formats } of FORMATS) {
+    const engine = await load(formats);
+    const loaded = held.get(describeWeightFormats(formats))!;
     const kl: number[] = [];
     let agree = 0;
     for (let w = 0; w < WINDOWS; w++) {
@@ -116,10 +121,14 @@ for (const m of models) {
     const identical = continuations.filter((c, i) => c.length === CONTINUATION && c.every((t, j) => t === referenceContinuations[i]![j])).length;
     rows.push({
       preset: m.preset,
-      format: dtype,
-      weightFormat: formats.get(dtype) ?? dtype,
-      expertKernel: kernels.get(dtype),
-      referenceExpertKernel: kernels.get('float32'),
+      format: spec,
+      parts: formats,
+      weightFormat: loaded.weightFormat,
+      heldFormats: loaded.heldFormats,
+      expertKernel: loaded.expertKernel,
+      referenceExpertKernel: reference.expertKernel,
+      weightBytes: loaded.weightBytes,
+      referenceWeightBytes: reference.weightBytes,
       positions: kl.length,
       top1Agreement: agree / kl.length,
       meanKl: kl.reduce((s, x) => s + x, 0) / kl.length,
@@ -142,8 +151,8 @@ const report = {
 const out = values.out ?? join('bench', 'results', `quantized-accuracy-${report.date.slice(0, 10)}.json`);
 await mkdir(join(out, '..'), { recursive: true });
 await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
-console.log('| preset | format | positions | top-1 agreement | mean KL | p99 KL | greedy 32 identical |');
-console.log('|---|---|---|---|---|---|---|');
+console.log('| preset | format | routed experts | positions | top-1 agreement | mean KL | p99 KL | greedy 32 identical | weights MiB (float32) |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
-  console.log(`| ${r.preset} | ${r.weightFormat} | ${r.positions} | ${(100 * r.top1Agreement).toFixed(1)} % | ${r.meanKl.toExponential(2)} | ${r.p99Kl.toExponential(2)} | ${(100 * r.greedy32Identical).toFixed(0)} % (${PROMPTS} prompts) |`);
+  console.log(`| ${r.preset} | ${r.format} | ${r.weightFormat} | ${r.positions} | ${(100 * r.top1Agreement).toFixed(1)} % | ${r.meanKl.toExponential(2)} | ${r.p99Kl.toExponential(2)} | ${(100 * r.greedy32Identical).toFixed(0)} % (${PROMPTS} prompts) | ${(r.weightBytes / 2 ** 20).toFixed(0)} (${(r.referenceWeightBytes / 2 ** 20).toFixed(0)}) |`);
 }

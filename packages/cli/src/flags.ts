@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { UsageError } from './cli-error.js';
-import { WEIGHT_DTYPES, type WeightDtype } from '@expertmesh/model-weights';
+import { WEIGHT_DTYPES, type WeightDtype, type WeightFormats, type WeightPart } from '@expertmesh/model-weights';
 import { heapReturnEnabled, resolveExpertKernel } from '@expertmesh/expert-kernel';
 import { EXPERT_KERNELS, type ExecutionOptions, type ExpertKernel } from '@expertmesh/tensor-ops';
 
@@ -96,17 +96,64 @@ export const etcdFlagSchema = {
 };
 
 /**
- * --weight-dtype: the format weights are held in (the checkpoint's own, float32, or the lossy int8/int4);
- * --expert-weight-dtype: the routed experts' format when it should differ (in process and in local shards).
+ * --weight-dtype: the format weights are held in (the checkpoint's own, float32, or the lossy int8/int4), and each
+ * part's own when it should differ: --attention-weight-dtype (attention projections), --dense-weight-dtype (the dense
+ * layers' MLPs and the shared experts), --expert-weight-dtype (the routed experts, in process and in the shards
+ * --shards starts), --lm-head-weight-dtype (the vocabulary product). Each defaults to --weight-dtype; each has an
+ * environment equivalent (EXPERTMESH_WEIGHT_DTYPE, EXPERTMESH_ATTENTION_WEIGHT_DTYPE, …), read when the flags are parsed.
  */
-export const weightDtypeFlagSpec = { 'weight-dtype': { type: 'string' }, 'expert-weight-dtype': { type: 'string' } } satisfies FlagSpec;
+const PART_FLAGS = {
+  attention: 'attention-weight-dtype',
+  dense: 'dense-weight-dtype',
+  experts: 'expert-weight-dtype',
+  lmHead: 'lm-head-weight-dtype',
+} as const satisfies Partial<Record<WeightPart, string>>;
+type PartFlag = (typeof PART_FLAGS)[keyof typeof PART_FLAGS];
+
+/** What the usage of a command that loads the model says of the weight formats. */
+export const WEIGHT_DTYPE_USAGE = `[--weight-dtype ${WEIGHT_DTYPES.join('|')}] [--attention-weight-dtype D] [--dense-weight-dtype D] [--expert-weight-dtype D] [--lm-head-weight-dtype D]`;
+
+export const WEIGHT_DTYPE_HELP = `--weight-dtype sets the format of every part's weights (default auto: the checkpoint's own; int8 and int4
+  are lossy); --attention-weight-dtype (attention projections), --dense-weight-dtype (dense layers' MLPs and the shared
+  experts), --expert-weight-dtype (routed experts, here and in the shards --shards starts) and --lm-head-weight-dtype
+  give one part another (e.g. --weight-dtype float32 --expert-weight-dtype int8). Each has an environment equivalent:
+  EXPERTMESH_WEIGHT_DTYPE, EXPERTMESH_ATTENTION_WEIGHT_DTYPE, EXPERTMESH_DENSE_WEIGHT_DTYPE, EXPERTMESH_EXPERT_WEIGHT_DTYPE,
+  EXPERTMESH_LM_HEAD_WEIGHT_DTYPE.`;
+
+export const weightDtypeFlagSpec = {
+  'weight-dtype': { type: 'string' },
+  'attention-weight-dtype': { type: 'string' },
+  'dense-weight-dtype': { type: 'string' },
+  'expert-weight-dtype': { type: 'string' },
+  'lm-head-weight-dtype': { type: 'string' },
+} satisfies FlagSpec;
+
 const weightDtypeEnum = z.enum(WEIGHT_DTYPES as [WeightDtype, ...WeightDtype[]]);
+/** The flag's value, else its environment variable's (EXPERTMESH_ and the flag's name in capitals). */
+const fromEnv = (flag: string) => (v: unknown) => v ?? process.env[`EXPERTMESH_${flag.toUpperCase().replaceAll('-', '_')}`];
+const partSchema = (flag: PartFlag) => z.preprocess(fromEnv(flag), weightDtypeEnum.optional());
+
 export const weightDtypeFlagSchema = {
-  'weight-dtype': weightDtypeEnum.default((process.env.EXPERTMESH_WEIGHT_DTYPE as WeightDtype | undefined) ?? 'auto'),
-  'expert-weight-dtype': z.preprocess((v) => v ?? process.env.EXPERTMESH_EXPERT_WEIGHT_DTYPE, weightDtypeEnum.optional()),
+  'weight-dtype': z.preprocess((v) => fromEnv('weight-dtype')(v) ?? 'auto', weightDtypeEnum),
+  'attention-weight-dtype': partSchema('attention-weight-dtype'),
+  'dense-weight-dtype': partSchema('dense-weight-dtype'),
+  'expert-weight-dtype': partSchema('expert-weight-dtype'),
+  'lm-head-weight-dtype': partSchema('lm-head-weight-dtype'),
 };
 
-/** The routed experts' format: --expert-weight-dtype, else --weight-dtype. */
-export function expertWeightDtype(flags: { 'weight-dtype': WeightDtype; 'expert-weight-dtype'?: WeightDtype | undefined }): WeightDtype {
-  return flags['expert-weight-dtype'] ?? flags['weight-dtype'];
+type WeightDtypeFlags = { 'weight-dtype': WeightDtype } & { [F in PartFlag]?: WeightDtype | undefined };
+
+/**
+ * Each part's format, resolved once from the flags: its own flag, else --weight-dtype. The embedding table and the
+ * MoE gates follow --weight-dtype (quantised formats leave them as WeightReader says).
+ */
+export function weightFormatsFromFlags(flags: WeightDtypeFlags): WeightFormats {
+  const base = flags['weight-dtype'];
+  return {
+    attention: flags[PART_FLAGS.attention] ?? base,
+    dense: flags[PART_FLAGS.dense] ?? base,
+    experts: flags[PART_FLAGS.experts] ?? base,
+    lmHead: flags[PART_FLAGS.lmHead] ?? base,
+    other: base,
+  };
 }

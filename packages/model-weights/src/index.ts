@@ -7,3 +7,5 @@ export type { CheckpointIdentity } from './checkpoint-identity.js';
 export { layoutFromConfig, layoutFromCheckpoint, matrixBytes, predictRouterMemory, predictExpertBytes, kvCacheBytes } from './weight-memory.js';
 export type { StorageLayout, StoredMatrixDtype, RouterMemory } from './weight-memory.js';
 export { EMBED_TOKENS, FINAL_NORM, LM_HEAD, attentionNames, layerNormNames, mlpNames, denseMlpPrefix, sharedExpertsPrefix, routedExpertPrefix, routerNames } from './tensor-names.js';
+export { WEIGHT_PARTS, uniformWeightFormats, resolveWeightFormats, describeWeightFormats } from './weight-formats.js';
+export type { WeightFormats, WeightPart } from './weight-formats.js';

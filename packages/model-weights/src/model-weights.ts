@@ -2,6 +2,7 @@ import type { ModelConfig } from '@expertmesh/model-config';
 import { fp8BlockLayout, readLinearWeight, type SafetensorsCheckpoint, type SafetensorsDtype } from '@expertmesh/weights';
 import { memoryWeight, type QuantizedBits, type StoredDtype, type SwigluWeights, type WeightData } from '@expertmesh/tensor-ops';
 import { readQuantized } from './quantize-at-load.js';
+import { resolveWeightFormats, type WeightFormats } from './weight-formats.js';
 import {
   attentionNames,
   denseMlpPrefix,
@@ -24,6 +25,7 @@ import {
  * checkpoint stores, to symmetric blockwise codes run by MatMulNBits (QUANTIZED_FORMATS); the
  * embedding table keeps the checkpoint's format, the router gates are held in float32 (small, and they
  * decide routing), and so is kv_b_proj (split by head, not only multiplied: see `matrix`).
+ * Each part of the model may take a format of its own (WeightFormats: --attention-weight-dtype and the like).
  */
 export type WeightDtype = 'auto' | 'float32' | 'int8' | 'int4';
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['auto', 'float32', 'int8', 'int4'];
@@ -91,16 +93,24 @@ const STORED: Partial<Record<SafetensorsDtype, StoredDtype>> = { F32: 'float32',
  * Reads the weights the model needs from a checkpoint, checking every shape against config.json.
  * Large matrices come back as WeightData: with `auto`, a reference to their bytes in the checkpoint
  * file (nothing is read; onnxruntime maps the range); with `float32`, widened values in memory (FP8
- * dequantised with its block scales). Norms and biases are small and always float32.
+ * dequantised with its block scales). Norms and biases are small and always float32. Each matrix is
+ * read in its part's format (`formats`: one format for all, or one per part).
  */
 export class WeightReader {
+  readonly formats: WeightFormats;
+
   constructor(
     private readonly checkpoint: SafetensorsCheckpoint,
     private readonly config: ModelConfig,
-    readonly dtype: WeightDtype = 'auto',
-    /** The format of routed experts, when it differs (`--expert-weight-dtype`). */
-    readonly expertDtype: WeightDtype = dtype,
-  ) {}
+    formats: WeightDtype | WeightFormats = 'auto',
+  ) {
+    this.formats = resolveWeightFormats(formats);
+  }
+
+  /** The routed experts' format. */
+  get expertDtype(): WeightDtype {
+    return this.formats.experts;
+  }
 
   /** A small tensor (norm weight, bias) as float32 with its shape checked. */
   async tensor(name: string, shape: readonly number[]): Promise<Float32Array> {
@@ -109,7 +119,7 @@ export class WeightReader {
   }
 
   /** A matrix, in the format `dtype` asks for (quantised formats apply to matrices used only in products). */
-  async matrix(name: string, shape: readonly number[], use: MatrixUse = 'product', dtype: WeightDtype = this.dtype): Promise<WeightData> {
+  async matrix(name: string, shape: readonly number[], use: MatrixUse, dtype: WeightDtype): Promise<WeightData> {
     const info = this.checkShape(name, shape);
     const stored = STORED[info.dtype];
     if (dtype === 'int8' || dtype === 'int4') {
@@ -146,7 +156,7 @@ export class WeightReader {
   }
 
   embedding(): Promise<WeightData> {
-    return this.matrix(EMBED_TOKENS, [this.config.vocabSize, this.config.hiddenSize], 'values');
+    return this.matrix(EMBED_TOKENS, [this.config.vocabSize, this.config.hiddenSize], 'values', this.formats.other);
   }
 
   finalNorm(): Promise<Float32Array> {
@@ -154,7 +164,7 @@ export class WeightReader {
   }
 
   lmHead(): Promise<WeightData> {
-    return this.matrix(LM_HEAD, [this.config.vocabSize, this.config.hiddenSize]);
+    return this.matrix(LM_HEAD, [this.config.vocabSize, this.config.hiddenSize], 'product', this.formats.lmHead);
   }
 
   async layer(layer: number): Promise<LayerWeights> {
@@ -167,36 +177,37 @@ export class WeightReader {
         ? {
             kind: 'moe',
             router: await this.router(layer),
-            shared: c.nSharedExperts > 0 ? await this.swiglu(sharedExpertsPrefix(layer), c.moeIntermediateSize * c.nSharedExperts) : null,
+            shared: c.nSharedExperts > 0 ? await this.swiglu(sharedExpertsPrefix(layer), c.moeIntermediateSize * c.nSharedExperts, this.formats.dense) : null,
           }
-        : { kind: 'dense', mlp: await this.swiglu(denseMlpPrefix(layer), c.intermediateSize) },
+        : { kind: 'dense', mlp: await this.swiglu(denseMlpPrefix(layer), c.intermediateSize, this.formats.dense) },
     };
   }
 
   routedExpert(layer: number, expert: number): Promise<SwigluWeights> {
-    return this.swiglu(routedExpertPrefix(layer, expert), this.config.moeIntermediateSize, this.expertDtype);
+    return this.swiglu(routedExpertPrefix(layer, expert), this.config.moeIntermediateSize, this.formats.experts);
   }
 
   private async attention(layer: number): Promise<AttentionWeights> {
     const c = this.config;
     const n = attentionNames(layer);
     const qOut = c.numHeads * c.qkHeadDim;
+    const dtype = this.formats.attention;
     const q: AttentionWeights['q'] =
       c.qLoraRank === null
-        ? { kind: 'full', proj: await this.matrix(n.qProj, [qOut, c.hiddenSize]) }
+        ? { kind: 'full', proj: await this.matrix(n.qProj, [qOut, c.hiddenSize], 'product', dtype) }
         : {
             kind: 'lowRank',
-            a: await this.matrix(n.qAProj, [c.qLoraRank, c.hiddenSize]),
+            a: await this.matrix(n.qAProj, [c.qLoraRank, c.hiddenSize], 'product', dtype),
             norm: await this.tensor(n.qANorm, [c.qLoraRank]),
-            b: await this.matrix(n.qBProj, [qOut, c.qLoraRank]),
+            b: await this.matrix(n.qBProj, [qOut, c.qLoraRank], 'product', dtype),
           };
     return {
       inputNorm: await this.tensor(layerNormNames(layer).input, [c.hiddenSize]),
       q,
-      kvA: await this.matrix(n.kvAProj, [c.kvLoraRank + c.qkRopeHeadDim, c.hiddenSize]),
+      kvA: await this.matrix(n.kvAProj, [c.kvLoraRank + c.qkRopeHeadDim, c.hiddenSize], 'product', dtype),
       kvANorm: await this.tensor(n.kvANorm, [c.kvLoraRank]),
-      kvB: await this.matrix(n.kvBProj, [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank], 'absorbed'),
-      o: await this.matrix(n.oProj, [c.hiddenSize, c.numHeads * c.vHeadDim]),
+      kvB: await this.matrix(n.kvBProj, [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank], 'absorbed', dtype),
+      o: await this.matrix(n.oProj, [c.hiddenSize, c.numHeads * c.vHeadDim], 'product', dtype),
     };
   }
 
@@ -204,12 +215,12 @@ export class WeightReader {
     const c = this.config;
     const n = routerNames(layer);
     return {
-      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize], 'routing'),
+      gate: await this.matrix(n.gate, [c.nRoutedExperts, c.hiddenSize], 'routing', this.formats.other),
       scoreCorrectionBias: await this.tensor(n.scoreCorrectionBias, [c.nRoutedExperts]),
     };
   }
 
-  private async swiglu(prefix: string, intermediate: number, dtype: WeightDtype = this.dtype): Promise<SwigluWeights> {
+  private async swiglu(prefix: string, intermediate: number, dtype: WeightDtype): Promise<SwigluWeights> {
     const hidden = this.config.hiddenSize;
     const names = mlpNames(prefix);
     return {

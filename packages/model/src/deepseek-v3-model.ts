@@ -8,11 +8,12 @@ import type { ExpertRouting, RoutedExpertsBackend } from '@expertmesh/routed-exp
 import { buildEmbeddingGraph } from './graphs/embedding-graph.js';
 import { buildLayerGraph } from './graphs/layer-graph.js';
 import { buildMlpGraph } from './graphs/mlp-graph.js';
+import { HeldFormatsCollector, type HeldFormats } from './held-formats.js';
 import type { LatentKvCache } from './kv-cache.js';
 import { createLmHead, type LmHead } from './lm-head.js';
 import { denseFfnOnNative, NativeFfn } from './native-ffn.js';
 import { NativeRouter } from './native-router.js';
-import { WeightReader, type LayerWeights, type WeightDtype } from '@expertmesh/model-weights';
+import { WeightReader, type LayerWeights, type WeightDtype, type WeightFormats } from '@expertmesh/model-weights';
 import { RotaryTable } from './rotary-table.js';
 import { tracer } from './tracer.js';
 
@@ -34,8 +35,11 @@ export interface ModelLoadOptions {
   readonly execution?: ExecutionOptions;
   /** Where the routed experts run, built beforehand. Once the load succeeds the model owns it (close() closes it). */
   readonly experts: RoutedExpertsBackend;
-  /** The format weights are held in: the checkpoint's own (`auto`, the default) or float32. */
-  readonly weightDtype?: WeightDtype;
+  /**
+   * The format weights are held in: the checkpoint's own (`auto`, the default), float32, int8 or int4, for every
+   * part, or one per part (WeightFormats; the routed experts' entry is not read here: they come built in `experts`).
+   */
+  readonly weightDtype?: WeightDtype | WeightFormats;
   /**
    * Where a MoE layer's shared expert runs: in the layer's own run (`in-layer`, the default: one run
    * less per layer, and no second session contending for the cores with in-process routed experts), or
@@ -77,6 +81,8 @@ export class DeepseekV3Model {
     readonly experts: RoutedExpertsBackend,
     /** Bytes of the weights the model holds (dense part, LM head, embeddings; routed experts apart), as held. */
     readonly denseWeightBytes: number,
+    /** The formats the model's own weights are held in, part by part (read from the weights loaded). */
+    readonly heldFormats: HeldFormats,
   ) {}
 
   static async load(modelDir: string, options: ModelLoadOptions): Promise<DeepseekV3Model> {
@@ -99,9 +105,11 @@ export class DeepseekV3Model {
       const sharedInLayer = (options.sharedExperts ?? 'in-layer') === 'in-layer';
       const layers: LayerGraphs[] = [];
       let denseBytes = 0;
+      const held = new HeldFormatsCollector();
       for (let l = 0; l < config.numLayers; l++) {
         const w = await reader.layer(l);
         denseBytes += layerWeightBytes(w);
+        held.addLayer(w);
         const ffnWeights = w.ffn.kind === 'dense' ? w.ffn.mlp : w.ffn.shared;
         const ffn = ffnWeights && denseFfnOnNative(execution, ffnWeights) ? NativeFfn.create(`layer${l}_${w.ffn.kind === 'dense' ? 'mlp' : 'shared_experts'}`, ffnWeights, execution) : null;
         const router = w.ffn.kind === 'moe' && ffn ? NativeRouter.create(`layer${l}_gate`, w.ffn.router, config, execution) : null;
@@ -121,9 +129,11 @@ export class DeepseekV3Model {
       const lmHeadWeight = await reader.lmHead();
       const embeddingWeight = await reader.embedding();
       denseBytes += finalNorm.byteLength + weightBytes(lmHeadWeight) + weightBytes(embeddingWeight);
+      held.add('lmHead', lmHeadWeight);
+      held.add('embedding', embeddingWeight);
       const lmHead = await createLmHead(config, finalNorm, lmHeadWeight, execution);
       const embedding = await Graph.create('embedding', buildEmbeddingGraph(embeddingWeight), execution);
-      return new DeepseekV3Model(config, embedding, layers, lmHead, new RotaryTable(config), options.experts, denseBytes);
+      return new DeepseekV3Model(config, embedding, layers, lmHead, new RotaryTable(config), options.experts, denseBytes, held.result());
     } finally {
       await checkpoint.close();
     }

@@ -2,7 +2,7 @@ import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Engine, type KvAdmission, type MicroBatchCount } from '@expertmesh/engine';
-import { readCheckpointIdentity, type WeightDtype } from '@expertmesh/model-weights';
+import { readCheckpointIdentity, uniformWeightFormats, type WeightFormats } from '@expertmesh/model-weights';
 import type { ExecutionOptions } from '@expertmesh/tensor-ops';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { DEFAULT_MAX_TOKENS_PER_CALL, maxCallMessageBytes, type WireDtype } from '@expertmesh/wire';
@@ -38,10 +38,11 @@ export interface RouterOptions {
   /** When late calls are hedged on other holders (DEFAULT_HEDGE unless given). */
   readonly dispatchHedge?: DispatchOptions['hedge'];
   readonly execution: ExecutionOptions;
-  /** The format weights are held in, here and in the local shards started (`auto`: the checkpoint's). */
-  readonly weightDtype?: WeightDtype;
-  /** The in-process routed experts' format when it differs from weightDtype (`--expert-weight-dtype`). */
-  readonly expertWeightDtype?: WeightDtype;
+  /**
+   * The format each part's weights are held in here (the in-process routed experts' too; shards choose their own).
+   * Default: every part `auto`, the checkpoint's own format.
+   */
+  readonly weightFormats?: WeightFormats;
   readonly maxBatchSize: number;
   readonly maxBatchedTokens: number;
   readonly maxWaiting: number;
@@ -97,6 +98,7 @@ export class Router {
    */
   static async start(o: RouterOptions): Promise<Router> {
     const placement = checkExpertsPlacement(o.experts);
+    const formats = o.weightFormats ?? uniformWeightFormats('auto');
     const apiKeys = o.apiKeys ?? [];
     checkExposure({ endpoint: 'HTTP API', host: o.host, secured: apiKeys.length > 0, insecure: o.insecure ?? false, howToSecure: 'give --api-key (or EXPERTMESH_API_KEY)' });
     await requireModelDir(o.modelDir);
@@ -128,7 +130,7 @@ export class Router {
         metrics.registryRejected.inc({ kind });
         process.stderr.write(`expertmesh serve: ignoring ${kind.replace('_', ' ')} ${source.slice(0, 200)}: ${reason.slice(0, 500)}\n`);
       },
-    }, o.expertWeightDtype ?? o.weightDtype ?? 'auto');
+    }, formats.experts);
     phase('experts');
     const load = routerLoad(config, identity.fingerprint, metrics.registry, o.loadWindowMs ?? 60_000, placement.kind === 'registry' ? placement.registry : null, o.rebalance);
     experts.observe({
@@ -164,7 +166,7 @@ export class Router {
       engine = await Engine.load(o.modelDir, {
         experts,
         execution: o.execution,
-        weightDtype: o.weightDtype ?? 'auto',
+        weightDtype: formats,
         kvCacheTokens: o.kvCacheTokens,
         maxBatchSize: o.maxBatchSize,
         maxBatchedTokens: o.maxBatchedTokens,

@@ -6,14 +6,15 @@ import { openExperts } from '@expertmesh/router';
 import { Tokenizer } from '@expertmesh/tokenizer';
 import { requireModelDir } from '@expertmesh/weights';
 import { UsageError } from '../cli-error.js';
-import { executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag, parseFlags, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
+import { executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag, parseFlags, weightDtypeFlagSchema, weightDtypeFlagSpec, weightFormatsFromFlags, WEIGHT_DTYPE_USAGE, WEIGHT_DTYPE_HELP } from '../flags.js';
 
 export const generateUsage = `expertmesh generate --model DIR (--prompt TEXT | --prompt-token-ids 1,2,3) --max-tokens N
     [--temperature T] [--top-p P] [--top-k K] [--seed N] [--top-logprobs K] [--ignore-eos] [--json]
-    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] [--kv-cache-tokens N] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] [--kv-cache-tokens N] ${WEIGHT_DTYPE_USAGE}
     [--shards N | --shard-addresses HOST:PORT,…] [--wire-dtype bfloat16|float32|fp8] [--combine-dtype bfloat16|float32]
   Generates with the routed experts in this process, in N local shard processes (--shards), or on shards
-  started by hand (--shard-addresses). --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.`;
+  started by hand (--shard-addresses). --json prints {"token_ids", "top_logprobs", "text"}; temperature 0 (default) is greedy.
+  ${WEIGHT_DTYPE_HELP}`;
 
 const tokenIdList = z
   .string()
@@ -76,17 +77,18 @@ export async function generate(argv: readonly string[]): Promise<number> {
   const maxTokens = flags['max-tokens'];
   if (flags.shards > 0 && flags['shard-addresses']) throw new UsageError('give --shards or --shard-addresses, not both');
   const identity = await readCheckpointIdentity(flags.model);
-  const execution = executionFromFlags(flags, expertWeightDtype(flags));
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--weight-dtype', expertWeightDtype(flags), '--expert-kernel', flags['expert-kernel']] }) : null;
+  const formats = weightFormatsFromFlags(flags);
+  const execution = executionFromFlags(flags, formats.experts);
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: identity.config.nRoutedExperts, shardArgs: ['--weight-dtype', formats.experts, '--expert-kernel', flags['expert-kernel']] }) : null;
   const addresses = cluster?.addresses ?? flags['shard-addresses']?.split(',') ?? null;
   let engine: Engine;
   try {
     const experts = await openExperts(addresses ? { kind: 'shards', addresses } : { kind: 'in-process' }, { ...identity, modelDir: flags.model }, execution, {
       wireDtype: flags['wire-dtype'],
       combineDtype: flags['combine-dtype'],
-    }, expertWeightDtype(flags));
+    }, formats.experts);
     try {
-      engine = await Engine.load(flags.model, { experts, execution, weightDtype: flags['weight-dtype'], kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens });
+      engine = await Engine.load(flags.model, { experts, execution, weightDtype: formats, kvCacheTokens: flags['kv-cache-tokens'] ?? promptTokenIds.length + maxTokens });
     } catch (e) {
       await experts.close();
       throw e;

@@ -7,7 +7,7 @@ import { untilShutdownSignal, withTimeout } from '@expertmesh/process-lifecycle'
 import { DEFAULT_DEADLINE, DEFAULT_HEDGE, Router } from '@expertmesh/router';
 import { UsageError } from '../cli-error.js';
 import { REBALANCE_USAGE, rebalanceFlagSchema, rebalanceFlagSpec, rebalanceOptions } from '../rebalance-flags.js';
-import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, expertWeightDtype } from '../flags.js';
+import { etcdFlagSchema, etcdFlagSpec, executionFlagSchema, executionFlagSpec, executionFromFlags, numberFlag, parseFlags, tlsFlagSchema, tlsFlagSpec, weightDtypeFlagSchema, weightDtypeFlagSpec, weightFormatsFromFlags, WEIGHT_DTYPE_USAGE, WEIGHT_DTYPE_HELP } from '../flags.js';
 
 export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 127.0.0.1] [--served-model-name NAME]
     [--shards N | --shard-addresses HOST:PORT,… | --cluster NAME --etcd URL[,URL…] | --registry URL] [--wire-dtype bfloat16|float32|fp8]
@@ -17,7 +17,7 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
     [--max-batch-size 64] [--max-batched-tokens 512] [--max-waiting 256] [--kv-cache-tokens 65536]
     [--no-prefix-caching] [--kv-admission on-demand|reserve] [--micro-batches 1|2]
     [--max-model-len N] [--default-max-tokens 1024] [--reasoning-parser deepseek-r1|none]
-    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] [--weight-dtype auto|float32|int8|int4] [--expert-weight-dtype D]
+    [--step-retry-seconds 30] [--execution-provider cpu|cuda] [--intra-op-threads N] [--intra-op-spin run|off] [--expert-kernel auto|onnxruntime|native] ${WEIGHT_DTYPE_USAGE}
     [--api-key KEY]… [--public-endpoints metrics,dashboard] [--max-prompt-bytes N]
     [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--drain-seconds 30] ${REGISTRY_SECURITY_USAGE}
     ${REBALANCE_USAGE}
@@ -46,7 +46,8 @@ export const serveUsage = `expertmesh serve --model DIR [--port 8000] [--host 12
   the same messages, mutual TLS and failover) to shards that advertise a frames endpoint (\`expertmesh shard
   --frames-listen\`; --shards N starts them so), and over gRPC to those that do not. Default grpc.
   --micro-batches 2 splits each step in two micro-batches that overlap one's expert calls with the other's attention
-  (same results; default 1, which measures faster on CPU shards: docs/benchmarks.md).`;
+  (same results; default 1, which measures faster on CPU shards: docs/benchmarks.md).
+  ${WEIGHT_DTYPE_HELP}`;
 
 export async function serve(argv: readonly string[]): Promise<number> {
   // Where start-up time goes before the router's own phases: Node, the TypeScript loader and imports.
@@ -163,8 +164,9 @@ export async function serve(argv: readonly string[]): Promise<number> {
   }
   // Shards this command starts get the router's certificates too, so the channel to them is the same mutual TLS.
   const shardTls = flags['tls-cert'] ? ['--tls-cert', flags['tls-cert'], '--tls-key', flags['tls-key'], '--tls-ca', flags['tls-ca']] : [];
-  const execution = executionFromFlags(flags, expertWeightDtype(flags));
-  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', expertWeightDtype(flags), '--expert-kernel', flags['expert-kernel'], ...(flags['expert-transport'] === 'frames' ? ['--frames-listen', '127.0.0.1:0'] : [])] }) : null;
+  const formats = weightFormatsFromFlags(flags);
+  const execution = executionFromFlags(flags, formats.experts);
+  const cluster = flags.shards > 0 ? await LocalCluster.start({ modelDir: flags.model, shards: flags.shards, nRoutedExperts: (await loadModelConfig(flags.model)).nRoutedExperts, shardArgs: [...shardTls, '--weight-dtype', formats.experts, '--expert-kernel', flags['expert-kernel'], ...(flags['expert-transport'] === 'frames' ? ['--frames-listen', '127.0.0.1:0'] : [])] }) : null;
   const shardAddresses = cluster?.addresses ?? flags['shard-addresses']?.split(',');
   const beforeRouterMs = performance.now();
   let router: Router;
@@ -181,8 +183,7 @@ export async function serve(argv: readonly string[]): Promise<number> {
       dispatchDeadline: { minMs: flags['dispatch-deadline-min-ms'], maxMs: flags['dispatch-deadline-ms'], p99Multiple: flags['dispatch-deadline-p99-multiple'] },
       dispatchHedge: { p99Multiple: flags['dispatch-hedge-p99-multiple'], minMs: flags['dispatch-hedge-min-ms'] },
       execution,
-      weightDtype: flags['weight-dtype'],
-      expertWeightDtype: expertWeightDtype(flags),
+      weightFormats: formats,
       maxBatchSize: flags['max-batch-size'],
       maxBatchedTokens: flags['max-batched-tokens'],
       maxWaiting: flags['max-waiting'],
