@@ -121,7 +121,10 @@ export function processTicks(): Map<number, { readonly comm: string; readonly ti
   return out;
 }
 
-/** The processes (not `exclude`) that took the most CPU between two `processTicks` readings, largest first. */
+/**
+ * The processes (not `exclude`) that took the most CPU between two `processTicks` readings, largest first. One
+ * that started and ended in between is in neither reading: its time shows only in `Activity.otherCpuSeconds`.
+ */
 export function busiestBetween(
   a: ReadonlyMap<number, { readonly comm: string; readonly ticks: number }>,
   b: ReadonlyMap<number, { readonly comm: string; readonly ticks: number }>,

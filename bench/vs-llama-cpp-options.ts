@@ -17,7 +17,7 @@ Options:
   --no-settle                 time at once, without first writing back the page cache (sync) and waiting
                               for the machine to be quiet (for reproducing an unsettled run)
   --busy-retries N            time a worker again, after waiting for quiet, when other processes took over
-                              a quarter of a core during its timings; the quieter attempt is kept (default 1)
+                              a fifth of a core during its timings; the quieter attempt is kept (default 1)
   --model DIR                 the checkpoint (default .tmp/models/bench, made on first use)
   --out FILE                  the JSON report (default bench/results/vs-llama-cpp-<date>.json)
   --worker-timeout-s N        stop a worker that runs longer (default 600)
