@@ -40,6 +40,8 @@
  * --shard-cpu-quota C (cores, e.g. 0.2) puts every shard's process group into a CPU cgroup of its own with that quota
  * (bench/shard-cgroups.ts; --shard-cpu-period-ms, default 100): each shard is then a small machine of its own, so the
  * shard with the hot experts is throttled instead of taking the others' CPU, and a balanced plan can shorten a step.
+ * --shard-quota-from listening sets each quota only once its shard listens (default spawn: from its first instruction),
+ * so that a start-up under a small quota, which is not measured, does not take minutes.
  * Needs root and a cgroup cpu controller. The shards' quotas together must stay below the cores they run on (core 1
  * alone with --pinned). With it (or --per-shard-samples) the bench reads, each second, the router's dispatched bytes per
  * shard (the measured max/mean tokens per shard), its imbalance gauges, and each cgroup's throttling; the JSON's
@@ -103,6 +105,9 @@ const { values } = parseArgs({
     // Cores per shard (a CPU cgroup each, bench/shard-cgroups.ts) and the CFS period they are counted over.
     'shard-cpu-quota': { type: 'string' },
     'shard-cpu-period-ms': { type: 'string', default: '100' },
+    // When the quota starts: at the shard's spawn (its start-up under the quota too), or once it listens (a start-up
+    // under a small quota can take minutes and is not measured).
+    'shard-quota-from': { type: 'string', default: 'spawn' },
     // Per-shard samples each second (dispatched bytes, imbalance gauges, throttling) without quotas too.
     'per-shard-samples': { type: 'boolean', default: false },
     // Ends one window after the rebalance: no join, no leave, no null events.
@@ -150,6 +155,8 @@ if (SHARD_QUOTA !== null) {
   if (!(SHARD_QUOTA > 0 && SHARD_QUOTA * most < shardCores)) throw new Error(`--shard-cpu-quota: ${most} shards × ${values['shard-cpu-quota']} cores must stay below the ${shardCores} core(s) the shards run on`);
 }
 const shardCgroups = SHARD_QUOTA === null ? null : ShardCpuCgroups.open(SHARD_QUOTA, Math.round(Number(values['shard-cpu-period-ms']) * 1000));
+const QUOTA_FROM = values['shard-quota-from'];
+if (QUOTA_FROM !== 'spawn' && QUOTA_FROM !== 'listening') throw new Error(`--shard-quota-from takes spawn or listening, not ${QUOTA_FROM}`);
 const SAMPLE_SHARDS = shardCgroups !== null || values['per-shard-samples'];
 /** The null events' lengths, in turn: about the rebalance's, the join's (from its process start) and the leave's switch. */
 const NULL_LENGTHS_MS = [800, 3500, 6400];
@@ -200,13 +207,13 @@ const registry = new EtcdRegistry([etcd.url], CLUSTER);
 const stops: (() => Promise<void>)[] = [async () => shardCgroups?.close(), async () => etcd.stop(), async () => registry.close(), async () => stopCoreProbe()];
 let shardsStarted = 0;
 /** A shard process, in a CPU cgroup of its own from its first instruction with --shard-cpu-quota. */
-const startShard = (): ReturnType<typeof startShardProcess> => {
+const startShard = async (): ReturnType<typeof startShardProcess> => {
   const name = `shard-${shardsStarted++}`;
-  return startShardProcess(shardArgs, {
+  const shard = await startShardProcess(shardArgs, {
     onSpawned: (pid) => {
       shardPids.set(name, pid);
       try {
-        shardCgroups?.place(name, pid);
+        shardCgroups?.place(name, pid, QUOTA_FROM === 'spawn');
       } catch (e) {
         // The shard is not stopped by anyone else yet: it must not outlive a failed placement.
         process.kill(-pid, 'SIGKILL');
@@ -214,6 +221,10 @@ const startShard = (): ReturnType<typeof startShardProcess> => {
       }
     },
   });
+  // Stopped at the end whatever happens next: shards started together must not outlive one that failed to start.
+  stops.push(shard.stop);
+  if (QUOTA_FROM === 'listening') shardCgroups?.limit(name);
+  return shard;
 };
 const samples: ShardSample[] = [];
 const shardPids = new Map<string, number>();
@@ -228,8 +239,7 @@ let loadStoppedAt = 0;
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
   await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
-  const four = await Promise.all([0, 1, 2, 3].map(() => startShard()));
-  for (const s of four) stops.push(s.stop);
+  await Promise.all([0, 1, 2, 3].map(() => startShard()));
   const router = await startBenchServer([
     '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
     '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
@@ -355,7 +365,6 @@ try {
     // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
     const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(() => performance.now());
     const fifth = await startShard();
-    stops.push(fifth.stop);
     const replannedAt = await replanned;
     const joinSwitched = await untilSwitched();
     events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process', hedges: await hedges() });
@@ -464,7 +473,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
