@@ -40,15 +40,23 @@
  * --shard-cpu-quota C (cores, e.g. 0.2) puts every shard's process group into a CPU cgroup of its own with that quota
  * (bench/shard-cgroups.ts; --shard-cpu-period-ms, default 100): each shard is then a small machine of its own, so the
  * shard with the hot experts is throttled instead of taking the others' CPU, and a balanced plan can shorten a step.
+ * --shard-quota-from listening sets each quota only once its shard listens (default spawn: from its first instruction),
+ * so that a start-up under a small quota, which is not measured, does not take minutes.
  * Needs root and a cgroup cpu controller. The shards' quotas together must stay below the cores they run on (core 1
  * alone with --pinned). With it (or --per-shard-samples) the bench reads, each second, the router's dispatched bytes per
  * shard (the measured max/mean tokens per shard), its imbalance gauges, and each cgroup's throttling; the JSON's
  * `perShard` gives them for every event's before/during/after windows. --rebalance-only ends the run one window after
  * the rebalance (no join, no leave, no null events).
+ * --expert-width N makes the demo checkpoint's experts N wide (moe_intermediate_size; demo: 64, 2048 has a bench
+ * expert's 1.5 M parameters): at 64 a shard's CPU follows its calls, not its tokens, so balancing tokens cannot pay.
+ * --control-at-seconds S (with --rebalance-only) is the run to compare a rebalance run with: the router's loop weighs
+ * the load at every interval but never re-plans (threshold 1000), and the event "no rebalance (control)" is taken S s
+ * after the load starts, lasting --control-switch-seconds, so its before/after windows fall where the rebalance's did.
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3 --null-events 6]
  *   npm run bench:rebalance -- --pinned --rebalance-only --shard-cpu-quota 0.1 --shard-cpu-period-ms 10 [--per-shard-samples]
+ *   npm run bench:rebalance -- --pinned --rebalance-only --expert-width 2048 --shard-cpu-quota 0.2 --shard-cpu-period-ms 10 [--control-at-seconds 58 --control-switch-seconds 5]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -97,10 +105,21 @@ const { values } = parseArgs({
     // Cores per shard (a CPU cgroup each, bench/shard-cgroups.ts) and the CFS period they are counted over.
     'shard-cpu-quota': { type: 'string' },
     'shard-cpu-period-ms': { type: 'string', default: '100' },
+    // When the quota starts: at the shard's spawn (its start-up under the quota too), or once it listens (a start-up
+    // under a small quota can take minutes and is not measured).
+    'shard-quota-from': { type: 'string', default: 'spawn' },
     // Per-shard samples each second (dispatched bytes, imbalance gauges, throttling) without quotas too.
     'per-shard-samples': { type: 'boolean', default: false },
     // Ends one window after the rebalance: no join, no leave, no null events.
     'rebalance-only': { type: 'boolean', default: false },
+    // The demo checkpoint's routed (and shared) expert width, moe_intermediate_size (demo: 64): wider experts make a
+    // shard's compute follow the experts it runs rather than its calls' fixed cost (2048: a bench-sized expert).
+    'expert-width': { type: 'string', default: '64' },
+    // With --rebalance-only, a control run: the router's loop runs but never re-plans (threshold 1000), and the
+    // event "no rebalance (control)" is taken at this many seconds after the load starts, with a "switch" of
+    // --control-switch-seconds, so its before/after windows fall where a rebalance run's did.
+    'control-at-seconds': { type: 'string' },
+    'control-switch-seconds': { type: 'string', default: '0' },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -119,6 +138,15 @@ if (!(EXTRA_STEADY_MS >= 0 && EXTRA_STEADY_MS <= 600_000)) throw new Error(`--ex
 const AFTER_LEAVE_MS = values['after-leave-seconds'] === undefined ? WINDOW_MS : Number(values['after-leave-seconds']) * 1000;
 if (!(AFTER_LEAVE_MS >= WINDOW_MS && AFTER_LEAVE_MS <= 600_000)) throw new Error(`--after-leave-seconds takes a window's length … 600, not ${values['after-leave-seconds']}`);
 const REBALANCE_ONLY = values['rebalance-only'];
+const EXPERT_WIDTH = Number(values['expert-width']);
+if (!(Number.isInteger(EXPERT_WIDTH) && EXPERT_WIDTH >= 8 && EXPERT_WIDTH <= 4096)) throw new Error(`--expert-width takes an integer 8 … 4096, not ${values['expert-width']}`);
+const CONTROL_AT_MS = values['control-at-seconds'] === undefined ? null : Number(values['control-at-seconds']) * 1000;
+const CONTROL_SWITCH_MS = Number(values['control-switch-seconds']) * 1000;
+if (CONTROL_AT_MS !== null) {
+  if (!REBALANCE_ONLY) throw new Error('--control-at-seconds needs --rebalance-only');
+  if (!(CONTROL_AT_MS > 0 && CONTROL_AT_MS <= 600_000)) throw new Error(`--control-at-seconds takes 0 … 600, not ${values['control-at-seconds']}`);
+  if (!(CONTROL_SWITCH_MS >= 0 && CONTROL_SWITCH_MS <= 120_000)) throw new Error(`--control-switch-seconds takes 0 … 120, not ${values['control-switch-seconds']}`);
+}
 const SHARD_QUOTA = values['shard-cpu-quota'] === undefined ? null : Number(values['shard-cpu-quota']);
 if (SHARD_QUOTA !== null) {
   // Four shards, and a fifth while it joins; with --pinned they share core 1 (with etcd and the client loops).
@@ -127,6 +155,8 @@ if (SHARD_QUOTA !== null) {
   if (!(SHARD_QUOTA > 0 && SHARD_QUOTA * most < shardCores)) throw new Error(`--shard-cpu-quota: ${most} shards × ${values['shard-cpu-quota']} cores must stay below the ${shardCores} core(s) the shards run on`);
 }
 const shardCgroups = SHARD_QUOTA === null ? null : ShardCpuCgroups.open(SHARD_QUOTA, Math.round(Number(values['shard-cpu-period-ms']) * 1000));
+const QUOTA_FROM = values['shard-quota-from'];
+if (QUOTA_FROM !== 'spawn' && QUOTA_FROM !== 'listening') throw new Error(`--shard-quota-from takes spawn or listening, not ${QUOTA_FROM}`);
 const SAMPLE_SHARDS = shardCgroups !== null || values['per-shard-samples'];
 /** The null events' lengths, in turn: about the rebalance's, the join's (from its process start) and the leave's switch. */
 const NULL_LENGTHS_MS = [800, 3500, 6400];
@@ -139,8 +169,11 @@ if (values['trace-dir']) {
   if (values['heap-snapshots']) process.env.EXPERTMESH_SWITCH_HEAP_SNAPSHOTS = values['heap-snapshots'];
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import=${join(import.meta.dirname, 'switch-trace.mjs')}`.trim();
 }
-const modelDir = join(process.cwd(), '.tmp', 'models', 'demo-hot');
-if (!existsSync(join(modelDir, 'config.json'))) await makeCheckpoint({ preset: 'demo', outDir: modelDir, seed: 0, hotExperts: HOT, hotBias: 1 });
+const DEMO_WIDTH = 64;
+const modelDir = join(process.cwd(), '.tmp', 'models', EXPERT_WIDTH === DEMO_WIDTH ? 'demo-hot' : `demo-hot-w${EXPERT_WIDTH}`);
+if (!existsSync(join(modelDir, 'config.json'))) {
+  await makeCheckpoint({ preset: 'demo', outDir: modelDir, seed: 0, hotExperts: HOT, hotBias: 1, ...(EXPERT_WIDTH === DEMO_WIDTH ? {} : { overrides: { moe_intermediate_size: EXPERT_WIDTH } }) });
+}
 
 interface RequestRecord {
   readonly prompt: number;
@@ -174,13 +207,13 @@ const registry = new EtcdRegistry([etcd.url], CLUSTER);
 const stops: (() => Promise<void>)[] = [async () => shardCgroups?.close(), async () => etcd.stop(), async () => registry.close(), async () => stopCoreProbe()];
 let shardsStarted = 0;
 /** A shard process, in a CPU cgroup of its own from its first instruction with --shard-cpu-quota. */
-const startShard = (): ReturnType<typeof startShardProcess> => {
+const startShard = async (): ReturnType<typeof startShardProcess> => {
   const name = `shard-${shardsStarted++}`;
-  return startShardProcess(shardArgs, {
+  const shard = await startShardProcess(shardArgs, {
     onSpawned: (pid) => {
       shardPids.set(name, pid);
       try {
-        shardCgroups?.place(name, pid);
+        shardCgroups?.place(name, pid, QUOTA_FROM === 'spawn');
       } catch (e) {
         // The shard is not stopped by anyone else yet: it must not outlive a failed placement.
         process.kill(-pid, 'SIGKILL');
@@ -188,6 +221,10 @@ const startShard = (): ReturnType<typeof startShardProcess> => {
       }
     },
   });
+  // Stopped at the end whatever happens next: shards started together must not outlive one that failed to start.
+  stops.push(shard.stop);
+  if (QUOTA_FROM === 'listening') shardCgroups?.limit(name);
+  return shard;
 };
 const samples: ShardSample[] = [];
 const shardPids = new Map<string, number>();
@@ -202,13 +239,14 @@ let loadStoppedAt = 0;
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
   await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
-  const four = await Promise.all([0, 1, 2, 3].map(() => startShard()));
-  for (const s of four) stops.push(s.stop);
+  await Promise.all([0, 1, 2, 3].map(() => startShard()));
   const router = await startBenchServer([
     '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
     '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
     ...(layout ? ['--intra-op-threads', '1'] : []),
     ...values['router-arg'],
+    // Last, so that it wins: the control run's loop weighs the load at every interval as a rebalance run's does, and never re-plans.
+    ...(CONTROL_AT_MS !== null ? ['--rebalance-threshold', '1000'] : []),
   ], values['router-node-arg']);
   stops.push(router.stop);
   if (layout) pinProcess(router.process.pid!, layout.router);
@@ -217,6 +255,8 @@ try {
   // polling etcd every 50 ms: polling only while a switch is awaited put work on the shards' core (etcd's reads,
   // this process's parsing) in the "during" windows that the steady windows do not have.
   let plan: PlacementPlan | null = null;
+  // A closure: the watch assigns `plan` in a callback, which narrowing at a call site cannot see.
+  const planVersion = (): number => plan?.version ?? 0;
   let live: ShardRecord[] = [];
   let wake: (() => void)[] = [];
   const changed = (): void => {
@@ -303,11 +343,20 @@ try {
       await sleep(WINDOW_MS);
     }
   };
-  // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
-  await when('rebalance', () => (plan?.version ?? 0) > 1);
-  const rebalancedAt = performance.now();
-  const rebalanceSwitched = await untilSwitched();
-  events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
+  if (CONTROL_AT_MS !== null) {
+    // The control: the same load and the same times, with the plan left as it is.
+    await sleep(loadStartedAt + CONTROL_AT_MS - performance.now());
+    const at = performance.now();
+    await sleep(CONTROL_SWITCH_MS);
+    if (planVersion() > 1) throw new Error('bench: the control run re-planned (plan v2 stored)');
+    events.push({ name: 'no rebalance (control)', at, switchedAt: performance.now(), detail: `${CONTROL_SWITCH_MS} ms, plan unchanged`, hedges: await hedges() });
+  } else {
+    // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
+    await when('rebalance', () => (plan?.version ?? 0) > 1);
+    const rebalancedAt = performance.now();
+    const rebalanceSwitched = await untilSwitched();
+    events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
+  }
   await sleep(WINDOW_MS);
   if (!REBALANCE_ONLY) {
     await nullEventsAfter(0);
@@ -316,7 +365,6 @@ try {
     // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
     const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(() => performance.now());
     const fifth = await startShard();
-    stops.push(fifth.stop);
     const replannedAt = await replanned;
     const joinSwitched = await untilSwitched();
     events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process', hedges: await hedges() });
@@ -425,7 +473,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(

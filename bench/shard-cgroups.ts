@@ -106,24 +106,39 @@ export class ShardCpuCgroups {
     return groups;
   }
 
-  /** Puts `pid`'s whole process group (every thread of each process) into a cgroup of its own named `name`. */
-  place(name: string, pid: number): string {
+  /**
+   * Puts `pid`'s whole process group (every thread of each process) into a cgroup of its own named `name`, with the
+   * quota at once or (`limited` false) without one until `limit(name)`: a shard's start-up, which is not measured, then
+   * does not take minutes under a small quota.
+   */
+  place(name: string, pid: number, limited = true): string {
     if (this.closed) throw new Error('the shard cgroups are closed');
     if (!/^[a-z0-9-]+$/.test(name) || this.children.has(name)) throw new Error(`cgroup name ${name} is not new or not [a-z0-9-]`);
     const dir = join(this.dir, name);
     mkdirSync(dir);
     this.children.set(name, dir);
-    const quota = Math.round(this.cores * this.periodUs);
-    if (this.hierarchy.version === 1) {
-      writeFileSync(join(dir, 'cpu.cfs_period_us'), String(this.periodUs));
-      writeFileSync(join(dir, 'cpu.cfs_quota_us'), String(quota));
-    } else {
-      writeFileSync(join(dir, 'cpu.max'), `${quota} ${this.periodUs}`);
-    }
+    this.setQuota(dir, limited);
     // cgroup.procs moves a process with all its threads (onnxruntime's, workers, libuv's).
     const members = processGroupMembers(pid);
     for (const p of members.length ? members : [pid]) writeFileSync(join(dir, 'cgroup.procs'), String(p));
     return dir;
+  }
+
+  /** Sets cgroup `name`'s quota (placed without one). */
+  limit(name: string): void {
+    const dir = this.children.get(name);
+    if (!dir) throw new Error(`no shard cgroup ${name}`);
+    this.setQuota(dir, true);
+  }
+
+  private setQuota(dir: string, limited: boolean): void {
+    const quota = Math.round(this.cores * this.periodUs);
+    if (this.hierarchy.version === 1) {
+      writeFileSync(join(dir, 'cpu.cfs_period_us'), String(this.periodUs));
+      writeFileSync(join(dir, 'cpu.cfs_quota_us'), limited ? String(quota) : '-1');
+    } else {
+      writeFileSync(join(dir, 'cpu.max'), `${limited ? quota : 'max'} ${this.periodUs}`);
+    }
   }
 
   /** The processes in cgroup `name` now. */

@@ -12,6 +12,8 @@ export class RebalanceMetrics {
   readonly expertsMoved: Counter;
   readonly switchSeconds: Histogram;
   readonly deadSlotsDropped: Counter;
+  readonly redundantDropped: Counter;
+  readonly skipped: Counter;
 
   /** `windowLoad`: tokens per expert of each layer over the load window, read at every scrape. */
   constructor(registry: Registry, windowLoad: () => ReadonlyMap<number, readonly number[]>) {
@@ -36,6 +38,17 @@ export class RebalanceMetrics {
     this.bytesMoved = new Counter({ name: 'expertmesh_rebalance_bytes_moved_total', help: 'Bytes of experts shards had to load for the plans this router stored (in the format shards hold them).', registers });
     this.expertsMoved = new Counter({ name: 'expertmesh_rebalance_experts_moved_total', help: 'Expert copies shards had to load for the plans this router stored.', registers });
     this.deadSlotsDropped = new Counter({ name: 'expertmesh_dead_slots_dropped_total', help: 'Plan slots this router dropped because no live shard claimed them for longer than --dead-slot-grace (their experts re-homed on live shards).', registers });
+    this.redundantDropped = new Counter({
+      name: 'expertmesh_rebalance_redundant_dropped_total',
+      help: "Redundant expert copies per layer the stored plans gave fewer than the plan in force had, because those did not fit the shards' memory budget (the hottest experts keep theirs).",
+      registers,
+    });
+    this.skipped = new Counter({
+      name: 'expertmesh_rebalance_skipped_total',
+      help: 'Checks whose load passed --rebalance-threshold but stored no plan: reason="over_budget" (not even one copy of each expert fits the memory budget; the plan in force stays).',
+      labelNames: ['reason'],
+      registers,
+    });
     this.switchSeconds = new Histogram({
       name: 'expertmesh_rebalance_switch_seconds',
       help: 'Time from storing a plan to every shard of it reporting that plan (new experts loaded, old ones handed over).',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { MemoryRegistry, planImbalance, planPlacement, type ShardRecord } from '@expertmesh/discovery';
+import { MemoryRegistry, planImbalance, planPlacement, type PlacementPlan, type ShardRecord } from '@expertmesh/discovery';
 import { getPreset, parseModelConfig } from '@expertmesh/model-config';
 import { threadNice } from '@expertmesh/process-lifecycle';
 import { RebalanceMetrics } from '@expertmesh/telemetry';
@@ -56,12 +56,13 @@ describe('rebalancer (closed loop)', () => {
   const hot = plan.shards.a!.find((l) => l.layer === config.moeLayers[0])!.experts.slice(0, 4);
   const cold = Array.from({ length: E }, (_, e) => e).filter((e) => !hot.includes(e));
 
-  const setUp = async (threshold: number) => {
+  /** `current`: the plan in force (default: `plan`, one copy of each expert); shards report 1000 bytes per expert. */
+  const setUp = async (threshold: number, current: PlacementPlan = plan) => {
     const registry = new MemoryRegistry();
-    await registry.putPlan(plan);
+    await registry.putPlan(current);
     const regs = await Promise.all(
       slots.map((slot, i) => {
-        const record: ShardRecord = { shardId: slot, address: `127.0.0.1:${6000 + i}`, modelFingerprint: 'fp', layers: plan.shards[slot]!, computeDtype: 'float32', weightBytes: plan.shards[slot]!.reduce((a, l) => a + l.experts.length, 0) * 1000, health: 'SERVING', planVersion: 1, slot };
+        const record: ShardRecord = { shardId: slot, address: `127.0.0.1:${6000 + i}`, modelFingerprint: 'fp', layers: current.shards[slot]!, computeDtype: 'float32', weightBytes: current.shards[slot]!.reduce((a, l) => a + l.experts.length, 0) * 1000, health: 'SERVING', planVersion: 1, slot };
         return registry.registerShard(record, 30);
       }),
     );
@@ -73,7 +74,7 @@ describe('rebalancer (closed loop)', () => {
     const metrics = new RebalanceMetrics(prom, () => window.snapshot());
     const events: unknown[] = [];
     const rebalancer = new Rebalancer(registry, { config, fingerprint: 'fp' }, window, metrics, { intervalMs: 60_000, threshold, minTokens: 100, switchTimeoutMs: 2_000 }, (e) => events.push(e));
-    return { registry, regs, rebalancer, prom, events, window };
+    return { registry, regs, rebalancer, prom, events, window, current };
   };
 
   it('stores a balanced plan when the measured imbalance passes the threshold, with its metrics', async () => {
@@ -153,5 +154,51 @@ describe('rebalancer (closed loop)', () => {
       await rebalancer.stop();
       for (const r of regs) await r.close();
     }
+  });
+
+  describe('within the memory budget of the plan in force (as `expertmesh plan` plans)', () => {
+    const L = config.moeLayers.length;
+    /** Bytes of experts a shard holds under `p`, at the 1000 bytes per expert the shards report. */
+    const held = (p: PlacementPlan, slot: string): number => p.shards[slot]!.reduce((a, l) => a + l.experts.length, 0) * 1000;
+    /** The plan in force: 8 redundant copies per layer, and a budget (stored with it) of `budget` bytes per shard. */
+    const withCopies = (budget: number): PlacementPlan => ({ ...planPlacement({ config, modelFingerprint: 'fp', version: 1, slots, redundantExperts: 8, bytesPerExpert: 1000 }), basis: { shardMemoryBytes: budget } });
+
+    it('gives up redundant copies that no longer fit (the most that do), logs and counts it, and never stores a plan over the budget', async () => {
+      // Each shard's share of the experts once, and room for 2 copies per layer over all shards: not for 8.
+      const budget = (L * (E / 4) + Math.floor((2 * L) / 4)) * 1000;
+      const { registry, regs, rebalancer, prom, current } = await setUp(1.2, withCopies(budget));
+      // The copies of the plan in force are more than the budget now holds (as when shards hold a larger format than planned).
+      expect(Math.max(...slots.map((s) => held(current, s)))).toBeGreaterThan(budget);
+      const lines: string[] = [];
+      const event = (await rebalancer.check((line) => lines.push(line)))!;
+      const stored = (await registry.getPlan())!;
+      expect(stored.version).toBe(2);
+      for (const s of slots) expect(held(stored, s)).toBeLessThanOrEqual(budget);
+      expect(stored.basis?.shardMemoryBytes).toBe(budget);
+      expect(event.redundantAsked).toBe(8);
+      expect(event.redundantExperts).toBeGreaterThan(0);
+      expect(event.redundantExperts).toBeLessThan(8);
+      expect(event.imbalanceAfter).toBeLessThan(event.imbalanceBefore);
+      expect(lines.join('')).toContain(`[rebalance] plan v2: 8 redundant experts per layer do not fit the memory budget (${(budget / 2 ** 20).toFixed(1)} MiB per shard): it gives ${event.redundantExperts}`);
+      expect(await prom.metrics()).toMatch(new RegExp(`expertmesh_rebalance_redundant_dropped_total ${8 - event.redundantExperts}\\n`));
+      for (const r of regs) await r.close();
+    });
+
+    it('stores nothing when not even one copy of each expert fits: the plan in force stays, the reason is logged and counted', async () => {
+      const budget = (L * (E / 4) - 1) * 1000;
+      const { registry, regs, rebalancer, prom } = await setUp(1.2, withCopies(budget));
+      const lines: string[] = [];
+      expect(await rebalancer.check((line) => lines.push(line))).toBeNull();
+      expect((await registry.getPlan())!.version).toBe(1);
+      expect(lines.join('')).toMatch(/^\[rebalance\] no plan stored \(plan v1 stays in force\): .*budget.*add shards, add memory/);
+      const text = await prom.metrics();
+      expect(text).toMatch(/expertmesh_rebalance_skipped_total\{reason="over_budget"\} 1\n/);
+      expect(text).toMatch(/expertmesh_rebalances_total 0\n/);
+      // The next look says it again (the load is still skewed), and still stores nothing.
+      await rebalancer.tick((line) => lines.push(line));
+      expect((await registry.getPlan())!.version).toBe(1);
+      expect(await prom.metrics()).toMatch(/expertmesh_rebalance_skipped_total\{reason="over_budget"\} 2\n/);
+      for (const r of regs) await r.close();
+    });
   });
 });

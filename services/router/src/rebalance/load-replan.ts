@@ -1,4 +1,4 @@
-import { planImbalance, replan, type PlacementPlan } from '@expertmesh/discovery';
+import { planImbalance, replan, replanWithinBudget, type PlacementPlan } from '@expertmesh/discovery';
 import type { ModelConfig } from '@expertmesh/model-config';
 
 /**
@@ -27,6 +27,10 @@ export interface LoadReplanOutput {
     readonly movedExperts: number;
     readonly movedBytes: number;
     readonly after: ReadonlyArray<readonly [number, number]>;
+    /** Redundant copies per layer the plan gives: the current plan's, or fewer when those do not fit the memory budget. */
+    readonly redundantExperts: number;
+    /** The copies asked for: the current plan's. */
+    readonly redundantAsked: number;
   } | null;
 }
 
@@ -47,6 +51,9 @@ export function loadRows(config: Pick<ModelConfig, 'moeLayers' | 'nRoutedExperts
  * The closed loop's decision, pure (input → plan): weigh the load against the plan in force and, when
  * its worst layer passes the threshold and a re-plan lowers it clearly, the next plan (fewest experts
  * moved) with the load it was made with as its basis. Runs in the planner's worker thread.
+ * Within the plan's memory budget (`basis.shardMemoryBytes`) as `expertmesh plan` plans: the current plan's
+ * redundant copies when they fit, else the most that do (the hottest experts keep theirs), so a plan over
+ * the budget is never stored. Throws PlacementPlanError only when not even one copy of each expert fits.
  */
 export function decideLoadReplan(input: LoadReplanInput): LoadReplanOutput {
   const { config, current } = input;
@@ -58,7 +65,7 @@ export function decideLoadReplan(input: LoadReplanInput): LoadReplanOutput {
   };
   const before = [...planImbalance(current, config, load)];
   if (worstImbalance(before) < input.threshold) return { before, change: null };
-  const next = replan({
+  const next = replanWithinBudget({
     config,
     modelFingerprint: input.fingerprint,
     version: current.version + 1,
@@ -73,7 +80,7 @@ export function decideLoadReplan(input: LoadReplanInput): LoadReplanOutput {
   const after = [...planImbalance(plan, config, load)];
   // Moving experts costs loads and memory: only for a clear gain.
   if (!(worstImbalance(after) < worstImbalance(before) * 0.95)) return { before, change: null };
-  return { before, change: { plan, movedExperts: next.movedExperts, movedBytes: next.movedBytes, after } };
+  return { before, change: { plan, movedExperts: next.movedExperts, movedBytes: next.movedBytes, after, redundantExperts: next.redundantExperts, redundantAsked: next.redundantAsked } };
 }
 
 /**

@@ -37,6 +37,9 @@ export interface RebalanceEvent {
   readonly imbalanceAfter: number;
   readonly movedExperts: number;
   readonly movedBytes: number;
+  /** Redundant copies per layer the plan gives, and those asked for (the plan in force had): fewer when they did not fit the memory budget. */
+  readonly redundantExperts: number;
+  readonly redundantAsked: number;
   /** Null when the shards had not all switched within the switch timeout. */
   readonly switchMs: number | null;
 }
@@ -95,7 +98,7 @@ export class Rebalancer {
    * slot that cannot be dropped (the shards left cannot hold its experts) never stops load rebalancing.
    */
   async tick(log: (line: string) => void = (line) => void process.stderr.write(line)): Promise<void> {
-    for (const step of [() => this.checkDeadSlots(), () => this.check()]) {
+    for (const step of [() => this.checkDeadSlots(), () => this.check(log)]) {
       try {
         await step();
       } catch (e) {
@@ -119,8 +122,11 @@ export class Rebalancer {
    * One look at the load; stores a new plan when it pays. The decision (imbalance, re-plan, the plan's
    * basis) is made in the planner's worker thread, off the thread that serves requests; reading the
    * load and the etcd transaction stay here. A look that finds a plan still being made skips.
+   * The plan stays within the memory budget stored with the plan in force: with fewer redundant copies
+   * when the current ones do not fit (logged, counted), and none stored when not even one copy of each
+   * expert fits (logged with what to change, counted as skipped; the plan in force stays).
    */
-  async check(): Promise<RebalanceEvent | null> {
+  async check(log: (line: string) => void = (line) => void process.stderr.write(line)): Promise<RebalanceEvent | null> {
     if (this.window.total() < this.options.minTokens || this.planner.busy) return null;
     timedSync('rebalance-check', () => undefined);
     const config = { moeLayers: [...this.model.config.moeLayers], nRoutedExperts: this.model.config.nRoutedExperts };
@@ -131,7 +137,15 @@ export class Rebalancer {
       if (!current || this.stopped) return null;
       // Bytes per expert as shards really hold them (their records), else as the plan was made with.
       const bytesPerExpert = measuredExpertBytes(shards) || current.basis?.expertBytes || 0;
-      const decided = await timedSync('replan-post', () => this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold }));
+      const decided = await timedSync('replan-post', () => this.planner.plan({ config, fingerprint: this.model.fingerprint, current, load, bytesPerExpert, threshold: this.options.threshold })).catch((e: Error) => {
+        // Not even one copy of each expert fits the budget: nothing to store, and nothing a later look can change
+        // until shards or memory are added; said every time, as the load stays skewed.
+        if (e.name !== 'PlacementPlanError') throw e;
+        this.metrics.skipped.inc({ reason: 'over_budget' });
+        log(`[rebalance] no plan stored (plan v${current.version} stays in force): ${e.message.slice(0, 500)}\n`);
+        return null;
+      });
+      if (!decided) return null;
       timedSync(decided.change ? 'replan-answered-change' : 'replan-answered-none', () => undefined);
       before = decided.before;
       for (const [layer, v] of before) this.metrics.imbalance.set({ layer: String(layer), phase: 'current' }, v);
@@ -139,6 +153,12 @@ export class Rebalancer {
     });
     if (!change) return null;
     timedSync('plan-stored', () => undefined);
+    if (change.redundantExperts < change.redundantAsked) {
+      this.metrics.redundantDropped.inc(change.redundantAsked - change.redundantExperts);
+      // The budget the plan in force was stored with, which the new plan's basis keeps.
+      const budget = change.plan.basis?.shardMemoryBytes;
+      log(`[rebalance] plan v${change.plan.version}: ${change.redundantAsked} redundant experts per layer do not fit the memory budget${budget !== undefined ? ` (${(budget / 2 ** 20).toFixed(1)} MiB per shard)` : ''}: it gives ${change.redundantExperts || 'none'} (the hottest experts first)\n`);
+    }
     const storedAt = performance.now();
     this.metrics.rebalances.inc();
     this.metrics.bytesMoved.inc(change.movedBytes);
@@ -148,7 +168,7 @@ export class Rebalancer {
     const switched = await this.untilSwitched(change.plan);
     const switchMs = switched ? performance.now() - storedAt : null;
     if (switchMs !== null) this.metrics.switchSeconds.observe(switchMs / 1000);
-    const event: RebalanceEvent = { version: change.plan.version, imbalanceBefore: worstImbalance(before), imbalanceAfter: worstImbalance(change.after), movedExperts: change.movedExperts, movedBytes: change.movedBytes, switchMs };
+    const event: RebalanceEvent = { version: change.plan.version, imbalanceBefore: worstImbalance(before), imbalanceAfter: worstImbalance(change.after), movedExperts: change.movedExperts, movedBytes: change.movedBytes, redundantExperts: change.redundantExperts, redundantAsked: change.redundantAsked, switchMs };
     this.onEvent(event);
     return event;
   }
