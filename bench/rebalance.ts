@@ -52,6 +52,10 @@
  * --control-at-seconds S (with --rebalance-only) is the run to compare a rebalance run with: the router's loop weighs
  * the load at every interval but never re-plans (threshold 1000), and the event "no rebalance (control)" is taken S s
  * after the load starts, lasting --control-switch-seconds, so its before/after windows fall where the rebalance's did.
+ * --leave-only measures the leave alone, in about half the run: five shards from the start (a plan of five slots;
+ * the fifth, shard-4, is the one that leaves). Five slots spread the four hot experts over four shards, so the
+ * closed loop finds nothing to rebalance (and its threshold is set out of reach, see below): after a window and the warm-up, --null-events null events all of the
+ * leave's length (6.4 s), then SIGTERM to the fifth shard. No rebalance, no join.
  * The JSON's `streams` holds every request's token times (ms from the load's start) and `intervals` every event's,
  * so that the comparison can be recomputed.
  *   npm run bench:rebalance [-- --concurrency 4 --max-tokens 32 --window-seconds 10 --trace-dir .tmp/trace --pinned --load-rest 3 --null-events 6]
@@ -120,6 +124,8 @@ const { values } = parseArgs({
     // --control-switch-seconds, so its before/after windows fall where a rebalance run's did.
     'control-at-seconds': { type: 'string' },
     'control-switch-seconds': { type: 'string', default: '0' },
+    // Five shards from the start, then only the leave (and null events of its length): no join.
+    'leave-only': { type: 'boolean', default: false },
   },
 });
 const layout = values.pinned ? pinnedLayout() : null;
@@ -147,11 +153,13 @@ if (CONTROL_AT_MS !== null) {
   if (!(CONTROL_AT_MS > 0 && CONTROL_AT_MS <= 600_000)) throw new Error(`--control-at-seconds takes 0 … 600, not ${values['control-at-seconds']}`);
   if (!(CONTROL_SWITCH_MS >= 0 && CONTROL_SWITCH_MS <= 120_000)) throw new Error(`--control-switch-seconds takes 0 … 120, not ${values['control-switch-seconds']}`);
 }
+const LEAVE_ONLY = values['leave-only'];
+if (REBALANCE_ONLY && LEAVE_ONLY) throw new Error('--rebalance-only and --leave-only exclude each other');
 const SHARD_QUOTA = values['shard-cpu-quota'] === undefined ? null : Number(values['shard-cpu-quota']);
 if (SHARD_QUOTA !== null) {
   // Four shards, and a fifth while it joins; with --pinned they share core 1 (with etcd and the client loops).
   const shardCores = layout ? 1 : cpus().length;
-  const most = REBALANCE_ONLY ? 4 : 5;
+  const most = REBALANCE_ONLY ? 4 : 5; // --leave-only: five from the start
   if (!(SHARD_QUOTA > 0 && SHARD_QUOTA * most < shardCores)) throw new Error(`--shard-cpu-quota: ${most} shards × ${values['shard-cpu-quota']} cores must stay below the ${shardCores} core(s) the shards run on`);
 }
 const shardCgroups = SHARD_QUOTA === null ? null : ShardCpuCgroups.open(SHARD_QUOTA, Math.round(Number(values['shard-cpu-period-ms']) * 1000));
@@ -159,7 +167,9 @@ const QUOTA_FROM = values['shard-quota-from'];
 if (QUOTA_FROM !== 'spawn' && QUOTA_FROM !== 'listening') throw new Error(`--shard-quota-from takes spawn or listening, not ${QUOTA_FROM}`);
 const SAMPLE_SHARDS = shardCgroups !== null || values['per-shard-samples'];
 /** The null events' lengths, in turn: about the rebalance's, the join's (from its process start) and the leave's switch. */
-const NULL_LENGTHS_MS = [800, 3500, 6400];
+/** Steady state starts this long after the load does (the first requests' cold paths). */
+const WARMUP_MS = 5000;
+const NULL_LENGTHS_MS = LEAVE_ONLY ? [6400] : [800, 3500, 6400];
 
 if (values['trace-dir']) {
   const dir = resolve(values['trace-dir']);
@@ -198,6 +208,9 @@ const events: { name: string; at: number; switchedAt: number; detail: string; he
 /** The router's hedged calls so far (expertmesh_dispatch_hedges_total by outcome, summed over shards). */
 type HedgeCounts = Record<'sent' | 'won' | 'wasted' | 'failed', number>;
 let hedgesAtEnd: HedgeCounts | null = null;
+/** With --trace-dir: every plan and shard-records change the bench's watches saw, in epoch ms. */
+const registryChanges: ({ atEpochMs: number; plan: number } | { atEpochMs: number; records: string[] })[] | null = values['trace-dir'] ? [] : null;
+const epochNow = (): number => Math.round((performance.timeOrigin + performance.now()) * 10) / 10;
 let running = true;
 const etcd = await EtcdProcess.start();
 // With --trace-dir, also each core's busy time, etcd's and this process's CPU, and this process's stalls (bench/core-probe.ts).
@@ -238,11 +251,15 @@ let loadStartedAt = 0;
 let loadStoppedAt = 0;
 try {
   const { config, fingerprint } = await readCheckpointIdentity(modelDir);
-  await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2', 'shard-3'], bytesPerExpert: 1 }));
-  await Promise.all([0, 1, 2, 3].map(() => startShard()));
+  const firstSlots = Array.from({ length: LEAVE_ONLY ? 5 : 4 }, (_, i) => `shard-${i}`);
+  await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: firstSlots, bytesPerExpert: 1 }));
+  // startShard pushes each shard's stop itself.
+  const first = await Promise.all(firstSlots.map(() => startShard()));
   const router = await startBenchServer([
     '--model', modelDir, '--served-model-name', 'demo', '--cluster', CLUSTER, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32',
-    '--rebalance-interval', '1s', '--rebalance-threshold', '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
+    // --leave-only: the loop runs its checks as always but stores no plan (a threshold no load reaches): the start's
+    // plan of five slots carries no load basis, so the leave's plan would be re-planned by load within the leave.
+    '--rebalance-interval', '1s', '--rebalance-threshold', LEAVE_ONLY ? '100' : '1.3', '--rebalance-min-tokens', '20000', '--load-window', '20s',
     ...(layout ? ['--intra-op-threads', '1'] : []),
     ...values['router-arg'],
     // Last, so that it wins: the control run's loop weighs the load at every interval as a rebalance run's does, and never re-plans.
@@ -264,8 +281,15 @@ try {
     wake = [];
     for (const w of waiting) w();
   };
-  stops.push(await registry.watchPlan((p) => ((plan = p), changed())));
-  stops.push(await registry.watchShards((records) => ((live = records), changed())));
+  stops.push(await registry.watchPlan((p) => ((plan = p), registryChanges?.push({ atEpochMs: epochNow(), plan: p?.version ?? 0 }), changed())));
+  stops.push(
+    await registry.watchShards((records) => {
+      live = records;
+      // Each record as slot:health:planVersion[:draining]:experts, to place a leave's steps against the token gaps.
+      registryChanges?.push({ atEpochMs: epochNow(), records: records.map((r) => `${r.slot}:${r.health}:${r.planVersion}${r.draining ? ':draining' : ''}:${r.layers.reduce((a, l) => a + l.experts.length, 0)}`).sort() });
+      changed();
+    }),
+  );
   /** Resolves once `check` holds on the watched plan and records; the bench fails after two minutes without it. */
   const when = async (what: string, check: () => boolean): Promise<void> => {
     const deadline = performance.now() + 120_000;
@@ -333,15 +357,26 @@ try {
    * the null events must sample the steady state the real events are judged against.
    */
   let nullsDone = 0;
+  /** One null event (the next length in turn), then a window. */
+  const nullEvent = async (): Promise<void> => {
+    const length = NULL_LENGTHS_MS[nullsDone % NULL_LENGTHS_MS.length]!;
+    nullsDone++;
+    const at = performance.now();
+    await sleep(length);
+    events.push({ name: 'null event (no action)', at, switchedAt: performance.now(), detail: `${length} ms, nothing done` });
+    await sleep(WINDOW_MS);
+  };
   const nullEventsAfter = async (slot: number): Promise<void> => {
-    for (let i = slot; i < NULL_EVENTS; i += 2) {
-      const length = NULL_LENGTHS_MS[nullsDone % NULL_LENGTHS_MS.length]!;
-      nullsDone++;
-      const at = performance.now();
-      await sleep(length);
-      events.push({ name: 'null event (no action)', at, switchedAt: performance.now(), detail: `${length} ms, nothing done` });
-      await sleep(WINDOW_MS);
-    }
+    for (let i = slot; i < NULL_EVENTS; i += 2) await nullEvent();
+  };
+  /** SIGTERM to `shard`: it hands its experts over first, then exits; the switch ends when the others report the plan. */
+  const leave = async (shard: Awaited<ReturnType<typeof startShard>>): Promise<void> => {
+    const leaveAt = performance.now();
+    const exited = new Promise<number | null>((resolve) => shard.process.once('exit', (code) => resolve(code)));
+    shard.process.kill('SIGTERM');
+    const code = await exited;
+    events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
+    await sleep(AFTER_LEAVE_MS);
   };
   if (CONTROL_AT_MS !== null) {
     // The control: the same load and the same times, with the plan left as it is.
@@ -350,6 +385,12 @@ try {
     await sleep(CONTROL_SWITCH_MS);
     if (planVersion() > 1) throw new Error('bench: the control run re-planned (plan v2 stored)');
     events.push({ name: 'no rebalance (control)', at, switchedAt: performance.now(), detail: `${CONTROL_SWITCH_MS} ms, plan unchanged`, hedges: await hedges() });
+  } else if (LEAVE_ONLY) {
+    // Steady state past the warm-up, the null events one after the other (all of the leave's length), then the fifth shard leaves.
+    await sleep(WARMUP_MS + WINDOW_MS);
+    for (let i = 0; i < NULL_EVENTS; i++) await nullEvent();
+    await sleep(EXTRA_STEADY_MS);
+    await leave(first[4]!);
   } else {
     // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
     await when('rebalance', () => (plan?.version ?? 0) > 1);
@@ -357,8 +398,8 @@ try {
     const rebalanceSwitched = await untilSwitched();
     events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
   }
-  await sleep(WINDOW_MS);
-  if (!REBALANCE_ONLY) {
+  if (!LEAVE_ONLY) await sleep(WINDOW_MS);
+  if (!LEAVE_ONLY && !REBALANCE_ONLY) {
     await nullEventsAfter(0);
     // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
     const joinAt = performance.now();
@@ -374,12 +415,7 @@ try {
     await nullEventsAfter(1);
     await sleep(EXTRA_STEADY_MS);
     // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
-    const leaveAt = performance.now();
-    const exited = new Promise<number | null>((resolve) => fifth.process.once('exit', (code) => resolve(code)));
-    fifth.process.kill('SIGTERM');
-    const code = await exited;
-    events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
-    await sleep(AFTER_LEAVE_MS);
+    await leave(fifth);
   }
   loadStoppedAt = performance.now();
   running = false;
@@ -434,7 +470,6 @@ function stats(from: number, to: number): Window {
  * that hold 20 of them side by side (and over the one just before it and the one just after it, as rounds 6–11 did;
  * and over the whole run's).
  */
-const WARMUP_MS = 5000;
 const STEADY_STEP_MS = 50;
 const STEADY_MARGIN_MS = 250;
 const steady = steadyPeriods(events.map((e) => [e.at, e.switchedAt] as const), loadStartedAt + WARMUP_MS, loadStoppedAt);
@@ -473,7 +508,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(

@@ -9,6 +9,8 @@ export interface ShardProcess {
   readonly address: string;
   /** Its frames endpoint (--frames-listen), null when it serves gRPC only. */
   readonly frames: string | null;
+  /** Its Prometheus endpoint's URL (…/metrics), null when its listening line names none. */
+  readonly metrics: string | null;
   readonly process: ChildProcess;
   readonly pid: number;
   /** Resolves when the process has exited. */
@@ -55,13 +57,15 @@ export async function startShardProcess(args: readonly string[], options: ShardP
   };
   try {
     let frames: string | null = null;
+    let metrics: string | null = null;
     const address = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`shard did not start within ${options.timeoutMs ?? 120_000} ms: ${stderr}`)), options.timeoutMs ?? 120_000);
       createInterface({ input: child.stdout! }).on('line', (line) => {
         try {
-          const m = JSON.parse(line) as { event?: string; address?: string; frames?: string | null };
+          const m = JSON.parse(line) as { event?: string; address?: string; frames?: string | null; metrics?: string };
           if (m.event === 'listening' && m.address) {
             frames = m.frames ?? null;
+            metrics = m.metrics ?? null;
             clearTimeout(timer);
             resolve(m.address);
           }
@@ -74,7 +78,7 @@ export async function startShardProcess(args: readonly string[], options: ShardP
         reject(new Error(`shard exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr}`));
       });
     });
-    return { address, frames, process: child, pid: child.pid!, exited, signal, kill, stop: kill, stderr: () => stderr };
+    return { address, frames, metrics, process: child, pid: child.pid!, exited, signal, kill, stop: kill, stderr: () => stderr };
   } catch (e) {
     signal('SIGKILL');
     throw e;

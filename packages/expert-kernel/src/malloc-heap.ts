@@ -109,6 +109,7 @@ export function returnIdleMemory(): IdleMemoryReturn | null {
 export class IdleHeapReturn {
   private timer: NodeJS.Timeout | null = null;
   private worked = false;
+  private stopped = false;
   /** Idle returns done, and what the last one gave back (null: none yet, the addon is not built, or the return is off). */
   returns = 0;
   last: IdleMemoryReturn | null = null;
@@ -116,16 +117,20 @@ export class IdleHeapReturn {
   constructor(
     private readonly idleMs: number,
     private readonly isBusy: () => boolean,
+    /** Sees each return done (for a metric). */
+    private readonly onReturn: () => void = () => undefined,
   ) {}
 
   workDone(): void {
     this.worked = true;
-    if (this.idleMs <= 0) return;
+    if (this.idleMs <= 0 || this.stopped) return;
     if (this.timer) this.timer.refresh();
     else this.timer = setTimeout(() => this.fire(), this.idleMs).unref();
   }
 
+  /** For good: work done afterwards arms no return (a process about to exit gives everything back anyway). */
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
@@ -137,5 +142,6 @@ export class IdleHeapReturn {
     this.worked = false;
     this.last = returnIdleMemory();
     this.returns++;
+    this.onReturn();
   }
 }

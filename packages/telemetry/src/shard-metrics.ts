@@ -13,6 +13,7 @@ export class ShardMetrics {
   readonly sentBytes = new Counter({ name: 'expertmesh_shard_sent_bytes_total', help: 'Bytes of weighted sums sent back.', registers: [this.registry] });
   readonly registryRejected = new Counter({ name: 'expertmesh_shard_registry_rejected_total', help: 'Registry entries ignored because they do not fit the model (kind=plan).', labelNames: ['kind'], registers: [this.registry] });
   readonly weightBytes = new Gauge({ name: 'expertmesh_shard_weight_bytes', help: 'Bytes of expert weights held, in the format they are held in (label format).', labelNames: ['format'], registers: [this.registry] });
+  readonly idleMemoryReturns = new Counter({ name: 'expertmesh_shard_idle_memory_returns_total', help: 'Freed memory handed back to the kernel after a spell without calls (a full V8 collection and malloc_trim).', registers: [this.registry] });
   readonly expertTokens = new Counter({ name: 'expertmesh_shard_expert_tokens_total', help: 'Tokens run through each expert of each MoE layer here.', labelNames: ['layer', 'expert'], registers: [this.registry] });
 
   constructor() {

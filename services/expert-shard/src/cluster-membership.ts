@@ -363,6 +363,7 @@ export class ClusterMembership {
     if (!(await this.untilHeldElsewhere(serving))) throw new Error(`other shards did not take over ${count(serving)} experts within ${this.timings.handoffTimeoutMs} ms`);
     // Routers stop routing here once they see the record go; requests already routed still finish.
     await this.publish({ health: 'NOT_SERVING' });
+    this.log(`leaving: other shards hold its ${count(serving)} experts; not serving, letting go of the lease in ${this.timings.retireGraceMs} ms`);
     await sleep(this.timings.retireGraceMs);
   }
 

@@ -227,6 +227,10 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   process.stdout.write(`${JSON.stringify({ event: 'listening', address, frames: framesAddress, metrics: metrics.url, health: healthAddress, shard_id: shardId, slot: membership?.slot ?? '', fingerprint: compute.fingerprint, weight_bytes: compute.experts.weightBytes, weight_format: compute.experts.weightFormat, tracing: tracing.enabled })}\n`);
 
   await shutdown;
+  // No idle memory return from here on: the exit gives everything back, and a return (a full V8 collection and
+  // malloc_trim, 80–95 ms of CPU for a demo shard) would come ~1 s after the routers stop calling, in the
+  // hand-over's grace, at full priority on a core the serving shards share (docs/benchmarks.md, issue 16, round 16).
+  server.heapReturn.stop();
   // Hand over and leave the cluster first (routers stop sending here), but never wait long on a
   // registry that is gone: the lease runs out by itself.
   await membership?.handOver();

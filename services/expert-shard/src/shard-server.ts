@@ -75,7 +75,7 @@ export class ShardServer {
     this.server.addService(expertmeshV1().ExpertShardService.service, handlers);
     this.recordWeights();
     this.health.addToServer(this.server);
-    this.heapReturn = new IdleHeapReturn(options.idleHeapReturnMs ?? SHARD_IDLE_HEAP_RETURN_MS, () => this.inFlight > 0);
+    this.heapReturn = new IdleHeapReturn(options.idleHeapReturnMs ?? SHARD_IDLE_HEAP_RETURN_MS, () => this.inFlight > 0, () => this.metrics.idleMemoryReturns.inc());
   }
 
   /** Binds (port 0 picks a free one) and starts serving; returns the bound address. */
