@@ -161,14 +161,21 @@ export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: s
 export function stackedGateUp(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string | null {
   const I = w.intermediate;
   if (!gateUpStackable(w)) return null;
-  if (w.gate.kind === 'memory' && w.up.kind === 'memory') {
-    const gateUp = new Float32Array(2 * I * w.hidden);
-    gateUp.set(w.gate.data);
-    gateUp.set(w.up.data, I * w.hidden);
-    return linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: gateUp }, `${hint}_gate_up`);
-  }
+  if (w.gate.kind === 'memory' && w.up.kind === 'memory') return linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: stackedValues(w.gate.data, w.up.data) }, `${hint}_gate_up`);
   if (w.gate.kind === 'quantized' && w.up.kind === 'quantized') return matMulNBits(b, x, stackQuantizedRows([w.gate.q, w.up.q]), `${hint}_gate_up`);
   return null;
+}
+
+/**
+ * [gate; up] as one array: the loader's own when gate and up are adjacent views of one buffer (WeightReader reads
+ * float32 gate and up so), else a stacked copy (then both are held twice until the sources are dropped).
+ */
+function stackedValues(gate: Float32Array, up: Float32Array): Float32Array {
+  if (gate.buffer === up.buffer && gate.byteOffset + gate.byteLength === up.byteOffset) return new Float32Array(gate.buffer, gate.byteOffset, gate.length + up.length);
+  const gateUp = new Float32Array(gate.length + up.length);
+  gateUp.set(gate);
+  gateUp.set(up, gate.length);
+  return gateUp;
 }
 
 /** Whether gate and up can be held as one stacked weight (see stackedGateUp). */
