@@ -48,6 +48,12 @@ const EXTRA_GROUPS = 2;
 /** Bytes of experts loaded by a plan change past which the load buffers are collected at once (see `reshaped`). */
 const RELEASE_AFTER_BYTES = 256 << 20;
 
+/**
+ * Bytes of one group's weights as read past which they are collected as soon as its program holds its own copy
+ * (see loadGroups): one float32 expert at R1's widths (176 MB), or a group of int8 ones.
+ */
+const COLLECT_GROUP_BYTES = 128 << 20;
+
 /** Where the experts' weights come from: a checkpoint's WeightReader, or a benchmark's synthetic ones. */
 export type ExpertWeightSource = Pick<WeightReader, 'expertDtype' | 'routedExpert'>;
 
@@ -110,17 +116,31 @@ async function loadGroups(
     const program = await createExpertProgram(name, group, config.hiddenSize, execution);
     const buildMs = performance.now() - started;
     groups.push({ program, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
+    const readBytes = groupBytes;
     group = [];
     groupBytes = 0;
+    // The program holds its own copy now (the native kernel's storage, onnxruntime's initializers): the weights as
+    // read are garbage, but V8 collects them only when it next needs to (measured at R1's widths, 32 float32 experts:
+    // the load's peak 425 MiB above what it then held, the weights of 2–3 experts). Collected before the next group
+    // is read (see the loop below), the load holds at most one group twice.
+    if (readBytes >= COLLECT_GROUP_BYTES) await releaseLoadBuffers();
     await afterGraph(buildMs);
   };
-  for (const id of ids) {
+  /** Reads expert `id` into the group (building the group first if it would not fit); its bytes as read. */
+  const add = async (id: number): Promise<number> => {
     const w = await reader.routedExpert(layer, id);
     const bytes = weightBytes(w.gate) + weightBytes(w.up) + weightBytes(w.down);
     if (groupBytes + bytes > EXPERT_GROUP_BYTES) await flush();
     groupBytes += bytes;
     format ||= weightFormat(w.gate);
     group.push({ id, weights: w, bytes });
+    return bytes;
+  };
+  for (const id of ids) {
+    const bytes = await add(id);
+    // A layer's experts are all one size: when the next would not fit, the group is built (and its weights as read
+    // collected) before the next expert is read, not after; only the group references them by then.
+    if (groupBytes + bytes > EXPERT_GROUP_BYTES) await flush();
   }
   await flush();
   return { groups, format };
