@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import protobuf from 'protobufjs';
 import { describe, expect, it } from 'vitest';
-import { f32, floatData, Graph, linear, memoryWeight, OnnxModelBuilder } from '../src/index.js';
+import { linear, memoryWeight, OnnxModelBuilder } from '../src/index.js';
+import { runProductGraph } from '../../../test/helpers/product-graph.js';
 
 const ModelProto = protobuf.loadSync(join(import.meta.dirname, 'onnx-subset.proto')).lookupType('onnx.ModelProto');
 interface DecodedGraph {
@@ -15,18 +16,6 @@ const decodeGraph = (bytes: Uint8Array): DecodedGraph => (ModelProto.toObject(Mo
  * transposed B itself): the same bits as MatMul over a Transpose that onnxruntime folds into a transposed initializer
  * (what `linear` built before, at twice the session's creation time at R1's widths).
  */
-async function outputs(build: (b: OnnxModelBuilder, x: string) => string, rows: number, cols: number, x: Float32Array, m: number): Promise<Float32Array> {
-  const b = new OnnxModelBuilder('product');
-  b.alias(build(b, b.input('x', 'float32', ['M', cols])), 'y');
-  b.output('y', 'float32', ['M', rows]);
-  const graph = await Graph.create('product', b.build());
-  try {
-    return floatData((await graph.run({ x: f32(x, [m, cols]) })).y, 'product', 'y');
-  } finally {
-    await graph.release();
-  }
-}
-
 describe('float32 products in memory', () => {
   const rows = 96;
   const cols = 200;
@@ -44,8 +33,8 @@ describe('float32 products in memory', () => {
   for (const m of [1, 5, 32]) {
     it(`equal MatMul over the folded transpose bit for bit (${m} rows)`, async () => {
       const x = Float32Array.from({ length: m * cols }, (_, i) => Math.cos(i * 0.37));
-      const folded = await outputs((b, xin) => b.op('MatMul', [xin, b.op('Transpose', [b.float32Weight(w, [rows, cols], 'w').name], { perm: [1, 0] })]), rows, cols, x, m);
-      const baked = await outputs((b, xin) => linear(b, xin, memoryWeight(w, [rows, cols]), 'w'), rows, cols, x, m);
+      const folded = await runProductGraph((b, xin) => b.op('MatMul', [xin, b.op('Transpose', [b.float32Weight(w, [rows, cols], 'w').name], { perm: [1, 0] })]), x, m, cols, rows);
+      const baked = await runProductGraph((b, xin) => linear(b, xin, memoryWeight(w, [rows, cols]), 'w'), x, m, cols, rows);
       expect(Array.from(baked)).toEqual(Array.from(folded));
     });
   }
