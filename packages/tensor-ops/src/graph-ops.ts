@@ -21,8 +21,8 @@ export const WIDEN_CHUNK_BYTES = 4 << 20;
  * y = x · Wᵀ for a Hugging Face weight W of shape [out, in], x [T, in] → [T, out].
  * - float32 in memory: Gemm with transB. Baked into the graph, onnxruntime's Gemm pre-packs the transposed B
  *   itself; MatMul over a Transpose had onnxruntime fold the Transpose into a new initializer first, half the
- *   session's creation on the calling thread (measured at R1's o_proj, 448 MiB: 11.5 → 6 s) and one more copy of
- *   the weight at its peak, for the same pre-packed product (docs/benchmarks.md, issue 13, "float32 at R1's widths").
+ *   session's creation on the calling thread (measured at R1's o_proj, 448 MiB: 11.0 → 6.3 s) and one more copy
+ *   of the weight at its peak, for the same pre-packed product (docs/benchmarks.md, issue 13, "float32 at R1's widths").
  *   Fed per run past the graph's inline budget: Gemm with transB too (no per-run transpose).
  * - BF16/F16 in the checkpoint file: per chunk of rows, Cast to float32 then Gemm; outputs concatenated.
  * - FP8 with block scales: per chunk of whole row blocks, Cast × the blocks' scales, then Gemm.
