@@ -95,7 +95,10 @@ export function restAfterBuild(factor: number): AfterGraphBuilt {
   return (buildMs) => (factor === 0 ? yieldTurn(buildMs) : new Promise<void>((resolve) => setTimeout(resolve, Math.ceil(factor * buildMs))));
 }
 
-/** Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them. */
+/**
+ * Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them.
+ * With `collectGroups`, a group of COLLECT_GROUP_BYTES or more is collected as soon as its program exists.
+ */
 async function loadGroups(
   config: ModelConfig,
   reader: ExpertWeightSource,
@@ -104,6 +107,7 @@ async function loadGroups(
   ids: readonly number[],
   named: () => string,
   afterGraph: AfterGraphBuilt,
+  collectGroups: boolean,
 ): Promise<{ groups: ExpertGroup[]; format: string }> {
   const groups: ExpertGroup[] = [];
   let format = '';
@@ -122,8 +126,9 @@ async function loadGroups(
     // The program holds its own copy now (the native kernel's storage, onnxruntime's initializers): the weights as
     // read are garbage, but V8 collects them only when it next needs to (measured at R1's widths, 32 float32 experts:
     // the load's peak 425 MiB above what it then held, the weights of 2–3 experts). Collected before the next group
-    // is read (see the loop below), the load holds at most one group twice.
-    if (readBytes >= COLLECT_GROUP_BYTES) await releaseLoadBuffers();
+    // is read (see the loop below), the load holds at most one group twice. Only in a start-up load (`load`): a forced
+    // collection blocks the thread (~25 ms, see `reshaped`), which a serving shard's plan change pays once at its end.
+    if (collectGroups && readBytes >= COLLECT_GROUP_BYTES) await releaseLoadBuffers();
     await afterGraph(buildMs);
   };
   /** Reads expert `id` into the group (building the group first if it would not fit); its bytes as read. */
@@ -170,7 +175,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     execution: ExecutionOptions,
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
-    const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts);
+    const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts, yieldTurn, true);
     // The quantiser's float32 temporaries and onnxruntime's copies before packing, collected and then handed back
     // to the kernel: glibc would keep their pages resident (docs/benchmarks.md, issue 13, "malloc_trim"); and V8's
     // young generation, grown by the load, shrunk (a start-up load: nothing is served yet).
@@ -203,7 +208,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return set;
   }
 
-  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
+  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn, collectGroups = false): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
     const expertKernel = checkExpertKernel(execution, reader.expertDtype);
     const programs = { ...execution, expertKernel };
     const layers = new Map<number, LayerExperts>();
@@ -221,7 +226,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const missing = held.filter((e) => !inKept.has(e));
       if (missing.length > 0 && kept.length + Math.ceil((missing.length * perExpert) / EXPERT_GROUP_BYTES || 1) > freshGroups + EXTRA_GROUPS) kept = [];
       const toLoad = kept.length === 0 ? held : missing;
-      const loaded = await loadGroups(this.config, reader, programs, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
+      const loaded = await loadGroups(this.config, reader, programs, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph, collectGroups);
       format ||= loaded.format;
       loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
       layers.set(layer, layerOf([...kept, ...loaded.groups], held, loaded.groups.flatMap((g) => g.experts)));
