@@ -48,6 +48,12 @@ const EXTRA_GROUPS = 2;
 /** Bytes of experts loaded by a plan change past which the load buffers are collected at once (see `reshaped`). */
 const RELEASE_AFTER_BYTES = 256 << 20;
 
+/**
+ * Bytes of one group's weights as read past which they are collected as soon as its program holds its own copy
+ * (see loadGroups): one float32 expert at R1's widths (176 MB), or a group of int8 ones.
+ */
+const COLLECT_GROUP_BYTES = 128 << 20;
+
 /** Where the experts' weights come from: a checkpoint's WeightReader, or a benchmark's synthetic ones. */
 export type ExpertWeightSource = Pick<WeightReader, 'expertDtype' | 'routedExpert'>;
 
@@ -89,7 +95,10 @@ export function restAfterBuild(factor: number): AfterGraphBuilt {
   return (buildMs) => (factor === 0 ? yieldTurn(buildMs) : new Promise<void>((resolve) => setTimeout(resolve, Math.ceil(factor * buildMs))));
 }
 
-/** Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them. */
+/**
+ * Loads `ids` of `layer` from the checkpoint into graphs of at most EXPERT_GROUP_BYTES each; `named` numbers them.
+ * With `collectGroups`, a group of COLLECT_GROUP_BYTES or more is collected as soon as its program exists.
+ */
 async function loadGroups(
   config: ModelConfig,
   reader: ExpertWeightSource,
@@ -98,6 +107,7 @@ async function loadGroups(
   ids: readonly number[],
   named: () => string,
   afterGraph: AfterGraphBuilt,
+  collectGroups: boolean,
 ): Promise<{ groups: ExpertGroup[]; format: string }> {
   const groups: ExpertGroup[] = [];
   let format = '';
@@ -110,17 +120,32 @@ async function loadGroups(
     const program = await createExpertProgram(name, group, config.hiddenSize, execution);
     const buildMs = performance.now() - started;
     groups.push({ program, experts: group.map((g) => g.id), bytes: group.map((g) => g.bytes) });
+    const readBytes = groupBytes;
     group = [];
     groupBytes = 0;
+    // The program holds its own copy now (the native kernel's storage, onnxruntime's initializers): the weights as
+    // read are garbage, but V8 collects them only when it next needs to (measured at R1's widths, 32 float32 experts:
+    // the load's peak 425 MiB above what it then held, the weights of 2–3 experts). Collected before the next group
+    // is read (see the loop below), the load holds at most one group twice. Only in a start-up load (`load`): a forced
+    // collection blocks the thread (~25 ms, see `reshaped`), which a serving shard's plan change pays once at its end.
+    if (collectGroups && readBytes >= COLLECT_GROUP_BYTES) await releaseLoadBuffers();
     await afterGraph(buildMs);
   };
-  for (const id of ids) {
+  /** Reads expert `id` into the group (building the group first if it would not fit); its bytes as read. */
+  const add = async (id: number): Promise<number> => {
     const w = await reader.routedExpert(layer, id);
     const bytes = weightBytes(w.gate) + weightBytes(w.up) + weightBytes(w.down);
     if (groupBytes + bytes > EXPERT_GROUP_BYTES) await flush();
     groupBytes += bytes;
     format ||= weightFormat(w.gate);
     group.push({ id, weights: w, bytes });
+    return bytes;
+  };
+  for (const id of ids) {
+    const bytes = await add(id);
+    // A layer's experts are all one size: when the next would not fit, the group is built (and its weights as read
+    // collected) before the next expert is read, not after; only the group references them by then.
+    if (groupBytes + bytes > EXPERT_GROUP_BYTES) await flush();
   }
   await flush();
   return { groups, format };
@@ -150,7 +175,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     execution: ExecutionOptions,
     experts: (layer: number) => readonly number[] = () => Array.from({ length: config.nRoutedExperts }, (_, i) => i),
   ): Promise<LocalRoutedExperts> {
-    const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts);
+    const { set } = await LocalRoutedExperts.empty(config, reader).build(reader, execution, experts, yieldTurn, true);
     // The quantiser's float32 temporaries and onnxruntime's copies before packing, collected and then handed back
     // to the kernel: glibc would keep their pages resident (docs/benchmarks.md, issue 13, "malloc_trim"); and V8's
     // young generation, grown by the load, shrunk (a start-up load: nothing is served yet).
@@ -183,7 +208,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     return set;
   }
 
-  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
+  private async build(reader: ExpertWeightSource, execution: ExecutionOptions, experts: (layer: number) => readonly number[], afterGraph: AfterGraphBuilt = yieldTurn, collectGroups = false): Promise<{ set: LocalRoutedExperts; loadedBytes: number }> {
     const expertKernel = checkExpertKernel(execution, reader.expertDtype);
     const programs = { ...execution, expertKernel };
     const layers = new Map<number, LayerExperts>();
@@ -201,7 +226,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       const missing = held.filter((e) => !inKept.has(e));
       if (missing.length > 0 && kept.length + Math.ceil((missing.length * perExpert) / EXPERT_GROUP_BYTES || 1) > freshGroups + EXTRA_GROUPS) kept = [];
       const toLoad = kept.length === 0 ? held : missing;
-      const loaded = await loadGroups(this.config, reader, programs, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph);
+      const loaded = await loadGroups(this.config, reader, programs, layer, toLoad, () => `layer${layer}_routed_experts_${LocalRoutedExperts.graphNames++}`, afterGraph, collectGroups);
       format ||= loaded.format;
       loadedBytes += loaded.groups.reduce((a, g) => a + g.bytes.reduce((b, x) => b + x, 0), 0);
       layers.set(layer, layerOf([...kept, ...loaded.groups], held, loaded.groups.flatMap((g) => g.experts)));

@@ -54,9 +54,9 @@ export function buildRoutedExpertsGraph(experts: readonly { id: number; weights:
  * optimisation: a plan switch builds them on the shard's serving thread, and for this layout optimisation
  * is half the build (16 BF16 experts of the demo preset, one core: 12–14 → 6.5 ms) for runs as fast and
  * outputs equal bit for bit (docs/benchmarks.md, "Expert graphs built without graph optimisation"). Not for the shared-activation
- * layout below: its float32 runs are several times slower unoptimised (the inlined weights' Transpose is
- * folded only by the optimiser), and its outputs change; nor for float32 weights left in the file (their
- * Transpose too).
+ * layout below: its float32 runs were several times slower unoptimised (measured when its inlined weights were
+ * multiplied by MatMul over a Transpose, which only the optimiser folds; they are Gemms with transB now, not
+ * measured unoptimised since), and its outputs change; nor for float32 weights left in the file (their Transpose).
  */
 const STORED_EXPERTS_OPTIMIZATION = 'disabled';
 

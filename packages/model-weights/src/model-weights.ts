@@ -223,12 +223,31 @@ export class WeightReader {
   private async swiglu(prefix: string, intermediate: number, dtype: WeightDtype): Promise<SwigluWeights> {
     const hidden = this.config.hiddenSize;
     const names = mlpNames(prefix);
+    const { gate, up } = dtype === 'float32' ? await this.stackedGateUp(names, intermediate, hidden) : { gate: await this.matrix(names.gate, [intermediate, hidden], 'product', dtype), up: await this.matrix(names.up, [intermediate, hidden], 'product', dtype) };
     return {
-      gate: await this.matrix(names.gate, [intermediate, hidden], 'product', dtype),
-      up: await this.matrix(names.up, [intermediate, hidden], 'product', dtype),
+      gate,
+      up,
       down: await this.matrix(names.down, [hidden, intermediate], 'product', dtype),
       hidden,
       intermediate,
     };
+  }
+
+  /**
+   * Gate and up in float32, widened into the two halves of one array [2I, H]: the stacked weight every SwiGLU
+   * product multiplies (stackedGateUp in tensor-ops takes the two adjacent views as they are). Read apart and
+   * stacked afterwards, the process would hold both twice while the stacked copy is made (at R1's widths 1 GiB for
+   * layer 0's MLP, 117 MB per routed expert).
+   */
+  private async stackedGateUp(names: { gate: string; up: string }, intermediate: number, hidden: number): Promise<{ gate: WeightData; up: WeightData }> {
+    const shape = [intermediate, hidden];
+    this.checkShape(names.gate, shape);
+    this.checkShape(names.up, shape);
+    const size = intermediate * hidden;
+    const stacked = new Float32Array(2 * size);
+    const [gate, up] = [stacked.subarray(0, size), stacked.subarray(size)];
+    await readLinearWeight(this.checkpoint, names.gate, this.blockSize, gate);
+    await readLinearWeight(this.checkpoint, names.up, this.blockSize, up);
+    return { gate: memoryWeight(gate, shape), up: memoryWeight(up, shape) };
   }
 }

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dequantizeBlockFp8, float32ToBf16Bytes, quantizeBlockFp8 } from '@expertmesh/weights';
 import { f32, floatData, Graph, i64, linear, embeddingRows, OnnxModelBuilder, WIDEN_CHUNK_BYTES, type WeightData } from '@expertmesh/tensor-ops';
 import { productReference as reference } from '../../../test/helpers/numerics.js';
+import { runProductGraph } from '../../../test/helpers/product-graph.js';
 
 /**
  * Stored weights (BF16, FP8 with block scales) read from their file by onnxruntime and widened in
@@ -20,18 +21,9 @@ afterAll(async () => rm(dir, { recursive: true, force: true }));
 const values = (rows: number, cols: number, seed: number): Float32Array => Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.61 + seed) / Math.sqrt(cols));
 const input = (m: number, cols: number): Float32Array => Float32Array.from({ length: m * cols }, (_, i) => Math.cos(i * 0.37));
 
-async function product(weight: WeightData, x: Float32Array, m: number): Promise<Float32Array> {
+function product(weight: WeightData, x: Float32Array, m: number): Promise<Float32Array> {
   const [rows, cols] = weight.dims as [number, number];
-  const b = new OnnxModelBuilder('product');
-  const xin = b.input('x', 'float32', ['M', cols]);
-  b.alias(linear(b, xin, weight, 'w'), 'y');
-  b.output('y', 'float32', ['M', rows]);
-  const graph = await Graph.create('product', b.build());
-  try {
-    return floatData((await graph.run({ x: f32(x, [m, cols]) })).y, 'product', 'y');
-  } finally {
-    await graph.release();
-  }
+  return runProductGraph((b, xin) => linear(b, xin, weight, 'w'), x, m, cols, rows);
 }
 
 function expectClose(actual: Float32Array, expected: Float64Array): void {

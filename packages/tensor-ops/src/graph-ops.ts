@@ -19,8 +19,11 @@ export const WIDEN_CHUNK_BYTES = 4 << 20;
 
 /**
  * y = x · Wᵀ for a Hugging Face weight W of shape [out, in], x [T, in] → [T, out].
- * - float32 baked into the graph: MatMul with the transpose, which onnxruntime folds and pre-packs.
- * - float32 fed per run: Gemm with transB (no per-run transpose).
+ * - float32 in memory: Gemm with transB. Baked into the graph, onnxruntime's Gemm pre-packs the transposed B
+ *   itself; MatMul over a Transpose had onnxruntime fold the Transpose into a new initializer first, half the
+ *   session's creation on the calling thread (measured at R1's o_proj, 448 MiB: 11.0 → 6.3 s) and one more copy
+ *   of the weight at its peak, for the same pre-packed product (docs/benchmarks.md, issue 13, "float32 at R1's widths").
+ *   Fed per run past the graph's inline budget: Gemm with transB too (no per-run transpose).
  * - BF16/F16 in the checkpoint file: per chunk of rows, Cast to float32 then Gemm; outputs concatenated.
  * - FP8 with block scales: per chunk of whole row blocks, Cast × the blocks' scales, then Gemm.
  * The stored weight is an overridable initializer, so onnxruntime neither folds the Cast into a float32
@@ -30,8 +33,7 @@ export const WIDEN_CHUNK_BYTES = 4 << 20;
 export function linear(b: OnnxModelBuilder, x: string, w: WeightData, hint: string): string {
   if (w.kind === 'quantized') return matMulNBits(b, x, w.q, hint);
   if (w.kind === 'memory') {
-    const { name, inlined } = b.float32Weight(w.data, w.dims, hint);
-    return inlined ? b.op('MatMul', [x, b.op('Transpose', [name], { perm: [1, 0] })]) : b.op('Gemm', [x, name], { transB: 1 });
+    return b.op('Gemm', [x, b.float32Weight(w.data, w.dims, hint).name], { transB: 1 });
   }
   if (w.dtype === 'float32') {
     return b.op('MatMul', [x, b.op('Transpose', [b.fileWeight('float32', w.dims, w.file, hint)], { perm: [1, 0] })]);
@@ -161,14 +163,21 @@ export function swiglu(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: s
 export function stackedGateUp(b: OnnxModelBuilder, x: string, w: SwigluWeights, hint: string): string | null {
   const I = w.intermediate;
   if (!gateUpStackable(w)) return null;
-  if (w.gate.kind === 'memory' && w.up.kind === 'memory') {
-    const gateUp = new Float32Array(2 * I * w.hidden);
-    gateUp.set(w.gate.data);
-    gateUp.set(w.up.data, I * w.hidden);
-    return linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: gateUp }, `${hint}_gate_up`);
-  }
+  if (w.gate.kind === 'memory' && w.up.kind === 'memory') return linear(b, x, { kind: 'memory', dims: [2 * I, w.hidden], data: stackedValues(w.gate.data, w.up.data) }, `${hint}_gate_up`);
   if (w.gate.kind === 'quantized' && w.up.kind === 'quantized') return matMulNBits(b, x, stackQuantizedRows([w.gate.q, w.up.q]), `${hint}_gate_up`);
   return null;
+}
+
+/**
+ * [gate; up] as one array: the loader's own when gate and up are adjacent views of one buffer (WeightReader reads
+ * float32 gate and up so), else a stacked copy (then both are held twice until the sources are dropped).
+ */
+function stackedValues(gate: Float32Array, up: Float32Array): Float32Array {
+  if (gate.buffer === up.buffer && gate.byteOffset + gate.byteLength === up.byteOffset) return new Float32Array(gate.buffer, gate.byteOffset, gate.length + up.length);
+  const gateUp = new Float32Array(gate.length + up.length);
+  gateUp.set(gate);
+  gateUp.set(up, gate.length);
+  return gateUp;
 }
 
 /** Whether gate and up can be held as one stacked weight (see stackedGateUp). */

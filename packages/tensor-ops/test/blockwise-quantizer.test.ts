@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { dequantizeBlockwise, f32, floatData, Graph, linear, OnnxModelBuilder, quantizeBlockwise, swiglu, type QuantizedBits, type WeightData } from '@expertmesh/tensor-ops';
+import { dequantizeBlockwise, linear, quantizeBlockwise, swiglu, type QuantizedBits, type WeightData } from '@expertmesh/tensor-ops';
 import { productReference as reference } from '../../../test/helpers/numerics.js';
+import { runProductGraph } from '../../../test/helpers/product-graph.js';
 
 /**
  * int8/int4 weights: the quantiser's round trip stays within half a step of each block, its codes
@@ -9,18 +10,6 @@ import { productReference as reference } from '../../../test/helpers/numerics.js
  */
 const values = (rows: number, cols: number, seed: number): Float32Array => Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.61 + seed) * (1 + (i % 7)) / Math.sqrt(cols));
 const input = (m: number, cols: number): Float32Array => Float32Array.from({ length: m * cols }, (_, i) => Math.cos(i * 0.37));
-
-async function run(build: (b: OnnxModelBuilder, x: string) => string, x: Float32Array, m: number, cols: number, rows: number): Promise<Float32Array> {
-  const b = new OnnxModelBuilder('q');
-  b.alias(build(b, b.input('x', 'float32', ['M', cols])), 'y');
-  b.output('y', 'float32', ['M', rows]);
-  const graph = await Graph.create('q', b.build());
-  try {
-    return floatData((await graph.run({ x: f32(x, [m, cols]) })).y, 'q', 'y');
-  } finally {
-    await graph.release();
-  }
-}
 
 describe('blockwise int8/int4 quantisation', () => {
   for (const [bits, block, rows, cols] of [
@@ -73,7 +62,7 @@ describe('blockwise int8/int4 quantisation', () => {
       const q = quantizeBlockwise(w, rows, cols, bits, 64);
       const weight: WeightData = { kind: 'quantized', dims: [rows, cols], q };
       const x = input(m, cols);
-      const y = await run((b, xin) => linear(b, xin, weight, 'w'), x, m, cols, rows);
+      const y = await runProductGraph((b, xin) => linear(b, xin, weight, 'w'), x, m, cols, rows);
       const back = dequantizeBlockwise(q);
       const exactOfCodes = reference(x, back, m, rows, cols);
       const exactOfWeights = reference(x, w, m, rows, cols);
@@ -91,7 +80,7 @@ describe('blockwise int8/int4 quantisation', () => {
         expect(Math.abs(y[at]! - exactOfWeights[at]!)).toBeLessThanOrEqual(weightBound + errCodes + 1e-6);
       }
       // Zero rows (an expert no token chose) run and give zero rows.
-      expect(await run((b, xin) => linear(b, xin, weight, 'w'), new Float32Array(0), 0, cols, rows)).toHaveLength(0);
+      expect(await runProductGraph((b, xin) => linear(b, xin, weight, 'w'), new Float32Array(0), 0, cols, rows)).toHaveLength(0);
     });
   }
 
@@ -100,8 +89,8 @@ describe('blockwise int8/int4 quantisation', () => {
     const quant = (rows: number, cols: number, seed: number): WeightData => ({ kind: 'quantized', dims: [rows, cols], q: quantizeBlockwise(values(rows, cols, seed), rows, cols, 8, 32) });
     const w = { gate: quant(I, H, 1), up: quant(I, H, 2), down: quant(H, I, 3), hidden: H, intermediate: I };
     const x = input(m, H);
-    const stacked = await run((b, xin) => swiglu(b, xin, w, 'e'), x, m, H, H);
-    const apart = await run((b, xin) => {
+    const stacked = await runProductGraph((b, xin) => swiglu(b, xin, w, 'e'), x, m, H, H);
+    const apart = await runProductGraph((b, xin) => {
       const silu = (v: string): string => b.op('Mul', [v, b.op('Sigmoid', [v])]);
       return linear(b, b.op('Mul', [silu(linear(b, xin, w.gate, 'g')), linear(b, xin, w.up, 'u')]), w.down, 'd');
     }, x, m, H, H);

@@ -27,7 +27,7 @@ function checkDequantizeArgs(codes: Uint8Array, scaleInv: Float32Array, rows: nu
  * DeepSeek-V3's block-wise FP8: W[r][c] = fp8[r][c] × scale_inv[⌊r/bo⌋][⌊c/bi⌋], where the scale
  * grid is [⌈rows/bo⌉, ⌈cols/bi⌉] (edge blocks may be partial).
  */
-export function dequantizeBlockFp8(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number, out = new Float32Array(rows * cols)): Float32Array {
+export function dequantizeBlockFp8(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
   const scaleCols = checkDequantizeArgs(codes, scaleInv, rows, cols, blockRows, blockCols);
   if (out.length !== rows * cols) throw new RangeError(`dequantizeBlockFp8: an output of ${out.length} values for a ${rows}×${cols} matrix`);
   const table = FP8_E4M3_TABLE; // a local: module bindings can compile to getters (tsx, vitest), 4× slower in this loop
@@ -102,19 +102,20 @@ export function fp8BlockLayout(checkpoint: SafetensorsCheckpoint, name: string, 
 
 /**
  * A linear weight as float32, whatever its storage: F8_E4M3 needs its sibling `…weight_scale_inv`
- * and the config's `quantization_config.weight_block_size`; other float dtypes convert directly.
+ * and the config's `quantization_config.weight_block_size`; other float dtypes convert directly. Written into `into`
+ * when given (as many values as the weight has).
  */
-export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null): Promise<Float32Array> {
+export async function readLinearWeight(checkpoint: SafetensorsCheckpoint, name: string, blockSize: readonly [number, number] | null, into?: Float32Array): Promise<Float32Array> {
   const info = checkpoint.info(name);
-  if (info.dtype !== 'F8_E4M3') return checkpoint.readFloat32(name);
+  if (info.dtype !== 'F8_E4M3') return checkpoint.readFloat32(name, into);
   const { codes, scales, rows, cols, block } = await readFp8Blocks(checkpoint, name, blockSize);
-  return dequantizeBlockFp8ByChunks(codes, scales, rows, cols, block[0], block[1]);
+  return dequantizeBlockFp8ByChunks(codes, scales, rows, cols, block[0], block[1], into);
 }
 
-/** dequantizeBlockFp8 by chunks of whole row blocks, with a loop turn between chunks (see CHUNK_VALUES). */
-export async function dequantizeBlockFp8ByChunks(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number): Promise<Float32Array> {
+/** dequantizeBlockFp8 by chunks of whole row blocks, with a loop turn between chunks (see CHUNK_VALUES); into `out` when given. */
+export async function dequantizeBlockFp8ByChunks(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number, blockRows: number, blockCols: number, out: Float32Array = new Float32Array(rows * cols)): Promise<Float32Array> {
   const scaleCols = checkDequantizeArgs(codes, scaleInv, rows, cols, blockRows, blockCols);
-  const out = new Float32Array(rows * cols);
+  if (out.length !== rows * cols) throw new RangeError(`dequantizeBlockFp8ByChunks: an output of ${out.length} values for a ${rows}×${cols} matrix`);
   const perChunk = Math.max(1, Math.floor(CHUNK_VALUES / Math.max(1, cols) / blockRows)) * blockRows;
   await byChunks(rows, perChunk, (r0, r1) => {
     const scales = scaleInv.subarray((r0 / blockRows) * scaleCols, Math.ceil(r1 / blockRows) * scaleCols);

@@ -60,8 +60,12 @@ export class SafetensorsCheckpoint {
    */
   async readRaw(name: string, maxBytes = Infinity): Promise<Uint8Array> {
     const info = this.info(name);
+    return this.readInto(info, name, new Uint8Array(Math.min(info.byteLength, Math.max(0, maxBytes))));
+  }
+
+  /** The first out.length bytes of the tensor, read into `out`. */
+  private async readInto(info: TensorInfo, name: string, out: Uint8Array): Promise<Uint8Array> {
     const handle = await this.handle(info.file, name);
-    const out = new Uint8Array(Math.min(info.byteLength, Math.max(0, maxBytes)));
     let done = 0;
     while (done < out.length) {
       const { bytesRead } = await handle.read(out, done, out.length - done, info.byteOffset + done);
@@ -73,16 +77,24 @@ export class SafetensorsCheckpoint {
 
   /**
    * The tensor's values as float32 from F32/BF16/F16/F8_E4M3, without FP8 block scaling (see readLinearWeight);
-   * widened by chunks with a loop turn between them (see CHUNK_VALUES).
+   * widened by chunks with a loop turn between them (see CHUNK_VALUES). With `into` (as many values as the tensor
+   * has), they are written there and `into` is returned: a caller that wants several tensors in one array (a stacked
+   * gate and up) reads each into its place instead of copying it there afterwards.
    */
-  async readFloat32(name: string): Promise<Float32Array> {
-    const { dtype, file } = this.info(name);
+  async readFloat32(name: string, into?: Float32Array): Promise<Float32Array> {
+    const info = this.info(name);
+    const { dtype, file } = info;
     if (!isFloatDtype(dtype)) throw new CheckpointError(`dtype ${dtype} cannot be read as float weights (only F32, BF16, F16 and F8_E4M3 can)`, file, name);
-    const bytes = await this.readRaw(name);
-    // F32 comes back as a view over the bytes: nothing to do by chunks.
-    if (dtype === 'F32') return bytesToFloat32(dtype, bytes);
     const width = DTYPE_BYTES[dtype];
-    const out = new Float32Array(bytes.byteLength / width);
+    if (into && into.length * width !== info.byteLength) throw new RangeError(`readFloat32: ${into.length} values to read "${name}" into, it has ${info.byteLength / width}`);
+    // F32: the file's bytes are the values (little-endian), read straight into place; nothing to do by chunks.
+    if (dtype === 'F32') {
+      if (!into) return bytesToFloat32(dtype, await this.readRaw(name));
+      await this.readInto(info, name, new Uint8Array(into.buffer, into.byteOffset, into.byteLength));
+      return into;
+    }
+    const bytes = await this.readRaw(name);
+    const out = into ?? new Float32Array(bytes.byteLength / width);
     await byChunks(out.length, CHUNK_VALUES, (i, j) => out.set(bytesToFloat32(dtype, bytes.subarray(i * width, j * width)), i));
     return out;
   }
