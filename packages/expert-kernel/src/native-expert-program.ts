@@ -260,9 +260,10 @@ export class NativeExpertProgram {
   /**
    * x [Σ rows, hidden], experts' rows one after another → y [Σ rows, hidden], unweighted, same order. With `source`
    * ([Σ rows]), x is [tokens, hidden] and the program's row r is x's row source[r]: the rows are read where they are,
-   * not gathered into a copy first.
+   * not gathered into a copy first. With `into` ([Σ rows, hidden] exactly), y is written there and returned: a caller
+   * that reuses one buffer call after call allocates no memory outside V8's heap per run (issue 16: external memory).
    */
-  run(x: Float32Array, rows: ArrayLike<number>, source?: Int32Array): Float32Array {
+  run(x: Float32Array, rows: ArrayLike<number>, source?: Int32Array, into?: Float32Array): Float32Array {
     const program = this.program;
     if (!program) throw new ExpertKernelError(`program "${this.name}" was released`, 'ERR_EXPERT_KERNEL_RELEASED');
     if (rows.length !== this.experts) throw new ExpertKernelError(`rows names ${rows.length} experts, the program holds ${this.experts}`, 'ERR_EXPERT_KERNEL_SHAPE');
@@ -278,7 +279,8 @@ export class NativeExpertProgram {
     } else if (x.length !== total * this.hidden) {
       throw new ExpertKernelError(`x has ${x.length} floats, expected ${total}×${this.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
     }
-    const y = new Float32Array(total * this.hidden);
+    if (into && into.length !== total * this.hidden) throw new ExpertKernelError(`into has ${into.length} floats, expected ${total}×${this.hidden}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    const y = into ?? new Float32Array(total * this.hidden);
     native(() => (source ? loadAddon().run(program, x, counts, y, source) : loadAddon().run(program, x, counts, y)));
     return y;
   }

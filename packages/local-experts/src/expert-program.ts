@@ -10,8 +10,11 @@ import { buildRoutedExpertsGraph } from './routed-experts-graph.js';
 export interface ExpertProgram {
   readonly name: string;
   run(x: Float32Array, rows: readonly number[]): Promise<Float32Array> | Float32Array;
-  /** The same with the rows read from `hidden` [tokens, hidden] by index (`source` [Σ M_e]), where the kernel can: no gathered copy. */
-  runRows?(hidden: Float32Array, source: Int32Array, rows: readonly number[]): Float32Array;
+  /**
+   * The same with the rows read from `hidden` [tokens, hidden] by index (`source` [Σ M_e]), where the kernel can: no
+   * gathered copy. Synchronous; y is written into `into` ([Σ M_e, hidden]) and returned.
+   */
+  runRows?(hidden: Float32Array, source: Int32Array, rows: readonly number[], into: Float32Array): Float32Array;
   /**
    * out[tokenRows[i]] += float32(weights[i] · y[from + i]), i ascending, natively where the kernel offers it; the
    * bits of the JavaScript loop (LocalRoutedExperts.computePairs).
@@ -35,8 +38,8 @@ class NativeKernelProgram implements ExpertProgram {
     return this.program.run(x, rows);
   }
 
-  runRows(hidden: Float32Array, source: Int32Array, rows: readonly number[]): Float32Array {
-    return this.program.run(hidden, rows, source);
+  runRows(hidden: Float32Array, source: Int32Array, rows: readonly number[], into: Float32Array): Float32Array {
+    return this.program.run(hidden, rows, source, into);
   }
 
   addWeightedRows(out: Float32Array, y: Float32Array, from: number, tokenRows: Int32Array, weights: Float32Array): void {

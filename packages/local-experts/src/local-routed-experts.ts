@@ -154,6 +154,8 @@ async function loadGroups(
 /** Runs routed experts on this machine: per MoE layer, one program (an onnxruntime graph, or the native kernel with `--expert-kernel native`) per group of experts (EXPERT_GROUP_BYTES). */
 export class LocalRoutedExperts implements RoutedExpertsBackend {
   private readonly observers = new DispatchObservers();
+  /** The in-place groups' outputs of the call being computed (computePairs), grown to the largest call's rows. */
+  private yScratch = new Float32Array(0);
   private static graphNames = 0;
 
   private constructor(
@@ -310,6 +312,16 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     // split. The product is rounded to float32 before the sum, as a float32 Mul would (the sum of two
     // float32 in a double rounds to the float32 sum).
     const outputs = new Array<{ y: Float32Array; at: number; program: ExpertProgram } | undefined>(entry.held.length);
+    // Where every group runs synchronously in place (the native kernel), the groups' outputs go to one scratch
+    // buffer reused call after call: nothing below awaits until they are added into `out`, so no other call can
+    // write it meanwhile. Per-call output buffers were most of a shard's allocation outside V8's heap (issue 16).
+    const inPlace = entry.groups.every((g) => g.program.runRows);
+    let scratchAt = 0;
+    if (inPlace) {
+      let rowsTotal = 0;
+      for (let s = 0; s < counts.length; s++) rowsTotal += counts[s]!;
+      if (this.yScratch.length < rowsTotal * H) this.yScratch = new Float32Array(rowsTotal * H);
+    }
     for (const group of entry.groups) {
       const slotsOfGroup = group.experts.map((id) => entry.slotOf.get(id));
       const sizes = slotsOfGroup.map((s) => (s === undefined ? 0 : counts[s]!));
@@ -318,11 +330,12 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
       // The group's input rows, expert after expert in graph order: read by index where the kernel can (native),
       // else gathered here (a copy of Σ M_e rows: cheaper than a Gather operator per expert).
       let y: Float32Array;
-      if (group.program.runRows) {
+      if (inPlace && group.program.runRows) {
         const source = new Int32Array(total);
         let row = 0;
         for (const s of slotsOfGroup) if (s !== undefined) for (const token of tokenRowsOf[s]!) source[row++] = token;
-        y = group.program.runRows(hidden, source, sizes);
+        y = group.program.runRows(hidden, source, sizes, this.yScratch.subarray(scratchAt, scratchAt + total * H));
+        scratchAt += total * H;
       } else {
         const x = new Float32Array(total * H);
         let row = 0;

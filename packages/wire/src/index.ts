@@ -13,3 +13,4 @@ export type { Tensor, Tensor__Output } from './generated/expertmesh/v1/Tensor.js
 export { firstNonFiniteRow } from './finite.js';
 export { FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION, FrameKind, FrameError, FrameReader, encodeFrameHeader, encodeRequestMessage, encodeResponseMessage, decodeRequestMessage, decodeResponseMessage, encodeErrorPayload, decodeErrorPayload } from './frames.js';
 export type { FrameHeader } from './frames.js';
+export { encodeResponseParts, type ResponseParts } from './response-parts.js';

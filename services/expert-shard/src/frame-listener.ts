@@ -6,7 +6,7 @@ import {
   decodeRequestMessage,
   encodeErrorPayload,
   encodeFrameHeader,
-  encodeResponseMessage,
+  encodeResponseParts,
   FrameError,
   FrameKind,
   FrameReader,
@@ -88,11 +88,13 @@ export class FrameListener {
       if (running.size >= this.options.maxInFlightPerConnection || !writable) socket.pause();
       else if (!broken) socket.resume();
     };
-    const send = (kind: FrameKind, requestId: number, payload: Buffer): void => {
+    // `tail` (an answer's values, a view of the computed tensor: no copy) follows `payload` in the same frame.
+    const send = (kind: FrameKind, requestId: number, payload: Buffer, tail?: Buffer): void => {
       if (socket.destroyed || socket.writableEnded) return;
       socket.cork();
-      socket.write(encodeFrameHeader(kind, requestId, payload.length));
-      const ok = socket.write(payload);
+      socket.write(encodeFrameHeader(kind, requestId, payload.length + (tail?.length ?? 0)));
+      let ok = socket.write(payload);
+      if (tail?.length) ok = socket.write(tail);
       socket.uncork();
       if (!ok && writable) {
         writable = false;
@@ -124,7 +126,10 @@ export class FrameListener {
       throttle();
       this.handle(request, abort.signal)
         .then(
-          (response) => send(FrameKind.response, header.requestId, encodeResponseMessage(response)),
+          (response) => {
+            const { head, data } = encodeResponseParts(response);
+            send(FrameKind.response, header.requestId, head, data);
+          },
           (e: unknown) => {
             const err = toShardError(e);
             send(FrameKind.error, header.requestId, encodeErrorPayload(err.code, err.message));

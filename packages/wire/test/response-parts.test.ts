@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { decodeResponseMessage, encodeResponseMessage, encodeResponseParts, encodeTensor, type RunExpertsResponse, type WireDtype } from '../src/index.js';
+
+const values = (rows: number, cols: number): Float32Array => Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.61) * (1 + (i % 7)));
+
+/**
+ * The frames' answer in two parts (head, then the values as a view of the tensor's memory): one message
+ * that decodes to exactly what the gRPC method's serializer gives, with no copy of the values.
+ */
+describe('encodeResponseParts', () => {
+  const cases: [string, RunExpertsResponse][] = [
+    ...(['float32', 'bfloat16', 'fp8'] as WireDtype[]).map((d): [string, RunExpertsResponse] => [d, { requestId: 77, output: encodeTensor(values(5, 48), 5, 48, d), computeMicros: 1234, queueMicros: 56 }]),
+    ['large ids and times (multi-byte varints)', { requestId: 2 ** 40 + 3, output: encodeTensor(values(300, 64), 300, 64, 'float32'), computeMicros: 2 ** 33, queueMicros: 0 }],
+    ['zeros are omitted as protobuf omits them', { requestId: 0, output: encodeTensor(new Float32Array(0), 0, 64, 'float32'), computeMicros: 0, queueMicros: 0 }],
+  ];
+  for (const [name, response] of cases) {
+    it(`${name}: head + data decode as the serializer's bytes do`, () => {
+      const { head, data } = encodeResponseParts(response);
+      const whole = Buffer.concat([head, data]);
+      expect(decodeResponseMessage(whole, 1)).toEqual(decodeResponseMessage(encodeResponseMessage(response), 1));
+      expect(whole.length).toBe(encodeResponseMessage(response).length);
+    });
+  }
+
+  it('the values are not copied: data is a view of the output tensor', () => {
+    const out = values(8, 32);
+    const { head, data } = encodeResponseParts({ requestId: 1, output: encodeTensor(out, 8, 32, 'float32'), computeMicros: 1, queueMicros: 1 });
+    expect(data.buffer).toBe(out.buffer);
+    expect(data.byteLength).toBe(out.byteLength);
+    expect(head.length).toBeLessThan(32);
+  });
+});
