@@ -156,6 +156,24 @@ describe('native expert kernel', () => {
     }
   });
 
+  it('with `into`, the outputs are written into the caller\'s buffer (reused call after call: issue 16), the same bits; a wrong size is refused', () => {
+    const weights = experts(3, 64, 32, 32, 32, 77);
+    const tokens = seeded(5 * 64, 43);
+    const source = Int32Array.of(4, 0, 2, 2, 1, 3, 0);
+    withProgram(weights, { threads: 2 }, (program) => {
+      const scratch = new Float32Array(16 * 64).fill(Number.NaN);
+      const into = scratch.subarray(64, 64 + source.length * 64);
+      const fresh = program.run(tokens, [2, 0, 5], source);
+      expect(program.run(tokens, [2, 0, 5], source, into)).toBe(into);
+      expect(bitsOf(into)).toEqual(bitsOf(fresh));
+      // Written again by a second call of another size: only its own rows change.
+      const second = scratch.subarray(64, 64 + 3 * 64);
+      expect(bitsOf(program.run(tokens, [1, 1, 1], Int32Array.of(3, 3, 3), second))).toEqual(bitsOf(program.run(tokens, [1, 1, 1], Int32Array.of(3, 3, 3))));
+      expect(Number.isNaN(scratch[0]!)).toBe(true);
+      expect(() => program.run(tokens, [2, 0, 5], source, scratch.subarray(0, 64))).toThrow(ExpertKernelError);
+    });
+  });
+
   it('addWeightedRows adds float32(w · y) into the named rows, the bits of the JavaScript loop; bad rows are refused', () => {
     const H = 96;
     const y = seeded(7 * H, 3, 5);
