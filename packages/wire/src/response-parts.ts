@@ -1,6 +1,6 @@
-import type { Long } from '@grpc/proto-loader';
+import type { ProtobufTypeDefinition } from '@grpc/proto-loader';
+import { expertmeshV1 } from './proto.js';
 import type { RunExpertsResponse } from './generated/expertmesh/v1/RunExpertsResponse.js';
-import type { TensorDtype } from './generated/expertmesh/v1/TensorDtype.js';
 
 /**
  * A RunExpertsResponse as the protobuf bytes the frames carry, in two parts: `head`, every field but the
@@ -9,16 +9,65 @@ import type { TensorDtype } from './generated/expertmesh/v1/TensorDtype.js';
  * last inside the output, which goes last in the response (protobuf readers take fields in any order).
  * The serializer of the gRPC method copies the values into a new buffer per answer; this does not:
  * on a shard that was one allocation outside V8's heap per call, the size of the answer (issue 16).
+ *
+ * The head is written by the encoders loaded from the .proto (the same protobufjs types the gRPC method
+ * serializes with): the response without its output, then the output without its values. Only the two
+ * length-delimited prefixes that wrap them (the output's and the values' tag and length) are written
+ * here, with field numbers read from the loaded descriptors, so a field added to either message is
+ * carried without a change here.
  */
 export interface ResponseParts {
   readonly head: Buffer;
   readonly data: Buffer;
 }
 
-const DTYPE_NUMBERS: Record<string, number> = { TENSOR_DTYPE_UNSPECIFIED: 0, TENSOR_DTYPE_FLOAT32: 1, TENSOR_DTYPE_BFLOAT16: 2, TENSOR_DTYPE_FP8_E4M3: 3 };
+/** A field as proto-loader's DescriptorProto gives it. */
+export interface FieldDescriptor {
+  readonly name: string;
+  readonly number: number;
+  readonly label: string;
+  readonly type: string;
+  readonly typeName: string;
+}
+
+function isFieldDescriptor(f: unknown): f is FieldDescriptor {
+  if (typeof f !== 'object' || f === null) return false;
+  const r = f as Record<string, unknown>;
+  return typeof r['name'] === 'string' && typeof r['number'] === 'number' && typeof r['label'] === 'string' && typeof r['type'] === 'string' && typeof r['typeName'] === 'string';
+}
+
+/** The fields of a message as loaded from the .proto (names as the loader gives them: camelCase). */
+export function messageFields(definition: ProtobufTypeDefinition): FieldDescriptor[] {
+  const fields: unknown = (definition.type as { field?: unknown }).field;
+  if (!Array.isArray(fields) || !fields.every(isFieldDescriptor)) throw new TypeError('not a protobuf message descriptor (proto-loader changed its DescriptorProto form?)');
+  return fields;
+}
 
 const LENGTH_DELIMITED = 2;
-const tag = (field: number, wireType: number): number => (field << 3) | wireType;
+
+/** The tag of a singular length-delimited field `name` of a message, checked against the loaded descriptor. */
+function lengthDelimitedTag(definition: ProtobufTypeDefinition, message: string, name: string, type: string): number {
+  const f = messageFields(definition).find((x) => x.name === name);
+  if (!f || f.type !== type || f.label !== 'LABEL_OPTIONAL') {
+    throw new TypeError(`${message}.${name} is no longer a singular ${type} field in the .proto: encodeResponseParts relies on it; update packages/wire/src/response-parts.ts`);
+  }
+  return (f.number << 3) | LENGTH_DELIMITED;
+}
+
+interface Tags {
+  readonly output: number;
+  readonly data: number;
+}
+let tags: Tags | null = null;
+
+function loadedTags(): Tags {
+  const v1 = expertmeshV1();
+  tags ??= {
+    output: lengthDelimitedTag(v1.RunExpertsResponse, 'RunExpertsResponse', 'output', 'TYPE_MESSAGE'),
+    data: lengthDelimitedTag(v1.Tensor, 'Tensor', 'data', 'TYPE_BYTES'),
+  };
+  return tags;
+}
 
 /** Bytes of `v` (a non-negative integer below 2^53) as a protobuf varint. */
 function varintBytes(v: number): number {
@@ -30,95 +79,40 @@ function varintBytes(v: number): number {
   return n;
 }
 
-class HeadWriter {
-  at = 0;
-  constructor(readonly out: Buffer) {}
-
-  varint(v: number): void {
-    while (v >= 128) {
-      this.out[this.at++] = (v % 128) | 128;
-      v = Math.floor(v / 128);
-    }
-    this.out[this.at++] = v;
+function writeVarint(out: Buffer, at: number, v: number): number {
+  while (v >= 128) {
+    out[at++] = (v % 128) | 128;
+    v = Math.floor(v / 128);
   }
-
-  bytes(b: Uint8Array): void {
-    this.out.set(b, this.at);
-    this.at += b.length;
-  }
+  out[at++] = v;
+  return at;
 }
 
-function asBytes(v: Uint8Array | string | undefined): Uint8Array {
-  if (v === undefined) return new Uint8Array(0);
+/** The values as a Buffer over the same memory (a base64 string, which the input type allows, is decoded as protobufjs would). */
+function valuesView(v: Uint8Array | string | undefined): Buffer {
+  if (v === undefined) return Buffer.alloc(0);
   if (typeof v === 'string') return Buffer.from(v, 'base64');
-  return v;
-}
-
-function dtypeNumber(d: TensorDtype | undefined): number {
-  if (d === undefined) return 0;
-  if (typeof d === 'number') return d;
-  const n = DTYPE_NUMBERS[d];
-  if (n === undefined) throw new RangeError(`unknown tensor dtype ${String(d)}`);
-  return n;
-}
-
-function wholeNumber(v: number | string | Long | undefined, what: string): number {
-  const n = Number(v ?? 0);
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${what} ${String(v)} is not a non-negative safe integer`);
-  return n;
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
 /** The two parts of `r` (see ResponseParts); `head.length + data.length` is the message's length. */
 export function encodeResponseParts(r: RunExpertsResponse): ResponseParts {
-  const t = r.output ?? null;
-  const values = asBytes(t?.data);
-  const data = Buffer.from(values.buffer, values.byteOffset, values.byteLength);
-  const rowScales = asBytes(t?.rowScales);
-  const shape = (t?.shape ?? []).map((s) => wholeNumber(s, 'shape'));
-  const dtype = dtypeNumber(t?.dtype);
-  const scalars: [number, number][] = [
-    [1, wholeNumber(r.requestId, 'request id')],
-    [3, wholeNumber(r.computeMicros, 'compute micros')],
-    [4, wholeNumber(r.queueMicros, 'queue micros')],
-  ];
-  const shapeBytes = shape.reduce((a, s) => a + varintBytes(s), 0);
-  // Inside the output: dtype, shape (packed), row scales, then the data field's tag and length (its bytes follow in `data`).
-  const tensorHead =
-    (dtype ? 1 + varintBytes(dtype) : 0) +
-    (shape.length ? 1 + varintBytes(shapeBytes) + shapeBytes : 0) +
-    (rowScales.length ? 1 + varintBytes(rowScales.length) + rowScales.length : 0) +
-    (data.length ? 1 + varintBytes(data.length) : 0);
-  const tensorBytes = tensorHead + data.length;
-  let headBytes = 0;
-  for (const [, v] of scalars) if (v) headBytes += 1 + varintBytes(v);
-  if (t) headBytes += 1 + varintBytes(tensorBytes) + tensorHead;
-  const w = new HeadWriter(Buffer.allocUnsafe(headBytes));
-  for (const [field, v] of scalars) {
-    if (!v) continue;
-    w.varint(tag(field, 0));
-    w.varint(v);
-  }
-  if (t) {
-    w.varint(tag(2, LENGTH_DELIMITED));
-    w.varint(tensorBytes);
-    if (dtype) {
-      w.varint(tag(1, 0));
-      w.varint(dtype);
-    }
-    if (shape.length) {
-      w.varint(tag(2, LENGTH_DELIMITED));
-      w.varint(shapeBytes);
-      for (const s of shape) w.varint(s);
-    }
-    if (rowScales.length) {
-      w.varint(tag(4, LENGTH_DELIMITED));
-      w.varint(rowScales.length);
-      w.bytes(rowScales);
-    }
-    if (data.length) {
-      w.varint(tag(3, LENGTH_DELIMITED));
-      w.varint(data.length);
-    }
-  }
-  return { head: w.out, data };
+  const v1 = expertmeshV1();
+  const { output, ...rest } = r;
+  const outer = v1.RunExpertsResponse.serialize(rest);
+  if (!output) return { head: outer, data: Buffer.alloc(0) };
+  const { data: values, ...meta } = output;
+  const data = valuesView(values);
+  const inner = v1.Tensor.serialize(meta);
+  const t = loadedTags();
+  // An empty values field is left out: proto3's default, it decodes the same.
+  const dataPrefix = data.length ? varintBytes(t.data) + varintBytes(data.length) : 0;
+  const tensorBytes = inner.length + dataPrefix + data.length;
+  const head = Buffer.allocUnsafe(outer.length + varintBytes(t.output) + varintBytes(tensorBytes) + inner.length + dataPrefix);
+  let at = outer.copy(head, 0);
+  at = writeVarint(head, at, t.output);
+  at = writeVarint(head, at, tensorBytes);
+  at += inner.copy(head, at);
+  if (data.length) writeVarint(head, writeVarint(head, at, t.data), data.length);
+  return { head, data };
 }

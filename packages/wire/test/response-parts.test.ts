@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { decodeResponseMessage, encodeResponseMessage, encodeResponseParts, encodeTensor, type RunExpertsResponse, type WireDtype } from '../src/index.js';
+import { decodeResponseMessage, encodeResponseMessage, encodeResponseParts, encodeTensor, expertmeshV1, type RunExpertsResponse, type WireDtype } from '../src/index.js';
+import { messageFields } from '../src/response-parts.js';
 
 const values = (rows: number, cols: number): Float32Array => Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.61) * (1 + (i % 7)));
 
@@ -11,7 +12,7 @@ describe('encodeResponseParts', () => {
   const cases: [string, RunExpertsResponse][] = [
     ...(['float32', 'bfloat16', 'fp8'] as WireDtype[]).map((d): [string, RunExpertsResponse] => [d, { requestId: 77, output: encodeTensor(values(5, 48), 5, 48, d), computeMicros: 1234, queueMicros: 56 }]),
     ['large ids and times (multi-byte varints)', { requestId: 2 ** 40 + 3, output: encodeTensor(values(300, 64), 300, 64, 'float32'), computeMicros: 2 ** 33, queueMicros: 0 }],
-    ['zeros are omitted as protobuf omits them', { requestId: 0, output: encodeTensor(new Float32Array(0), 0, 64, 'float32'), computeMicros: 0, queueMicros: 0 }],
+    ['zeros, and an empty output', { requestId: 0, output: encodeTensor(new Float32Array(0), 0, 64, 'float32'), computeMicros: 0, queueMicros: 0 }],
   ];
   for (const [name, response] of cases) {
     it(`${name}: head + data decode as the serializer's bytes do`, () => {
@@ -22,6 +23,30 @@ describe('encodeResponseParts', () => {
       expect(whole.length).toBeLessThanOrEqual(encodeResponseMessage(response).length);
     });
   }
+
+  /** Whether a decoded field holds something other than its proto3 default (with `defaults: true` every field is present). */
+  const isSet = (v: unknown): boolean => {
+    if (v === null || v === undefined || v === 0 || v === '' || v === false) return false;
+    if (typeof v === 'string') return !v.endsWith('_UNSPECIFIED');
+    if (v instanceof Uint8Array || Array.isArray(v)) return v.length > 0;
+    return true;
+  };
+
+  it('a response with every field of the .proto set (the output\'s too) decodes as the serializer\'s', () => {
+    const response: RunExpertsResponse = { requestId: 2 ** 35 + 9, output: encodeTensor(values(6, 40), 6, 40, 'fp8'), computeMicros: 4321, queueMicros: 987 };
+    const { head, data } = encodeResponseParts(response);
+    const decoded = decodeResponseMessage(Buffer.concat([head, data]), 1);
+    expect(decoded).toEqual(decodeResponseMessage(encodeResponseMessage(response), 1));
+    // A field added to either message makes this fail until the case above sets it: the round trip then checks it is carried.
+    const v1 = expertmeshV1();
+    const unset = (fields: { name: string }[], message: object): string[] => fields.map((f) => f.name).filter((n) => !isSet((message as Record<string, unknown>)[n]));
+    const responseFields = messageFields(v1.RunExpertsResponse);
+    const tensorFields = messageFields(v1.Tensor);
+    expect(responseFields.map((f) => f.name)).toContain('output');
+    expect(tensorFields.map((f) => f.name)).toContain('data');
+    expect(unset(responseFields, decoded)).toEqual([]);
+    expect(unset(tensorFields, decoded.output ?? {})).toEqual([]);
+  });
 
   it('the values are not copied: data is a view of the output tensor', () => {
     const out = values(8, 32);
