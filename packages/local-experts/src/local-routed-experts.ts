@@ -66,12 +66,18 @@ interface LayerExperts {
   readonly weightBytes: number;
   /** The experts of the graphs this set built (not shared with the set it was reshaped from): see warmUpBuilt. */
   readonly built: readonly number[];
+  /**
+   * Whether every group runs synchronously in place (`runRows`, the native kernel): then a call's outputs go to
+   * the set's scratch buffer (computePairs). Fixed with the groups, which a layer's entry never changes.
+   */
+  readonly inPlace: boolean;
 }
 
 function layerOf(groups: readonly ExpertGroup[], held: readonly number[], built: readonly number[]): LayerExperts {
   const served = new Set(held);
   const weightBytes = groups.reduce((a, g) => a + g.bytes.reduce((b, x, i) => b + (served.has(g.experts[i]!) ? x : 0), 0), 0);
-  return { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes, built };
+  const inPlace = groups.every((g) => g.program.runRows !== undefined);
+  return { groups, held, slotOf: new Map(held.map((id, i) => [id, i])), weightBytes, built, inPlace };
 }
 
 /**
@@ -315,7 +321,7 @@ export class LocalRoutedExperts implements RoutedExpertsBackend {
     // Where every group runs synchronously in place (the native kernel), the groups' outputs go to one scratch
     // buffer reused call after call: nothing below awaits until they are added into `out`, so no other call can
     // write it meanwhile. Per-call output buffers were most of a shard's allocation outside V8's heap (issue 16).
-    const inPlace = entry.groups.every((g) => g.program.runRows);
+    const { inPlace } = entry;
     let scratchAt = 0;
     if (inPlace) {
       let rowsTotal = 0;
