@@ -5,8 +5,9 @@ import type { RunExpertsResponse, RunExpertsResponse__Output } from './generated
 
 /**
  * The framed hot path of the expert-compute call: length-prefixed frames over one TLS (or, where
- * plaintext gRPC is allowed, plain TCP) socket, carrying the very protobuf bytes RunExperts carries
- * over gRPC. It skips HTTP/2 (its 16 KiB DATA frames, flow control and per-stream state), which
+ * plaintext gRPC is allowed, plain TCP) socket, carrying the protobuf messages RunExperts carries over
+ * gRPC (written in parts by the router and the shard, the tensor last and its values from their own
+ * memory: encodeRequestParts, encodeResponseParts; any protobuf reader reads them). It skips HTTP/2 (its 16 KiB DATA frames, flow control and per-stream state), which
  * measured as most of a call's fixed cost (docs/benchmarks.md, issue 14).
  *
  * Header, 68 bytes, little-endian:
@@ -143,7 +144,7 @@ export class FrameReader {
   }
 }
 
-/** The RunExperts method's own (de)serializers: the frames carry exactly what the gRPC call carries. */
+/** The RunExperts method's own (de)serializers: the frames carry the messages the gRPC call carries. */
 const method = () => expertmeshV1().ExpertShardService.service.RunExperts;
 
 export const encodeRequestMessage = (r: RunExpertsRequest): Buffer => method().requestSerialize(r);

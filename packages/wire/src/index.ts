@@ -14,3 +14,5 @@ export { firstNonFiniteRow } from './finite.js';
 export { FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION, FrameKind, FrameError, FrameReader, encodeFrameHeader, encodeRequestMessage, encodeResponseMessage, decodeRequestMessage, decodeResponseMessage, encodeErrorPayload, decodeErrorPayload } from './frames.js';
 export type { FrameHeader } from './frames.js';
 export { encodeResponseParts, type ResponseParts } from './response-parts.js';
+export { encodeRequestParts, type RequestParts } from './request-parts.js';
+export type { MessageParts } from './message-parts.js';

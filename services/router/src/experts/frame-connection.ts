@@ -6,7 +6,7 @@ import {
   decodeErrorPayload,
   decodeResponseMessage,
   encodeFrameHeader,
-  encodeRequestMessage,
+  encodeRequestParts,
   FrameError,
   FrameKind,
   FrameReader,
@@ -52,26 +52,32 @@ export class FrameConnection {
     private readonly maxFrameBytes: number,
   ) {}
 
+  /**
+   * Sends `request` and resolves with the shard's answer. The hidden states are written from their own memory
+   * (encodeRequestParts: no copy into a message buffer, and placed so that the shard reads them in place): their
+   * bytes must not change after this call (the router sends a fresh gather of rows per call).
+   */
   run(request: Omit<RunExpertsRequest, 'requestId'>, deadlineMs: number): Promise<RunExpertsResponse__Output> {
     if (this.isClosed) return Promise.reject(new ShardUnavailableError(this.shard, 'connection closed by the router'));
     const requestId = this.nextRequestId;
     this.nextRequestId = this.nextRequestId >= 0xffffffff ? 1 : this.nextRequestId + 1;
-    // The call span's traceparent goes in the frame header (the shard puts it back); the rest of the message is as gRPC sends it.
+    // The call span's traceparent goes in the frame header (the shard puts it back); the rest of the message is what gRPC sends.
     const { traceparent, ...rest } = request.traceContext ?? {};
-    const payload = encodeRequestMessage({ ...request, traceContext: rest, requestId });
-    if (payload.length > this.maxFrameBytes) {
-      return Promise.reject(new ShardCallError(this.shard, status.RESOURCE_EXHAUSTED, `request of ${payload.length} bytes exceeds the message limit of ${this.maxFrameBytes}: split the batch`));
+    const { head, data } = encodeRequestParts({ ...request, traceContext: rest, requestId });
+    const bytes = head.length + data.length;
+    if (bytes > this.maxFrameBytes) {
+      return Promise.reject(new ShardCallError(this.shard, status.RESOURCE_EXHAUSTED, `request of ${bytes} bytes exceeds the message limit of ${this.maxFrameBytes}: split the batch`));
     }
     const socket = this.open();
     return new Promise((resolve, reject) => {
       const timer = lateAnswerTimer(deadlineMs, () => {
         if (!this.pending.expire(requestId)) return;
         // The shard drops it if it has not started it yet.
-        this.write(socket, FrameKind.cancel, requestId, null);
+        this.write(socket, FrameKind.cancel, requestId);
         reject(new ShardTimeoutError(this.shard, request.layer ?? -1, deadlineMs));
       });
       this.pending.add(requestId, { resolve, reject, timer, carrier: socket });
-      this.write(socket, FrameKind.request, requestId, payload, traceparent ?? '');
+      this.write(socket, FrameKind.request, requestId, [head, data], traceparent ?? '');
     });
   }
 
@@ -88,11 +94,12 @@ export class FrameConnection {
     this.failPending(new ShardUnavailableError(this.shard, 'connection closed by the router'));
   }
 
-  private write(socket: Socket, kind: FrameKind, requestId: number, payload: Buffer | null, traceparent = ''): void {
+  /** One frame whose payload is `parts` one after the other. */
+  private write(socket: Socket, kind: FrameKind, requestId: number, parts: readonly Buffer[] = [], traceparent = ''): void {
     if (socket.destroyed) return;
     socket.cork();
-    socket.write(encodeFrameHeader(kind, requestId, payload?.length ?? 0, traceparent));
-    if (payload) socket.write(payload);
+    socket.write(encodeFrameHeader(kind, requestId, parts.reduce((a, p) => a + p.length, 0), traceparent));
+    for (const p of parts) if (p.length) socket.write(p);
     socket.uncork();
   }
 

@@ -38,6 +38,13 @@ export interface RunExpertsRequest {
    * because a stream's metadata is sent once while its requests belong to different steps.
    */
   'traceContext'?: ({[key: string]: string});
+  /**
+   * Ignored by receivers: filler a sender may put before `hidden` (zero to three bytes, the field written or
+   * not), writing `hidden` last and its values last inside it, so that the values start at a multiple of 4
+   * bytes into the message. A shard then reads float32 hidden states where they arrived instead of copying
+   * them to an aligned buffer first (the router's frames do; messages without it are read as before).
+   */
+  'hiddenAlignment'?: (Buffer | Uint8Array | string);
 }
 
 export interface RunExpertsRequest__Output {
@@ -74,4 +81,11 @@ export interface RunExpertsRequest__Output {
    * because a stream's metadata is sent once while its requests belong to different steps.
    */
   'traceContext': ({[key: string]: string});
+  /**
+   * Ignored by receivers: filler a sender may put before `hidden` (zero to three bytes, the field written or
+   * not), writing `hidden` last and its values last inside it, so that the values start at a multiple of 4
+   * bytes into the message. A shard then reads float32 hidden states where they arrived instead of copying
+   * them to an aligned buffer first (the router's frames do; messages without it are read as before).
+   */
+  'hiddenAlignment': (Buffer);
 }
