@@ -47,7 +47,7 @@
  * shard (the measured max/mean tokens per shard), its imbalance gauges, and each cgroup's throttling; the JSON's
  * `perShard` gives them for every event's before/during/after windows, with each shard's CPU per call it answered
  * (`cpuMsPerCall`: its CPU over the router's calls to it; `shardAddresses` joins the bench's names with the router's
- * labels). --rebalance-only ends the run one window after the rebalance (no join, no leave, no null events).
+ * labels) and the router's CPU (`routerCpuMsPerSecond`, its share of a step). --rebalance-only ends the run one window after the rebalance (no join, no leave, no null events).
  * --expert-width N makes the demo checkpoint's experts N wide (moe_intermediate_size; demo: 64, 2048 has a bench
  * expert's 1.5 M parameters): at 64 a shard's CPU follows its calls, not its tokens, so balancing tokens cannot pay.
  * --control-at-seconds S (with --rebalance-only) is the run to compare a rebalance run with: the router's loop weighs
@@ -308,13 +308,18 @@ try {
       clearTimeout(timer);
     }
   };
+  /** The router's CPU so far, for a sample (nothing once it is gone). */
+  const routerCpu = (): { routerCpuMs?: number } => {
+    const ms = processCpuMs(router.process.pid!);
+    return ms === null ? {} : { routerCpuMs: ms };
+  };
   /** Each second: bytes dispatched per shard, the router's imbalance gauges, each cgroup's throttling. */
   const sampler = SAMPLE_SHARDS
     ? setInterval(() => {
         const t = performance.now();
         void fetch(`${router.url}/metrics`)
           .then((r) => r.text())
-          .then((text) => samples.push({ t, metrics: text.split('\n').filter((l) => l.startsWith('expertmesh_dispatch_bytes_total{') || l.startsWith('expertmesh_expert_imbalance_ratio{') || l.startsWith('expertmesh_shard_call_duration_seconds_sum{') || l.startsWith('expertmesh_shard_call_duration_seconds_count{')), cpuMs: Object.fromEntries([...shardPids].flatMap(([n, pid]) => { const ms = processCpuMs(pid); return ms === null ? [] : [[n, ms]]; })), throttling: Object.fromEntries((shardCgroups?.names() ?? []).map((n) => [n, shardCgroups!.throttling(n)])) }))
+          .then((text) => samples.push({ t, metrics: text.split('\n').filter((l) => l.startsWith('expertmesh_dispatch_bytes_total{') || l.startsWith('expertmesh_expert_imbalance_ratio{') || l.startsWith('expertmesh_shard_call_duration_seconds_sum{') || l.startsWith('expertmesh_shard_call_duration_seconds_count{')), cpuMs: Object.fromEntries([...shardPids].flatMap(([n, pid]) => { const ms = processCpuMs(pid); return ms === null ? [] : [[n, ms]]; })), ...routerCpu(), throttling: Object.fromEntries((shardCgroups?.names() ?? []).map((n) => [n, shardCgroups!.throttling(n)])) }))
           .catch(() => undefined);
       }, 1000)
     : null;
@@ -529,7 +534,7 @@ process.stdout.write(
         ? [
             '',
             `${r.event}: max/mean over shards of their CPU before ${r.perShard.before?.cpuMaxOverMean ?? '–'} → after ${r.perShard.after?.cpuMaxOverMean ?? '–'} (ms/s before ${JSON.stringify(r.perShard.before?.cpuMsPerSecond ?? {})}, after ${JSON.stringify(r.perShard.after?.cpuMsPerSecond ?? {})}); of dispatched bytes ${r.perShard.before?.sentMaxOverMean ?? '–'} → ${r.perShard.after?.sentMaxOverMean ?? '–'}; router's worst-layer imbalance ${JSON.stringify(r.perShard.after?.routerImbalance ?? {})}`,
-            `  CPU per call (ms) per shard, before: ${JSON.stringify(r.perShard.before?.cpuMsPerCall ?? {})}; after: ${JSON.stringify(r.perShard.after?.cpuMsPerCall ?? {})}`,
+            `  CPU per call (ms) per shard, before: ${JSON.stringify(r.perShard.before?.cpuMsPerCall ?? {})}; after: ${JSON.stringify(r.perShard.after?.cpuMsPerCall ?? {})}; the router's CPU (ms/s) before ${r.perShard.before?.routerCpuMsPerSecond ?? '–'}, after ${r.perShard.after?.routerCpuMsPerSecond ?? '–'}`,
             `  throttled periods % per shard cgroup, before: ${Object.entries(r.perShard.before?.throttling ?? {}).map(([n, t]) => `${n} ${t.throttledPeriodsPct}`).join(', ') || '–'}; after: ${Object.entries(r.perShard.after?.throttling ?? {}).map(([n, t]) => `${n} ${t.throttledPeriodsPct}`).join(', ') || '–'}`,
           ]
         : [],

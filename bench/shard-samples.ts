@@ -10,6 +10,8 @@ export interface ShardSample {
   readonly throttling: Readonly<Record<string, CpuThrottling>>;
   /** CPU time (user + system) each shard process has used so far, by the bench's shard name. */
   readonly cpuMs?: Readonly<Record<string, number>>;
+  /** CPU time the router process has used so far (ms): its share of a step, which balancing the shards does not change. */
+  readonly routerCpuMs?: number;
 }
 
 /** User + system CPU time of a process so far (ms, /proc/PID/stat at 100 ticks a second), null once it is gone. */
@@ -45,6 +47,8 @@ export interface PerShardWindow {
    * balancing can even out (a fixed part every call pays, and the experts' part that follows their rows).
    */
   readonly cpuMsPerCall: Readonly<Record<string, number>>;
+  /** CPU the router used per second of window (ms/s; null without its samples). */
+  readonly routerCpuMsPerSecond: number | null;
   /** Per cgroup: the share of CFS periods it was throttled in, and throttled ms per second of window. */
   readonly throttling: Readonly<Record<string, { readonly throttledPeriodsPct: number; readonly throttledMsPerSecond: number }>>;
 }
@@ -119,5 +123,6 @@ export function perShardWindow(samples: readonly ShardSample[], from: number, to
     const periods = end.periods - start.periods;
     throttling[name] = { throttledPeriodsPct: periods > 0 ? round((100 * (end.throttledPeriods - start.throttledPeriods)) / periods, 1) : 0, throttledMsPerSecond: round((end.throttledMs - start.throttledMs) / seconds, 1) };
   }
-  return { seconds: round(seconds, 2), sentBytes, sentMaxOverMean: maxOverMean(Object.values(sentBytes)), cpuMsPerSecond, cpuMaxOverMean: maxOverMean(Object.values(cpuMsPerSecond)), callMs, callsPerSecond, cpuMsPerCall, routerImbalance, throttling };
+  const routerCpuMsPerSecond = first.routerCpuMs === undefined || last.routerCpuMs === undefined ? null : round((last.routerCpuMs - first.routerCpuMs) / seconds, 1);
+  return { seconds: round(seconds, 2), routerCpuMsPerSecond, sentBytes, sentMaxOverMean: maxOverMean(Object.values(sentBytes)), cpuMsPerSecond, cpuMaxOverMean: maxOverMean(Object.values(cpuMsPerSecond)), callMs, callsPerSecond, cpuMsPerCall, routerImbalance, throttling };
 }
