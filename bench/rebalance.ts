@@ -45,8 +45,9 @@
  * Needs root and a cgroup cpu controller. The shards' quotas together must stay below the cores they run on (core 1
  * alone with --pinned). With it (or --per-shard-samples) the bench reads, each second, the router's dispatched bytes per
  * shard (the measured max/mean tokens per shard), its imbalance gauges, and each cgroup's throttling; the JSON's
- * `perShard` gives them for every event's before/during/after windows. --rebalance-only ends the run one window after
- * the rebalance (no join, no leave, no null events).
+ * `perShard` gives them for every event's before/during/after windows, with each shard's CPU per call it answered
+ * (`cpuMsPerCall`: its CPU over the router's calls to it; `shardAddresses` joins the bench's names with the router's
+ * labels) and the router's CPU (`routerCpuMsPerSecond`, its share of a step). --rebalance-only ends the run one window after the rebalance (no join, no leave, no null events).
  * --expert-width N makes the demo checkpoint's experts N wide (moe_intermediate_size; demo: 64, 2048 has a bench
  * expert's 1.5 M parameters): at 64 a shard's CPU follows its calls, not its tokens, so balancing tokens cannot pay.
  * --control-at-seconds S (with --rebalance-only) is the run to compare a rebalance run with: the router's loop weighs
@@ -236,11 +237,14 @@ const startShard = async (): ReturnType<typeof startShardProcess> => {
   });
   // Stopped at the end whatever happens next: shards started together must not outlive one that failed to start.
   stops.push(shard.stop);
+  shardAddresses[name] = shard.address;
   if (QUOTA_FROM === 'listening') shardCgroups?.limit(name);
   return shard;
 };
 const samples: ShardSample[] = [];
 const shardPids = new Map<string, number>();
+/** Each shard's address (the router's shard label in its metrics) by the bench's name: joins a shard's CPU with its calls. */
+const shardAddresses: Record<string, string> = {};
 const shardArgs = [
   '--model', modelDir, '--cluster', CLUSTER, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '10',
   ...(values['load-rest'] ? ['--load-rest', values['load-rest']] : []),
@@ -304,13 +308,18 @@ try {
       clearTimeout(timer);
     }
   };
+  /** The router's CPU so far, for a sample (nothing once it is gone). */
+  const routerCpu = (): { routerCpuMs?: number } => {
+    const ms = processCpuMs(router.process.pid!);
+    return ms === null ? {} : { routerCpuMs: ms };
+  };
   /** Each second: bytes dispatched per shard, the router's imbalance gauges, each cgroup's throttling. */
   const sampler = SAMPLE_SHARDS
     ? setInterval(() => {
         const t = performance.now();
         void fetch(`${router.url}/metrics`)
           .then((r) => r.text())
-          .then((text) => samples.push({ t, metrics: text.split('\n').filter((l) => l.startsWith('expertmesh_dispatch_bytes_total{') || l.startsWith('expertmesh_expert_imbalance_ratio{') || l.startsWith('expertmesh_shard_call_duration_seconds_sum{') || l.startsWith('expertmesh_shard_call_duration_seconds_count{')), cpuMs: Object.fromEntries([...shardPids].flatMap(([n, pid]) => { const ms = processCpuMs(pid); return ms === null ? [] : [[n, ms]]; })), throttling: Object.fromEntries((shardCgroups?.names() ?? []).map((n) => [n, shardCgroups!.throttling(n)])) }))
+          .then((text) => samples.push({ t, metrics: text.split('\n').filter((l) => l.startsWith('expertmesh_dispatch_bytes_total{') || l.startsWith('expertmesh_expert_imbalance_ratio{') || l.startsWith('expertmesh_shard_call_duration_seconds_sum{') || l.startsWith('expertmesh_shard_call_duration_seconds_count{')), cpuMs: Object.fromEntries([...shardPids].flatMap(([n, pid]) => { const ms = processCpuMs(pid); return ms === null ? [] : [[n, ms]]; })), ...routerCpu(), throttling: Object.fromEntries((shardCgroups?.names() ?? []).map((n) => [n, shardCgroups!.throttling(n)])) }))
           .catch(() => undefined);
       }, 1000)
     : null;
@@ -487,7 +496,7 @@ const results = events.map((e) => ({
   steadyWholeRun: compareEvent(streams, steady, [e.at, e.switchedAt], 'run', STEADY_STEP_MS, STEADY_MARGIN_MS),
   steadyAdjacent: compareEvent(streams, steady, [e.at, e.switchedAt], 'adjacent', STEADY_STEP_MS, STEADY_MARGIN_MS),
   ...(SAMPLE_SHARDS
-    ? { perShard: { before: perShardWindow(samples, e.at - WINDOW_MS, e.at), during: perShardWindow(samples, e.at, e.switchedAt), after: perShardWindow(samples, e.switchedAt, e.switchedAt + WINDOW_MS) } }
+    ? { perShard: { before: perShardWindow(samples, e.at - WINDOW_MS, e.at, shardAddresses), during: perShardWindow(samples, e.at, e.switchedAt, shardAddresses), after: perShardWindow(samples, e.switchedAt, e.switchedAt + WINDOW_MS, shardAddresses) } }
     : {}),
 }));
 /** Every request's token times and every event's interval, in ms from the load's start (0.1 ms), to recompute the comparison. */
@@ -508,7 +517,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
@@ -525,6 +534,7 @@ process.stdout.write(
         ? [
             '',
             `${r.event}: max/mean over shards of their CPU before ${r.perShard.before?.cpuMaxOverMean ?? '–'} → after ${r.perShard.after?.cpuMaxOverMean ?? '–'} (ms/s before ${JSON.stringify(r.perShard.before?.cpuMsPerSecond ?? {})}, after ${JSON.stringify(r.perShard.after?.cpuMsPerSecond ?? {})}); of dispatched bytes ${r.perShard.before?.sentMaxOverMean ?? '–'} → ${r.perShard.after?.sentMaxOverMean ?? '–'}; router's worst-layer imbalance ${JSON.stringify(r.perShard.after?.routerImbalance ?? {})}`,
+            `  CPU per call (ms) per shard, before: ${JSON.stringify(r.perShard.before?.cpuMsPerCall ?? {})}; after: ${JSON.stringify(r.perShard.after?.cpuMsPerCall ?? {})}; the router's CPU (ms/s) before ${r.perShard.before?.routerCpuMsPerSecond ?? '–'}, after ${r.perShard.after?.routerCpuMsPerSecond ?? '–'}`,
             `  throttled periods % per shard cgroup, before: ${Object.entries(r.perShard.before?.throttling ?? {}).map(([n, t]) => `${n} ${t.throttledPeriodsPct}`).join(', ') || '–'}; after: ${Object.entries(r.perShard.after?.throttling ?? {}).map(([n, t]) => `${n} ${t.throttledPeriodsPct}`).join(', ') || '–'}`,
           ]
         : [],

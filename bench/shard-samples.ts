@@ -10,6 +10,8 @@ export interface ShardSample {
   readonly throttling: Readonly<Record<string, CpuThrottling>>;
   /** CPU time (user + system) each shard process has used so far, by the bench's shard name. */
   readonly cpuMs?: Readonly<Record<string, number>>;
+  /** CPU time the router process has used so far (ms): its share of a step, which balancing the shards does not change. */
+  readonly routerCpuMs?: number;
 }
 
 /** User + system CPU time of a process so far (ms, /proc/PID/stat at 100 ticks a second), null once it is gone. */
@@ -38,6 +40,15 @@ export interface PerShardWindow {
   readonly cpuMaxOverMean: number | null;
   /** The router's mean round trip of a call to each shard over the window (ms), by its shard label. */
   readonly callMs: Readonly<Record<string, number>>;
+  /** Calls the router made to each shard per second of window, by its shard label. */
+  readonly callsPerSecond: Readonly<Record<string, number>>;
+  /**
+   * CPU each shard used per call it answered (ms), by the bench's shard name: the shard's cost of a call, which is what
+   * balancing can even out (a fixed part every call pays, and the experts' part that follows their rows).
+   */
+  readonly cpuMsPerCall: Readonly<Record<string, number>>;
+  /** CPU the router used per second of window (ms/s; null without its samples). */
+  readonly routerCpuMsPerSecond: number | null;
   /** Per cgroup: the share of CFS periods it was throttled in, and throttled ms per second of window. */
   readonly throttling: Readonly<Record<string, { readonly throttledPeriodsPct: number; readonly throttledMsPerSecond: number }>>;
 }
@@ -67,8 +78,11 @@ const maxOverMean = (xs: readonly number[]): number | null => {
 
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
-/** The window [from, to) between the first sample at or after `from` and the last at or before `to`; null with fewer than two. */
-export function perShardWindow(samples: readonly ShardSample[], from: number, to: number): PerShardWindow | null {
+/**
+ * The window [from, to) between the first sample at or after `from` and the last at or before `to`; null with fewer than
+ * two. `addresses` gives each shard's address (the router's shard label) by the bench's name, to join CPU with calls.
+ */
+export function perShardWindow(samples: readonly ShardSample[], from: number, to: number, addresses: Readonly<Record<string, string>> = {}): PerShardWindow | null {
   const inside = samples.filter((s) => s.t >= from && s.t <= to).sort((a, b) => a.t - b.t);
   const first = inside[0];
   const last = inside.at(-1);
@@ -83,11 +97,18 @@ export function perShardWindow(samples: readonly ShardSample[], from: number, to
     if (start !== undefined) cpuMsPerSecond[name] = round((end - start) / seconds, 1);
   }
   const callMs: Record<string, number> = {};
+  const callsPerSecond: Record<string, number> = {};
   const [sumA, countA] = [byShard(first, 'expertmesh_shard_call_duration_seconds_sum'), byShard(first, 'expertmesh_shard_call_duration_seconds_count')];
   const countB = byShard(last, 'expertmesh_shard_call_duration_seconds_count');
   for (const [shard, sum] of byShard(last, 'expertmesh_shard_call_duration_seconds_sum')) {
     const calls = (countB.get(shard) ?? 0) - (countA.get(shard) ?? 0);
     if (calls > 0) callMs[shard] = round((1000 * (sum - (sumA.get(shard) ?? 0))) / calls, 2);
+    callsPerSecond[shard] = round(calls / seconds, 1);
+  }
+  const cpuMsPerCall: Record<string, number> = {};
+  for (const [name, ms] of Object.entries(cpuMsPerSecond)) {
+    const perSecond = callsPerSecond[addresses[name] ?? ''];
+    if (perSecond) cpuMsPerCall[name] = round(ms / perSecond, 2);
   }
   const routerImbalance: Record<string, number> = {};
   for (const line of last.metrics) {
@@ -102,5 +123,6 @@ export function perShardWindow(samples: readonly ShardSample[], from: number, to
     const periods = end.periods - start.periods;
     throttling[name] = { throttledPeriodsPct: periods > 0 ? round((100 * (end.throttledPeriods - start.throttledPeriods)) / periods, 1) : 0, throttledMsPerSecond: round((end.throttledMs - start.throttledMs) / seconds, 1) };
   }
-  return { seconds: round(seconds, 2), sentBytes, sentMaxOverMean: maxOverMean(Object.values(sentBytes)), cpuMsPerSecond, cpuMaxOverMean: maxOverMean(Object.values(cpuMsPerSecond)), callMs, routerImbalance, throttling };
+  const routerCpuMsPerSecond = first.routerCpuMs === undefined || last.routerCpuMs === undefined ? null : round((last.routerCpuMs - first.routerCpuMs) / seconds, 1);
+  return { seconds: round(seconds, 2), routerCpuMsPerSecond, sentBytes, sentMaxOverMean: maxOverMean(Object.values(sentBytes)), cpuMsPerSecond, cpuMaxOverMean: maxOverMean(Object.values(cpuMsPerSecond)), callMs, callsPerSecond, cpuMsPerCall, routerImbalance, throttling };
 }

@@ -107,4 +107,25 @@ describe('per-shard windows from the router’s metrics (bench:rebalance)', () =
     expect(w.routerImbalance).toEqual({ before: 2.5, after: 1.04 });
     expect(perShardWindow(samples, 500, 1500)).toBeNull();
   });
+
+  it("gives each shard's calls per second and its CPU per call, joining the bench's names with the router's labels", () => {
+    const calls = (shard: string, sum: number, count: number): string[] => [
+      `expertmesh_shard_call_duration_seconds_sum{shard="${shard}"} ${sum}`,
+      `expertmesh_shard_call_duration_seconds_count{shard="${shard}"} ${count}`,
+    ];
+    const samples = [
+      { t: 0, metrics: [...calls('127.0.0.1:1', 1, 100), ...calls('127.0.0.1:2', 2, 100)], throttling: {}, cpuMs: { 'shard-0': 0, 'shard-1': 500 }, routerCpuMs: 100 },
+      { t: 2000, metrics: [...calls('127.0.0.1:1', 3, 300), ...calls('127.0.0.1:2', 3, 150)], throttling: {}, cpuMs: { 'shard-0': 1000, 'shard-1': 700 }, routerCpuMs: 1700 },
+    ];
+    const w = perShardWindow(samples, 0, 2000, { 'shard-0': '127.0.0.1:1', 'shard-1': '127.0.0.1:2' })!;
+    expect(w.callsPerSecond).toEqual({ '127.0.0.1:1': 100, '127.0.0.1:2': 25 });
+    expect(w.callMs).toEqual({ '127.0.0.1:1': 10, '127.0.0.1:2': 20 });
+    // shard-0: 500 ms/s over 100 calls/s; shard-1: 100 ms/s over 25 calls/s.
+    expect(w.cpuMsPerCall).toEqual({ 'shard-0': 5, 'shard-1': 4 });
+    expect(w.routerCpuMsPerSecond).toBe(800);
+    // Without the addresses there is nothing to join.
+    expect(perShardWindow(samples, 0, 2000)!.cpuMsPerCall).toEqual({});
+    // Samples without the router's CPU (the first test's) give none.
+    expect(perShardWindow(samples.map(({ routerCpuMs: _, ...s }) => s), 0, 2000)!.routerCpuMsPerSecond).toBeNull();
+  });
 });
