@@ -28,8 +28,10 @@ describe('cluster discovery over etcd', () => {
   let router: Awaited<ReturnType<typeof startServeProcess>> | null = null;
   const cluster = 'disc';
 
+  // Without a joining shard's rests (12× each graph's build by default): they only delay each start here; pacing
+  // has its own tests (reshaped-experts, one-load-per-host).
   const startShard = async (slot: string, modelDir = `${dir.path}/demo`, shardId = slot, placement = ['--slot', slot]): Promise<void> => {
-    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--model', modelDir, '--cluster', cluster, '--etcd', etcd.url, ...placement, '--shard-id', shardId, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--intra-op-threads', '1'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--model', modelDir, '--cluster', cluster, '--etcd', etcd.url, ...placement, '--shard-id', shardId, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--intra-op-threads', '1', '--join-load-rest', '0'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await new Promise<void>((resolve, reject) => {

@@ -13,6 +13,7 @@ import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { CHANNEL_OPTIONS, expertmeshV1 } from '@expertmesh/wire';
 import { CLI, runCli } from '../helpers/cli.js';
 import { EtcdServer } from '../helpers/etcd-server.js';
+import { commandLine, descendants } from '../helpers/process-tree.js';
 import { startFakeShard } from '../helpers/fake-shard.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -39,6 +40,10 @@ describe('expertmesh up', () => {
     });
     try {
       expect(ready.shards).toHaveLength(2);
+      // A cluster up has just planned: its shards load without a joining shard's rests (no shard serves yet).
+      const shards = descendants(child.pid!).map((p) => commandLine(p.pid)).filter((c) => c.includes('expert-shard'));
+      expect(shards).toHaveLength(2);
+      for (const c of shards) expect(c).toMatch(/--join-load-rest 0\b/);
       const client = new OpenAI({ baseURL: `${ready.url}/v1`, apiKey: 'unused', maxRetries: 0 });
       const r = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 5 });
       expect(r.choices[0]!.finish_reason).toBe('length');

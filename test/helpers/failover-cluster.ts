@@ -72,6 +72,11 @@ export class FailoverCluster {
       [
         ...['--model', this.options.modelDir, '--cluster', 'failover', '--etcd', etcdUrl, '--slot', slot, '--shard-id', slot],
         ...['--listen', `${inNamespace?.address ?? '127.0.0.1'}:0`, '--lease-ttl', String(this.options.leaseTtlSeconds), ...(inNamespace ? ['--insecure'] : [])],
+        // A joining shard (one that has answered no call) sleeps 12× each graph's build time by default, so as to
+        // take little CPU from the shards serving beside it: on a busy machine its builds are slow, and it slept
+        // tens of seconds (a restarted shard 60 s in CI). Pacing is one-load-per-host's and joining-autogroup's
+        // subject; here it only delays the start of the cluster and of a shard brought back.
+        ...['--join-load-rest', '0'],
       ],
       inNamespace ? { netns: inNamespace.name } : {},
     );

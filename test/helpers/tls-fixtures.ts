@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CertificateAuthority, writeTlsFiles } from '@expertmesh/security';
+import { writeTlsFiles } from '@expertmesh/security';
+import { CertificateAuthority } from '@expertmesh/security/certificate-authority';
 
 const DAY = 86_400_000;
 

@@ -22,7 +22,9 @@ describe('atomic slot claims and joining shards', () => {
   let registry: EtcdRegistry;
   let config: ModelConfig;
   const stops: (() => Promise<void>)[] = [];
-  const shardArgs = (): string[] => ['--model', `${dir.path}/demo`, '--cluster', cluster, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '3'];
+  // Without a joining shard's rests (12× each graph's build by default): they only delay each start here; pacing
+  // has its own tests (reshaped-experts, one-load-per-host).
+  const shardArgs = (): string[] => ['--model', `${dir.path}/demo`, '--cluster', cluster, '--etcd', etcd.url, '--listen', '127.0.0.1:0', '--lease-ttl', '3', '--join-load-rest', '0'];
   const until = async (what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
     while (!(await check())) {

@@ -1,7 +1,7 @@
 import { chmod, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority, type IssuedCertificate } from './certificate-authority.js';
+import type { CertificateAuthority, IssuedCertificate } from './certificate-authority.js';
 import type { TlsFiles } from './tls-material.js';
 
 /** Writes a certificate, its key (mode 0600) and the CA certificate into `dir` as NAME.crt, NAME.key, ca.crt. */
@@ -20,6 +20,10 @@ export async function writeTlsFiles(dir: string, name: string, issued: IssuedCer
 export async function makeLoopbackTlsBundle(names: readonly string[]): Promise<{ dir: string; ca: CertificateAuthority; files: Map<string, Required<TlsFiles>> }> {
   const dir = await mkdtemp(join(tmpdir(), 'expertmesh-tls-'));
   await chmod(dir, 0o700);
+  // Loaded here, not with the package: @peculiar/x509 and its dependencies were part of the ~0.3 s every process
+  // importing @expertmesh/security (every router and shard) spent at start (see @expertmesh/telemetry's tracing.ts),
+  // and only `expertmesh up` issues certificates.
+  const { CertificateAuthority } = await import('./certificate-authority.js');
   const ca = await CertificateAuthority.create();
   const files = new Map<string, Required<TlsFiles>>();
   for (const name of names) files.set(name, await writeTlsFiles(dir, name, await ca.issueLoopback(name), ca.cert));

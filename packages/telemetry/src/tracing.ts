@@ -1,13 +1,23 @@
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import type * as GrpcExporterModule from '@opentelemetry/exporter-trace-otlp-grpc';
+import type * as JsonExporterModule from '@opentelemetry/exporter-trace-otlp-http';
+import type * as ProtoExporterModule from '@opentelemetry/exporter-trace-otlp-proto';
+import type * as ResourcesModule from '@opentelemetry/resources';
+import type * as SdkTraceBaseModule from '@opentelemetry/sdk-trace-base';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type * as SdkTraceNodeModule from '@opentelemetry/sdk-trace-node';
+import type * as SemanticConventionsModule from '@opentelemetry/semantic-conventions';
+
+/**
+ * The SDK and the exporters load only in a process that traces: every router and shard imports this module, and
+ * with tracing off (the default) loading them, with @peculiar/x509 (see @expertmesh/security), cost every process start
+ * ~0.3 s of ~1.7 (median of 15 alternated runs of `expertmesh --help`, a shard and `serve` refusing a bad flag).
+ * They are CommonJS packages, so a synchronous require keeps startTracing synchronous.
+ */
+const load = createRequire(import.meta.url);
 
 export type ProcessRole = 'router' | 'shard';
 
@@ -48,11 +58,11 @@ function exporterFromEnv(env: NodeJS.ProcessEnv): SpanExporter {
   };
   switch (protocol) {
     case 'grpc':
-      return new GrpcExporter(url(false));
+      return new (load('@opentelemetry/exporter-trace-otlp-grpc') as typeof GrpcExporterModule).OTLPTraceExporter(url(false));
     case 'http/json':
-      return new JsonExporter(url(true));
+      return new (load('@opentelemetry/exporter-trace-otlp-http') as typeof JsonExporterModule).OTLPTraceExporter(url(true));
     case 'http/protobuf':
-      return new ProtoExporter(url(true));
+      return new (load('@opentelemetry/exporter-trace-otlp-proto') as typeof ProtoExporterModule).OTLPTraceExporter(url(true));
     default:
       throw new Error(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocol} is not one of grpc, http/protobuf, http/json`);
   }
@@ -69,6 +79,10 @@ export function startTracing(role: ProcessRole, instanceId: string = randomUUID(
   const exporter = tracingRequested(env) ? exporterFromEnv(env) : null;
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   if (!exporter) return { enabled: false, shutdown: async () => propagation.disable() };
+  const { NodeTracerProvider } = load('@opentelemetry/sdk-trace-node') as typeof SdkTraceNodeModule;
+  const { BatchSpanProcessor } = load('@opentelemetry/sdk-trace-base') as typeof SdkTraceBaseModule;
+  const { resourceFromAttributes } = load('@opentelemetry/resources') as typeof ResourcesModule;
+  const { ATTR_SERVICE_NAME } = load('@opentelemetry/semantic-conventions') as typeof SemanticConventionsModule;
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME ?? `expertmesh-${role}`, 'service.instance.id': instanceId, 'expertmesh.role': role }),
     spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 500 })],

@@ -144,9 +144,10 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       ? new EtcdRegistry([etcdUrl], flags.cluster, ownEtcd ? await etcdSecurityFromFlags({ 'etcd-ca': ownEtcd.probe.ca, 'etcd-cert': ownEtcd.probe.cert, 'etcd-key': ownEtcd.probe.key }) : await etcdSecurityFromFlags(flags))
       : new HttpRegistry(embedded!.url, embedded!.token);
     log(etcdUrl ? `registry: etcd at ${etcdUrl}, cluster "${flags.cluster}"` : `registry: embedded, served at ${embedded!.url}`);
+    let storedPlan = false;
     try {
       const { fingerprint } = await step(readCheckpointIdentity(flags.model));
-      await step(storeOrFollowPlan(registry, config, fingerprint, slots, flags['redundant-experts'], log));
+      storedPlan = await step(storeOrFollowPlan(registry, config, fingerprint, slots, flags['redundant-experts'], log));
     } finally {
       await withTimeout(registry.close(), 3000, 'closing the registry client').catch(() => undefined);
     }
@@ -162,7 +163,10 @@ async function runCluster(argv: readonly string[], signal: AbortSignal): Promise
       registry: etcdUrl ? { cluster: flags.cluster, etcd: etcdUrl } : { url: embedded!.url },
       // One certificate for the shards, valid for the loopback addresses they register.
       // up stops its shards together: they leave the plan as it is (it may not be up's to change).
-      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : []), '--no-handoff', ...(frames ? ['--frames-listen', '127.0.0.1:0'] : [])],
+      // In a cluster up has just planned, no shard serves yet and up starts its router only once every shard has
+      // loaded: a joining shard's rests (--join-load-rest, there to leave the CPU to serving shards) would only delay
+      // the start. Following a cluster's plan, its shards may serve beside them: they rest as usual.
+      shardArgs: [...tlsArgs('shard'), ...(etcdUrl ? etcdSecurityArgs : []), '--no-handoff', ...(frames ? ['--frames-listen', '127.0.0.1:0'] : []), ...(storedPlan ? ['--join-load-rest', '0'] : [])],
       signal,
     });
     stops.push({ what: 'the shards', stop: () => cluster.stop() });
@@ -246,15 +250,15 @@ async function ensureModel(dir: string, log: (msg: string) => void, step: <T>(p:
 /**
  * Stores the plan for `slots` unless the cluster already has one: a cluster's plan is followed, never
  * replaced by up (it is created only if absent, in one transaction). A stored plan for another model
- * or other slots stops up with the reason.
+ * or other slots stops up with the reason. True when up stored the plan (a new cluster).
  */
-async function storeOrFollowPlan(registry: ClusterRegistry, config: ModelConfig, fingerprint: string, slots: readonly string[], redundantExperts: number, log: (msg: string) => void): Promise<void> {
+async function storeOrFollowPlan(registry: ClusterRegistry, config: ModelConfig, fingerprint: string, slots: readonly string[], redundantExperts: number, log: (msg: string) => void): Promise<boolean> {
   const fresh = (version: number): PlacementPlan => planPlacement({ config, modelFingerprint: fingerprint, version, slots, redundantExperts, bytesPerExpert: 3 * config.hiddenSize * config.moeIntermediateSize * 4 });
   const stored = await registry.getPlan();
   if (!stored) {
     try {
       await registry.putPlan(fresh(1), { replaces: null });
-      return;
+      return true;
     } catch (e) {
       if (!(e instanceof RegistryConflictError)) throw e;
       // Another writer stored one meanwhile: follow it, as below.
@@ -269,4 +273,5 @@ async function storeOrFollowPlan(registry: ClusterRegistry, config: ModelConfig,
     );
   }
   log(`following the cluster's plan v${plan.version}`);
+  return false;
 }
