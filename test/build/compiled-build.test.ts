@@ -9,6 +9,7 @@ import { BUILD_INFO_FILE, firstStaleInput, readStamp } from '../../packages/cli/
 import { CLI, runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { planPlacement } from '@expertmesh/discovery';
+import { SERVING_NODE_FLAGS } from '@expertmesh/process-lifecycle';
 import { decideLoadReplan, type LoadReplanInput } from '../../services/router/src/rebalance/load-replan.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
@@ -47,6 +48,16 @@ describe('the compiled build', () => {
     for (const f of ['packages/cli/src/main.ts', 'services/expert-shard/src/main.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/expert-worker-thread.ts', 'services/router/src/text/tokenize-worker.ts', 'services/router/src/rebalance/replan-worker.ts'])
       expect(Object.keys(stamp.files)).toContain(f);
     expect(firstStaleInput(stamp, build)).toBeNull();
+  });
+
+  it("the build's entry, run as a program (its #! line), starts Node with the serving flags", async () => {
+    // A preload (NODE_OPTIONS takes --require) reports the process's Node flags before the CLI runs `--help`.
+    const preload = join(build, 'print-exec-argv.cjs');
+    await writeFile(preload, `process.stderr.write('execArgv=' + JSON.stringify(process.execArgv) + '\\n');\n`);
+    const { stderr } = await run(join(build, 'expertmesh.mjs'), ['--help'], { env: { ...process.env, NODE_OPTIONS: `--require ${preload}` } });
+    const line = stderr.split('\n').find((l) => l.startsWith('execArgv='));
+    expect(line, stderr).toBeDefined();
+    expect(JSON.parse(line!.slice('execArgv='.length))).toEqual(expect.arrayContaining([...SERVING_NODE_FLAGS]));
   });
 
   it('`up` through the bin runs the build: router and shard (experts in its worker thread) report compiled code and no module loader, and answer chat completions, a long prompt through the tokenizer worker', async () => {

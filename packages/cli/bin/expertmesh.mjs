@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-memory-reducer
 // Entry point for `npx expertmesh`. Runs the compiled build (`npm run build`, dist/) when it is there and was built
 // from the current sources, else the TypeScript sources through tsx, so a fresh clone needs no build step and an
 // edit never runs stale compiled code. EXPERTMESH_RUNTIME=compiled|sources forces one (the image sets compiled:

@@ -86,7 +86,7 @@ const result = await build({
 copyFileSync(join(root, 'services/expert-shard/src/expert-worker-boot.mjs'), join(outDir, 'expert-worker-boot.mjs'));
 writeFileSync(
   join(outDir, 'expertmesh.mjs'),
-  `#!/usr/bin/env node
+  `#!/usr/bin/env -S node --no-memory-reducer
 // The compiled CLI (written by packages/cli/scripts/build.mjs): what packages/cli/bin/expertmesh.mjs runs when the
 // build matches the sources, and what processes this build starts (router, shards) run.
 // A shard joining a cluster yields the CPU to the serving shards from here, before the heavy modules load.

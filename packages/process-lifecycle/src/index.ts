@@ -8,3 +8,4 @@ export { JEMALLOC_CONF, JEMALLOC_LIBRARY, MALLOC_ENVIRONMENT, MALLOC_ENVIRONMENT
 export type { MallocEnvironmentOptions } from './malloc-environment.js';
 export { BUILD_DIR, BUILD_INFO_FILE, RUNS_COMPILED, cliEntry, installRoot, loaderHooksActive, runtimeKind } from './runtime-layout.js';
 export { kernelThreadId, lowerCallingThread, threadNice } from './thread-nice.js';
+export { SERVING_NODE_FLAGS, withServingNodeFlags } from './serving-node-flags.js';

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { withMallocEnvironment } from './malloc-environment.js';
+import { withServingNodeFlags } from './serving-node-flags.js';
 
 /** Children started here that are still running, by process group (the child's pid). */
 const live = new Set<ChildProcess>();
@@ -21,7 +22,8 @@ export interface TiedChildOptions {
    * A Node child that calls exitWithParent(): it gets an IPC channel and drains when this process
    * goes. Other programs (etcd) get a parent-death signal (SIGKILL) through setpriv where it exists.
    * Node children (routers, shards: the processes that hold weights) also get the allocator settings
-   * (withMallocEnvironment: jemalloc where installed, else glibc with MALLOC_ENVIRONMENT).
+   * (withMallocEnvironment: jemalloc where installed, else glibc with MALLOC_ENVIRONMENT) and the serving
+   * Node flags (withServingNodeFlags: `args` are then Node's, the script first or after flags).
    */
   readonly node?: boolean;
 }
@@ -33,7 +35,7 @@ export interface TiedChildOptions {
  */
 export function spawnTied(command: string, args: readonly string[], options: TiedChildOptions = {}): ChildProcess {
   const stdio: StdioOptions = [...(options.stdio ?? ['ignore', 'pipe', 'pipe']), ...(options.node ? ['ipc' as const] : [])];
-  const [cmd, argv] = !options.node && canSetParentDeathSignal() ? ['setpriv', ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, [...args]];
+  const [cmd, argv] = options.node ? [command, withServingNodeFlags(args)] : canSetParentDeathSignal() ? ['setpriv', ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, [...args]];
   const env = options.node ? withMallocEnvironment(options.env ?? process.env) : options.env;
   const child = spawn(cmd, argv, { stdio, detached: true, ...(env ? { env } : {}), ...(options.cwd ? { cwd: options.cwd } : {}) });
   // The IPC channel is only a lifeline: it must not keep this process alive.
