@@ -100,6 +100,8 @@ const { values } = parseArgs({
     'shard-arg': { type: 'string', multiple: true, default: [] },
     // Node/V8 flags for the router's process only, e.g. --router-node-arg=--max-semi-space-size=64.
     'router-node-arg': { type: 'string', multiple: true, default: [] },
+    // Node/V8 flags for every shard's process, e.g. --shard-node-arg=--no-memory-reducer (V8 reads that one only at start).
+    'shard-node-arg': { type: 'string', multiple: true, default: [] },
     // Names the variant (code or flags) in the JSON.
     label: { type: 'string' },
     'null-events': { type: 'string', default: '3' },
@@ -224,6 +226,7 @@ let shardsStarted = 0;
 const startShard = async (): ReturnType<typeof startShardProcess> => {
   const name = `shard-${shardsStarted++}`;
   const shard = await startShardProcess(shardArgs, {
+    nodeArgs: values['shard-node-arg'],
     onSpawned: (pid) => {
       shardPids.set(name, pid);
       try {
@@ -517,7 +520,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], routerNodeArgs: values['router-node-arg'], shardNodeArgs: values['shard-node-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(

@@ -33,11 +33,13 @@ export interface ShardProcessOptions {
   readonly timeoutMs?: number;
   /** Called with the process id as soon as it is spawned (before it listens). */
   readonly onSpawned?: (pid: number) => void;
+  /** Node/V8 flags before the entry point (e.g. --no-memory-reducer, which NODE_OPTIONS refuses). */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** Starts a shard (`args` after the entry point, e.g. --model, --experts) and waits until it listens; rejects with its stderr if it exits first. */
 export async function startShardProcess(args: readonly string[], options: ShardProcessOptions = {}): Promise<ShardProcess> {
-  const node = [process.execPath, '--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args];
+  const node = [process.execPath, ...(options.nodeArgs ?? []), '--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args];
   const [command, ...argv] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
   const child = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
   if (child.pid !== undefined) options.onSpawned?.(child.pid);
