@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { withServingNodeFlags } from '@expertmesh/process-lifecycle';
 import { serverSentEvents } from '../test/helpers/completion-stream.js';
 
 /** `expertmesh serve …` as a process on a free loopback port, for benchmarks (`nodeArgs`: Node/V8 flags for it alone). */
 export async function startBenchServer(args: readonly string[], nodeArgs: readonly string[] = []): Promise<{ url: string; stop: () => Promise<void>; process: ChildProcess }> {
   const cli = join(import.meta.dirname, '..', 'packages', 'cli', 'bin', 'expertmesh.mjs');
-  const server = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const server = spawn(process.execPath, withServingNodeFlags([...nodeArgs, cli, 'serve', '--port', '0', ...args]), { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     server.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
     createInterface({ input: server.stdout! }).on('line', (l) => {

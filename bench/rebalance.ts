@@ -100,7 +100,7 @@ const { values } = parseArgs({
     'shard-arg': { type: 'string', multiple: true, default: [] },
     // Node/V8 flags for the router's process only, e.g. --router-node-arg=--max-semi-space-size=64.
     'router-node-arg': { type: 'string', multiple: true, default: [] },
-    // Node/V8 flags for every shard's process, e.g. --shard-node-arg=--no-memory-reducer (V8 reads that one only at start).
+    // Node/V8 flags for every shard's process (before the product's own, --no-memory-reducer: --shard-node-arg=--memory-reducer turns it back on).
     'shard-node-arg': { type: 'string', multiple: true, default: [] },
     // Names the variant (code or flags) in the JSON.
     label: { type: 'string' },
