@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { EtcdRegistry, planPlacement } from '@expertmesh/discovery';
@@ -8,6 +9,9 @@ import { startShardProcess, type ShardProcess } from '../helpers/shard-process.j
 import { tempDir } from '../helpers/temp-dir.js';
 
 const cluster = 'joining-autogroup';
+/** Node `--import`: records each module the process loads, with its autogroup nice at that moment (EXPERTMESH_RECORD_LOADS). */
+const RECORD_LOADS = join(import.meta.dirname, '..', 'helpers', 'record-loads.mjs');
+const SHARD_SRC = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src');
 const autogroupsOn = readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
 
 /** The autogroup nice of process `pid` (/proc/PID/autogroup: "/autogroup-N nice V"), null once it is gone. */
@@ -31,6 +35,7 @@ describe('a shard joining a cluster', () => {
   let etcd: EtcdServer;
   let registry: EtcdRegistry;
   let shard: ShardProcess | null = null;
+  let second: ShardProcess | null = null;
 
   beforeAll(async () => {
     dir = await tempDir('joining-autogroup');
@@ -38,10 +43,11 @@ describe('a shard joining a cluster', () => {
     const identity = await readCheckpointIdentity(dir.path);
     etcd = await EtcdServer.start();
     registry = new EtcdRegistry([etcd.url], cluster);
-    await registry.putPlan(planPlacement({ config: identity.config, modelFingerprint: identity.fingerprint, version: 1, slots: ['shard-0'], bytesPerExpert: 1 }));
+    await registry.putPlan(planPlacement({ config: identity.config, modelFingerprint: identity.fingerprint, version: 1, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 }));
   });
   afterAll(async () => {
     await shard?.stop();
+    await second?.stop();
     await registry?.close();
     await etcd?.stop();
     await dir?.remove();
@@ -84,5 +90,34 @@ describe('a shard joining a cluster', () => {
     expect(autogroupNice(shard.pid)).toBe(0);
     // Its own autogroup, not the test runner's: this process's is untouched.
     expect(autogroupNice(process.pid)).toBe(runner);
+  });
+
+  it('loads none of its modules before its autogroup is lowered but its entry and the ones that lower it', async () => {
+    // Node loads (and tsx transpiles) an entry's whole static import graph before it evaluates any of it: the lowering
+    // must not wait for the ~140 modules of a shard (onnxruntime, gRPC, etcd, OpenTelemetry), loaded at full weight.
+    const file = join(dir.path, 'loads.jsonl');
+    second = await startShardProcess(['--model', dir.path, '--cluster', cluster, '--etcd', etcd.url, '--slot', 'shard-1', '--listen', '127.0.0.1:0', '--lease-ttl', '5'], {
+      nodeArgs: ['--import', RECORD_LOADS],
+      env: { EXPERTMESH_RECORD_LOADS: file },
+    });
+    const loads = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { url: string; nice: number | null });
+    // From the entry on (before it: tsx and the recorder, loaded by --import).
+    const entry = loads.findIndex((l) => l.url === `file://${join(SHARD_SRC, 'main.ts')}`);
+    expect(entry, loads.map((l) => l.url).join('\n')).toBeGreaterThanOrEqual(0);
+    const fromEntry = loads.slice(entry);
+    const lowering = new Set(['main.ts', 'joining-start.ts', 'joining-autogroup.ts'].map((f) => `file://${join(SHARD_SRC, f)}`));
+    const rest = fromEntry.filter((l) => !lowering.has(l.url));
+    // The shard's own modules are among those recorded (the recorder saw them load), and many more.
+    for (const f of ['shard-server.ts', 'cluster-membership.ts', 'load-shard.ts']) expect(rest.map((l) => l.url)).toContain(`file://${join(SHARD_SRC, f)}`);
+    expect(rest.length).toBeGreaterThan(50);
+    if (!autogroupsOn) {
+      expect(fromEntry.every((l) => l.nice === null)).toBe(true);
+      return;
+    }
+    const early = rest.filter((l) => l.nice !== 19).map((l) => `${l.url} at nice ${l.nice}`);
+    expect(early).toEqual([]);
   });
 });
