@@ -45,7 +45,7 @@ describe('the compiled build', () => {
 
   it('is stamped with the sources it was built from, all of them current', async () => {
     const stamp = readStamp(build)!;
-    for (const f of ['packages/cli/src/main.ts', 'services/expert-shard/src/main.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/expert-worker-thread.ts', 'services/router/src/text/tokenize-worker.ts', 'services/router/src/rebalance/replan-worker.ts'])
+    for (const f of ['packages/cli/src/main.ts', 'services/expert-shard/src/run-shard.ts', 'services/router/src/serve.ts', 'services/expert-shard/src/expert-worker-thread.ts', 'services/router/src/text/tokenize-worker.ts', 'services/router/src/rebalance/replan-worker.ts'])
       expect(Object.keys(stamp.files)).toContain(f);
     expect(firstStaleInput(stamp, build)).toBeNull();
   });
