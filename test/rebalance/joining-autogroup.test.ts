@@ -11,6 +11,8 @@ import { tempDir } from '../helpers/temp-dir.js';
 const cluster = 'joining-autogroup';
 /** Node `--import`: records each module the process loads, with its autogroup nice at that moment (EXPERTMESH_RECORD_LOADS). */
 const RECORD_LOADS = join(import.meta.dirname, '..', 'helpers', 'record-loads.mjs');
+/** Node `--import`: records the process's full collections and its log lines, with their times (EXPERTMESH_RECORD_GC). */
+const RECORD_GC = join(import.meta.dirname, '..', 'helpers', 'record-gc.mjs');
 const SHARD_SRC = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src');
 const autogroupsOn = readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
 
@@ -36,6 +38,7 @@ describe('a shard joining a cluster', () => {
   let registry: EtcdRegistry;
   let shard: ShardProcess | null = null;
   let second: ShardProcess | null = null;
+  let third: ShardProcess | null = null;
 
   beforeAll(async () => {
     dir = await tempDir('joining-autogroup');
@@ -43,11 +46,12 @@ describe('a shard joining a cluster', () => {
     const identity = await readCheckpointIdentity(dir.path);
     etcd = await EtcdServer.start();
     registry = new EtcdRegistry([etcd.url], cluster);
-    await registry.putPlan(planPlacement({ config: identity.config, modelFingerprint: identity.fingerprint, version: 1, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 }));
+    await registry.putPlan(planPlacement({ config: identity.config, modelFingerprint: identity.fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2'], bytesPerExpert: 1 }));
   });
   afterAll(async () => {
     await shard?.stop();
     await second?.stop();
+    await third?.stop();
     await registry?.close();
     await etcd?.stop();
     await dir?.remove();
@@ -119,5 +123,34 @@ describe('a shard joining a cluster', () => {
     }
     const early = rest.filter((l) => l.nice !== 19).map((l) => `${l.url} at nice ${l.nice}`);
     expect(early).toEqual([]);
+  });
+
+  it('collects its garbage in full after its load and before its record names its experts', async () => {
+    // Else its start-up's and its load's garbage is collected by its first collections after it announces, at full
+    // weight, as routers start calling it.
+    const file = join(dir.path, 'gc.jsonl');
+    let seenAt: number | null = null;
+    const stopWatch = await registry.watchShards((records) => {
+      if (seenAt === null && records.some((r) => r.slot === 'shard-2' && r.layers.some((l) => l.experts.length > 0))) seenAt = Date.now();
+    });
+    try {
+      third = await startShardProcess(['--model', dir.path, '--cluster', cluster, '--etcd', etcd.url, '--slot', 'shard-2', '--listen', '127.0.0.1:0', '--lease-ttl', '5'], {
+        nodeArgs: ['--import', RECORD_GC],
+        env: { EXPERTMESH_RECORD_GC: file },
+      });
+      const until = Date.now() + 10_000;
+      while (seenAt === null && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      await stopWatch();
+    }
+    expect(seenAt).not.toBeNull();
+    const records = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { kind: string; at: number; ms?: number; line?: string });
+    const loaded = records.find((r) => r.kind === 'log' && /plan \d+: loaded in/.test(r.line!));
+    expect(loaded, records.map((r) => r.line ?? r.kind).join('\n')).toBeDefined();
+    const between = records.filter((r) => r.kind === 'major-gc' && r.at >= loaded!.at && r.at + r.ms! <= seenAt!);
+    expect(between.length, JSON.stringify(records.filter((r) => r.kind === 'major-gc'))).toBeGreaterThan(0);
   });
 });

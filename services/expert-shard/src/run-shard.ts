@@ -5,7 +5,7 @@ import { lowerForExit } from './leaving-priority.js';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { heapReturnEnabled, resolveExpertKernel, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
-import { INTRA_OP_SPIN, type ExecutionProvider, type IntraOpSpin } from '@expertmesh/tensor-ops';
+import { INTRA_OP_SPIN, releaseLoadBuffers, type ExecutionProvider, type IntraOpSpin } from '@expertmesh/tensor-ops';
 import { etcdSecurityFromFlags, openRegistry, REGISTRY_SECURITY_USAGE } from '@expertmesh/discovery';
 import { checkExposure, hostOf, hostPort, loadTls, portOf } from '@expertmesh/security';
 import { serveMetrics, ShardMetrics, startTracing } from '@expertmesh/telemetry';
@@ -48,6 +48,19 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
   --health-listen also serves the gRPC health service (only it) in plaintext, for probes that cannot present a
   client certificate (kubelet's gRPC probe). Port 0 picks a free port. Prints {"event":"listening","address":…} when ready; SIGTERM or SIGINT leaves the
   cluster, drains in-flight calls and exits.`;
+
+/**
+ * What a shard that joins by the plan does last before its record names its experts (the record routers start
+ * calling it from), still at its lowered autogroup: it collects its garbage in full (as after a start-up load, two
+ * collections), then puts its autogroup back. Otherwise its start-up's and its load's garbage fills its young
+ * generation, and its first collections after it announces (5–21 ms minor ones, 0–110 ms after its record, in 4 of 6
+ * traced runs) run at full weight on the core the serving shards share, as routers start calling it
+ * (docs/benchmarks.md, issue 16, session 30).
+ */
+async function beforeJoiningAnnounce(): Promise<void> {
+  await releaseLoadBuffers();
+  await restoreJoiningAutogroup();
+}
 
 /** How long shutdown waits on the registry (and the trace exporter) at most. */
 const LEAVE_BOUND_MS = 3000;
@@ -206,7 +219,7 @@ export async function runShard(argv: readonly string[]): Promise<number> {
   const metricsAt = parseListen(values['metrics-listen'] ?? `${host}:0`);
   const metrics = await serveMetrics(server.registry, metricsAt.host, metricsAt.port);
   const membership = registry
-    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load, warmCallPath: () => server.warmUp(), beforeAnnounce: restoreJoiningAutogroup }, onPlanRejected, {
+    ? new ClusterMembership(registry, compute, { shardId, address: values.advertise ?? address, ...(framesAdvertised ? { framesAddress: framesAdvertised } : {}) }, expertSpec ? null : { modelDir: values.model, load, warmCallPath: () => server.warmUp(), beforeAnnounce: beforeJoiningAnnounce }, onPlanRejected, {
         retireGraceMs: retireGrace * 1000,
         handoffTimeoutMs: handoffTimeout * 1000,
         loadRestFactor: loadRest,
