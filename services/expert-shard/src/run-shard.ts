@@ -53,7 +53,7 @@ export const shardUsage = `expertmesh shard --model DIR [--experts SPEC] [--list
  * What a shard that joins by the plan does last before its record names its experts (the record routers start
  * calling it from), still at its lowered autogroup: it collects its garbage in full (as after a start-up load, two
  * collections), then puts its autogroup back. Otherwise its start-up's and its load's garbage fills its young
- * generation, and its first collections after it announces (5–21 ms minor ones, 0–110 ms after its record, in 4 of 6
+ * generation, and its first collections after it announces (5–21 ms minor ones, 0–110 ms after its record, in 6 of 7
  * traced runs) run at full weight on the core the serving shards share, as routers start calling it
  * (docs/benchmarks.md, issue 16, session 30).
  */
