@@ -193,6 +193,9 @@ export class ClusterMembership {
   /**
    * The first step of leaving (SIGTERM): hands this slot's experts to the other shards through a plan
    * change, and stops advertising once they hold them. Bounded by the hand-over timeout; never throws.
+   * The shard still answers calls until its NOT_SERVING record: its own work here (the draining mark,
+   * reading the records and the plan, the re-plan, the plan's write, NOT_SERVING) is done in the quiet
+   * part of a step (StepEnds), as a switch's is, not on the calls of the step in flight.
    */
   async handOver(): Promise<void> {
     this.leaving = true;
@@ -200,10 +203,14 @@ export class ClusterMembership {
     if (!this.record.slot || !this.reload || !this.registration || this.timings.handOverOnLeave === false) return;
     try {
       // A registry that does not answer cannot take a hand-over: leave as before, at once.
-      await within(REGISTRY_CALL_BOUND_MS, this.publish({ draining: true }), 'marking this shard draining');
+      await within(REGISTRY_CALL_BOUND_MS, this.publishAtStepEnd({ draining: true }), 'marking this shard draining');
+      // A leaving shard takes no plan in (see follow): the plan it stores next, parsed by its own watch, would be
+      // CPU for nothing on a core the serving shards share (its watch is stopped in leave() at the latest).
+      await within(REGISTRY_CALL_BOUND_MS, this.stopWatchingPlan(), 'stopping the plan watch').catch(() => undefined);
       await this.reloading;
       // Shards stopped together (a whole cluster shutting down) see each other draining: none re-plans.
       await sleep(LEAVE_SETTLE_MS);
+      await this.atStepEnd();
       if ((await this.takers()).length === 0) this.log('leaving: no other serving shard to hand experts to; the plan stays as it is');
       else await this.handOffSlot();
     } catch (e) {
@@ -215,12 +222,19 @@ export class ClusterMembership {
   async leave(): Promise<void> {
     this.leaving = true;
     this.leavingSignal.abort();
-    await this.stopPlanWatch?.();
+    await this.stopWatchingPlan();
     // A watch still being created (etcd unreachable) does not hold the departure: it is cancelled once it exists.
     const recordsWatch = this.recordsWatch;
     this.recordsWatch = null;
     if (recordsWatch) await within(REGISTRY_CALL_BOUND_MS, recordsWatch.then((stop) => stop()), 'cancelling the shard records watch').catch(() => undefined);
     await this.registration?.close();
+  }
+
+  /** Cancels the plan watch once (handOver, then leave). */
+  private async stopWatchingPlan(): Promise<void> {
+    const stop = this.stopPlanWatch;
+    this.stopPlanWatch = null;
+    await stop?.();
   }
 
   /** Other live shards of this model that serve and are not leaving: those that can take experts over. */
@@ -353,16 +367,19 @@ export class ClusterMembership {
     const slot = this.record.slot;
     const records = await this.registry.listShards();
     const draining = new Set(records.filter((r) => r.draining).map((r) => r.slot));
-    const change = await updatePlan(this.registry, (current) => {
+    const change = await updatePlan(this.registry, async (current) => {
       if (!current?.shards[slot]) return null;
       const gone = Object.keys(current.shards).filter((s) => s === slot || draining.has(s));
-      return gone.length === Object.keys(current.shards).length ? null : replanWithout(this.compute.config, current, gone, records);
+      if (gone.length === Object.keys(current.shards).length) return null;
+      // The re-plan and the plan's write (which wakes every watcher) right after a step's last answer.
+      await this.atStepEnd();
+      return replanWithout(this.compute.config, current, gone, records);
     });
     if (change) this.log(`leaving: stored plan v${change.plan.version} without slot ${slot} (${change.movedExperts} experts moved, ${change.movedBytes} bytes)`);
     const serving = this.compute.servingLayers();
     if (!(await this.untilHeldElsewhere(serving))) throw new Error(`other shards did not take over ${count(serving)} experts within ${this.timings.handoffTimeoutMs} ms`);
     // Routers stop routing here once they see the record go; requests already routed still finish.
-    await this.publish({ health: 'NOT_SERVING' });
+    await this.publishAtStepEnd({ health: 'NOT_SERVING' });
     this.log(`leaving: other shards hold its ${count(serving)} experts; not serving, letting go of the lease in ${this.timings.retireGraceMs} ms`);
     await sleep(this.timings.retireGraceMs);
   }
@@ -446,7 +463,7 @@ export class ClusterMembership {
    * A switch's record written in the quiet part of a step (StepEnds): the write, etcd's work and every
    * watcher's handling of the event then fall while the router runs its own part, not on its calls.
    */
-  private async publishAtStepEnd(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health'>>): Promise<void> {
+  private async publishAtStepEnd(change: Partial<Pick<ShardRecord, 'layers' | 'planVersion' | 'health' | 'draining'>>): Promise<void> {
     await this.compute.stepEnds.next();
     await this.publish(change);
   }
