@@ -211,8 +211,10 @@ export class ClusterMembership {
       // Shards stopped together (a whole cluster shutting down) see each other draining: none re-plans.
       await sleep(LEAVE_SETTLE_MS);
       await this.atStepEnd();
-      if ((await this.takers()).length === 0) this.log('leaving: no other serving shard to hand experts to; the plan stays as it is');
-      else await this.handOffSlot();
+      // One read of the records serves both the check and the re-plan (each read is parsed on the serving core).
+      const records = await this.registry.listShards();
+      if (this.takersAmong(records).length === 0) this.log('leaving: no other serving shard to hand experts to; the plan stays as it is');
+      else await this.handOffSlot(records);
     } catch (e) {
       this.log(`leaving without a complete hand-over: ${(e as Error).message}`);
     }
@@ -235,11 +237,6 @@ export class ClusterMembership {
     const stop = this.stopPlanWatch;
     this.stopPlanWatch = null;
     await stop?.();
-  }
-
-  /** Other live shards of this model that serve and are not leaving: those that can take experts over. */
-  private async takers(): Promise<ShardRecord[]> {
-    return this.takersAmong(await this.registry.listShards());
   }
 
   private takersAmong(records: readonly ShardRecord[]): ShardRecord[] {
@@ -312,6 +309,13 @@ export class ClusterMembership {
     if (!target || !this.reload || this.leaving) return;
     const now = timedSync('plan-compare', () => sameLayers(this.compute.experts.heldLayers(), target));
     const joining = !this.compute.stepEnds.answeredAny;
+    // A joining shard readies itself (beforeAnnounce: a full collection, its autogroup back) once, before its first record that names experts.
+    let readied = false;
+    const readyToAnnounce = async (): Promise<void> => {
+      if (!joining || readied) return;
+      readied = true;
+      await this.reload?.beforeAnnounce?.();
+    };
     if (!now) {
       await this.untilTurnToLoad(plan);
       const started = performance.now();
@@ -325,7 +329,7 @@ export class ClusterMembership {
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record
       // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
       if (count(givenUp) > 0) {
-        if (joining) await this.reload.beforeAnnounce?.();
+        await readyToAnnounce();
         await this.publishAtStepEnd({ layers: this.compute.servingLayers(), health: 'SERVING' });
         if (!(await this.untilHeldElsewhere(givenUp))) {
           this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
@@ -334,7 +338,7 @@ export class ClusterMembership {
         }
       }
     }
-    if (joining) await this.reload.beforeAnnounce?.();
+    await readyToAnnounce();
     await this.publishAtStepEnd({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
     if (!now) this.log(`plan ${plan.version}: switched`);
     timedSync('switch-retire', () => this.compute.retire(this.timings.retireGraceMs));
@@ -362,10 +366,9 @@ export class ClusterMembership {
     ).catch(() => false); // A registry that cannot be watched holds no turn back: load now.
   }
 
-  /** Stores a plan without this slot, then waits until other shards advertise every expert this one serves. */
-  private async handOffSlot(): Promise<void> {
+  /** Stores a plan without this slot (re-planned on `records`, the live shard records), then waits until other shards advertise every expert this one serves. */
+  private async handOffSlot(records: readonly ShardRecord[]): Promise<void> {
     const slot = this.record.slot;
-    const records = await this.registry.listShards();
     const draining = new Set(records.filter((r) => r.draining).map((r) => r.slot));
     const change = await updatePlan(this.registry, async (current) => {
       if (!current?.shards[slot]) return null;
