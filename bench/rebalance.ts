@@ -207,6 +207,10 @@ const until = async (what: string, check: () => Promise<boolean>): Promise<void>
 };
 
 const records: RequestRecord[] = [];
+/** Every plan the bench's watch saw (performance.now()), for what each change moved. */
+const plansSeen: { at: number; plan: PlacementPlan }[] = [];
+/** The router's worst-layer imbalance of the plan in force, read midway through each event's after-window. */
+const imbalanceReads: { after: string; atMs: number; planVersion: number; worstCurrent: number | null }[] = [];
 const events: { name: string; at: number; switchedAt: number; detail: string; hedges?: HedgeCounts }[] = [];
 /** The router's hedged calls so far (expertmesh_dispatch_hedges_total by outcome, summed over shards). */
 type HedgeCounts = Record<'sent' | 'won' | 'wasted' | 'failed', number>;
@@ -288,7 +292,7 @@ try {
     wake = [];
     for (const w of waiting) w();
   };
-  stops.push(await registry.watchPlan((p) => ((plan = p), registryChanges?.push({ atEpochMs: epochNow(), plan: p?.version ?? 0 }), changed())));
+  stops.push(await registry.watchPlan((p) => ((plan = p), p && plansSeen.push({ at: performance.now(), plan: p }), registryChanges?.push({ atEpochMs: epochNow(), plan: p?.version ?? 0 }), changed())));
   stops.push(
     await registry.watchShards((records) => {
       live = records;
@@ -358,6 +362,11 @@ try {
   };
   const metric = async (name: string): Promise<number> =>
     (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(`${name} `)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
+  /** The router's imbalance gauges for the plan in force (phase="current": its last look at the load): worst layer, or null before its window holds enough load. */
+  const routerImbalance = async (after: string): Promise<void> => {
+    const lines = (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith('expertmesh_expert_imbalance_ratio{') && l.includes('phase="current"'));
+    imbalanceReads.push({ after, atMs: performance.now() - loadStartedAt, planVersion: planVersion(), worstCurrent: lines.length ? Math.max(...lines.map((l) => Number(l.split(' ').at(-1)))) : null });
+  };
   const hedges = async (): Promise<HedgeCounts> => {
     const lines = (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith('expertmesh_dispatch_hedges_total{'));
     const sum = (outcome: string): number => lines.filter((l) => l.includes(`outcome="${outcome}"`)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
@@ -388,7 +397,9 @@ try {
     shard.process.kill('SIGTERM');
     const code = await exited;
     events.push({ name: 'that shard leaves (SIGTERM)', at: leaveAt, switchedAt: await untilSwitched(), detail: `exit code ${code}`, hedges: await hedges() });
-    await sleep(AFTER_LEAVE_MS);
+    await sleep(WINDOW_MS / 2);
+    await routerImbalance('leave');
+    await sleep(AFTER_LEAVE_MS - WINDOW_MS / 2);
   };
   if (CONTROL_AT_MS !== null) {
     // The control: the same load and the same times, with the plan left as it is.
@@ -410,7 +421,11 @@ try {
     const rebalanceSwitched = await untilSwitched();
     events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
   }
-  if (!LEAVE_ONLY) await sleep(WINDOW_MS);
+  if (!LEAVE_ONLY) {
+    await sleep(WINDOW_MS / 2);
+    await routerImbalance('rebalance');
+    await sleep(WINDOW_MS / 2);
+  }
   if (!LEAVE_ONLY && !REBALANCE_ONLY) {
     await nullEventsAfter(0);
     // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
@@ -423,7 +438,9 @@ try {
     events.push({ name: 'a fifth shard joins', at: joinAt, switchedAt: joinSwitched, detail: 'from starting its process', hedges: await hedges() });
     // The same switch from the re-plan the new shard stores: without its process start-up (~2 s of CPU on this machine).
     events.push({ name: 'a fifth shard joins, from its re-plan', at: replannedAt, switchedAt: joinSwitched, detail: 'its slot in the plan' });
-    await sleep(WINDOW_MS);
+    await sleep(WINDOW_MS / 2);
+    await routerImbalance('join');
+    await sleep(WINDOW_MS / 2);
     await nullEventsAfter(1);
     await sleep(EXTRA_STEADY_MS);
     // 3. That shard leaves (SIGTERM): it hands its experts over first, then exits.
@@ -515,12 +532,31 @@ const longestGaps = records
   .map((g) => ({ fromEpochMs: epoch(g.from), ms: Math.round(g.to - g.from) }));
 const eventTimes = events.map((e) => ({ event: e.name, atEpochMs: epoch(e.at), switchedEpochMs: epoch(e.switchedAt) }));
 const totals = { requests: records.length, failed: records.filter((r) => r.error !== null).length, hedges: hedgesAtEnd };
+/** Each plan change the bench saw: the copies shards had to load (onto slots new to the plan, onto slots already in it), and the slots added and dropped. */
+const planChanges = plansSeen.slice(1).map(({ at, plan: next }, i) => {
+  const prev = plansSeen[i]!.plan;
+  const heldBefore = (slot: string, layer: number): readonly number[] => prev.shards[slot]?.find((l) => l.layer === layer)?.experts ?? [];
+  const movedTo = (slot: string): number => next.shards[slot]!.reduce((a, l) => a + l.experts.filter((e) => !heldBefore(slot, l.layer).includes(e)).length, 0);
+  const slots = Object.keys(next.shards);
+  const added = slots.filter((s) => !(s in prev.shards));
+  return {
+    version: next.version,
+    atMs: fromLoad(at),
+    added,
+    dropped: Object.keys(prev.shards).filter((s) => !(s in next.shards)),
+    movedCopies: slots.reduce((a, s) => a + movedTo(s), 0),
+    movedOntoNewSlots: added.reduce((a, s) => a + movedTo(s), 0),
+    movedBetweenServing: slots.filter((s) => !added.includes(s)).reduce((a, s) => a + movedTo(s), 0),
+    expertBytes: next.basis?.expertBytes ?? null,
+    shards: next.shards,
+  };
+});
 
 const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], routerNodeArgs: values['router-node-arg'], shardNodeArgs: values['shard-node-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], routerNodeArgs: values['router-node-arg'], shardNodeArgs: values['shard-node-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, planChanges, imbalanceReads, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
@@ -542,5 +578,5 @@ process.stdout.write(
           ]
         : [],
     ),
-  ].join('\n') + `\n\n${totals.requests} requests, ${totals.failed} failed; hedges ${JSON.stringify(totals.hedges)}; written to ${out}\n`,
+  ].join('\n') + `\n\nplan changes: ${planChanges.map((c) => `v${c.version}${c.added.length ? ` +${c.added.join(',')}` : ''}${c.dropped.length ? ` -${c.dropped.join(',')}` : ''} ${c.movedCopies} copies moved (${c.movedOntoNewSlots} onto new slots, ${c.movedBetweenServing} onto serving ones)`).join('; ')}; router's worst-layer imbalance midway after: ${imbalanceReads.map((r) => `${r.after} v${r.planVersion} ${r.worstCurrent?.toFixed(2) ?? '–'}`).join(', ')}\n${totals.requests} requests, ${totals.failed} failed; hedges ${JSON.stringify(totals.hedges)}; written to ${out}\n`,
 );
