@@ -549,6 +549,8 @@ const planChanges = plansSeen.slice(1).map(({ at, plan: next }, i) => {
     movedBetweenServing: slots.filter((s) => !added.includes(s)).reduce((a, s) => a + movedTo(s), 0),
     expertBytes: next.basis?.expertBytes ?? null,
     shards: next.shards,
+    // The load the plan was made with (the closed loop's window): to weigh the plan's imbalance afterwards.
+    expertLoad: next.basis?.expertLoad ?? null,
   };
 });
 
