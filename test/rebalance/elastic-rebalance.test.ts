@@ -36,11 +36,24 @@ describe('rebalancing and elastic membership under load', () => {
   let etcd: EtcdServer;
   let registry: EtcdRegistry;
   let router: Awaited<ReturnType<typeof startServeProcess>>;
-  const shards = new Map<string, { address: string; process: ChildProcess; stop: () => Promise<void> }>();
+  const shards = new Map<string, { address: string; process: ChildProcess; stop: () => Promise<void>; stderr: () => string }>();
   const results: { prompt: string; out: Completion }[] = [];
   /** Per prompt, its completion by a router without rebalancing, under the same concurrent load. */
   const baseline = new Map<string, Completion>();
   const notReady: number[] = [];
+  /** Every plan stored, in order, as the registry's watch delivers them. */
+  const plans: PlacementPlan[] = [];
+  let stopPlans: (() => Promise<void>) | undefined;
+  /** The first stored plan `holds` is true of, and the one before it. */
+  const planChange = (holds: (p: PlacementPlan) => boolean): { prev: PlacementPlan; next: PlacementPlan } => {
+    const k = plans.findIndex(holds);
+    expect(k).toBeGreaterThan(0);
+    return { prev: plans[k - 1]!, next: plans[k]! };
+  };
+  const held = (plan: PlacementPlan, slot: string, layer: number): number[] => plan.shards[slot]?.find((l) => l.layer === layer)?.experts ?? [];
+  /** Expert copies `slot` holds in `next` that it did not in `prev`. */
+  const gained = (prev: PlacementPlan, next: PlacementPlan, slot: string): number => next.shards[slot]!.reduce((a, l) => a + l.experts.filter((e) => !held(prev, slot, l.layer).includes(e)).length, 0);
+  const copies = (plan: PlacementPlan, slot: string): number => plan.shards[slot]!.reduce((a, l) => a + l.experts.length, 0);
   let loading = true;
   let load: Promise<void>;
 
@@ -63,6 +76,7 @@ describe('rebalancing and elastic membership under load', () => {
     etcd = await EtcdServer.start();
     registry = new EtcdRegistry([etcd.url], cluster);
     await registry.putPlan(planPlacement({ config, modelFingerprint: fingerprint, version: 1, slots: ['shard-0', 'shard-1', 'shard-2'], bytesPerExpert: 1 }));
+    stopPlans = await registry.watchPlan((p) => void (p && plans.at(-1)?.version !== p.version && plans.push(p)));
     await Promise.all([0, 1, 2].map(() => startShard()));
     const routerArgs = ['--model', dir.path, '--served-model-name', 'demo', '--cluster', cluster, '--etcd', etcd.url, '--wire-dtype', 'float32', '--combine-dtype', 'float32'];
     // The run without rebalancing: a router without the loop, three requests at a time, on the first plan.
@@ -92,6 +106,7 @@ describe('rebalancing and elastic membership under load', () => {
   afterAll(async () => {
     loading = false;
     await load?.catch(() => undefined);
+    await stopPlans?.();
     await stopAll({ router, shards: shards.values(), registry, etcd, dir });
   });
 
@@ -121,6 +136,11 @@ describe('rebalancing and elastic membership under load', () => {
       const plan = await switched();
       return plan !== null && plan.version > before && slot in plan.shards;
     });
+    // The join's re-plan loads experts onto the new slot only: the serving shards give, none of them takes.
+    const { prev, next } = planChange((p) => slot in p.shards);
+    for (const s of Object.keys(prev.shards)) expect({ s, gained: gained(prev, next, s) }).toEqual({ s, gained: 0 });
+    const moved = /joined as new slot shard-3: stored plan v\d+ \((\d+) experts moved/.exec(shards.get(slot)!.stderr());
+    expect(Number(moved?.[1])).toBe(copies(next, slot));
   });
 
   it('a shard sent SIGTERM hands its experts over through a plan change, then drains and exits 0', async () => {
@@ -133,6 +153,10 @@ describe('rebalancing and elastic membership under load', () => {
     expect(Object.keys(plan.shards)).not.toContain('shard-1');
     expect((await registry.listShards()).map((r) => r.slot)).not.toContain('shard-1');
     await until('every shard switched after the leave', async () => (await switched()) !== null);
+    // The leave's re-plan moves the leaving slot's experts and nothing else: the others keep all they held.
+    const { prev, next } = planChange((p) => !('shard-1' in p.shards));
+    for (const s of Object.keys(next.shards)) for (const l of prev.shards[s]!) expect({ s, layer: l.layer, kept: l.experts.filter((e) => held(next, s, l.layer).includes(e)) }).toEqual({ s, layer: l.layer, kept: l.experts });
+    expect(Object.keys(next.shards).reduce((a, s) => a + gained(prev, next, s), 0)).toBe(copies(prev, 'shard-1'));
     expect((await fetch(`${router.url}/ready`)).status).toBe(200);
   });
 

@@ -24,5 +24,7 @@ export type { WatchOptions } from './watch-pace.js';
 export type { SyncWork } from './sync-work.js';
 export { advertisesAll, loadingPlan, loadingBefore, loadingNow } from './plan-progress.js';
 export { measuredExpertBytes, loadFromBasis, replanMembers, replanWithout } from './plan-basis.js';
+export { replanMembership } from './membership-planner.js';
+export type { MembershipReplanRequest } from './membership-planner.js';
 export { replanWithinBudget } from './replan-within-budget.js';
 export type { BudgetedReplan } from './replan-within-budget.js';

@@ -1,7 +1,10 @@
 import type { ModelConfig } from '@expertmesh/model-config';
 import { PlacementPlanError } from './placement-planner.js';
-import { redundantCopies, replan, type ExpertLoad, type Replan } from './rebalance-planner.js';
+import { replanMembership } from './membership-planner.js';
+import { redundantCopies, type ExpertLoad, type Replan } from './rebalance-planner.js';
 import type { PlacementPlan, ShardRecord } from './records.js';
+
+type PlanConfig = Pick<ModelConfig, 'moeLayers' | 'nRoutedExperts'>;
 
 /** Bytes one expert takes as shards really hold it (their records: weight bytes over experts held), 0 when no shard holds any. */
 export function measuredExpertBytes(records: readonly ShardRecord[]): number {
@@ -15,27 +18,21 @@ export function loadFromBasis(plan: PlacementPlan): ExpertLoad | undefined {
 }
 
 /**
- * The plan for a changed set of slots (a shard joining or leaving), from the one in force: the same
- * load, copies and memory budget it was made with, fewest experts moved.
+ * The plan for a changed set of slots (a shard joining, leaving, or dead for good), from the one in
+ * force: only the member's experts move (`replanMembership`: a new slot takes experts from the busiest
+ * slots, a gone slot's experts go to the least busy ones that lack them), weighed by the load and
+ * within the memory budget the plan was made with. The closed loop evens out what is left later, by
+ * its own threshold; `expertmesh plan` re-plans the whole placement.
  */
-export function replanMembers(
-  config: Pick<ModelConfig, 'moeLayers' | 'nRoutedExperts'>,
-  current: PlacementPlan,
-  slots: readonly string[],
-  records: readonly ShardRecord[],
-  redundantExperts?: number,
-): Replan {
+export function replanMembers(config: PlanConfig, current: PlacementPlan, slots: readonly string[], records: readonly ShardRecord[]): Replan {
   const load = loadFromBasis(current);
-  const bytesPerExpert = measuredExpertBytes(records) || current.basis?.expertBytes || 0;
-  const next = replan({
+  const next = replanMembership({
     config,
-    modelFingerprint: current.modelFingerprint,
     version: current.version + 1,
     current,
     slots,
     ...(load ? { expertLoad: load } : {}),
-    ...(redundantExperts !== undefined ? { redundantExperts } : {}),
-    bytesPerExpert,
+    bytesPerExpert: measuredExpertBytes(records) || current.basis?.expertBytes || 0,
     ...(current.basis?.shardMemoryBytes !== undefined ? { memoryBudgetBytes: current.basis.shardMemoryBytes } : {}),
   });
   return { ...next, plan: { ...next.plan, ...(current.basis ? { basis: current.basis } : {}) } };
@@ -43,27 +40,14 @@ export function replanMembers(
 
 /**
  * The plan for the slots that remain when `gone` leave the one in force (a shard leaving, or one
- * dead for good): their experts re-homed on the others, within each shard's memory budget. The
- * redundant copies of the current plan are kept when the remaining shards can hold them, else as
- * many as fit (halving): every expert keeps at least one holder before any replica is kept.
- * Returns, beside the plan, the redundant copies per layer it keeps.
+ * dead for good): their experts, and only those, re-homed on the others within each shard's memory
+ * budget. Every expert keeps a holder; the gone slots' redundant copies are re-homed where they fit
+ * (the hottest per copy first) and dropped where they do not. Returns, beside the plan, the redundant
+ * copies per layer it keeps.
  */
-export function replanWithout(
-  config: Pick<ModelConfig, 'moeLayers' | 'nRoutedExperts'>,
-  current: PlacementPlan,
-  gone: readonly string[],
-  records: readonly ShardRecord[],
-): Replan & { readonly redundantExperts: number } {
+export function replanWithout(config: PlanConfig, current: PlacementPlan, gone: readonly string[], records: readonly ShardRecord[]): Replan & { readonly redundantExperts: number } {
   const rest = Object.keys(current.shards).filter((s) => !gone.includes(s));
   if (rest.length === 0) throw new PlacementPlanError(`a plan without ${gone.join(', ')} has no shard left`);
-  // What fewer shards can hold at all: each expert at most once per shard.
-  let copies = Math.min(redundantCopies(current, config), config.nRoutedExperts * (rest.length - 1));
-  for (;;) {
-    try {
-      return { ...replanMembers(config, current, rest, records, copies), redundantExperts: copies };
-    } catch (e) {
-      if (!(e instanceof PlacementPlanError) || copies === 0) throw e;
-      copies = Math.floor(copies / 2);
-    }
-  }
+  const next = replanMembers(config, current, rest, records);
+  return { ...next, redundantExperts: redundantCopies(next.plan, config) };
 }
