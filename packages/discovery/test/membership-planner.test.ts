@@ -33,6 +33,17 @@ const withLoad = (plan: PlacementPlan, load: (l: number, e: number) => number, e
 const recordsOf = (plan: PlacementPlan, bytes: number): ShardRecord[] =>
   Object.entries(plan.shards).map(([slot, layers], i) => ({ shardId: slot, address: `127.0.0.1:${7000 + i}`, modelFingerprint: 'f', layers, computeDtype: 'float32', weightBytes: layers.reduce((a, l) => a + l.experts.length, 0) * bytes, health: 'SERVING', planVersion: plan.version, slot }));
 
+/** Loads and redundant copies the join and leave tests run on: skew without replicas, mild and strong skew with 8 per layer. */
+const SHAPES = [[6, 0], [3, 8], [10, 8]] as const;
+/** From the closed loop's plan of `from` slots under the shape's load, the membership re-plan to `to` slots (soundness checked). */
+const change = ([weight, redundant]: (typeof SHAPES)[number], from: number, to: number) => {
+  const load = hot(weight);
+  const current = rebalanced(from, load, redundant);
+  const r = replanMembership({ config: demo, version: 3, current, slots: slots(to), expertLoad: load, bytesPerExpert: 10 });
+  expectSound(current, r.plan);
+  return { load, current, r };
+};
+
 /** What every membership plan keeps: each expert held, nobody holding one twice, shards that stay lose only what they give. */
 function expectSound(prev: PlacementPlan, next: PlacementPlan): void {
   expect(planProblem(next, demo, prev.modelFingerprint)).toBeNull();
@@ -44,11 +55,8 @@ function expectSound(prev: PlacementPlan, next: PlacementPlan): void {
 
 describe('membership re-plans: only the member\'s experts move', () => {
   it('a join: the new slot takes experts from the busiest shards, no serving shard loads any, every copy kept', () => {
-    for (const [weight, redundant] of [[6, 0], [3, 8], [10, 8]] as const) {
-      const load = hot(weight);
-      const current = rebalanced(4, load, redundant);
-      const r = replanMembership({ config: demo, version: 3, current, slots: slots(5), expertLoad: load, bytesPerExpert: 10 });
-      expectSound(current, r.plan);
+    for (const shape of SHAPES) {
+      const { load, current, r } = change(shape, 4, 5);
       for (const s of slots(4)) expect(gained(current, r.plan, s)).toBe(0);
       const joined = total(r.plan, 'shard-4');
       expect(joined).toBeGreaterThan(0);
@@ -88,11 +96,8 @@ describe('membership re-plans: only the member\'s experts move', () => {
   });
 
   it('a leave: exactly the gone slot\'s copies move, each to a shard that lacks it; the others keep all they held', () => {
-    for (const [weight, redundant] of [[6, 0], [3, 8], [10, 8]] as const) {
-      const load = hot(weight);
-      const current = rebalanced(5, load, redundant);
-      const r = replanMembership({ config: demo, version: 3, current, slots: slots(4), expertLoad: load, bytesPerExpert: 1 });
-      expectSound(current, r.plan);
+    for (const shape of SHAPES) {
+      const { load, current, r } = change(shape, 5, 4);
       expect(r.movedExperts).toBe(total(current, 'shard-4'));
       for (const s of slots(4)) for (const l of current.shards[s]!) for (const e of l.experts) expect(experts(r.plan, s, l.layer)).toContain(e);
       // Every copy re-homed, except where the four shards left hold an expert already.
