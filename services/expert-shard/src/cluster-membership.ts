@@ -328,9 +328,14 @@ export class ClusterMembership {
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record
       // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
-      if (count(givenUp) > 0) {
+      // The same when what it gives up other shards advertise already (they loaded it, or held it before):
+      // its experts are never held by no one either way, and the record of old and new is one more write.
+      if (count(givenUp) > 0 && !(await this.heldElsewhereNow(givenUp))) {
         await readyToAnnounce();
-        await this.publishAtStepEnd({ layers: this.compute.servingLayers(), health: 'SERVING' });
+        // A record of old and new that says what the last one said (this shard gained nothing: its old
+        // set serves as it was) is not written: only the switch's record is news.
+        const serving = this.compute.servingLayers();
+        if (this.record.health !== 'SERVING' || !sameLayers(this.record.layers, serving)) await this.publishAtStepEnd({ layers: serving, health: 'SERVING' });
         if (!(await this.untilHeldElsewhere(givenUp))) {
           this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
           await this.publishAtStepEnd({ planVersion: plan.version });
@@ -393,9 +398,19 @@ export class ClusterMembership {
     return this.whenShards('held-elsewhere-judge', (records) => {
       const others = this.takersAmong(records);
       if (others.length === 0) return false;
-      const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
-      return layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`))) ? true : undefined;
+      return this.heldBy(others, layers) ? true : undefined;
     }, false);
+  }
+
+  /** Whether the records the watch holds now show every expert of `layers` advertised by another serving shard (no wait, no read). */
+  private async heldElsewhereNow(layers: Layers): Promise<boolean> {
+    const view = await this.shardRecords().catch(() => null);
+    return view?.records ? timedSync('held-elsewhere-now', () => this.heldBy(this.takersAmong(view.records!), layers)) : false;
+  }
+
+  private heldBy(others: readonly ShardRecord[], layers: Layers): boolean {
+    const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
+    return layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`)));
   }
 
   /**
