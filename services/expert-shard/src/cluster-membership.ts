@@ -4,6 +4,7 @@ import {
   replanMembers,
   replanWithout,
   SlotTakenError,
+  switchingBefore,
   timedSync,
   updatePlan,
   type ClusterRegistry,
@@ -344,6 +345,7 @@ export class ClusterMembership {
       }
     }
     await readyToAnnounce();
+    if (!joining) await this.switchTurn(plan);
     await this.publishAtStepEnd({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
     if (!now) this.log(`plan ${plan.version}: switched`);
     timedSync('switch-retire', () => this.compute.retire(this.timings.retireGraceMs));
@@ -369,6 +371,21 @@ export class ClusterMembership {
       false,
       this.leavingSignal.signal,
     ).catch(() => false); // A registry that cannot be watched holds no turn back: load now.
+  }
+
+  /**
+   * Waits, before this shard writes its switch record for `plan`, one step end for each shard on its host
+   * with an earlier slot that has not written its own yet (see switchTurn in plan-progress): shards that
+   * become ready at one record change (a joining shard's announce lets all its givers switch) write one
+   * record per step end, in slot order, instead of all at one. Each write and its handling by every
+   * watcher (etcd's, the other shards', the router's) then falls in the quiet part of a different step,
+   * on the core the shards share, not all on one.
+   */
+  private async switchTurn(plan: PlacementPlan): Promise<void> {
+    const view = await this.shardRecords().catch(() => null);
+    if (!view?.records) return;
+    const before = timedSync('switch-turn', () => switchingBefore(this.record, plan, view.records!).length);
+    if (before > 0) await this.compute.stepEnds.later(before);
   }
 
   /** Stores a plan without this slot (re-planned on `records`, the live shard records), then waits until other shards advertise every expert this one serves. */

@@ -196,6 +196,62 @@ describe('a shard following the plan', () => {
     }
   });
 
+  it('two serving shards of one host ready to switch at one moment write their switch records at different step ends, in slot order', async () => {
+    const cluster = 'turns';
+    const store = new EtcdRegistry([etcd.url], cluster);
+    const members: { membership: ClusterMembership; registry: EtcdRegistry }[] = [];
+    /** Each record write of a shard after its registration: its slot, the plan version it reports, and the step it came in. */
+    const writes: { slot: string; planVersion: number; step: number }[] = [];
+    let step = 0;
+    try {
+      const computes = await Promise.all([0, 1].map(() => loadShardCompute(dir, { experts: new Set(), layers: null }, load)));
+      const { config, fingerprint } = computes[0]!;
+      const plan = (version: number): PlacementPlan => planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+      await store.putPlan(plan(1));
+      for (const [i, compute] of computes.entries()) {
+        const registry = new EtcdRegistry([etcd.url], cluster);
+        const logged = Object.create(registry) as EtcdRegistry;
+        logged.registerShard = async (...args) => {
+          const registration = await registry.registerShard(...args);
+          const update = registration.update.bind(registration);
+          registration.update = (record) => (writes.push({ slot: record.slot, planVersion: record.planVersion, step }), update(record));
+          return registration;
+        };
+        const membership = new ClusterMembership(logged, compute, { shardId: `t${i}`, address: `127.0.0.1:${7500 + i}` }, { modelDir: dir, load }, () => undefined, timings, () => undefined);
+        members.push({ membership, registry });
+        await membership.joinPlan(10, undefined, undefined, `shard-${i}`, 60_000);
+        // Serving: it has answered a call (for two of its experts).
+        const held = compute.experts.heldLayers()[0]!;
+        await compute.run(request(compute.fingerprint, config.hiddenSize, held.layer, held.experts.slice(0, 2)), performance.now());
+      }
+      // The router's steps, as the test ends them: every wait for a step's end (the watches' pace, a turn) waits for the next.
+      const waiting: (() => void)[] = [];
+      for (const compute of computes) {
+        compute.stepEnds.next = () => new Promise((resolve) => waiting.push(() => resolve('step-end')));
+        compute.stepEnds.later = async (count) => {
+          for (let i = 0; i < count; i++) await new Promise<void>((resolve) => waiting.push(resolve));
+        };
+      }
+      writes.length = 0;
+      // Plan v2 changes no expert: both shards are ready to switch as soon as they take it in, at one step end.
+      await store.putPlan(plan(2));
+      await until('plan v2 switched', async () => {
+        step++;
+        for (const resume of waiting.splice(0)) resume();
+        return members.every((m) => m.membership.planVersion === 2);
+      });
+      const at = (slot: string): number => writes.find((w) => w.slot === slot && w.planVersion === 2)!.step;
+      expect(writes.filter((w) => w.planVersion === 2).map((w) => w.slot)).toEqual(['shard-0', 'shard-1']);
+      expect(at('shard-1')).toBeGreaterThan(at('shard-0'));
+    } finally {
+      for (const m of members) {
+        await m.membership.leave();
+        await m.registry.close();
+      }
+      await store.close();
+    }
+  });
+
   it('takes a new plan in at the end of the router step in flight, not when its event arrives', async () => {
     const cluster = 'paced';
     const store = new EtcdRegistry([etcd.url], cluster);
