@@ -3,7 +3,7 @@
 windows of the same length, from a traced `npm run bench:rebalance -- --pinned --trace-dir DIR` run.
 
 Usage:
-  python3 bench/switch-cpu.py RESULT.json=TRACE_DIR [RESULT.json=TRACE_DIR ...] [--label L] [--out OUT.json] [--markdown] [--timeline]
+  python3 bench/switch-cpu.py RESULT.json=TRACE_DIR [RESULT.json=TRACE_DIR ...] [--label L] [--out OUT.json] [--markdown] [--timeline] [--summary]
 
 Inputs, per run: the bench's JSON (eventTimes, registryChanges, intervals and steadyPeriodsMs) and its trace
 directory: one <pid>.jsonl per router and shard (bench/switch-trace.mjs: `cpu` = the process's CPU, every thread,
@@ -13,15 +13,14 @@ process's own CPU: the client loops and its two registry watches).
 
 Processes: `router` (argv `serve`, alone on core 0 with --pinned), `shard-a` … `shard-d` (the four first shards by
 start time; their slots are not recorded), `joiner` (the shard started after the router: it joins, later leaves),
-`etcd`, `bench`, and `core1` / `core0` (each core's busy time, whoever ran: `other` = core1 minus the named
-processes on it, i.e. the shards, etcd and bench).
+`etcd`, `bench`, and `core1` / `core0` (each core's busy time, whoever ran).
 
 Windows, per event (the rebalance, the join from its re-plan, the leave; null events have no registry change):
 - `moment`: the switch moment. The event's registry changes as the bench's watches saw them (plan writes and record
-  changes, from the event's start to every shard switched); the last burst of them (walking back from the last
-  change while consecutive changes are at most BURST_GAP_MS apart); the window runs from MOMENT_BEFORE_MS before its
-  first change to MOMENT_AFTER_MS after its last (the watchers' work a change brings comes after it).
-  With --timeline, the moment slice by slice (SLICE_MS): each process's CPU on core 1 and core 1's busy time.
+  changes, from the event's start to every shard switched); the last burst of them that ends with a shard's record
+  reaching the event's plan version (walking back from that change while consecutive changes are at most
+  BURST_GAP_MS apart); the window runs from MOMENT_BEFORE_MS before its first change to MOMENT_AFTER_MS after its
+  last (the watchers' work a change brings comes after it).
 - `switch`: the whole switch, from the event's first registry change to its last + MOMENT_AFTER_MS (includes the
   takers' loads and, for the join, the joining shard's rested load).
 Steady: every window of the same length slid by STEP_MS over the two steady periods nearest the event (of the
@@ -29,6 +28,13 @@ bench's steadyPeriodsMs, the load outside every event after its warm-up: the one
 the one starting where it ends) -> per process the median and p90 of its CPU.
 `extra` = the window's CPU minus the steady median. A process's CPU in a window sums its 50 ms slices, each
 weighted by its overlap with the window.
+
+Output: per run, event and window each process's CPU, steady median / p90 and extra, and in the moment the timed
+slices and collections of each process. With --summary, one markdown row per run and event instead: the writes,
+the moment's length, the extra CPU of the four first shards together, the joiner, etcd, the bench, the rest of
+core 1 (`other`: core 1's busy time none of those account for, the kernel's and other users' processes), all of
+core 1 and the router, and the event's longest gap against its steady p90 (the bench's steadySameLength). With
+--timeline, the moment slice by slice (SLICE_MS): each process's CPU on core 1 and core 1's busy time.
 
 Also per event: the record writes (`record-publish` slices in the shards' traces) and plan writes (plan changes the
 bench saw) in [start, switched], and, per process in the moment, the timed slices (sync, by name) and collections.
@@ -201,8 +207,11 @@ def analyse(result_path, trace_dir):
         if not changes:
             continue
         m_from, m_to, m_changes = moment_of(changes)
+        judged = next((r['steadySameLength'] for r in result['results'] if r['event'] == name), None)
         entry = {
             'event': SHORT[name],
+            'gapMs': judged['duringMs'] if judged else None,
+            'steadyP90Ms': judged['p90Ms'] if judged else None,
             'startEpochMs': a,
             'switchedEpochMs': b,
             'planWrites': sum(1 for c in changes if 'plan' in c),
@@ -242,11 +251,31 @@ def analyse(result_path, trace_dir):
     return {'result': result_path, 'traceDir': trace_dir, 'events': events}, series
 
 
+SUMMARY = (('shards', ('shard-a', 'shard-b', 'shard-c', 'shard-d')), ('joiner', ('joiner',)), ('etcd', ('etcd',)), ('bench', ('bench',)), ('other', (OTHER,)), ('core 1', ('core1',)), ('router', ('router',)))
+
+
+def print_summary(runs, label):
+    """One markdown row per run and event: writes, the moment's length, each owner's extra CPU, the event's gap / p90."""
+    print('| code | run | event | plan / record writes | moment (ms) | extra CPU in the moment (ms): ' + ' / '.join(n for n, _ in SUMMARY) + ' | gap / steady p90 (ms) |')
+    print('|---|---|---|---|---|---|---|')
+    for run in runs:
+        name = os.path.basename(run['result']).removesuffix('.json').split('-')[-2:]
+        for e in run['events']:
+            w = e['windows']['moment']
+            extras = []
+            for _, members in SUMMARY:
+                xs = [w['processes'][m]['extraMs'] for m in members if m in w['processes'] and w['processes'][m]['extraMs'] is not None]
+                extras.append(f'{sum(xs):+.0f}' if xs else '–')
+            gap = '–' if e['gapMs'] is None else f'{e["gapMs"]:.0f} / {e["steadyP90Ms"]:.0f}'
+            print(f'| {label or ""} | {"-".join(name)} | {e["event"]} | {e["planWrites"]} / {e["recordWrites"]} | {w["lengthMs"]} | {" / ".join(extras)} | {gap} |')
+
+
 def main(argv):
     out = None
     label = None
     markdown = False
     timeline = False
+    summary = False
     pairs = []
     i = 0
     while i < len(argv):
@@ -256,6 +285,9 @@ def main(argv):
         elif argv[i] == '--label':
             label = argv[i + 1]
             i += 2
+        elif argv[i] == '--summary':
+            summary = True
+            i += 1
         elif argv[i] == '--timeline':
             timeline = True
             i += 1
@@ -274,6 +306,9 @@ def main(argv):
     if out:
         with open(out, 'w') as f:
             json.dump(report, f, indent=1)
+    if summary:
+        print_summary(runs, label)
+        return 0
     order = ['core1', 'shard-a', 'shard-b', 'shard-c', 'shard-d', 'joiner', 'etcd', 'bench', 'other on core 1', 'router', 'core0']
     for run, (_, series) in zip(runs, analysed):
         print(f'## {os.path.basename(run["result"])}')

@@ -72,7 +72,7 @@ try {
   const reads = { etcdMsPerRead: (etcdMs() - e0) / WRITES, thisProcessMsPerRead: (selfMs() - s0) / WRITES, wallMsPerRead: (performance.now() - t0) / WRITES };
   for (const stop of stops) await stop();
   for (const r of registrations) await r.close();
-  process.stdout.write(`${JSON.stringify({ watchers: WATCHERS, writes: WRITES, parse, writes_: writes, reads }, null, 1)}\n`);
+  process.stdout.write(`${JSON.stringify({ watchers: WATCHERS, writes: WRITES, parse, recordWrite: writes, readAllRecords: reads }, null, 1)}\n`);
 } finally {
   for (const w of watchers) await w.close();
   await writer.close();
