@@ -26,6 +26,17 @@ const record = (slot: string, address: string, experts: number[], extra: Partial
   ...extra,
 });
 
+/** Slot c on host 10.0.0.3, and shards no turn waits for: another host, another model, draining, not serving, no slot, a slot the plan does not have. */
+const self = record('c', '10.0.0.3:7003', [9]);
+const others = [
+  record('a', '10.0.0.1:7001', [9]),
+  record('b', '10.0.0.3:7002', [9], { modelFingerprint: 'other' }),
+  record('a', '10.0.0.3:7004', [9], { shardId: 'x', draining: true }),
+  record('b', '10.0.0.3:7005', [9], { shardId: 'y', health: 'NOT_SERVING' }),
+  record('', '10.0.0.3:7006', [9], { shardId: 'z' }),
+  record('0', '10.0.0.3:7007', [9], { shardId: 'w' }),
+];
+
 describe('co-located shards load a new plan one at a time', () => {
   it('waits for earlier slots on the same host that do not yet advertise their experts of the plan', () => {
     const a = record('a', '127.0.0.1:7001', [9]);
@@ -53,15 +64,6 @@ describe('co-located shards load a new plan one at a time', () => {
   });
 
   it('does not wait for shards on other hosts, of another model, draining, not serving, or without a slot in the plan', () => {
-    const self = record('c', '10.0.0.3:7003', [9]);
-    const others = [
-      record('a', '10.0.0.1:7001', [9]),
-      record('b', '10.0.0.3:7002', [9], { modelFingerprint: 'other' }),
-      record('a', '10.0.0.3:7004', [9], { shardId: 'x', draining: true }),
-      record('b', '10.0.0.3:7005', [9], { shardId: 'y', health: 'NOT_SERVING' }),
-      record('', '10.0.0.3:7006', [9], { shardId: 'z' }),
-      record('0', '10.0.0.3:7007', [9], { shardId: 'w' }),
-    ];
     expect(loadingBefore(self, plan, [self, ...others])).toEqual([]);
   });
 });
@@ -78,15 +80,6 @@ describe('co-located shards ready to switch at one moment write their switch rec
   });
 
   it('does not wait for shards on other hosts, of another model, draining, not serving, or whose slot the plan does not have', () => {
-    const self = record('c', '10.0.0.3:7003', [9]);
-    const others = [
-      record('a', '10.0.0.1:7001', [9]),
-      record('b', '10.0.0.3:7002', [9], { modelFingerprint: 'other' }),
-      record('a', '10.0.0.3:7004', [9], { shardId: 'x', draining: true }),
-      record('b', '10.0.0.3:7005', [9], { shardId: 'y', health: 'NOT_SERVING' }),
-      record('', '10.0.0.3:7006', [9], { shardId: 'z' }),
-      record('0', '10.0.0.3:7007', [9], { shardId: 'w' }),
-    ];
     expect(switchingBefore(self, plan, [self, ...others])).toEqual([]);
   });
 });
