@@ -31,11 +31,14 @@ export function loadingPlan(record: ShardRecord, plan: PlacementPlan): boolean {
  */
 export function loadingBefore(self: ShardRecord, plan: PlacementPlan, records: readonly ShardRecord[]): ShardRecord[] {
   const host = hostOf(self.address);
-  return records.filter((r) => {
-    if (!r.slot || !self.slot || r.slot >= self.slot) return false;
-    if (r.shardId === self.shardId || r.modelFingerprint !== self.modelFingerprint || r.health !== 'SERVING' || r.draining) return false;
-    return hostOf(r.address) === host && loadingPlan(r, plan);
-  });
+  return records.filter((r) => earlierOnHost(self, host, r) && loadingPlan(r, plan));
+}
+
+/** Whether `r` is another live, serving, not draining shard of `self`'s model on `host` whose slot comes before `self`'s. */
+function earlierOnHost(self: ShardRecord, host: string, r: ShardRecord): boolean {
+  if (!r.slot || !self.slot || r.slot >= self.slot) return false;
+  if (r.shardId === self.shardId || r.modelFingerprint !== self.modelFingerprint || r.health !== 'SERVING' || r.draining) return false;
+  return hostOf(r.address) === host;
 }
 
 /**
@@ -45,4 +48,15 @@ export function loadingBefore(self: ShardRecord, plan: PlacementPlan, records: r
  */
 export function loadingNow(plan: PlacementPlan, records: readonly ShardRecord[]): ShardRecord[] {
   return records.filter((r) => loadingPlan(r, plan) && loadingBefore(r, plan, records).length === 0);
+}
+
+/**
+ * The shards on `self`'s host, with an earlier slot of `plan`, that have not yet written a record of `plan`'s
+ * version: shards of one host that become ready to switch at one moment write their switch records one step
+ * end apart, in slot order (the shard waits one step end per shard returned). Live serving shards of the same
+ * model only; slot order is total, so no two shards wait for each other.
+ */
+export function switchingBefore(self: ShardRecord, plan: PlacementPlan, records: readonly ShardRecord[]): ShardRecord[] {
+  const host = hostOf(self.address);
+  return records.filter((r) => earlierOnHost(self, host, r) && r.slot in plan.shards && r.planVersion < plan.version);
 }

@@ -4,6 +4,7 @@ import {
   replanMembers,
   replanWithout,
   SlotTakenError,
+  switchingBefore,
   timedSync,
   updatePlan,
   type ClusterRegistry,
@@ -328,9 +329,14 @@ export class ClusterMembership {
       this.log(`plan ${plan.version}: loaded in ${Math.round(performance.now() - started)} ms; ${count(givenUp) > 0 ? `serving old and new, handing over ${count(givenUp)} experts` : 'nothing to hand over'}`);
       // Nothing given up: what this shard serves now is the plan's, and one record says so (every record
       // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
-      if (count(givenUp) > 0) {
+      // The same when what it gives up other shards advertise already (they loaded it, or held it before):
+      // its experts are never held by no one either way, and the record of old and new is one more write.
+      if (count(givenUp) > 0 && !(await this.heldElsewhereNow(givenUp))) {
         await readyToAnnounce();
-        await this.publishAtStepEnd({ layers: this.compute.servingLayers(), health: 'SERVING' });
+        // A record of old and new that says what the last one said (this shard gained nothing: its old
+        // set serves as it was) is not written: only the switch's record is news.
+        const serving = this.compute.servingLayers();
+        if (this.record.health !== 'SERVING' || !sameLayers(this.record.layers, serving)) await this.publishAtStepEnd({ layers: serving, health: 'SERVING' });
         if (!(await this.untilHeldElsewhere(givenUp))) {
           this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
           await this.publishAtStepEnd({ planVersion: plan.version });
@@ -339,6 +345,7 @@ export class ClusterMembership {
       }
     }
     await readyToAnnounce();
+    if (!joining) await this.switchTurn(plan);
     await this.publishAtStepEnd({ layers: target.map((l) => ({ layer: l.layer, experts: [...l.experts] })), planVersion: plan.version, health: 'SERVING' });
     if (!now) this.log(`plan ${plan.version}: switched`);
     timedSync('switch-retire', () => this.compute.retire(this.timings.retireGraceMs));
@@ -364,6 +371,21 @@ export class ClusterMembership {
       false,
       this.leavingSignal.signal,
     ).catch(() => false); // A registry that cannot be watched holds no turn back: load now.
+  }
+
+  /**
+   * Waits, before this shard writes its switch record for `plan`, one step end for each shard on its host
+   * with an earlier slot that has not written its own yet (see switchTurn in plan-progress): shards that
+   * become ready at one record change (a joining shard's announce lets all its givers switch) write one
+   * record per step end, in slot order, instead of all at one. Each write and its handling by every
+   * watcher (etcd's, the other shards', the router's) then falls in the quiet part of a different step,
+   * on the core the shards share, not all on one.
+   */
+  private async switchTurn(plan: PlacementPlan): Promise<void> {
+    const view = await this.shardRecords().catch(() => null);
+    if (!view?.records) return;
+    const before = timedSync('switch-turn', () => switchingBefore(this.record, plan, view.records!).length);
+    if (before > 0) await this.compute.stepEnds.later(before);
   }
 
   /** Stores a plan without this slot (re-planned on `records`, the live shard records), then waits until other shards advertise every expert this one serves. */
@@ -393,9 +415,19 @@ export class ClusterMembership {
     return this.whenShards('held-elsewhere-judge', (records) => {
       const others = this.takersAmong(records);
       if (others.length === 0) return false;
-      const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
-      return layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`))) ? true : undefined;
+      return this.heldBy(others, layers) ? true : undefined;
     }, false);
+  }
+
+  /** Whether the records the watch holds now show every expert of `layers` advertised by another serving shard (no wait, no read). */
+  private async heldElsewhereNow(layers: Layers): Promise<boolean> {
+    const view = await this.shardRecords().catch(() => null);
+    return view?.records ? timedSync('held-elsewhere-now', () => this.heldBy(this.takersAmong(view.records!), layers)) : false;
+  }
+
+  private heldBy(others: readonly ShardRecord[], layers: Layers): boolean {
+    const held = new Set(others.flatMap((r) => r.layers.flatMap((l) => l.experts.map((e) => `${l.layer}/${e}`))));
+    return layers.every((l) => l.experts.every((e) => held.has(`${l.layer}/${e}`)));
   }
 
   /**

@@ -55,6 +55,22 @@ export class StepEnds {
     const since = this.now() - this.lastAnsweredAt;
     if (since > this.idleMs) return Promise.resolve('idle');
     if (this.lastAnsweredLayer === this.lastLayer && since < this.stillQuietMs) return Promise.resolve('step-end');
+    return this.nextEnd();
+  }
+
+  /**
+   * Resolves at the `count`-th step end from now, not counting one that has just ended (which `next` shares):
+   * work several shards would start at one step end then starts `count` steps later. At once when the shard is
+   * idle; each step waited for at most maxWaitMs.
+   */
+  async later(count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      if (this.now() - this.lastAnsweredAt > this.idleMs) return;
+      await this.nextEnd();
+    }
+  }
+
+  private nextEnd(): Promise<'step-end' | 'timeout'> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== resume);

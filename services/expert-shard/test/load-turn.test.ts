@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { PlacementPlan, ShardRecord } from '@expertmesh/discovery';
+import { switchingBefore } from '@expertmesh/discovery';
 import { loadingBefore } from '../src/load-turn.js';
 
 const plan: PlacementPlan = {
@@ -24,6 +25,17 @@ const record = (slot: string, address: string, experts: number[], extra: Partial
   slot,
   ...extra,
 });
+
+/** Slot c on host 10.0.0.3, and shards no turn waits for: another host, another model, draining, not serving, no slot, a slot the plan does not have. */
+const self = record('c', '10.0.0.3:7003', [9]);
+const others = [
+  record('a', '10.0.0.1:7001', [9]),
+  record('b', '10.0.0.3:7002', [9], { modelFingerprint: 'other' }),
+  record('a', '10.0.0.3:7004', [9], { shardId: 'x', draining: true }),
+  record('b', '10.0.0.3:7005', [9], { shardId: 'y', health: 'NOT_SERVING' }),
+  record('', '10.0.0.3:7006', [9], { shardId: 'z' }),
+  record('0', '10.0.0.3:7007', [9], { shardId: 'w' }),
+];
 
 describe('co-located shards load a new plan one at a time', () => {
   it('waits for earlier slots on the same host that do not yet advertise their experts of the plan', () => {
@@ -52,15 +64,22 @@ describe('co-located shards load a new plan one at a time', () => {
   });
 
   it('does not wait for shards on other hosts, of another model, draining, not serving, or without a slot in the plan', () => {
-    const self = record('c', '10.0.0.3:7003', [9]);
-    const others = [
-      record('a', '10.0.0.1:7001', [9]),
-      record('b', '10.0.0.3:7002', [9], { modelFingerprint: 'other' }),
-      record('a', '10.0.0.3:7004', [9], { shardId: 'x', draining: true }),
-      record('b', '10.0.0.3:7005', [9], { shardId: 'y', health: 'NOT_SERVING' }),
-      record('', '10.0.0.3:7006', [9], { shardId: 'z' }),
-      record('0', '10.0.0.3:7007', [9], { shardId: 'w' }),
-    ];
     expect(loadingBefore(self, plan, [self, ...others])).toEqual([]);
+  });
+});
+
+describe('co-located shards ready to switch at one moment write their switch records one step end apart', () => {
+  it('waits one step end for each earlier slot on its host that has not written a record of the plan version, none for later slots', () => {
+    const a = record('a', '127.0.0.1:7001', [0, 1]);
+    const b = record('b', '127.0.0.1:7002', [2, 3]);
+    const c = record('c', '127.0.0.1:7003', [4, 5]);
+    expect(switchingBefore(a, plan, [a, b, c])).toEqual([]);
+    expect(switchingBefore(c, plan, [a, b, c]).map((r) => r.slot)).toEqual(['a', 'b']);
+    // a switched already: c waits only for b.
+    expect(switchingBefore(c, plan, [{ ...a, planVersion: plan.version }, b, c]).map((r) => r.slot)).toEqual(['b']);
+  });
+
+  it('does not wait for shards on other hosts, of another model, draining, not serving, or whose slot the plan does not have', () => {
+    expect(switchingBefore(self, plan, [self, ...others])).toEqual([]);
   });
 });

@@ -101,7 +101,7 @@ describe('a shard following the plan', () => {
     }
   });
 
-  it('writes its record once for a switch that gives nothing up, twice for one that hands experts over', async () => {
+  it('writes its record once for a switch that gives nothing up or gives up only what others advertise already, twice only when it gains experts and gives up some nobody else holds yet', async () => {
     const cluster = 'writes';
     const store = new EtcdRegistry([etcd.url], cluster);
     const members: { membership: ClusterMembership; writes: () => number; registry: EtcdRegistry }[] = [];
@@ -109,14 +109,12 @@ describe('a shard following the plan', () => {
       const computes = await Promise.all([0, 1].map(() => loadShardCompute(dir, { experts: new Set(), layers: null }, load)));
       const { config, fingerprint } = computes[0]!;
       const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, e) => from + e);
-      // shard-0 holds `first`, shard-1 always the upper half: a larger `first` gains replicas and gives nothing up.
-      const plan = (version: number, first: number[]): PlacementPlan => {
-        const base = planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
-        const half = config.nRoutedExperts / 2;
-        return { ...base, shards: { 'shard-0': config.moeLayers.map((layer) => ({ layer, experts: first })), 'shard-1': config.moeLayers.map((layer) => ({ layer, experts: range(half, config.nRoutedExperts) })) } };
-      };
       const half = config.nRoutedExperts / 2;
-      await store.putPlan(plan(1, range(0, half)));
+      const plan = (version: number, first: number[], second: number[]): PlacementPlan => {
+        const base = planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+        return { ...base, shards: { 'shard-0': config.moeLayers.map((layer) => ({ layer, experts: first })), 'shard-1': config.moeLayers.map((layer) => ({ layer, experts: second })) } };
+      };
+      await store.putPlan(plan(1, range(0, half), range(half, config.nRoutedExperts)));
       for (const [i, compute] of computes.entries()) {
         const registry = new EtcdRegistry([etcd.url], cluster);
         const { registry: counted, writes } = countingWrites(registry);
@@ -124,20 +122,28 @@ describe('a shard following the plan', () => {
         members.push({ membership, writes, registry });
         await membership.joinPlan(10, undefined, undefined, `shard-${i}`, 60_000);
       }
-      const shard0 = members[0]!;
-      // v2: shard-0 also takes two experts of shard-1 (copies): it loads them and gives nothing up.
-      const gained = range(0, half + 2);
-      let before = shard0.writes();
-      await store.putPlan(plan(2, gained));
-      await until('plan v2 switched', async () => members.every((m) => m.membership.planVersion === 2) && (await store.listShards()).every((r) => r.planVersion === 2));
-      expect(shard0.writes() - before).toBe(1);
-      expect((await store.listShards()).find((r) => r.slot === 'shard-0')!.layers).toEqual(plan(2, gained).shards['shard-0']);
-      // v3: it gives the two copies up again (shard-1 still holds them): loaded, then switched once shard-1 advertises them.
-      before = shard0.writes();
-      await store.putPlan(plan(3, range(0, half)));
-      await until('plan v3 switched', async () => members.every((m) => m.membership.planVersion === 3) && (await store.listShards()).every((r) => r.planVersion === 3));
-      expect(shard0.writes() - before).toBe(2);
-      expect((await store.listShards()).find((r) => r.slot === 'shard-0')!.layers).toEqual(plan(3, range(0, half)).shards['shard-0']);
+      /** Stores `p` and waits until both shards report it; the record writes each made for it, and the records match the plan. */
+      const switchTo = async (p: PlacementPlan): Promise<number[]> => {
+        const before = members.map((m) => m.writes());
+        await store.putPlan(p);
+        await until(`plan v${p.version} switched`, async () => members.every((m) => m.membership.planVersion === p.version) && (await store.listShards()).every((r) => r.planVersion === p.version));
+        const records = await store.listShards();
+        for (const slot of ['shard-0', 'shard-1']) expect(records.find((r) => r.slot === slot)!.layers).toEqual(p.shards[slot]);
+        return members.map((m, i) => m.writes() - before[i]!);
+      };
+      // v2: shard-0 also takes two experts of shard-1 (copies): it loads them and gives nothing up. One write each.
+      expect(await switchTo(plan(2, range(0, half + 2), range(half, config.nRoutedExperts)))).toEqual([1, 1]);
+      // v3: it gives the two copies up again; shard-1 advertises them already: one record, the switch's.
+      expect(await switchTo(plan(3, range(0, half), range(half, config.nRoutedExperts)))).toEqual([1, 1]);
+      // v4: a swap: shard-0 gives expert 0 to shard-1 and takes expert `half`. shard-0 loads first (the earlier
+      // slot on this host): nobody else holds 0 yet, so it advertises old and new, then switches (two writes);
+      // shard-1 then finds `half` advertised by shard-0 already: one write.
+      expect(await switchTo(plan(4, range(1, half + 1), [0, ...range(half, config.nRoutedExperts)]))).toEqual([2, 1]);
+      // v5: shard-0 gives `half` back to shard-1, which holds it still: one write each.
+      expect(await switchTo(plan(5, range(1, half), [0, ...range(half, config.nRoutedExperts)]))).toEqual([1, 1]);
+      // v6: shard-0 gives expert 1 to shard-1, which does not hold it yet, and gains nothing: its record of old
+      // and new would say what its last one said, so it writes only the switch's, once shard-1 advertises 1.
+      expect(await switchTo(plan(6, range(2, half), [0, 1, ...range(half, config.nRoutedExperts)]))).toEqual([1, 1]);
     } finally {
       for (const m of members) {
         await m.membership.leave();
@@ -186,6 +192,62 @@ describe('a shard following the plan', () => {
     } finally {
       await membership?.leave();
       await registry.close();
+      await store.close();
+    }
+  });
+
+  it('two serving shards of one host ready to switch at one moment write their switch records at different step ends, in slot order', async () => {
+    const cluster = 'turns';
+    const store = new EtcdRegistry([etcd.url], cluster);
+    const members: { membership: ClusterMembership; registry: EtcdRegistry }[] = [];
+    /** Each record write of a shard after its registration: its slot, the plan version it reports, and the step it came in. */
+    const writes: { slot: string; planVersion: number; step: number }[] = [];
+    let step = 0;
+    try {
+      const computes = await Promise.all([0, 1].map(() => loadShardCompute(dir, { experts: new Set(), layers: null }, load)));
+      const { config, fingerprint } = computes[0]!;
+      const plan = (version: number): PlacementPlan => planPlacement({ config, modelFingerprint: fingerprint, version, slots: ['shard-0', 'shard-1'], bytesPerExpert: 1 });
+      await store.putPlan(plan(1));
+      for (const [i, compute] of computes.entries()) {
+        const registry = new EtcdRegistry([etcd.url], cluster);
+        const logged = Object.create(registry) as EtcdRegistry;
+        logged.registerShard = async (...args) => {
+          const registration = await registry.registerShard(...args);
+          const update = registration.update.bind(registration);
+          registration.update = (record) => (writes.push({ slot: record.slot, planVersion: record.planVersion, step }), update(record));
+          return registration;
+        };
+        const membership = new ClusterMembership(logged, compute, { shardId: `t${i}`, address: `127.0.0.1:${7500 + i}` }, { modelDir: dir, load }, () => undefined, timings, () => undefined);
+        members.push({ membership, registry });
+        await membership.joinPlan(10, undefined, undefined, `shard-${i}`, 60_000);
+        // Serving: it has answered a call (for two of its experts).
+        const held = compute.experts.heldLayers()[0]!;
+        await compute.run(request(compute.fingerprint, config.hiddenSize, held.layer, held.experts.slice(0, 2)), performance.now());
+      }
+      // The router's steps, as the test ends them: every wait for a step's end (the watches' pace, a turn) waits for the next.
+      const waiting: (() => void)[] = [];
+      for (const compute of computes) {
+        compute.stepEnds.next = () => new Promise((resolve) => waiting.push(() => resolve('step-end')));
+        compute.stepEnds.later = async (count) => {
+          for (let i = 0; i < count; i++) await new Promise<void>((resolve) => waiting.push(resolve));
+        };
+      }
+      writes.length = 0;
+      // Plan v2 changes no expert: both shards are ready to switch as soon as they take it in, at one step end.
+      await store.putPlan(plan(2));
+      await until('plan v2 switched', async () => {
+        step++;
+        for (const resume of waiting.splice(0)) resume();
+        return members.every((m) => m.membership.planVersion === 2);
+      });
+      const at = (slot: string): number => writes.find((w) => w.slot === slot && w.planVersion === 2)!.step;
+      expect(writes.filter((w) => w.planVersion === 2).map((w) => w.slot)).toEqual(['shard-0', 'shard-1']);
+      expect(at('shard-1')).toBeGreaterThan(at('shard-0'));
+    } finally {
+      for (const m of members) {
+        await m.membership.leave();
+        await m.registry.close();
+      }
       await store.close();
     }
   });

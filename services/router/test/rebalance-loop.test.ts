@@ -137,6 +137,39 @@ describe('rebalancer (closed loop)', () => {
     for (const r of regs) await r.close();
   });
 
+  it('waits for the switch on a records watch: no read of the records while the shards switch', async () => {
+    const { registry, regs, window } = await setUp(1.2);
+    let reads = 0;
+    let deliveries = 0;
+    // Counted on the registry itself: the rebalancer's plan writes must reach the same store the test reads.
+    const list = registry.listShards.bind(registry);
+    const watch = registry.watchShards.bind(registry);
+    registry.listShards = () => (reads++, list());
+    registry.watchShards = (listener, options) => watch((...args) => (deliveries++, listener(...args)), options);
+    const rebalancer = new Rebalancer(registry, { config, fingerprint: 'fp' }, window, new RebalanceMetrics(new Registry(), () => window.snapshot()), { intervalMs: 60_000, threshold: 1.2, minTokens: 100, switchTimeoutMs: 10_000 });
+    const checking = rebalancer.check();
+    let next = await registry.getPlan();
+    while (next!.version !== 2) {
+      await new Promise((r) => setTimeout(r, 10));
+      next = await registry.getPlan();
+    }
+    // Waiting for the shards now: on a watch (its first delivery), or reading the records again.
+    while (deliveries === 0 && reads < 2) await new Promise((r) => setTimeout(r, 10));
+    const readsWhenWaiting = reads;
+    // The shards switch one after the other, as real ones do.
+    for (const [i, r] of regs.entries()) {
+      const seen = deliveries;
+      await r.update({ shardId: slots[i]!, address: `127.0.0.1:${6000 + i}`, modelFingerprint: 'fp', layers: next!.shards[slots[i]!]!, computeDtype: 'float32', weightBytes: 1, health: 'SERVING', planVersion: 2, slot: slots[i]! });
+      while (deliveries === seen && reads < 2) await new Promise((r) => setTimeout(r, 10));
+    }
+    const event = (await checking)!;
+    expect(event.switchMs).not.toBeNull();
+    // The watch's first delivery and one per shard switching; no read of the records meanwhile.
+    expect(deliveries).toBeGreaterThan(regs.length);
+    expect(reads).toBe(readsWhenWaiting);
+    for (const r of regs) await r.close();
+  });
+
   it("warms its planner when the loop starts: plans of the model's shape in the lowest-priority thread, nothing stored", async () => {
     const { registry, regs, rebalancer } = await setUp(1.2);
     expect(rebalancer.planner.plansMade).toBe(0);
