@@ -60,3 +60,21 @@ export function switchingBefore(self: ShardRecord, plan: PlacementPlan, records:
   const host = hostOf(self.address);
   return records.filter((r) => earlierOnHost(self, host, r) && r.slot in plan.shards && r.planVersion < plan.version);
 }
+
+/**
+ * Whether every expert of `layers` is advertised by another live, serving, not draining shard of `self`'s
+ * model whose slot keeps that expert in `plan`: only then may `self` stop serving it. A shard that holds
+ * it now but gives it up in the same plan does not count: two shards giving up one expert would each see
+ * the other still advertising it, both switch, and leave it held by no one until its new holder loads.
+ */
+export function keptElsewhere(self: ShardRecord, plan: PlacementPlan, records: readonly ShardRecord[], layers: Layers): boolean {
+  const kept = new Set<string>();
+  for (const r of records) {
+    if (r.shardId === self.shardId || r.health !== 'SERVING' || r.draining || r.modelFingerprint !== self.modelFingerprint) continue;
+    const target = r.slot ? plan.shards[r.slot] : undefined;
+    if (!target) continue;
+    const keeps = new Map(target.map((l) => [l.layer, new Set(l.experts)]));
+    for (const l of r.layers) for (const e of l.experts) if (keeps.get(l.layer)?.has(e)) kept.add(`${l.layer}/${e}`);
+  }
+  return layers.every((l) => l.experts.every((e) => kept.has(`${l.layer}/${e}`)));
+}

@@ -4,6 +4,7 @@ import {
   replanMembers,
   replanWithout,
   SlotTakenError,
+  keptElsewhere,
   switchingBefore,
   timedSync,
   updatePlan,
@@ -331,13 +332,13 @@ export class ClusterMembership {
       // write wakes every watcher: the router, every shard, etcd's own work, all on the cores that serve).
       // The same when what it gives up other shards advertise already (they loaded it, or held it before):
       // its experts are never held by no one either way, and the record of old and new is one more write.
-      if (count(givenUp) > 0 && !(await this.heldElsewhereNow(givenUp))) {
+      if (count(givenUp) > 0 && !(await this.keptElsewhereNow(givenUp, plan))) {
         await readyToAnnounce();
         // A record of old and new that says what the last one said (this shard gained nothing: its old
         // set serves as it was) is not written: only the switch's record is news.
         const serving = this.compute.servingLayers();
         if (this.record.health !== 'SERVING' || !sameLayers(this.record.layers, serving)) await this.publishAtStepEnd({ layers: serving, health: 'SERVING' });
-        if (!(await this.untilHeldElsewhere(givenUp))) {
+        if (!(await this.untilHeldElsewhere(givenUp, plan))) {
           this.log(`plan ${plan.version}: other shards did not take over ${count(givenUp)} experts in time; this shard keeps serving them`);
           await this.publishAtStepEnd({ planVersion: plan.version });
           return;
@@ -409,20 +410,24 @@ export class ClusterMembership {
     await sleep(this.timings.retireGraceMs);
   }
 
-  /** Whether, within the hand-over timeout, every expert of `layers` is advertised by another live, serving shard of this model. */
-  private async untilHeldElsewhere(layers: Layers): Promise<boolean> {
+  /**
+   * Whether, within the hand-over timeout, every expert of `layers` is advertised by another live, serving
+   * shard of this model; with `plan`, by one whose slot keeps it in that plan (see keptElsewhere).
+   */
+  private async untilHeldElsewhere(layers: Layers, plan?: PlacementPlan): Promise<boolean> {
     if (count(layers) === 0) return true;
     return this.whenShards('held-elsewhere-judge', (records) => {
       const others = this.takersAmong(records);
       if (others.length === 0) return false;
-      return this.heldBy(others, layers) ? true : undefined;
+      const held = plan ? keptElsewhere(this.record, plan, records, layers) : this.heldBy(others, layers);
+      return held ? true : undefined;
     }, false);
   }
 
-  /** Whether the records the watch holds now show every expert of `layers` advertised by another serving shard (no wait, no read). */
-  private async heldElsewhereNow(layers: Layers): Promise<boolean> {
+  /** Whether the records the watch holds now show every expert of `layers` advertised by a shard that keeps it in `plan` (no wait, no read). */
+  private async keptElsewhereNow(layers: Layers, plan: PlacementPlan): Promise<boolean> {
     const view = await this.shardRecords().catch(() => null);
-    return view?.records ? timedSync('held-elsewhere-now', () => this.heldBy(this.takersAmong(view.records!), layers)) : false;
+    return view?.records ? timedSync('held-elsewhere-now', () => keptElsewhere(this.record, plan, view.records!, layers)) : false;
   }
 
   private heldBy(others: readonly ShardRecord[], layers: Layers): boolean {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { PlacementPlan, ShardRecord } from '@expertmesh/discovery';
-import { switchingBefore } from '@expertmesh/discovery';
+import { keptElsewhere, switchingBefore } from '@expertmesh/discovery';
 import { loadingBefore } from '../src/load-turn.js';
 
 const plan: PlacementPlan = {
@@ -81,5 +81,33 @@ describe('co-located shards ready to switch at one moment write their switch rec
 
   it('does not wait for shards on other hosts, of another model, draining, not serving, or whose slot the plan does not have', () => {
     expect(switchingBefore(self, plan, [self, ...others])).toEqual([]);
+  });
+});
+
+describe('a shard gives up an expert only to a shard that keeps it in the plan', () => {
+  // Expert 9 is held by a and b today; the plan moves it to c alone (a keeps 0,1; b keeps 2,3; c gains 4,5,9).
+  const moved: PlacementPlan = { ...plan, shards: { ...plan.shards, c: [{ layer: 1, experts: [4, 5, 9] }] } } as PlacementPlan;
+  const a = record('a', '127.0.0.1:7001', [0, 1, 9]);
+  const b = record('b', '127.0.0.1:7002', [2, 3, 9]);
+  const given = [{ layer: 1, experts: [9] }];
+
+  it('does not count a shard that gives the same expert up in the same plan', () => {
+    // Before: each saw the other advertising 9, both switched, and 9 had no holder until c loaded it.
+    expect(keptElsewhere(a, moved, [a, b, record('c', '127.0.0.1:7003', [4, 5])], given)).toBe(false);
+    expect(keptElsewhere(b, moved, [a, b, record('c', '127.0.0.1:7003', [4, 5])], given)).toBe(false);
+  });
+
+  it("counts the plan's holder once it advertises the expert, old plan version or not", () => {
+    const c = record('c', '127.0.0.1:7003', [4, 5, 9]);
+    expect(keptElsewhere(a, moved, [a, b, c], given)).toBe(true);
+    expect(keptElsewhere(b, moved, [a, b, c], given)).toBe(true);
+  });
+
+  it('does not count a keeper that is draining, not serving, of another model, or itself', () => {
+    for (const extra of [{ draining: true }, { health: 'NOT_SERVING' as const }, { modelFingerprint: 'other' }]) {
+      expect(keptElsewhere(a, moved, [a, b, record('c', '127.0.0.1:7003', [4, 5, 9], extra)], given)).toBe(false);
+    }
+    const selfKeeps: PlacementPlan = { ...moved, shards: { ...moved.shards, a: [{ layer: 1, experts: [0, 1, 9] }] } } as PlacementPlan;
+    expect(keptElsewhere(a, selfKeeps, [a, b], given)).toBe(false);
   });
 });
