@@ -22,7 +22,7 @@ export { updatePlan } from './plan-update.js';
 export { timedSync, SYNC_WORK_CHANNEL } from './sync-work.js';
 export type { WatchOptions } from './watch-pace.js';
 export type { SyncWork } from './sync-work.js';
-export { advertisesAll, loadingPlan, loadingBefore, loadingNow, switchingBefore, keptElsewhere } from './plan-progress.js';
+export { advertisesAll, loadingPlan, loadingBefore, loadingNow, switchingBefore, keptElsewhere, servingPeerOf } from './plan-progress.js';
 export { measuredExpertBytes, loadFromBasis, replanMembers, replanWithout } from './plan-basis.js';
 export { replanMembership } from './membership-planner.js';
 export type { MembershipReplanRequest } from './membership-planner.js';

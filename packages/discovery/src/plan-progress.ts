@@ -34,11 +34,15 @@ export function loadingBefore(self: ShardRecord, plan: PlacementPlan, records: r
   return records.filter((r) => earlierOnHost(self, host, r) && loadingPlan(r, plan));
 }
 
-/** Whether `r` is another live, serving, not draining shard of `self`'s model on `host` whose slot comes before `self`'s. */
+/** Whether `r` is another live, serving, not draining shard of `self`'s model: one that can serve in its place. */
+export function servingPeerOf(self: ShardRecord, r: ShardRecord): boolean {
+  return r.shardId !== self.shardId && r.modelFingerprint === self.modelFingerprint && r.health === 'SERVING' && !r.draining;
+}
+
+/** Whether `r` is a serving peer of `self` on `host` whose slot comes before `self`'s. */
 function earlierOnHost(self: ShardRecord, host: string, r: ShardRecord): boolean {
   if (!r.slot || !self.slot || r.slot >= self.slot) return false;
-  if (r.shardId === self.shardId || r.modelFingerprint !== self.modelFingerprint || r.health !== 'SERVING' || r.draining) return false;
-  return hostOf(r.address) === host;
+  return servingPeerOf(self, r) && hostOf(r.address) === host;
 }
 
 /**
@@ -70,8 +74,7 @@ export function switchingBefore(self: ShardRecord, plan: PlacementPlan, records:
 export function keptElsewhere(self: ShardRecord, plan: PlacementPlan, records: readonly ShardRecord[], layers: Layers): boolean {
   const kept = new Set<string>();
   for (const r of records) {
-    if (r.shardId === self.shardId || r.health !== 'SERVING' || r.draining || r.modelFingerprint !== self.modelFingerprint) continue;
-    const target = r.slot ? plan.shards[r.slot] : undefined;
+    const target = servingPeerOf(self, r) && r.slot ? plan.shards[r.slot] : undefined;
     if (!target) continue;
     const keeps = new Map(target.map((l) => [l.layer, new Set(l.experts)]));
     for (const l of r.layers) for (const e of l.experts) if (keeps.get(l.layer)?.has(e)) kept.add(`${l.layer}/${e}`);

@@ -5,6 +5,7 @@ import {
   replanWithout,
   SlotTakenError,
   keptElsewhere,
+  servingPeerOf,
   switchingBefore,
   timedSync,
   updatePlan,
@@ -242,7 +243,7 @@ export class ClusterMembership {
   }
 
   private takersAmong(records: readonly ShardRecord[]): ShardRecord[] {
-    return records.filter((r) => r.shardId !== this.record.shardId && r.health === 'SERVING' && !r.draining && r.modelFingerprint === this.record.modelFingerprint);
+    return records.filter((r) => servingPeerOf(this.record, r));
   }
 
   private async register(record: ShardRecord, ttlSeconds: number, keepAliveSeconds?: number, isStale?: StaleHolderCheck): Promise<void> {
