@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { PlacementPlanError } from './placement-planner.js';
+import { PlacementPlanError, planSizeText } from './placement-planner.js';
 import type { ExpertLoad, Replan } from './rebalance-planner.js';
 import type { PlacementPlan } from './records.js';
 
@@ -109,9 +109,8 @@ export function replanMembership(req: MembershipReplanRequest): Replan {
       }
     }
     if (!pick) {
-      const size = (b: number): string => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);
       throw new PlacementPlanError(
-        `expert ${e} of layer ${config.moeLayers[i]} fits on none of ${slots.join(', ')} (${size(req.memoryBudgetBytes ?? 0)} per shard): add shards, add memory, or lower --redundant-experts`,
+        `expert ${e} of layer ${config.moeLayers[i]} fits on none of ${slots.join(', ')} (${planSizeText(req.memoryBudgetBytes ?? 0)} per shard): add shards, add memory, or lower --redundant-experts`,
       );
     }
     remove(pick.s, pick.i, pick.e);

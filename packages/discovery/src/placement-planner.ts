@@ -6,6 +6,11 @@ export class PlacementPlanError extends Error {
   override readonly name = 'PlacementPlanError';
 }
 
+/** A memory size as a plan error states it (MiB, or GiB from 1 GiB). */
+export function planSizeText(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
 export interface PlanRequest {
   readonly config: ModelConfig;
   readonly modelFingerprint: string;

@@ -1,5 +1,5 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { PlacementPlanError } from './placement-planner.js';
+import { PlacementPlanError, planSizeText } from './placement-planner.js';
 import type { PlacementPlan } from './records.js';
 
 type PlanConfig = Pick<ModelConfig, 'moeLayers' | 'nRoutedExperts'>;
@@ -171,9 +171,8 @@ export function replan(req: ReplanRequest): Replan {
   if (req.memoryBudgetBytes !== undefined) {
     const over = slots.map((slot, s) => ({ slot, bytes: count[s]! * req.bytesPerExpert })).filter((x) => x.bytes > req.memoryBudgetBytes!);
     if (over.length) {
-      const size = (b: number): string => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);
       throw new PlacementPlanError(
-        `${over.map((o) => `shard ${o.slot} needs ${size(o.bytes)}`).join(', ')} but the budget is ${size(req.memoryBudgetBytes)} per shard: add shards, add memory, or lower --redundant-experts`,
+        `${over.map((o) => `shard ${o.slot} needs ${planSizeText(o.bytes)}`).join(', ')} but the budget is ${planSizeText(req.memoryBudgetBytes)} per shard: add shards, add memory, or lower --redundant-experts`,
       );
     }
   }
