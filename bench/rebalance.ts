@@ -21,6 +21,9 @@
  * --router-arg=--flag=value and --shard-arg=--flag=value (repeatable) pass flags to the router (`serve`) and to every
  * shard, e.g. --router-arg=--dispatch-hedge-p99-multiple=0 (no hedging) or --shard-arg=--expert-worker=on; --label
  * names the variant in the JSON.
+ * The bench follows the plan and the shard records in a child process whose autogroup is at nice 19
+ * (bench/registry-follower.ts): its client loops' token timestamps are then not late by the watches' work at a switch,
+ * and that work waits for the shards. --registry-follower in-process puts the watches back in this process (before 2026-12-01).
  * Each event is also compared with steady state at its own length (bench/steady-windows.ts): the longest gaps of
  * windows as long as its switch, slid over the steady periods nearest to it that hold 20 such windows side by side;
  * the JSON's `steadySameLength` and the second table give the steady p50 / p90 / max and the switch's percentile
@@ -74,6 +77,7 @@ import { readCheckpointIdentity } from '@expertmesh/model-weights';
 import { startShardProcess } from '../test/helpers/shard-process.js';
 import { startBenchServer, timedStream, type StreamTiming } from './bench-server.js';
 import { startCoreProbe } from './core-probe.js';
+import { startRegistryFollower } from './registry-follower.js';
 import { pinnedLayout, pinProcess } from './pin-cores.js';
 import { ShardCpuCgroups } from './shard-cgroups.js';
 import { perShardWindow, processCpuMs, type ShardSample } from './shard-samples.js';
@@ -104,6 +108,9 @@ const { values } = parseArgs({
     'shard-node-arg': { type: 'string', multiple: true, default: [] },
     // Names the variant (code or flags) in the JSON.
     label: { type: 'string' },
+    // Who follows the plan and the shard records: a child process at the lowest priority (bench/registry-follower.ts),
+    // or etcd watches in this process, beside the client loops whose token times are measured (before 2026-12-01).
+    'registry-follower': { type: 'string', default: 'child' },
     'null-events': { type: 'string', default: '3' },
     // Steady state added before the leave: more independent windows as long as the longest switch.
     'extra-steady-seconds': { type: 'string', default: '0' },
@@ -147,6 +154,10 @@ if (!(EXTRA_STEADY_MS >= 0 && EXTRA_STEADY_MS <= 600_000)) throw new Error(`--ex
 const AFTER_LEAVE_MS = values['after-leave-seconds'] === undefined ? WINDOW_MS : Number(values['after-leave-seconds']) * 1000;
 if (!(AFTER_LEAVE_MS >= WINDOW_MS && AFTER_LEAVE_MS <= 600_000)) throw new Error(`--after-leave-seconds takes a window's length … 600, not ${values['after-leave-seconds']}`);
 const REBALANCE_ONLY = values['rebalance-only'];
+const FOLLOWER = values['registry-follower'];
+if (FOLLOWER !== 'child' && FOLLOWER !== 'in-process') throw new Error(`--registry-follower must be child or in-process, not ${FOLLOWER}`);
+/** The follower child's autogroup nice (null: not lowered, or followed in this process). */
+let followerNice: number | null = null;
 const EXPERT_WIDTH = Number(values['expert-width']);
 if (!(Number.isInteger(EXPERT_WIDTH) && EXPERT_WIDTH >= 8 && EXPERT_WIDTH <= 4096)) throw new Error(`--expert-width takes an integer 8 … 4096, not ${values['expert-width']}`);
 const CONTROL_AT_MS = values['control-at-seconds'] === undefined ? null : Number(values['control-at-seconds']) * 1000;
@@ -292,15 +303,30 @@ try {
     wake = [];
     for (const w of waiting) w();
   };
-  stops.push(await registry.watchPlan((p) => ((plan = p), p && plansSeen.push({ at: performance.now(), plan: p }), registryChanges?.push({ atEpochMs: epochNow(), plan: p?.version ?? 0 }), changed())));
-  stops.push(
-    await registry.watchShards((records) => {
-      live = records;
-      // Each record as slot:health:planVersion[:draining]:experts, to place a leave's steps against the token gaps.
-      registryChanges?.push({ atEpochMs: epochNow(), records: records.map((r) => `${r.slot}:${r.health}:${r.planVersion}${r.draining ? ':draining' : ''}:${r.layers.reduce((a, l) => a + l.experts.length, 0)}`).sort() });
-      changed();
-    }),
-  );
+  /** When the follower saw the newest change (performance.now() time): events are timed by the change, not by when this process got it. */
+  let lastChangeAt = 0;
+  const onPlan = (p: PlacementPlan | null, atEpochMs: number): void => {
+    lastChangeAt = atEpochMs - performance.timeOrigin;
+    plan = p;
+    if (p) plansSeen.push({ at: atEpochMs - performance.timeOrigin, plan: p });
+    registryChanges?.push({ atEpochMs, plan: p?.version ?? 0 });
+    changed();
+  };
+  const onRecords = (records: ShardRecord[], atEpochMs: number): void => {
+    lastChangeAt = atEpochMs - performance.timeOrigin;
+    live = records;
+    // Each record as slot:health:planVersion[:draining]:experts, to place a leave's steps against the token gaps.
+    registryChanges?.push({ atEpochMs, records: records.map((r) => `${r.slot}:${r.health}:${r.planVersion}${r.draining ? ':draining' : ''}:${r.layers.reduce((a, l) => a + l.experts.length, 0)}`).sort() });
+    changed();
+  };
+  if (FOLLOWER === 'child') {
+    const follower = await startRegistryFollower(etcd.url, CLUSTER, (c) => ('records' in c ? onRecords(c.records, c.atEpochMs) : onPlan(c.plan, c.atEpochMs)));
+    followerNice = follower.autogroupNice;
+    stops.push(follower.stop);
+  } else {
+    stops.push(await registry.watchPlan((p) => onPlan(p, epochNow())));
+    stops.push(await registry.watchShards((records) => onRecords(records, epochNow())));
+  }
   /** Resolves once `check` holds on the watched plan and records; the bench fails after two minutes without it. */
   const when = async (what: string, check: () => boolean): Promise<void> => {
     const deadline = performance.now() + 120_000;
@@ -356,10 +382,14 @@ try {
       })
     );
   };
+  /** When the change that completed the switch was seen; not before the wait began (a leave's switch may be complete at its exit). */
   const untilSwitched = async (): Promise<number> => {
+    const from = performance.now();
     await when('switch', switched);
-    return performance.now();
+    return Math.max(from, lastChangeAt);
   };
+  /** When the newest plan was seen by the follower. */
+  const planSeenAt = (): number => plansSeen.at(-1)?.at ?? performance.now();
   const metric = async (name: string): Promise<number> =>
     (await (await fetch(`${router.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(`${name} `)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
   /** The router's imbalance gauges for the plan in force (phase="current": its last look at the load): worst layer, or null before its window holds enough load. */
@@ -417,7 +447,7 @@ try {
   } else {
     // 1. The closed loop: the router stores a plan once its window holds enough skewed load.
     await when('rebalance', () => (plan?.version ?? 0) > 1);
-    const rebalancedAt = performance.now();
+    const rebalancedAt = planSeenAt();
     const rebalanceSwitched = await untilSwitched();
     events.push({ name: 'rebalance (closed loop)', at: rebalancedAt, switchedAt: rebalanceSwitched, detail: `${await metric('expertmesh_rebalance_experts_moved_total')} expert copies moved`, hedges: await hedges() });
   }
@@ -431,7 +461,7 @@ try {
     // 2. A fifth shard joins: started without --slot, it takes a new slot and re-plans.
     const joinAt = performance.now();
     // Watched while the process starts: it prints "listening" only once it serves its slot, after the re-plan.
-    const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(() => performance.now());
+    const replanned = when('join', () => plan !== null && 'shard-4' in plan.shards).then(planSeenAt);
     const fifth = await startShard();
     const replannedAt = await replanned;
     const joinSwitched = await untilSwitched();
@@ -558,7 +588,7 @@ const date = new Date().toISOString().slice(0, 10);
 const machine = `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const out = values.out ?? join('bench', 'results', `rebalance-${date}.json`);
 await mkdir(join('bench', 'results'), { recursive: true });
-await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: 'etcd watches (plan and shard records)', routerArgs: values['router-arg'], shardArgs: values['shard-arg'], routerNodeArgs: values['router-node-arg'], shardNodeArgs: values['shard-node-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, planChanges, imbalanceReads, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
+await writeFile(out, `${JSON.stringify({ date, machine, label: values.label ?? null, switchSeenBy: FOLLOWER === 'child' ? `etcd watches (plan and shard records) in a child process, autogroup nice ${followerNice ?? 'not lowered'}` : 'etcd watches (plan and shard records) in the bench process', registryFollower: FOLLOWER, routerArgs: values['router-arg'], shardArgs: values['shard-arg'], routerNodeArgs: values['router-node-arg'], shardNodeArgs: values['shard-node-arg'], layout: layout ? 'pinned: router core 0; shards, etcd and clients core 1' : 'unpinned: every process on both cores', loadRest: values['load-rest'] ?? 'default', concurrency: CONCURRENCY, maxTokens: MAX_TOKENS, windowSeconds: WINDOW_MS / 1000, hotExperts: HOT, nullEvents: NULL_EVENTS, extraSteadySeconds: EXTRA_STEADY_MS / 1000, afterLeaveSeconds: AFTER_LEAVE_MS / 1000, rebalanceOnly: REBALANCE_ONLY, leaveOnly: LEAVE_ONLY, expertWidth: EXPERT_WIDTH, controlAtSeconds: CONTROL_AT_MS === null ? null : CONTROL_AT_MS / 1000, shardCpu: shardCgroups ? { coresEach: SHARD_QUOTA, periodMs: shardCgroups.periodUs / 1000, quotaFrom: QUOTA_FROM, cgroup: `v${shardCgroups.hierarchy.version}` } : null, shardAddresses, totals, planChanges, imbalanceReads, results, ...(values['trace-dir'] ? { longestGaps, eventTimes, registryChanges } : {}), steadyPeriodsMs: steady.map(([a, b]) => [fromLoad(a), fromLoad(b)]), intervals, streams: rawStreams })}\n`);
 const yesNo = (b: boolean | null): string => (b === null ? '–' : b ? 'yes' : 'no');
 const cell = (w: Window): string => `${w.tokensPerSecond} | ${w.tpotP50Ms} / ${w.tpotP99Ms} | ${w.longestGapMs} | ${w.failed} | ${w.mismatched}`;
 process.stdout.write(
