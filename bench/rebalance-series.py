@@ -1,7 +1,8 @@
 """Per-event summary of bench:rebalance JSON results (issue 16, rounds 13-14): for each set of runs (a glob each),
 the rebalance and the join judged against the steady p90 (nearest periods) and against the same run's null event of
 their length, failed requests, outputs that differ from the first, and where the rebalance's longest gap starts
-relative to the bench seeing the new plan. --markdown prints the rows of docs/benchmarks.md's round-14 table instead.
+relative to the bench seeing the new plan (and, since session 33, where every event's longest gap starts: from the
+event's start and from every shard switched). --markdown prints the rows of docs/benchmarks.md's round-14 table instead.
 A second steady measure beside the first (issue-16s): the nearest periods' p90 is 0 when no steady period holds one
 window of the event's length (a join of ~10 s from its process start against ~10 s periods), and such an event then
 counts as above it. "Steady time" joins the run's steady periods (each less its 250 ms margins) end to end and
@@ -18,16 +19,32 @@ def null_gap(results, length):
     return next((r['steadySameLength']['duringMs'] for r in results if r['event'].startswith('null') and r['detail'].startswith(f'{length} ms')), None)
 
 
-def rebalance_gap_start(d):
-    """The rebalance's longest gap between two tokens of a stream, and where it starts (ms from the bench seeing the plan)."""
-    iv = d['intervals'][0]
+def nearest_null(results, switch_ms):
+    """The same run's null event nearest in length to an event that lasted switch_ms: (its length, its longest gap).
+    REAL pairs each kind with a fixed null length, chosen when the join's switch took ~0.8 s; a join now takes ~3 s
+    from its re-plan, and a longer window holds a longer gap by chance alone."""
+    nulls = [(int(r['detail'].split(' ms')[0]), r['steadySameLength']['duringMs']) for r in results if r['event'].startswith('null')]
+    return min(nulls, key=lambda n: abs(n[0] - switch_ms)) if nulls else None
+
+
+# Each real event's interval in the bench's JSON (`intervals`: from the event's start to every shard switched).
+INTERVAL = {'rebalance': lambda e: e.startswith('rebalance'), 'join, from its process start': lambda e: e == 'a fifth shard joins',
+            'join, from its re-plan': lambda e: e == 'a fifth shard joins, from its re-plan', 'leave': lambda e: e.startswith('that shard leaves')}
+
+
+def event_gap_start(d, key):
+    """An event's longest gap between two tokens of a stream, and where it starts: ms from the event's start (for the
+    rebalance, the bench seeing the plan) and from every shard switched (negative: before)."""
+    iv = next((i for i in d['intervals'] if INTERVAL[key](i['event'])), None)
+    if iv is None:
+        return None
     a, b = iv['atMs'], iv['switchedMs']
     best = None
     for s in d['streams']:
         t = s['tokenMs']
         for x, y in zip(t, t[1:]):
             if y > a and x < b and (best is None or y - x > best[0]):
-                best = (y - x, x - a)
+                best = (y - x, x - a, x - b)
     return best
 
 
@@ -74,6 +91,7 @@ def event_rows(runs, key):
             continue
         s = r['steadySameLength']
         rows.append({'gap': s['duringMs'], 'p90': s['p90Ms'], 'within': s['duringWithinP90'], 'null': null_gap(d['results'], null_len), 'switch': r['switchMs'],
+                     'nearestNull': nearest_null(d['results'], r['switchMs']),
                      'tp90': steady_time_p90(bins, r['switchMs']), 'smax': max(bins),
                      'failed': sum(r[w]['failed'] for w in ('before', 'during', 'after')), 'mismatched': sum(r[w]['mismatched'] for w in ('before', 'during', 'after'))})
     return rows
@@ -109,6 +127,11 @@ for arg in sys.argv[2 if markdown else 1:]:
                   f"gap-null med {med(rows, lambda x: x['gap'] - x['null']):+.0f}; switch med {med(rows, lambda x: x['switch']):.0f} ms; failed {sum(x['failed'] for x in rows)}; "
                   f"outputs≠first {sum(x['mismatched'] for x in rows)}\n     each gap/p90 [null]: {each}\n"
                   f"     steady time: within its p90 {within_t}/{n}, within the run's steady max {within_max}/{n}; each gap/p90/max: {each_t}")
+            near = [x for x in rows if x['nearestNull']]
+            if near:
+                lengths = sorted({x['nearestNull'][0] for x in near})
+                print(f"     against the null nearest its length ({', '.join(map(str, lengths))} ms): longer {sum(1 for x in near if x['gap'] > x['nearestNull'][1])}/{len(near)}, "
+                      f"gap-null med {med(near, lambda x: x['gap'] - x['nearestNull'][1]):+.0f}")
     nulls = [r['steadySameLength'] for d in runs for r in d['results'] if r['event'].startswith('null')]
     if nulls and not markdown:
         bins = {id(d): steady_bins(d) for d in runs}
@@ -116,4 +139,8 @@ for arg in sys.argv[2 if markdown else 1:]:
         print(f"null events above their steady p90 (nearest periods): {sum(1 for x in nulls if x['duringWithinP90'] is False)} of {len(nulls)}; "
               f"above the steady-time p90: {sum(1 for g, p in nt if p is not None and g > p)} of {len(nt)}")
     if not markdown:
-        print('rebalance longest gap @ start rel. plan seen (ms):', ' '.join(f'{g:.0f}@{s:+.0f}' for g, s in filter(None, map(rebalance_gap_start, runs))))
+        print('longest gap @ its start from the event\'s start / from every shard switched (ms; the rebalance\'s start is the bench seeing the plan):')
+        for key in REAL:
+            at = [x for x in (event_gap_start(d, key) for d in runs) if x]
+            if at:
+                print(f'     {key:30s}', ' '.join(f'{g:.0f}@{s:+.0f}/{e:+.0f}' for g, s, e in at))

@@ -13,7 +13,9 @@ process's own CPU: the client loops and its two registry watches).
 
 Processes: `router` (argv `serve`, alone on core 0 with --pinned), `shard-a` … `shard-d` (the four first shards by
 start time; their slots are not recorded), `joiner` (the shard started after the router: it joins, later leaves),
-`etcd`, `bench`, and `core1` / `core0` (each core's busy time, whoever ran).
+`etcd`, `bench` (the client loops; with `--registry-follower in-process` also the registry watches), `follower`
+(the bench's registry follower, its own process with `--registry-follower child`: the traced process with no
+`--model`), and `core1` / `core0` (each core's busy time, whoever ran).
 
 Windows, per event (the rebalance, the join from its re-plan, the leave; null events have no registry change):
 - `moment`: the switch moment. The event's registry changes as the bench's watches saw them (plan writes and record
@@ -95,8 +97,11 @@ def load_run(result_path, trace_dir):
     starts = {pid: next((r for r in recs if r.get('kind') == 'start' and r.get('thread') == 0), None) for pid, recs in procs.items()}
     router = next(pid for pid, s in starts.items() if s and 'serve' in s.get('argv', ''))
     router_start = starts[router]['at']
-    shards = sorted((s['at'], pid) for pid, s in starts.items() if pid != router and s)
-    names = {router: 'router'}
+    # The bench's registry follower (bench/registry-follower-child.ts, --registry-follower child) inherits the trace
+    # preload too; it is the one traced process that serves no model.
+    followers = [pid for pid, s in starts.items() if pid != router and s and '--model' not in s.get('argv', '')]
+    shards = sorted((s['at'], pid) for pid, s in starts.items() if pid != router and pid not in followers and s)
+    names = {router: 'router', **{pid: 'follower' for pid in followers}}
     first = [pid for at, pid in shards if at < router_start]
     for i, pid in enumerate(first):
         names[pid] = f'shard-{"abcdefgh"[i]}'
@@ -186,7 +191,7 @@ def steady_stats(result, series, length, event_from, event_to):
     return out
 
 
-NAMED_ON_CORE1 = ('shard-a', 'shard-b', 'shard-c', 'shard-d', 'joiner', 'etcd', 'bench')
+NAMED_ON_CORE1 = ('shard-a', 'shard-b', 'shard-c', 'shard-d', 'joiner', 'etcd', 'bench', 'follower')
 OTHER = 'other on core 1'
 
 
@@ -251,7 +256,7 @@ def analyse(result_path, trace_dir):
     return {'result': result_path, 'traceDir': trace_dir, 'events': events}, series
 
 
-SUMMARY = (('shards', ('shard-a', 'shard-b', 'shard-c', 'shard-d')), ('joiner', ('joiner',)), ('etcd', ('etcd',)), ('bench', ('bench',)), ('other', (OTHER,)), ('core 1', ('core1',)), ('router', ('router',)))
+SUMMARY = (('shards', ('shard-a', 'shard-b', 'shard-c', 'shard-d')), ('joiner', ('joiner',)), ('etcd', ('etcd',)), ('bench', ('bench',)), ('follower', ('follower',)), ('other', (OTHER,)), ('core 1', ('core1',)), ('router', ('router',)))
 
 
 def print_summary(runs, label):
@@ -309,7 +314,7 @@ def main(argv):
     if summary:
         print_summary(runs, label)
         return 0
-    order = ['core1', 'shard-a', 'shard-b', 'shard-c', 'shard-d', 'joiner', 'etcd', 'bench', 'other on core 1', 'router', 'core0']
+    order = ['core1', 'shard-a', 'shard-b', 'shard-c', 'shard-d', 'joiner', 'etcd', 'bench', 'follower', 'other on core 1', 'router', 'core0']
     for run, (_, series) in zip(runs, analysed):
         print(f'## {os.path.basename(run["result"])}')
         for e in run['events']:
