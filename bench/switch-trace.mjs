@@ -27,6 +27,21 @@ if (dir) {
   const { subscribe } = await import('node:diagnostics_channel');
   subscribe('expertmesh:sync-work', (work) => emit({ kind: 'sync', what: work.what, at: work.at, ms: Math.round(work.ms * 100) / 100, cpuMs: Math.round(work.cpuMs * 100) / 100 }));
 
+  // The router's steps, MoE layers and shard calls (packages/engine's STEP_CHANNEL, the router's dispatch channels):
+  // which steps a long gap between two tokens holds, and whether they waited on a shard or computed. Many per
+  // second, so they are written in batches (every 200 ms; a killed process loses at most its last batch).
+  let batch = [];
+  const emitBatched = (rec) => batch.push(`${JSON.stringify({ pid: process.pid, thread: threadId, ...rec })}\n`);
+  setInterval(() => {
+    if (batch.length === 0) return;
+    appendFileSync(file, batch.join(''));
+    batch = [];
+  }, 200).unref();
+  const round = (x) => Math.round(x * 100) / 100;
+  subscribe('expertmesh:engine-step', (s) => emitBatched({ kind: 'step', at: s.at, executeMs: round(s.executeMs), commitMs: round(s.commitMs), sequences: s.sequences, tokens: s.tokens, prefillTokens: s.prefillTokens }));
+  subscribe('expertmesh:moe-layer', (l) => emitBatched({ kind: 'moe', at: l.at, layer: l.layer, tokens: l.tokens, planMs: round(l.planMs), waitMs: round(l.waitMs), combineMs: round(l.combineMs) }));
+  subscribe('expertmesh:shard-call', (c) => emitBatched({ kind: 'call', at: c.at, layer: c.layer, shard: c.shard, rows: c.rows, ms: round(c.roundTripMs), computeMs: round(c.computeMs), queueMs: round(c.queueMs), hedge: c.hedge, resent: c.resent }));
+
   // Event-loop stalls: a 5 ms timer that fires late by more than 15 ms.
   let expected = now() + 5;
   setInterval(() => {
@@ -156,19 +171,28 @@ if (dir) {
 
   const S = ort.InferenceSession;
   const create = S.create.bind(S);
+  let sessions = 0;
   S.create = async (...args) => {
     const started = now();
     const session = await create(...args);
+    // `s` numbers the sessions in creation order (per thread): a `run` record names its session by it.
+    const s = sessions++;
     // The binding's loadModel runs synchronously inside create(); the wall time includes its setImmediate hop.
-    emit({ kind: 'create', at: started, ms: Math.round(now() - started), outputs: session.outputNames.join(',') });
+    emit({ kind: 'create', s, at: started, ms: Math.round(now() - started), outputs: session.outputNames.join(',') });
     const run = session.run.bind(session);
     let runs = 0;
     session.run = async (...a) => {
       const t0 = now();
+      // The process's page faults and context switches over the run (every thread): a long run that faulted in pages
+      // or was preempted (involuntary switches) says so.
+      const r0 = process.resourceUsage();
       const out = await run(...a);
       const ms = now() - t0;
       runs++;
-      if (runs <= 3 || ms > 20) emit({ kind: runs === 1 ? 'first-run' : 'run', n: runs, at: t0, ms: Math.round(ms * 10) / 10 });
+      if (runs <= 3 || ms > 20) {
+        const r1 = process.resourceUsage();
+        emit({ kind: runs === 1 ? 'first-run' : 'run', s, n: runs, at: t0, ms: Math.round(ms * 10) / 10, minorFaults: r1.minorPageFault - r0.minorPageFault, majorFaults: r1.majorPageFault - r0.majorPageFault, preempted: r1.involuntaryContextSwitches - r0.involuntaryContextSwitches, yielded: r1.voluntaryContextSwitches - r0.voluntaryContextSwitches, cpuMs: Math.round((r1.userCPUTime + r1.systemCPUTime - r0.userCPUTime - r0.systemCPUTime) / 100) / 10, systemMs: Math.round((r1.systemCPUTime - r0.systemCPUTime) / 100) / 10 });
+      }
       return out;
     };
     return session;

@@ -7,6 +7,7 @@ import { topLogprobs } from './sampling.js';
 import { tracer } from './tracer.js';
 import { type KvAdmission, Scheduler, type ScheduledSegment, type SchedulerLimits, type StepPlan } from './scheduler.js';
 import { type GenerationRequest, Sequence } from './sequence.js';
+import { stepChannel, type StepReport } from './step-channel.js';
 
 /** How the engine's KV cache is sized and shared. */
 export interface KvCacheOptions {
@@ -177,6 +178,8 @@ export class Engine {
    */
   async step(): Promise<Sequence[]> {
     this.applyQueued();
+    const reported = stepChannel.hasSubscribers;
+    const started = performance.now();
     const plan = this.scheduler.schedule();
     if (plan.segments.length === 0) return this.scheduler.retireFinished();
     let logits: ForwardResult;
@@ -185,7 +188,9 @@ export class Engine {
     } finally {
       this.applyQueued();
     }
+    const executed = performance.now();
     await this.commit(plan, logits);
+    if (reported) reportStep(plan, started, executed);
     return this.scheduler.retireFinished();
   }
 
@@ -313,6 +318,24 @@ export class Engine {
     if (seq.stopTokenIds.has(token)) seq.finishReason = 'stop';
     else if (seq.outputTokenIds.length >= seq.request.maxTokens) seq.finishReason = 'length';
   }
+}
+
+/** Publishes a finished step on STEP_CHANNEL (called only when someone listens). */
+function reportStep(plan: StepPlan, started: number, executed: number): void {
+  let tokens = 0;
+  let prefillTokens = 0;
+  for (const s of plan.segments) {
+    tokens += s.length;
+    if (s.start < s.sequence.request.promptTokenIds.length) prefillTokens += s.length;
+  }
+  stepChannel.publish({
+    at: performance.timeOrigin + started,
+    executeMs: executed - started,
+    commitMs: performance.now() - executed,
+    sequences: plan.segments.length,
+    tokens,
+    prefillTokens,
+  } satisfies StepReport);
 }
 
 function checkMicroBatches(n: number): MicroBatchCount {

@@ -9,3 +9,5 @@ export { Sequence } from './sequence.js';
 export type { GenerationRequest, FinishReason, TokenLogprobs, LogitsProcessor } from './sequence.js';
 export { Sampler, GREEDY, argmax, topLogprobs, candidateTokens, SeededRandom } from './sampling.js';
 export type { SamplingParams } from './sampling.js';
+export { STEP_CHANNEL } from './step-channel.js';
+export type { StepReport } from './step-channel.js';

@@ -3,6 +3,7 @@ import { DispatchObservers, type DispatchCall, type DispatchHedge, type Dispatch
 import { decodeTensor, encodePairs, encodeTensor, gatherRows, WIRE_DTYPE_ENUM, type WireDtype } from '@expertmesh/wire';
 import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { injectContext, tracer } from '@expertmesh/telemetry';
+import { moeLayerChannel, shardCallChannel, type MoeLayerReport, type ShardCallReport } from './dispatch-channel.js';
 import { NoHolderError, NonFiniteResultError, ShardTimeoutError } from './dispatch-errors.js';
 import { checkFiniteAnswer, InputNotFiniteError } from './finite-results.js';
 import { LayerDispatch, type RowTask } from './layer-dispatch.js';
@@ -68,11 +69,13 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
   }
 
   async compute(layer: number, hidden: Float32Array, routing: ExpertRouting): Promise<Float32Array> {
+    const started = performance.now();
     // One consistent view for the whole layer, even if the registry changes it meanwhile.
     const view = this.source.current();
     this.observers.routing(layer, routing);
     const dispatch = this.plan(view, layer, routing);
     const rows = dispatch.rows();
+    const planned = performance.now();
     const span = tracer().startSpan('expertmesh.moe.dispatch', { attributes: { 'expertmesh.layer': layer, 'expertmesh.tokens': routing.numTokens, 'expertmesh.shards': new Set(rows.map((r) => r.shard)).size } });
     const ctx = trace.setSpan(context.active(), span);
     try {
@@ -83,7 +86,12 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
       throw e;
     }
     span.end();
-    return dispatch.combine(routing.numTokens, this.config.hiddenSize, this.options.combineDtype);
+    const answered = performance.now();
+    const out = dispatch.combine(routing.numTokens, this.config.hiddenSize, this.options.combineDtype);
+    if (moeLayerChannel.hasSubscribers) {
+      moeLayerChannel.publish({ layer, tokens: routing.numTokens, at: performance.timeOrigin + started, planMs: planned - started, waitMs: answered - planned, combineMs: performance.now() - answered } satisfies MoeLayerReport);
+    }
+    return out;
   }
 
   async close(): Promise<void> {
@@ -325,6 +333,19 @@ export class RemoteRoutedExperts implements RoutedExpertsBackend {
         hedge: kind.hedge,
       };
       this.observers.call(call);
+    }
+    if (shardCallChannel.hasSubscribers) {
+      shardCallChannel.publish({
+        layer,
+        shard: connection.address,
+        rows: n,
+        at: performance.timeOrigin + started,
+        roundTripMs,
+        computeMs: response.computeMicros / 1000,
+        queueMs: response.queueMicros / 1000,
+        hedge: kind.hedge,
+        resent: kind.resent,
+      } satisfies ShardCallReport);
     }
   }
 }
