@@ -57,7 +57,7 @@ export function executionFromFlags(
     const expertKernel = resolveExpertKernel(flags['expert-kernel'], expertDtype);
     // Checked here, at start-up, rather than at the first heap return after the load.
     heapReturnEnabled();
-    return { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'], expertKernel };
+    return { executionProvider: flags['execution-provider'], intraOpThreads: flags['intra-op-threads'], intraOpSpin: flags['intra-op-spin'], expertKernel, productKernel: flags['expert-kernel'] };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

@@ -82,10 +82,11 @@ Isa bestIsa() {
 // Quantised matrices and activations
 
 struct Matrix {
-  const uint8_t* codes;  // [rows, kb, blob] (quantised)
-  const float* scales;   // [rows, kb] (quantised)
-  const float* values;   // [rows, cols] (float32 weights; null when quantised)
-  int rows, cols, kb, blob;
+  const uint8_t* codes = nullptr;   // [rows, kb, blob] (quantised)
+  const float* scales = nullptr;    // [rows, kb] (quantised)
+  const float* values = nullptr;    // [rows, cols] (float32 weights; null otherwise)
+  const uint16_t* bf16 = nullptr;   // [rows, cols] (bfloat16 weights of a product, widened exactly as they are read; null otherwise)
+  int rows = 0, cols = 0, kb = 0, blob = 0;
 };
 
 /**
@@ -567,20 +568,37 @@ inline float sumLanes16(float* a) {
   return a[0] + a[1];
 }
 
-float dotScalarF32(const float* x, const float* w, int K) {
+/** A bfloat16 weight as float32: its 16 bits are the float's upper half (exact). */
+inline float widenBf16(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline float weightAt(const float* w, int k) { return w[k]; }
+inline float weightAt(const uint16_t* w, int k) { return widenBf16(w[k]); }
+
+/** Float32 or bfloat16 weight rows (W is float or uint16_t): bfloat16 is widened as read, so the sums are the float32 ones. */
+template <typename W>
+float dotScalar(const float* x, const W* w, int K) {
   float acc[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   for (int k0 = 0; k0 < K; k0 += 16)
     for (int l = 0; l < 16; l++) {
       const int k = k0 + l;
-      acc[l] = std::fma(k < K ? x[k] : 0.0f, k < K ? w[k] : 0.0f, acc[l]);
+      acc[l] = std::fma(k < K ? x[k] : 0.0f, k < K ? weightAt(w, k) : 0.0f, acc[l]);
     }
   return sumLanes16(acc);
 }
 
+/** Row n of a float32 or bfloat16 matrix. */
+inline const float* rowOf(const Matrix& w, const float*, int n) { return w.values + static_cast<size_t>(n) * w.cols; }
+inline const uint16_t* rowOf(const Matrix& w, const uint16_t*, int n) { return w.bf16 + static_cast<size_t>(n) * w.cols; }
+
 /** out[i · ldo + (n − n0)] = x_i · W[n] for the m rows `xr` and weight rows [n0, n1). */
-void tileScalarF32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+template <typename W>
+void tileScalar(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
   for (int i = 0; i < m; i++)
-    for (int n = n0; n < n1; n++) out[static_cast<size_t>(i) * ldo + (n - n0)] = dotScalarF32(xr[i], w.values + static_cast<size_t>(n) * w.cols, w.cols);
+    for (int n = n0; n < n1; n++) out[static_cast<size_t>(i) * ldo + (n - n0)] = dotScalar(xr[i], rowOf(w, static_cast<const W*>(nullptr), n), w.cols);
 }
 
 /** m activation rows in passes of 4 and one of 1 to 3: rows(MI, xr + i, out + i · ldo), MI a compile-time constant. */
@@ -612,8 +630,21 @@ EK_AVX512F float sumLanes512(__m512 v) {
  * (the next NW weight rows, or null) is prefetched meanwhile: each weight row is a page of its own at R1's widths,
  * where the hardware prefetcher starts over, and with several activation rows the loop leaves memory idle.
  */
-template <int MI, int NW>
-EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ldw, int K, float* out, size_t ldo, const float* next) {
+/** 16 weights as float32 lanes: loaded, or (bfloat16) zero-extended and shifted into the float's upper half (exact). */
+EK_AVX512F __m512 load16Avx512(const float* w) { return _mm512_loadu_ps(w); }
+EK_AVX512F __m512 load16Avx512(const uint16_t* w) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))), 16));
+}
+/** The last n < 16 weights of a row, zero past them. */
+EK_AVX512F __m512 tail16Avx512(const float* w, int n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), w); }
+EK_AVX512F __m512 tail16Avx512(const uint16_t* w, int n) {
+  alignas(32) uint16_t t[16] = {0};
+  std::memcpy(t, w, sizeof(uint16_t) * n);
+  return load16Avx512(t);
+}
+
+template <int MI, int NW, typename W>
+EK_AVX512F void blockAvx512F32(const float* const* xr, const W* w, size_t ldw, int K, float* out, size_t ldo, const W* next) {
   __m512 acc[MI][NW];
   for (int i = 0; i < MI; i++)
     for (int j = 0; j < NW; j++) acc[i][j] = _mm512_setzero_ps();
@@ -622,7 +653,7 @@ EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ld
     if (next != nullptr)
       for (int j = 0; j < NW; j++) _mm_prefetch(reinterpret_cast<const char*>(next + j * ldw + k), _MM_HINT_T0);
     __m512 wv[NW];
-    for (int j = 0; j < NW; j++) wv[j] = _mm512_loadu_ps(w + j * ldw + k);
+    for (int j = 0; j < NW; j++) wv[j] = load16Avx512(w + j * ldw + k);
     for (int i = 0; i < MI; i++) {
       const __m512 xv = _mm512_loadu_ps(xr[i] + k);
       for (int j = 0; j < NW; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
@@ -631,7 +662,7 @@ EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ld
   if (k < K) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1);
     __m512 wv[NW];
-    for (int j = 0; j < NW; j++) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * ldw + k);
+    for (int j = 0; j < NW; j++) wv[j] = tail16Avx512(w + j * ldw + k, K - k);
     for (int i = 0; i < MI; i++) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, xr[i] + k);
       for (int j = 0; j < NW; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
@@ -645,10 +676,10 @@ EK_AVX512F void blockAvx512F32(const float* const* xr, const float* w, size_t ld
  * MI activation rows against weight rows [n0, n1), NW weight rows at a time (MI · NW ≤ 16 accumulators): 4 for up to 4
  * activation rows, 2 for 5 to 8, so that an expert of up to 8 rows reads its weights once.
  */
-template <int MI, int NW = (MI <= 4 ? 4 : 2)>
+template <int MI, typename W, int NW = (MI <= 4 ? 4 : 2)>
 __attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
   int n = n0;
-  const auto rowAt = [&](int r) { return w.values + static_cast<size_t>(r) * w.cols; };
+  const auto rowAt = [&](int r) { return rowOf(w, static_cast<const W*>(nullptr), r); };
   for (; n + NW <= n1; n += NW) blockAvx512F32<MI, NW>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 * NW <= w.rows ? rowAt(n + NW) : nullptr);
   for (; n < n1; n++) blockAvx512F32<MI, 1>(xr, rowAt(n), w.cols, w.cols, out + (n - n0), ldo, n + 2 <= w.rows ? rowAt(n + 1) : nullptr);
 }
@@ -657,15 +688,16 @@ __attribute__((target("avx512f"))) void rowsAvx512F32(const Matrix& w, int n0, i
  * Up to 4 activation rows at a time share every weight vector loaded (the tile's rows stay in L1/L2 between them);
  * an expert of 5 to 8 rows takes them all in one pass over its weights.
  */
+template <typename W>
 void tileAvx512F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
   switch (m) {
-    case 5: return rowsAvx512F32<5>(w, n0, n1, xr, out, ldo);
-    case 6: return rowsAvx512F32<6>(w, n0, n1, xr, out, ldo);
-    case 7: return rowsAvx512F32<7>(w, n0, n1, xr, out, ldo);
-    case 8: return rowsAvx512F32<8>(w, n0, n1, xr, out, ldo);
+    case 5: return rowsAvx512F32<5, W>(w, n0, n1, xr, out, ldo);
+    case 6: return rowsAvx512F32<6, W>(w, n0, n1, xr, out, ldo);
+    case 7: return rowsAvx512F32<7, W>(w, n0, n1, xr, out, ldo);
+    case 8: return rowsAvx512F32<8, W>(w, n0, n1, xr, out, ldo);
     default: break;
   }
-  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx512F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
+  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx512F32<decltype(mi)::value, W>(w, n0, n1, x, o, ldo); });
 }
 
 #define EK_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
@@ -678,16 +710,22 @@ EK_AVX2 float sumLanes256(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
 }
 
-template <int MI>
+/** 8 weights as float32 lanes: loaded, or (bfloat16) zero-extended and shifted into the float's upper half (exact). */
+EK_AVX2 __m256 load8Avx2(const float* w) { return _mm256_loadu_ps(w); }
+EK_AVX2 __m256 load8Avx2(const uint16_t* w) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), 16));
+}
+
+template <int MI, typename W>
 __attribute__((target("avx2,fma"))) void rowsAvx2F32(const Matrix& w, int n0, int n1, const float* const* xr, float* out, size_t ldo) {
   const int K = w.cols;
   for (int n = n0; n < n1; n++) {
-    const float* wr = w.values + static_cast<size_t>(n) * K;
+    const W* wr = rowOf(w, static_cast<const W*>(nullptr), n);
     __m256 lo[MI], hi[MI];
     for (int i = 0; i < MI; i++) lo[i] = hi[i] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 16 <= K; k += 16) {
-      const __m256 w0 = _mm256_loadu_ps(wr + k), w1 = _mm256_loadu_ps(wr + k + 8);
+      const __m256 w0 = load8Avx2(wr + k), w1 = load8Avx2(wr + k + 8);
       for (int i = 0; i < MI; i++) {
         lo[i] = _mm256_fmadd_ps(_mm256_loadu_ps(xr[i] + k), w0, lo[i]);
         hi[i] = _mm256_fmadd_ps(_mm256_loadu_ps(xr[i] + k + 8), w1, hi[i]);
@@ -695,7 +733,7 @@ __attribute__((target("avx2,fma"))) void rowsAvx2F32(const Matrix& w, int n0, in
     }
     if (k < K) {
       alignas(32) float wt[16] = {0}, xt[16];
-      std::memcpy(wt, wr + k, sizeof(float) * (K - k));
+      for (int l = 0; l < K - k; l++) wt[l] = weightAt(wr, k + l);
       const __m256 w0 = _mm256_load_ps(wt), w1 = _mm256_load_ps(wt + 8);
       for (int i = 0; i < MI; i++) {
         std::memset(xt, 0, sizeof xt);
@@ -708,17 +746,25 @@ __attribute__((target("avx2,fma"))) void rowsAvx2F32(const Matrix& w, int n0, in
   }
 }
 
+template <typename W>
 void tileAvx2F32(const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
-  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx2F32<decltype(mi)::value>(w, n0, n1, x, o, ldo); });
+  byFourRows(xr, m, out, ldo, [&](auto mi, const float* const* x, float* o) { rowsAvx2F32<decltype(mi)::value, W>(w, n0, n1, x, o, ldo); });
 }
 #endif
 
-void tileF32(Isa isa, const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+template <typename W>
+void tileWidened(Isa isa, const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
 #if EK_X86
-  if (isa == Isa::Avx512Vnni) return tileAvx512F32(w, n0, n1, xr, m, out, ldo);
-  if (isa == Isa::Avx2) return tileAvx2F32(w, n0, n1, xr, m, out, ldo);
+  if (isa == Isa::Avx512Vnni) return tileAvx512F32<W>(w, n0, n1, xr, m, out, ldo);
+  if (isa == Isa::Avx2) return tileAvx2F32<W>(w, n0, n1, xr, m, out, ldo);
 #endif
-  tileScalarF32(w, n0, n1, xr, m, out, ldo);
+  tileScalar<W>(w, n0, n1, xr, m, out, ldo);
+}
+
+/** Float32 products over float32 weights, or bfloat16 weights widened as they are read (a product's only): the same sums. */
+void tileF32(Isa isa, const Matrix& w, int n0, int n1, const float* const* xr, int m, float* out, size_t ldo) {
+  if (w.bf16 != nullptr) return tileWidened<uint16_t>(isa, w, n0, n1, xr, m, out, ldo);
+  tileWidened<float>(isa, w, n0, n1, xr, m, out, ldo);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1001,11 +1047,12 @@ std::vector<Matrix*> programMatrices(Program& p) {
 void copyIntoStorage(Program& p, bool hugePages) {
   const auto align = [](size_t n) { return (n + 63) / 64 * 64; };
   const auto valueBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.cols * 4; };
+  const auto bf16Bytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.cols * 2; };
   const auto codeBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * m.blob; };
   const auto scaleBytes = [](const Matrix& m) { return static_cast<size_t>(m.rows) * m.kb * 4; };
   const std::vector<Matrix*> matrices = programMatrices(p);
   size_t total = 0;
-  for (const Matrix* m : matrices) total += m->values != nullptr ? align(valueBytes(*m)) : align(codeBytes(*m)) + align(scaleBytes(*m));
+  for (const Matrix* m : matrices) total += m->values != nullptr ? align(valueBytes(*m)) : m->bf16 != nullptr ? align(bf16Bytes(*m)) : align(codeBytes(*m)) + align(scaleBytes(*m));
   p.storage.allocate(total, hugePages);
   size_t at = 0;
   // Copies n bytes from `from` to the next free place of the storage and returns that place.
@@ -1018,6 +1065,8 @@ void copyIntoStorage(Program& p, bool hugePages) {
   for (Matrix* m : matrices) {
     if (m->values != nullptr) {
       m->values = reinterpret_cast<const float*>(place(m->values, valueBytes(*m)));
+    } else if (m->bf16 != nullptr) {
+      m->bf16 = reinterpret_cast<const uint16_t*>(place(m->bf16, bf16Bytes(*m)));
     } else {
       m->codes = place(m->codes, codeBytes(*m));
       m->scales = reinterpret_cast<const float*>(place(m->scales, scaleBytes(*m)));
@@ -1162,7 +1211,7 @@ void runProduct(Program& p, const float* x, int m, float* y, int32_t* argmax) {
   const int N = w.rows, K = w.cols;
   if (m == 0) return;
   const Parallel parallel = parallelFor(p);
-  const size_t rowBytes = p.bits == 32 ? static_cast<size_t>(K) * 4 : static_cast<size_t>(w.kb) * (w.blob + 4);
+  const size_t rowBytes = p.bits == 32 ? static_cast<size_t>(K) * 4 : p.bits == 16 ? static_cast<size_t>(K) * 2 : static_cast<size_t>(w.kb) * (w.blob + 4);
   int tileRows = static_cast<int>((128 * 1024) / rowBytes) / 16 * 16;
   if (tileRows < 16) tileRows = 16;
   const int tasks = (N + tileRows - 1) / tileRows;
@@ -1171,7 +1220,7 @@ void runProduct(Program& p, const float* x, int m, float* y, int32_t* argmax) {
     n1 = n0 + tileRows < N ? n0 + tileRows : N;
   };
   Scratch& sc = p.env->scratch;
-  if (p.bits == 32) {
+  if (p.bits == 32 || p.bits == 16) {
     std::vector<const float*> xr(m);
     for (int r = 0; r < m; r++) xr[r] = x + static_cast<size_t>(r) * K;
     parallel(tasks, [&](int t) {
@@ -1285,10 +1334,11 @@ Matrix matrixFrom(napi_env env, const Program& p, napi_value obj, int rows, int 
   m.cols = cols;
   if (p.bits == 32) {
     napi_value values = property(env, obj, "values");
-    m.codes = nullptr;
-    m.scales = nullptr;
-    m.kb = m.blob = 0;
     m.values = typedArray<float>(env, values, napi_float32_array, static_cast<size_t>(rows) * cols, what + ".values");
+    return m;
+  }
+  if (p.bits == 16) {
+    m.bf16 = typedArray<uint16_t>(env, property(env, obj, "bf16"), napi_uint16_array, static_cast<size_t>(rows) * cols, what + ".bf16");
     return m;
   }
   m.values = nullptr;
@@ -1349,9 +1399,10 @@ napi_value args(napi_env env, napi_callback_info info, size_t want, napi_value* 
 // A spec's weight format and run settings (bits, block, threads, isa), checked, into p.
 void readFormat(napi_env env, napi_value spec, Program& p) {
   p.bits = intProperty(env, spec, "bits", 4, 32);
-  if (p.bits != 4 && p.bits != 8 && p.bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes) or 32 (float32 values)"};
-  // Float32 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
-  p.block = intProperty(env, spec, "block", p.bits == 32 ? 0 : 16, p.bits == 32 ? 0 : 1 << 16);
+  if (p.bits != 4 && p.bits != 8 && p.bits != 16 && p.bits != 32) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits must be 4, 8 (codes), 16 (bfloat16 values, products only) or 32 (float32 values)"};
+  // Float32 and bfloat16 weights have no blocks (block 0); codes have power-of-two blocks ≥ 16.
+  const bool values = p.bits == 32 || p.bits == 16;
+  p.block = intProperty(env, spec, "block", values ? 0 : 16, values ? 0 : 1 << 16);
   if ((p.block & (p.block - 1)) != 0) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "block must be a power of two ≥ 16"};
   p.threads = intProperty(env, spec, "threads", 1, 256);
   const int isa = intProperty(env, spec, "isa", -1, 2);
@@ -1404,6 +1455,7 @@ napi_value CreateProgram(napi_env env, napi_callback_info info) {
     p->hidden = intProperty(env, spec, "hidden", 1, 1 << 20);
     p->intermediate = intProperty(env, spec, "intermediate", 1, 1 << 20);
     readFormat(env, spec, *p);
+    if (p->bits == 16) throw Bad{"ERR_EXPERT_KERNEL_ARGUMENT", "bits 16 (bfloat16 values) is for products (createProduct): an expert program takes 4, 8 or 32"};
     napi_value list = property(env, spec, "experts");
     bool isArray = false;
     napi_is_array(env, list, &isArray);
@@ -1520,7 +1572,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// createProduct({ outputs, hidden, bits, block, threads, isa, hugePages, weight: { values } | { codes, scales } }): one
+// createProduct({ outputs, hidden, bits, block, threads, isa, hugePages, weight: { values } | { bf16 } | { codes, scales } }): one
 // matrix [outputs, hidden] for product(), copied into the program's storage as an expert program's weights are.
 napi_value CreateProduct(napi_env env, napi_callback_info info) {
   return newProgram(env, info, [env](napi_value spec, Program* p) {

@@ -89,13 +89,27 @@ function nativeChecked(env: NodeJS.ProcessEnv): 'native' {
  * and keep onnxruntime's graph otherwise (a weight left in the checkpoint's format: `native` was already checked
  * against the routed experts' format at start-up, and the dense weights may be held otherwise).
  */
-export function resolveProductKernel(requested: string | undefined, weight: WeightData): ResolvedExpertKernel {
-  return chooseProductKernel(requested, weight, addonBuilt);
+export function resolveProductKernel(requested: string | undefined, weight: WeightData, options: ProductKernelOptions = {}): ResolvedExpertKernel {
+  return chooseProductKernel(requested, weight, addonBuilt, options);
+}
+
+export interface ProductKernelOptions {
+  /**
+   * The product takes a bfloat16 matrix still in its checkpoint file (bf16FileWeight), reading it into the kernel's
+   * storage (NativeProduct's Bf16Weight): the LM head does; the dense layers' products and gates do not.
+   */
+  readonly bf16File?: boolean;
+}
+
+/** A two-dimensional bfloat16 weight left in its checkpoint file, unscaled: what a product can read as Bf16Weight. */
+export function bf16FileWeight(weight: WeightData): weight is Extract<WeightData, { kind: 'file' }> {
+  return weight.kind === 'file' && weight.dtype === 'bfloat16' && !weight.scales && weight.dims.length === 2;
 }
 
 /** resolveProductKernel with the question "is the addon built?" given. */
-export function chooseProductKernel(requested: string | undefined, weight: WeightData, built: () => boolean): ResolvedExpertKernel {
+export function chooseProductKernel(requested: string | undefined, weight: WeightData, built: () => boolean, options: ProductKernelOptions = {}): ResolvedExpertKernel {
   const kernel = checkedKernel(requested);
   if (kernel === 'onnxruntime') return 'onnxruntime';
-  return nativeKernelRuns(weight) && (weight.kind !== 'memory' || weight.dims.length === 2) && built() ? 'native' : 'onnxruntime';
+  const runs = (nativeKernelRuns(weight) && (weight.kind !== 'memory' || weight.dims.length === 2)) || (options.bf16File === true && bf16FileWeight(weight));
+  return runs && built() ? 'native' : 'onnxruntime';
 }

@@ -89,7 +89,13 @@ interface Values {
   readonly values: Float32Array;
 }
 
+/** A bfloat16 matrix [rows, cols], row-major, each value's 16 bits (a product's only: the LM head as checkpoints store it). */
+interface Bf16Values {
+  readonly bf16: Uint16Array;
+}
+
 export type NativeMatrix = CodesAndScales | Values;
+export type NativeProductMatrix = NativeMatrix | Bf16Values;
 
 interface ProgramSpec {
   readonly hidden: number;
@@ -114,7 +120,7 @@ export interface ProductSpec {
   readonly isa: number;
   /** As ProgramSpec's. */
   readonly hugePages?: boolean;
-  readonly weight: NativeMatrix;
+  readonly weight: NativeProductMatrix;
 }
 
 export type NativeIsa = 'scalar' | 'avx2' | 'avx512vnni';

@@ -9,8 +9,21 @@ export interface ProductResult {
 }
 
 /**
+ * A bfloat16 matrix [rows, cols] as a checkpoint stores it (each value's 16 bits, row-major), read into memory: the
+ * product widens each value as it reads it (exactly: a bfloat16 is a float32's upper half), so its sums are those of
+ * the float32 product over the widened matrix, from half the bytes.
+ */
+export interface Bf16Weight {
+  readonly kind: 'bf16';
+  readonly rows: number;
+  readonly cols: number;
+  readonly bits: Uint16Array;
+}
+
+/**
  * y = x · Wᵀ over one matrix W [outputs, hidden] on the native kernel (the LM head, a dense projection), in the
- * numerics of the experts' products (native/expert_kernel.cc): float32 values by 16-lane FMA and a fixed lane tree, or
+ * numerics of the experts' products (native/expert_kernel.cc): float32 values (or bfloat16 values widened as they are
+ * read: the same sums) by 16-lane FMA and a fixed lane tree, or
  * blockwise int8/int4 codes against activations quantised per block as MatMulNBits' accuracy level 4. As an expert
  * program's, the weight (values, or codes and scales) is copied once, unchanged, into a region of the kernel's own,
  * 2 MiB-aligned and advised for transparent huge pages (streamed ~20 % faster than from 4 KiB pages here), and the
@@ -24,16 +37,19 @@ export class NativeProduct {
     program: object,
     readonly outputs: number,
     readonly hidden: number,
-    /** Bytes of the weight (codes and scales, or float32 values) copied into this product's storage. */
+    /** Bytes of the weight (codes and scales, or float32 or bfloat16 values) copied into this product's storage. */
     readonly weightBytes: number,
   ) {
     this.program = program;
   }
 
-  static create(name: string, weight: WeightData, options: NativeProgramOptions): NativeProduct {
+  static create(name: string, weight: WeightData | Bf16Weight, options: NativeProgramOptions): NativeProduct {
     const kernel = loadAddon();
-    const m = nativeMatrix(weight, name);
-    const { bits, block } = weight.kind === 'quantized' ? { bits: weight.q.bits, block: weight.q.block } : { bits: 32, block: 0 };
+    if (weight.kind === 'bf16' && weight.bits.length !== weight.rows * weight.cols) {
+      throw new ExpertKernelError(`${name}: ${weight.bits.length} bfloat16 values, not ${weight.rows}×${weight.cols}`, 'ERR_EXPERT_KERNEL_SHAPE');
+    }
+    const m = weight.kind === 'bf16' ? { matrix: { bf16: weight.bits }, rows: weight.rows, cols: weight.cols, bytes: weight.bits.byteLength } : nativeMatrix(weight, name);
+    const { bits, block } = weight.kind === 'quantized' ? { bits: weight.q.bits, block: weight.q.block } : weight.kind === 'bf16' ? { bits: 16, block: 0 } : { bits: 32, block: 0 };
     const threads = options.threads > 0 ? options.threads : availableParallelism();
     const program = native(() => kernel.createProduct({ outputs: m.rows, hidden: m.cols, bits, block, threads, isa: options.isa ? ISA_CODES[options.isa] : -1, hugePages: options.hugePages ?? true, weight: m.matrix }));
     return new NativeProduct(name, program, m.rows, m.cols, m.bytes);

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { installRoot } from '@expertmesh/process-lifecycle';
-import { quantizeBlockwise, type QuantizedBits, type WeightData } from '@expertmesh/tensor-ops';
+import { memoryWeight, quantizeBlockwise, type QuantizedBits, type WeightData } from '@expertmesh/tensor-ops';
 import { ExpertKernelError, NativeExpertProgram, NativeProduct, nativeKernelIsas, weightStorageTotals } from '@expertmesh/expert-kernel';
 import { bitsOf, expectOwnStorage, seeded, withReleased } from './kernel-test-support.js';
 import { referenceProduct } from './reference-experts.js';
@@ -20,6 +20,17 @@ function firstMax(y: Float32Array, m: number): Int32Array {
     for (let i = 1; i < n; i++) if (y[r * n + i]! > y[r * n + best]!) best = i;
     return best;
   });
+}
+
+/** Each float32 rounded to bfloat16 (nearest, ties to even), as its 16 bits. */
+function toBf16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  return Uint16Array.from(bits, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+}
+
+/** Bfloat16 bits widened to float32 (exact: they are the float's upper half). */
+function widen(bf16: Uint16Array): Float32Array {
+  return new Float32Array(Uint32Array.from(bf16, (b) => b << 16).buffer);
 }
 
 const addonPath = (): string => join(installRoot(), 'packages', 'expert-kernel', 'build', 'expert_kernel.node');
@@ -138,6 +149,44 @@ describe('native product (one matrix: the LM head)', () => {
       ['after', undefined],
     ]);
     expect(lines[0]!.message).toMatch(/out of memory for the weights' storage/);
+  });
+
+  // Bfloat16 as checkpoints store the LM head: each value widened as it is read, so the product is the float32 one over
+  // the widened matrix, bit for bit, on every ISA path (K a multiple of 16 and not: the tails), from half the bytes.
+  it.each([
+    { outputs: 1000, hidden: 256, rows: [1, 3, 4, 6, 8, 33] },
+    { outputs: 301, hidden: 100, rows: [1, 2, 5, 7, 19] },
+  ])('bfloat16 values, $outputs × $hidden, rows $rows: the float32 product of the widened values, bit for bit, on every ISA and 1 or 2 threads', ({ outputs, hidden, rows }) => {
+    const bf16 = toBf16(seeded(outputs * hidden, outputs + 7, 0.1));
+    const widened = memoryWeight(widen(bf16), [outputs, hidden]);
+    for (const m of rows) {
+      const x = seeded(m * hidden, 5 * m + 1);
+      const expected = referenceProduct(x, m, widened);
+      for (const isa of nativeKernelIsas()) {
+        for (const threads of [1, 2]) {
+          withReleased(() => NativeProduct.create('bf16', { kind: 'bf16', rows: outputs, cols: hidden, bits: bf16 }, { threads, isa }), (product) => {
+            expect(product.weightBytes).toBe(outputs * hidden * 2);
+            const { y, argmax } = product.run(x);
+            expect(bitsOf(y), `${m} rows, ${isa}, ${threads} thread(s)`).toEqual(bitsOf(expected));
+            expect(argmax).toEqual(firstMax(expected, m));
+          });
+        }
+      }
+    }
+  });
+
+  it('a bfloat16 matrix is held once, in the kernel\'s own storage (2 bytes a value), and a wrong length is refused', () => {
+    const before = weightStorageTotals();
+    const bf16 = toBf16(seeded(64 * 48, 3, 0.1));
+    withReleased(() => NativeProduct.create('bf16', { kind: 'bf16', rows: 64, cols: 48, bits: bf16 }, { threads: 1 }), (product) => {
+      expectOwnStorage(product.weightStorage(), 64 * 48 * 2, true, before);
+      // The caller's array may change after: the product reads its own copy.
+      const x = seeded(48, 9);
+      const first = product.run(x).y;
+      bf16.fill(0);
+      expect(bitsOf(product.run(x).y)).toEqual(bitsOf(first));
+    });
+    expect(() => NativeProduct.create('bf16', { kind: 'bf16', rows: 64, cols: 48, bits: new Uint16Array(64 * 48 - 1) }, { threads: 1 })).toThrow(/3071 bfloat16 values, not 64×48/);
   });
 
   it('refuses bad input with typed errors: x not whole rows, a released product, an expert program or a weight left in its file', () => {

@@ -1,5 +1,7 @@
 import type { ModelConfig } from '@expertmesh/model-config';
-import { NativeProduct, resolveProductKernel, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
+import { open } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import { bf16FileWeight, NativeProduct, resolveProductKernel, type Bf16Weight, type ResolvedExpertKernel } from '@expertmesh/expert-kernel';
 import { f32, floatData, Graph, int32Data, type ExecutionOptions, type WeightData } from '@expertmesh/tensor-ops';
 import { buildLmHeadGraph } from './graphs/lm-head-graph.js';
 
@@ -16,13 +18,40 @@ export interface LmHead {
 }
 
 /**
- * The LM head on the kernel the execution options ask for (resolveProductKernel: `auto` and `native` put it on
- * the native kernel when the addon is built and the head is held as float32 values or int8/int4 codes;
- * `onnxruntime`, or a head left in the checkpoint's format, keeps onnxruntime's graph).
+ * The LM head on the kernel the execution options ask for (resolveProductKernel with execution.productKernel: `auto`
+ * and `native` put it on the native kernel when the addon is built and the head is held as float32 values or
+ * int8/int4 codes, or left in the checkpoint as bfloat16, as DeepSeek ships it: read into the kernel's storage and
+ * widened as it is read; `onnxruntime`, or a head in another stored format (FP8 with scales), keeps onnxruntime's
+ * graph). On onnxruntime a stored head stays mapped from the checkpoint file, in the page cache, where the kernel's
+ * page aging can slow a run now and then (docs/benchmarks.md, session 34); the native kernel holds its own copy.
  */
 export async function createLmHead(config: ModelConfig, finalNorm: Float32Array, weight: WeightData, execution: ExecutionOptions): Promise<LmHead> {
-  if (resolveProductKernel(execution.expertKernel, weight) === 'native') return new NativeLmHead(config, finalNorm, NativeProduct.create('lm_head', weight, { threads: execution.intraOpThreads }));
+  if (resolveProductKernel(execution.productKernel ?? execution.expertKernel, weight, { bf16File: true }) === 'native') {
+    const held = bf16FileWeight(weight) ? await readBf16(weight) : weight;
+    return new NativeLmHead(config, finalNorm, NativeProduct.create('lm_head', held, { threads: execution.intraOpThreads }));
+  }
   return new OnnxLmHead(await Graph.create('lm_head', buildLmHeadGraph(config, finalNorm, weight), execution));
+}
+
+/** A bfloat16 matrix's bytes from its checkpoint file, as 16-bit values (safetensors is little-endian, as this host). */
+async function readBf16(weight: Extract<WeightData, { kind: 'file' }>): Promise<Bf16Weight> {
+  if (endianness() !== 'LE') throw new RangeError('lm_head: this host is big-endian and the checkpoint little-endian: run the head on onnxruntime (--expert-kernel onnxruntime)');
+  const [rows, cols] = weight.dims as [number, number];
+  const length = rows * cols * 2;
+  if (weight.file.length !== length) throw new RangeError(`lm_head: ${weight.file.length} bytes in the checkpoint for ${rows}×${cols} bfloat16 values (${length})`);
+  // Its own buffer (offset 0): a Uint16Array needs an even byte offset. The kernel copies it; then it is garbage.
+  const bytes = Buffer.allocUnsafeSlow(length);
+  const file = await open(weight.file.path, 'r');
+  try {
+    for (let at = 0; at < length; ) {
+      const { bytesRead } = await file.read(bytes, at, Math.min(length - at, 1 << 30), weight.file.offset + at);
+      if (bytesRead === 0) throw new RangeError(`lm_head: the checkpoint file ${weight.file.path} ends ${length - at} bytes early`);
+      at += bytesRead;
+    }
+  } finally {
+    await file.close();
+  }
+  return { kind: 'bf16', rows, cols, bits: new Uint16Array(bytes.buffer, bytes.byteOffset, rows * cols) };
 }
 
 class OnnxLmHead implements LmHead {

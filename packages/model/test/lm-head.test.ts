@@ -1,3 +1,5 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
 import { loadLocalExperts } from '@expertmesh/local-experts';
@@ -53,6 +55,39 @@ describe('LM head on the native kernel', () => {
     for (let i = 0; i < scaled.native.logits.length; i++) expect(Math.abs(scaled.native.logits[i]! - scaled.onnx.logits[i]!)).toBeLessThan(1e-5 * (1 + Math.abs(scaled.onnx.logits[i]!)));
   });
 
+  it('reads a BF16 head from its checkpoint file into the kernel (auto): the float32 head\'s logits over the widened values, bit for bit, and onnxruntime\'s stored head\'s within rounding', async () => {
+    const dir = await tempDir('lm-head-bf16');
+    try {
+      const values = seeded(V * H, 13, 0.1);
+      // BF16 bits (round to nearest even) after 24 bytes of something else: the head sits at an offset in its file.
+      const bits = Uint16Array.from(new Uint32Array(values.buffer), (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+      const path = join(dir.path, 'head.bin');
+      await writeFile(path, Buffer.concat([Buffer.alloc(24, 7), Buffer.from(bits.buffer)]));
+      const stored: WeightData = { kind: 'file', dtype: 'bfloat16', dims: [V, H], file: { path, offset: 24, length: V * H * 2 }, scales: null };
+      const widened = memoryWeight(new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer), [V, H]);
+      const x = seeded(3 * H, 17, 2);
+      const norm = seeded(H, 19, 0.5).map((v) => 1 + v);
+      const { native, onnx } = await both(stored, norm, x, 3);
+      expect(native.kernel).toBe('native');
+      expect(onnx.kernel).toBe('onnxruntime');
+      const float32 = await createLmHead(config, norm, widened, DEFAULT_EXECUTION);
+      try {
+        expect(float32.kernel).toBe('native');
+        const f = await float32.run(x, 3);
+        expect(new Uint32Array(native.logits.buffer, native.logits.byteOffset, native.logits.length)).toEqual(new Uint32Array(f.logits.buffer, f.logits.byteOffset, f.logits.length));
+      } finally {
+        await float32.release();
+      }
+      expect(Array.from(native.argmax)).toEqual(Array.from(onnx.argmax));
+      for (let i = 0; i < native.logits.length; i++) expect(Math.abs(native.logits[i]! - onnx.logits[i]!)).toBeLessThan(1e-5 * (1 + Math.abs(onnx.logits[i]!)));
+      // A file shorter than the head says so.
+      const short: WeightData = { ...stored, file: { path, offset: 24 + 2, length: V * H * 2 } };
+      await expect(createLmHead(config, norm, short, DEFAULT_EXECUTION)).rejects.toThrow(/ends 2 bytes early/);
+    } finally {
+      await dir.remove();
+    }
+  });
+
   it('runs an int8 head natively near MatMulNBits\' logits (both quantise the activations per block), argmax its own logits\' first maximum', async () => {
     const values = seeded(V * H, 11, 0.1);
     const weight: WeightData = { kind: 'quantized', dims: [V, H], q: quantizeBlockwise(values, V, H, 8, 32) };
@@ -78,9 +113,12 @@ describe('the model\'s LM head kernel', () => {
     ['int8', 'auto', 'native'],
     ['int4', undefined, 'native'],
     ['float32', 'onnxruntime', 'onnxruntime'],
-    ['auto', 'auto', 'onnxruntime'],
+    // The checkpoint's BF16 head as stored: read into the kernel's storage, even though the experts stay in onnxruntime.
+    ['auto', 'auto', 'native'],
+    ['auto', 'onnxruntime', 'onnxruntime'],
   ] as const)('weights %s, --expert-kernel %s: the LM head runs on %s, and the bytes held in the kernel storage are counted', async (weightDtype, expertKernel, expected) => {
-    const execution = { ...DEFAULT_EXECUTION, expertKernel };
+    // As the CLI's flags give them: the experts' kernel decided by their format, the head's as asked.
+    const execution = { ...DEFAULT_EXECUTION, expertKernel: weightDtype === 'auto' && expertKernel === 'auto' ? ('onnxruntime' as const) : expertKernel, productKernel: expertKernel };
     const modelConfig = await loadModelConfig(dir.path);
     const model = await DeepseekV3Model.load(dir.path, { experts: await loadLocalExperts(dir.path, modelConfig, { ...DEFAULT_EXECUTION, expertKernel: 'onnxruntime' }, weightDtype), weightDtype, execution });
     try {

@@ -22,6 +22,12 @@ export interface ExecutionOptions {
    * default, also when absent): native when the addon is built and runs the experts' format, else onnxruntime.
    */
   readonly expertKernel?: ExpertKernel;
+  /**
+   * What runs the model's own vocabulary product (the LM head), as --expert-kernel asked for it, before the experts'
+   * format decided `expertKernel`: with 'auto' a head the native kernel can run (float32 values, int8/int4 codes, or
+   * bfloat16 as stored) runs there even when the experts stay in onnxruntime's graphs. Absent: `expertKernel`.
+   */
+  readonly productKernel?: ExpertKernel;
 }
 
 export const EXPERT_KERNELS = ['auto', 'onnxruntime', 'native'] as const;
