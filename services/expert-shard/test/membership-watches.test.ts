@@ -203,6 +203,7 @@ describe('a shard following the plan', () => {
     /** Each record write of a shard after its registration: its slot, the plan version it reports, and the step it came in. */
     const writes: { slot: string; planVersion: number; step: number }[] = [];
     let step = 0;
+    let planChangesArrived = 0;
     try {
       const computes = await Promise.all([0, 1].map(() => loadShardCompute(dir, { experts: new Set(), layers: null }, load)));
       const { config, fingerprint } = computes[0]!;
@@ -217,6 +218,8 @@ describe('a shard following the plan', () => {
           registration.update = (record) => (writes.push({ slot: record.slot, planVersion: record.planVersion, step }), update(record));
           return registration;
         };
+        // A plan change has reached this shard once its watch asks the pace for a step end.
+        logged.watchPlan = (listener, options = {}) => registry.watchPlan(listener, { ...options, pace: options.pace && (() => (planChangesArrived++, options.pace!())) });
         const membership = new ClusterMembership(logged, compute, { shardId: `t${i}`, address: `127.0.0.1:${7500 + i}` }, { modelDir: dir, load }, () => undefined, timings, () => undefined);
         members.push({ membership, registry });
         await membership.joinPlan(10, undefined, undefined, `shard-${i}`, 60_000);
@@ -233,8 +236,11 @@ describe('a shard following the plan', () => {
         };
       }
       writes.length = 0;
+      planChangesArrived = 0;
       // Plan v2 changes no expert: both shards are ready to switch as soon as they take it in, at one step end.
+      // No step ends before the change has reached both (each etcd client's watch delivers it in its own time).
       await store.putPlan(plan(2));
+      await until('plan v2 reached both shards', async () => planChangesArrived >= 2);
       await until('plan v2 switched', async () => {
         step++;
         for (const resume of waiting.splice(0)) resume();
