@@ -121,6 +121,11 @@ export class IdleHeapReturn {
     private readonly onReturn: () => void = () => undefined,
   ) {}
 
+  /** Whether work was done since the last return: a return is owed once the process has been idle for `idleMs`. */
+  get owed(): boolean {
+    return this.worked && !this.stopped;
+  }
+
   workDone(): void {
     this.worked = true;
     if (this.idleMs <= 0 || this.stopped) return;

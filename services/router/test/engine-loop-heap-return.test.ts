@@ -49,18 +49,23 @@ describe('the engine loop returns freed heap pages once idle', () => {
     expect(loop.heapReturns).toBe(0);
     await drain(loop);
     expect(state.steps).toBe(3);
-    await waitFor(() => loop.heapReturns > 0, 10_000);
-    expect(loop.heapReturns).toBe(1);
+    // Until the return owed for those steps is done. Back-to-back steps make one busy spell; a busy machine that
+    // stalls the loop 20 ms between two of them makes two, hence `spells`.
+    await waitFor(() => !loop.heapReturnOwed, 10_000);
+    const spells = loop.heapReturns;
+    expect(spells).toBeGreaterThanOrEqual(1);
+    expect(spells).toBeLessThanOrEqual(3);
     expect(loop.lastHeapReturn?.glibc).toBe(true);
     expect(loop.lastHeapReturn?.v8?.done).toBe(true); // V8's young generation shrunk too
     expect(loop.lastHeapReturn!.microseconds).toBeGreaterThan(0);
     // Idle with nothing new: no further trim.
     await new Promise((r) => setTimeout(r, 100));
-    expect(loop.heapReturns).toBe(1);
-    // New work, then idle again: one more.
+    expect(loop.heapReturns).toBe(spells);
+    // New work, then idle again: one more (a request of 3 steps: at most one per step again).
     await drain(loop);
-    await waitFor(() => loop.heapReturns > 1, 10_000);
-    expect(loop.heapReturns).toBe(2);
+    await waitFor(() => !loop.heapReturnOwed, 10_000);
+    expect(loop.heapReturns).toBeGreaterThan(spells);
+    expect(loop.heapReturns).toBeLessThanOrEqual(spells + 3);
     await loop.stop();
   });
 

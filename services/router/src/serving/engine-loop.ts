@@ -110,6 +110,11 @@ export class EngineLoop {
     return this.heapReturn.last;
   }
 
+  /** Whether steps ran since the last idle heap return (one is owed once the loop has been idle long enough). */
+  get heapReturnOwed(): boolean {
+    return this.heapReturn.owed;
+  }
+
   get waiting(): number {
     return this.engine.numWaiting;
   }
