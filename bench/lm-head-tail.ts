@@ -20,6 +20,7 @@ import { loadModelConfig } from '@expertmesh/model-config';
 import { WeightReader, type WeightDtype } from '@expertmesh/model-weights';
 import { DEFAULT_EXECUTION, EXPERT_KERNELS, type ExpertKernel } from '@expertmesh/tensor-ops';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
+import { percentile } from './bench-server.js';
 import { machineDescription } from './machine.js';
 
 const { values } = parseArgs({
@@ -43,7 +44,7 @@ const modelDir = values.model;
 if (!existsSync(join(modelDir, 'config.json'))) await makeCheckpoint({ preset: 'demo', outDir: modelDir, seed: 0 });
 const config = await loadModelConfig(modelDir);
 
-const pct = (sorted: number[], q: number): number => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 10) / 10;
+const pct = (xs: readonly number[], p: number): number => Math.round(percentile(xs, p) * 10) / 10;
 const results = [];
 const kernels = values.kernels.split(',').map((k) => {
   if (!(EXPERT_KERNELS as readonly string[]).includes(k)) throw new Error(`--kernels: ${k} is not one of ${EXPERT_KERNELS.join(', ')}`);
@@ -66,13 +67,12 @@ for (const kernel of kernels) for (const format of values.formats.split(',') as 
     const ms = performance.now() - t;
     const r1 = process.resourceUsage();
     times.push(ms);
-    if (times.length % 20 === 0) median = [...times].sort((a, b) => a - b)[times.length >> 1]!;
+    if (times.length % 20 === 0) median = percentile(times, 50);
     if (ms > 3 * median) slow.push({ atMs: Math.round(t - start), ms: Math.round(ms * 10) / 10, minorFaults: r1.minorPageFault - r0.minorPageFault, systemMs: Math.round((r1.systemCPUTime - r0.systemCPUTime) / 100) / 10 });
     await new Promise((r) => setTimeout(r, INTERVAL_MS));
   }
   await head.release();
   await checkpoint.close();
-  const sorted = [...times].sort((a, b) => a - b);
   const spacing = slow.slice(1).map((s, i) => s.atMs - slow[i]!.atMs).sort((a, b) => a - b);
   const result = {
     format,
@@ -80,10 +80,10 @@ for (const kernel of kernels) for (const format of values.formats.split(',') as 
     weight: weight.kind === 'file' ? `stored ${weight.dtype} (${head.kernel === 'native' ? "read into the kernel's storage" : 'mapped from the checkpoint'})` : weight.kind === 'quantized' ? `int${weight.q.bits} codes` : 'float32 in memory',
     kernel: head.kernel,
     runs: times.length,
-    medianMs: pct(sorted, 0.5),
-    p90Ms: pct(sorted, 0.9),
-    p99Ms: pct(sorted, 0.99),
-    maxMs: pct(sorted, 1),
+    medianMs: pct(times, 50),
+    p90Ms: pct(times, 90),
+    p99Ms: pct(times, 99),
+    maxMs: pct(times, 100),
     slowRuns: slow.length,
     slowSpacingMedianMs: spacing.length ? spacing[spacing.length >> 1]! : null,
     slowWithoutFaults: slow.filter((s) => s.minorFaults === 0).length,
