@@ -49,8 +49,8 @@ describe('a shard and its etcd', () => {
       await new Promise((r) => setTimeout(r, 4000)); // past the lease: the shard must register again
       await etcd.run();
       await until(`registered again after restart ${i + 1}`, registered);
-      // Connections settle once the record is back.
-      await new Promise((r) => setTimeout(r, 1000));
+      // Connections settle once the record is back (a client multiplied per restart would stay above one).
+      await until(`one connection after restart ${i + 1}`, async () => connectionsTo(shard.pid, etcd.clientPort) === 1, 10_000).catch(() => undefined);
       expect(connectionsTo(shard.pid, etcd.clientPort)).toBe(1);
     }
   });
