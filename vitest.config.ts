@@ -7,7 +7,9 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     testTimeout: 120_000,
-    hookTimeout: 120_000,
+    // A hook that starts a cluster (etcd, shard and router processes) waits at each stage with a deadline that names
+    // the stage; the hook's own deadline is longer, so that on a busy machine a slow stage is named, not the hook.
+    hookTimeout: 300_000,
     pool: 'forks',
     // Names a test that holds its worker's event loop 10 s or more (vitest's worker RPC times out at 60 s).
     setupFiles: ['test/helpers/loop-block-report.ts'],

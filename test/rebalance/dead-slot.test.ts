@@ -43,9 +43,12 @@ describe('a dead shard is dropped from the plan', () => {
     // Every expert twice.
     const plan = planPlacement({ config, modelFingerprint: identity.fingerprint, version: 1, slots: SLOTS, redundantExperts: config.nRoutedExperts, bytesPerExpert: 1 });
     await registry.putPlan(plan);
-    for (const slot of SLOTS) {
-      shards.set(slot, await startShardProcess(['--model', dir.path, '--cluster', cluster, '--etcd', etcd.url, '--slot', slot, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--retire-grace', '1']));
-    }
+    await Promise.all(
+      SLOTS.map(async (slot) => {
+        shards.set(slot, await startShardProcess(['--model', dir.path, '--cluster', cluster, '--etcd', etcd.url, '--slot', slot, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--retire-grace', '1']));
+      }),
+    );
+    await until('all three shards registered', async () => (await registry.listShards()).length === SLOTS.length);
     // A memory budget with room for the whole model once per shard, in the bytes shards really hold: two shards can hold both copies, not more.
     expertBytes = measuredExpertBytes(await registry.listShards());
     await registry.putPlan({ ...plan, version: 2, basis: { expertBytes, shardMemoryBytes: config.moeLayers.length * config.nRoutedExperts * expertBytes } }, { replaces: 1 });
