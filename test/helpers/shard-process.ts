@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { withServingNodeFlags } from '@expertmesh/process-lifecycle';
+import { TIED_TO_TEST } from './cli.js';
 
 export const SHARD_MAIN = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src', 'main.ts');
 
@@ -43,7 +44,8 @@ export async function startShardProcess(args: readonly string[], options: ShardP
   // The product's Node flags (what the expertmesh executable starts shards with) unless nodeArgs say otherwise.
   const node = [process.execPath, ...withServingNodeFlags([...(options.nodeArgs ?? []), '--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args])];
   const [command, ...argv] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
-  const child = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...options.env } });
+  const child = spawn(command!, argv, { stdio: TIED_TO_TEST, detached: true, env: { ...process.env, ...options.env } });
+  child.channel?.unref();
   if (child.pid !== undefined) options.onSpawned?.(child.pid);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
