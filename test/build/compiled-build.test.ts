@@ -64,7 +64,8 @@ describe('the compiled build', () => {
     // auto (the default outside the test suite): the build is current, so it runs; from a folder outside the checkout.
     // The shard runs its experts in its worker thread (the build's expert-worker-thread.mjs).
     const env = { ...process.env, EXPERTMESH_RUNTIME: 'auto', EXPERTMESH_BUILD_DIR: build, EXPERTMESH_EXPERT_WORKER: 'on' };
-    const child = spawn(process.execPath, [CLI, 'up', '--model', join(work.path, 'demo'), '--shards', '1', '--port', '0', '--embedded-registry'], { cwd: work.path, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(process.execPath, [CLI, 'up', '--model', join(work.path, 'demo'), '--shards', '1', '--port', '0', '--embedded-registry'], { cwd: work.path, env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
+    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

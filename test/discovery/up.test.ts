@@ -27,7 +27,8 @@ describe('expertmesh up', () => {
 
   const runUp = async (extra: string[]): Promise<{ etcd: string | null; registry: string | null }> => {
     // From a working directory outside the checkout, as in the container image: nothing may resolve from the cwd.
-    const child = spawn(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--port', '0', ...extra], { cwd: dir.path, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--port', '0', ...extra], { cwd: dir.path, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

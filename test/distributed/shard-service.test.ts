@@ -184,7 +184,8 @@ describe('shard shutdown', () => {
       const fingerprint = await modelFingerprint(config, ck);
       await ck.close();
       const main = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src', 'main.ts');
-      const child = spawn(process.execPath, ['--import', 'tsx', main, '--model', dir.path, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, ['--import', 'tsx', main, '--model', dir.path, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+      child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
       const lines = createInterface({ input: child.stdout! });
       const events: string[] = [];
       const address = await new Promise<string>((resolve, reject) => {

@@ -38,9 +38,10 @@ describe('a shard that dies mid-step', () => {
 
   const startReplacement = (slot: string): { process: ChildProcess; listening: Promise<void> } => {
     const child = spawn(process.execPath, [CLI, 'shard', '--model', dir.path, '--registry', server.url, '--slot', slot, '--shard-id', slot, '--listen', '127.0.0.1:0', '--intra-op-threads', '1'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
       env: { ...process.env, EXPERTMESH_REGISTRY_TOKEN: server.token },
     });
+    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     const listening = new Promise<void>((resolve, reject) => {
       createInterface({ input: child.stdout! }).on('line', (l) => (JSON.parse(l) as { event?: string }).event === 'listening' && resolve());
       child.once('exit', (code) => reject(new Error(`replacement shard exited (${code})`)));

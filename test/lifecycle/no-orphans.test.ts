@@ -26,7 +26,8 @@ describe('no orphans, no hangs', () => {
   const run = (
     args: readonly string[],
   ): { child: ChildProcess; lines: string[]; exited: Promise<number | null>; started: () => ProcessId[]; waitFor: (re: RegExp, timeoutMs?: number) => Promise<string> } => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
+    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     spawned.push(child);
     const lines: string[] = [];
     const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];

@@ -29,7 +29,8 @@ describe('up keeps its cluster running', () => {
   beforeAll(async () => {
     dir = await tempDir('up-restarts');
     await makeCheckpoint({ preset: 'demo', outDir: `${dir.path}/demo`, seed: 3 });
-    up = spawn(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--redundant-experts', '64', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    up = spawn(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--redundant-experts', '64', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
+    up.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     createInterface({ input: up.stderr! }).on('line', (l) => log.push(l));
     url = await new Promise<string>((resolve, reject) => {
       createInterface({ input: up.stdout! }).on('line', (l) => {
