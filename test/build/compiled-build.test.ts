@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -11,6 +11,7 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { planPlacement } from '@expertmesh/discovery';
 import { SERVING_NODE_FLAGS } from '@expertmesh/process-lifecycle';
 import { decideLoadReplan, type LoadReplanInput } from '../../services/router/src/rebalance/load-replan.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
@@ -64,8 +65,7 @@ describe('the compiled build', () => {
     // auto (the default outside the test suite): the build is current, so it runs; from a folder outside the checkout.
     // The shard runs its experts in its worker thread (the build's expert-worker-thread.mjs).
     const env = { ...process.env, EXPERTMESH_RUNTIME: 'auto', EXPERTMESH_BUILD_DIR: build, EXPERTMESH_EXPERT_WORKER: 'on' };
-    const child = spawn(process.execPath, [CLI, 'up', '--model', join(work.path, 'demo'), '--shards', '1', '--port', '0', '--embedded-registry'], { cwd: work.path, env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
-    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
+    const child = spawnTiedToTest(process.execPath, [CLI, 'up', '--model', join(work.path, 'demo'), '--shards', '1', '--port', '0', '--embedded-registry'], { cwd: work.path, env, detached: true });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

@@ -11,6 +11,7 @@ import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { EtcdServer } from '../helpers/etcd-server.js';
 import { startServeProcess } from '../helpers/serve-process.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 const SHARD_MAIN = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src', 'main.ts');
 
@@ -31,10 +32,9 @@ describe('cluster discovery over etcd', () => {
   // Without a joining shard's rests (12× each graph's build by default): they only delay each start here; pacing
   // has its own tests (reshaped-experts, one-load-per-host).
   const startShard = async (slot: string, modelDir = `${dir.path}/demo`, shardId = slot, placement = ['--slot', slot]): Promise<void> => {
-    const child = spawn(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--model', modelDir, '--cluster', cluster, '--etcd', etcd.url, ...placement, '--shard-id', shardId, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--intra-op-threads', '1', '--join-load-rest', '0'], {
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    const child = spawnTiedToTest(process.execPath, ['--import', 'tsx', SHARD_MAIN, '--model', modelDir, '--cluster', cluster, '--etcd', etcd.url, ...placement, '--shard-id', shardId, '--listen', '127.0.0.1:0', '--lease-ttl', '2', '--intra-op-threads', '1', '--join-load-rest', '0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
-    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     await new Promise<void>((resolve, reject) => {
       createInterface({ input: child.stdout! }).on('line', (l) => (JSON.parse(l) as { event: string }).event === 'listening' && resolve());
       child.once('exit', (code) => reject(new Error(`shard ${slot} exited ${code}`)));

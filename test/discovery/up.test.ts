@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,6 +15,7 @@ import { EtcdServer } from '../helpers/etcd-server.js';
 import { commandLine, descendants } from '../helpers/process-tree.js';
 import { startFakeShard } from '../helpers/fake-shard.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 /** README's main job: `expertmesh up` brings up etcd, shards and a router, answers, and Ctrl-C stops it all. */
 describe('expertmesh up', () => {
@@ -27,8 +27,7 @@ describe('expertmesh up', () => {
 
   const runUp = async (extra: string[]): Promise<{ etcd: string | null; registry: string | null }> => {
     // From a working directory outside the checkout, as in the container image: nothing may resolve from the cwd.
-    const child = spawn(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--port', '0', ...extra], { cwd: dir.path, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
-    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
+    const child = spawnTiedToTest(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--port', '0', ...extra], { cwd: dir.path });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
@@ -13,6 +12,7 @@ import { LocalCluster } from '@expertmesh/local-cluster';
 import { SafetensorsCheckpoint } from '@expertmesh/weights';
 import { CHANNEL_OPTIONS, encodePairs, encodeTensor, expertmeshV1, type ExpertShardServiceClient, type RunExpertsRequest, type RunExpertsStreamResponse__Output } from '@expertmesh/wire';
 import { tempDir } from '../helpers/temp-dir.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 /** One real shard process (experts 0-7 of 16) and a raw gRPC client, to check what it refuses and how. */
 describe('expert shard service', () => {
@@ -184,8 +184,7 @@ describe('shard shutdown', () => {
       const fingerprint = await modelFingerprint(config, ck);
       await ck.close();
       const main = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src', 'main.ts');
-      const child = spawn(process.execPath, ['--import', 'tsx', main, '--model', dir.path, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-      child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
+      const child = spawnTiedToTest(process.execPath, ['--import', 'tsx', main, '--model', dir.path, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
       const lines = createInterface({ input: child.stdout! });
       const events: string[] = [];
       const address = await new Promise<string>((resolve, reject) => {

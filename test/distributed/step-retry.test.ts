@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
@@ -12,6 +12,7 @@ import { CLI } from '../helpers/cli.js';
 import { loadEngineWith, loadLocalEngine } from '../helpers/engine.js';
 import { InterceptedExperts } from '../helpers/intercepted-experts.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 /**
  * A shard process dies in the middle of a step (after the step's first MoE layer went through it):
@@ -37,11 +38,10 @@ describe('a shard that dies mid-step', () => {
   });
 
   const startReplacement = (slot: string): { process: ChildProcess; listening: Promise<void> } => {
-    const child = spawn(process.execPath, [CLI, 'shard', '--model', dir.path, '--registry', server.url, '--slot', slot, '--shard-id', slot, '--listen', '127.0.0.1:0', '--intra-op-threads', '1'], {
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    const child = spawnTiedToTest(process.execPath, [CLI, 'shard', '--model', dir.path, '--registry', server.url, '--slot', slot, '--shard-id', slot, '--listen', '127.0.0.1:0', '--intra-op-threads', '1'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, EXPERTMESH_REGISTRY_TOKEN: server.token },
     });
-    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
     const listening = new Promise<void>((resolve, reject) => {
       createInterface({ input: child.stdout! }).on('line', (l) => (JSON.parse(l) as { event?: string }).event === 'listening' && resolve());
       child.once('exit', (code) => reject(new Error(`replacement shard exited (${code})`)));

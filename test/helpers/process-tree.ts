@@ -45,6 +45,12 @@ export function descendants(pid: number): ProcessId[] {
   return found;
 }
 
+/** `pid`'s identity now (pid and start time), null when there is no such process. */
+export function processId(pid: number): ProcessId | null {
+  const e = entry(pid);
+  return e && { pid: e.pid, start: e.start };
+}
+
 /** Whether this very process is still alive (not a zombie, and its pid not reused). */
 export function alive(p: ProcessId): boolean {
   const e = entry(p.pid);

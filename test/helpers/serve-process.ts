@@ -1,15 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { withServingNodeFlags } from '@expertmesh/process-lifecycle';
-import { CLI, TIED_TO_TEST } from './cli.js';
+import { CLI } from './cli.js';
+import { spawnTiedToTest } from './tied-to-test.js';
 
 /** `expertmesh serve …` as a process of its own on a free loopback port. */
 export async function startServeProcess(
   args: readonly string[],
   env: Readonly<Record<string, string>> = {},
 ): Promise<{ url: string; process: ChildProcess; stop: () => Promise<void>; startupMs: Record<string, number>; stderr: () => string }> {
-  const child = spawn(process.execPath, withServingNodeFlags([CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args]), { stdio: TIED_TO_TEST, env: { ...process.env, ...env } });
-  child.channel?.unref();
+  const child = spawnTiedToTest(process.execPath, withServingNodeFlags([CLI, 'serve', '--host', '127.0.0.1', '--port', '0', ...args]), { env: { ...process.env, ...env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   let startupMs: Record<string, number> = {};

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { withServingNodeFlags } from '@expertmesh/process-lifecycle';
-import { TIED_TO_TEST } from './cli.js';
+import { spawnTiedToTest } from './tied-to-test.js';
 
 export const SHARD_MAIN = join(import.meta.dirname, '..', '..', 'services', 'expert-shard', 'src', 'main.ts');
 
@@ -44,8 +44,7 @@ export async function startShardProcess(args: readonly string[], options: ShardP
   // The product's Node flags (what the expertmesh executable starts shards with) unless nodeArgs say otherwise.
   const node = [process.execPath, ...withServingNodeFlags([...(options.nodeArgs ?? []), '--import', 'tsx', SHARD_MAIN, '--intra-op-threads', '1', ...args])];
   const [command, ...argv] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
-  const child = spawn(command!, argv, { stdio: TIED_TO_TEST, detached: true, env: { ...process.env, ...options.env } });
-  child.channel?.unref();
+  const child = spawnTiedToTest(command!, argv, { detached: true, env: { ...process.env, ...options.env } });
   if (child.pid !== undefined) options.onSpawned?.(child.pid);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
@@ -94,7 +93,7 @@ export async function startShardProcess(args: readonly string[], options: ShardP
 /** Runs a shard that is expected to refuse to start: its exit code and stderr. */
 export function runShardToExit(args: readonly string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, withServingNodeFlags(['--import', 'tsx', SHARD_MAIN, ...args]), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawnTiedToTest(process.execPath, withServingNodeFlags(['--import', 'tsx', SHARD_MAIN, ...args]), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
@@ -9,6 +9,7 @@ import { EtcdProcess } from '@expertmesh/discovery';
 import { CLI } from '../helpers/cli.js';
 import { commandLine, descendants, killIfAlive, waitUntilGone, type ProcessId } from '../helpers/process-tree.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 /**
  * Whatever `expertmesh up` and `serve --shards` start never outlives them: not when they are killed
@@ -26,8 +27,7 @@ describe('no orphans, no hangs', () => {
   const run = (
     args: readonly string[],
   ): { child: ChildProcess; lines: string[]; exited: Promise<number | null>; started: () => ProcessId[]; waitFor: (re: RegExp, timeoutMs?: number) => Promise<string> } => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
-    child.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
+    const child = spawnTiedToTest(process.execPath, [CLI, ...args], { detached: true });
     spawned.push(child);
     const lines: string[] = [];
     const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];

@@ -37,11 +37,10 @@ describe('processes a test starts', () => {
     const script = `
       import { startShardProcess } from ${JSON.stringify(join(HELPERS, 'shard-process.ts'))};
       import { startServeProcess } from ${JSON.stringify(join(HELPERS, 'serve-process.ts'))};
-      import { readFileSync } from 'node:fs';
-      const stat = (pid) => { const s = readFileSync('/proc/' + pid + '/stat', 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[19]); };
+      import { processId } from ${JSON.stringify(join(HELPERS, 'process-tree.ts'))};
       const shard = await startShardProcess(['--model', ${JSON.stringify(dir.path)}, '--experts', 'all', '--listen', '127.0.0.1:0']);
       const router = await startServeProcess(['--model', ${JSON.stringify(dir.path)}, '--shard-addresses', shard.address]);
-      console.log(JSON.stringify([{ pid: shard.pid, start: stat(shard.pid) }, { pid: router.process.pid, start: stat(router.process.pid) }]));
+      console.log(JSON.stringify([processId(shard.pid), processId(router.process.pid)]));
       setInterval(() => {}, 1000);
     `;
     worker = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCheckpoint } from '@expertmesh/checkpoint-maker';
@@ -6,6 +6,7 @@ import { CLI } from '../helpers/cli.js';
 import { streamCompletion, streamThroughFault } from '../helpers/completion-stream.js';
 import { commandLine, descendants, waitUntilGone } from '../helpers/process-tree.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { spawnTiedToTest } from '../helpers/tied-to-test.js';
 
 /**
  * `expertmesh up --redundant-experts` keeps serving through a shard's kill -9 (its experts have
@@ -29,8 +30,7 @@ describe('up keeps its cluster running', () => {
   beforeAll(async () => {
     dir = await tempDir('up-restarts');
     await makeCheckpoint({ preset: 'demo', outDir: `${dir.path}/demo`, seed: 3 });
-    up = spawn(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--redundant-experts', '64', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
-    up.channel?.unref(); // a lifeline: the product's exitWithParent() stops it if this test's worker dies
+    up = spawnTiedToTest(process.execPath, [CLI, 'up', '--model', `${dir.path}/demo`, '--shards', '2', '--redundant-experts', '64', '--port', '0'], { detached: true });
     createInterface({ input: up.stderr! }).on('line', (l) => log.push(l));
     url = await new Promise<string>((resolve, reject) => {
       createInterface({ input: up.stdout! }).on('line', (l) => {
